@@ -1,0 +1,1 @@
+/* bridge/app.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* bridge/config.c - placeholder until implemented. */

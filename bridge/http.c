@@ -1,0 +1,1 @@
+/* bridge/http.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* bridge/keycache.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* bridge/model.c - placeholder until implemented. */

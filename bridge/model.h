@@ -1,0 +1,113 @@
+/* model.h - keys -> per-route desired state (SPEC section 1).
+ *
+ * A route folder P<ns>/<name>/ holds up to three input keys: `route` (owned
+ * mode), `weights` and `headers`. model_build() parses and validates them all
+ * and produces one struct model_route, or one error naming the key and the
+ * reason. It is pure: no I/O, no logging, no Kubernetes. */
+#ifndef CB_MODEL_H
+#define CB_MODEL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MODEL_NS_MAX 63     /* DNS-1123 label */
+#define MODEL_NAME_MAX 253  /* DNS-1123 subdomain */
+#define MODEL_WEIGHT_MAX 1000000 /* Traefik weights are relative; keep them sane */
+
+enum model_leaf { LEAF_ROUTE, LEAF_WEIGHTS, LEAF_HEADERS, LEAF_STATUS };
+
+/* Split a full key under prefix into namespace, name and leaf. Returns 0 on a
+ * route key (ns/name written NUL-terminated into the buffers), -1 when the key
+ * is not one of ours (the caller warns once per key), with a reason in err. */
+int model_parse_key(const char *prefix, const char *key, char ns[MODEL_NS_MAX + 1],
+                    char name[MODEL_NAME_MAX + 1], enum model_leaf *leaf, char *err,
+                    size_t errlen);
+bool model_dns1123_label(const char *s);     /* namespace */
+bool model_dns1123_subdomain(const char *s); /* object name */
+
+struct model_service {
+    char *name;
+    char *port;       /* as written: "80" or "http"; NULL when absent */
+    bool port_is_num; /* render as a number */
+    long port_num;
+    bool has_weight;  /* from the route document or the weights key */
+    long weight;
+};
+
+struct model_weight {
+    char *service;
+    long weight;
+};
+
+enum model_rule_kind { RULE_HEADER, RULE_COOKIE };
+
+struct model_kv {
+    char *key;
+    char *value;
+};
+
+struct model_rule {
+    char *name;    /* given, or "h<index>" */
+    enum model_rule_kind kind;
+    char *header;  /* header name (RULE_HEADER) or cookie name (RULE_COOKIE) */
+    char *value;   /* exact value, or NULL */
+    char *regex;   /* regex (headers only), or NULL */
+    char *service; /* one of the route's services */
+    struct model_kv *set_request;
+    size_t n_set_request;
+    struct model_kv *set_response;
+    size_t n_set_response;
+};
+
+struct model_route {
+    char *ns, *name;
+    bool owned; /* a `route` key exists */
+
+    /* owned mode (from `route`, weights already overridden by `weights`) */
+    char *match;
+    char **entry_points;
+    size_t n_entry_points;
+    bool has_priority;
+    long long priority;
+    struct model_service *services;
+    size_t n_services;
+    char **middlewares;
+    size_t n_middlewares;
+    cJSON *tls; /* passthrough object or NULL */
+    struct model_rule *rules; /* from `headers` */
+    size_t n_rules;
+
+    /* `weights` as given (both modes; patched mode uses only this) */
+    struct model_weight *weights;
+    size_t n_weights;
+
+    uint64_t revision; /* highest source revision among the route's keys */
+};
+
+struct model_input {
+    const char *prefix; /* for error messages: "<prefix><ns>/<name>/<leaf>: reason" */
+    const char *ns, *name;
+    const char *route;   /* NULL when the key is absent */
+    size_t route_len;
+    const char *weights;
+    size_t weights_len;
+    const char *headers;
+    size_t headers_len;
+    uint64_t revision;
+};
+
+/* Returns 0 and fills *out, or -1 with "KEY: reason" in err (out is left
+ * zeroed). With neither route nor weights present the route is "absent":
+ * returns 1 (nothing desired) and out stays zeroed. */
+int model_build(const struct model_input *in, struct model_route *out, char *err, size_t errlen);
+void model_route_free(struct model_route *r);
+
+/* Exposed for unit tests and the patched-mode sink: parse a `weights` value in
+ * any of its three forms. Caller frees with model_weights_free. */
+int model_parse_weights(const char *text, size_t len, struct model_weight **out, size_t *n,
+                        char *err, size_t errlen);
+void model_weights_free(struct model_weight *w, size_t n);
+
+#endif

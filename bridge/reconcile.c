@@ -1,0 +1,1 @@
+/* bridge/reconcile.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* bridge/value.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* bridge/workqueue.c - placeholder until implemented. */

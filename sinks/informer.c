@@ -1,0 +1,1 @@
+/* sinks/informer.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* sinks/kube.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* sinks/kubeconfig.c - placeholder until implemented. */

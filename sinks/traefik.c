@@ -1,0 +1,1 @@
+/* sinks/traefik.c - placeholder until implemented. */

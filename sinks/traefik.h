@@ -1,0 +1,67 @@
+/* traefik.h - render a model_route into Traefik CRD objects (cJSON), and
+ * compare/merge them with live objects from the API server.
+ *
+ * Knows Traefik's schemas and rule syntax (v2/v3, quoting, priorities); knows
+ * nothing of etcd, Consul or HTTP. Objects are plain cJSON trees in the shape
+ * the Kubernetes API takes (apiVersion, kind, metadata, spec). */
+#ifndef CB_TRAEFIK_H
+#define CB_TRAEFIK_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bridge/config.h"
+#include "bridge/model.h"
+
+#define TRAEFIK_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
+#define TRAEFIK_MANAGER "canary-bridge"
+#define TRAEFIK_ANNOT_PREFIX "canary-bridge.io/source-prefix"
+#define TRAEFIK_ANNOT_REVISION "canary-bridge.io/source-revision"
+#define TRAEFIK_ANNOT_SOURCE "canary-bridge.io/source" /* "etcd" | "consul" */
+
+struct render_opts {
+    const char *api_group;   /* "traefik.io" | "traefik.containo.us" */
+    enum rule_syntax syntax; /* v3 | v2 */
+    const char *prefix;      /* source prefix, for the annotation */
+    const char *source_name; /* "etcd" | "consul" */
+};
+
+/* The full IngressRoute for an owned route: metadata (name, namespace, our
+ * label, our annotations), spec.routes with `kind: Rule` and explicit weights
+ * on every service; one route per header/cookie rule first (explicit
+ * priorities above the weighted route, earlier rules higher), then the
+ * weighted route. Returns NULL on OOM. */
+cJSON *traefik_render_ingressroute(const struct model_route *r, const struct render_opts *o);
+
+/* The headers Middleware for rule i ("<name>-<rule>"), or NULL when the rule
+ * sets no headers. *name_out (if given) receives a heap copy of its name. */
+cJSON *traefik_render_middleware(const struct model_route *r, size_t i,
+                                 const struct render_opts *o);
+/* Name of rule i's Middleware; heap string, valid Kubernetes name (truncated
+ * with a hash suffix when too long). */
+char *traefik_middleware_name(const struct model_route *r, size_t i);
+
+/* Quote s as a Traefik rule string literal: `s` when it holds no backtick and
+ * no CR, else a Go interpreted literal "..." with \\ \" \xNN escapes. */
+char *traefik_rule_quote(const char *s);
+
+/* True when obj carries our managed-by label. */
+bool traefik_is_managed(const cJSON *obj);
+
+/* Owned mode: build the object to PUT from the live object and the desired
+ * one: start from live (keeping resourceVersion and other metadata), replace
+ * spec, set our label and annotations, keep labels/annotations others added.
+ * *changed is false when live already equals desired on everything we own
+ * (spec, our label, our prefix/source annotations; the revision annotation
+ * alone never triggers a write). Returns NULL on OOM. */
+cJSON *traefik_merge_owned(const cJSON *live, const cJSON *desired, bool *changed);
+
+/* Patched mode: on a copy of a live IngressRoute, set the weight of every
+ * service named in r->weights, in every route of spec.routes; leave all else
+ * untouched. Returns 0 (with *changed), or -1 with err naming a service that
+ * appears in no route of the object. */
+int traefik_apply_weights(cJSON *obj, const struct model_route *r, bool *changed, char *err,
+                          size_t errlen);
+
+#endif

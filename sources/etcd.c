@@ -1,0 +1,1 @@
+/* sources/etcd.c - placeholder until implemented. */

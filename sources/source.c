@@ -1,0 +1,30 @@
+/* source.c - source factory and helpers shared by the etcd and Consul sources. */
+#include "sources/source.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct source *source_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
+                          const struct config *cfg, const struct source_callbacks *cb, char *err,
+                          size_t errlen) {
+    switch (cfg->source.type) {
+    case SOURCE_ETCD:
+        return source_etcd_new(loop, http, lg, cfg, cb, err, errlen);
+    case SOURCE_CONSUL:
+        snprintf(err, errlen, "source.type consul is not supported by this build yet");
+        return NULL;
+    }
+    snprintf(err, errlen, "unknown source type");
+    return NULL;
+}
+
+uint64_t source_backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t max_ms) {
+    uint64_t cap = base_ms;
+    for (unsigned i = 0; i < attempt && cap < max_ms; i++)
+        cap *= 2;
+    if (cap > max_ms)
+        cap = max_ms;
+    uint64_t half = cap / 2;
+    /* rand() is fine for jitter: spreading reconnects, not security. */
+    return half + (half ? (uint64_t)rand() % (half + 1) : 0);
+}

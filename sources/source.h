@@ -1,0 +1,78 @@
+/* source.h - the one interface every key source (etcd, Consul) implements.
+ *
+ * A source lists the prefix once, then watches it, and reports what it sees
+ * through callbacks. It knows nothing of routes, Traefik or Kubernetes: it
+ * deals in keys, values and revisions only.
+ *
+ * Callback contract (all on the loop thread):
+ *  - on_snapshot: a complete, successful read of the prefix. It REPLACES what
+ *    the consumer knows: keys absent from it are gone. Sent after the first
+ *    list, after a re-list (compaction, index reset, resync) and after a
+ *    reconnect that could not resume from the last revision.
+ *  - on_event: one change after the last snapshot, in revision order.
+ *  - on_state: connectivity changes (connected=false carries a reason).
+ * Pointers passed to callbacks are valid only during the call. */
+#ifndef CB_SOURCE_H
+#define CB_SOURCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bridge/config.h"
+#include "bridge/http.h"
+#include "bridge/log.h"
+
+struct source_kv {
+    const char *key; /* full key, NUL-terminated */
+    const char *value; /* raw bytes, NUL-terminated for convenience (may hold NULs) */
+    size_t value_len;
+    uint64_t revision; /* etcd mod_revision / Consul ModifyIndex */
+};
+
+enum source_event_type { SOURCE_PUT, SOURCE_DELETE };
+
+struct source_callbacks {
+    void (*on_snapshot)(void *user, const struct source_kv *kvs, size_t n, uint64_t revision);
+    void (*on_event)(void *user, enum source_event_type type, const struct source_kv *kv,
+                     uint64_t revision);
+    void (*on_state)(void *user, bool connected, const char *reason);
+    void *user;
+};
+
+struct source;
+struct source_ops {
+    const char *name; /* "etcd" | "consul" */
+    int (*start)(struct source *s);    /* list, then watch */
+    void (*resync)(struct source *s);  /* re-list now (a snapshot follows) */
+    /* Write a key (status feedback). done(user, ok, message) is called once. */
+    int (*put)(struct source *s, const char *key, const char *value, size_t len,
+               void (*done)(void *user, bool ok, const char *message), void *user);
+    void (*stop)(struct source *s);    /* cancel requests and timers; no callbacks after */
+    void (*destroy)(struct source *s); /* after stop and once the loop closed its handles */
+};
+
+struct source {
+    const struct source_ops *ops;
+    struct source_callbacks cb;
+    uv_loop_t *loop;
+    struct http_client *http;
+    struct logger *log;
+    const struct config *cfg; /* must outlive the source */
+};
+
+/* Create the source that cfg->source.type names. Returns NULL with err set. */
+struct source *source_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
+                          const struct config *cfg, const struct source_callbacks *cb, char *err,
+                          size_t errlen);
+struct source *source_etcd_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
+                               const struct config *cfg, const struct source_callbacks *cb,
+                               char *err, size_t errlen);
+
+/* Helpers shared by sources. */
+/* Exponential backoff with full jitter: base * 2^attempt capped at max, then a
+ * uniform random value in [cap/2, cap]. */
+uint64_t source_backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t max_ms);
+
+#endif
