@@ -96,6 +96,12 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);
 
+/* Read a whole file of at most max bytes into a heap string (NUL-terminated;
+ * *len excludes the NUL). Errors name the file: "PATH: cannot open: ...".
+ * Shared with the kubeconfig loader. */
+int config_read_file(const char *path, size_t max, char **text, size_t *len, char *err,
+                     size_t errlen);
+
 /* Go-style durations: "250ms", "30s", "5m", "1h30m", "0". Returns 0/-1. */
 int parse_duration_ms(const char *s, uint64_t *out);
 

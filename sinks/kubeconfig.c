@@ -1,1 +1,632 @@
-/* sinks/kubeconfig.c - placeholder until implemented. */
+/* kubeconfig.c - find the Kubernetes API server and the credentials for it.
+ *
+ * Three ways, as kubectl and client-go have them: a kubeconfig file (the
+ * named context or current-context), the in-cluster service account, or the
+ * explicit kubernetes.server/token_file/ca_file of the bridge config.
+ *
+ * The kubeconfig is read with libyaml's document API, leniently: kubeconfigs
+ * carry many keys the bridge has no use for (preferences, extensions,
+ * proxy-url, ...), so unknown keys are ignored, but the keys the bridge does
+ * use must have the right shape. Relative file paths are resolved against the
+ * kubeconfig's directory, as kubectl does. Only the first file of a
+ * colon-separated $KUBECONFIG is read; kubectl merges them, which is more
+ * machinery than a daemon's single cluster needs.
+ *
+ * Credential plugins (exec, auth-provider) are refused: running a subprocess
+ * that may block or prompt has no place in a single-threaded daemon. Basic
+ * auth is refused because Kubernetes removed it. Tokens and keys are secrets:
+ * they never appear in messages and are wiped when freed. */
+#include "sinks/kubeconfig.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "bridge/buf.h"
+
+#define KUBECONFIG_MAX_BYTES (4 * 1024 * 1024)
+#define SA_DIR_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount"
+#define NAME_SHOWN_MAX 64 /* longest context/cluster/user name quoted in a message */
+
+/* A loaded kubeconfig and where messages go. */
+struct kubeconfig {
+    const char *path;
+    char *dir; /* for relative paths; NULL when path has no '/' */
+    yaml_document_t doc;
+    char *err;
+    size_t errlen;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+__attribute__((format(printf, 1, 2))) static char *format(const char *fmt, ...) {
+    buf_t b = BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    if (rc < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+/* "PATH:LINE: message", or "PATH: message" for line 0. */
+__attribute__((format(printf, 3, 4))) static int kfail(const struct kubeconfig *kc, int line,
+                                                       const char *fmt, ...) {
+    if (!kc->err || kc->errlen == 0)
+        return -1;
+    int n = line > 0 ? snprintf(kc->err, kc->errlen, "%s:%d: ", kc->path, line)
+                     : snprintf(kc->err, kc->errlen, "%s: ", kc->path);
+    if (n < 0 || (size_t)n >= kc->errlen)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(kc->err + n, kc->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int node_line(const yaml_node_t *n) {
+    return (int)n->start_mark.line + 1;
+}
+
+static const char *text_of(const yaml_node_t *n) {
+    return (const char *)n->data.scalar.value;
+}
+
+static bool is_null(const yaml_node_t *n) {
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *s = text_of(n);
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+static bool is_http_url(const char *s) {
+    const char *rest = !strncmp(s, "https://", 8)  ? s + 8
+                       : !strncmp(s, "http://", 7) ? s + 7
+                                                   : NULL;
+    if (!rest || !*rest || *rest == '/' || *rest == ':')
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+/* A server URL as the HTTP client wants it: no trailing '/'. */
+static char *server_url(const char *s) {
+    size_t len = strlen(s);
+    while (len > 0 && s[len - 1] == '/')
+        len--;
+    return strndup(s, len);
+}
+
+/* ---- base64 --------------------------------------------------------------- */
+
+static int b64_digit(unsigned char c) {
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Standard alphabet with padding, as Go encodes []byte fields. Line breaks
+ * are skipped (Go's decoder does the same); anything else that is not part of
+ * the alphabet, or padding in the wrong place, is an error. The result is
+ * NUL-terminated; *outlen excludes the NUL. */
+static int base64_decode(const char *in, size_t len, char **out, size_t *outlen) {
+    char *res = malloc(len / 4 * 3 + 4);
+    if (!res)
+        return -1;
+    uint32_t acc = 0;
+    size_t o = 0, n = 0, pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '\n' || c == '\r')
+            continue;
+        int d = b64_digit(c);
+        if (c == '=' && n % 4 >= 2) {
+            pad++;
+            d = 0;
+        } else if (d < 0 || pad) {
+            goto bad; /* foreign character, or data after padding */
+        }
+        acc = acc << 6 | (uint32_t)d;
+        if (++n % 4 == 0) {
+            res[o++] = (char)(acc >> 16);
+            res[o++] = (char)(acc >> 8);
+            res[o++] = (char)acc;
+            acc = 0;
+        }
+    }
+    if (n % 4 != 0)
+        goto bad;
+    o -= pad;
+    res[o] = '\0';
+    *out = res;
+    *outlen = o;
+    return 0;
+bad:
+    free(res);
+    return -1;
+}
+
+/* ---- reading the kubeconfig -------------------------------------------------- */
+
+/* The file kubectl would read: the argument, else the first entry of
+ * $KUBECONFIG, else ~/.kube/config. */
+static char *kubeconfig_path(const char *path, char *err, size_t errlen) {
+    if (path && *path) {
+        char *copy = strdup(path);
+        if (!copy)
+            snprintf(err, errlen, "out of memory");
+        return copy;
+    }
+    const char *env = getenv("KUBECONFIG");
+    for (const char *s = env; s && *s;) {
+        size_t n = strcspn(s, ":");
+        if (n > 0) {
+            char *copy = strndup(s, n);
+            if (!copy)
+                snprintf(err, errlen, "out of memory");
+            return copy;
+        }
+        s += *s == ':';
+    }
+    const char *home = getenv("HOME");
+    if (!home || !*home) {
+        snprintf(err, errlen,
+                 "no kubeconfig: kubernetes.kubeconfig, $KUBECONFIG and $HOME are all unset");
+        return NULL;
+    }
+    char *p = format("%s/.kube/config", home);
+    if (!p)
+        snprintf(err, errlen, "out of memory");
+    return p;
+}
+
+static char *directory_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return NULL;
+    return strndup(path, (size_t)(slash - path)); /* "/config": "", and "" + "/ca" is right */
+}
+
+static int load_document(struct kubeconfig *kc, const char *text, size_t len) {
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser))
+        return kfail(kc, 0, "out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    int rc = 0;
+    if (!yaml_parser_load(&parser, &kc->doc)) {
+        if (parser.error == YAML_MEMORY_ERROR)
+            rc = kfail(kc, 0, "out of memory");
+        else
+            rc = kfail(kc, (int)parser.problem_mark.line + 1, "YAML syntax error: %s",
+                       parser.problem ? parser.problem : "unknown error");
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
+/* Read and parse the file; on success the caller deletes kc->doc and kc->dir. */
+static int kubeconfig_open(struct kubeconfig *kc) {
+    char *text;
+    size_t len;
+    if (config_read_file(kc->path, KUBECONFIG_MAX_BYTES, &text, &len, kc->err, kc->errlen) < 0)
+        return -1;
+    int rc = load_document(kc, text, len);
+    free(text);
+    if (rc < 0)
+        return -1;
+    if (strchr(kc->path, '/') && !(kc->dir = directory_of(kc->path))) {
+        yaml_document_delete(&kc->doc);
+        return kfail(kc, 0, "out of memory");
+    }
+    return 0;
+}
+
+static const yaml_node_t *root_mapping(struct kubeconfig *kc) {
+    const yaml_node_t *root = yaml_document_get_root_node(&kc->doc);
+    if (!root || is_null(root)) {
+        kfail(kc, 0, "empty kubeconfig");
+        return NULL;
+    }
+    if (root->type != YAML_MAPPING_NODE) {
+        kfail(kc, node_line(root), "not a kubeconfig: the top level is not a mapping");
+        return NULL;
+    }
+    return root;
+}
+
+/* The value of key in a mapping, or NULL (also for a null value). */
+static const yaml_node_t *lookup(struct kubeconfig *kc, const yaml_node_t *map, const char *key) {
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (const yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        const yaml_node_t *k = yaml_document_get_node(&kc->doc, p->key);
+        if (k && k->type == YAML_SCALAR_NODE && !strcmp(text_of(k), key)) {
+            const yaml_node_t *v = yaml_document_get_node(&kc->doc, p->value);
+            return v && !is_null(v) ? v : NULL;
+        }
+    }
+    return NULL;
+}
+
+/* A string value: *out is NULL when absent; error when it is not a string. */
+static int get_string(struct kubeconfig *kc, const yaml_node_t *map, const char *key,
+                      const char *what, const char **out) {
+    const yaml_node_t *v = lookup(kc, map, key);
+    *out = NULL;
+    if (!v)
+        return 0;
+    if (v->type != YAML_SCALAR_NODE || strlen(text_of(v)) != v->data.scalar.length)
+        return kfail(kc, node_line(v), "%s: %s must be a string", what, key);
+    *out = text_of(v);
+    return 0;
+}
+
+/* Go's YAML reads these spellings as booleans. */
+static int get_bool(struct kubeconfig *kc, const yaml_node_t *map, const char *key,
+                    const char *what, bool *out) {
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "on", NULL};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "off", NULL};
+    const yaml_node_t *v = lookup(kc, map, key);
+    *out = false;
+    if (!v)
+        return 0;
+    for (size_t i = 0; v->type == YAML_SCALAR_NODE && yes[i]; i++) {
+        if (!strcmp(text_of(v), yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcmp(text_of(v), no[i]))
+            return 0;
+    }
+    return kfail(kc, node_line(v), "%s: %s must be true or false", what, key);
+}
+
+/* The entry of clusters/users/contexts whose name matches, as the mapping
+ * under its `inner` key (cluster/user/context). Error when not found;
+ * `referrer` ("context 'x'") says who asked for it, or is NULL. */
+static const yaml_node_t *find_named(struct kubeconfig *kc, const yaml_node_t *root,
+                                     const char *list, const char *inner, const char *name,
+                                     const char *referrer) {
+    const yaml_node_t *seq = lookup(kc, root, list);
+    if (seq && seq->type != YAML_SEQUENCE_NODE) {
+        kfail(kc, node_line(seq), "%s must be a list", list);
+        return NULL;
+    }
+    for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
+         seq && i < seq->data.sequence.items.top; i++) {
+        const yaml_node_t *entry = yaml_document_get_node(&kc->doc, *i);
+        const yaml_node_t *n = lookup(kc, entry, "name");
+        if (!n || n->type != YAML_SCALAR_NODE || strcmp(text_of(n), name) != 0)
+            continue;
+        const yaml_node_t *body = lookup(kc, entry, inner);
+        if (!body) {
+            kfail(kc, node_line(entry), "%s '%.*s' has no '%s' section", inner, NAME_SHOWN_MAX,
+                  name, inner);
+            return NULL;
+        }
+        if (body->type != YAML_MAPPING_NODE) {
+            kfail(kc, node_line(body), "%s '%.*s': '%s' must be a mapping", inner, NAME_SHOWN_MAX,
+                  name, inner);
+            return NULL;
+        }
+        return body;
+    }
+    if (referrer)
+        kfail(kc, 0, "%s refers to %s '%.*s', which is not defined in %s", referrer, inner,
+              NAME_SHOWN_MAX, name, list);
+    else
+        kfail(kc, 0, "%s '%.*s' is not defined in %s", inner, NAME_SHOWN_MAX, name, list);
+    return NULL;
+}
+
+/* A path from the kubeconfig, relative ones taken from its directory. */
+static int resolve_path(struct kubeconfig *kc, const char *p, char **out) {
+    *out = p[0] == '/' || !kc->dir ? strdup(p) : format("%s/%s", kc->dir, p);
+    return *out ? 0 : kfail(kc, 0, "out of memory");
+}
+
+/* An inline -data field (base64) or, failing that, a file path: -data wins
+ * when both are present, as in client-go. */
+static int file_or_data(struct kubeconfig *kc, const yaml_node_t *map, const char *key,
+                        const char *what, char **file, char **pem, size_t *pem_len) {
+    char data_key[64];
+    const char *path, *data;
+    snprintf(data_key, sizeof data_key, "%s-data", key);
+    if (get_string(kc, map, key, what, &path) < 0 || get_string(kc, map, data_key, what, &data) < 0)
+        return -1;
+    if (data && *data) {
+        if (base64_decode(data, strlen(data), pem, pem_len) == 0)
+            return 0;
+        return kfail(kc, node_line(lookup(kc, map, data_key)), "%s: %s is not valid base64", what,
+                     data_key);
+    }
+    if (path && *path)
+        return resolve_path(kc, path, file);
+    return 0;
+}
+
+/* ---- clusters, users, contexts ------------------------------------------- */
+
+static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const char *what,
+                        struct kube_conn *c) {
+    const char *server;
+    if (get_string(kc, cluster, "server", what, &server) < 0)
+        return -1;
+    if (!server || !*server)
+        return kfail(kc, node_line(cluster), "%s has no server", what);
+    if (!is_http_url(server))
+        return kfail(kc, node_line(lookup(kc, cluster, "server")),
+                     "%s: server must be an https:// (or http://) URL", what);
+    if (!(c->server = server_url(server)))
+        return kfail(kc, 0, "out of memory");
+    if (file_or_data(kc, cluster, "certificate-authority", what, &c->ca_file, &c->ca_pem,
+                     &c->ca_pem_len) < 0 ||
+        get_bool(kc, cluster, "insecure-skip-tls-verify", what, &c->insecure) < 0)
+        return -1;
+    /* client-go refuses this combination; so do we, rather than pick one. */
+    if (c->insecure && (c->ca_file || c->ca_pem))
+        return kfail(kc, node_line(cluster),
+                     "%s: insecure-skip-tls-verify cannot be combined with a certificate "
+                     "authority",
+                     what);
+    return 0;
+}
+
+static int refuse_plugins(struct kubeconfig *kc, const yaml_node_t *user, const char *name) {
+    const yaml_node_t *exec = lookup(kc, user, "exec");
+    const yaml_node_t *provider = lookup(kc, user, "auth-provider");
+    const char *username, *password;
+    if (exec)
+        return kfail(kc, node_line(exec),
+                     "user '%.*s' uses an exec plugin, which canary-bridge does not run; use a "
+                     "token or client certificate",
+                     NAME_SHOWN_MAX, name);
+    if (provider)
+        return kfail(kc, node_line(provider),
+                     "user '%.*s' uses an auth-provider plugin, which canary-bridge does not run; "
+                     "use a token or client certificate",
+                     NAME_SHOWN_MAX, name);
+    if (get_string(kc, user, "username", "user", &username) < 0 ||
+        get_string(kc, user, "password", "user", &password) < 0)
+        return -1;
+    if ((username && *username) || (password && *password))
+        return kfail(kc, node_line(user),
+                     "user '%.*s' uses a username and password (basic auth), which Kubernetes "
+                     "no longer supports; use a token or client certificate",
+                     NAME_SHOWN_MAX, name);
+    return 0;
+}
+
+static int fill_user(struct kubeconfig *kc, const yaml_node_t *user, const char *name,
+                     const char *what, struct kube_conn *c) {
+    const char *token, *token_file;
+    if (refuse_plugins(kc, user, name) < 0 || get_string(kc, user, "token", what, &token) < 0 ||
+        get_string(kc, user, "tokenFile", what, &token_file) < 0)
+        return -1;
+    if (token && *token && !(c->token = strdup(token)))
+        return kfail(kc, 0, "out of memory");
+    /* Both may be set; the HTTP side prefers the file, re-read on use, as
+     * client-go does. */
+    if (token_file && *token_file && resolve_path(kc, token_file, &c->token_file) < 0)
+        return -1;
+    if (file_or_data(kc, user, "client-certificate", what, &c->cert_file, &c->cert_pem,
+                     &c->cert_pem_len) < 0 ||
+        file_or_data(kc, user, "client-key", what, &c->key_file, &c->key_pem, &c->key_pem_len) < 0)
+        return -1;
+    bool cert = c->cert_file || c->cert_pem, key = c->key_file || c->key_pem;
+    if (cert != key)
+        return kfail(kc, node_line(user), "%s: %s needs %s as well", what,
+                     cert ? "client-certificate" : "client-key",
+                     cert ? "client-key" : "client-certificate");
+    return 0;
+}
+
+static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const char *name,
+                       struct kube_conn *c) {
+    const yaml_node_t *ctx = find_named(kc, root, "contexts", "context", name, NULL);
+    const char *cluster_name, *user_name;
+    char what[2 * NAME_SHOWN_MAX + 32];
+    if (!ctx)
+        return -1;
+    snprintf(what, sizeof what, "context '%.*s'", NAME_SHOWN_MAX, name);
+    if (get_string(kc, ctx, "cluster", what, &cluster_name) < 0 ||
+        get_string(kc, ctx, "user", what, &user_name) < 0)
+        return -1;
+    if (!cluster_name || !*cluster_name)
+        return kfail(kc, node_line(ctx), "%s names no cluster", what);
+    const yaml_node_t *cluster = find_named(kc, root, "clusters", "cluster", cluster_name, what);
+    if (!cluster)
+        return -1;
+    snprintf(what, sizeof what, "cluster '%.*s' (context '%.*s')", NAME_SHOWN_MAX, cluster_name,
+             NAME_SHOWN_MAX, name);
+    if (fill_cluster(kc, cluster, what, c) < 0)
+        return -1;
+    if (!user_name || !*user_name)
+        return 0; /* anonymous: allowed, the API server decides */
+    snprintf(what, sizeof what, "context '%.*s'", NAME_SHOWN_MAX, name);
+    const yaml_node_t *user = find_named(kc, root, "users", "user", user_name, what);
+    if (!user)
+        return -1;
+    snprintf(what, sizeof what, "user '%.*s' (context '%.*s')", NAME_SHOWN_MAX, user_name,
+             NAME_SHOWN_MAX, name);
+    return fill_user(kc, user, user_name, what, c);
+}
+
+static int select_context(struct kubeconfig *kc, const yaml_node_t *root, const char *context,
+                          const char **name) {
+    if (context && *context) {
+        *name = context;
+        return 0;
+    }
+    if (get_string(kc, root, "current-context", "kubeconfig", name) < 0)
+        return -1;
+    if (!*name || !**name)
+        return kfail(kc, 0,
+                     "no context chosen: current-context is not set and "
+                     "kubernetes.context is empty");
+    return 0;
+}
+
+static int read_kubeconfig(struct kubeconfig *kc, const char *context, struct kube_conn *c) {
+    if (kubeconfig_open(kc) < 0)
+        return -1;
+    const yaml_node_t *root = root_mapping(kc);
+    const char *name = NULL;
+    int rc = root && select_context(kc, root, context, &name) == 0 ? 0 : -1;
+    if (rc == 0)
+        rc = use_context(kc, root, name, c);
+    if (rc == 0 && !(c->context = strdup(name)))
+        rc = kfail(kc, 0, "out of memory");
+    yaml_document_delete(&kc->doc);
+    free(kc->dir);
+    kc->dir = NULL;
+    return rc;
+}
+
+/* ---- public ------------------------------------------------------------------- */
+
+int kube_conn_from_kubeconfig(const char *path, const char *context, struct kube_conn *out,
+                              char *err, size_t errlen) {
+    struct kube_conn c = {0};
+    memset(out, 0, sizeof *out);
+    char *file = kubeconfig_path(path, err, errlen);
+    if (!file)
+        return -1;
+    struct kubeconfig kc = {.path = file, .err = err, .errlen = errlen};
+    int rc = read_kubeconfig(&kc, context, &c);
+    free(file);
+    if (rc < 0) {
+        kube_conn_free(&c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+/* A service account file must be there and readable now: finding out at the
+ * first API call would be later and vaguer. */
+static char *service_account_file(const char *dir, const char *name, char *err, size_t errlen) {
+    char *path = format("%s/%s", dir, name);
+    if (!path) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (access(path, R_OK) != 0) {
+        snprintf(err, errlen, "in-cluster: cannot read %s: %s", path, strerror(errno));
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+int kube_conn_in_cluster(struct kube_conn *out, char *err, size_t errlen) {
+    struct kube_conn c = {0};
+    memset(out, 0, sizeof *out);
+    const char *host = getenv("KUBERNETES_SERVICE_HOST");
+    const char *port = getenv("KUBERNETES_SERVICE_PORT");
+    if (!host || !*host || !port || !*port) {
+        snprintf(err, errlen,
+                 "in-cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT "
+                 "are not set (not running in a pod?)");
+        return -1;
+    }
+    if (strspn(port, "0123456789") != strlen(port)) {
+        snprintf(err, errlen, "in-cluster: KUBERNETES_SERVICE_PORT is not a port number");
+        return -1;
+    }
+    const char *dir = getenv("CANARY_BRIDGE_SA_DIR");
+    if (!dir || !*dir)
+        dir = SA_DIR_DEFAULT;
+    /* An IPv6 address needs brackets in a URL. */
+    c.server = strchr(host, ':') ? format("https://[%s]:%s", host, port)
+                                 : format("https://%s:%s", host, port);
+    if (!c.server) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!(c.token_file = service_account_file(dir, "token", err, errlen)) ||
+        !(c.ca_file = service_account_file(dir, "ca.crt", err, errlen))) {
+        kube_conn_free(&c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+static int copy_optional(const char *src, char **dst) {
+    if (!src || !*src)
+        return 0;
+    *dst = strdup(src);
+    return *dst ? 0 : -1;
+}
+
+static int explicit_server(const struct config *cfg, struct kube_conn *out, char *err,
+                           size_t errlen) {
+    struct kube_conn c = {0};
+    if (!is_http_url(cfg->kubernetes.server)) {
+        snprintf(err, errlen, "kubernetes.server: must be an https:// (or http://) URL");
+        return -1;
+    }
+    c.insecure = cfg->kubernetes.insecure_skip_verify;
+    if (!(c.server = server_url(cfg->kubernetes.server)) ||
+        copy_optional(cfg->kubernetes.token_file, &c.token_file) < 0 ||
+        copy_optional(cfg->kubernetes.ca_file, &c.ca_file) < 0) {
+        kube_conn_free(&c);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+int kube_conn_from_config(const struct config *cfg, struct kube_conn *out, char *err,
+                          size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (cfg->kubernetes.server && *cfg->kubernetes.server)
+        return explicit_server(cfg, out, err, errlen);
+    if (cfg->kubernetes.in_cluster)
+        return kube_conn_in_cluster(out, err, errlen);
+    return kube_conn_from_kubeconfig(cfg->kubernetes.kubeconfig, cfg->kubernetes.context, out, err,
+                                     errlen);
+}
+
+static void free_secret(char *s, size_t len) {
+    if (s) {
+        explicit_bzero(s, len);
+        free(s);
+    }
+}
+
+void kube_conn_free(struct kube_conn *c) {
+    free(c->server);
+    free_secret(c->token, c->token ? strlen(c->token) : 0);
+    free(c->token_file);
+    free(c->ca_file);
+    free(c->ca_pem);
+    free(c->cert_file);
+    free(c->cert_pem);
+    free(c->key_file);
+    free_secret(c->key_pem, c->key_pem_len);
+    free(c->context);
+    memset(c, 0, sizeof *c);
+}
