@@ -1,1 +1,504 @@
-/* bridge/app.c - placeholder until implemented. */
+/* app.c - wiring: source events -> key cache -> reconciler -> Kubernetes,
+ * on one libuv loop, plus the one-shot commands (sync, render, check).
+ *
+ * Start-up order matters: the workqueue stays paused until the source has
+ * delivered a complete snapshot AND both informers have listed, so the first
+ * pass for every route already knows what exists in the cluster (no blind
+ * POSTs, no GET per route). */
+#include "bridge/app.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/value.h"
+#include "sinks/kubeconfig.h"
+#include "sinks/traefik.h"
+
+#define ONE_SHOT_TIMEOUT_MS 30000
+#define SHUTDOWN_GRACE_MS 10000
+
+static void app_stop(struct app *a, int code);
+
+/* ---- source callbacks ---- */
+
+static void on_route_changed(void *user, const char *route_id) {
+    struct app *a = user;
+    if (a->have_rec)
+        reconciler_enqueue(&a->rec, route_id);
+}
+
+static void maybe_start_work(struct app *a);
+
+static void render_all(struct app *a);
+
+static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint64_t revision) {
+    struct app *a = user;
+    if (a->stopping)
+        return;
+    if (keycache_snapshot(&a->keys, kvs, n, revision, on_route_changed, a) < 0) {
+        log_error(&a->log, "source: out of memory applying a snapshot of %zu keys", n);
+        return;
+    }
+    log_info(&a->log, "source: %zu keys under %s at revision %llu (%zu routes)", n,
+             a->cfg.source.prefix, (unsigned long long)revision, a->keys.routes.count);
+    bool first = !a->source_synced;
+    a->source_synced = true;
+    switch (a->cmd) {
+    case CMD_RENDER:
+        render_all(a);
+        return;
+    case CMD_CHECK:
+        printf("ok   source %s: %zu keys under %s at revision %llu\n", a->source->ops->name, n,
+               a->cfg.source.prefix, (unsigned long long)revision);
+        a->check_source_ok = true;
+        if (a->check_api_done)
+            app_stop(a, a->check_api_ok ? EXIT_OK : EXIT_RUNTIME);
+        return;
+    case CMD_SYNC:
+        /* One complete read is all `sync` needs. */
+        a->source->ops->stop(a->source);
+        break;
+    case CMD_RUN:
+        break;
+    }
+    if (first)
+        maybe_start_work(a);
+}
+
+static void on_event(void *user, enum source_event_type type, const struct source_kv *kv,
+                     uint64_t revision) {
+    struct app *a = user;
+    (void)revision;
+    if (a->stopping)
+        return;
+    int rc = type == SOURCE_PUT ? keycache_put(&a->keys, kv, on_route_changed, a)
+                                : keycache_delete(&a->keys, kv->key, on_route_changed, a);
+    if (rc < 0)
+        log_error(&a->log, "source: out of memory applying a change to %s", kv->key);
+}
+
+static void on_source_state(void *user, bool connected, const char *reason) {
+    struct app *a = user;
+    if (connected)
+        log_info(&a->log, "source: connected");
+    else
+        log_warn(&a->log, "source: disconnected: %s", reason ? reason : "unknown");
+}
+
+/* ---- informers ---- */
+
+static void on_informer_synced(void *user) {
+    struct app *a = user;
+    a->informers_synced++;
+    maybe_start_work(a);
+}
+
+static void on_drained(void *user) {
+    struct app *a = user;
+    if (a->cmd == CMD_SYNC && a->working && !a->stopping) {
+        unsigned failed = a->rec.one_shot_failed;
+        log_info(&a->log, "sync: done, %llu writes, %u routes failed",
+                 (unsigned long long)a->rec.stats.writes, failed);
+        app_stop(a, failed ? EXIT_RUNTIME : EXIT_OK);
+    }
+}
+
+static void maybe_start_work(struct app *a) {
+    if (a->working || !a->source_synced || a->informers_synced < 2 || a->stopping)
+        return;
+    a->working = true;
+    log_info(&a->log, "ready: %zu routes, %zu IngressRoutes and %zu Middlewares in the cache",
+             a->keys.routes.count, a->routes.objects.count, a->middlewares.objects.count);
+    wq_pause(&a->rec.wq, false);
+    if (a->cmd == CMD_SYNC && reconciler_idle(&a->rec))
+        on_drained(a);
+}
+
+static void on_resync(uv_timer_t *t) {
+    struct app *a = t->data;
+    if (a->stopping)
+        return;
+    log_debug(&a->log, "resync: re-listing source and objects");
+    if (a->source->ops->resync)
+        a->source->ops->resync(a->source);
+    informer_resync(&a->routes);
+    informer_resync(&a->middlewares);
+    reconciler_enqueue_all(&a->rec);
+}
+
+/* ---- render ---- */
+
+static int cmp_str(const void *x, const void *y) {
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static int render_route(struct app *a, const char *id, buf_t *out) {
+    struct model_input in;
+    char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], err[1024];
+    struct model_route m;
+    if (keycache_input(&a->keys, id, &in, ns, name) < 0)
+        return 0;
+    int rc = model_build(&in, &m, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "error: route %s: %s\n", id, err);
+        return -1;
+    }
+    if (rc == 1)
+        return 0;
+    struct render_opts ro = {a->api_group, a->cfg.traefik.rule_syntax, a->cfg.source.prefix,
+                             a->source->ops->name};
+    int ret = 0;
+    if (m.owned) {
+        for (size_t i = 0; i < m.n_rules && ret == 0; i++) {
+            cJSON *mw = traefik_render_middleware(&m, i, &ro);
+            if (mw && value_emit_yaml(mw, out, 1) < 0)
+                ret = -1;
+            cJSON_Delete(mw);
+        }
+        cJSON *ir = traefik_render_ingressroute(&m, &ro);
+        if (!ir || value_emit_yaml(ir, out, 1) < 0)
+            ret = -1;
+        cJSON_Delete(ir);
+    } else {
+        /* Patched mode: the object is not ours; show what would change. */
+        buf_printf(out, "# %s: patched mode: weights set on the existing IngressRoute\n", id);
+        buf_printf(out, "# (every route of it; all other fields untouched)\n");
+        cJSON *w = cJSON_CreateObject();
+        for (size_t i = 0; w && i < m.n_weights; i++)
+            cJSON_AddNumberToObject(w, m.weights[i].service, (double)m.weights[i].weight);
+        cJSON *doc = cJSON_CreateObject();
+        if (doc && w) {
+            char api[96];
+            snprintf(api, sizeof api, "%s/v1alpha1", ro.api_group);
+            cJSON_AddStringToObject(doc, "apiVersion", api);
+            cJSON_AddStringToObject(doc, "kind", "IngressRoute");
+            cJSON *meta = cJSON_AddObjectToObject(doc, "metadata");
+            cJSON_AddStringToObject(meta, "name", name);
+            cJSON_AddStringToObject(meta, "namespace", ns);
+            cJSON_AddItemToObject(doc, "weights", w);
+            w = NULL;
+            if (value_emit_yaml(doc, out, 1) < 0)
+                ret = -1;
+        }
+        cJSON_Delete(w);
+        cJSON_Delete(doc);
+    }
+    model_route_free(&m);
+    return ret;
+}
+
+static void render_all(struct app *a) {
+    size_t n = a->keys.routes.count, k = 0;
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    if (!ids) {
+        app_stop(a, EXIT_RUNTIME);
+        return;
+    }
+    struct map_iter it;
+    map_iter_init(&it, &a->keys.routes);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        ids[k++] = e->key;
+    qsort(ids, k, sizeof *ids, cmp_str);
+    buf_t out = BUF_INIT;
+    int failed = 0, found = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (a->render_route && strcmp(a->render_route, ids[i]) != 0)
+            continue;
+        found++;
+        if (render_route(a, ids[i], &out) < 0)
+            failed++;
+    }
+    free(ids);
+    if (out.len)
+        fwrite(out.data, 1, out.len, stdout);
+    buf_free(&out);
+    if (a->render_route && !found) {
+        fprintf(stderr, "error: no keys for route %s under %s\n", a->render_route,
+                a->cfg.source.prefix);
+        failed++;
+    }
+    app_stop(a, failed ? EXIT_RUNTIME : EXIT_OK);
+}
+
+/* ---- check ---- */
+
+static void on_check_api(void *user, const struct kube_response *res) {
+    struct app *a = user;
+    a->check_api_done = true;
+    if (res->status != 200 || !res->json) {
+        printf("FAIL kubernetes: GET /apis/%s/v1alpha1: %s%s%ld %s\n", a->api_group, res->error,
+               res->error[0] ? " " : "HTTP ", res->status, res->message);
+    } else {
+        const cJSON *rl = cJSON_GetObjectItemCaseSensitive(res->json, "resources"), *it;
+        bool ir = false, mw = false;
+        cJSON_ArrayForEach(it, rl) {
+            const char *name = kobj_str(it, "name", NULL);
+            ir |= name && strcmp(name, "ingressroutes") == 0;
+            mw |= name && strcmp(name, "middlewares") == 0;
+        }
+        a->check_api_ok = ir && mw;
+        printf("%s kubernetes: %s/v1alpha1 %s\n", a->check_api_ok ? "ok  " : "FAIL",
+               a->api_group,
+               a->check_api_ok ? "serves ingressroutes and middlewares"
+                               : "does not serve ingressroutes and middlewares (CRDs missing?)");
+    }
+    if (!a->check_api_ok || a->check_source_ok)
+        app_stop(a, a->check_api_ok ? EXIT_OK : EXIT_RUNTIME);
+}
+
+/* ---- signals, timers, shutdown ---- */
+
+static void close_if_open(uv_handle_t *h) {
+    if (h->loop && !uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void teardown(struct app *a) {
+    if (a->torn_down)
+        return;
+    a->torn_down = true;
+    if (a->source)
+        a->source->ops->stop(a->source);
+    if (a->have_rec)
+        reconciler_close(&a->rec);
+    if (a->have_informers) {
+        informer_stop(&a->routes);
+        informer_stop(&a->middlewares);
+    }
+    if (a->kube)
+        kube_client_cancel_all(a->kube); /* before the http client goes */
+    if (a->http)
+        http_client_close(a->http);
+    close_if_open((uv_handle_t *)&a->sig_term);
+    close_if_open((uv_handle_t *)&a->sig_int);
+    close_if_open((uv_handle_t *)&a->sig_hup);
+    if (a->have_timers) {
+        close_if_open((uv_handle_t *)&a->resync_timer);
+        close_if_open((uv_handle_t *)&a->deadline);
+        close_if_open((uv_handle_t *)&a->drain_timer);
+    }
+}
+
+static void on_drain_check(uv_timer_t *t) {
+    struct app *a = t->data;
+    /* Shutdown only: wait for writes already sent, so a route is never left
+     * half-written by a stop. Bounded by the deadline timer. */
+    if (!a->kube || kube_client_writes_in_flight(a->kube) == 0)
+        teardown(a);
+}
+
+static void on_deadline(uv_timer_t *t) {
+    struct app *a = t->data;
+    if (a->stopping) {
+        log_warn(&a->log, "shutdown: writes still in flight after %d ms; exiting anyway",
+                 SHUTDOWN_GRACE_MS);
+        teardown(a);
+        return;
+    }
+    switch (a->cmd) {
+    case CMD_CHECK:
+        if (!a->check_source_ok)
+            printf("FAIL source %s: no answer within %d s\n", a->source->ops->name,
+                   ONE_SHOT_TIMEOUT_MS / 1000);
+        if (!a->check_api_done)
+            printf("FAIL kubernetes: no answer within %d s\n", ONE_SHOT_TIMEOUT_MS / 1000);
+        break;
+    default:
+        log_error(&a->log, "%s: not finished within %d s (source %s, informers %s)",
+                  a->cmd == CMD_SYNC ? "sync" : "render", ONE_SHOT_TIMEOUT_MS / 1000,
+                  a->source_synced ? "read" : "unreachable",
+                  a->informers_synced >= 2 ? "listed" : "not listed");
+    }
+    app_stop(a, EXIT_RUNTIME);
+}
+
+static void app_stop(struct app *a, int code) {
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    a->exit_code = code;
+    if (a->source)
+        a->source->ops->stop(a->source);
+    if (a->have_informers) {
+        informer_stop(&a->routes);
+        informer_stop(&a->middlewares);
+    }
+    if (a->have_rec)
+        wq_pause(&a->rec.wq, true);
+    if (!a->have_timers) {
+        teardown(a);
+        return;
+    }
+    uv_timer_stop(&a->resync_timer);
+    uv_timer_start(&a->deadline, on_deadline, SHUTDOWN_GRACE_MS, 0);
+    uv_timer_start(&a->drain_timer, on_drain_check, 0, 20);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+    struct app *a = s->data;
+    if (signum == SIGHUP) {
+        /* Validate the file so an operator learns about mistakes now; a
+         * full in-place reload comes with the operations work. */
+        struct config next;
+        char err[1024];
+        if (config_load(a->cfg.path, &next, err, sizeof err) < 0) {
+            log_error(&a->log, "reload: %s; keeping the running configuration", err);
+        } else {
+            log_warn(&a->log, "reload: %s is valid; restart the service to apply it",
+                     a->cfg.path);
+            config_free(&next);
+        }
+        return;
+    }
+    log_info(&a->log, "%s: finishing in-flight writes, then exiting",
+             signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    app_stop(a, EXIT_OK);
+}
+
+/* ---- start-up ---- */
+
+static int start_kube(struct app *a) {
+    struct kube_conn conn;
+    char err[1024];
+    if (kube_conn_from_config(&a->cfg, &conn, err, sizeof err) < 0) {
+        log_error(&a->log, "kubernetes: %s", err);
+        return -1;
+    }
+    a->kube = kube_client_new(&a->loop, a->http, &a->log, &conn, err, sizeof err);
+    if (!a->kube) {
+        kube_conn_free(&conn);
+        log_error(&a->log, "kubernetes: %s", err);
+        return -1;
+    }
+    kube_client_set_dry_run(a->kube, a->dry_run);
+    return 0;
+}
+
+static void on_informer_synced_rec(void *user);
+
+static int start_reconciler(struct app *a) {
+    /* Informers report changes to the reconciler (drift), and "synced" to
+     * the app through it (one user pointer per informer). */
+    if (informer_init(&a->routes, &a->loop, a->kube, &a->log, a->api_group, "v1alpha1",
+                      "ingressroutes", reconciler_object_changed, on_informer_synced_rec,
+                      &a->rec) < 0)
+        return -1;
+    if (informer_init(&a->middlewares, &a->loop, a->kube, &a->log, a->api_group, "v1alpha1",
+                      "middlewares", reconciler_object_changed, on_informer_synced_rec,
+                      &a->rec) < 0) {
+        informer_stop(&a->routes);
+        return -1;
+    }
+    a->have_informers = true;
+    struct render_opts ro = {a->api_group, a->cfg.traefik.rule_syntax, a->cfg.source.prefix,
+                             a->source->ops->name};
+    if (reconciler_init(&a->rec, &a->loop, &a->log, &a->cfg, &a->keys, a->kube, &a->routes,
+                        &a->middlewares, &ro) < 0)
+        return -1;
+    a->have_rec = true;
+    a->rec.one_shot = a->cmd == CMD_SYNC;
+    a->rec.on_drained = on_drained;
+    a->rec.user = a;
+    wq_pause(&a->rec.wq, true);
+    return 0;
+}
+
+static int start_all(struct app *a) {
+    char err[1024];
+    struct source_callbacks cb = {on_snapshot, on_event, on_source_state, a};
+    a->source = source_new(&a->loop, a->http, &a->log, &a->cfg, &cb, err, sizeof err);
+    if (!a->source) {
+        log_error(&a->log, "source: %s", err);
+        return -1;
+    }
+    if (a->cmd != CMD_RENDER && start_kube(a) < 0)
+        return -1;
+    snprintf(a->api_group, sizeof a->api_group, "%s",
+             strcmp(a->cfg.traefik.api_group, "auto") == 0 ? "traefik.io"
+                                                           : a->cfg.traefik.api_group);
+    if (a->cmd == CMD_RUN || a->cmd == CMD_SYNC) {
+        if (start_reconciler(a) < 0) {
+            log_error(&a->log, "out of memory starting the reconciler");
+            return -1;
+        }
+        informer_start(&a->routes);
+        informer_start(&a->middlewares);
+    }
+    if (a->cmd == CMD_CHECK) {
+        char path[256];
+        snprintf(path, sizeof path, "/apis/%s/v1alpha1", a->api_group);
+        if (!kube_request(a->kube, "GET", path, NULL, NULL, 0, on_check_api, a))
+            return -1;
+    }
+    if (a->source->ops->start(a->source) < 0) {
+        log_error(&a->log, "source: could not start");
+        return -1;
+    }
+    if (a->cmd == CMD_RUN && a->cfg.reconcile.resync_ms)
+        uv_timer_start(&a->resync_timer, on_resync, a->cfg.reconcile.resync_ms,
+                       a->cfg.reconcile.resync_ms);
+    if (a->cmd != CMD_RUN)
+        uv_timer_start(&a->deadline, on_deadline, ONE_SHOT_TIMEOUT_MS, 0);
+    return 0;
+}
+
+/* Informers call back with the reconciler as user; find the app from it. */
+static void on_informer_synced_rec(void *user) {
+    struct reconciler *r = user;
+    on_informer_synced(r->user);
+}
+
+int app_main(struct app *a) {
+    if (uv_loop_init(&a->loop) != 0) {
+        log_error(&a->log, "cannot initialise the event loop");
+        return EXIT_RUNTIME;
+    }
+    a->exit_code = EXIT_OK;
+    int rc = uv_timer_init(&a->loop, &a->resync_timer);
+    rc = rc ? rc : uv_timer_init(&a->loop, &a->deadline);
+    rc = rc ? rc : uv_timer_init(&a->loop, &a->drain_timer);
+    if (rc == 0) {
+        a->have_timers = true;
+        a->resync_timer.data = a->deadline.data = a->drain_timer.data = a;
+    }
+    rc = rc ? rc : uv_signal_init(&a->loop, &a->sig_term);
+    rc = rc ? rc : uv_signal_init(&a->loop, &a->sig_int);
+    rc = rc ? rc : uv_signal_init(&a->loop, &a->sig_hup);
+    if (rc == 0) {
+        a->sig_term.data = a->sig_int.data = a->sig_hup.data = a;
+        rc = uv_signal_start(&a->sig_term, on_signal, SIGTERM);
+        rc = rc ? rc : uv_signal_start(&a->sig_int, on_signal, SIGINT);
+        rc = rc ? rc : uv_signal_start(&a->sig_hup, on_signal, SIGHUP);
+    }
+    a->http = rc == 0 ? http_client_new(&a->loop, &a->log) : NULL;
+    if (!a->http || keycache_init(&a->keys, a->cfg.source.prefix, &a->log) < 0) {
+        log_error(&a->log, "cannot initialise: %s", rc ? uv_strerror(rc) : "out of memory");
+        a->exit_code = EXIT_RUNTIME;
+        teardown(a);
+    } else {
+        a->have_keys = true;
+        if (start_all(a) < 0) {
+            a->stopping = true;
+            a->exit_code = EXIT_RUNTIME;
+            teardown(a);
+        }
+    }
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    /* Every handle is closed: release memory in reverse order. */
+    if (a->have_rec)
+        reconciler_free(&a->rec);
+    if (a->have_informers) {
+        informer_free(&a->routes);
+        informer_free(&a->middlewares);
+    }
+    kube_client_free(a->kube);
+    if (a->source)
+        a->source->ops->destroy(a->source);
+    if (a->have_keys)
+        keycache_free(&a->keys);
+    if (uv_loop_close(&a->loop) != 0)
+        log_debug(&a->log, "event loop closed with handles still open");
+    return a->exit_code;
+}

@@ -1,1 +1,289 @@
-/* bridge/workqueue.c - placeholder until implemented. */
+/* workqueue.c - coalescing, rate-limited route queue; see workqueue.h. */
+#include "bridge/workqueue.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/backoff.h"
+
+enum { ITEM_QUEUED = 1, ITEM_IN_FLIGHT = 2, ITEM_DIRTY = 4 };
+
+struct wq_item {
+    struct wq_item *next; /* FIFO link while queued */
+    unsigned flags;
+    unsigned failures;
+    size_t heap_idx; /* SIZE_MAX when not delayed */
+    uint64_t due;    /* loop time (ms) when delayed */
+    char key[];      /* own copy: handed to the consumer while in flight */
+};
+
+static void on_idle(uv_idle_t *h);
+static void on_timer(uv_timer_t *h);
+
+int wq_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight, wq_process_cb process,
+            void *user) {
+    memset(q, 0, sizeof *q);
+    q->loop = loop;
+    q->max_in_flight = max_in_flight ? max_in_flight : 1;
+    q->process = process;
+    q->user = user;
+    q->base_backoff_ms = 50;
+    q->max_backoff_ms = 30000;
+    if (uv_idle_init(loop, &q->idle) != 0)
+        return -1;
+    if (uv_timer_init(loop, &q->timer) != 0) {
+        uv_close((uv_handle_t *)&q->idle, NULL);
+        return -1;
+    }
+    q->idle.data = q;
+    q->timer.data = q;
+    return 0;
+}
+
+void wq_close(struct workqueue *q) {
+    q->closing = true;
+    if (!uv_is_closing((uv_handle_t *)&q->idle))
+        uv_close((uv_handle_t *)&q->idle, NULL);
+    if (!uv_is_closing((uv_handle_t *)&q->timer))
+        uv_close((uv_handle_t *)&q->timer, NULL);
+}
+
+void wq_free(struct workqueue *q) {
+    struct map_iter it;
+    map_iter_init(&it, &q->items);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        free(e->value);
+    map_free(&q->items);
+    free(q->heap);
+    q->heap = NULL;
+}
+
+static struct wq_item *item_get(struct workqueue *q, const char *key, bool create) {
+    struct wq_item *it = map_get(&q->items, key);
+    if (it || !create)
+        return it;
+    size_t klen = strlen(key);
+    it = calloc(1, sizeof *it + klen + 1);
+    if (!it)
+        return NULL;
+    memcpy(it->key, key, klen + 1);
+    it->heap_idx = SIZE_MAX;
+    if (map_put(&q->items, key, it, NULL) < 0) {
+        free(it);
+        return NULL;
+    }
+    return it;
+}
+
+/* ---- delayed keys: a binary min-heap on `due` ---- */
+
+static void heap_swap(struct workqueue *q, size_t a, size_t b) {
+    struct wq_item *t = q->heap[a];
+    q->heap[a] = q->heap[b];
+    q->heap[b] = t;
+    q->heap[a]->heap_idx = a;
+    q->heap[b]->heap_idx = b;
+}
+
+static void heap_up(struct workqueue *q, size_t i) {
+    while (i > 0 && q->heap[(i - 1) / 2]->due > q->heap[i]->due) {
+        heap_swap(q, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(struct workqueue *q, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < q->heap_len && q->heap[l]->due < q->heap[m]->due)
+            m = l;
+        if (r < q->heap_len && q->heap[r]->due < q->heap[m]->due)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(q, i, m);
+        i = m;
+    }
+}
+
+static void heap_remove(struct workqueue *q, struct wq_item *it) {
+    size_t i = it->heap_idx;
+    if (i == SIZE_MAX)
+        return;
+    q->heap_len--;
+    if (i != q->heap_len) {
+        q->heap[i] = q->heap[q->heap_len];
+        q->heap[i]->heap_idx = i;
+        heap_down(q, i);
+        heap_up(q, i);
+    }
+    it->heap_idx = SIZE_MAX;
+}
+
+static void timer_rearm(struct workqueue *q) {
+    if (q->closing)
+        return;
+    if (!q->heap_len) {
+        uv_timer_stop(&q->timer);
+        return;
+    }
+    uint64_t now = uv_now(q->loop), due = q->heap[0]->due;
+    uv_timer_start(&q->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static void idle_rearm(struct workqueue *q) {
+    if (q->closing)
+        return;
+    bool want = !q->paused && q->head && q->in_flight < q->max_in_flight;
+    if (want && !uv_is_active((uv_handle_t *)&q->idle))
+        uv_idle_start(&q->idle, on_idle);
+    else if (!want && uv_is_active((uv_handle_t *)&q->idle))
+        uv_idle_stop(&q->idle);
+}
+
+static void fifo_push(struct workqueue *q, struct wq_item *it) {
+    it->flags |= ITEM_QUEUED;
+    it->next = NULL;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    q->queued++;
+}
+
+static void enqueue(struct workqueue *q, struct wq_item *it) {
+    heap_remove(q, it);
+    if (it->flags & ITEM_QUEUED)
+        return;
+    if (it->flags & ITEM_IN_FLIGHT) {
+        it->flags |= ITEM_DIRTY;
+        return;
+    }
+    fifo_push(q, it);
+    idle_rearm(q);
+}
+
+int wq_add(struct workqueue *q, const char *key) {
+    struct wq_item *it = item_get(q, key, true);
+    if (!it)
+        return -1;
+    enqueue(q, it);
+    timer_rearm(q);
+    return 0;
+}
+
+static int delay_item(struct workqueue *q, struct wq_item *it, uint64_t delay_ms) {
+    if (it->flags & (ITEM_QUEUED | ITEM_DIRTY))
+        return 0; /* already going to run sooner */
+    uint64_t due = uv_now(q->loop) + delay_ms;
+    if (it->heap_idx != SIZE_MAX) {
+        if (it->due <= due)
+            return 0; /* keep the earlier time */
+        it->due = due;
+        heap_up(q, it->heap_idx);
+        timer_rearm(q);
+        return 0;
+    }
+    if (q->heap_len == q->heap_cap) {
+        size_t cap = q->heap_cap ? q->heap_cap * 2 : 16;
+        struct wq_item **h = realloc(q->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        q->heap = h;
+        q->heap_cap = cap;
+    }
+    it->due = due;
+    it->heap_idx = q->heap_len;
+    q->heap[q->heap_len++] = it;
+    heap_up(q, it->heap_idx);
+    timer_rearm(q);
+    return 0;
+}
+
+int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
+    if (delay_ms == 0)
+        return wq_add(q, key);
+    struct wq_item *it = item_get(q, key, true);
+    if (!it)
+        return -1;
+    if (it->flags & ITEM_IN_FLIGHT)
+        return 0; /* the pass in flight decides what happens next */
+    return delay_item(q, it, delay_ms);
+}
+
+static void finish(struct workqueue *q, const char *key, bool retry, uint64_t delay_ms,
+                   bool explicit_delay) {
+    struct wq_item *it = item_get(q, key, false);
+    if (!it || !(it->flags & ITEM_IN_FLIGHT))
+        return;
+    it->flags &= ~ITEM_IN_FLIGHT;
+    q->in_flight--;
+    if (retry) {
+        if (!explicit_delay)
+            delay_ms = backoff_ms(it->failures, q->base_backoff_ms, q->max_backoff_ms);
+        if (it->failures < 64)
+            it->failures++;
+    } else {
+        it->failures = 0;
+    }
+    if (it->flags & ITEM_DIRTY) {
+        /* New input arrived during the pass: run again now, it may fix it. */
+        it->flags &= ~ITEM_DIRTY;
+        enqueue(q, it);
+    } else if (retry && !q->closing) {
+        (void)delay_item(q, it, delay_ms);
+    }
+    idle_rearm(q);
+}
+
+void wq_done(struct workqueue *q, const char *key, bool retry) {
+    finish(q, key, retry, 0, false);
+}
+
+void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
+    finish(q, key, true, delay_ms, true);
+}
+
+void wq_pause(struct workqueue *q, bool paused) {
+    q->paused = paused;
+    idle_rearm(q);
+}
+
+size_t wq_pending(const struct workqueue *q) { return q->queued + q->in_flight; }
+
+size_t wq_delayed(const struct workqueue *q) { return q->heap_len; }
+
+unsigned wq_failures(const struct workqueue *q, const char *key) {
+    struct wq_item *it = map_get(&q->items, key);
+    return it ? it->failures : 0;
+}
+
+static void on_idle(uv_idle_t *h) {
+    struct workqueue *q = h->data;
+    while (!q->paused && !q->closing && q->head && q->in_flight < q->max_in_flight) {
+        struct wq_item *it = q->head;
+        q->head = it->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->queued--;
+        it->next = NULL;
+        it->flags = (it->flags & ~ITEM_QUEUED) | ITEM_IN_FLIGHT;
+        q->in_flight++;
+        /* process may call wq_done synchronously; the item stays valid
+         * because items are only freed by wq_free. */
+        q->process(q->user, it->key);
+    }
+    idle_rearm(q);
+}
+
+static void on_timer(uv_timer_t *h) {
+    struct workqueue *q = h->data;
+    uint64_t now = uv_now(q->loop);
+    while (q->heap_len && q->heap[0]->due <= now) {
+        struct wq_item *it = q->heap[0];
+        heap_remove(q, it);
+        enqueue(q, it);
+    }
+    timer_rearm(q);
+}

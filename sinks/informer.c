@@ -1,1 +1,322 @@
-/* sinks/informer.c - placeholder until implemented. */
+/* informer.c - list+watch cache of one resource type; see informer.h. */
+#include "sinks/informer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/backoff.h"
+
+static void list_start(struct informer *inf);
+static void watch_start(struct informer *inf);
+
+const char *kobj_str(const cJSON *obj, const char *field1, const char *field2) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, field1);
+    const cJSON *b = field2 ? cJSON_GetObjectItemCaseSensitive(a, field2) : a;
+    return cJSON_IsString(b) ? b->valuestring : NULL;
+}
+
+bool kobj_rv_older(const char *a, const char *b) {
+    if (!a || !b)
+        return false;
+    char *ea, *eb;
+    unsigned long long x = strtoull(a, &ea, 10), y = strtoull(b, &eb, 10);
+    if (*ea || *eb || ea == a || eb == b)
+        return false;
+    return x < y;
+}
+
+static int obj_id(const cJSON *obj, char *out, size_t outlen) {
+    const char *ns = kobj_str(obj, "metadata", "namespace");
+    const char *name = kobj_str(obj, "metadata", "name");
+    if (!ns || !name)
+        return -1;
+    int n = snprintf(out, outlen, "%s/%s", ns, name);
+    return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+static void report(struct informer *inf, const char *id, const cJSON *obj) {
+    char ns[64];
+    const char *slash = strchr(id, '/');
+    size_t n = slash ? (size_t)(slash - id) : 0;
+    if (n >= sizeof ns)
+        n = sizeof ns - 1;
+    memcpy(ns, id, n);
+    ns[n] = '\0';
+    if (inf->on_change)
+        inf->on_change(inf->user, ns, slash ? slash + 1 : id, obj);
+}
+
+int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc,
+                  struct logger *lg, const char *group, const char *version, const char *plural,
+                  informer_change_cb on_change, informer_synced_cb on_synced, void *user) {
+    memset(inf, 0, sizeof *inf);
+    inf->loop = loop;
+    inf->kc = kc;
+    inf->log = lg;
+    inf->group = strdup(group);
+    inf->version = strdup(version);
+    inf->plural = strdup(plural);
+    inf->on_change = on_change;
+    inf->on_synced = on_synced;
+    inf->user = user;
+    if (!inf->group || !inf->version || !inf->plural || uv_timer_init(loop, &inf->timer) != 0) {
+        free(inf->group);
+        free(inf->version);
+        free(inf->plural);
+        return -1;
+    }
+    inf->timer.data = inf;
+    return 0;
+}
+
+static void on_timer(uv_timer_t *t) {
+    struct informer *inf = t->data;
+    if (inf->stopped)
+        return;
+    if (inf->rv && !inf->relist)
+        watch_start(inf);
+    else
+        list_start(inf);
+}
+
+static void retry_later(struct informer *inf, const char *what, const char *why) {
+    uint64_t ms = backoff_ms(inf->failures, 200, 30000);
+    if (inf->failures < 32)
+        inf->failures++;
+    log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural,
+             why, (unsigned long long)ms);
+    uv_timer_start(&inf->timer, on_timer, ms, 0);
+}
+
+static void set_rv(struct informer *inf, const char *rv) {
+    if (!rv)
+        return;
+    char *copy = strdup(rv);
+    if (!copy)
+        return; /* keep the old one: at worst we re-see events */
+    free(inf->rv);
+    inf->rv = copy;
+}
+
+static void on_list(void *user, const struct kube_response *res) {
+    struct informer *inf = user;
+    inf->call = NULL;
+    if (res->status != 200 || !res->json) {
+        char why[256];
+        snprintf(why, sizeof why, "%s%s%ld %s", res->error, res->error[0] ? " " : "HTTP ",
+                 res->status, res->message);
+        retry_later(inf, "list", why);
+        return;
+    }
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(res->json, "items");
+    struct map fresh = MAP_INIT;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, items) {
+        char id[320];
+        if (obj_id(it, id, sizeof id) < 0)
+            continue;
+        cJSON *copy = cJSON_Duplicate(it, 1);
+        if (!copy || map_put(&fresh, id, copy, NULL) < 0) {
+            cJSON_Delete(copy);
+            struct map_iter mi;
+            map_iter_init(&mi, &fresh);
+            for (struct map_entry *e; (e = map_iter_next(&mi));)
+                cJSON_Delete(e->value);
+            map_free(&fresh);
+            retry_later(inf, "list", "out of memory");
+            return;
+        }
+    }
+    struct map old = inf->objects;
+    inf->objects = fresh;
+    set_rv(inf, kobj_str(res->json, "metadata", "resourceVersion"));
+    inf->relist = false;
+    inf->failures = 0;
+    inf->lists++;
+    bool first = !inf->synced;
+    inf->synced = true;
+    /* Report differences by resourceVersion: only what actually changed. */
+    struct map_iter mi;
+    map_iter_init(&mi, &inf->objects);
+    for (struct map_entry *e; (e = map_iter_next(&mi));) {
+        cJSON *was = map_get(&old, e->key);
+        const char *rv_new = kobj_str(e->value, "metadata", "resourceVersion");
+        const char *rv_old = was ? kobj_str(was, "metadata", "resourceVersion") : NULL;
+        if (!was || !rv_new || !rv_old || strcmp(rv_new, rv_old) != 0)
+            report(inf, e->key, e->value);
+    }
+    map_iter_init(&mi, &old);
+    for (struct map_entry *e; (e = map_iter_next(&mi));) {
+        if (!map_has(&inf->objects, e->key))
+            report(inf, e->key, NULL);
+        cJSON_Delete(e->value);
+    }
+    map_free(&old);
+    log_debug(inf->log, "kubernetes: listed %zu %s at resourceVersion %s", inf->objects.count,
+              inf->plural, inf->rv ? inf->rv : "?");
+    if (first && inf->on_synced)
+        inf->on_synced(inf->user);
+    if (!inf->stopped && !inf->call)
+        watch_start(inf);
+}
+
+static void list_start(struct informer *inf) {
+    char path[512];
+    if (kube_path(path, sizeof path, inf->group, inf->version, NULL, inf->plural, NULL) < 0)
+        return;
+    inf->call = kube_request(inf->kc, "GET", path, NULL, NULL, 0, on_list, inf);
+    if (!inf->call)
+        retry_later(inf, "list", "could not start request");
+}
+
+static void on_event(void *user, const char *type, const cJSON *obj) {
+    struct informer *inf = user;
+    if (strcmp(type, "ERROR") == 0) {
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(obj, "code");
+        const char *msg = kobj_str(obj, "message", NULL);
+        if (cJSON_IsNumber(code) && code->valuedouble == 410) {
+            log_info(inf->log, "kubernetes: watch of %s expired (%s); re-listing", inf->plural,
+                     msg ? msg : "410");
+        } else {
+            log_warn(inf->log, "kubernetes: watch of %s: error event: %s", inf->plural,
+                     msg ? msg : "?");
+        }
+        inf->relist = true;
+        return;
+    }
+    const char *rv = kobj_str(obj, "metadata", "resourceVersion");
+    if (strcmp(type, "BOOKMARK") == 0) {
+        set_rv(inf, rv);
+        return;
+    }
+    char id[320];
+    if (obj_id(obj, id, sizeof id) < 0)
+        return;
+    set_rv(inf, rv);
+    if (strcmp(type, "DELETED") == 0) {
+        cJSON *was = map_del(&inf->objects, id);
+        if (was) {
+            cJSON_Delete(was);
+            report(inf, id, NULL);
+        }
+        return;
+    }
+    cJSON *cur = map_get(&inf->objects, id);
+    const char *cur_rv = cur ? kobj_str(cur, "metadata", "resourceVersion") : NULL;
+    if (cur_rv && rv && (strcmp(cur_rv, rv) == 0 || kobj_rv_older(rv, cur_rv)))
+        return; /* our own write, already stored from its answer */
+    cJSON *copy = cJSON_Duplicate(obj, 1);
+    if (!copy)
+        return;
+    cJSON *old = NULL;
+    if (map_put(&inf->objects, id, copy, (void **)&old) < 0) {
+        cJSON_Delete(copy);
+        return;
+    }
+    cJSON_Delete(old);
+    report(inf, id, copy);
+}
+
+static void on_watch_end(void *user, const struct kube_response *res) {
+    struct informer *inf = user;
+    inf->call = NULL;
+    if (inf->stopped)
+        return;
+    if (res->status == 410 || inf->relist) {
+        inf->relist = true;
+        list_start(inf);
+        return;
+    }
+    if (res->status == 200) {
+        inf->failures = 0;
+        watch_start(inf); /* a clean end (timeoutSeconds): resume */
+        return;
+    }
+    char why[256];
+    snprintf(why, sizeof why, "%s%s%ld %s", res->error, res->error[0] ? " " : "HTTP ", res->status,
+             res->message);
+    retry_later(inf, "watch", why);
+}
+
+static void watch_start(struct informer *inf) {
+    char path[768], base[512];
+    if (kube_path(base, sizeof base, inf->group, inf->version, NULL, inf->plural, NULL) < 0)
+        return;
+    /* A server-side timeout with jitter keeps watches fresh without all
+     * bridges reconnecting at once. */
+    unsigned timeout = 240 + (unsigned)(rand() % 120);
+    snprintf(path, sizeof path,
+             "%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=%s", base,
+             timeout, inf->rv ? inf->rv : "");
+    inf->watches++;
+    inf->call = kube_watch(inf->kc, path, on_event, on_watch_end, inf);
+    if (!inf->call)
+        retry_later(inf, "watch", "could not start request");
+}
+
+int informer_start(struct informer *inf) {
+    inf->stopped = false;
+    list_start(inf);
+    return 0;
+}
+
+void informer_resync(struct informer *inf) {
+    if (inf->stopped)
+        return;
+    kube_call_cancel(inf->call);
+    inf->call = NULL;
+    uv_timer_stop(&inf->timer);
+    list_start(inf);
+}
+
+void informer_stop(struct informer *inf) {
+    inf->stopped = true;
+    kube_call_cancel(inf->call);
+    inf->call = NULL;
+    if (!uv_is_closing((uv_handle_t *)&inf->timer))
+        uv_close((uv_handle_t *)&inf->timer, NULL);
+}
+
+void informer_free(struct informer *inf) {
+    struct map_iter mi;
+    map_iter_init(&mi, &inf->objects);
+    for (struct map_entry *e; (e = map_iter_next(&mi));)
+        cJSON_Delete(e->value);
+    map_free(&inf->objects);
+    free(inf->rv);
+    free(inf->group);
+    free(inf->version);
+    free(inf->plural);
+}
+
+const cJSON *informer_get(const struct informer *inf, const char *ns, const char *name) {
+    char id[320];
+    snprintf(id, sizeof id, "%s/%s", ns, name);
+    return map_get(&inf->objects, id);
+}
+
+void informer_store(struct informer *inf, const cJSON *obj) {
+    char id[320];
+    if (obj_id(obj, id, sizeof id) < 0)
+        return;
+    cJSON *cur = map_get(&inf->objects, id);
+    if (cur && kobj_rv_older(kobj_str(obj, "metadata", "resourceVersion"),
+                             kobj_str(cur, "metadata", "resourceVersion")))
+        return;
+    cJSON *copy = cJSON_Duplicate(obj, 1);
+    if (!copy)
+        return;
+    cJSON *old = NULL;
+    if (map_put(&inf->objects, id, copy, (void **)&old) < 0) {
+        cJSON_Delete(copy);
+        return;
+    }
+    cJSON_Delete(old);
+}
+
+void informer_forget(struct informer *inf, const char *ns, const char *name) {
+    char id[320];
+    snprintf(id, sizeof id, "%s/%s", ns, name);
+    cJSON_Delete(map_del(&inf->objects, id));
+}

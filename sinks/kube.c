@@ -1,1 +1,337 @@
-/* sinks/kube.c - placeholder until implemented. */
+/* kube.c - asynchronous Kubernetes API client; see kube.h. */
+#include "sinks/kube.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/buf.h"
+
+#define KUBE_TIMEOUT_MS 15000
+#define KUBE_CONNECT_TIMEOUT_MS 5000
+#define KUBE_WATCH_LINE_MAX (16 * 1024 * 1024)
+
+struct kube_client {
+    uv_loop_t *loop;
+    struct http_client *http;
+    struct logger *log;
+    struct kube_conn conn;
+    struct http_tls tls;
+    char *auth_header; /* "Authorization: Bearer ..." or NULL; secret */
+    bool dry_run;
+    size_t writes_in_flight;
+    struct kube_call *calls; /* every started call, for cancel-all on free */
+};
+
+struct kube_call {
+    struct kube_client *kc;
+    struct http_req *req;
+    kube_cb done;
+    kube_event_cb on_event;
+    void *user;
+    buf_t line; /* partial watch line */
+    bool is_write;
+    bool failed_stream; /* a watch line could not be parsed */
+    struct kube_call *prev, *next;
+};
+
+static int read_small_file(const char *path, char **out, char *err, size_t errlen) {
+    /* Startup only: token files are a few KiB. */
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot read %s: %m", path);
+        return -1;
+    }
+    buf_t b = BUF_INIT;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (b.len + n > 1024 * 1024 || buf_append(&b, chunk, n) < 0) {
+            fclose(f);
+            buf_free(&b);
+            snprintf(err, errlen, "cannot read %s: too large or out of memory", path);
+            return -1;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        buf_free(&b);
+        snprintf(err, errlen, "cannot read %s: read error", path);
+        return -1;
+    }
+    while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' ||
+                     b.data[b.len - 1] == ' '))
+        b.data[--b.len] = '\0';
+    *out = buf_steal(&b);
+    return *out ? 0 : -1;
+}
+
+struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
+                                    struct kube_conn *conn, char *err, size_t errlen) {
+    struct kube_client *kc = calloc(1, sizeof *kc);
+    if (!kc) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    kc->loop = loop;
+    kc->http = http;
+    kc->log = lg;
+    char *token = NULL;
+    if (conn->token_file) {
+        if (read_small_file(conn->token_file, &token, err, errlen) < 0) {
+            free(kc);
+            return NULL;
+        }
+    } else if (conn->token) {
+        token = strdup(conn->token);
+        if (!token) {
+            free(kc);
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+    }
+    if (token) {
+        buf_t h = BUF_INIT;
+        int rc = buf_printf(&h, "Authorization: Bearer %s", token);
+        memset(token, 0, strlen(token));
+        free(token);
+        if (rc < 0) {
+            buf_free(&h);
+            free(kc);
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        kc->auth_header = buf_steal(&h);
+    }
+    kc->conn = *conn;
+    memset(conn, 0, sizeof *conn);
+    kc->tls.ca_file = kc->conn.ca_file;
+    kc->tls.ca_pem = kc->conn.ca_pem;
+    kc->tls.ca_pem_len = kc->conn.ca_pem_len;
+    kc->tls.cert_file = kc->conn.cert_file;
+    kc->tls.cert_pem = kc->conn.cert_pem;
+    kc->tls.cert_pem_len = kc->conn.cert_pem_len;
+    kc->tls.key_file = kc->conn.key_file;
+    kc->tls.key_pem = kc->conn.key_pem;
+    kc->tls.key_pem_len = kc->conn.key_pem_len;
+    kc->tls.insecure = kc->conn.insecure;
+    if (kc->conn.insecure)
+        log_warn(lg, "kubernetes: TLS verification is OFF (insecure-skip-tls-verify) for %s: "
+                     "anyone on the path can impersonate the API server",
+                 kc->conn.server);
+    return kc;
+}
+
+static void call_unlink(struct kube_call *c) {
+    struct kube_client *kc = c->kc;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (kc->calls == c)
+        kc->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    if (c->is_write && kc->writes_in_flight)
+        kc->writes_in_flight--;
+}
+
+static void call_free(struct kube_call *c) {
+    buf_free(&c->line);
+    free(c);
+}
+
+void kube_call_cancel(struct kube_call *c) {
+    if (!c)
+        return;
+    call_unlink(c);
+    if (c->req)
+        http_req_cancel(c->req);
+    call_free(c);
+}
+
+void kube_client_cancel_all(struct kube_client *kc) {
+    while (kc->calls)
+        kube_call_cancel(kc->calls);
+}
+
+void kube_client_free(struct kube_client *kc) {
+    if (!kc)
+        return;
+    kube_client_cancel_all(kc);
+    if (kc->auth_header) {
+        memset(kc->auth_header, 0, strlen(kc->auth_header));
+        free(kc->auth_header);
+    }
+    kube_conn_free(&kc->conn);
+    free(kc);
+}
+
+void kube_client_set_dry_run(struct kube_client *kc, bool dry_run) { kc->dry_run = dry_run; }
+
+size_t kube_client_writes_in_flight(const struct kube_client *kc) { return kc->writes_in_flight; }
+
+int kube_path(char *out, size_t outlen, const char *group, const char *version, const char *ns,
+              const char *plural, const char *name) {
+    int n;
+    if (ns)
+        n = snprintf(out, outlen, "/apis/%s/%s/namespaces/%s/%s%s%s", group, version, ns, plural,
+                     name ? "/" : "", name ? name : "");
+    else
+        n = snprintf(out, outlen, "/apis/%s/%s/%s%s%s", group, version, plural, name ? "/" : "",
+                     name ? name : "");
+    return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+static uint64_t parse_retry_after(const struct http_result *res) {
+    char v[64];
+    if (http_result_header(res, "Retry-After", v, sizeof v) != 0)
+        return 0;
+    char *end;
+    long s = strtol(v, &end, 10);
+    if (end == v || s < 0)
+        return 0;
+    if (s > 300)
+        s = 300; /* never let a server park a route for longer than that */
+    return (uint64_t)s * 1000;
+}
+
+static void on_done(struct http_req *req, const struct http_result *res) {
+    struct kube_call *c = http_req_user(req);
+    c->req = NULL; /* the http client frees it after we return */
+    call_unlink(c);
+    struct kube_response r = {0};
+    r.status = res->curl == CURLE_OK ? res->status : 0;
+    r.error = res->curl == CURLE_OK ? "" : res->error;
+    r.body = res->body ? res->body : "";
+    r.body_len = res->body_len;
+    r.reason = "";
+    r.message = "";
+    if (c->failed_stream && r.status == 200) {
+        r.status = 0;
+        r.error = "malformed watch stream";
+    }
+    if (r.body_len)
+        r.json = cJSON_ParseWithLength(r.body, r.body_len);
+    if (r.json && cJSON_IsObject(r.json)) {
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(r.json, "kind");
+        if (cJSON_IsString(kind) && strcmp(kind->valuestring, "Status") == 0) {
+            const cJSON *reason = cJSON_GetObjectItemCaseSensitive(r.json, "reason");
+            const cJSON *msg = cJSON_GetObjectItemCaseSensitive(r.json, "message");
+            if (cJSON_IsString(reason))
+                r.reason = reason->valuestring;
+            if (cJSON_IsString(msg))
+                r.message = msg->valuestring;
+        }
+    }
+    if (!r.message[0] && r.status >= 400 && r.body_len && !r.json)
+        r.message = r.body; /* plain-text answers, e.g. "404 page not found" */
+    r.retry_after_ms = parse_retry_after(res);
+    if (c->done)
+        c->done(c->user, &r);
+    cJSON_Delete(r.json);
+    call_free(c);
+}
+
+static int on_data(struct http_req *req, const char *data, size_t len) {
+    struct kube_call *c = http_req_user(req);
+    if (buf_append(&c->line, data, len) < 0)
+        return -1;
+    for (;;) {
+        char *nl = memchr(c->line.data, '\n', c->line.len);
+        if (!nl)
+            break;
+        size_t n = (size_t)(nl - c->line.data);
+        cJSON *ev = cJSON_ParseWithLength(c->line.data, n);
+        buf_consume(&c->line, n + 1);
+        if (!ev) {
+            if (n == 0)
+                continue;
+            c->failed_stream = true;
+            return -1;
+        }
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(ev, "type");
+        const cJSON *obj = cJSON_GetObjectItemCaseSensitive(ev, "object");
+        if (cJSON_IsString(type) && cJSON_IsObject(obj) && c->on_event)
+            c->on_event(c->user, type->valuestring, obj);
+        cJSON_Delete(ev);
+    }
+    if (c->line.len > KUBE_WATCH_LINE_MAX) {
+        c->failed_stream = true;
+        return -1;
+    }
+    return 0;
+}
+
+static struct kube_call *start(struct kube_client *kc, const char *method, const char *path,
+                               const char *content_type, const char *body, size_t body_len,
+                               kube_cb cb, kube_event_cb on_event, void *user) {
+    bool is_write = strcmp(method, "GET") != 0;
+    buf_t url = BUF_INIT;
+    int rc = buf_printf(&url, "%s%s", kc->conn.server, path);
+    if (rc == 0 && is_write && kc->dry_run)
+        rc = buf_printf(&url, "%cdryRun=All", strchr(path, '?') ? '&' : '?');
+    if (rc < 0) {
+        buf_free(&url);
+        return NULL;
+    }
+    struct kube_call *c = calloc(1, sizeof *c);
+    struct http_req *req = c ? http_req_new(kc->http, method, url.data) : NULL;
+    buf_free(&url);
+    if (!req) {
+        free(c);
+        return NULL;
+    }
+    c->kc = kc;
+    c->req = req;
+    c->done = cb;
+    c->on_event = on_event;
+    c->user = user;
+    c->is_write = is_write;
+    char ct[128];
+    snprintf(ct, sizeof ct, "Content-Type: %s", content_type ? content_type : "application/json");
+    if (http_req_header(req, "Accept: application/json") < 0 ||
+        http_req_header(req, "User-Agent: canary-bridge/" CANARY_BRIDGE_VERSION) < 0 ||
+        (kc->auth_header && http_req_header(req, kc->auth_header) < 0) ||
+        (body && (http_req_header(req, ct) < 0 || http_req_body(req, body, body_len) < 0)))
+        goto fail;
+    http_req_tls(req, &kc->tls);
+    http_req_timeouts(req, on_event ? 0 : KUBE_TIMEOUT_MS, KUBE_CONNECT_TIMEOUT_MS);
+    if (on_event)
+        http_req_on_data(req, on_data);
+    http_req_set_user(req, c);
+    if (http_req_start(req, on_done) < 0)
+        goto fail;
+    c->next = kc->calls;
+    if (kc->calls)
+        kc->calls->prev = c;
+    kc->calls = c;
+    if (is_write)
+        kc->writes_in_flight++;
+    return c;
+fail:
+    http_req_free(req);
+    free(c);
+    return NULL;
+}
+
+struct kube_call *kube_request(struct kube_client *kc, const char *method, const char *path,
+                               const char *content_type, const char *body, size_t body_len,
+                               kube_cb cb, void *user) {
+    return start(kc, method, path, content_type, body, body_len, cb, NULL, user);
+}
+
+struct kube_call *kube_request_json(struct kube_client *kc, const char *method, const char *path,
+                                    const cJSON *obj, kube_cb cb, void *user) {
+    char *body = cJSON_PrintUnformatted(obj);
+    if (!body)
+        return NULL;
+    struct kube_call *c = start(kc, method, path, NULL, body, strlen(body), cb, NULL, user);
+    cJSON_free(body);
+    return c;
+}
+
+struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,
+                             kube_cb done, void *user) {
+    return start(kc, "GET", path, NULL, NULL, 0, done, on_event, user);
+}

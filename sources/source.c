@@ -2,7 +2,6 @@
 #include "sources/source.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 
 struct source *source_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
                           const struct config *cfg, const struct source_callbacks *cb, char *err,
@@ -18,13 +17,3 @@ struct source *source_new(uv_loop_t *loop, struct http_client *http, struct logg
     return NULL;
 }
 
-uint64_t source_backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t max_ms) {
-    uint64_t cap = base_ms;
-    for (unsigned i = 0; i < attempt && cap < max_ms; i++)
-        cap *= 2;
-    if (cap > max_ms)
-        cap = max_ms;
-    uint64_t half = cap / 2;
-    /* rand() is fine for jitter: spreading reconnects, not security. */
-    return half + (half ? (uint64_t)rand() % (half + 1) : 0);
-}

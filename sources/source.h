@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "bridge/backoff.h"
 #include "bridge/config.h"
 #include "bridge/http.h"
 #include "bridge/log.h"
@@ -73,6 +74,8 @@ struct source *source_etcd_new(uv_loop_t *loop, struct http_client *http, struct
 /* Helpers shared by sources. */
 /* Exponential backoff with full jitter: base * 2^attempt capped at max, then a
  * uniform random value in [cap/2, cap]. */
-uint64_t source_backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t max_ms);
+static inline uint64_t source_backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t max_ms) {
+    return backoff_ms(attempt, base_ms, max_ms);
+}
 
 #endif

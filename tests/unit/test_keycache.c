@@ -1,10 +1,149 @@
-/* placeholder until implemented */
+/* test_keycache.c - keys grouped into routes; change detection by content;
+ * snapshots replace; stray keys warned once; status keys never input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-static void placeholder(void **state) { (void)state; }
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/keycache.h"
+
+struct seen {
+    char ids[32][128];
+    size_t n;
+};
+
+static void changed(void *user, const char *id) {
+    struct seen *s = user;
+    if (s->n < 32)
+        snprintf(s->ids[s->n++], sizeof s->ids[0], "%s", id);
+}
+
+static struct source_kv kv(const char *key, const char *value, uint64_t rev) {
+    struct source_kv k = {key, value, value ? strlen(value) : 0, rev};
+    return k;
+}
+
+static FILE *quiet_log(struct logger *lg) {
+    logger_init(lg, LOG_LVL_DEBUG);
+    lg->journal = false;
+    lg->out = tmpfile();
+    assert_non_null(lg->out);
+    return lg->out;
+}
+
+static size_t count_lines(FILE *f, const char *needle) {
+    char line[1024];
+    size_t n = 0;
+    rewind(f);
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    return n;
+}
+
+static void test_put_groups_and_detects_change(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0};
+    struct source_kv a = kv("canary/default/shop/weights", "a=1", 5);
+    keycache_put(&kc, &a, changed, &s);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], "default/shop");
+    /* The same bytes again (etcdctl put of an unchanged value): no change. */
+    a.revision = 6;
+    keycache_put(&kc, &a, changed, &s);
+    assert_int_equal(s.n, 1);
+    struct source_kv r = kv("canary/default/shop/route", "match: x", 7);
+    keycache_put(&kc, &r, changed, &s);
+    assert_int_equal(s.n, 2);
+    struct model_input in;
+    char ns[64], name[254];
+    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), 0);
+    assert_string_equal(in.ns, "default");
+    assert_string_equal(in.name, "shop");
+    assert_string_equal(in.weights, "a=1");
+    assert_string_equal(in.route, "match: x");
+    assert_null(in.headers);
+    assert_int_equal(in.revision, 7);
+    /* Status keys are the bridge's output, never input. */
+    struct source_kv st = kv("canary/default/shop/status", "{}", 8);
+    keycache_put(&kc, &st, changed, &s);
+    assert_int_equal(s.n, 2);
+    keycache_delete(&kc, "canary/default/shop/route", changed, &s);
+    assert_int_equal(s.n, 3);
+    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), 0);
+    assert_null(in.route);
+    keycache_delete(&kc, "canary/default/shop/weights", changed, &s);
+    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), -1);
+    assert_int_equal(count_lines(f, "warn"), 0);
+    keycache_free(&kc);
+    fclose(f);
+}
+
+static void test_stray_keys_warn_once(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0};
+    struct source_kv bad = kv("canary/Bad_NS/shop/weights", "a=1", 2);
+    for (int i = 0; i < 5; i++)
+        keycache_put(&kc, &bad, changed, &s);
+    struct source_kv other = kv("canary/default/shop/notes", "hi", 3);
+    keycache_put(&kc, &other, changed, &s);
+    keycache_put(&kc, &other, changed, &s);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(count_lines(f, "canary/Bad_NS/shop/weights"), 1);
+    assert_int_equal(count_lines(f, "canary/default/shop/notes"), 1);
+    keycache_free(&kc);
+    fclose(f);
+}
+
+static void test_snapshot_replaces(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0};
+    struct source_kv first[] = {kv("canary/a/one/weights", "x=1", 1),
+                                kv("canary/a/two/weights", "x=1", 2),
+                                kv("canary/a/three/weights", "x=1", 3)};
+    keycache_snapshot(&kc, first, 3, 3, changed, &s);
+    assert_int_equal(s.n, 3);
+    s.n = 0;
+    /* one unchanged, two changed, three gone, four new */
+    struct source_kv second[] = {kv("canary/a/one/weights", "x=1", 1),
+                                 kv("canary/a/two/weights", "x=2", 9),
+                                 kv("canary/a/four/weights", "x=1", 10)};
+    keycache_snapshot(&kc, second, 3, 10, changed, &s);
+    assert_int_equal(s.n, 3);
+    bool two = false, three = false, four = false;
+    for (size_t i = 0; i < s.n; i++) {
+        two |= strcmp(s.ids[i], "a/two") == 0;
+        three |= strcmp(s.ids[i], "a/three") == 0;
+        four |= strcmp(s.ids[i], "a/four") == 0;
+    }
+    assert_true(two && three && four);
+    struct model_input in;
+    char ns[64], name[254];
+    assert_int_equal(keycache_input(&kc, "a/three", &in, ns, name), -1);
+    assert_int_equal(kc.revision, 10);
+    keycache_free(&kc);
+    fclose(f);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(placeholder)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_groups_and_detects_change),
+        cmocka_unit_test(test_stray_keys_warn_once),
+        cmocka_unit_test(test_snapshot_replaces),
+    };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,174 @@
-/* placeholder until implemented */
+/* test_workqueue.c - coalescing, dirty requeue, concurrency bound, backoff. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-static void placeholder(void **state) { (void)state; }
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/workqueue.h"
+
+struct rec {
+    struct workqueue q;
+    char seen[64][32];
+    size_t n;
+    bool auto_done; /* call wq_done from inside process */
+    bool retry;     /* ... with retry */
+};
+
+static void process(void *user, const char *key) {
+    struct rec *r = user;
+    if (r->n < 64)
+        snprintf(r->seen[r->n++], sizeof r->seen[0], "%s", key);
+    if (r->auto_done)
+        wq_done(&r->q, key, r->retry);
+}
+
+/* Run the loop until cond holds or the loop runs dry (bounded iterations:
+ * a test failure, never a hang). */
+static void run_until(uv_loop_t *loop, bool (*cond)(struct rec *), struct rec *r) {
+    for (int i = 0; i < 100000 && !cond(r); i++)
+        uv_run(loop, UV_RUN_ONCE);
+}
+
+static bool drained(struct rec *r) { return wq_pending(&r->q) == 0 && wq_delayed(&r->q) == 0; }
+static bool seen3(struct rec *r) { return r->n >= 3; }
+
+static void setup_rec(struct rec *r, uv_loop_t *loop, size_t max) {
+    memset(r, 0, sizeof *r);
+    assert_int_equal(wq_init(&r->q, loop, max, process, r), 0);
+}
+
+static void teardown_rec(struct rec *r, uv_loop_t *loop) {
+    wq_close(&r->q);
+    uv_run(loop, UV_RUN_DEFAULT);
+    wq_free(&r->q);
+}
+
+static void test_coalesce(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 4);
+    r.auto_done = true;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(wq_add(&r.q, "ns/a"), 0);
+    assert_int_equal(wq_add(&r.q, "ns/b"), 0);
+    assert_int_equal(wq_pending(&r.q), 2);
+    run_until(&loop, drained, &r);
+    assert_int_equal(r.n, 2); /* five adds of ns/a became one pass */
+    assert_string_equal(r.seen[0], "ns/a");
+    assert_string_equal(r.seen[1], "ns/b");
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
+static void test_dirty_requeue(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 4);
+    wq_add(&r.q, "k");
+    run_until(&loop, seen3, &r); /* runs until nothing is left to do */
+    assert_int_equal(r.n, 1);
+    /* Added while in flight: not handed out twice, but runs again after. */
+    wq_add(&r.q, "k");
+    wq_add(&r.q, "k");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 1);
+    wq_done(&r.q, "k", false);
+    r.auto_done = true;
+    run_until(&loop, drained, &r);
+    assert_int_equal(r.n, 2);
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
+static void test_max_in_flight(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 2);
+    wq_add(&r.q, "a");
+    wq_add(&r.q, "b");
+    wq_add(&r.q, "c");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.q.in_flight, 2);
+    wq_done(&r.q, "a", false);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 3);
+    assert_string_equal(r.seen[2], "c");
+    wq_done(&r.q, "b", false);
+    wq_done(&r.q, "c", false);
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
+static void test_retry_backoff(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 1);
+    r.q.base_backoff_ms = 1;
+    r.q.max_backoff_ms = 4;
+    r.auto_done = true;
+    r.retry = true;
+    wq_add(&r.q, "x");
+    run_until(&loop, seen3, &r);
+    assert_true(r.n >= 3); /* came back twice by itself after failing */
+    assert_true(wq_failures(&r.q, "x") >= 3);
+    r.retry = false;
+    run_until(&loop, drained, &r);
+    assert_int_equal(wq_failures(&r.q, "x"), 0); /* success forgets */
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
+static void test_add_after_then_add_now(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 1);
+    r.auto_done = true;
+    wq_add_after(&r.q, "late", 3600 * 1000);
+    assert_int_equal(wq_delayed(&r.q), 1);
+    wq_add(&r.q, "late"); /* an edit arrives: it runs now, not in an hour */
+    assert_int_equal(wq_delayed(&r.q), 0);
+    run_until(&loop, drained, &r);
+    assert_int_equal(r.n, 1);
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
+static void test_pause(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 1);
+    r.auto_done = true;
+    wq_pause(&r.q, true);
+    wq_add(&r.q, "p");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 0);
+    wq_pause(&r.q, false);
+    run_until(&loop, drained, &r);
+    assert_int_equal(r.n, 1);
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(placeholder)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_coalesce),       cmocka_unit_test(test_dirty_requeue),
+        cmocka_unit_test(test_max_in_flight),  cmocka_unit_test(test_retry_backoff),
+        cmocka_unit_test(test_add_after_then_add_now), cmocka_unit_test(test_pause),
+    };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

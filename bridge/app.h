@@ -1,0 +1,58 @@
+/* app.h - the application context: the one struct that holds the daemon's
+ * state (loop, config, logger, source, key cache, Kubernetes client,
+ * informers, reconciler), and the commands of SPEC section 4 built on it. */
+#ifndef CB_APP_H
+#define CB_APP_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "bridge/config.h"
+#include "bridge/http.h"
+#include "bridge/keycache.h"
+#include "bridge/log.h"
+#include "bridge/reconcile.h"
+#include "sinks/informer.h"
+#include "sinks/kube.h"
+#include "sources/source.h"
+
+enum app_cmd { CMD_RUN, CMD_SYNC, CMD_RENDER, CMD_CHECK };
+
+/* Exit statuses (SPEC section 4). */
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+struct app {
+    uv_loop_t loop;
+    struct logger log;
+    struct config cfg;
+    enum app_cmd cmd;
+    bool dry_run;
+    const char *render_route; /* `render ROUTE` filter ("ns/name"), or NULL */
+
+    struct http_client *http;
+    struct source *source;
+    struct keycache keys;
+    struct kube_client *kube;
+    struct informer routes, middlewares;
+    struct reconciler rec;
+    char api_group[64];
+
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t resync_timer;
+    uv_timer_t deadline; /* one-shot commands and shutdown */
+    uv_timer_t drain_timer;
+
+    bool have_keys, have_informers, have_rec, have_timers;
+    bool source_synced;
+    unsigned informers_synced;
+    bool working; /* workqueue released */
+    bool stopping;
+    bool torn_down;
+    bool check_source_ok, check_api_done, check_api_ok;
+    int exit_code;
+};
+
+/* Run a command with a loaded config; returns the process exit status. */
+int app_main(struct app *a);
+
+#endif

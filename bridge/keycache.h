@@ -1,0 +1,63 @@
+/* keycache.h - the source's keys, grouped into route folders.
+ *
+ * Sources report raw keys; the reconciler thinks in routes. The key cache sits
+ * between them: it keeps the current bytes of every route's `route`, `weights`
+ * and `headers` key, tells which routes changed (by content, so re-putting the
+ * same value changes nothing), and warns once per stray key under the prefix.
+ * `status` keys are the bridge's own output and are never input. */
+#ifndef CB_KEYCACHE_H
+#define CB_KEYCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge/log.h"
+#include "bridge/map.h"
+#include "bridge/model.h"
+#include "sources/source.h"
+
+enum { KC_ROUTE, KC_WEIGHTS, KC_HEADERS, KC_NLEAVES };
+
+struct kc_value {
+    char *data; /* NULL: key absent */
+    size_t len;
+    uint64_t rev;
+};
+
+struct kc_route {
+    char ns[MODEL_NS_MAX + 1];
+    char name[MODEL_NAME_MAX + 1];
+    struct kc_value leaf[KC_NLEAVES];
+};
+
+struct keycache {
+    struct map routes; /* "ns/name" -> struct kc_route */
+    struct map warned; /* stray keys already warned about */
+    char *prefix;
+    struct logger *log;
+    uint64_t revision; /* last source revision seen */
+};
+
+/* Called once per route whose inputs changed. */
+typedef void (*kc_changed_cb)(void *user, const char *route_id);
+
+int keycache_init(struct keycache *kc, const char *prefix, struct logger *lg);
+void keycache_free(struct keycache *kc);
+
+int keycache_put(struct keycache *kc, const struct source_kv *kv, kc_changed_cb cb, void *user);
+int keycache_delete(struct keycache *kc, const char *key, kc_changed_cb cb, void *user);
+/* Replace everything with a complete listing; routes that changed, appeared
+ * or vanished are reported. */
+int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n,
+                      uint64_t revision, kc_changed_cb cb, void *user);
+
+/* Fill a model_input for route_id ("ns/name"); pointers stay valid until the
+ * next change to the cache. Returns -1 when no key of the route exists (ns
+ * and name are still filled from route_id). */
+int keycache_input(const struct keycache *kc, const char *route_id, struct model_input *in,
+                   char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]);
+
+/* Build "ns/name". */
+void keycache_route_id(char *out, size_t outlen, const char *ns, const char *name);
+
+#endif

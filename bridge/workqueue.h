@@ -1,0 +1,69 @@
+/* workqueue.h - the queue of routes waiting to be reconciled.
+ *
+ * Semantics follow client-go's workqueue, which reconcilers are built around:
+ *  - a key is queued at most once: bursts of edits coalesce into one pass that
+ *    sees the latest state;
+ *  - a key being processed is never handed out twice; if it is added while in
+ *    flight it is marked dirty and queued again when the pass ends;
+ *  - a failing key comes back after an exponential backoff with jitter, while
+ *    other keys proceed;
+ *  - at most `max_in_flight` keys are processed at once.
+ * Processing starts from a uv_idle handle, i.e. on the next loop iteration
+ * after an add: every event already read in this iteration lands in the queue
+ * first, which is what makes bursts coalesce, and nothing waits on a timer. */
+#ifndef CB_WORKQUEUE_H
+#define CB_WORKQUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bridge/map.h"
+
+struct wq_item;
+
+/* Called for each key handed out; the consumer must call wq_done(key) exactly
+ * once when its pass ends (possibly much later, from an I/O callback). */
+typedef void (*wq_process_cb)(void *user, const char *key);
+
+struct workqueue {
+    uv_loop_t *loop;
+    uv_idle_t idle;   /* drains the queue on the next iteration */
+    uv_timer_t timer; /* fires when the earliest delayed key is due */
+    struct map items; /* key -> struct wq_item */
+    struct wq_item *head, *tail; /* FIFO of queued keys */
+    struct wq_item **heap;       /* delayed keys, min-heap on due time */
+    size_t heap_len, heap_cap;
+    size_t queued, in_flight, max_in_flight;
+    bool paused; /* hold processing (e.g. until caches are synced) */
+    bool closing;
+    uint64_t base_backoff_ms, max_backoff_ms;
+    wq_process_cb process;
+    void *user;
+};
+
+int wq_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight, wq_process_cb process,
+            void *user);
+/* Close the uv handles; free with wq_free from the loop afterwards (or after
+ * uv_run drained the close callbacks). */
+void wq_close(struct workqueue *q);
+void wq_free(struct workqueue *q);
+
+/* Queue key now (no-op if already queued; dirty if in flight). 0 / -1 ENOMEM. */
+int wq_add(struct workqueue *q, const char *key);
+/* Queue key after delay_ms unless it gets queued sooner. */
+int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms);
+/* End a pass. retry=true requeues with the key's backoff (its failure count
+ * grows); retry=false forgets the failures. A dirty key is requeued now. */
+void wq_done(struct workqueue *q, const char *key, bool retry);
+/* Same, with an explicit delay (e.g. Retry-After); counts as a failure. */
+void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms);
+void wq_pause(struct workqueue *q, bool paused);
+
+/* Keys queued or in flight (delayed ones excluded). */
+size_t wq_pending(const struct workqueue *q);
+size_t wq_delayed(const struct workqueue *q);
+unsigned wq_failures(const struct workqueue *q, const char *key);
+
+#endif

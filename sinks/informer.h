@@ -1,0 +1,69 @@
+/* informer.h - a cached, watched view of one resource type, cluster-wide.
+ *
+ * List once, then watch from the list's resourceVersion; every change lands
+ * in a local cache and is reported. This is what lets the reconciler write
+ * without a GET first (it knows the live object and its resourceVersion),
+ * and what reveals drift: a hand edit of a managed object shows up as a
+ * MODIFIED event. A watch that ends cleanly is resumed from the last version
+ * seen; "410 Gone/Expired" (an HTTP 410, or an ERROR event with code 410, as
+ * real API servers send) means re-list. Errors back off with jitter. */
+#ifndef CB_INFORMER_H
+#define CB_INFORMER_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bridge/log.h"
+#include "bridge/map.h"
+#include "sinks/kube.h"
+
+/* obj is the new live object, or NULL when it was deleted. */
+typedef void (*informer_change_cb)(void *user, const char *ns, const char *name,
+                                   const cJSON *obj);
+typedef void (*informer_synced_cb)(void *user);
+
+struct informer {
+    uv_loop_t *loop;
+    struct kube_client *kc;
+    struct logger *log;
+    char *group, *version, *plural;
+    struct map objects; /* "ns/name" -> cJSON* (owned) */
+    char *rv;           /* resourceVersion to watch from */
+    bool synced;        /* a list has completed */
+    bool stopped;
+    bool relist;        /* the current watch asked for a re-list (410) */
+    unsigned failures;
+    struct kube_call *call; /* the list or watch in flight */
+    uv_timer_t timer;       /* backoff before the next list/watch */
+    informer_change_cb on_change;
+    informer_synced_cb on_synced;
+    void *user;
+    uint64_t lists, watches; /* counters, for tests and metrics */
+};
+
+int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc,
+                  struct logger *lg, const char *group, const char *version, const char *plural,
+                  informer_change_cb on_change, informer_synced_cb on_synced, void *user);
+int informer_start(struct informer *inf);
+/* Re-list now (periodic resync). */
+void informer_resync(struct informer *inf);
+/* Stop the list/watch and close the timer; free after the loop ran. */
+void informer_stop(struct informer *inf);
+void informer_free(struct informer *inf);
+
+const cJSON *informer_get(const struct informer *inf, const char *ns, const char *name);
+/* Store an object we just wrote (the API's answer) so the next write uses its
+ * resourceVersion; ignored when the cache already holds a newer one. */
+void informer_store(struct informer *inf, const cJSON *obj);
+void informer_forget(struct informer *inf, const char *ns, const char *name);
+
+/* Helpers on Kubernetes objects. */
+const char *kobj_str(const cJSON *obj, const char *field1, const char *field2);
+/* Compare resourceVersions: they are opaque strings, but every API server
+ * in practice uses etcd revisions; treat them as numbers when both are, and
+ * otherwise report "not older" (a wrong guess costs one 409 retry). */
+bool kobj_rv_older(const char *a, const char *b);
+
+#endif

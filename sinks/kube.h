@@ -1,0 +1,69 @@
+/* kube.h - a small asynchronous Kubernetes API client.
+ *
+ * JSON requests (GET/POST/PUT/PATCH/DELETE) and streaming watches over the
+ * shared http client, with the bearer token or client certificate of a
+ * kube_conn. Answers come back parsed: status code, JSON body, and for
+ * failures the Status reason/message, plus Retry-After for 429/503.
+ * Knows the API's conventions, nothing of Traefik or of sources. */
+#ifndef CB_KUBE_H
+#define CB_KUBE_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bridge/http.h"
+#include "bridge/log.h"
+#include "sinks/kubeconfig.h"
+
+struct kube_client;
+struct kube_call;
+
+struct kube_response {
+    long status;           /* HTTP status; 0 on transport failure */
+    const char *error;     /* transport error text, "" when none */
+    cJSON *json;           /* parsed body or NULL; owned by the call */
+    const char *body;      /* raw body */
+    size_t body_len;
+    const char *reason;    /* Status.reason, or "" */
+    const char *message;   /* Status.message, or "" */
+    uint64_t retry_after_ms; /* from Retry-After, 0 when absent */
+};
+
+typedef void (*kube_cb)(void *user, const struct kube_response *res);
+/* Watch events: type is ADDED/MODIFIED/DELETED/BOOKMARK/ERROR; obj is owned by
+ * the call (copy what you keep). */
+typedef void (*kube_event_cb)(void *user, const char *type, const cJSON *obj);
+
+struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
+                                    struct kube_conn *conn, char *err, size_t errlen);
+/* Takes ownership of *conn's contents on success (conn is zeroed). */
+void kube_client_free(struct kube_client *kc);
+/* Cancel every call in flight (no callbacks); before closing the http client. */
+void kube_client_cancel_all(struct kube_client *kc);
+void kube_client_set_dry_run(struct kube_client *kc, bool dry_run);
+/* Started, unfinished calls (writes in flight, for graceful shutdown). */
+size_t kube_client_writes_in_flight(const struct kube_client *kc);
+
+/* path begins with "/" and may carry a query. content_type NULL for
+ * "application/json". For POST/PUT/PATCH/DELETE in dry-run mode,
+ * "dryRun=All" is appended. Returns NULL on failure to start (cb not called). */
+struct kube_call *kube_request(struct kube_client *kc, const char *method, const char *path,
+                               const char *content_type, const char *body, size_t body_len,
+                               kube_cb cb, void *user);
+/* Convenience: serialise obj (unformatted) as the body. */
+struct kube_call *kube_request_json(struct kube_client *kc, const char *method, const char *path,
+                                    const cJSON *obj, kube_cb cb, void *user);
+/* A streaming watch: on_event per line, then done once when it ends. */
+struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,
+                             kube_cb done, void *user);
+/* Cancel: no callback is called afterwards. */
+void kube_call_cancel(struct kube_call *call);
+
+/* "/apis/<group>/v1alpha1/namespaces/<ns>/<plural>[/<name>]" into out. */
+int kube_path(char *out, size_t outlen, const char *group, const char *version, const char *ns,
+              const char *plural, const char *name);
+
+#endif

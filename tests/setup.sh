@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# setup.sh - install what canary-bridge needs on Debian bookworm, then build.
+# Idempotent: installs only missing packages; re-running just rebuilds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(build-essential meson ninja-build pkg-config
+      libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libcmocka-dev
+      etcd-server etcd-client python3 python3-yaml openssl kubectl)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  # kubectl is optional (the benchmark baseline and one server self-test use it):
+  # it is not in Debian bookworm's archive, so never fail over it.
+  want=()
+  for p in "${missing[@]}"; do
+    [ "$p" = kubectl ] && continue
+    want+=("$p")
+  done
+  if [ ${#want[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "setup: installing ${want[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  fi
+fi
+
+# The Debian package starts a system etcd on the default ports; the tests never
+# use it (each starts its own on free ports), so leave it alone.
+if [ ! -f build/build.ninja ]; then
+  meson setup build --werror >/dev/null
+fi
+ninja -C build
