@@ -1,1 +1,548 @@
-/* sinks/traefik.c - placeholder until implemented. */
+/* traefik.c - render a model_route into Traefik IngressRoute and Middleware
+ * objects, and merge them with live objects; see traefik.h.
+ *
+ * The model has already refused anything that could break out of a rule
+ * literal; this file still quotes every value through traefik_rule_quote()
+ * so the rule text is right by construction, not by luck.
+ *
+ * Priorities: Traefik gives a route without one the length of its rule. We
+ * write that same number explicitly on the weighted route (or the route's
+ * own priority), and give header rule i of n the priority base + (n - i), so
+ * earlier rules beat later ones and every rule beats the weighted route.
+ * Traefik reads priority 0 as "use the rule length", so when a negative base
+ * would make a rule land on 0, the rules from there up move one step higher.
+ * model.c keeps base + n + 1 within 2^53, so no overflow is possible and
+ * every priority is exact in a JSON number. */
+#include "sinks/traefik.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/buf.h"
+
+/* ---- rule text ----------------------------------------------------------- */
+
+char *traefik_rule_quote(const char *s) {
+    buf_t b = BUF_INIT;
+    int rc;
+    if (!strchr(s, '`') && !strchr(s, '\r')) {
+        rc = buf_printf(&b, "`%s`", s);
+    } else {
+        /* A Go interpreted string literal: Traefik unquotes it with
+         * strconv.Unquote. \xNN keeps the exact bytes. */
+        rc = buf_putc(&b, '"');
+        for (const unsigned char *p = (const unsigned char *)s; *p && rc == 0; p++) {
+            if (*p == '\\' || *p == '"')
+                rc = buf_printf(&b, "\\%c", *p);
+            else if (*p < 0x20 || *p == 0x7f || *p == '`')
+                rc = buf_printf(&b, "\\x%02x", *p);
+            else
+                rc = buf_putc(&b, (char)*p);
+        }
+        if (rc == 0)
+            rc = buf_putc(&b, '"');
+    }
+    if (rc < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+/* Escape every RE2 metacharacter so s matches only itself. */
+static int regex_escape(buf_t *b, const char *s) {
+    for (; *s; s++) {
+        if (strchr("\\.+*?()|[]{}^$", *s) && buf_putc(b, '\\') < 0)
+            return -1;
+        if (buf_putc(b, *s) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A regex for the Cookie header that matches exactly NAME=VALUE as one of
+ * its cookies, not as a suffix of another cookie's name or value. */
+static char *cookie_regex(const char *name, const char *value) {
+    buf_t b = BUF_INIT;
+    if (buf_puts(&b, "(^|;\\s*)") < 0 || regex_escape(&b, name) < 0 || buf_putc(&b, '=') < 0 ||
+        regex_escape(&b, value) < 0 || buf_puts(&b, "(;|$)") < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+/* Header(`k`, `v`) / HeaderRegexp(...) in v3; Headers / HeadersRegexp in v2. */
+static int matcher_append(buf_t *b, const struct model_rule *rule, enum rule_syntax syntax) {
+    bool regexp = rule->kind == RULE_COOKIE || rule->regex;
+    const char *fn = syntax == RULE_SYNTAX_V2 ? (regexp ? "HeadersRegexp" : "Headers")
+                                              : (regexp ? "HeaderRegexp" : "Header");
+    char *arg = rule->kind == RULE_COOKIE ? cookie_regex(rule->header, rule->value)
+                                          : strdup(rule->regex ? rule->regex : rule->value);
+    const char *key = rule->kind == RULE_COOKIE ? "Cookie" : rule->header;
+    char *qk = traefik_rule_quote(key), *qv = arg ? traefik_rule_quote(arg) : NULL;
+    int rc = qk && qv ? buf_printf(b, "%s(%s, %s)", fn, qk, qv) : -1;
+    free(arg);
+    free(qk);
+    free(qv);
+    return rc;
+}
+
+static char *rule_match(const char *match, const struct model_rule *rule, enum rule_syntax syntax) {
+    buf_t b = BUF_INIT;
+    if (buf_printf(&b, "(%s) && ", match) < 0 || matcher_append(&b, rule, syntax) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+static long long priority_base(const struct model_route *r) {
+    if (r->has_priority && r->priority != 0)
+        return r->priority;
+    return (long long)strlen(r->match);
+}
+
+static long long rule_priority(const struct model_route *r, size_t i) {
+    long long base = priority_base(r);
+    long long p = base + (long long)(r->n_rules - i);
+    return (base < 0 && p >= 0) ? p + 1 : p;
+}
+
+/* ---- object parts ------------------------------------------------------- */
+
+static cJSON *labels_new(void) {
+    cJSON *labels = cJSON_CreateObject();
+    if (!labels || !cJSON_AddStringToObject(labels, TRAEFIK_LABEL_MANAGED_BY, TRAEFIK_MANAGER)) {
+        cJSON_Delete(labels);
+        return NULL;
+    }
+    return labels;
+}
+
+static cJSON *annotations_new(const struct model_route *r, const struct render_opts *o) {
+    char rev[24];
+    snprintf(rev, sizeof rev, "%" PRIu64, r->revision);
+    cJSON *ann = cJSON_CreateObject();
+    if (!ann || !cJSON_AddStringToObject(ann, TRAEFIK_ANNOT_PREFIX, o->prefix ? o->prefix : "") ||
+        !cJSON_AddStringToObject(ann, TRAEFIK_ANNOT_SOURCE, o->source_name ? o->source_name : "") ||
+        !cJSON_AddStringToObject(ann, TRAEFIK_ANNOT_REVISION, rev)) {
+        cJSON_Delete(ann);
+        return NULL;
+    }
+    return ann;
+}
+
+/* Adds item to obj under key, or deletes it: the caller never leaks it. */
+static bool add_to(cJSON *obj, const char *key, cJSON *item) {
+    if (!obj || !item || !cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+static cJSON *metadata_new(const char *name, const struct model_route *r,
+                           const struct render_opts *o) {
+    cJSON *md = cJSON_CreateObject();
+    bool ok = md && cJSON_AddStringToObject(md, "name", name) &&
+              cJSON_AddStringToObject(md, "namespace", r->ns) &&
+              add_to(md, "labels", labels_new()) &&
+              add_to(md, "annotations", annotations_new(r, o));
+    if (!ok) {
+        cJSON_Delete(md);
+        return NULL;
+    }
+    return md;
+}
+
+static cJSON *object_new(const char *kind, const char *name, const struct model_route *r,
+                         const struct render_opts *o) {
+    char api[128];
+    snprintf(api, sizeof api, "%s/v1alpha1", o->api_group ? o->api_group : "traefik.io");
+    cJSON *obj = cJSON_CreateObject();
+    bool ok = obj && cJSON_AddStringToObject(obj, "apiVersion", api) &&
+              cJSON_AddStringToObject(obj, "kind", kind) &&
+              add_to(obj, "metadata", metadata_new(name, r, o));
+    if (!ok) {
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+static cJSON *service_ref(const struct model_service *s, long weight) {
+    cJSON *svc = cJSON_CreateObject();
+    bool ok = svc && cJSON_AddStringToObject(svc, "name", s->name) &&
+              (s->port_is_num ? cJSON_AddNumberToObject(svc, "port", (double)s->port_num) != NULL
+                              : cJSON_AddStringToObject(svc, "port", s->port) != NULL) &&
+              cJSON_AddNumberToObject(svc, "weight", (double)weight);
+    if (!ok) {
+        cJSON_Delete(svc);
+        return NULL;
+    }
+    return svc;
+}
+
+static bool add_ref(cJSON *list, const char *name) {
+    cJSON *ref = cJSON_CreateObject();
+    if (!ref || !cJSON_AddStringToObject(ref, "name", name) || !cJSON_AddItemToArray(list, ref)) {
+        cJSON_Delete(ref);
+        return false;
+    }
+    return true;
+}
+
+/* The route's middlewares, then (for a rule that sets headers) its own. */
+static bool add_middlewares(cJSON *route, const struct model_route *r, const char *own) {
+    if (!r->n_middlewares && !own)
+        return true;
+    cJSON *list = cJSON_AddArrayToObject(route, "middlewares");
+    if (!list)
+        return false;
+    for (size_t i = 0; i < r->n_middlewares; i++)
+        if (!add_ref(list, r->middlewares[i]))
+            return false;
+    return !own || add_ref(list, own);
+}
+
+static cJSON *route_new(const char *match, long long priority) {
+    cJSON *route = cJSON_CreateObject();
+    if (!route || !cJSON_AddStringToObject(route, "kind", "Rule") ||
+        !cJSON_AddStringToObject(route, "match", match) ||
+        !cJSON_AddNumberToObject(route, "priority", (double)priority)) {
+        cJSON_Delete(route);
+        return NULL;
+    }
+    return route;
+}
+
+static bool rule_sets_headers(const struct model_rule *rule) {
+    return rule->n_set_request || rule->n_set_response;
+}
+
+static const struct model_service *service_by_name(const struct model_route *r, const char *name) {
+    for (size_t i = 0; i < r->n_services; i++)
+        if (!strcmp(r->services[i].name, name))
+            return &r->services[i];
+    return NULL;
+}
+
+static bool add_item(cJSON *arr, cJSON *item) {
+    if (!item || !cJSON_AddItemToArray(arr, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+static cJSON *rule_route(const struct model_route *r, size_t i, enum rule_syntax syntax) {
+    const struct model_rule *rule = &r->rules[i];
+    const struct model_service *svc = service_by_name(r, rule->service);
+    char *match = rule_match(r->match, rule, syntax);
+    char *mw = rule_sets_headers(rule) ? traefik_middleware_name(r, i) : NULL;
+    cJSON *route = match && svc ? route_new(match, rule_priority(r, i)) : NULL;
+    cJSON *services = route ? cJSON_AddArrayToObject(route, "services") : NULL;
+    /* The only service of this route: weight 1 is explicit, not meaningful. */
+    bool ok = services && add_item(services, service_ref(svc, 1)) &&
+              (!rule_sets_headers(rule) || mw) && add_middlewares(route, r, mw);
+    free(match);
+    free(mw);
+    if (!ok) {
+        cJSON_Delete(route);
+        return NULL;
+    }
+    return route;
+}
+
+static cJSON *weighted_route(const struct model_route *r) {
+    cJSON *route = route_new(r->match, priority_base(r));
+    cJSON *services = route ? cJSON_AddArrayToObject(route, "services") : NULL;
+    bool ok = services != NULL;
+    for (size_t i = 0; ok && i < r->n_services; i++)
+        ok = add_item(services, service_ref(&r->services[i], r->services[i].weight));
+    if (!ok || !add_middlewares(route, r, NULL)) {
+        cJSON_Delete(route);
+        return NULL;
+    }
+    return route;
+}
+
+static bool add_entry_points(cJSON *spec, const struct model_route *r) {
+    if (!r->n_entry_points)
+        return true;
+    cJSON *eps = cJSON_AddArrayToObject(spec, "entryPoints");
+    if (!eps)
+        return false;
+    for (size_t i = 0; i < r->n_entry_points; i++) {
+        cJSON *s = cJSON_CreateString(r->entry_points[i]);
+        if (!s || !cJSON_AddItemToArray(eps, s)) {
+            cJSON_Delete(s);
+            return false;
+        }
+    }
+    return true;
+}
+
+static cJSON *ingressroute_spec(const struct model_route *r, enum rule_syntax syntax) {
+    cJSON *spec = cJSON_CreateObject();
+    cJSON *routes = NULL;
+    bool ok = spec && add_entry_points(spec, r) &&
+              (routes = cJSON_AddArrayToObject(spec, "routes")) != NULL;
+    for (size_t i = 0; ok && i < r->n_rules; i++)
+        ok = add_item(routes, rule_route(r, i, syntax));
+    ok = ok && add_item(routes, weighted_route(r));
+    if (ok && r->tls)
+        ok = add_to(spec, "tls", cJSON_Duplicate(r->tls, 1));
+    if (!ok) {
+        cJSON_Delete(spec);
+        return NULL;
+    }
+    return spec;
+}
+
+cJSON *traefik_render_ingressroute(const struct model_route *r, const struct render_opts *o) {
+    if (!r->owned || !r->match)
+        return NULL;
+    cJSON *obj = object_new("IngressRoute", r->name, r, o);
+    cJSON *spec = obj ? ingressroute_spec(r, o->syntax) : NULL;
+    if (!spec || !cJSON_AddItemToObject(obj, "spec", spec)) {
+        cJSON_Delete(spec);
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* ---- Middleware --------------------------------------------------------- */
+
+/* FNV-1a: stable across runs and hosts, which a name must be. */
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+char *traefik_middleware_name(const struct model_route *r, size_t i) {
+    buf_t b = BUF_INIT;
+    if (buf_printf(&b, "%s-%s", r->name, r->rules[i].name) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    if (b.len <= MODEL_NAME_MAX)
+        return buf_steal(&b);
+    /* Too long: keep a prefix, end it on an alphanumeric (a '-' or '.'
+     * there would make an invalid name), and add a hash of the full name so
+     * two long names that share a prefix stay distinct. */
+    char hash[16];
+    snprintf(hash, sizeof hash, "-%010" PRIx64, fnv1a(b.data) & (uint64_t)0xffffffffff);
+    size_t keep = MODEL_NAME_MAX - strlen(hash);
+    while (keep > 1 && (b.data[keep - 1] == '-' || b.data[keep - 1] == '.'))
+        keep--;
+    b.len = keep;
+    b.data[keep] = '\0';
+    if (buf_puts(&b, hash) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+static cJSON *headers_map(const struct model_kv *kv, size_t n) {
+    cJSON *m = cJSON_CreateObject();
+    for (size_t i = 0; m && i < n; i++) {
+        if (!cJSON_AddStringToObject(m, kv[i].key, kv[i].value)) {
+            cJSON_Delete(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+static bool add_headers_map(cJSON *headers, const char *field, const struct model_kv *kv,
+                            size_t n) {
+    if (!n)
+        return true;
+    cJSON *m = headers_map(kv, n);
+    if (!m || !cJSON_AddItemToObject(headers, field, m)) {
+        cJSON_Delete(m);
+        return false;
+    }
+    return true;
+}
+
+cJSON *traefik_render_middleware(const struct model_route *r, size_t i,
+                                 const struct render_opts *o) {
+    if (i >= r->n_rules || !rule_sets_headers(&r->rules[i]))
+        return NULL;
+    const struct model_rule *rule = &r->rules[i];
+    char *name = traefik_middleware_name(r, i);
+    cJSON *obj = name ? object_new("Middleware", name, r, o) : NULL;
+    cJSON *spec = obj ? cJSON_AddObjectToObject(obj, "spec") : NULL;
+    cJSON *headers = spec ? cJSON_AddObjectToObject(spec, "headers") : NULL;
+    free(name);
+    if (!headers ||
+        !add_headers_map(headers, "customRequestHeaders", rule->set_request, rule->n_set_request) ||
+        !add_headers_map(headers, "customResponseHeaders", rule->set_response,
+                         rule->n_set_response)) {
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* ---- live objects ------------------------------------------------------- */
+
+static const cJSON *field(const cJSON *obj, const char *a, const char *b) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(obj, a);
+    return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
+}
+
+static const char *string_at(const cJSON *map, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(map, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+bool traefik_is_managed(const cJSON *obj) {
+    const char *v = string_at(field(obj, "metadata", "labels"), TRAEFIK_LABEL_MANAGED_BY);
+    return v && !strcmp(v, TRAEFIK_MANAGER);
+}
+
+static bool same_string(const char *a, const char *b) {
+    return a && b ? !strcmp(a, b) : a == b;
+}
+
+/* The child `key` of obj as an object, created when missing or not one. */
+static cJSON *object_child(cJSON *obj, const char *key) {
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (cJSON_IsObject(c))
+        return c;
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    return cJSON_AddObjectToObject(obj, key);
+}
+
+/* Replace or add obj[key] = item, taking item; on failure it is freed. */
+static bool put_item(cJSON *obj, const char *key, cJSON *item) {
+    if (!item)
+        return false;
+    bool ok = cJSON_GetObjectItemCaseSensitive(obj, key)
+                  ? cJSON_ReplaceItemInObjectCaseSensitive(obj, key, item)
+                  : cJSON_AddItemToObject(obj, key, item);
+    if (!ok)
+        cJSON_Delete(item);
+    return ok;
+}
+
+static bool set_if_given(cJSON *map, const char *key, const char *value) {
+    return !value || put_item(map, key, cJSON_CreateString(value));
+}
+
+static bool replace_or_add(cJSON *obj, const char *key, const cJSON *value) {
+    return put_item(obj, key, cJSON_Duplicate(value, 1));
+}
+
+/* Do live and desired agree on what we own? Numbers compare by value, so a
+ * live 80.0 from JSON equals our 80; objects compare regardless of order. */
+static bool owned_equal(const cJSON *live, const cJSON *desired) {
+    const cJSON *ld = field(live, "metadata", "annotations");
+    const cJSON *dd = field(desired, "metadata", "annotations");
+    return cJSON_Compare(field(live, "spec", NULL), field(desired, "spec", NULL), true) &&
+           traefik_is_managed(live) &&
+           same_string(string_at(ld, TRAEFIK_ANNOT_PREFIX), string_at(dd, TRAEFIK_ANNOT_PREFIX)) &&
+           same_string(string_at(ld, TRAEFIK_ANNOT_SOURCE), string_at(dd, TRAEFIK_ANNOT_SOURCE));
+}
+
+static bool merge_metadata(cJSON *out, const cJSON *desired) {
+    cJSON *md = object_child(out, "metadata");
+    cJSON *labels = md ? object_child(md, "labels") : NULL;
+    cJSON *ann = md ? object_child(md, "annotations") : NULL;
+    const cJSON *dl = field(desired, "metadata", "labels");
+    const cJSON *da = field(desired, "metadata", "annotations");
+    if (!labels || !ann)
+        return false;
+    for (const cJSON *c = dl ? dl->child : NULL; c; c = c->next)
+        if (!replace_or_add(labels, c->string, c))
+            return false;
+    for (const cJSON *c = da ? da->child : NULL; c; c = c->next)
+        if (!replace_or_add(ann, c->string, c))
+            return false;
+    const char *name = string_at(field(desired, "metadata", NULL), "name");
+    const char *ns = string_at(field(desired, "metadata", NULL), "namespace");
+    return set_if_given(md, "name", name) && set_if_given(md, "namespace", ns);
+}
+
+cJSON *traefik_merge_owned(const cJSON *live, const cJSON *desired, bool *changed) {
+    cJSON *out = cJSON_Duplicate(live, 1);
+    const cJSON *spec = field(desired, "spec", NULL);
+    bool ok = out && merge_metadata(out, desired) && (!spec || replace_or_add(out, "spec", spec)) &&
+              set_if_given(out, "apiVersion", string_at(desired, "apiVersion")) &&
+              set_if_given(out, "kind", string_at(desired, "kind"));
+    if (!ok) {
+        cJSON_Delete(out);
+        return NULL;
+    }
+    *changed = !owned_equal(live, desired);
+    return out;
+}
+
+/* ---- patched mode ------------------------------------------------------- */
+
+/* Calls fn on every services[] entry named `name` in spec.routes. */
+static size_t for_each_service(cJSON *routes, const char *name,
+                               bool (*fn)(cJSON *svc, long w, bool *changed), long w, bool *changed,
+                               bool *ok) {
+    size_t hits = 0;
+    cJSON *route;
+    cJSON_ArrayForEach(route, routes) {
+        cJSON *svc;
+        cJSON_ArrayForEach(svc, cJSON_GetObjectItemCaseSensitive(route, "services")) {
+            if (!same_string(string_at(svc, "name"), name))
+                continue;
+            hits++;
+            if (fn && !fn(svc, w, changed))
+                *ok = false;
+        }
+    }
+    return hits;
+}
+
+static bool set_weight(cJSON *svc, long w, bool *changed) {
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(svc, "weight");
+    if (cJSON_IsNumber(cur) && cur->valuedouble == (double)w)
+        return true;
+    *changed = true;
+    return put_item(svc, "weight", cJSON_CreateNumber((double)w));
+}
+
+int traefik_apply_weights(cJSON *obj, const struct model_route *r, bool *changed, char *err,
+                          size_t errlen) {
+    cJSON *routes =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "spec"), "routes");
+    bool ok = true;
+    *changed = false;
+    if (!cJSON_IsArray(routes)) {
+        snprintf(err, errlen, "IngressRoute %s/%s has no spec.routes", r->ns, r->name);
+        return -1;
+    }
+    /* Check every name first, so a bad one leaves obj untouched. */
+    for (size_t i = 0; i < r->n_weights; i++) {
+        if (!for_each_service(routes, r->weights[i].service, NULL, 0, changed, &ok)) {
+            snprintf(err, errlen, "service '%s' is in no route of IngressRoute %s/%s",
+                     r->weights[i].service, r->ns, r->name);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < r->n_weights; i++)
+        for_each_service(routes, r->weights[i].service, set_weight, r->weights[i].weight, changed,
+                         &ok);
+    if (!ok) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
