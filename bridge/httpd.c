@@ -1,0 +1,1 @@
+/* bridge/httpd.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* bridge/metrics.c - placeholder until implemented. */

@@ -1,0 +1,1 @@
+/* bridge/notify.c - placeholder until implemented. */

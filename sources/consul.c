@@ -1,0 +1,1 @@
+/* sources/consul.c - placeholder until implemented. */
