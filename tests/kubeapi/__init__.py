@@ -1,0 +1,1 @@
+"""Kubernetes API test server for canary-bridge tests (see server.py, README.md)."""

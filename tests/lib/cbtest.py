@@ -1,0 +1,571 @@
+"""Harness for canary-bridge integration tests.
+
+    import sys; sys.path.insert(0, "<repo>/tests/lib"); from cbtest import *
+
+    with tempfile.TemporaryDirectory() as d, Etcd(d) as etcd, KubeAPI(d) as kube:
+        etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        with Bridge(d, bridge_config(etcd=etcd, kube=kube)) as bridge:
+            wait_until(lambda: kube.get("traefik.io", "default", "ingressroutes", "shop"),
+                       what="IngressRoute shop")
+
+Every process runs in a temp dir on 127.0.0.1 ports, in its own process group, and is
+stopped on `with` exit (SIGTERM, then SIGKILL if it lingers; straight SIGKILL if the block
+raised) and at interpreter exit.  Standard library + PyYAML only; run with /usr/bin/python3.
+"""
+
+import atexit
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = "/usr/bin/python3"
+KUBEAPI_SERVER = os.path.join(REPO, "tests", "kubeapi", "server.py")
+API_VERSIONS = {"": "v1", "coordination.k8s.io": "v1", "events.k8s.io": "v1",
+                "apiextensions.k8s.io": "v1", "authorization.k8s.io": "v1"}  # else v1alpha1
+
+__all__ = ["free_port", "wait_until", "Etcd", "KubeAPI", "Bridge", "ApiError",
+           "bridge_config", "REPO"]
+
+
+def free_port():
+    """A port that was free on 127.0.0.1 a moment ago (for programs that cannot bind 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10, what="condition", interval=0.02, ignore=(OSError,)):
+    """Poll pred() until it returns something truthy (and return that), or raise
+    AssertionError naming `what`.  Exceptions in `ignore` count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except ignore as e:
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %gs waiting for %s%s" % (
+                timeout, what, " (last error: %r)" % last_exc if last_exc else ""))
+        time.sleep(interval)
+
+
+_live = set()
+
+
+@atexit.register
+def _kill_leftovers():
+    for p in list(_live):
+        p.kill()
+
+
+class Proc:
+    """A child process in its own process group with output captured to a log file."""
+    proc = None
+    log_path = None
+
+    def _spawn(self, argv, log_path, env=None):
+        self.log_path = log_path
+        with open(log_path, "ab") as logf:
+            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)
+        _live.add(self)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=10):
+        """SIGTERM, wait; SIGKILL if it does not exit in time.  Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)     # in case it was pause()d
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap_group()
+        _live.discard(self)
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        self._reap_group()
+        _live.discard(self)
+        return self.proc.returncode
+
+    def _reap_group(self):
+        try:   # children the process left behind in its (our) process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.stop()
+        else:
+            self.kill()
+
+
+# --------------------------------------------------------------------------------------------
+# etcd
+
+class Etcd(Proc):
+    """etcd 3.4 on loopback with a temp data dir; JSON gateway helpers via urllib."""
+
+    def __init__(self, tmpdir, extra_args=(), name="cb-etcd"):
+        self.dir = os.path.join(tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.name, self.extra_args = name, list(extra_args)
+        self.auth = None        # (user, password) once enable_auth() ran
+        self._token = None
+        for attempt in range(3):
+            self.client_port, self.peer_port = free_port(), free_port()
+            if self._start():
+                return
+        raise RuntimeError("etcd did not start:\n" + self.log_tail())
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.client_port
+
+    def _start(self):
+        peer = "http://127.0.0.1:%d" % self.peer_port
+        argv = ["etcd", "--name", self.name, "--data-dir", os.path.join(self.dir, "data"),
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", "%s=%s" % (self.name, peer)] + self.extra_args
+        log_path = os.path.join(self.dir, "etcd.log")
+        offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        self._spawn(argv, log_path)
+        try:
+            wait_until(lambda: not self.alive() or self._healthy(), timeout=30,
+                       what="etcd /health", ignore=(OSError, ValueError))
+        except AssertionError:
+            self.kill()
+            raise
+        if self.alive():
+            return True
+        if "address already in use" not in self.log_text()[offset:]:
+            raise RuntimeError("etcd exited:\n" + self.log_tail())
+        return False    # port race: caller retries with new ports
+
+    def _healthy(self):
+        with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+            return json.load(r).get("health") == "true"
+
+    def restart(self, timeout=10):
+        """Stop and start again with the same ports and data dir."""
+        self.stop(timeout)
+        if not self._start():
+            raise RuntimeError("etcd could not get its ports back:\n" + self.log_tail())
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    # ---- JSON gateway (/v3/...)
+    def call(self, path, body, timeout=10):
+        data = json.dumps(body).encode()
+        for attempt in (1, 2):
+            headers = {"Content-Type": "application/json"}
+            if self.auth:
+                if not self._token:
+                    self._token = self._authenticate()
+                headers["Authorization"] = self._token
+            req = urllib.request.Request(self.url + path, data=data, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    return json.load(r)
+            except urllib.error.HTTPError as e:
+                text = e.read().decode("utf-8", "replace")
+                if self.auth and attempt == 1 and ("auth token" in text or e.code == 401):
+                    self._token = None
+                    continue
+                raise RuntimeError("etcd %s -> %d %s" % (path, e.code, text)) from None
+
+    def _authenticate(self):
+        req = urllib.request.Request(self.url + "/v3/auth/authenticate", headers={
+            "Content-Type": "application/json"}, data=json.dumps(
+                {"name": self.auth[0], "password": self.auth[1]}).encode())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)["token"]
+
+    @staticmethod
+    def _b64(s):
+        return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+    def put(self, key, value):
+        """Returns the new store revision."""
+        r = self.call("/v3/kv/put", {"key": self._b64(key), "value": self._b64(value)})
+        return int(r["header"]["revision"])
+
+    def get(self, key):
+        """The value as text, or None."""
+        kvs = self.call("/v3/kv/range", {"key": self._b64(key)}).get("kvs") or []
+        return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+
+    def get_prefix(self, prefix):
+        """{key: value} for every key under prefix."""
+        end = bytearray(prefix.encode())
+        end[-1] += 1
+        kvs = self.call("/v3/kv/range", {"key": self._b64(prefix),
+                                         "range_end": self._b64(bytes(end))}).get("kvs") or []
+        return {base64.b64decode(kv["key"]).decode():
+                base64.b64decode(kv.get("value", "")).decode() for kv in kvs}
+
+    def delete(self, key):
+        """Returns the number of keys deleted."""
+        return int(self.call("/v3/kv/deleterange", {"key": self._b64(key)}).get("deleted", 0))
+
+    def revision(self):
+        return int(self.call("/v3/kv/range", {"key": self._b64("\0")})["header"]["revision"])
+
+    def compact(self, rev=None):
+        rev = self.revision() if rev is None else rev
+        self.call("/v3/kv/compaction", {"revision": str(rev), "physical": True})
+        return rev
+
+    def etcdctl(self, *args, input=None, check=True, timeout=30):
+        """Run etcdctl (API v3) against this server; returns CompletedProcess (text)."""
+        argv = ["etcdctl", "--endpoints", self.url]
+        if self.auth:
+            argv += ["--user", "%s:%s" % self.auth]
+        env = dict(os.environ, ETCDCTL_API="3")
+        return subprocess.run(argv + list(args), input=input, capture_output=True, text=True,
+                              env=env, check=check, timeout=timeout)
+
+    def enable_auth(self, user="root", password="rootpw"):
+        """Create `user` with the root role and turn auth on; later calls authenticate."""
+        self.etcdctl("user", "add", user, "--new-user-password", password, "--interactive=false")
+        if user != "root":
+            self.etcdctl("role", "add", "root", check=False)
+        self.etcdctl("user", "grant-role", user, "root")
+        self.etcdctl("auth", "enable")
+        self.auth = (user, password)
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes API test server
+
+class ApiError(Exception):
+    def __init__(self, status, body, headers=None):
+        super().__init__("HTTP %d: %s" % (status, body))
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+class KubeAPI(Proc):
+    """tests/kubeapi/server.py.  Attributes: url, port, token, ca, kubeconfig, dir."""
+
+    def __init__(self, tmpdir, groups=None, history=None, extra_args=(), name="kubeapi"):
+        self.dir = os.path.join(tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        argv = [PYTHON, KUBEAPI_SERVER, "--dir", self.dir]
+        if groups:
+            argv += ["--groups", ",".join([groups] if isinstance(groups, str) else groups)]
+        if history is not None:
+            argv += ["--history", str(history)]
+        self._spawn(argv + list(extra_args), os.path.join(self.dir, "server.log"))
+        port_file = os.path.join(self.dir, "port")
+        try:
+            wait_until(lambda: os.path.exists(port_file) or not self.alive(), timeout=30,
+                       what="kubeapi server port file")
+        except AssertionError:
+            self.kill()
+            raise
+        if not self.alive():
+            raise RuntimeError("kubeapi server exited:\n" + self.log_tail())
+        with open(port_file) as f:
+            self.port = int(f.read())
+        with open(os.path.join(self.dir, "token")) as f:
+            self.token = f.read().strip()
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.ca = os.path.join(self.dir, "ca.crt")
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.ssl_context = ssl.create_default_context(cafile=self.ca)
+
+    # ---- raw access
+    def connection(self, timeout=10):
+        """A fresh keep-alive http.client connection to the server."""
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                           context=self.ssl_context)
+
+    def request(self, method, path, body=None, content_type="application/json", headers=None,
+                token=True, timeout=10):
+        """-> (status, headers, body): body parsed as JSON when it is JSON, else text.
+        token: True = the server's token, None/False = no Authorization, str = that token."""
+        h = {"Accept": "application/json"}
+        if token:
+            h["Authorization"] = "Bearer " + (self.token if token is True else token)
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            data = data.encode() if isinstance(data, str) else data
+            h["Content-Type"] = content_type
+        h.update(headers or {})
+        conn = self.connection(timeout)
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            raw = r.read()
+            text = raw.decode("utf-8", "replace")
+            try:
+                parsed = json.loads(text) if text else None
+            except ValueError:
+                parsed = text
+            return r.status, r.headers, parsed
+        finally:
+            conn.close()
+
+    @staticmethod
+    def path(group, ns, plural, name=None, version=None, **query):
+        version = version or API_VERSIONS.get(group, "v1alpha1")
+        p = "/api/%s" % version if not group else "/apis/%s/%s" % (group, version)
+        if ns:
+            p += "/namespaces/" + ns
+        p += "/" + plural
+        if name:
+            p += "/" + name
+        q = {k: v for k, v in query.items() if v is not None}
+        return p + ("?" + urllib.parse.urlencode(q) if q else "")
+
+    def _ok(self, method, path, body=None, content_type="application/json", want=(200, 201)):
+        status, headers, data = self.request(method, path, body, content_type)
+        if status not in want:
+            raise ApiError(status, data, headers)
+        return data
+
+    # ---- typed helpers (raise ApiError on failure, except get -> None on 404)
+    def get(self, group, ns, plural, name):
+        status, headers, data = self.request("GET", self.path(group, ns, plural, name))
+        if status == 404:
+            return None
+        if status != 200:
+            raise ApiError(status, data, headers)
+        return data
+
+    def list(self, group, ns, plural, label_selector=None, **query):
+        return self._ok("GET", self.path(group, ns, plural, labelSelector=label_selector,
+                                         **query))
+
+    def create(self, group, ns, plural, obj, **query):
+        return self._ok("POST", self.path(group, ns, plural, **query), obj)
+
+    def put(self, group, ns, plural, obj, **query):
+        return self._ok("PUT", self.path(group, ns, plural, obj["metadata"]["name"], **query),
+                        obj)
+
+    def merge_patch(self, group, ns, plural, name, patch, **query):
+        return self._ok("PATCH", self.path(group, ns, plural, name, **query), patch,
+                        "application/merge-patch+json")
+
+    def json_patch(self, group, ns, plural, name, ops, **query):
+        return self._ok("PATCH", self.path(group, ns, plural, name, **query), ops,
+                        "application/json-patch+json")
+
+    def apply(self, group, ns, plural, obj, field_manager="cbtest", force=True, **query):
+        return self._ok("PATCH", self.path(group, ns, plural, obj["metadata"]["name"],
+                                           fieldManager=field_manager,
+                                           force="true" if force else None, **query),
+                        obj, "application/apply-patch+yaml")
+
+    def delete(self, group, ns, plural, name, **query):
+        return self._ok("DELETE", self.path(group, ns, plural, name, **query))
+
+    def watch(self, group, ns, plural, timeout=10, **query):
+        """Yield watch events (dicts) until the server ends the stream.  `timeout` is the
+        socket timeout; pass timeoutSeconds=... to have the server end the watch."""
+        query.setdefault("watch", "1")
+        conn = self.connection(timeout)
+        try:
+            conn.request("GET", self.path(group, ns, plural, **query),
+                         headers={"Authorization": "Bearer " + self.token})
+            r = conn.getresponse()
+            if r.status != 200:
+                raise ApiError(r.status, r.read().decode("utf-8", "replace"), r.headers)
+            while True:
+                line = r.readline()
+                if not line:
+                    return
+                yield json.loads(line)
+        finally:
+            conn.close()
+
+    # ---- control API (/_test/)
+    def control(self, method, what, body=None):
+        status, _, data = self.request(method, "/_test/" + what, body, token=None)
+        if status != 200:
+            raise ApiError(status, data)
+        return data
+
+    def requests(self, clear=False, since=0):
+        """The request log: dicts with seq, t, t_done, method, path, query, content_type,
+        status, body, user_agent, conn (connection number), fault (rule id or None)."""
+        out = self.control("GET", "requests?since=%d" % since)
+        if clear:
+            self.clear_requests()
+        return out
+
+    def clear_requests(self):
+        self.control("DELETE", "requests")
+
+    def fault(self, **rule):
+        """Add a fault rule: method, path_regex, query_regex, count (-1 = forever), status,
+        retry_after, delay_ms, action (drop|hang|drop_mid), message, when (before|after)."""
+        return self.control("POST", "faults", rule)
+
+    def faults(self):
+        return self.control("GET", "faults")
+
+    def clear_faults(self):
+        self.control("DELETE", "faults")
+
+    def compact(self):
+        """Forget watch history and end open watches: re-watches from older RVs get 410."""
+        return self.control("POST", "compact")
+
+    def close_watches(self):
+        return self.control("POST", "close-watches")
+
+    def bookmark(self):
+        """Ask every open watch with allowWatchBookmarks to send a BOOKMARK now."""
+        return self.control("POST", "bookmark")
+
+    def watches(self):
+        """Open watch streams: [{conn, path, resource, namespace, since}]."""
+        return self.control("GET", "watches")
+
+    def objects(self):
+        """Every stored object (CRDs and namespaces left out) and the current RV."""
+        return self.control("GET", "objects")
+
+
+# --------------------------------------------------------------------------------------------
+# canary-bridge
+
+def _deep_update(base, over):
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def bridge_config(etcd=None, kube=None, consul_address=None, prefix="canary/", metrics_port=None,
+                  **sections):
+    """A config dict (SPEC section 3) for the given servers; `sections` deep-merge on top,
+    e.g. reconcile={"policy": "sync"}, log={"level": "debug"}."""
+    cfg = {"source": {"prefix": prefix}, "traefik": {"api_group": "traefik.io",
+                                                     "rule_syntax": "v3"},
+           "server": {"listen": "127.0.0.1:%d" % metrics_port if metrics_port else ""},
+           "log": {"level": "debug"}}
+    if etcd is not None:
+        cfg["source"].update(type="etcd", endpoints=[etcd.url])
+    elif consul_address:
+        cfg["source"].update(type="consul", address=consul_address)
+    if kube is not None:
+        cfg["kubernetes"] = {"kubeconfig": kube.kubeconfig}
+    return _deep_update(cfg, sections)
+
+
+class Bridge(Proc):
+    """build/canary-bridge (or $CANARY_BRIDGE) with a config file in a temp dir."""
+
+    def __init__(self, tmpdir, config, binary=None, args=("run",), start=True, env=None,
+                 name="bridge"):
+        self.dir = os.path.join(tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.binary = binary or os.environ.get("CANARY_BRIDGE") or \
+            os.path.join(REPO, "build", "canary-bridge")
+        self.config_path = os.path.join(self.dir, "bridge.yaml")
+        self.env = env
+        self.write_config(config)
+        self.log_path = os.path.join(self.dir, "bridge.log")
+        if start:
+            self.start(args)
+
+    def write_config(self, config):
+        """Text is written as is; a dict is dumped as YAML.  (Then .signal(SIGHUP) reloads.)"""
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.config_path)
+
+    def argv(self, args):
+        args = list(args)
+        return [self.binary] + args[:1] + ["-c", self.config_path] + args[1:]
+
+    def start(self, args=("run",)):
+        self._spawn(self.argv(args), self.log_path, self.env)
+        return self
+
+    def wait_log(self, regex, timeout=10, since=0):
+        """Wait for `regex` in the log (from byte offset `since`); returns the match."""
+        pat = re.compile(regex)
+
+        def found():
+            m = pat.search(self.log_text(), since)
+            if m is None and not self.alive():
+                raise AssertionError("bridge exited (%s) before logging %r:\n%s"
+                                     % (self.proc.returncode, regex, self.log_tail()))
+            return m
+        try:
+            return wait_until(found, timeout, what="bridge log %r" % regex)
+        except AssertionError as e:
+            raise AssertionError("%s\n--- bridge log tail ---\n%s" % (e, self.log_tail()))
+
+    def log_size(self):
+        """Current log length: pass as wait_log(since=...) to only see newer lines."""
+        return len(self.log_text())
+
+    def run_once(self, args, timeout=60, input=None):
+        """A one-shot command (sync, render, check ...) with this config:
+        returns (exit code, stdout, stderr)."""
+        args = [args] if isinstance(args, str) else list(args)
+        p = subprocess.run(self.argv(args), capture_output=True, text=True, timeout=timeout,
+                           input=input, env=self.env)
+        return p.returncode, p.stdout, p.stderr
