@@ -216,7 +216,7 @@ static void write_patched(struct job *j) {
     char err[512];
     if (traefik_apply_weights(copy, &j->model, &changed, err, sizeof err) < 0) {
         cJSON_Delete(copy);
-        job_fail(j, "%s%sweights: %s", j->r->keys->prefix, j->id, err);
+        job_fail(j, "%s%s/weights: %s", j->r->keys->prefix, j->id, err);
         return;
     }
     /* Send what we read minus server-managed bookkeeping; resourceVersion

@@ -1,0 +1,390 @@
+"""End to end on real etcd and the Kubernetes API test server: what a user does
+with etcdctl, and what must then be true of the IngressRoutes (issue 2)."""
+import os
+import signal
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until  # noqa: E402
+
+G = "traefik.io"
+ROUTE = """match: Host(`shop.example.com`) && PathPrefix(`/`)
+entryPoints: [websecure]
+services:
+  - name: shop-v1
+    port: 80
+  - name: shop-v2
+    port: 80
+"""
+
+
+def weights_of(obj, route_index=-1):
+    if not obj:
+        return None
+    return {s["name"]: s.get("weight") for s in obj["spec"]["routes"][route_index]["services"]}
+
+
+def writes(kube, since=0, plural="ingressroutes"):
+    return [r for r in kube.requests(since=since)
+            if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and plural in r["path"]]
+
+
+class BridgeCase(unittest.TestCase):
+    """Fresh etcd + API server + bridge per test."""
+
+    config_overrides = {}
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cb-it-")
+        self.addCleanup(self.tmp.cleanup)
+        self.etcd = Etcd(self.tmp.name)
+        self.addCleanup(self.etcd.stop)
+        self.kube = KubeAPI(self.tmp.name)
+        self.addCleanup(self.kube.stop)
+
+    def start_bridge(self, **overrides):
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube, **{**self.config_overrides, **overrides})
+        self.bridge = Bridge(self.tmp.name, cfg)
+        self.addCleanup(self.bridge.stop)
+        self.bridge.wait_log(r"ready: ", timeout=20)
+        return self.bridge
+
+    def ir(self, name="shop", ns="default"):
+        return self.kube.get(G, ns, "ingressroutes", name)
+
+    def wait_weights(self, want, name="shop", ns="default", timeout=10):
+        return wait_until(lambda: weights_of(self.ir(name, ns)) == want, timeout,
+                          what="IngressRoute %s/%s weights %r (have %r)"
+                          % (ns, name, want, weights_of(self.ir(name, ns))))
+
+
+class OwnedMode(BridgeCase):
+    def test_route_and_weights_create_the_ingressroute(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        obj = self.ir()
+        meta = obj["metadata"]
+        self.assertEqual(meta["labels"]["app.kubernetes.io/managed-by"], "canary-bridge")
+        self.assertEqual(meta["annotations"]["canary-bridge.io/source-prefix"], "canary/")
+        rev = self.etcd.get_prefix("canary/default/shop/")
+        self.assertTrue(meta["annotations"]["canary-bridge.io/source-revision"].isdigit())
+        self.assertTrue(rev)
+        route = obj["spec"]["routes"][-1]
+        self.assertEqual(route["kind"], "Rule")
+        self.assertEqual(route["match"], "Host(`shop.example.com`) && PathPrefix(`/`)")
+        self.assertEqual(obj["spec"]["entryPoints"], ["websecure"])
+        self.assertEqual([s["port"] for s in route["services"]], [80, 80])
+
+    def test_weights_in_all_three_forms_mean_the_same(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})  # no weight anywhere: Traefik's 1
+        for text, want in (('{"shop-v1": 70, "shop-v2": 30}', {"shop-v1": 70, "shop-v2": 30}),
+                           ("shop-v1: 60\nshop-v2: 40\n", {"shop-v1": 60, "shop-v2": 40}),
+                           ("shop-v1=50, shop-v2=50", {"shop-v1": 50, "shop-v2": 50})):
+            self.etcd.put("canary/default/shop/weights", text)
+            self.wait_weights(want)
+
+    def test_labels_and_annotations_added_by_others_are_kept(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        self.kube.merge_patch(G, "default", "ingressroutes", "shop", {
+            "metadata": {"labels": {"team": "web"}, "annotations": {"argocd.io/x": "y"}}})
+        self.etcd.put("canary/default/shop/weights", "shop-v1=80, shop-v2=20")
+        self.wait_weights({"shop-v1": 80, "shop-v2": 20})
+        meta = self.ir()["metadata"]
+        self.assertEqual(meta["labels"]["team"], "web")
+        self.assertEqual(meta["annotations"]["argocd.io/x"], "y")
+        self.assertEqual(meta["labels"]["app.kubernetes.io/managed-by"], "canary-bridge")
+
+    def test_unlabelled_object_is_never_taken_over(self):
+        foreign = {"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+                   "metadata": {"name": "shop", "namespace": "default"},
+                   "spec": {"routes": [{"kind": "Rule", "match": "Host(`x`)",
+                                        "services": [{"name": "legacy", "port": 80}]}]}}
+        self.kube.create(G, "default", "ingressroutes", foreign)
+        before = self.ir()
+        mark = self.kube.requests()[-1]["seq"]
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.bridge.wait_log(r"route default/shop: .*not managed by canary-bridge")
+        self.assertEqual(self.ir()["metadata"]["resourceVersion"],
+                         before["metadata"]["resourceVersion"])
+        self.assertEqual(writes(self.kube, since=mark), [])
+
+
+class PatchedMode(BridgeCase):
+    def existing(self):
+        return {"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+                "metadata": {"name": "shop", "namespace": "default",
+                             "labels": {"app": "shop", "helm.sh/chart": "shop-1.2.3"},
+                             "annotations": {"meta.helm.sh/release-name": "shop"}},
+                "spec": {"entryPoints": ["web"],
+                         "routes": [
+                             {"kind": "Rule", "match": "Host(`a.example.com`)", "priority": 5,
+                              "middlewares": [{"name": "auth"}],
+                              "services": [{"name": "shop-v1", "port": 80, "weight": 100},
+                                           {"name": "shop-v2", "port": "http", "weight": 0}]},
+                             {"kind": "Rule", "match": "Host(`b.example.com`)",
+                              "services": [{"name": "shop-v1", "port": 80},
+                                           {"name": "shop-v2", "port": 80, "passHostHeader": False}]}],
+                         "tls": {"secretName": "shop-tls"}}}
+
+    def test_only_named_weights_change_everything_else_is_kept(self):
+        self.kube.create(G, "default", "ingressroutes", self.existing())
+        before = self.ir()
+        self.start_bridge()
+        self.etcd.put("canary/default/shop/weights", '{"shop-v2": 25}')
+        wait_until(lambda: weights_of(self.ir(), 0) == {"shop-v1": 100, "shop-v2": 25},
+                   what="patched weight")
+        after = self.ir()
+        self.assertEqual(weights_of(after, 1), {"shop-v1": None, "shop-v2": 25})
+        # Everything but the weights and server bookkeeping is byte-for-byte the same.
+        for obj in (before, after):
+            for route in obj["spec"]["routes"]:
+                for s in route["services"]:
+                    s.pop("weight", None)
+            for k in ("resourceVersion", "generation", "managedFields"):
+                obj["metadata"].pop(k, None)
+        self.assertEqual(before, after)
+        self.assertNotIn("app.kubernetes.io/managed-by", after["metadata"]["labels"])
+
+    def test_unknown_service_fails_the_route_only(self):
+        self.kube.create(G, "default", "ingressroutes", self.existing())
+        rv = self.ir()["metadata"]["resourceVersion"]
+        self.start_bridge()
+        self.etcd.put("canary/default/shop/weights", "shop-v1=50, shop-v9=50")
+        self.bridge.wait_log(r"canary/default/shop/weights: .*shop-v9")
+        self.assertEqual(self.ir()["metadata"]["resourceVersion"], rv)
+
+    def test_missing_object_is_reported_then_patched_when_it_appears(self):
+        self.start_bridge()
+        self.etcd.put("canary/default/shop/weights", "shop-v1=10, shop-v2=90")
+        self.bridge.wait_log(r"route default/shop: IngressRoute default/shop not found")
+        self.kube.create(G, "default", "ingressroutes", self.existing())
+        wait_until(lambda: weights_of(self.ir(), 0) == {"shop-v1": 10, "shop-v2": 90},
+                   what="weights applied once the object exists")
+
+
+class Concurrency(BridgeCase):
+    def test_409_conflicts_are_retried_until_the_write_lands(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        self.kube.clear_requests()
+        self.kube.fault(method="PUT", path_regex="/ingressroutes/shop$", status=409, count=3)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=75, shop-v2=25")
+        self.wait_weights({"shop-v1": 75, "shop-v2": 25})
+        puts = [r for r in self.kube.requests() if r["method"] == "PUT"]
+        self.assertEqual([r["status"] for r in puts], [409, 409, 409, 200])
+        # Every retry follows a fresh read (no blind retries on a stale version).
+        seq = [(r["method"], r["status"]) for r in self.kube.requests()
+               if "/ingressroutes/shop" in r["path"] and "watch" not in r["query"]]
+        for i, (m, st) in enumerate(seq[:-1]):
+            if m == "PUT" and st == 409:
+                self.assertEqual(seq[i + 1][0], "GET")
+
+    def test_concurrent_writer_changes_are_merged_not_lost(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        # Someone labels the object; the bridge's cached version is now stale.
+        self.kube.merge_patch(G, "default", "ingressroutes", "shop",
+                              {"metadata": {"labels": {"owner": "ops"}}})
+        self.etcd.put("canary/default/shop/weights", "shop-v1=5, shop-v2=95")
+        self.wait_weights({"shop-v1": 5, "shop-v2": 95})
+        self.assertEqual(self.ir()["metadata"]["labels"]["owner"], "ops")
+
+
+class BadInput(BridgeCase):
+    def test_bad_value_fails_only_its_route_and_keeps_the_last_good_object(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.etcd.put("canary/default/cart/route", ROUTE.replace("shop", "cart"))
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        self.wait_weights({"cart-v1": 1, "cart-v2": 1}, name="cart")
+        good = self.ir()
+        for bad, why in (("shop-v1=ninety", "non-numeric"), ("shop-v1=-1", "negative"),
+                         ("shop-v1=0, shop-v2=0", "all zero"), ("shop-v1=1.5", "fractional"),
+                         ("shop-v1=1, shop-v1=2", "duplicate"), ("shop-v3=10", "unknown")):
+            since = self.bridge.log_size()
+            self.etcd.put("canary/default/shop/weights", bad)
+            self.bridge.wait_log(r"canary/default/shop/weights: ", since=since)
+            self.assertEqual(self.ir()["metadata"]["resourceVersion"],
+                             good["metadata"]["resourceVersion"], why)
+        # The other route keeps working, and the daemon is alive.
+        self.etcd.put("canary/default/cart/weights", "cart-v1=3, cart-v2=7")
+        self.wait_weights({"cart-v1": 3, "cart-v2": 7}, name="cart")
+        self.assertTrue(self.bridge.alive())
+        # A fix is picked up.
+        self.etcd.put("canary/default/shop/weights", "shop-v1=60, shop-v2=40")
+        self.wait_weights({"shop-v1": 60, "shop-v2": 40})
+
+    def test_bad_route_document_and_stray_keys(self):
+        self.start_bridge()
+        self.etcd.put("canary/default/shop/route", "match: [unclosed")
+        self.bridge.wait_log(r"canary/default/shop/route: ")
+        self.etcd.put("canary/default/shop/route", "services: []\n")
+        self.bridge.wait_log(r"canary/default/shop/route: .*match")
+        for _ in range(3):
+            self.etcd.put("canary/Not_A_Namespace/x/weights", "a=1")
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        self.assertEqual(self.bridge.log_text().count("ignoring key canary/Not_A_Namespace/x/weights"),
+                         1)
+        self.assertIsNone(self.ir("x", "Not_A_Namespace"))
+
+
+class NoNeedlessWrites(BridgeCase):
+    config_overrides = {"reconcile": {"resync": "1s"}}
+
+    def test_nothing_written_when_nothing_changed(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        mark = self.kube.requests()[-1]["seq"]
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")  # same bytes
+        self.etcd.put("canary/default/shop/weights", '{"shop-v1": 90, "shop-v2": 10}')  # same meaning
+        self.etcd.put("canary/other/thing/notes", "not ours")
+        # Two resync periods: full re-list of source and objects, every route re-checked.
+        self.bridge.wait_log(r"resync", timeout=10)
+        lists = lambda: [r for r in self.kube.requests(since=mark)
+                         if r["method"] == "GET" and "watch" not in r["query"]
+                         and r["path"].endswith("/ingressroutes")]
+        wait_until(lambda: len(lists()) >= 2, timeout=10, what="two resyncs")
+        self.assertEqual(writes(self.kube, since=mark), [])
+
+
+class Drift(BridgeCase):
+    def test_hand_edit_of_a_managed_field_is_put_back(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        obj = self.ir()
+        obj["spec"]["routes"][-1]["services"][1]["weight"] = 100
+        self.kube.put(G, "default", "ingressroutes", obj)
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        self.bridge.wait_log(r"IngressRoute written")
+
+    def test_deleted_object_is_recreated_and_watch_expiry_relists(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        self.kube.compact()  # the bridge's watch ends; resuming gets 410 Expired
+        self.kube.delete(G, "default", "ingressroutes", "shop")
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+
+
+class SourceFaults(BridgeCase):
+    def test_etcd_restarted_mid_watch(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        self.etcd.kill()
+        self.bridge.wait_log(r"source: disconnected")
+        self.etcd.restart()
+        self.etcd.put("canary/default/shop/weights", "shop-v1=33, shop-v2=67")
+        self.wait_weights({"shop-v1": 33, "shop-v2": 67}, timeout=20)
+        self.assertTrue(self.bridge.alive())
+
+    def test_compaction_past_the_watch_revision(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        # Freeze the bridge, break its watch, move etcd on and compact the
+        # history it would resume from.
+        self.bridge.signal(signal.SIGSTOP)
+        try:
+            self.etcd.kill()
+            self.etcd.restart()
+            for i in range(1, 6):
+                self.etcd.put("canary/default/shop/weights", "shop-v1=%d, shop-v2=50" % i)
+            self.etcd.put("canary/default/gone/route", ROUTE.replace("shop", "gone"))
+            self.etcd.compact()
+        finally:
+            self.bridge.signal(signal.SIGCONT)
+        self.wait_weights({"shop-v1": 5, "shop-v2": 50}, timeout=20)
+        self.wait_weights({"gone-v1": 1, "gone-v2": 1}, name="gone", timeout=20)
+        self.bridge.wait_log(r"compact", timeout=5)
+
+
+class OneShotCommands(BridgeCase):
+    def make(self, **overrides):
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube, **overrides)
+        return Bridge(self.tmp.name, cfg, start=False)
+
+    def test_sync_writes_once_and_exits_zero(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        code, out, err = self.make().run_once("sync")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(weights_of(self.ir()), {"shop-v1": 90, "shop-v2": 10})
+        code, out, err = self.make().run_once("sync")  # nothing to do the second time
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(writes(self.kube)), 1)
+
+    def test_sync_fails_with_1_when_a_route_fails(self):
+        self.etcd.put("canary/default/shop/weights", "shop-v1=x")
+        code, out, err = self.make().run_once("sync")
+        self.assertEqual(code, 1, err)
+        self.assertIn("canary/default/shop/weights", err)
+
+    def test_sync_dry_run_writes_nothing(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        code, out, err = self.make().run_once(["sync", "--dry-run"])
+        self.assertEqual(code, 0, err)
+        self.assertIsNone(self.ir())
+        self.assertTrue(all("dryRun=All" in r["path"] + str(r["query"]) or r["query"].get("dryRun")
+                            for r in writes(self.kube)))
+        self.assertTrue(writes(self.kube))
+
+    def test_render_prints_the_objects_and_writes_nothing(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.etcd.put("canary/default/cart/route", ROUTE.replace("shop", "cart"))
+        code, out, err = self.make().run_once(["render", "default/shop"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("kind: IngressRoute", out)
+        self.assertIn("name: shop", out)
+        self.assertNotIn("cart", out)
+        self.assertIn("weight: 90", out)
+        self.assertEqual(writes(self.kube), [])
+
+    def test_check_reaches_source_and_api(self):
+        code, out, err = self.make().run_once("check")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("ok   source", out)
+        self.assertIn("ok   kubernetes", out)
+
+    def test_check_fails_when_crds_are_missing(self):
+        self.kube.stop()
+        kube2 = KubeAPI(self.tmp.name, groups=["traefik.containo.us"], name="kube2")
+        self.addCleanup(kube2.stop)
+        cfg = bridge_config(etcd=self.etcd, kube=kube2)
+        code, out, err = Bridge(self.tmp.name, cfg, start=False).run_once("check")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("FAIL kubernetes", out)
+
+    def test_bad_config_exits_2_naming_the_line(self):
+        b = self.make()
+        b.write_config("source:\n  type: etcd\n  prefixx: canary/\n")
+        code, out, err = b.run_once("run")
+        self.assertEqual(code, 2)
+        self.assertIn("bridge.yaml:3:", err)
+        self.assertIn("prefixx", err)
+
+    def test_usage_errors_exit_2(self):
+        code, out, err = self.make().run_once(["frobnicate"])
+        self.assertEqual(code, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
