@@ -10,8 +10,7 @@ struct source *source_new(uv_loop_t *loop, struct http_client *http, struct logg
     case SOURCE_ETCD:
         return source_etcd_new(loop, http, lg, cfg, cb, err, errlen);
     case SOURCE_CONSUL:
-        snprintf(err, errlen, "source.type consul is not supported by this build yet");
-        return NULL;
+        return source_consul_new(loop, http, lg, cfg, cb, err, errlen);
     }
     snprintf(err, errlen, "unknown source type");
     return NULL;

@@ -71,6 +71,10 @@ struct source *source_etcd_new(uv_loop_t *loop, struct http_client *http, struct
                                const struct config *cfg, const struct source_callbacks *cb,
                                char *err, size_t errlen);
 
+struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
+                                 const struct config *cfg, const struct source_callbacks *cb,
+                                 char *err, size_t errlen);
+
 /* Helpers shared by sources. */
 /* Exponential backoff with full jitter: base * 2^attempt capped at max, then a
  * uniform random value in [cap/2, cap]. */
