@@ -6,10 +6,14 @@
 #include <string.h>
 
 #include "bridge/buf.h"
+#include "bridge/fileread.h"
 
 #define KUBE_TIMEOUT_MS 15000
 #define KUBE_CONNECT_TIMEOUT_MS 5000
 #define KUBE_WATCH_LINE_MAX (16 * 1024 * 1024)
+/* Projected service-account tokens rotate hourly and kubelet refreshes the
+ * file well before expiry; a minute is plenty to follow it. */
+#define KUBE_TOKEN_REREAD_MS 60000
 
 struct kube_client {
     uv_loop_t *loop;
@@ -19,6 +23,10 @@ struct kube_client {
     struct http_tls tls;
     char *auth_header; /* "Authorization: Bearer ..." or NULL; secret */
     bool dry_run;
+    uv_timer_t token_timer; /* re-reads conn.token_file */
+    bool token_timer_open;
+    struct file_read *token_read;
+    bool token_read_failed; /* warn once per failure streak */
     size_t writes_in_flight;
     struct kube_call *calls; /* every started call, for cancel-all on free */
 };
@@ -67,6 +75,50 @@ static int read_small_file(const char *path, char **out, char *err, size_t errle
     return *out ? 0 : -1;
 }
 
+static int set_token(struct kube_client *kc, const char *token) {
+    buf_t h = BUF_INIT;
+    if (buf_printf(&h, "Authorization: Bearer %s", token) < 0) {
+        buf_free(&h);
+        return -1;
+    }
+    if (kc->auth_header) {
+        explicit_bzero(kc->auth_header, strlen(kc->auth_header));
+        free(kc->auth_header);
+    }
+    kc->auth_header = buf_steal(&h);
+    return kc->auth_header ? 0 : -1;
+}
+
+static void on_token_read(void *user, int err, const char *data, size_t len) {
+    struct kube_client *kc = user;
+    kc->token_read = NULL;
+    if (err || len == 0) {
+        if (!kc->token_read_failed)
+            log_warn(kc->log, "kubernetes: cannot re-read token file %s: %s; keeping the last token",
+                     kc->conn.token_file, err ? uv_strerror(err) : "empty file");
+        kc->token_read_failed = true;
+        return;
+    }
+    kc->token_read_failed = false;
+    const char *cur = kc->auth_header ? kc->auth_header + strlen("Authorization: Bearer ") : "";
+    if (strcmp(cur, data) == 0)
+        return;
+    if (set_token(kc, data) == 0)
+        log_info(kc->log, "kubernetes: token file %s changed; using the new token",
+                 kc->conn.token_file);
+}
+
+static void token_reread(struct kube_client *kc) {
+    if (!kc->conn.token_file || kc->token_read || !kc->token_timer_open)
+        return;
+    int err = 0;
+    kc->token_read = file_read_start(kc->loop, kc->conn.token_file, on_token_read, kc, &err);
+    if (!kc->token_read)
+        on_token_read(kc, err, "", 0);
+}
+
+static void on_token_timer(uv_timer_t *t) { token_reread(t->data); }
+
 struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
                                     struct kube_conn *conn, char *err, size_t errlen) {
     struct kube_client *kc = calloc(1, sizeof *kc);
@@ -92,17 +144,14 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
         }
     }
     if (token) {
-        buf_t h = BUF_INIT;
-        int rc = buf_printf(&h, "Authorization: Bearer %s", token);
-        memset(token, 0, strlen(token));
+        int rc = set_token(kc, token);
+        explicit_bzero(token, strlen(token));
         free(token);
         if (rc < 0) {
-            buf_free(&h);
             free(kc);
             snprintf(err, errlen, "out of memory");
             return NULL;
         }
-        kc->auth_header = buf_steal(&h);
     }
     kc->conn = *conn;
     memset(conn, 0, sizeof *conn);
@@ -116,6 +165,13 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
     kc->tls.key_pem = kc->conn.key_pem;
     kc->tls.key_pem_len = kc->conn.key_pem_len;
     kc->tls.insecure = kc->conn.insecure;
+    if (kc->conn.token_file && uv_timer_init(loop, &kc->token_timer) == 0) {
+        kc->token_timer.data = kc;
+        kc->token_timer_open = true;
+        uv_timer_start(&kc->token_timer, on_token_timer, KUBE_TOKEN_REREAD_MS,
+                       KUBE_TOKEN_REREAD_MS);
+        uv_unref((uv_handle_t *)&kc->token_timer); /* never keeps the loop alive */
+    }
     if (kc->conn.insecure)
         log_warn(lg, "kubernetes: TLS verification is OFF (insecure-skip-tls-verify) for %s: "
                      "anyone on the path can impersonate the API server",
@@ -153,6 +209,12 @@ void kube_call_cancel(struct kube_call *c) {
 void kube_client_cancel_all(struct kube_client *kc) {
     while (kc->calls)
         kube_call_cancel(kc->calls);
+    file_read_detach(kc->token_read);
+    kc->token_read = NULL;
+    if (kc->token_timer_open) {
+        uv_close((uv_handle_t *)&kc->token_timer, NULL);
+        kc->token_timer_open = false;
+    }
 }
 
 void kube_client_free(struct kube_client *kc) {
@@ -160,7 +222,7 @@ void kube_client_free(struct kube_client *kc) {
         return;
     kube_client_cancel_all(kc);
     if (kc->auth_header) {
-        memset(kc->auth_header, 0, strlen(kc->auth_header));
+        explicit_bzero(kc->auth_header, strlen(kc->auth_header));
         free(kc->auth_header);
     }
     kube_conn_free(&kc->conn);
@@ -227,6 +289,8 @@ static void on_done(struct http_req *req, const struct http_result *res) {
     if (!r.message[0] && r.status >= 400 && r.body_len && !r.json)
         r.message = r.body; /* plain-text answers, e.g. "404 page not found" */
     r.retry_after_ms = parse_retry_after(res);
+    if (r.status == 401)
+        token_reread(c->kc); /* the token may have rotated under us */
     if (c->done)
         c->done(c->user, &r);
     cJSON_Delete(r.json);

@@ -3,7 +3,8 @@
  * JSON requests (GET/POST/PUT/PATCH/DELETE) and streaming watches over the
  * shared http client, with the bearer token or client certificate of a
  * kube_conn. Answers come back parsed: status code, JSON body, and for
- * failures the Status reason/message, plus Retry-After for 429/503.
+ * failures the Status reason/message, plus Retry-After for 429/503. A token
+ * file is re-read every minute and after a 401, without blocking the loop.
  * Knows the API's conventions, nothing of Traefik or of sources. */
 #ifndef CB_KUBE_H
 #define CB_KUBE_H
@@ -41,7 +42,8 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
                                     struct kube_conn *conn, char *err, size_t errlen);
 /* Takes ownership of *conn's contents on success (conn is zeroed). */
 void kube_client_free(struct kube_client *kc);
-/* Cancel every call in flight (no callbacks); before closing the http client. */
+/* Cancel every call in flight (no callbacks) and close the token re-read
+ * timer; before closing the http client. Free after the loop ran. */
 void kube_client_cancel_all(struct kube_client *kc);
 void kube_client_set_dry_run(struct kube_client *kc, bool dry_run);
 /* Started, unfinished calls (writes in flight, for graceful shutdown). */

@@ -22,9 +22,10 @@
  * The pure helpers (framing, base64, JSON) come first; see etcd.h. */
 #include "sources/etcd.h"
 
+#include "bridge/fileread.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -632,7 +633,6 @@ enum etcd_err_kind etcd_error_classify(long status, const char *body, size_t len
 #define ETCD_CREATE_TIMEOUT_MS 10000u
 #define ETCD_BACKOFF_BASE_MS 100u
 #define ETCD_BACKOFF_MAX_MS 10000u
-#define ETCD_PASSWORD_MAX 4096
 /* A watch must stay up this long before the backoff starts from scratch, so
  * a server that accepts watches and then drops them at once is not hammered. */
 #define ETCD_STABLE_MS 10000u
@@ -661,17 +661,6 @@ struct etcd_put {
     struct etcd_put *prev, *next;
 };
 
-/* An in-flight asynchronous read of password_file. uv_fs requests cannot be
- * taken back, so it owns itself: stop() just detaches it (s = NULL). */
-struct etcd_pwread {
-    uv_fs_t fs;
-    uv_file fd;
-    int err;
-    size_t len;
-    char buf[ETCD_PASSWORD_MAX];
-    struct etcd *s;
-};
-
 struct etcd {
     struct source base; /* first: the ops receive &base */
     size_t ep;          /* current endpoint */
@@ -682,7 +671,7 @@ struct etcd {
     bool auth;
     char *token;      /* secret; never logged */
     bool token_fresh; /* not yet accepted by any request */
-    struct etcd_pwread *pwread;
+    struct file_read *pwread; /* password_file being read */
 
     enum etcd_phase phase;
     struct http_req *req;   /* auth or range in flight */
@@ -774,7 +763,7 @@ static void etcd_abandon(struct etcd *s) {
     http_req_cancel(s->watch);
     s->watch = NULL;
     if (s->pwread) {
-        s->pwread->s = NULL;
+        file_read_detach(s->pwread);
         s->pwread = NULL;
     }
     timer_disarm(s);
@@ -922,75 +911,15 @@ static void auth_send(struct etcd *s, const char *password) {
     s->phase = PH_AUTH;
 }
 
-static void pw_deliver(struct etcd_pwread *p) {
-    struct etcd *s = p->s;
-    if (s) {
-        s->pwread = NULL;
-        if (p->err) {
-            etcd_fail(s, "cannot read source.password_file %s: %s",
-                      s->base.cfg->source.password_file, uv_strerror(p->err));
-        } else {
-            while (p->len > 0 && (p->buf[p->len - 1] == '\n' || p->buf[p->len - 1] == '\r'))
-                p->len--;
-            p->buf[p->len] = '\0';
-            auth_send(s, p->buf);
-        }
-    }
-    explicit_bzero(p->buf, sizeof p->buf);
-    free(p);
-}
-
-static void pw_closed(uv_fs_t *req) {
-    uv_fs_req_cleanup(req);
-    pw_deliver(req->data);
-}
-
-static void pw_close(struct etcd_pwread *p) {
-    int rc = uv_fs_close(p->fs.loop, &p->fs, p->fd, pw_closed);
-    if (rc < 0)
-        pw_deliver(p);
-}
-
-static void pw_read_some(struct etcd_pwread *p);
-
-static void pw_got(uv_fs_t *req) {
-    struct etcd_pwread *p = req->data;
-    ssize_t n = req->result;
-    uv_fs_req_cleanup(req);
-    if (n < 0) {
-        p->err = (int)n;
-    } else if (n > 0) {
-        p->len += (size_t)n;
-        if (p->len >= sizeof p->buf - 1)
-            p->err = UV_EFBIG;
-        else {
-            pw_read_some(p);
-            return;
-        }
-    }
-    pw_close(p);
-}
-
-static void pw_read_some(struct etcd_pwread *p) {
-    uv_buf_t b = uv_buf_init(p->buf + p->len, (unsigned)(sizeof p->buf - 1 - p->len));
-    int rc = uv_fs_read(p->fs.loop, &p->fs, p->fd, &b, 1, -1, pw_got);
-    if (rc < 0) {
-        p->err = rc;
-        pw_close(p);
-    }
-}
-
-static void pw_opened(uv_fs_t *req) {
-    struct etcd_pwread *p = req->data;
-    ssize_t fd = req->result;
-    uv_fs_req_cleanup(req);
-    if (fd < 0) {
-        p->err = (int)fd;
-        pw_deliver(p);
-        return;
-    }
-    p->fd = (uv_file)fd;
-    pw_read_some(p);
+static void pw_read(void *user, int err, const char *data, size_t len) {
+    struct etcd *s = user;
+    (void)len;
+    s->pwread = NULL;
+    if (err)
+        etcd_fail(s, "cannot read source.password_file %s: %s",
+                  s->base.cfg->source.password_file, uv_strerror(err));
+    else
+        auth_send(s, data);
 }
 
 /* Read the password file on every authentication, so a rotated password is
@@ -1003,22 +932,10 @@ static void auth_begin(struct etcd *s) {
         auth_send(s, pw ? pw : "");
         return;
     }
-    struct etcd_pwread *p = calloc(1, sizeof *p);
-    if (!p) {
-        etcd_fail(s, "out of memory");
-        return;
-    }
-    p->s = s;
-    p->fs.data = p;
-    int rc = uv_fs_open(s->base.loop, &p->fs, file, O_RDONLY | O_CLOEXEC, 0, pw_opened);
-    if (rc < 0) {
-        free(p);
-        etcd_fail(s, "cannot open source.password_file %s: %s", file, uv_strerror(rc));
-        return;
-    }
-    /* uv_fs_* reset the request's data field, so set it again after. */
-    p->fs.data = p;
-    s->pwread = p;
+    int err = 0;
+    s->pwread = file_read_start(s->base.loop, file, pw_read, s, &err);
+    if (!s->pwread)
+        etcd_fail(s, "cannot open source.password_file %s: %s", file, uv_strerror(err));
 }
 
 /* ---- list ---- */

@@ -316,6 +316,38 @@ class SourceFaults(BridgeCase):
         self.bridge.wait_log(r"compact", timeout=5)
 
 
+class KubeAuth(BridgeCase):
+    def test_rotated_token_file_is_picked_up(self):
+        """A kubeconfig with tokenFile (as for projected service-account tokens):
+        when the server moves to a new token and the file follows, the bridge
+        re-reads it after the 401 and carries on."""
+        import yaml
+        token_path = os.path.join(self.tmp.name, "sa-token")
+        with open(token_path, "w") as f:
+            f.write(self.kube.token + "\n")
+        with open(self.kube.kubeconfig) as f:
+            kc = yaml.safe_load(f)
+        kc["users"][0]["user"] = {"tokenFile": token_path}
+        kc_path = os.path.join(self.tmp.name, "kubeconfig-tokenfile")
+        with open(kc_path, "w") as f:
+            yaml.safe_dump(kc, f)
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube)
+        cfg["kubernetes"] = {"kubeconfig": kc_path}
+        self.bridge = Bridge(self.tmp.name, cfg)
+        self.addCleanup(self.bridge.stop)
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        self.kube.control("POST", "token", {"token": "rotated-token-2"})
+        self.kube.token = "rotated-token-2"  # the test client follows too
+        with open(token_path + ".tmp", "w") as f:
+            f.write("rotated-token-2\n")
+        os.rename(token_path + ".tmp", token_path)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=20, shop-v2=80")
+        self.bridge.wait_log(r"token file .* changed")
+        self.wait_weights({"shop-v1": 20, "shop-v2": 80}, timeout=15)
+        self.assertNotIn("rotated-token-2", self.bridge.log_text())
+
+
 class OneShotCommands(BridgeCase):
     def make(self, **overrides):
         cfg = bridge_config(etcd=self.etcd, kube=self.kube, **overrides)

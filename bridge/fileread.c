@@ -1,0 +1,119 @@
+/* fileread.c - non-blocking read of a small file; see fileread.h.
+ * open -> read (until EOF or the limit) -> close -> deliver. */
+#include "bridge/fileread.h"
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct file_read {
+    uv_fs_t fs;
+    uv_file fd;
+    int err;
+    size_t len;
+    file_read_cb cb; /* NULL once detached */
+    void *user;
+    char buf[FILEREAD_MAX + 1];
+};
+
+static void wipe_free(struct file_read *fr) {
+    /* explicit_bzero: the compiler may not drop it as a dead store. */
+    explicit_bzero(fr->buf, sizeof fr->buf);
+    free(fr);
+}
+
+static void deliver(struct file_read *fr) {
+    if (fr->cb) {
+        size_t n = fr->len;
+        while (n > 0 && (fr->buf[n - 1] == '\n' || fr->buf[n - 1] == '\r'))
+            n--;
+        fr->buf[n] = '\0';
+        fr->cb(fr->user, fr->err, fr->err ? "" : fr->buf, fr->err ? 0 : n);
+    }
+    wipe_free(fr);
+}
+
+static void on_closed(uv_fs_t *req) {
+    struct file_read *fr = req->data;
+    uv_fs_req_cleanup(req);
+    deliver(fr);
+}
+
+static void close_file(struct file_read *fr) {
+    int rc = uv_fs_close(fr->fs.loop, &fr->fs, fr->fd, on_closed);
+    if (rc < 0)
+        deliver(fr);
+    else
+        fr->fs.data = fr;
+}
+
+static void read_some(struct file_read *fr);
+
+static void on_read(uv_fs_t *req) {
+    struct file_read *fr = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    if (n < 0) {
+        fr->err = (int)n;
+    } else if (n > 0) {
+        fr->len += (size_t)n;
+        if (fr->len > FILEREAD_MAX) {
+            fr->err = UV_EFBIG;
+        } else {
+            read_some(fr);
+            return;
+        }
+    }
+    close_file(fr);
+}
+
+static void read_some(struct file_read *fr) {
+    /* One byte of room past the limit tells "exactly at the limit" from "over". */
+    uv_buf_t b = uv_buf_init(fr->buf + fr->len, (unsigned)(sizeof fr->buf - fr->len));
+    int rc = uv_fs_read(fr->fs.loop, &fr->fs, fr->fd, &b, 1, -1, on_read);
+    if (rc < 0) {
+        fr->err = rc;
+        close_file(fr);
+    } else {
+        fr->fs.data = fr;
+    }
+}
+
+static void on_open(uv_fs_t *req) {
+    struct file_read *fr = req->data;
+    ssize_t fd = req->result;
+    uv_fs_req_cleanup(req);
+    if (fd < 0) {
+        fr->err = (int)fd;
+        deliver(fr);
+        return;
+    }
+    fr->fd = (uv_file)fd;
+    read_some(fr);
+}
+
+struct file_read *file_read_start(uv_loop_t *loop, const char *path, file_read_cb cb, void *user,
+                                  int *err) {
+    struct file_read *fr = calloc(1, sizeof *fr);
+    if (!fr) {
+        *err = UV_ENOMEM;
+        return NULL;
+    }
+    fr->cb = cb;
+    fr->user = user;
+    int rc = uv_fs_open(loop, &fr->fs, path, O_RDONLY | O_CLOEXEC, 0, on_open);
+    if (rc < 0) {
+        free(fr);
+        *err = rc;
+        return NULL;
+    }
+    /* uv_fs_* reset the request's data field, so set it after the call. */
+    fr->fs.data = fr;
+    return fr;
+}
+
+void file_read_detach(struct file_read *fr) {
+    if (fr)
+        fr->cb = NULL;
+}
