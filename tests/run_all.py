@@ -2,7 +2,7 @@
 """run_all.py - run every test suite and print one summary line.
 
 Suites: the cmocka unit tests (through `meson test`), then every Python
-unittest module under tests/kubeapi and tests/integration. Each unit test
+unittest module under tests/kubeapi, tests/consul and tests/integration. Each unit test
 binary counts its cmocka cases; each Python test method counts once.
 Exit status 0 only when nothing failed and something ran.
 """
@@ -50,6 +50,7 @@ def main():
     total_p = total_f = 0
     for name, fn in (("unit", run_unit),
                      ("kubeapi", lambda: run_python("tests/kubeapi")),
+                     ("consul", lambda: run_python("tests/consul")),
                      ("integration", lambda: run_python("tests/integration"))):
         print(f"==== {name} tests", flush=True)
         p, f = fn()
