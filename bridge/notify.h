@@ -1,0 +1,69 @@
+/* notify.h - tell systemd how the service is doing (sd_notify protocol).
+ *
+ * Type=notify units learn from these datagrams when the daemon is ready
+ * (READY=1 after the first full sync), what it is doing (STATUS=), that it is
+ * reloading or stopping, and that it is alive (WATCHDOG=1). Built with
+ * libsystemd (HAVE_LIBSYSTEMD) the messages go through sd_notify(3);
+ * otherwise this module speaks the documented protocol itself: one datagram
+ * per message on an AF_UNIX SOCK_DGRAM socket named by $NOTIFY_SOCKET (a path,
+ * or "@name" for an abstract socket), sent without blocking.
+ *
+ * Everything is a no-op when NOTIFY_SOCKET is unset (not under systemd, or
+ * Type=simple), so callers never need to check.
+ *
+ * The watchdog is pinged by a timer on the daemon's own loop: if the loop
+ * wedges, the pings stop and systemd restarts the service, which is the whole
+ * point of WatchdogSec=. */
+#ifndef CB_NOTIFY_H
+#define CB_NOTIFY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <uv.h>
+
+#include "bridge/log.h"
+
+struct notifier {
+    uv_loop_t *loop;
+    struct logger *log;
+    bool enabled;           /* NOTIFY_SOCKET set and usable */
+    uint64_t watchdog_usec; /* 0: no watchdog for this process */
+    uv_timer_t watchdog;
+    bool timer_open; /* watchdog timer initialised, to be closed */
+    bool failing;    /* last send failed: log once per streak, not per ping */
+    uint64_t pings;  /* WATCHDOG=1 sent, for tests and debugging */
+    /* The protocol without libsystemd (unused with it; kept so the layout
+     * does not depend on the build option). */
+    int fd; /* -1 when disabled */
+    struct sockaddr_un addr;
+    socklen_t addrlen;
+};
+
+/* Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (a watchdog meant for
+ * another process is ignored). A malformed value is logged and disables that
+ * part. Returns 0, or -1 only on a failure to set up a valid socket (the
+ * notifier is then disabled; the daemon can run on). lg must outlive n. */
+int notify_init(struct notifier *n, uv_loop_t *loop, struct logger *lg);
+
+/* READY=1: startup finished (first full sync), or a reload finished. */
+int notify_ready(struct notifier *n);
+/* STATUS=<text>, shown by systemctl status. Newlines become spaces: the text
+ * can never smuggle in another assignment. */
+int notify_status(struct notifier *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* RELOADING=1 with MONOTONIC_USEC=<now>; send notify_ready when the reload
+ * is over (whether the new config was taken or refused). */
+int notify_reloading(struct notifier *n);
+/* STOPPING=1: shutdown began. */
+int notify_stopping(struct notifier *n);
+/* Start pinging WATCHDOG=1 every WATCHDOG_USEC/2, first ping now. No-op
+ * without a watchdog. The timer does not keep the loop alive. */
+int notify_watchdog_start(struct notifier *n);
+/* The watchdog interval in microseconds, 0 when none. */
+uint64_t notify_watchdog_usec(const struct notifier *n);
+/* Stop the watchdog and release the socket; the timer handle is closed, so
+ * keep n alive until the loop has run its close callback. */
+void notify_close(struct notifier *n);
+
+#endif
