@@ -159,6 +159,7 @@ static const struct field reconcile_fields[] = {
     LIST("namespaces", reconcile.namespaces, reconcile.n_namespaces, 0),
     BOOLEAN("status", reconcile.status),
     UNSIGNED("max_in_flight", reconcile.max_in_flight),
+    BOOLEAN("allow_cross_namespace", reconcile.allow_cross_namespace),
     END,
 };
 

@@ -67,6 +67,7 @@ struct config {
         size_t n_namespaces;
         bool status;                  /* write P<ns>/<name>/status */
         unsigned max_in_flight;       /* routes written concurrently; default 16 */
+        bool allow_cross_namespace;   /* services[].namespace allowed; default false */
     } reconcile;
 
     struct {

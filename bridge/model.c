@@ -17,7 +17,18 @@
  * - Priorities are limited to +/-2^53 so they survive JSON's double numbers
  *   exactly, with room for one priority step per header rule above them.
  * - Header regexes are checked with POSIX regcomp (REG_EXTENDED) after
- *   rewriting the common RE2-only spellings; see regex_check(). */
+ *   rewriting the common RE2-only spellings; see regex_check().
+ * - A service's `namespace` is refused unless the caller allows cross-
+ *   namespace services: whoever can write a route key could otherwise send
+ *   traffic to (and read responses from) Services in any namespace. Even a
+ *   `namespace` equal to the route's own is refused then, so the rule is
+ *   simply "no namespace field". Service names stay unique within a route
+ *   even across namespaces, because `weights` and header rules name services
+ *   by name alone.
+ * - `sticky.sameSite` takes only the lowercase none|lax|strict: Traefik v2
+ *   ignores any other spelling without a word, and the v3 CRD's capitalised
+ *   variants mean the same thing. A negative `maxAge` (Traefik: expire at
+ *   once) would silently turn stickiness off, so it is refused. */
 #include "bridge/model.h"
 
 #include <limits.h>
@@ -500,8 +511,34 @@ static int service_port(const cJSON *p, const char *where, struct model_service 
     return 0;
 }
 
-static int service_parse(const cJSON *v, size_t idx, struct model_route *rt, char *r) {
-    static const char *const fields[] = {"name", "port", "weight", NULL};
+/* The optional `namespace` of a service entry (see the file comment). */
+static int service_namespace(const cJSON *v, const char *where, bool allow_xns,
+                             struct model_service *svc, char *r) {
+    char s[SHOWN_MAX + 4];
+    if (!v)
+        return 0;
+    if (!allow_xns) {
+        why(r,
+            "%s'namespace' is not allowed: services must live in the route's namespace; set "
+            "reconcile.allow_cross_namespace: true to allow namespace on services",
+            where);
+        return -1;
+    }
+    if (!cJSON_IsString(v) || !model_dns1123_label(v->valuestring)) {
+        why(r, "%s'namespace' must be a DNS-1123 label (a namespace name), got '%s'", where,
+            cJSON_IsString(v) ? shown(v->valuestring, s) : "not a string");
+        return -1;
+    }
+    if (!(svc->ns = strdup(v->valuestring))) {
+        why(r, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int service_parse(const cJSON *v, size_t idx, bool allow_xns, struct model_route *rt,
+                         char *r) {
+    static const char *const fields[] = {"name", "port", "weight", "namespace", NULL};
     char where[48], s[SHOWN_MAX + 4];
     snprintf(where, sizeof where, "services[%zu]: ", idx);
     struct model_service *svc = &rt->services[idx];
@@ -532,7 +569,9 @@ static int service_parse(const cJSON *v, size_t idx, struct model_route *rt, cha
         return -1;
     }
     rt->n_services = idx + 1;
-    if (service_port(cJSON_GetObjectItemCaseSensitive(v, "port"), where, svc, r) < 0)
+    if (service_namespace(cJSON_GetObjectItemCaseSensitive(v, "namespace"), where, allow_xns, svc,
+                          r) < 0 ||
+        service_port(cJSON_GetObjectItemCaseSensitive(v, "port"), where, svc, r) < 0)
         return -1;
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(v, "weight");
     long long n;
@@ -545,7 +584,7 @@ static int service_parse(const cJSON *v, size_t idx, struct model_route *rt, cha
     return 0;
 }
 
-static int route_services(const cJSON *v, struct model_route *rt, char *r) {
+static int route_services(const cJSON *v, bool allow_xns, struct model_route *rt, char *r) {
     if (!cJSON_IsArray(v) || !v->child) {
         why(r, "'services' is required: a list of at least one {name, port}");
         return -1;
@@ -557,7 +596,7 @@ static int route_services(const cJSON *v, struct model_route *rt, char *r) {
     }
     size_t i = 0;
     for (const cJSON *c = v->child; c; c = c->next, i++)
-        if (service_parse(c, i, rt, r) < 0)
+        if (service_parse(c, i, allow_xns, rt, r) < 0)
             return -1;
     return 0;
 }
@@ -590,6 +629,93 @@ static int route_priority(const cJSON *p, struct model_route *rt, char *r) {
     return 0;
 }
 
+/* ---- sticky ------------------------------------------------------------- */
+
+static int sticky_bool(const cJSON *v, const char *field, bool *has, bool *out, char *r) {
+    if (!v)
+        return 0;
+    if (!cJSON_IsBool(v)) {
+        why(r, "sticky: '%s' must be true or false (unquoted)", field);
+        return -1;
+    }
+    *has = true;
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int sticky_same_site(const cJSON *v, struct model_sticky *st, char *r) {
+    static const struct {
+        const char *name;
+        enum model_same_site value;
+    } modes[] = {{"none", SAME_SITE_NONE}, {"lax", SAME_SITE_LAX}, {"strict", SAME_SITE_STRICT}};
+    char s[SHOWN_MAX + 4];
+    if (!v)
+        return 0;
+    for (size_t i = 0; cJSON_IsString(v) && i < sizeof modes / sizeof modes[0]; i++) {
+        if (!strcmp(v->valuestring, modes[i].name)) {
+            st->same_site = modes[i].value;
+            return 0;
+        }
+    }
+    why(r, "sticky: 'sameSite' must be one of none, lax, strict, got %s%s%s",
+        cJSON_IsString(v) ? "'" : "", cJSON_IsString(v) ? shown(v->valuestring, s) : "another type",
+        cJSON_IsString(v) ? "'" : "");
+    return -1;
+}
+
+static int sticky_max_age(const cJSON *v, struct model_sticky *st, char *r) {
+    long long n;
+    if (!v)
+        return 0;
+    if (!value_get_int(v, 0, MODEL_MAX_AGE_MAX, &n)) {
+        why(r, "sticky: 'maxAge' must be a whole number of seconds from 0 to %ld",
+            MODEL_MAX_AGE_MAX);
+        return -1;
+    }
+    st->has_max_age = true;
+    st->max_age = (long)n;
+    return 0;
+}
+
+static int route_sticky(const cJSON *v, struct model_route *rt, char *r) {
+    static const char *const fields[] = {"cookie",   "secure", "httpOnly",
+                                         "sameSite", "maxAge", NULL};
+    struct model_sticky *st = &rt->sticky;
+    char s[SHOWN_MAX + 4];
+    if (!v)
+        return 0;
+    if (!cJSON_IsObject(v)) {
+        why(r, "'sticky' must be a mapping such as {cookie: NAME}");
+        return -1;
+    }
+    if (known_fields(v, fields, "sticky: ", r) < 0)
+        return -1;
+    const cJSON *cookie = cJSON_GetObjectItemCaseSensitive(v, "cookie");
+    if (!cookie) {
+        why(r, "sticky: 'cookie' is required (the name of the cookie that keeps a client on "
+               "one service)");
+        return -1;
+    }
+    if (!cJSON_IsString(cookie) || !http_token(cookie->valuestring)) {
+        why(r, "sticky: 'cookie' must be a valid cookie name (RFC 6265 token), got '%s'",
+            cJSON_IsString(cookie) ? shown(cookie->valuestring, s) : "not a string");
+        return -1;
+    }
+    if (sticky_bool(cJSON_GetObjectItemCaseSensitive(v, "secure"), "secure", &st->has_secure,
+                    &st->secure, r) < 0 ||
+        sticky_bool(cJSON_GetObjectItemCaseSensitive(v, "httpOnly"), "httpOnly", &st->has_http_only,
+                    &st->http_only, r) < 0 ||
+        sticky_same_site(cJSON_GetObjectItemCaseSensitive(v, "sameSite"), st, r) < 0 ||
+        sticky_max_age(cJSON_GetObjectItemCaseSensitive(v, "maxAge"), st, r) < 0)
+        return -1;
+    if (!(st->cookie = strdup(cookie->valuestring))) {
+        why(r, "out of memory");
+        return -1;
+    }
+    st->enabled = true;
+    return 0;
+}
+
 static int route_optional(const cJSON *doc, struct model_route *rt, char *r) {
     const cJSON *ep = cJSON_GetObjectItemCaseSensitive(doc, "entryPoints");
     const cJSON *mw = cJSON_GetObjectItemCaseSensitive(doc, "middlewares");
@@ -608,12 +734,15 @@ static int route_optional(const cJSON *doc, struct model_route *rt, char *r) {
         why(r, "out of memory");
         return -1;
     }
+    if (route_sticky(cJSON_GetObjectItemCaseSensitive(doc, "sticky"), rt, r) < 0)
+        return -1;
     return route_priority(cJSON_GetObjectItemCaseSensitive(doc, "priority"), rt, r);
 }
 
-static int route_parse(const char *text, size_t len, struct model_route *rt, char *r) {
+static int route_parse(const char *text, size_t len, bool allow_xns, struct model_route *rt,
+                       char *r) {
     static const char *const fields[] = {"match",       "entryPoints", "priority", "services",
-                                         "middlewares", "tls",         NULL};
+                                         "middlewares", "tls",         "sticky",   NULL};
     char perr[256];
     cJSON *doc = value_parse(text, len, perr, sizeof perr);
     if (!doc) {
@@ -625,7 +754,8 @@ static int route_parse(const char *text, size_t len, struct model_route *rt, cha
         why(r, "route must be a mapping with match and services");
     else if (known_fields(doc, fields, "", r) == 0 &&
              route_match(cJSON_GetObjectItemCaseSensitive(doc, "match"), rt, r) == 0 &&
-             route_services(cJSON_GetObjectItemCaseSensitive(doc, "services"), rt, r) == 0 &&
+             route_services(cJSON_GetObjectItemCaseSensitive(doc, "services"), allow_xns, rt, r) ==
+                 0 &&
              route_optional(doc, rt, r) == 0)
         rc = 0;
     cJSON_Delete(doc);
@@ -976,6 +1106,7 @@ void model_route_free(struct model_route *r) {
     strings_free(r->entry_points, r->n_entry_points);
     for (size_t i = 0; r->services && i < r->n_services; i++) {
         free(r->services[i].name);
+        free(r->services[i].ns);
         free(r->services[i].port);
     }
     free(r->services);
@@ -992,6 +1123,7 @@ void model_route_free(struct model_route *r) {
         kv_free(mr->set_response, mr->n_set_response);
     }
     free(r->rules);
+    free(r->sticky.cookie);
     model_weights_free(r->weights, r->n_weights);
     memset(r, 0, sizeof *r);
 }
@@ -1020,7 +1152,7 @@ static int priority_room(const struct model_route *rt, char *r) {
 static int build_owned(const struct model_input *in, struct model_route *out, char *err,
                        size_t errlen) {
     reason_t r;
-    if (route_parse(in->route, in->route_len, out, r) < 0)
+    if (route_parse(in->route, in->route_len, in->allow_cross_namespace, out, r) < 0)
         return build_fail(in, LEAF_ROUTE, r, out, err, errlen);
     if (in->weights && weights_apply(out, r) < 0)
         return build_fail(in, LEAF_WEIGHTS, r, out, err, errlen);

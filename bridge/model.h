@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MODEL_NS_MAX 63     /* DNS-1123 label */
-#define MODEL_NAME_MAX 253  /* DNS-1123 subdomain */
+#define MODEL_NS_MAX 63          /* DNS-1123 label */
+#define MODEL_NAME_MAX 253       /* DNS-1123 subdomain */
 #define MODEL_WEIGHT_MAX 1000000 /* Traefik weights are relative; keep them sane */
 
 enum model_leaf { LEAF_ROUTE, LEAF_WEIGHTS, LEAF_HEADERS, LEAF_STATUS };
@@ -22,18 +22,19 @@ enum model_leaf { LEAF_ROUTE, LEAF_WEIGHTS, LEAF_HEADERS, LEAF_STATUS };
  * route key (ns/name written NUL-terminated into the buffers), -1 when the key
  * is not one of ours (the caller warns once per key), with a reason in err. */
 int model_parse_key(const char *prefix, const char *key, char ns[MODEL_NS_MAX + 1],
-                    char name[MODEL_NAME_MAX + 1], enum model_leaf *leaf, char *err,
-                    size_t errlen);
+                    char name[MODEL_NAME_MAX + 1], enum model_leaf *leaf, char *err, size_t errlen);
 bool model_dns1123_label(const char *s);     /* namespace */
 bool model_dns1123_subdomain(const char *s); /* object name */
 
 struct model_service {
     char *name;
-    char *port;       /* as written: "80" or "http"; NULL when absent */
+    char *ns;         /* `namespace` as written, or NULL (the route's own); only ever set
+                         when model_input.allow_cross_namespace was true */
+    char *port;       /* as written: "80" or "http"; always set (port is required) */
     bool port_is_num; /* render as a number */
     long port_num;
-    bool has_weight;  /* from the route document or the weights key */
-    long weight;
+    bool has_weight; /* from the route document or the weights key */
+    long weight;     /* always set: the given weight, else Traefik's default of 1 */
 };
 
 struct model_weight {
@@ -49,7 +50,7 @@ struct model_kv {
 };
 
 struct model_rule {
-    char *name;    /* given, or "h<index>" */
+    char *name; /* given, or "h<index>" */
     enum model_rule_kind kind;
     char *header;  /* header name (RULE_HEADER) or cookie name (RULE_COOKIE) */
     char *value;   /* exact value, or NULL */
@@ -59,6 +60,24 @@ struct model_rule {
     size_t n_set_request;
     struct model_kv *set_response;
     size_t n_set_response;
+};
+
+/* SameSite attribute of the sticky cookie; UNSET leaves it to Traefik. */
+enum model_same_site { SAME_SITE_UNSET, SAME_SITE_NONE, SAME_SITE_LAX, SAME_SITE_STRICT };
+
+#define MODEL_MAX_AGE_MAX 2147483647L /* sticky maxAge ceiling: fits every int */
+
+/* `sticky` in the route document: the weighted route then goes through a
+ * TraefikService whose weighted load balancer sets this cookie, so a client
+ * keeps the version it was first given. */
+struct model_sticky {
+    bool enabled; /* a `sticky` mapping was given (it always names a cookie) */
+    char *cookie; /* cookie name, an RFC 6265 token; set when enabled */
+    bool has_secure, secure;
+    bool has_http_only, http_only;
+    enum model_same_site same_site;
+    bool has_max_age;
+    long max_age; /* seconds, 0..MODEL_MAX_AGE_MAX */
 };
 
 struct model_route {
@@ -75,9 +94,10 @@ struct model_route {
     size_t n_services;
     char **middlewares;
     size_t n_middlewares;
-    cJSON *tls; /* passthrough object or NULL */
+    cJSON *tls;               /* passthrough object or NULL */
     struct model_rule *rules; /* from `headers` */
     size_t n_rules;
+    struct model_sticky sticky; /* from `route`; .enabled false when absent */
 
     /* `weights` as given (both modes; patched mode uses only this) */
     struct model_weight *weights;
@@ -89,13 +109,17 @@ struct model_route {
 struct model_input {
     const char *prefix; /* for error messages: "<prefix><ns>/<name>/<leaf>: reason" */
     const char *ns, *name;
-    const char *route;   /* NULL when the key is absent */
+    const char *route; /* NULL when the key is absent */
     size_t route_len;
     const char *weights;
     size_t weights_len;
     const char *headers;
     size_t headers_len;
     uint64_t revision;
+    /* reconcile.allow_cross_namespace: a service entry may name another
+     * namespace. Off (zero) by default, so a key writer cannot point a route
+     * at Services of namespaces they do not control. */
+    bool allow_cross_namespace;
 };
 
 /* Returns 0 and fills *out, or -1 with "KEY: reason" in err (out is left

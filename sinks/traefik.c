@@ -1,5 +1,5 @@
-/* traefik.c - render a model_route into Traefik IngressRoute and Middleware
- * objects, and merge them with live objects; see traefik.h.
+/* traefik.c - render a model_route into Traefik IngressRoute, Middleware and
+ * TraefikService objects, and merge them with live objects; see traefik.h.
  *
  * The model has already refused anything that could break out of a rule
  * literal; this file still quotes every value through traefik_rule_quote()
@@ -12,7 +12,14 @@
  * Traefik reads priority 0 as "use the rule length", so when a negative base
  * would make a rule land on 0, the rules from there up move one step higher.
  * model.c keeps base + n + 1 within 2^53, so no overflow is possible and
- * every priority is exact in a JSON number. */
+ * every priority is exact in a JSON number.
+ *
+ * Sticky routes: an IngressRoute route with several services is an implicit
+ * weighted round robin that has no sticky option, so the weighted route
+ * points to a TraefikService of the same name whose spec.weighted carries
+ * the services, their weights and the sticky cookie. Header/cookie rule
+ * routes keep going straight to their one Service: a tester selected by
+ * header must reach that version whatever cookie they hold. */
 #include "sinks/traefik.h"
 
 #include <inttypes.h>
@@ -176,6 +183,7 @@ static cJSON *object_new(const char *kind, const char *name, const struct model_
 static cJSON *service_ref(const struct model_service *s, long weight) {
     cJSON *svc = cJSON_CreateObject();
     bool ok = svc && cJSON_AddStringToObject(svc, "name", s->name) &&
+              (!s->ns || cJSON_AddStringToObject(svc, "namespace", s->ns)) &&
               (s->port_is_num ? cJSON_AddNumberToObject(svc, "port", (double)s->port_num) != NULL
                               : cJSON_AddStringToObject(svc, "port", s->port) != NULL) &&
               cJSON_AddNumberToObject(svc, "weight", (double)weight);
@@ -257,12 +265,33 @@ static cJSON *rule_route(const struct model_route *r, size_t i, enum rule_syntax
     return route;
 }
 
-static cJSON *weighted_route(const struct model_route *r) {
-    cJSON *route = route_new(r->match, priority_base(r));
-    cJSON *services = route ? cJSON_AddArrayToObject(route, "services") : NULL;
+/* The route's services with their weights: the weighted route's services,
+ * or a TraefikService's spec.weighted.services. */
+static bool add_weighted_services(cJSON *services, const struct model_route *r) {
     bool ok = services != NULL;
     for (size_t i = 0; ok && i < r->n_services; i++)
         ok = add_item(services, service_ref(&r->services[i], r->services[i].weight));
+    return ok;
+}
+
+/* The weighted route's one service when sticky: the TraefikService of the
+ * route's name. No port (it is not a Kubernetes Service) and no weight (the
+ * only service; the weights live in the TraefikService). */
+static cJSON *traefikservice_ref(const struct model_route *r) {
+    cJSON *svc = cJSON_CreateObject();
+    if (!svc || !cJSON_AddStringToObject(svc, "name", r->name) ||
+        !cJSON_AddStringToObject(svc, "kind", "TraefikService")) {
+        cJSON_Delete(svc);
+        return NULL;
+    }
+    return svc;
+}
+
+static cJSON *weighted_route(const struct model_route *r) {
+    cJSON *route = route_new(r->match, priority_base(r));
+    cJSON *services = route ? cJSON_AddArrayToObject(route, "services") : NULL;
+    bool ok = r->sticky.enabled ? services && add_item(services, traefikservice_ref(r))
+                                : add_weighted_services(services, r);
     if (!ok || !add_middlewares(route, r, NULL)) {
         cJSON_Delete(route);
         return NULL;
@@ -310,6 +339,65 @@ cJSON *traefik_render_ingressroute(const struct model_route *r, const struct ren
     cJSON *spec = obj ? ingressroute_spec(r, o->syntax) : NULL;
     if (!spec || !cJSON_AddItemToObject(obj, "spec", spec)) {
         cJSON_Delete(spec);
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* ---- TraefikService ----------------------------------------------------- */
+
+static const char *same_site_name(enum model_same_site s) {
+    switch (s) {
+    case SAME_SITE_NONE: return "none";
+    case SAME_SITE_LAX: return "lax";
+    case SAME_SITE_STRICT: return "strict";
+    case SAME_SITE_UNSET: break;
+    }
+    return NULL;
+}
+
+/* spec.weighted.sticky.cookie: only the fields the user gave, so Traefik's
+ * own defaults (which differ between versions) apply to the rest. */
+static cJSON *sticky_cookie(const struct model_sticky *st, enum rule_syntax syntax) {
+    const char *same_site = same_site_name(st->same_site);
+    cJSON *c = cJSON_CreateObject();
+    bool ok = c && cJSON_AddStringToObject(c, "name", st->cookie) &&
+              (!st->has_secure || cJSON_AddBoolToObject(c, "secure", st->secure)) &&
+              (!st->has_http_only || cJSON_AddBoolToObject(c, "httpOnly", st->http_only)) &&
+              (!same_site || cJSON_AddStringToObject(c, "sameSite", same_site));
+    /* Traefik v2's CRD (both groups) has no maxAge: the API server would
+     * prune it, live would never equal desired, and every resync would write
+     * again. So under v2 syntax it is dropped; the cookie is then a session
+     * cookie, Traefik's default. */
+    if (ok && st->has_max_age && syntax != RULE_SYNTAX_V2)
+        ok = cJSON_AddNumberToObject(c, "maxAge", (double)st->max_age) != NULL;
+    if (!ok) {
+        cJSON_Delete(c);
+        return NULL;
+    }
+    return c;
+}
+
+static cJSON *traefikservice_spec(const struct model_route *r, enum rule_syntax syntax) {
+    cJSON *spec = cJSON_CreateObject();
+    cJSON *weighted = spec ? cJSON_AddObjectToObject(spec, "weighted") : NULL;
+    cJSON *sticky = NULL;
+    bool ok = weighted && add_weighted_services(cJSON_AddArrayToObject(weighted, "services"), r) &&
+              (sticky = cJSON_AddObjectToObject(weighted, "sticky")) != NULL &&
+              add_to(sticky, "cookie", sticky_cookie(&r->sticky, syntax));
+    if (!ok) {
+        cJSON_Delete(spec);
+        return NULL;
+    }
+    return spec;
+}
+
+cJSON *traefik_render_traefikservice(const struct model_route *r, const struct render_opts *o) {
+    if (!r->owned || !r->sticky.enabled || !r->sticky.cookie)
+        return NULL;
+    cJSON *obj = object_new("TraefikService", r->name, r, o);
+    if (!obj || !add_to(obj, "spec", traefikservice_spec(r, o->syntax))) {
         cJSON_Delete(obj);
         return NULL;
     }

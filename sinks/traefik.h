@@ -31,11 +31,26 @@ struct render_opts {
  * label, our annotations), spec.routes with `kind: Rule` and explicit weights
  * on every service; one route per header/cookie rule first (explicit
  * priorities above the weighted route, earlier rules higher), then the
- * weighted route. Returns NULL on OOM. */
+ * weighted route. With r->sticky.enabled the weighted route has the single
+ * service {name: <r->name>, kind: TraefikService} (see
+ * traefik_render_traefikservice); rule routes always go straight to their
+ * Service. A service with a namespace (cross-namespace, allowed by the model
+ * only when configured) carries it. Returns NULL for a patched-mode route
+ * and on OOM. */
 cJSON *traefik_render_ingressroute(const struct model_route *r, const struct render_opts *o);
 
-/* The headers Middleware for rule i ("<name>-<rule>"), or NULL when the rule
- * sets no headers. *name_out (if given) receives a heap copy of its name. */
+/* The TraefikService <r->name> for a sticky route (same namespace, label and
+ * annotations as the IngressRoute): spec.weighted.services = the route's
+ * services with ports and explicit weights, spec.weighted.sticky.cookie =
+ * {name, secure?, httpOnly?, sameSite?, maxAge?}, each optional field only
+ * when given. maxAge is left out under RULE_SYNTAX_V2: Traefik v2's CRD has
+ * no such field. Returns NULL when the route is not owned or has no sticky
+ * (check r->sticky.enabled to tell that from OOM), and on OOM. */
+cJSON *traefik_render_traefikservice(const struct model_route *r, const struct render_opts *o);
+
+/* The headers Middleware for rule i ("<name>-<rule>"), or NULL when i is out
+ * of range, the rule sets no headers, or on OOM. Its name is
+ * traefik_middleware_name(r, i). */
 cJSON *traefik_render_middleware(const struct model_route *r, size_t i,
                                  const struct render_opts *o);
 /* Name of rule i's Middleware; heap string, valid Kubernetes name (truncated
@@ -49,7 +64,8 @@ char *traefik_rule_quote(const char *s);
 /* True when obj carries our managed-by label. */
 bool traefik_is_managed(const cJSON *obj);
 
-/* Owned mode: build the object to PUT from the live object and the desired
+/* Owned mode, for any kind we render (IngressRoute, Middleware,
+ * TraefikService): build the object to PUT from the live object and the desired
  * one: start from live (keeping resourceVersion and other metadata), replace
  * spec, set our label and annotations, keep labels/annotations others added.
  * *changed is false when live already equals desired on everything we own

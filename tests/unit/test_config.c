@@ -95,6 +95,7 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->reconcile.n_namespaces, 0);
     assert_false(c->reconcile.status);
     assert_int_equal(c->reconcile.max_in_flight, 16);
+    assert_false(c->reconcile.allow_cross_namespace);
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
     assert_string_equal(c->leader_election.namespace, "default");
@@ -346,6 +347,31 @@ static void test_later_sections_override_nothing_else(void **state) {
     assert_int_equal(cfg.reconcile.max_in_flight, 16);
     assert_int_equal(cfg.log.level, LOG_LVL_WARN);
     config_free(&cfg);
+}
+
+/* Off by default (the example file says so too, checked above); a boolean
+ * like the others, so typos and yes/no are errors, not a silent "off". */
+static void test_allow_cross_namespace(void **state) {
+    (void)state;
+    struct config cfg;
+    expect_ok("reconcile:\n  allow_cross_namespace: true\n", &cfg);
+    assert_true(cfg.reconcile.allow_cross_namespace);
+    assert_int_equal(cfg.reconcile.policy, POLICY_UPSERT_ONLY);
+    config_free(&cfg);
+    expect_ok("reconcile: {allow_cross_namespace: false}\n", &cfg);
+    assert_false(cfg.reconcile.allow_cross_namespace);
+    config_free(&cfg);
+    expect_error("reconcile:\n  allow_cross_namespace: yes\n",
+                 "t.yaml:2: reconcile.allow_cross_namespace: must be true or false, got 'yes'");
+    expect_error("reconcile:\n  allow_cross_namespace: \"true\"\n",
+                 "t.yaml:2: reconcile.allow_cross_namespace: must be true or false (unquoted), got "
+                 "a quoted string");
+    expect_error("reconcile:\n  allow_cross_namespaces: true\n",
+                 "t.yaml:2: unknown key 'reconcile.allow_cross_namespaces' (did you mean "
+                 "'allow_cross_namespace'?)");
+    expect_error("reconcile:\n  status: false\n  allow_cross_namespace: true\n"
+                 "  allow_cross_namespace: false\n",
+                 "t.yaml:4: duplicate key 'reconcile.allow_cross_namespace' (first at line 3)");
 }
 
 /* ---- errors --------------------------------------------------------------------- */
@@ -754,6 +780,7 @@ int main(void) {
         cmocka_unit_test(test_null_and_empty_strings),
         cmocka_unit_test(test_every_enum_value),
         cmocka_unit_test(test_later_sections_override_nothing_else),
+        cmocka_unit_test(test_allow_cross_namespace),
         cmocka_unit_test(test_error_unknown_keys),
         cmocka_unit_test(test_error_wrong_types),
         cmocka_unit_test(test_error_bad_enums),

@@ -56,9 +56,18 @@ static const char *HEADERS = "- name: beta\n"
                              "  regex: ^2\\.[0-9]+$\n"
                              "  service: shop-v3\n";
 
-static void build(const char *route, const char *weights, const char *headers,
-                  struct model_route *r) {
-    struct model_input in = {.prefix = PFX, .ns = "shop-ns", .name = "shop", .revision = 1234};
+static const char *STICKY = "sticky:\n"
+                            "  cookie: shop_canary\n"
+                            "  secure: true\n"
+                            "  httpOnly: true\n"
+                            "  sameSite: lax\n"
+                            "  maxAge: 3600\n";
+
+/* model_build with every input spelled out; fails the test on an error. */
+static void build_full(const char *name, bool allow_xns, const char *route, const char *weights,
+                       const char *headers, struct model_route *r) {
+    struct model_input in = {.prefix = PFX, .ns = "shop-ns", .name = name, .revision = 1234};
+    in.allow_cross_namespace = allow_xns;
     in.route = route;
     in.route_len = route ? strlen(route) : 0;
     in.weights = weights;
@@ -68,6 +77,28 @@ static void build(const char *route, const char *weights, const char *headers,
     char err[512];
     if (model_build(&in, r, err, sizeof err) != 0)
         fail_msg("model_build: %s", err);
+}
+
+static void build(const char *route, const char *weights, const char *headers,
+                  struct model_route *r) {
+    build_full("shop", false, route, weights, headers, r);
+}
+
+/* ROUTE plus a full sticky block. */
+static void build_sticky(const char *weights, const char *headers, struct model_route *r) {
+    char doc[1024];
+    snprintf(doc, sizeof doc, "%s%s", ROUTE, STICKY);
+    build(doc, weights, headers, r);
+}
+
+static const cJSON *at(const cJSON *obj, const char *a, const char *b) {
+    const cJSON *x = cJSON_GetObjectItem(obj, a);
+    return b ? cJSON_GetObjectItem(x, b) : x;
+}
+
+/* spec.routes[i] of an IngressRoute. */
+static const cJSON *ir_route(const cJSON *ir, int i) {
+    return cJSON_GetArrayItem(at(ir, "spec", "routes"), i);
 }
 
 /* ---- golden files ------------------------------------------------------- */
@@ -189,6 +220,167 @@ static void test_api_groups(void **state) {
     cJSON_Delete(a);
     cJSON_Delete(b);
     cJSON_Delete(m);
+    model_route_free(&r);
+}
+
+static void test_golden_sticky_v3(void **state) {
+    (void)state;
+    struct model_route r;
+    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
+    cJSON *ir = traefik_render_ingressroute(&r, &V3);
+    cJSON *ts = traefik_render_traefikservice(&r, &V3);
+    golden_check("ingressroute-sticky-v3", ir);
+    golden_check("traefikservice-sticky-v3", ts);
+    cJSON_Delete(ir);
+    cJSON_Delete(ts);
+    model_route_free(&r);
+}
+
+static void test_golden_sticky_v2(void **state) {
+    (void)state;
+    struct model_route r;
+    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
+    cJSON *ir = traefik_render_ingressroute(&r, &V2);
+    cJSON *ts = traefik_render_traefikservice(&r, &V2);
+    golden_check("ingressroute-sticky-v2-containo", ir);
+    golden_check("traefikservice-sticky-v2-containo", ts);
+    /* Traefik v2's sticky cookie has no maxAge; the rest is there. */
+    const cJSON *cookie = at(at(at(ts, "spec", "weighted"), "sticky", NULL), "cookie", NULL);
+    assert_null(cJSON_GetObjectItem(cookie, "maxAge"));
+    assert_string_equal(cJSON_GetObjectItem(cookie, "sameSite")->valuestring, "lax");
+    cJSON_Delete(ir);
+    cJSON_Delete(ts);
+    model_route_free(&r);
+}
+
+/* The weighted route goes through the TraefikService; rule routes do not. */
+static void test_sticky_weighted_route(void **state) {
+    (void)state;
+    struct model_route r, plain;
+    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &plain);
+    cJSON *ir = traefik_render_ingressroute(&r, &V3);
+    cJSON *ir_plain = traefik_render_ingressroute(&plain, &V3);
+    int n = cJSON_GetArraySize(at(ir, "spec", "routes"));
+    assert_int_equal(n, 4);
+    const cJSON *weighted = ir_route(ir, n - 1);
+    const cJSON *services = cJSON_GetObjectItem(weighted, "services");
+    assert_int_equal(cJSON_GetArraySize(services), 1);
+    const cJSON *svc = cJSON_GetArrayItem(services, 0);
+    assert_string_equal(cJSON_GetObjectItem(svc, "name")->valuestring, "shop");
+    assert_string_equal(cJSON_GetObjectItem(svc, "kind")->valuestring, "TraefikService");
+    assert_null(cJSON_GetObjectItem(svc, "port"));
+    assert_null(cJSON_GetObjectItem(svc, "weight"));
+    assert_null(cJSON_GetObjectItem(svc, "namespace"));
+    /* Same match, priority and middlewares as without sticky. */
+    const cJSON *weighted_plain = ir_route(ir_plain, n - 1);
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(weighted, "match"),
+                              cJSON_GetObjectItem(weighted_plain, "match"), 1));
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(weighted, "priority"),
+                              cJSON_GetObjectItem(weighted_plain, "priority"), 1));
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(weighted, "middlewares"),
+                              cJSON_GetObjectItem(weighted_plain, "middlewares"), 1));
+    /* Header/cookie rule routes are unchanged: straight to their Service. */
+    for (int i = 0; i < n - 1; i++)
+        assert_true(cJSON_Compare(ir_route(ir, i), ir_route(ir_plain, i), 1));
+    /* The TraefikService carries what the weighted route had. */
+    cJSON *ts = traefik_render_traefikservice(&r, &V3);
+    assert_string_equal(at(ts, "kind", NULL)->valuestring, "TraefikService");
+    assert_string_equal(at(ts, "metadata", "name")->valuestring, "shop");
+    assert_string_equal(at(ts, "metadata", "namespace")->valuestring, "shop-ns");
+    assert_true(cJSON_Compare(at(at(ts, "spec", "weighted"), "services", NULL),
+                              cJSON_GetObjectItem(weighted_plain, "services"), 1));
+    assert_true(cJSON_Compare(at(ts, "metadata", "labels"), at(ir, "metadata", "labels"), 1));
+    assert_true(
+        cJSON_Compare(at(ts, "metadata", "annotations"), at(ir, "metadata", "annotations"), 1));
+    cJSON_Delete(ts);
+    cJSON_Delete(ir);
+    cJSON_Delete(ir_plain);
+    model_route_free(&r);
+    model_route_free(&plain);
+}
+
+static void test_sticky_cookie_fields(void **state) {
+    (void)state;
+    struct model_route r;
+    char doc[1024];
+    /* Short form: only the name; Traefik's defaults for the rest. */
+    snprintf(doc, sizeof doc, "%ssticky: {cookie: c}\n", ROUTE);
+    build(doc, NULL, NULL, &r);
+    cJSON *ts = traefik_render_traefikservice(&r, &V3);
+    cJSON *want = cJSON_Parse("{\"cookie\": {\"name\": \"c\"}}");
+    assert_true(cJSON_Compare(at(at(ts, "spec", "weighted"), "sticky", NULL), want, 1));
+    cJSON_Delete(want);
+    cJSON_Delete(ts);
+    model_route_free(&r);
+
+    /* false is rendered when given: it is what the user asked for. */
+    snprintf(doc, sizeof doc,
+             "%ssticky: {cookie: c, secure: false, httpOnly: false, sameSite: none, maxAge: 0}\n",
+             ROUTE);
+    build(doc, NULL, NULL, &r);
+    ts = traefik_render_traefikservice(&r, &V3);
+    want = cJSON_Parse("{\"cookie\": {\"name\": \"c\", \"secure\": false, \"httpOnly\": false, "
+                       "\"sameSite\": \"none\", \"maxAge\": 0}}");
+    assert_true(cJSON_Compare(at(at(ts, "spec", "weighted"), "sticky", NULL), want, 1));
+    cJSON_Delete(want);
+    cJSON_Delete(ts);
+    model_route_free(&r);
+}
+
+static void test_traefikservice_null_without_sticky(void **state) {
+    (void)state;
+    struct model_route r;
+    build(ROUTE, NULL, HEADERS, &r);
+    assert_false(r.sticky.enabled);
+    assert_null(traefik_render_traefikservice(&r, &V3));
+    model_route_free(&r);
+    build(NULL, "a=1", NULL, &r);
+    assert_null(traefik_render_traefikservice(&r, &V3));
+    model_route_free(&r);
+}
+
+static void test_cross_namespace_rendered(void **state) {
+    (void)state;
+    struct model_route r;
+    char doc[1024];
+    snprintf(doc, sizeof doc,
+             "match: Host(`a`)\n"
+             "services:\n"
+             "  - {name: shop-v1, port: 80}\n"
+             "  - {name: shop-v2, port: http, namespace: canary-ns}\n"
+             "%s",
+             STICKY);
+    build_full("shop", true, doc, "shop-v1=90, shop-v2=10",
+               "- {header: X-Canary, value: always, service: shop-v2}\n", &r);
+    cJSON *ir = traefik_render_ingressroute(&r, &V3);
+    cJSON *ts = traefik_render_traefikservice(&r, &V3);
+    /* The rule route goes straight to the Service in the other namespace. */
+    cJSON *want = cJSON_Parse("[{\"name\": \"shop-v2\", \"namespace\": \"canary-ns\", \"port\": "
+                              "\"http\", \"weight\": 1}]");
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(ir_route(ir, 0), "services"), want, 1));
+    cJSON_Delete(want);
+    /* The TraefikService's weighted services carry it too; the other not. */
+    want = cJSON_Parse("[{\"name\": \"shop-v1\", \"port\": 80, \"weight\": 90},"
+                       " {\"name\": \"shop-v2\", \"namespace\": \"canary-ns\", \"port\": \"http\","
+                       " \"weight\": 10}]");
+    assert_true(cJSON_Compare(at(at(ts, "spec", "weighted"), "services", NULL), want, 1));
+    /* The objects themselves stay in the route's namespace. */
+    assert_string_equal(at(ir, "metadata", "namespace")->valuestring, "shop-ns");
+    assert_string_equal(at(ts, "metadata", "namespace")->valuestring, "shop-ns");
+    cJSON_Delete(ts);
+    cJSON_Delete(ir);
+    model_route_free(&r);
+
+    /* Without sticky the weighted route lists the services, namespace and all. */
+    build_full("shop", true,
+               "match: Host(`a`)\nservices:\n  - {name: shop-v1, port: 80}\n"
+               "  - {name: shop-v2, port: http, namespace: canary-ns}\n",
+               "shop-v1=90, shop-v2=10", NULL, &r);
+    ir = traefik_render_ingressroute(&r, &V2);
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(ir_route(ir, 0), "services"), want, 1));
+    cJSON_Delete(want);
+    cJSON_Delete(ir);
     model_route_free(&r);
 }
 
@@ -353,6 +545,76 @@ static void test_middleware_name(void **state) {
     model_route_free(&r);
 }
 
+/* Route names at the 253-character limit: every derived object name must
+ * still be a valid Kubernetes name, stable, and distinct per rule. */
+static void test_long_route_name_object_names(void **state) {
+    (void)state;
+    /* Cut points of "<name>-<rule>" (242 bytes kept before the hash) land
+     * on a '-', on a '.', and inside a label. */
+    static const struct {
+        size_t pos;
+        char c;
+    } marks[] = {{241, '-'}, {241, '.'}, {0, 'a'}};
+    const char *headers = "- {name: beta, header: X-A, value: a, service: shop-v2,\n"
+                          "   setRequestHeaders: {X-Canary: beta}}\n"
+                          "- {header: X-B, value: b, service: shop-v2,\n"
+                          "   setResponseHeaders: {X-Served-By: canary}}\n"
+                          "- {name: "
+                          "r23456789012345678901234567890123456789012345678901234567890123,\n"
+                          "   cookie: c, value: v, service: shop-v1,\n"
+                          "   setRequestHeaders: {X-C: c}}\n";
+    char doc[1024];
+    snprintf(doc, sizeof doc, "%s%s", ROUTE, STICKY);
+    for (size_t m = 0; m < sizeof marks / sizeof marks[0]; m++) {
+        char name[MODEL_NAME_MAX + 1];
+        memset(name, 'a', MODEL_NAME_MAX);
+        name[MODEL_NAME_MAX] = '\0';
+        name[100] = '.';
+        if (marks[m].pos)
+            name[marks[m].pos] = marks[m].c;
+        assert_int_equal(strlen(name), 253);
+        struct model_route r;
+        build_full(name, false, doc, NULL, headers, &r);
+        cJSON *ir = traefik_render_ingressroute(&r, &V3);
+        assert_non_null(ir);
+        char *names[3];
+        for (size_t i = 0; i < 3; i++) {
+            names[i] = traefik_middleware_name(&r, i);
+            assert_non_null(names[i]);
+            if (!model_dns1123_subdomain(names[i]))
+                fail_msg("invalid Middleware name '%s'", names[i]);
+            for (size_t j = 0; j < i; j++)
+                assert_string_not_equal(names[i], names[j]);
+            /* The object carries that name, and the rule route refers to it. */
+            cJSON *mw = traefik_render_middleware(&r, i, &V3);
+            assert_string_equal(at(mw, "metadata", "name")->valuestring, names[i]);
+            const cJSON *refs = cJSON_GetObjectItem(ir_route(ir, (int)i), "middlewares");
+            const cJSON *last = cJSON_GetArrayItem(refs, cJSON_GetArraySize(refs) - 1);
+            assert_string_equal(cJSON_GetObjectItem(last, "name")->valuestring, names[i]);
+            cJSON_Delete(mw);
+            char *again = traefik_middleware_name(&r, i);
+            assert_string_equal(again, names[i]); /* stable */
+            free(again);
+        }
+        /* The TraefikService takes the route's name, already a valid one. */
+        cJSON *ts = traefik_render_traefikservice(&r, &V3);
+        const char *ts_name = at(ts, "metadata", "name")->valuestring;
+        assert_string_equal(ts_name, name);
+        assert_true(model_dns1123_subdomain(ts_name));
+        const cJSON *weighted = ir_route(ir, 3);
+        assert_string_equal(
+            cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(weighted, "services"), 0),
+                                "name")
+                ->valuestring,
+            name);
+        for (size_t i = 0; i < 3; i++)
+            free(names[i]);
+        cJSON_Delete(ts);
+        cJSON_Delete(ir);
+        model_route_free(&r);
+    }
+}
+
 /* ---- merge_owned -------------------------------------------------------- */
 
 /* What the API server would send back: desired plus server-set fields and
@@ -492,6 +754,90 @@ static void test_merge_owned_changed(void **state) {
     model_route_free(&r);
 }
 
+/* TraefikService objects merge exactly like IngressRoutes: spec plus our
+ * label and annotations decide, others' metadata is kept. */
+static void test_merge_owned_traefikservice(void **state) {
+    (void)state;
+    struct model_route r;
+    build_sticky("shop-v1=90, shop-v2=10", NULL, &r);
+    cJSON *desired = traefik_render_traefikservice(&r, &V3);
+    assert_non_null(desired);
+    bool changed = true;
+
+    /* Only the revision annotation differs, keys in another order: no write. */
+    cJSON *live = live_from(desired);
+    cJSON_ReplaceItemInObject(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(live, "metadata"), "annotations"),
+        TRAEFIK_ANNOT_REVISION, cJSON_CreateString("1000"));
+    cJSON *weighted = cJSON_GetObjectItem(cJSON_GetObjectItem(live, "spec"), "weighted");
+    cJSON_AddItemToObject(weighted, "services", cJSON_DetachItemFromObject(weighted, "services"));
+    cJSON *out = traefik_merge_owned(live, desired, &changed);
+    assert_non_null(out);
+    assert_false(changed);
+    assert_string_equal(label(out, "labels", "team"), "payments");
+    assert_string_equal(label(out, "annotations", "argocd.argoproj.io/x"), "y");
+    assert_string_equal(label(out, "annotations", TRAEFIK_ANNOT_REVISION), "1234");
+    assert_string_equal(at(out, "kind", NULL)->valuestring, "TraefikService");
+    assert_string_equal(at(out, "metadata", "resourceVersion")->valuestring, "98765");
+    cJSON_Delete(out);
+    cJSON_Delete(live);
+
+    /* A weight differs. */
+    live = live_from(desired);
+    cJSON *svc = cJSON_GetArrayItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(live, "spec"), "weighted"),
+                            "services"),
+        1);
+    cJSON_ReplaceItemInObject(svc, "weight", cJSON_CreateNumber(50));
+    changed = false;
+    out = traefik_merge_owned(live, desired, &changed);
+    assert_true(changed);
+    assert_true(cJSON_Compare(at(out, "spec", NULL), at(desired, "spec", NULL), 1));
+    assert_string_equal(label(out, "labels", "team"), "payments");
+    cJSON_Delete(out);
+    cJSON_Delete(live);
+
+    /* The cookie differs (e.g. maxAge pruned by an older CRD). */
+    live = live_from(desired);
+    cJSON *cookie = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(live, "spec"), "weighted"),
+                            "sticky"),
+        "cookie");
+    cJSON_DeleteItemFromObject(cookie, "maxAge");
+    changed = false;
+    out = traefik_merge_owned(live, desired, &changed);
+    assert_true(changed);
+    assert_true(cJSON_Compare(at(out, "spec", NULL), at(desired, "spec", NULL), 1));
+    cJSON_Delete(out);
+    cJSON_Delete(live);
+
+    /* Our label is missing. */
+    live = live_from(desired);
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(cJSON_GetObjectItem(live, "metadata"), "labels"),
+                               TRAEFIK_LABEL_MANAGED_BY);
+    changed = false;
+    out = traefik_merge_owned(live, desired, &changed);
+    assert_true(changed);
+    assert_true(traefik_is_managed(out));
+    cJSON_Delete(out);
+    cJSON_Delete(live);
+
+    /* Our source annotation differs. */
+    live = live_from(desired);
+    cJSON_ReplaceItemInObject(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(live, "metadata"), "annotations"),
+        TRAEFIK_ANNOT_SOURCE, cJSON_CreateString("consul"));
+    changed = false;
+    out = traefik_merge_owned(live, desired, &changed);
+    assert_true(changed);
+    assert_string_equal(label(out, "annotations", TRAEFIK_ANNOT_SOURCE), "etcd");
+    cJSON_Delete(out);
+    cJSON_Delete(live);
+
+    cJSON_Delete(desired);
+    model_route_free(&r);
+}
+
 /* ---- apply_weights ------------------------------------------------------ */
 
 static const char *LIVE_TEMPLATE =
@@ -565,6 +911,12 @@ int main(void) {
         cmocka_unit_test(test_golden_rules_v3),
         cmocka_unit_test(test_golden_rules_v2),
         cmocka_unit_test(test_golden_middleware),
+        cmocka_unit_test(test_golden_sticky_v3),
+        cmocka_unit_test(test_golden_sticky_v2),
+        cmocka_unit_test(test_sticky_weighted_route),
+        cmocka_unit_test(test_sticky_cookie_fields),
+        cmocka_unit_test(test_traefikservice_null_without_sticky),
+        cmocka_unit_test(test_cross_namespace_rendered),
         cmocka_unit_test(test_api_groups),
         cmocka_unit_test(test_rule_quote),
         cmocka_unit_test(test_render_quotes_backtick),
@@ -573,9 +925,11 @@ int main(void) {
         cmocka_unit_test(test_no_syntax_and_kind_rule),
         cmocka_unit_test(test_render_patched_is_null),
         cmocka_unit_test(test_middleware_name),
+        cmocka_unit_test(test_long_route_name_object_names),
         cmocka_unit_test(test_merge_owned_unchanged),
         cmocka_unit_test(test_merge_owned_key_order),
         cmocka_unit_test(test_merge_owned_changed),
+        cmocka_unit_test(test_merge_owned_traefikservice),
         cmocka_unit_test(test_apply_weights),
         cmocka_unit_test(test_apply_weights_unknown_service),
     };
