@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/backoff.h"
 #include "bridge/value.h"
 #include "sinks/kubeconfig.h"
 #include "sinks/traefik.h"
@@ -26,7 +27,7 @@ static void app_stop(struct app *a, int code);
 static void on_route_changed(void *user, const char *route_id) {
     struct app *a = user;
     if (a->have_rec)
-        reconciler_enqueue(&a->rec, route_id);
+        reconciler_source_changed(&a->rec, route_id);
 }
 
 static void maybe_start_work(struct app *a);
@@ -106,11 +107,15 @@ static void on_drained(void *user) {
 }
 
 static void maybe_start_work(struct app *a) {
-    if (a->working || !a->source_synced || a->informers_synced < 2 || a->stopping)
+    if (a->working || !a->source_synced || a->informers_synced < OBJ_NKINDS || a->stopping)
         return;
     a->working = true;
-    log_info(&a->log, "ready: %zu routes, %zu IngressRoutes and %zu Middlewares in the cache",
-             a->keys.routes.count, a->routes.objects.count, a->middlewares.objects.count);
+    log_info(&a->log,
+             "ready: %zu routes; %zu IngressRoutes, %zu TraefikServices and %zu Middlewares in "
+             "the cache (%s/v1alpha1)",
+             a->keys.routes.count, a->inf[OBJ_INGRESSROUTE].objects.count,
+             a->inf[OBJ_TRAEFIKSERVICE].objects.count, a->inf[OBJ_MIDDLEWARE].objects.count,
+             a->api_group);
     wq_pause(&a->rec.wq, false);
     if (a->cmd == CMD_SYNC && reconciler_idle(&a->rec))
         on_drained(a);
@@ -123,8 +128,8 @@ static void on_resync(uv_timer_t *t) {
     log_debug(&a->log, "resync: re-listing source and objects");
     if (a->source->ops->resync)
         a->source->ops->resync(a->source);
-    informer_resync(&a->routes);
-    informer_resync(&a->middlewares);
+    for (int k = 0; k < OBJ_NKINDS; k++)
+        informer_resync(&a->inf[k]);
     reconciler_enqueue_all(&a->rec);
 }
 
@@ -151,11 +156,18 @@ static int render_route(struct app *a, const char *id, buf_t *out) {
                              a->source->ops->name};
     int ret = 0;
     if (m.owned) {
+        /* In write order: what the IngressRoute references comes first. */
         for (size_t i = 0; i < m.n_rules && ret == 0; i++) {
             cJSON *mw = traefik_render_middleware(&m, i, &ro);
             if (mw && value_emit_yaml(mw, out, 1) < 0)
                 ret = -1;
             cJSON_Delete(mw);
+        }
+        if (m.sticky.enabled && ret == 0) {
+            cJSON *ts = traefik_render_traefikservice(&m, &ro);
+            if (!ts || value_emit_yaml(ts, out, 1) < 0)
+                ret = -1;
+            cJSON_Delete(ts);
         }
         cJSON *ir = traefik_render_ingressroute(&m, &ro);
         if (!ir || value_emit_yaml(ir, out, 1) < 0)
@@ -263,10 +275,11 @@ static void teardown(struct app *a) {
         a->source->ops->stop(a->source);
     if (a->have_rec)
         reconciler_close(&a->rec);
-    if (a->have_informers) {
-        informer_stop(&a->routes);
-        informer_stop(&a->middlewares);
-    }
+    if (a->have_informers)
+        for (int k = 0; k < OBJ_NKINDS; k++)
+            informer_stop(&a->inf[k]);
+    kube_call_cancel(a->discovery);
+    a->discovery = NULL;
     if (a->kube)
         kube_client_cancel_all(a->kube); /* before the http client goes */
     if (a->http)
@@ -278,6 +291,7 @@ static void teardown(struct app *a) {
         close_if_open((uv_handle_t *)&a->resync_timer);
         close_if_open((uv_handle_t *)&a->deadline);
         close_if_open((uv_handle_t *)&a->drain_timer);
+        close_if_open((uv_handle_t *)&a->discovery_timer);
     }
 }
 
@@ -321,10 +335,9 @@ static void app_stop(struct app *a, int code) {
     a->exit_code = code;
     if (a->source)
         a->source->ops->stop(a->source);
-    if (a->have_informers) {
-        informer_stop(&a->routes);
-        informer_stop(&a->middlewares);
-    }
+    if (a->have_informers)
+        for (int k = 0; k < OBJ_NKINDS; k++)
+            informer_stop(&a->inf[k]);
     if (a->have_rec)
         wq_pause(&a->rec.wq, true);
     if (!a->have_timers) {
@@ -379,23 +392,25 @@ static int start_kube(struct app *a) {
 static void on_informer_synced_rec(void *user);
 
 static int start_reconciler(struct app *a) {
-    /* Informers report changes to the reconciler (drift), and "synced" to
-     * the app through it (one user pointer per informer). */
-    if (informer_init(&a->routes, &a->loop, a->kube, &a->log, a->api_group, "v1alpha1",
-                      "ingressroutes", reconciler_object_changed, on_informer_synced_rec,
-                      &a->rec) < 0)
-        return -1;
-    if (informer_init(&a->middlewares, &a->loop, a->kube, &a->log, a->api_group, "v1alpha1",
-                      "middlewares", reconciler_object_changed, on_informer_synced_rec,
-                      &a->rec) < 0) {
-        informer_stop(&a->routes);
-        return -1;
+    /* Informers report changes to the reconciler (drift, ownership), and
+     * "synced" to the app through it (one user pointer per informer). */
+    static const informer_change_cb changed[OBJ_NKINDS] = {
+        reconciler_middleware_changed, reconciler_traefikservice_changed,
+        reconciler_ingressroute_changed};
+    struct informer *infs[OBJ_NKINDS];
+    for (int k = 0; k < OBJ_NKINDS; k++) {
+        if (informer_init(&a->inf[k], &a->loop, a->kube, &a->log, a->api_group, "v1alpha1",
+                          obj_plural[k], changed[k], on_informer_synced_rec, &a->rec) < 0) {
+            for (int i = 0; i < k; i++)
+                informer_stop(&a->inf[i]);
+            return -1;
+        }
+        infs[k] = &a->inf[k];
     }
     a->have_informers = true;
     struct render_opts ro = {a->api_group, a->cfg.traefik.rule_syntax, a->cfg.source.prefix,
                              a->source->ops->name};
-    if (reconciler_init(&a->rec, &a->loop, &a->log, &a->cfg, &a->keys, a->kube, &a->routes,
-                        &a->middlewares, &ro) < 0)
+    if (reconciler_init(&a->rec, &a->loop, &a->log, &a->cfg, &a->keys, a->kube, infs, &ro) < 0)
         return -1;
     a->have_rec = true;
     a->rec.one_shot = a->cmd == CMD_SYNC;
@@ -403,6 +418,84 @@ static int start_reconciler(struct app *a) {
     a->rec.user = a;
     wq_pause(&a->rec.wq, true);
     return 0;
+}
+
+/* Everything that needs the API group: informers and the reconciler (run,
+ * sync) or the CRD check (check). */
+static int start_objects(struct app *a) {
+    if (a->cmd == CMD_RUN || a->cmd == CMD_SYNC) {
+        if (start_reconciler(a) < 0) {
+            log_error(&a->log, "out of memory starting the reconciler");
+            return -1;
+        }
+        for (int k = 0; k < OBJ_NKINDS; k++)
+            informer_start(&a->inf[k]);
+    }
+    if (a->cmd == CMD_CHECK) {
+        char path[256];
+        snprintf(path, sizeof path, "/apis/%s/v1alpha1", a->api_group);
+        if (!kube_request(a->kube, "GET", path, NULL, NULL, 0, on_check_api, a))
+            return -1;
+    }
+    return 0;
+}
+
+static void discover_group(struct app *a);
+
+static void on_discovery_timer(uv_timer_t *t) { discover_group(t->data); }
+
+/* traefik.api_group: auto. traefik.io is Traefik v3's group and served by
+ * v2.10+ too; traefik.containo.us alone means an older Traefik v2. */
+static void on_discovery(void *user, const struct kube_response *res) {
+    struct app *a = user;
+    a->discovery = NULL;
+    bool io = false, containo = false;
+    const cJSON *g;
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(res->json, "groups");
+    cJSON_ArrayForEach(g, groups) {
+        const char *name = kobj_str(g, "name", NULL);
+        const cJSON *v;
+        bool has_v = false;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(g, "versions")) {
+            const char *ver = kobj_str(v, "version", NULL);
+            has_v |= ver && strcmp(ver, "v1alpha1") == 0;
+        }
+        io |= has_v && name && strcmp(name, "traefik.io") == 0;
+        containo |= has_v && name && strcmp(name, "traefik.containo.us") == 0;
+    }
+    if (res->status == 200 && (io || containo)) {
+        snprintf(a->api_group, sizeof a->api_group, "%s",
+                 io ? "traefik.io" : "traefik.containo.us");
+        log_info(&a->log, "kubernetes: traefik.api_group auto: using %s/v1alpha1", a->api_group);
+        if (start_objects(a) < 0)
+            app_stop(a, EXIT_RUNTIME);
+        return;
+    }
+    char why[512];
+    if (res->status == 200)
+        snprintf(why, sizeof why, "the API server serves neither traefik.io nor "
+                                  "traefik.containo.us v1alpha1 (are the Traefik CRDs installed?)");
+    else
+        snprintf(why, sizeof why, "GET /apis: %s%s%ld %s", res->error,
+                 res->error[0] ? " " : "HTTP ", res->status, res->message);
+    if (a->cmd == CMD_CHECK) {
+        printf("FAIL kubernetes: %s\n", why);
+        a->check_api_done = true;
+        app_stop(a, EXIT_RUNTIME);
+        return;
+    }
+    uint64_t ms = backoff_ms(a->discovery_failures++, 500, 30000);
+    log_warn(&a->log, "kubernetes: traefik.api_group auto: %s; retrying in %llu ms", why,
+             (unsigned long long)ms);
+    uv_timer_start(&a->discovery_timer, on_discovery_timer, ms, 0);
+}
+
+static void discover_group(struct app *a) {
+    if (a->stopping)
+        return;
+    a->discovery = kube_request(a->kube, "GET", "/apis", NULL, NULL, 0, on_discovery, a);
+    if (!a->discovery)
+        app_stop(a, EXIT_RUNTIME);
 }
 
 static int start_all(struct app *a) {
@@ -415,21 +508,14 @@ static int start_all(struct app *a) {
     }
     if (a->cmd != CMD_RENDER && start_kube(a) < 0)
         return -1;
+    bool auto_group = strcmp(a->cfg.traefik.api_group, "auto") == 0;
+    /* render never talks to the API server: auto renders for traefik.io. */
     snprintf(a->api_group, sizeof a->api_group, "%s",
-             strcmp(a->cfg.traefik.api_group, "auto") == 0 ? "traefik.io"
-                                                           : a->cfg.traefik.api_group);
-    if (a->cmd == CMD_RUN || a->cmd == CMD_SYNC) {
-        if (start_reconciler(a) < 0) {
-            log_error(&a->log, "out of memory starting the reconciler");
-            return -1;
-        }
-        informer_start(&a->routes);
-        informer_start(&a->middlewares);
-    }
-    if (a->cmd == CMD_CHECK) {
-        char path[256];
-        snprintf(path, sizeof path, "/apis/%s/v1alpha1", a->api_group);
-        if (!kube_request(a->kube, "GET", path, NULL, NULL, 0, on_check_api, a))
+             auto_group ? "traefik.io" : a->cfg.traefik.api_group);
+    if (a->cmd != CMD_RENDER) {
+        if (auto_group)
+            discover_group(a);
+        else if (start_objects(a) < 0)
             return -1;
     }
     if (a->source->ops->start(a->source) < 0) {
@@ -459,9 +545,11 @@ int app_main(struct app *a) {
     int rc = uv_timer_init(&a->loop, &a->resync_timer);
     rc = rc ? rc : uv_timer_init(&a->loop, &a->deadline);
     rc = rc ? rc : uv_timer_init(&a->loop, &a->drain_timer);
+    rc = rc ? rc : uv_timer_init(&a->loop, &a->discovery_timer);
     if (rc == 0) {
         a->have_timers = true;
         a->resync_timer.data = a->deadline.data = a->drain_timer.data = a;
+        a->discovery_timer.data = a;
     }
     rc = rc ? rc : uv_signal_init(&a->loop, &a->sig_term);
     rc = rc ? rc : uv_signal_init(&a->loop, &a->sig_int);
@@ -489,10 +577,9 @@ int app_main(struct app *a) {
     /* Every handle is closed: release memory in reverse order. */
     if (a->have_rec)
         reconciler_free(&a->rec);
-    if (a->have_informers) {
-        informer_free(&a->routes);
-        informer_free(&a->middlewares);
-    }
+    if (a->have_informers)
+        for (int k = 0; k < OBJ_NKINDS; k++)
+            informer_free(&a->inf[k]);
     kube_client_free(a->kube);
     if (a->source)
         a->source->ops->destroy(a->source);

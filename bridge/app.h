@@ -33,7 +33,7 @@ struct app {
     struct source *source;
     struct keycache keys;
     struct kube_client *kube;
-    struct informer routes, middlewares;
+    struct informer inf[OBJ_NKINDS]; /* Middlewares, TraefikServices, IngressRoutes */
     struct reconciler rec;
     char api_group[64];
 
@@ -41,6 +41,7 @@ struct app {
     uv_timer_t resync_timer;
     uv_timer_t deadline; /* one-shot commands and shutdown */
     uv_timer_t drain_timer;
+    uv_timer_t discovery_timer; /* retries of traefik.api_group: auto */
 
     bool have_keys, have_informers, have_rec, have_timers;
     bool source_synced;
@@ -49,6 +50,8 @@ struct app {
     bool stopping;
     bool torn_down;
     bool check_source_ok, check_api_done, check_api_ok;
+    struct kube_call *discovery; /* traefik.api_group: auto */
+    unsigned discovery_failures;
     int exit_code;
 };
 

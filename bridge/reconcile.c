@@ -1,10 +1,16 @@
 /* reconcile.c - per-route passes from keys to live objects; see reconcile.h.
  *
  * A pass is a small state machine (struct job) driven by API answers:
- *   start -> [middleware 0 .. n-1] -> ingressroute -> finish
- * Each step compares the desired object with the cached live one and writes
- * only on a difference. Middlewares go first so an IngressRoute never names a
- * Middleware that does not exist yet. */
+ *
+ *   plan -> write phase: Middlewares, TraefikService, IngressRoute (in order)
+ *        -> prune phase (policy sync): IngressRoute, TraefikService,
+ *           Middlewares that are no longer desired (in that order)
+ *        -> finish
+ *
+ * Each write step compares the desired object with the cached live one and
+ * writes only on a difference. Writing referenced objects first and deleting
+ * them last means Traefik never sees an IngressRoute that names a missing
+ * Middleware or TraefikService. */
 #include "bridge/reconcile.h"
 
 #include <stdarg.h>
@@ -15,28 +21,47 @@
 #include "bridge/backoff.h"
 #include "bridge/buf.h"
 
-#define ROUTE_LABEL "canary-bridge.io/route"
 #define MAX_ONE_SHOT_TRIES 4
+#define ROUTE_ID_MAX (MODEL_NS_MAX + 1 + MODEL_NAME_MAX + 1)
+
+const char *const obj_plural[OBJ_NKINDS] = {"middlewares", "traefikservices", "ingressroutes"};
+const char *const obj_kind_name[OBJ_NKINDS] = {"Middleware", "TraefikService", "IngressRoute"};
+
+struct job_obj {
+    enum obj_kind kind;
+    char name[MODEL_NAME_MAX + 1];
+    cJSON *desired; /* NULL: patched-mode IngressRoute, or a deletion */
+};
+
+/* The names of objects labelled as belonging to one route ("<kind>/<name>"). */
+struct objset {
+    size_t n, cap;
+    char **keys;
+};
 
 struct job {
     struct reconciler *r;
     struct model_route model;
     bool has_model;
-    size_t step;     /* 0..n_rules-1: middleware of rule step; n_rules: the IngressRoute */
-    unsigned attempt; /* conflict retries in this pass */
+    bool patched;
+    struct job_obj *objs; /* write phase, in order */
+    size_t n_objs, step;
+    struct job_obj *dels; /* prune phase, in order */
+    size_t n_dels, del_step;
+    bool pruning;
+    unsigned attempt; /* conflict retries of the current step */
     struct kube_call *call;
     uv_timer_t timer; /* backoff between conflict retries */
     bool timer_open;
-    const char *plural; /* of the object being written */
-    char obj_name[MODEL_NAME_MAX + 1];
     bool wrote;
     char ns[MODEL_NS_MAX + 1];
     char name[MODEL_NAME_MAX + 1];
     char id[];
 };
 
-static void job_step(struct job *j);
+static void job_next(struct job *j);
 static void on_write(void *user, const struct kube_response *res);
+static void on_delete(void *user, const struct kube_response *res);
 
 /* ---- status bookkeeping ---- */
 
@@ -54,11 +79,20 @@ static struct route_status *status_get(struct reconciler *r, const char *id) {
     return s;
 }
 
+static void status_free(struct route_status *s) {
+    if (!s)
+        return;
+    free(s->message);
+    free(s->resource_version);
+    free(s);
+}
+
 static void status_error(struct reconciler *r, const char *id, const char *msg, uint64_t rev) {
     struct route_status *s = status_get(r, id);
     r->stats.errors++;
     /* One line per new problem, not one per resync or retry. */
-    if (s && s->state == ROUTE_ERROR && s->message && strcmp(s->message, msg) == 0) {
+    if (s && s->state == ROUTE_ERROR && s->message && strcmp(s->message, msg) == 0 &&
+        s->revision == rev) {
         log_debug(r->log, "route %s: still failing: %s", id, msg);
         return;
     }
@@ -70,12 +104,16 @@ static void status_error(struct reconciler *r, const char *id, const char *msg, 
     s->message = copy;
     s->state = ROUTE_ERROR;
     s->revision = rev;
+    if (r->hooks.status)
+        r->hooks.status(r->hooks.user, id, s);
 }
 
 static void status_applied(struct reconciler *r, struct job *j, const char *rv) {
     struct route_status *s = status_get(r, j->id);
     if (!s)
         return;
+    bool changed = s->state != ROUTE_APPLIED || s->revision != j->model.revision ||
+                   (rv && (!s->resource_version || strcmp(rv, s->resource_version) != 0));
     if (s->state == ROUTE_ERROR)
         log_info(r->log, "route %s: recovered", j->id);
     s->state = ROUTE_APPLIED;
@@ -89,13 +127,173 @@ static void status_applied(struct reconciler *r, struct job *j, const char *rv) 
             s->resource_version = copy;
         }
     }
+    if (s->changed_ns && j->wrote && r->hooks.propagated)
+        r->hooks.propagated(r->hooks.user, j->id, (double)(uv_hrtime() - s->changed_ns) / 1e9);
+    s->changed_ns = 0;
+    if (changed && r->hooks.status)
+        r->hooks.status(r->hooks.user, j->id, s);
+}
+
+static void status_drop(struct reconciler *r, const char *id) {
+    struct route_status *s = map_del(&r->status, id);
+    if (s && r->hooks.status)
+        r->hooks.status(r->hooks.user, id, NULL);
+    status_free(s);
+}
+
+/* ---- the ownership index: which objects carry a route's label ---- */
+
+static void objset_free(struct objset *set) {
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        free(set->keys[i]);
+    free(set->keys);
+    free(set);
+}
+
+/* objkey is "<kind>/<ns>/<name>"; the route's set holds "<kind>/<name>". */
+static void index_remove(struct reconciler *r, const char *objkey) {
+    char *route = map_del(&r->obj_route, objkey);
+    if (!route)
+        return;
+    struct objset *set = map_get(&r->route_objs, route);
+    char want[16 + MODEL_NAME_MAX];
+    snprintf(want, sizeof want, "%c/%s", objkey[0], strrchr(objkey, '/') + 1);
+    for (size_t i = 0; set && i < set->n; i++) {
+        if (strcmp(set->keys[i], want) == 0) {
+            free(set->keys[i]);
+            set->keys[i] = set->keys[--set->n];
+            break;
+        }
+    }
+    if (set && set->n == 0)
+        objset_free(map_del(&r->route_objs, route));
+    free(route);
+}
+
+static void index_add(struct reconciler *r, const char *objkey, const char *route_id,
+                      enum obj_kind kind, const char *name) {
+    char *cur = map_get(&r->obj_route, objkey);
+    if (cur && strcmp(cur, route_id) == 0)
+        return;
+    index_remove(r, objkey);
+    char *route = strdup(route_id);
+    struct objset *set = map_get(&r->route_objs, route_id);
+    if (!set) {
+        set = calloc(1, sizeof *set);
+        if (!set || map_put(&r->route_objs, route_id, set, NULL) < 0) {
+            free(set);
+            free(route);
+            return; /* best effort: a missed entry only delays a prune */
+        }
+    }
+    if (set->n == set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 4;
+        char **k = realloc(set->keys, cap * sizeof *k);
+        if (!k) {
+            free(route);
+            return;
+        }
+        set->keys = k;
+        set->cap = cap;
+    }
+    size_t len = strlen(name) + 3;
+    char *key = malloc(len);
+    if (!route || !key || map_put(&r->obj_route, objkey, route, NULL) < 0) {
+        free(key);
+        free(route);
+        return;
+    }
+    snprintf(key, len, "%d/%s", (int)kind, name);
+    set->keys[set->n++] = key;
+}
+
+/* Ours, from this bridge's prefix: the only objects a prune may touch. */
+static bool owned_here(const struct reconciler *r, const cJSON *obj) {
+    if (!obj || !traefik_is_managed(obj))
+        return false;
+    const char *prefix = kobj_str(
+        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations", TRAEFIK_ANNOT_PREFIX);
+    return prefix && strcmp(prefix, r->keys->prefix) == 0;
+}
+
+static const char *route_label(const cJSON *obj) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    return kobj_str(meta, "labels", RECONCILE_ROUTE_LABEL);
+}
+
+/* Keep the ownership index in step with a live object (NULL: deleted), and
+ * return the route id it belongs to in id ("" when none). */
+static void object_index(struct reconciler *r, enum obj_kind kind, const char *ns,
+                         const char *name, const cJSON *obj, char id[ROUTE_ID_MAX]) {
+    char objkey[ROUTE_ID_MAX + 8];
+    snprintf(objkey, sizeof objkey, "%d/%s/%s", (int)kind, ns, name);
+    id[0] = '\0';
+    if (!obj) {
+        const char *was = map_get(&r->obj_route, objkey);
+        if (was)
+            snprintf(id, ROUTE_ID_MAX, "%s", was);
+        else if (kind == OBJ_INGRESSROUTE)
+            keycache_route_id(id, ROUTE_ID_MAX, ns, name);
+        index_remove(r, objkey);
+        return;
+    }
+    const char *route = route_label(obj);
+    if (!route && kind == OBJ_INGRESSROUTE)
+        route = name; /* an IngressRoute is its route, labelled or not */
+    if (!route)
+        return;
+    keycache_route_id(id, ROUTE_ID_MAX, ns, route);
+    if (traefik_is_managed(obj))
+        index_add(r, objkey, id, kind, name);
+    else
+        index_remove(r, objkey);
+}
+
+static void object_changed(struct reconciler *r, enum obj_kind kind, const char *ns,
+                           const char *name, const cJSON *obj) {
+    char id[ROUTE_ID_MAX];
+    object_index(r, kind, ns, name, obj, id);
+    if (!id[0])
+        return;
+    /* Drift on a route we have keys for, or (policy sync) leftovers of a route
+     * whose keys are gone. While a pass is in flight this only marks the route
+     * dirty: one more pass follows, which writes nothing if it was our echo. */
+    bool ours = map_has(&r->keys->routes, id);
+    bool leftovers = r->cfg->reconcile.policy == POLICY_SYNC && obj && owned_here(r, obj);
+    if (ours || leftovers)
+        reconciler_enqueue(r, id);
+}
+
+void reconciler_middleware_changed(void *user, const char *ns, const char *name,
+                                   const cJSON *obj) {
+    object_changed(user, OBJ_MIDDLEWARE, ns, name, obj);
+}
+
+void reconciler_traefikservice_changed(void *user, const char *ns, const char *name,
+                                       const cJSON *obj) {
+    object_changed(user, OBJ_TRAEFIKSERVICE, ns, name, obj);
+}
+
+void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,
+                                     const cJSON *obj) {
+    object_changed(user, OBJ_INGRESSROUTE, ns, name, obj);
 }
 
 /* ---- job lifetime ---- */
 
+static void objs_free(struct job_obj *o, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        cJSON_Delete(o[i].desired);
+    free(o);
+}
+
 static void job_free(struct job *j) {
     if (j->has_model)
         model_route_free(&j->model);
+    objs_free(j->objs, j->n_objs);
+    objs_free(j->dels, j->n_dels);
     free(j);
 }
 
@@ -111,15 +309,17 @@ static void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
     }
     if (r->one_shot && !ok && !retry)
         r->one_shot_failed++;
+    if (r->hooks.pass)
+        r->hooks.pass(r->hooks.user, j->id,
+                      ok ? (j->wrote ? "applied" : "unchanged") : retry ? "retry" : "error");
     if (retry && delay_ms)
         wq_done_after(&r->wq, j->id, delay_ms);
     else
         wq_done(&r->wq, j->id, retry);
-    if (j->timer_open) {
+    if (j->timer_open)
         uv_close((uv_handle_t *)&j->timer, on_timer_closed);
-    } else {
+    else
         job_free(j);
-    }
     if (r->on_drained && reconciler_idle(r))
         r->on_drained(r->user);
 }
@@ -135,70 +335,170 @@ static void job_fail(struct job *j, const char *fmt, ...) {
     job_finish(j, false, false, 0);
 }
 
-/* ---- writing one object ---- */
-
-static struct informer *informer_for(struct reconciler *r, const char *plural) {
-    return strcmp(plural, "middlewares") == 0 ? r->middlewares : r->routes;
+/* A transient failure: record it and requeue with backoff. */
+static void job_retry(struct job *j, const char *msg, uint64_t delay_ms) {
+    status_error(j->r, j->id, msg, j->has_model ? j->model.revision : 0);
+    job_finish(j, false, true, delay_ms);
 }
 
-static bool start_write(struct job *j, const char *method, const cJSON *obj) {
+/* ---- planning ---- */
+
+static void label_route(cJSON *obj, const char *route) {
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
+    if (!labels)
+        labels = cJSON_AddObjectToObject(meta, "labels");
+    if (labels && !cJSON_GetObjectItemCaseSensitive(labels, RECONCILE_ROUTE_LABEL))
+        cJSON_AddStringToObject(labels, RECONCILE_ROUTE_LABEL, route);
+}
+
+static int plan_add(struct job *j, enum obj_kind kind, const char *name, cJSON *desired) {
+    struct job_obj *o = realloc(j->objs, (j->n_objs + 1) * sizeof *o);
+    if (!o) {
+        cJSON_Delete(desired);
+        return -1;
+    }
+    j->objs = o;
+    o = &j->objs[j->n_objs++];
+    o->kind = kind;
+    snprintf(o->name, sizeof o->name, "%s", name);
+    o->desired = desired;
+    if (desired)
+        label_route(desired, j->name);
+    return 0;
+}
+
+/* The objects this route wants, in write order. */
+static int plan_writes(struct job *j) {
+    struct reconciler *r = j->r;
+    struct model_route *m = &j->model;
+    if (!m->owned) {
+        j->patched = true;
+        return plan_add(j, OBJ_INGRESSROUTE, j->name, NULL);
+    }
+    for (size_t i = 0; i < m->n_rules; i++) {
+        cJSON *mw = traefik_render_middleware(m, i, &r->ropts);
+        if (!mw)
+            continue; /* the rule sets no headers */
+        char *name = traefik_middleware_name(m, i);
+        int rc = name ? plan_add(j, OBJ_MIDDLEWARE, name, mw) : -1;
+        if (!name)
+            cJSON_Delete(mw);
+        free(name);
+        if (rc < 0)
+            return -1;
+    }
+    if (m->sticky.enabled) {
+        cJSON *ts = traefik_render_traefikservice(m, &r->ropts);
+        if (!ts || plan_add(j, OBJ_TRAEFIKSERVICE, j->name, ts) < 0)
+            return -1;
+    }
+    cJSON *ir = traefik_render_ingressroute(m, &r->ropts);
+    if (!ir)
+        return -1;
+    return plan_add(j, OBJ_INGRESSROUTE, j->name, ir);
+}
+
+static bool planned(const struct job *j, enum obj_kind kind, const char *name) {
+    for (size_t i = 0; i < j->n_objs; i++)
+        if (j->objs[i].kind == kind && strcmp(j->objs[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Policy sync: objects labelled for this route, owned from our prefix, that
+ * the route no longer wants; IngressRoute first, so nothing still references
+ * a TraefikService or Middleware when it goes. */
+static int plan_prunes(struct job *j) {
+    struct reconciler *r = j->r;
+    if (r->cfg->reconcile.policy != POLICY_SYNC || j->patched)
+        return 0;
+    const struct objset *set = map_get(&r->route_objs, j->id);
+    for (int kind = OBJ_INGRESSROUTE; kind >= 0; kind--) {
+        for (size_t i = 0; set && i < set->n; i++) {
+            if (set->keys[i][0] - '0' != kind)
+                continue;
+            const char *name = set->keys[i] + 2;
+            if (planned(j, (enum obj_kind)kind, name))
+                continue;
+            if (!owned_here(r, informer_get(r->inf[kind], j->ns, name)))
+                continue;
+            struct job_obj *d = realloc(j->dels, (j->n_dels + 1) * sizeof *d);
+            if (!d)
+                return -1;
+            j->dels = d;
+            d = &j->dels[j->n_dels++];
+            d->kind = (enum obj_kind)kind;
+            snprintf(d->name, sizeof d->name, "%s", name);
+            d->desired = NULL;
+        }
+    }
+    return 0;
+}
+
+/* ---- writing one object ---- */
+
+static bool start_call(struct job *j, const char *method, enum obj_kind kind, const char *name,
+                       const cJSON *body, kube_cb cb) {
     struct reconciler *r = j->r;
     char path[512];
-    bool create = strcmp(method, "POST") == 0;
-    if (kube_path(path, sizeof path, r->ropts.api_group, "v1alpha1", j->ns, j->plural,
-                  create ? NULL : j->obj_name) < 0) {
+    if (kube_path(path, sizeof path, r->ropts.api_group, "v1alpha1", j->ns, obj_plural[kind],
+                  name) < 0) {
         job_fail(j, "object path too long");
         return false;
     }
-    j->call = kube_request_json(r->kube, method, path, obj, on_write, j);
+    j->call = body ? kube_request_json(r->kube, method, path, body, cb, j)
+                   : kube_request(r->kube, method, path, NULL, NULL, 0, cb, j);
     if (!j->call) {
-        status_error(r, j->id, "could not start a Kubernetes request", j->model.revision);
-        job_finish(j, false, true, 0);
+        job_retry(j, "could not start a Kubernetes request", 0);
         return false;
     }
-    r->stats.writes++;
-    j->wrote = true;
     return true;
 }
 
+static void step_done(struct job *j) {
+    j->attempt = 0;
+    if (j->pruning)
+        j->del_step++;
+    else
+        j->step++;
+    job_next(j);
+}
+
 /* Owned object: create it, or update it if it is ours and differs. */
-static void write_owned(struct job *j, cJSON *desired) {
-    struct informer *inf = informer_for(j->r, j->plural);
-    const cJSON *live = informer_get(inf, j->ns, j->obj_name);
+static void write_owned(struct job *j, struct job_obj *o) {
+    struct reconciler *r = j->r;
+    const cJSON *live = informer_get(r->inf[o->kind], j->ns, o->name);
     if (!live) {
-        start_write(j, "POST", desired);
-        cJSON_Delete(desired);
+        if (start_call(j, "POST", o->kind, NULL, o->desired, on_write))
+            r->stats.writes++;
         return;
     }
     if (!traefik_is_managed(live)) {
-        cJSON_Delete(desired);
         job_fail(j,
                  "%s %s/%s exists and is not managed by canary-bridge (no label %s=%s); "
                  "refusing to take it over",
-                 strcmp(j->plural, "middlewares") == 0 ? "Middleware" : "IngressRoute", j->ns,
-                 j->obj_name, TRAEFIK_LABEL_MANAGED_BY, TRAEFIK_MANAGER);
+                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_LABEL_MANAGED_BY,
+                 TRAEFIK_MANAGER);
         return;
     }
     bool changed = false;
-    cJSON *merged = traefik_merge_owned(live, desired, &changed);
-    cJSON_Delete(desired);
+    cJSON *merged = traefik_merge_owned(live, o->desired, &changed);
     if (!merged) {
-        status_error(j->r, j->id, "out of memory", j->model.revision);
-        job_finish(j, false, true, 0);
+        job_retry(j, "out of memory", 0);
         return;
     }
-    if (changed)
-        start_write(j, "PUT", merged);
+    if (changed && start_call(j, "PUT", o->kind, o->name, merged, on_write))
+        r->stats.writes++;
     cJSON_Delete(merged);
-    if (!changed) {
-        j->step++;
-        job_step(j);
-    }
+    if (!changed)
+        step_done(j);
 }
 
 /* Patched mode: only the named weights of an existing IngressRoute. */
 static void write_patched(struct job *j) {
-    const cJSON *live = informer_get(j->r->routes, j->ns, j->name);
+    struct reconciler *r = j->r;
+    const cJSON *live = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
     if (!live) {
         job_fail(j,
                  "IngressRoute %s/%s not found: without a route key (patched mode) the bridge "
@@ -208,104 +508,104 @@ static void write_patched(struct job *j) {
     }
     cJSON *copy = cJSON_Duplicate(live, 1);
     if (!copy) {
-        status_error(j->r, j->id, "out of memory", j->model.revision);
-        job_finish(j, false, true, 0);
+        job_retry(j, "out of memory", 0);
         return;
     }
     bool changed = false;
     char err[512];
     if (traefik_apply_weights(copy, &j->model, &changed, err, sizeof err) < 0) {
         cJSON_Delete(copy);
-        job_fail(j, "%s%s/weights: %s", j->r->keys->prefix, j->id, err);
+        job_fail(j, "%s%s/weights: %s", r->keys->prefix, j->id, err);
         return;
     }
-    /* Send what we read minus server-managed bookkeeping; resourceVersion
-     * stays: it is the precondition that makes this write safe. */
-    cJSON *meta = cJSON_GetObjectItemCaseSensitive(copy, "metadata");
-    cJSON_DeleteItemFromObjectCaseSensitive(meta, "managedFields");
-    if (changed)
-        start_write(j, "PUT", copy);
+    /* Send back what we read; resourceVersion stays as the precondition that
+     * makes this write safe. managedFields are the server's bookkeeping. */
+    cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(copy, "metadata"),
+                                            "managedFields");
+    if (changed && start_call(j, "PUT", OBJ_INGRESSROUTE, j->name, copy, on_write))
+        r->stats.writes++;
     cJSON_Delete(copy);
-    if (!changed) {
-        j->step++;
-        job_step(j);
-    }
+    if (!changed)
+        step_done(j);
 }
 
-static void add_route_label(cJSON *obj, const char *name) {
-    cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
-    cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
-    if (!labels)
-        labels = cJSON_AddObjectToObject(meta, "labels");
-    if (labels && !cJSON_GetObjectItemCaseSensitive(labels, ROUTE_LABEL))
-        cJSON_AddStringToObject(labels, ROUTE_LABEL, name);
-}
-
-static void job_step(struct job *j) {
+static void delete_owned(struct job *j, struct job_obj *o) {
     struct reconciler *r = j->r;
-    struct model_route *m = &j->model;
-    /* Middlewares of rules that set headers, before anything references them. */
-    while (m->owned && j->step < m->n_rules) {
-        cJSON *mw = traefik_render_middleware(m, j->step, &r->ropts);
-        if (!mw) {
-            j->step++;
-            continue;
-        }
-        char *mwname = traefik_middleware_name(m, j->step);
-        if (!mwname) {
-            cJSON_Delete(mw);
-            status_error(r, j->id, "out of memory", m->revision);
-            job_finish(j, false, true, 0);
+    const cJSON *live = informer_get(r->inf[o->kind], j->ns, o->name);
+    if (!owned_here(r, live)) {
+        step_done(j); /* gone already, or no longer ours to delete */
+        return;
+    }
+    /* Preconditions: delete exactly the version we judged, nothing newer. */
+    cJSON *opts = cJSON_CreateObject();
+    cJSON *pre = opts ? cJSON_AddObjectToObject(opts, "preconditions") : NULL;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(live, "metadata");
+    const char *uid = kobj_str(meta, "uid", NULL);
+    const char *rv = kobj_str(meta, "resourceVersion", NULL);
+    if (!pre || !cJSON_AddStringToObject(opts, "kind", "DeleteOptions") ||
+        !cJSON_AddStringToObject(opts, "apiVersion", "v1") ||
+        (uid && !cJSON_AddStringToObject(pre, "uid", uid)) ||
+        (rv && !cJSON_AddStringToObject(pre, "resourceVersion", rv))) {
+        cJSON_Delete(opts);
+        job_retry(j, "out of memory", 0);
+        return;
+    }
+    if (start_call(j, "DELETE", o->kind, o->name, opts, on_delete))
+        r->stats.deletes++;
+    cJSON_Delete(opts);
+}
+
+static void job_next(struct job *j) {
+    struct reconciler *r = j->r;
+    if (!j->pruning && j->step < j->n_objs) {
+        struct job_obj *o = &j->objs[j->step];
+        if (j->patched)
+            write_patched(j);
+        else
+            write_owned(j, o);
+        return;
+    }
+    if (!j->pruning) {
+        j->pruning = true;
+        if (plan_prunes(j) < 0) {
+            job_retry(j, "out of memory", 0);
             return;
         }
-        snprintf(j->obj_name, sizeof j->obj_name, "%s", mwname);
-        free(mwname);
-        j->plural = "middlewares";
-        add_route_label(mw, j->name);
-        write_owned(j, mw);
+    }
+    if (j->del_step < j->n_dels) {
+        delete_owned(j, &j->dels[j->del_step]);
         return;
     }
-    if (j->step > m->n_rules || (!m->owned && j->step > 0)) {
-        const cJSON *live = informer_get(r->routes, j->ns, j->name);
-        status_applied(r, j, live ? kobj_str(live, "metadata", "resourceVersion") : NULL);
-        if (!j->wrote)
-            r->stats.noops++;
+    if (j->n_objs == 0) { /* the route is gone, and so is what it owned */
+        status_drop(r, j->id);
         job_finish(j, true, false, 0);
         return;
     }
-    j->plural = "ingressroutes";
-    snprintf(j->obj_name, sizeof j->obj_name, "%s", j->name);
-    if (!m->owned) {
-        j->step = m->n_rules; /* patched mode has no rules */
-        write_patched(j);
-        return;
-    }
-    cJSON *ir = traefik_render_ingressroute(m, &r->ropts);
-    if (!ir) {
-        status_error(r, j->id, "out of memory", m->revision);
-        job_finish(j, false, true, 0);
-        return;
-    }
-    write_owned(j, ir);
+    const cJSON *live = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
+    status_applied(r, j, live ? kobj_str(live, "metadata", "resourceVersion") : NULL);
+    if (!j->wrote)
+        r->stats.noops++;
+    job_finish(j, true, false, 0);
 }
 
 /* ---- answers ---- */
 
-static void on_retry_timer(uv_timer_t *t) {
-    struct job *j = t->data;
-    job_step(j);
+static struct job_obj *current(struct job *j) {
+    return j->pruning ? &j->dels[j->del_step] : &j->objs[j->step];
 }
+
+static void on_retry_timer(uv_timer_t *t) { job_next(t->data); }
 
 static void retry_step(struct job *j) {
     /* The first retry goes at once (the fresh read is what it needed); later
      * ones back off with jitter so two writers do not collide in lockstep. */
     if (j->attempt <= 1) {
-        job_step(j);
+        job_next(j);
         return;
     }
     if (!j->timer_open) {
         if (uv_timer_init(j->r->loop, &j->timer) != 0) {
-            job_step(j);
+            job_next(j);
             return;
         }
         j->timer.data = j;
@@ -317,16 +617,16 @@ static void retry_step(struct job *j) {
 static void on_reread(void *user, const struct kube_response *res) {
     struct job *j = user;
     j->call = NULL;
-    struct informer *inf = informer_for(j->r, j->plural);
+    struct job_obj *o = current(j);
+    struct informer *inf = j->r->inf[o->kind];
     if (res->status == 200 && res->json) {
         /* A GET is the newest version by definition: replace, don't merge. */
-        informer_forget(inf, j->ns, j->obj_name);
+        informer_forget(inf, j->ns, o->name);
         informer_store(inf, res->json);
     } else if (res->status == 404) {
-        informer_forget(inf, j->ns, j->obj_name);
+        informer_forget(inf, j->ns, o->name);
     } else {
-        status_error(j->r, j->id, "re-read after a conflict failed", j->model.revision);
-        job_finish(j, false, true, res->retry_after_ms);
+        job_retry(j, "re-read after a conflict failed", res->retry_after_ms);
         return;
     }
     retry_step(j);
@@ -334,70 +634,90 @@ static void on_reread(void *user, const struct kube_response *res) {
 
 static void conflict(struct job *j, const struct kube_response *res) {
     struct reconciler *r = j->r;
+    struct job_obj *o = current(j);
     r->stats.conflicts++;
     j->attempt++;
     log_debug(r->log, "route %s: %s on %s %s/%s (attempt %u); re-reading", j->id,
-              res->reason[0] ? res->reason : "Conflict", j->plural, j->ns, j->obj_name,
+              res->reason[0] ? res->reason : "Conflict", obj_kind_name[o->kind], j->ns, o->name,
               j->attempt);
     if (j->attempt > RECONCILE_CONFLICT_RETRIES) {
-        status_error(r, j->id, "gave up after repeated 409 Conflicts; requeued", j->model.revision);
-        job_finish(j, false, true, 0);
+        job_retry(j, "gave up after repeated 409 Conflicts; requeued", 0);
         return;
     }
-    char path[512];
-    if (kube_path(path, sizeof path, r->ropts.api_group, "v1alpha1", j->ns, j->plural,
-                  j->obj_name) < 0 ||
-        !(j->call = kube_request(r->kube, "GET", path, NULL, NULL, 0, on_reread, j))) {
-        job_finish(j, false, true, 0);
-    }
+    start_call(j, "GET", o->kind, o->name, NULL, on_reread);
+}
+
+static void fail_answer(struct job *j, const struct kube_response *res) {
+    struct job_obj *o = current(j);
+    char what[1400];
+    if (res->status == 0)
+        snprintf(what, sizeof what, "Kubernetes API unreachable: %s", res->error);
+    else
+        snprintf(what, sizeof what, "%s %s %s/%s: HTTP %ld %s%s%.1000s",
+                 j->pruning ? "deleting" : "writing", obj_kind_name[o->kind], j->ns, o->name,
+                 res->status, res->reason, res->reason[0] ? ": " : "", res->message);
+    /* Invalid objects stay invalid until the keys change (which requeues the
+     * route); everything else (403 too: RBAC gets fixed) is worth retrying. */
+    bool permanent = res->status == 400 || res->status == 422 || res->status == 415;
+    if (permanent)
+        job_fail(j, "%s", what);
+    else
+        job_retry(j, what, res->retry_after_ms);
 }
 
 static void on_write(void *user, const struct kube_response *res) {
     struct job *j = user;
     struct reconciler *r = j->r;
     j->call = NULL;
-    struct informer *inf = informer_for(r, j->plural);
+    struct job_obj *o = current(j);
+    struct informer *inf = r->inf[o->kind];
     if ((res->status == 200 || res->status == 201) && res->json) {
         informer_store(inf, res->json);
-        if (strcmp(j->plural, "ingressroutes") == 0)
-            log_info(r->log, "route %s: IngressRoute written (source revision %llu, "
-                             "resourceVersion %s)",
-                     j->id, (unsigned long long)j->model.revision,
-                     kobj_str(res->json, "metadata", "resourceVersion")
-                         ? kobj_str(res->json, "metadata", "resourceVersion")
-                         : "?");
-        else
-            log_info(r->log, "route %s: Middleware %s written", j->id, j->obj_name);
-        j->step++;
-        j->attempt = 0;
-        job_step(j);
+        char id[ROUTE_ID_MAX];
+        object_index(r, o->kind, j->ns, o->name, res->json, id); /* not a drift: no requeue */
+        const char *rv = kobj_str(res->json, "metadata", "resourceVersion");
+        log_info(r->log, "route %s: %s %s %s (source revision %llu, resourceVersion %s)", j->id,
+                 obj_kind_name[o->kind], o->name, res->status == 201 ? "created" : "written",
+                 (unsigned long long)j->model.revision, rv ? rv : "?");
+        j->wrote = true;
+        step_done(j);
         return;
     }
     if (res->status == 409) {
         conflict(j, res);
         return;
     }
-    if (res->status == 404 && strcmp(res->reason, "NotFound") == 0) {
+    if (res->status == 404 && strcmp(res->reason, "NotFound") == 0 &&
+        ++j->attempt <= RECONCILE_CONFLICT_RETRIES) {
         /* Deleted under us: forget it and create it on the retry. */
-        informer_forget(inf, j->ns, j->obj_name);
-        j->attempt++;
-        if (j->attempt <= RECONCILE_CONFLICT_RETRIES) {
-            retry_step(j);
-            return;
-        }
+        informer_forget(inf, j->ns, o->name);
+        retry_step(j);
+        return;
     }
-    char what[1400];
-    if (res->status == 0)
-        snprintf(what, sizeof what, "Kubernetes API unreachable: %s", res->error);
-    else
-        snprintf(what, sizeof what, "%s %s/%s: HTTP %ld %s%s%.1000s", j->plural, j->ns,
-                 j->obj_name, res->status, res->reason, res->reason[0] ? ": " : "",
-                 res->message);
-    bool permanent = res->status == 400 || res->status == 422 || res->status == 415;
-    status_error(r, j->id, what, j->model.revision);
-    /* Invalid objects will stay invalid until the keys change (which
-     * requeues the route); everything else is worth retrying. */
-    job_finish(j, false, !permanent, res->retry_after_ms);
+    fail_answer(j, res);
+}
+
+static void on_delete(void *user, const struct kube_response *res) {
+    struct job *j = user;
+    struct reconciler *r = j->r;
+    j->call = NULL;
+    struct job_obj *o = current(j);
+    if (res->status == 200 || res->status == 202 || res->status == 404) {
+        informer_forget(r->inf[o->kind], j->ns, o->name);
+        char id[ROUTE_ID_MAX];
+        object_index(r, o->kind, j->ns, o->name, NULL, id);
+        if (res->status != 404)
+            log_info(r->log, "route %s: %s %s deleted (policy sync)", j->id,
+                     obj_kind_name[o->kind], o->name);
+        j->wrote = true;
+        step_done(j);
+        return;
+    }
+    if (res->status == 409) { /* precondition failed: judge the new version */
+        conflict(j, res);
+        return;
+    }
+    fail_answer(j, res);
 }
 
 /* ---- the pass ---- */
@@ -415,18 +735,14 @@ static void process(void *user, const char *id) {
     struct reconciler *r = user;
     size_t idlen = strlen(id);
     struct job *j = calloc(1, sizeof *j + idlen + 1);
-    if (!j) {
+    if (!j || map_put(&r->jobs, id, j, NULL) < 0) {
+        free(j);
         wq_done(&r->wq, id, true);
         return;
     }
     memcpy(j->id, id, idlen + 1);
     j->r = r;
     r->stats.passes++;
-    if (map_put(&r->jobs, id, j, NULL) < 0) {
-        free(j);
-        wq_done(&r->wq, id, true);
-        return;
-    }
     struct model_input in;
     int present = keycache_input(r->keys, id, &in, j->ns, j->name);
     if (!namespace_allowed(r->cfg, j->ns)) {
@@ -436,41 +752,39 @@ static void process(void *user, const char *id) {
             job_finish(j, true, false, 0);
         return;
     }
+    in.allow_cross_namespace = r->cfg->reconcile.allow_cross_namespace;
     char err[1024];
     int rc = present == 0 ? model_build(&in, &j->model, err, sizeof err) : 1;
     if (rc < 0) {
         job_fail(j, "%s", err);
         return;
     }
-    if (rc == 1) {
-        /* Nothing desired. upsert-only never deletes; objects stay. */
-        struct route_status *s = map_del(&r->status, id);
-        if (s) {
-            free(s->message);
-            free(s->resource_version);
-            free(s);
+    if (rc == 0) {
+        j->has_model = true;
+        if (plan_writes(j) < 0) {
+            job_retry(j, "out of memory rendering objects", 0);
+            return;
         }
-        job_finish(j, true, false, 0);
-        return;
     }
-    j->has_model = true;
-    job_step(j);
+    /* rc == 1: nothing desired. upsert-only leaves every object in place; sync
+     * prunes what the route owned (a source error never gets here: only a
+     * successful read changes the key cache). */
+    job_next(j);
 }
 
 /* ---- public ---- */
 
 int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
                     const struct config *cfg, struct keycache *keys, struct kube_client *kube,
-                    struct informer *routes, struct informer *middlewares,
-                    const struct render_opts *ropts) {
+                    struct informer *inf[OBJ_NKINDS], const struct render_opts *ropts) {
     memset(r, 0, sizeof *r);
     r->loop = loop;
     r->log = lg;
     r->cfg = cfg;
     r->keys = keys;
     r->kube = kube;
-    r->routes = routes;
-    r->middlewares = middlewares;
+    for (int k = 0; k < OBJ_NKINDS; k++)
+        r->inf[k] = inf[k];
     r->ropts = *ropts;
     return wq_init(&r->wq, loop, cfg->reconcile.max_in_flight, process, r);
 }
@@ -495,13 +809,17 @@ void reconciler_free(struct reconciler *r) {
     wq_free(&r->wq);
     struct map_iter it;
     map_iter_init(&it, &r->status);
-    for (struct map_entry *e; (e = map_iter_next(&it));) {
-        struct route_status *s = e->value;
-        free(s->message);
-        free(s->resource_version);
-        free(s);
-    }
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        status_free(e->value);
     map_free(&r->status);
+    map_iter_init(&it, &r->route_objs);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        objset_free(e->value);
+    map_free(&r->route_objs);
+    map_iter_init(&it, &r->obj_route);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        free(e->value);
+    map_free(&r->obj_route);
 }
 
 void reconciler_enqueue(struct reconciler *r, const char *route_id) {
@@ -509,30 +827,24 @@ void reconciler_enqueue(struct reconciler *r, const char *route_id) {
         log_error(r->log, "route %s: out of memory queueing it", route_id);
 }
 
+void reconciler_source_changed(struct reconciler *r, const char *route_id) {
+    struct route_status *s = status_get(r, route_id);
+    if (s && !s->changed_ns)
+        s->changed_ns = uv_hrtime();
+    reconciler_enqueue(r, route_id);
+}
+
 void reconciler_enqueue_all(struct reconciler *r) {
     struct map_iter it;
     map_iter_init(&it, &r->keys->routes);
     for (struct map_entry *e; (e = map_iter_next(&it));)
         reconciler_enqueue(r, e->key);
-}
-
-void reconciler_object_changed(void *user, const char *ns, const char *name, const cJSON *obj) {
-    struct reconciler *r = user;
-    char id[MODEL_NS_MAX + MODEL_NAME_MAX + 2];
-    /* Middlewares name their route in a label; IngressRoutes are the route. */
-    const char *route = name;
-    const cJSON *labels = obj ? cJSON_GetObjectItemCaseSensitive(
-                                    cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "labels")
-                              : NULL;
-    const cJSON *rl = cJSON_GetObjectItemCaseSensitive(labels, ROUTE_LABEL);
-    if (cJSON_IsString(rl))
-        route = rl->valuestring;
-    keycache_route_id(id, sizeof id, ns, route);
-    if (!map_has(&r->keys->routes, id))
-        return; /* not one of ours */
-    /* While a pass is in flight this only marks the route dirty: one more
-     * pass follows, which writes nothing if the change was our own echo. */
-    reconciler_enqueue(r, id);
+    if (r->cfg->reconcile.policy != POLICY_SYNC)
+        return;
+    map_iter_init(&it, &r->route_objs);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        if (!map_has(&r->keys->routes, e->key))
+            reconciler_enqueue(r, e->key);
 }
 
 bool reconciler_idle(const struct reconciler *r) {
@@ -540,3 +852,7 @@ bool reconciler_idle(const struct reconciler *r) {
 }
 
 size_t reconciler_jobs_in_flight(const struct reconciler *r) { return r->jobs.count; }
+
+const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id) {
+    return map_get(&r->status, route_id);
+}

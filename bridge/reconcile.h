@@ -6,7 +6,11 @@
  * the cached resourceVersion otherwise (no GET on the normal path). A 409
  * means someone else wrote first: read the object again, recompute, retry
  * with backoff and jitter, a bounded number of times, then requeue. Bad input
- * fails only its own route, and the objects stay as they were. */
+ * fails only its own route, and the objects stay as they were.
+ *
+ * Object order is the safety property: Middlewares and the TraefikService are
+ * written BEFORE the IngressRoute that references them, and (policy `sync`)
+ * deleted only AFTER the IngressRoute stopped referencing them. */
 #ifndef CB_RECONCILE_H
 #define CB_RECONCILE_H
 
@@ -24,18 +28,38 @@
 #include "sinks/traefik.h"
 
 #define RECONCILE_CONFLICT_RETRIES 5
+#define RECONCILE_ROUTE_LABEL "canary-bridge.io/route"
+
+/* The kinds the bridge writes, in the order a pass writes them. */
+enum obj_kind { OBJ_MIDDLEWARE, OBJ_TRAEFIKSERVICE, OBJ_INGRESSROUTE, OBJ_NKINDS };
+extern const char *const obj_plural[OBJ_NKINDS];
+extern const char *const obj_kind_name[OBJ_NKINDS];
 
 enum route_state { ROUTE_PENDING, ROUTE_APPLIED, ROUTE_ERROR };
 
 struct route_status {
     enum route_state state;
-    char *message;         /* last error, or NULL */
-    uint64_t revision;     /* source revision it was built from */
-    char *resource_version; /* of the IngressRoute after the last write */
+    char *message;          /* last error, or NULL */
+    uint64_t revision;      /* source revision it was built from */
+    char *resource_version; /* of the IngressRoute after the last pass */
+    uint64_t changed_ns;    /* uv_hrtime() of the first unapplied source change, 0 none */
 };
 
 struct reconcile_stats {
-    uint64_t passes, writes, conflicts, errors, noops;
+    uint64_t passes, writes, deletes, conflicts, errors, noops;
+};
+
+struct reconciler;
+
+/* Hooks for the layers above (status keys, metrics); all optional. */
+struct reconcile_hooks {
+    /* A route's state or message changed; s is NULL when the route is gone. */
+    void (*status)(void *user, const char *route_id, const struct route_status *s);
+    /* A source change reached the API server (write acknowledged). */
+    void (*propagated)(void *user, const char *route_id, double seconds);
+    /* One pass ended: result is "applied", "unchanged", "error" or "retry". */
+    void (*pass)(void *user, const char *route_id, const char *result);
+    void *user;
 };
 
 struct reconciler {
@@ -44,14 +68,16 @@ struct reconciler {
     const struct config *cfg;
     struct keycache *keys;
     struct kube_client *kube;
-    struct informer *routes;      /* IngressRoutes */
-    struct informer *middlewares; /* Middlewares */
+    struct informer *inf[OBJ_NKINDS];
     struct render_opts ropts;
     struct workqueue wq;
-    struct map status; /* route id -> struct route_status */
-    struct map jobs;   /* route id -> struct job in flight */
+    struct map status;     /* route id -> struct route_status */
+    struct map jobs;       /* route id -> struct job in flight */
+    struct map route_objs; /* route id -> struct objset: objects labelled for it */
+    struct map obj_route;  /* "<kind>/<ns>/<name>" -> route id (heap string) */
     struct reconcile_stats stats;
-    bool one_shot;      /* `sync`: give up on a route after a few tries */
+    struct reconcile_hooks hooks;
+    bool one_shot; /* `sync`: give up on a route after a few tries */
     unsigned one_shot_failed;
     void (*on_drained)(void *user); /* queue empty, nothing in flight or delayed */
     void *user;
@@ -59,19 +85,27 @@ struct reconciler {
 
 int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
                     const struct config *cfg, struct keycache *keys, struct kube_client *kube,
-                    struct informer *routes, struct informer *middlewares,
-                    const struct render_opts *ropts);
+                    struct informer *inf[OBJ_NKINDS], const struct render_opts *ropts);
 /* Close handles, cancel jobs; free after the loop ran. */
 void reconciler_close(struct reconciler *r);
 void reconciler_free(struct reconciler *r);
 
-/* Queue a route ("ns/name"). */
+/* Queue a route ("ns/name") because its keys changed (timed for metrics). */
+void reconciler_source_changed(struct reconciler *r, const char *route_id);
+/* Queue a route for a re-check (resync, drift). */
 void reconciler_enqueue(struct reconciler *r, const char *route_id);
-/* Queue every route the key cache knows. */
+/* Queue every route the key cache knows, and (policy sync) every route that
+ * still owns objects although its keys are gone. */
 void reconciler_enqueue_all(struct reconciler *r);
-/* Informer callback: a live object changed; queue its route (drift). */
-void reconciler_object_changed(void *user, const char *ns, const char *name, const cJSON *obj);
+/* Informer callbacks, one per kind (user = the reconciler). */
+void reconciler_middleware_changed(void *user, const char *ns, const char *name,
+                                   const cJSON *obj);
+void reconciler_traefikservice_changed(void *user, const char *ns, const char *name,
+                                       const cJSON *obj);
+void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,
+                                     const cJSON *obj);
 bool reconciler_idle(const struct reconciler *r);
 size_t reconciler_jobs_in_flight(const struct reconciler *r);
+const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id);
 
 #endif

@@ -272,7 +272,7 @@ class Drift(BridgeCase):
         obj["spec"]["routes"][-1]["services"][1]["weight"] = 100
         self.kube.put(G, "default", "ingressroutes", obj)
         self.wait_weights({"shop-v1": 90, "shop-v2": 10})
-        self.bridge.wait_log(r"IngressRoute written")
+        self.bridge.wait_log(r"IngressRoute shop written")
 
     def test_deleted_object_is_recreated_and_watch_expiry_relists(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
