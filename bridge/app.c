@@ -116,6 +116,9 @@ static void maybe_start_work(struct app *a) {
              a->keys.routes.count, a->inf[OBJ_INGRESSROUTE].objects.count,
              a->inf[OBJ_TRAEFIKSERVICE].objects.count, a->inf[OBJ_MIDDLEWARE].objects.count,
              a->api_group);
+    /* Every route gets a first pass: the snapshot may have arrived before the
+     * reconciler existed (api_group discovery runs concurrently). */
+    reconciler_enqueue_all(&a->rec);
     wq_pause(&a->rec.wq, false);
     if (a->cmd == CMD_SYNC && reconciler_idle(&a->rec))
         on_drained(a);

@@ -976,7 +976,7 @@ int config_defaults(struct config *cfg) {
         set_default(&cfg->source.address, "http://127.0.0.1:8500") < 0 ||
         set_default(&cfg->source.prefix, "canary/") < 0 ||
         set_default(&cfg->source.consistency, "default") < 0 ||
-        set_default(&cfg->traefik.api_group, "traefik.io") < 0 ||
+        set_default(&cfg->traefik.api_group, "auto") < 0 ||
         set_default(&cfg->server.listen, "127.0.0.1:9464") < 0 ||
         set_default(&cfg->leader_election.namespace, "default") < 0 ||
         set_default(&cfg->leader_election.name, "canary-bridge") < 0) {

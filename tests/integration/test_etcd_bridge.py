@@ -400,10 +400,27 @@ class OneShotCommands(BridgeCase):
         self.kube.stop()
         kube2 = KubeAPI(self.tmp.name, groups=["traefik.containo.us"], name="kube2")
         self.addCleanup(kube2.stop)
-        cfg = bridge_config(etcd=self.etcd, kube=kube2)
+        cfg = bridge_config(etcd=self.etcd, kube=kube2, traefik={"api_group": "traefik.io"})
         code, out, err = Bridge(self.tmp.name, cfg, start=False).run_once("check")
         self.assertEqual(code, 1, out + err)
         self.assertIn("FAIL kubernetes", out)
+
+    def test_auto_group_detects_traefik_v2_only_cluster(self):
+        """api_group auto on an API server that serves only traefik.containo.us
+        (Traefik before v2.10): check says so, and run writes there."""
+        self.kube.stop()
+        kube2 = KubeAPI(self.tmp.name, groups=["traefik.containo.us"], name="kube2")
+        self.addCleanup(kube2.stop)
+        cfg = bridge_config(etcd=self.etcd, kube=kube2, traefik={"api_group": "auto"})
+        code, out, err = Bridge(self.tmp.name, cfg, start=False).run_once("check")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("traefik.containo.us/v1alpha1 serves", out)
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = Bridge(self.tmp.name, cfg, name="bridge-run")
+        self.addCleanup(b.stop)
+        obj = wait_until(lambda: kube2.get("traefik.containo.us", "default", "ingressroutes",
+                                           "shop"), what="IngressRoute in traefik.containo.us")
+        self.assertEqual(obj["apiVersion"], "traefik.containo.us/v1alpha1")
 
     def test_bad_config_exits_2_naming_the_line(self):
         b = self.make()

@@ -498,7 +498,7 @@ def bridge_config(etcd=None, kube=None, consul_address=None, prefix="canary/", m
                   **sections):
     """A config dict (SPEC section 3) for the given servers; `sections` deep-merge on top,
     e.g. reconcile={"policy": "sync"}, log={"level": "debug"}."""
-    cfg = {"source": {"prefix": prefix}, "traefik": {"api_group": "traefik.io",
+    cfg = {"source": {"prefix": prefix}, "traefik": {"api_group": "auto",
                                                      "rule_syntax": "v3"},
            "server": {"listen": "127.0.0.1:%d" % metrics_port if metrics_port else ""},
            "log": {"level": "debug"}}

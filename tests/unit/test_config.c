@@ -88,7 +88,7 @@ static void assert_defaults(const struct config *c) {
     assert_null(c->kubernetes.token_file);
     assert_null(c->kubernetes.ca_file);
     assert_false(c->kubernetes.insecure_skip_verify);
-    assert_string_equal(c->traefik.api_group, "traefik.io");
+    assert_string_equal(c->traefik.api_group, "auto");
     assert_int_equal(c->traefik.rule_syntax, RULE_SYNTAX_V3);
     assert_int_equal(c->reconcile.policy, POLICY_UPSERT_ONLY);
     assert_int_equal(c->reconcile.resync_ms, 300000);
@@ -187,6 +187,11 @@ static void test_spec_example_parses(void **state) {
     free(cfg.kubernetes.context);
     cfg.kubernetes.kubeconfig = NULL;
     cfg.kubernetes.context = NULL;
+    /* SPEC's example names traefik.io; the default is auto (issue 4). */
+    assert_string_equal(cfg.traefik.api_group, "traefik.io");
+    free(cfg.traefik.api_group);
+    cfg.traefik.api_group = strdup("auto");
+    assert_non_null(cfg.traefik.api_group);
     assert_defaults(&cfg);
     config_free(&cfg);
 
