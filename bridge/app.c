@@ -8,9 +8,11 @@
 #include "bridge/app.h"
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bridge/backoff.h"
 #include "bridge/value.h"
@@ -46,6 +48,8 @@ static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint6
              a->cfg.source.prefix, (unsigned long long)revision, a->keys.routes.count);
     bool first = !a->source_synced;
     a->source_synced = true;
+    a->source_connected = true;
+    metric_set(a->bm.source_connected, NULL, 1);
     switch (a->cmd) {
     case CMD_RENDER:
         render_all(a);
@@ -74,18 +78,37 @@ static void on_event(void *user, enum source_event_type type, const struct sourc
     (void)revision;
     if (a->stopping)
         return;
+    metric_add(a->bm.source_events_total, NULL, 1);
     int rc = type == SOURCE_PUT ? keycache_put(&a->keys, kv, on_route_changed, a)
                                 : keycache_delete(&a->keys, kv->key, on_route_changed, a);
     if (rc < 0)
         log_error(&a->log, "source: out of memory applying a change to %s", kv->key);
 }
 
+static void set_status(struct app *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_status(struct app *a, const char *fmt, ...) {
+    char text[sizeof a->last_status];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (strcmp(text, a->last_status) == 0)
+        return; /* systemd needs to hear about changes only */
+    memcpy(a->last_status, text, sizeof text);
+    notify_status(&a->notify, "%s", text);
+}
+
 static void on_source_state(void *user, bool connected, const char *reason) {
     struct app *a = user;
-    if (connected)
+    a->source_connected = connected;
+    metric_set(a->bm.source_connected, NULL, connected ? 1 : 0);
+    if (connected) {
         log_info(&a->log, "source: connected");
-    else
+    } else {
         log_warn(&a->log, "source: disconnected: %s", reason ? reason : "unknown");
+        set_status(a, "source %s disconnected: %.160s", a->source->ops->name,
+                   reason ? reason : "unknown");
+    }
 }
 
 /* ---- informers ---- */
@@ -96,8 +119,38 @@ static void on_informer_synced(void *user) {
     maybe_start_work(a);
 }
 
+static void count_routes(struct app *a, size_t *applied, size_t *failed, size_t *pending) {
+    *applied = *failed = 0;
+    struct map_iter it;
+    map_iter_init(&it, &a->rec.status);
+    for (struct map_entry *e; (e = map_iter_next(&it));) {
+        const struct route_status *st = e->value;
+        *applied += st->state == ROUTE_APPLIED;
+        *failed += st->state == ROUTE_ERROR;
+    }
+    size_t known = a->keys.routes.count;
+    *pending = known > *applied + *failed ? known - *applied - *failed : 0;
+}
+
 static void on_drained(void *user) {
     struct app *a = user;
+    if (a->cmd == CMD_RUN && a->working && !a->stopping) {
+        /* Everything known has been through a pass: in sync as of now. */
+        struct timespec ts;
+        if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
+            metric_set(a->bm.last_sync_timestamp_seconds, NULL,
+                       (double)ts.tv_sec + ts.tv_nsec / 1e9);
+        size_t applied, failed, pending;
+        count_routes(a, &applied, &failed, &pending);
+        if (!a->ready_notified) {
+            a->ready_notified = true;
+            notify_ready(&a->notify);
+            log_info(&a->log, "first full sync done: %zu routes applied, %zu failing", applied,
+                     failed);
+        }
+        if (a->source_connected)
+            set_status(a, "in sync: %zu routes applied, %zu failing", applied, failed);
+    }
     if (a->cmd == CMD_SYNC && a->working && !a->stopping) {
         unsigned failed = a->rec.one_shot_failed;
         log_info(&a->log, "sync: done, %llu writes, %u routes failed",
@@ -120,7 +173,8 @@ static void maybe_start_work(struct app *a) {
      * reconciler existed (api_group discovery runs concurrently). */
     reconciler_enqueue_all(&a->rec);
     wq_pause(&a->rec.wq, false);
-    if (a->cmd == CMD_SYNC && reconciler_idle(&a->rec))
+    set_status(a, "syncing %zu routes", a->keys.routes.count);
+    if (reconciler_idle(&a->rec))
         on_drained(a);
 }
 
@@ -134,6 +188,99 @@ static void on_resync(uv_timer_t *t) {
     for (int k = 0; k < OBJ_NKINDS; k++)
         informer_resync(&a->inf[k]);
     reconciler_enqueue_all(&a->rec);
+}
+
+/* ---- metrics and HTTP endpoints ---- */
+
+static void hook_pass(void *user, const char *route_id, const char *result) {
+    struct app *a = user;
+    (void)route_id;
+    metric_add(a->bm.reconcile_total, METRIC_LABELS(result), 1);
+}
+
+static void hook_propagated(void *user, const char *route_id, double seconds) {
+    struct app *a = user;
+    (void)route_id;
+    metric_observe(a->bm.propagation_seconds, NULL, seconds);
+}
+
+static void split_id(const char *id, char *ns, size_t nslen, const char **name) {
+    const char *slash = strchr(id, '/');
+    size_t n = slash ? (size_t)(slash - id) : 0;
+    if (n >= nslen)
+        n = nslen - 1;
+    memcpy(ns, id, n);
+    ns[n] = '\0';
+    *name = slash ? slash + 1 : id;
+}
+
+static void hook_applied(void *user, const char *route_id, const struct model_route *m) {
+    struct app *a = user;
+    char ns[MODEL_NS_MAX + 1];
+    const char *name;
+    split_id(route_id, ns, sizeof ns, &name);
+    metric_remove_prefix(a->bm.route_weight, METRIC_LABELS(ns, name));
+    if (m->owned) {
+        for (size_t i = 0; i < m->n_services; i++)
+            metric_set(a->bm.route_weight, METRIC_LABELS(ns, name, m->services[i].name),
+                       (double)m->services[i].weight);
+    } else {
+        for (size_t i = 0; i < m->n_weights; i++)
+            metric_set(a->bm.route_weight, METRIC_LABELS(ns, name, m->weights[i].service),
+                       (double)m->weights[i].weight);
+    }
+}
+
+static void hook_status(void *user, const char *route_id, const struct route_status *st) {
+    struct app *a = user;
+    if (!st) { /* the route is gone: so are its weight series */
+        char ns[MODEL_NS_MAX + 1];
+        const char *name;
+        split_id(route_id, ns, sizeof ns, &name);
+        metric_remove_prefix(a->bm.route_weight, METRIC_LABELS(ns, name));
+    }
+}
+
+/* Gauges that are cheaper to compute at scrape time than to keep current. */
+static void metrics_refresh(struct app *a) {
+    if (!a->have_rec)
+        return;
+    size_t applied, failed, pending;
+    count_routes(a, &applied, &failed, &pending);
+    metric_set(a->bm.routes, METRIC_LABELS("applied"), (double)applied);
+    metric_set(a->bm.routes, METRIC_LABELS("error"), (double)failed);
+    metric_set(a->bm.routes, METRIC_LABELS("pending"), (double)pending);
+    if (a->rec.stats.conflicts > a->conflicts_seen) {
+        metric_add(a->bm.conflicts_total, NULL, (double)(a->rec.stats.conflicts - a->conflicts_seen));
+        a->conflicts_seen = a->rec.stats.conflicts;
+    }
+}
+
+static void on_http(void *user, const char *method, const char *path,
+                    struct httpd_response *res) {
+    struct app *a = user;
+    (void)method;
+    if (strcmp(path, "/healthz") == 0) {
+        /* Answering at all means the loop turns. */
+        buf_puts(&res->body, "ok\n");
+    } else if (strcmp(path, "/readyz") == 0) {
+        bool ready = a->working && a->source_connected && !a->stopping;
+        res->status = ready ? 200 : 503;
+        buf_puts(&res->body, ready                 ? "ready\n"
+                             : a->stopping         ? "stopping\n"
+                             : !a->working         ? "first sync not done\n"
+                                                   : "source disconnected\n");
+    } else if (strcmp(path, "/metrics") == 0) {
+        metrics_refresh(a);
+        res->content_type = METRICS_CONTENT_TYPE;
+        if (metrics_render(a->metrics, &res->body) < 0) {
+            res->status = 500;
+            buf_reset(&res->body);
+        }
+    } else {
+        res->status = 404;
+        buf_puts(&res->body, "not found: try /metrics, /healthz or /readyz\n");
+    }
 }
 
 /* ---- render ---- */
@@ -287,6 +434,11 @@ static void teardown(struct app *a) {
         kube_client_cancel_all(a->kube); /* before the http client goes */
     if (a->http)
         http_client_close(a->http);
+    if (a->httpd) {
+        httpd_close(a->httpd);
+        a->httpd = NULL;
+    }
+    notify_close(&a->notify);
     close_if_open((uv_handle_t *)&a->sig_term);
     close_if_open((uv_handle_t *)&a->sig_int);
     close_if_open((uv_handle_t *)&a->sig_hup);
@@ -336,6 +488,8 @@ static void app_stop(struct app *a, int code) {
         return;
     a->stopping = true;
     a->exit_code = code;
+    if (!a->reload)
+        notify_stopping(&a->notify);
     if (a->source)
         a->source->ops->stop(a->source);
     if (a->have_informers)
@@ -355,17 +509,21 @@ static void app_stop(struct app *a, int code) {
 static void on_signal(uv_signal_t *s, int signum) {
     struct app *a = s->data;
     if (signum == SIGHUP) {
-        /* Validate the file so an operator learns about mistakes now; a
-         * full in-place reload comes with the operations work. */
+        if (a->cmd != CMD_RUN || a->stopping)
+            return;
         struct config next;
         char err[1024];
+        notify_reloading(&a->notify);
         if (config_load(a->cfg.path, &next, err, sizeof err) < 0) {
             log_error(&a->log, "reload: %s; keeping the running configuration", err);
-        } else {
-            log_warn(&a->log, "reload: %s is valid; restart the service to apply it",
-                     a->cfg.path);
-            config_free(&next);
+            set_status(a, "reload refused: %.200s", err);
+            notify_ready(&a->notify); /* still serving, with the old config */
+            return;
         }
+        log_info(&a->log, "reload: %s is valid; restarting the pipeline with it", a->cfg.path);
+        a->next_cfg = next;
+        a->reload = true;
+        app_stop(a, EXIT_OK);
         return;
     }
     log_info(&a->log, "%s: finishing in-flight writes, then exiting",
@@ -419,6 +577,11 @@ static int start_reconciler(struct app *a) {
     a->rec.one_shot = a->cmd == CMD_SYNC;
     a->rec.on_drained = on_drained;
     a->rec.user = a;
+    a->rec.hooks = (struct reconcile_hooks){.status = hook_status,
+                                            .propagated = hook_propagated,
+                                            .applied = hook_applied,
+                                            .pass = hook_pass,
+                                            .user = a};
     wq_pause(&a->rec.wq, true);
     return 0;
 }
@@ -539,7 +702,9 @@ static void on_informer_synced_rec(void *user) {
     on_informer_synced(r->user);
 }
 
-int app_main(struct app *a) {
+/* One generation: build everything from a->cfg, run the loop until it is
+ * all closed again, release it. */
+static int app_generation(struct app *a) {
     if (uv_loop_init(&a->loop) != 0) {
         log_error(&a->log, "cannot initialise the event loop");
         return EXIT_RUNTIME;
@@ -563,18 +728,30 @@ int app_main(struct app *a) {
         rc = rc ? rc : uv_signal_start(&a->sig_int, on_signal, SIGINT);
         rc = rc ? rc : uv_signal_start(&a->sig_hup, on_signal, SIGHUP);
     }
+    if (rc == 0 && notify_init(&a->notify, &a->loop, &a->log) == 0)
+        notify_watchdog_start(&a->notify); /* pings come from the loop: a wedged loop stops them */
     a->http = rc == 0 ? http_client_new(&a->loop, &a->log) : NULL;
-    if (!a->http || keycache_init(&a->keys, a->cfg.source.prefix, &a->log) < 0) {
-        log_error(&a->log, "cannot initialise: %s", rc ? uv_strerror(rc) : "out of memory");
+    char err[512] = "out of memory";
+    bool ok = a->http && keycache_init(&a->keys, a->cfg.source.prefix, &a->log) == 0;
+    a->have_keys = ok;
+    if (ok && a->cmd == CMD_RUN && a->cfg.server.listen[0]) {
+        a->httpd = httpd_start(&a->loop, &a->log, a->cfg.server.listen, on_http, a, err,
+                               sizeof err);
+        if (!a->httpd)
+            ok = false;
+        else
+            log_info(&a->log, "serving /metrics, /healthz and /readyz on %s",
+                     a->cfg.server.listen);
+    }
+    if (!ok) {
+        log_error(&a->log, "cannot start: %s", rc ? uv_strerror(rc) : err);
+        a->exit_code = EXIT_RUNTIME;
+        a->stopping = true;
+        teardown(a);
+    } else if (start_all(a) < 0) {
+        a->stopping = true;
         a->exit_code = EXIT_RUNTIME;
         teardown(a);
-    } else {
-        a->have_keys = true;
-        if (start_all(a) < 0) {
-            a->stopping = true;
-            a->exit_code = EXIT_RUNTIME;
-            teardown(a);
-        }
     }
     uv_run(&a->loop, UV_RUN_DEFAULT);
     /* Every handle is closed: release memory in reverse order. */
@@ -591,4 +768,48 @@ int app_main(struct app *a) {
     if (uv_loop_close(&a->loop) != 0)
         log_debug(&a->log, "event loop closed with handles still open");
     return a->exit_code;
+}
+
+/* Forget one generation's state so the next starts from scratch. */
+static void generation_reset(struct app *a) {
+    a->http = NULL;
+    a->source = NULL;
+    a->kube = NULL;
+    a->httpd = NULL;
+    a->discovery = NULL;
+    a->have_keys = a->have_informers = a->have_rec = a->have_timers = false;
+    a->source_synced = a->source_connected = a->working = false;
+    a->stopping = a->torn_down = a->ready_notified = false;
+    a->informers_synced = a->discovery_failures = 0;
+    a->conflicts_seen = 0; /* a new reconciler counts from zero */
+    memset(&a->keys, 0, sizeof a->keys);
+    memset(&a->rec, 0, sizeof a->rec);
+    memset(a->inf, 0, sizeof a->inf);
+    memset(&a->notify, 0, sizeof a->notify);
+}
+
+int app_main(struct app *a) {
+    a->metrics = metrics_new();
+    if (!a->metrics || bridge_metrics_register(a->metrics, CANARY_BRIDGE_VERSION, &a->bm) < 0) {
+        log_error(&a->log, "out of memory");
+        metrics_free(a->metrics);
+        return EXIT_RUNTIME;
+    }
+    metric_set(a->bm.leader, NULL, 1); /* without leader election, every bridge writes */
+    int code;
+    for (;;) {
+        code = app_generation(a);
+        if (!a->reload)
+            break;
+        /* SIGHUP brought a valid configuration: swap it in and start over. */
+        config_free(&a->cfg);
+        a->cfg = a->next_cfg;
+        memset(&a->next_cfg, 0, sizeof a->next_cfg);
+        a->log.level = a->verbose ? LOG_LVL_DEBUG : a->cfg.log.level;
+        a->reload = false;
+        generation_reset(a);
+    }
+    metrics_free(a->metrics);
+    a->metrics = NULL;
+    return code;
 }

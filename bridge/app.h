@@ -10,7 +10,10 @@
 #include "bridge/config.h"
 #include "bridge/http.h"
 #include "bridge/keycache.h"
+#include "bridge/httpd.h"
 #include "bridge/log.h"
+#include "bridge/metrics.h"
+#include "bridge/notify.h"
 #include "bridge/reconcile.h"
 #include "sinks/informer.h"
 #include "sinks/kube.h"
@@ -27,7 +30,23 @@ struct app {
     struct config cfg;
     enum app_cmd cmd;
     bool dry_run;
+    bool verbose;             /* -v: debug logs whatever log.level says */
     const char *render_route; /* `render ROUTE` filter ("ns/name"), or NULL */
+
+    /* Kept across reloads: counters must not reset when the config does. */
+    struct metrics *metrics;
+    struct bridge_metrics bm;
+    uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
+    bool ready_notified;     /* READY=1 sent for this generation */
+    char last_status[256];   /* last STATUS= sent */
+
+    /* A generation: everything below is rebuilt when SIGHUP brings a valid
+     * new configuration (stop gracefully, then start again). */
+    bool reload;             /* start a new generation with next_cfg */
+    struct config next_cfg;
+    struct notifier notify;
+    struct httpd *httpd;
+    bool source_connected;
 
     struct http_client *http;
     struct source *source;

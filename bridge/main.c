@@ -107,6 +107,7 @@ int main(int argc, char **argv) {
     }
     if (app.cmd == CMD_CHECK)
         printf("ok   config %s\n", config_path);
+    app.verbose = verbose;
     app.log.level = verbose ? LOG_LVL_DEBUG : app.cfg.log.level;
     /* Writes to a closed stdout pipe must be an error, not a kill. */
     signal(SIGPIPE, SIG_IGN);

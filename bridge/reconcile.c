@@ -130,6 +130,8 @@ static void status_applied(struct reconciler *r, struct job *j, const char *rv) 
     if (s->changed_ns && j->wrote && r->hooks.propagated)
         r->hooks.propagated(r->hooks.user, j->id, (double)(uv_hrtime() - s->changed_ns) / 1e9);
     s->changed_ns = 0;
+    if (r->hooks.applied)
+        r->hooks.applied(r->hooks.user, j->id, &j->model);
     if (changed && r->hooks.status)
         r->hooks.status(r->hooks.user, j->id, s);
 }

@@ -57,6 +57,9 @@ struct reconcile_hooks {
     void (*status)(void *user, const char *route_id, const struct route_status *s);
     /* A source change reached the API server (write acknowledged). */
     void (*propagated)(void *user, const char *route_id, double seconds);
+    /* A route was applied: its effective weights are in m (owned: services,
+     * patched: weights). */
+    void (*applied)(void *user, const char *route_id, const struct model_route *m);
     /* One pass ended: result is "applied", "unchanged", "error" or "retry". */
     void (*pass)(void *user, const char *route_id, const char *result);
     void *user;

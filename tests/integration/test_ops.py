@@ -1,0 +1,193 @@
+"""Operations (issue 5): HTTP endpoints and metrics, sd_notify readiness and
+watchdog, SIGHUP reload (good and broken), SIGTERM with a write in flight."""
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+
+G = "traefik.io"
+ROUTE = """match: Host(`shop.example.com`)
+services:
+  - {name: shop-v1, port: 80}
+  - {name: shop-v2, port: 80}
+"""
+
+
+def weights_of(obj):
+    return obj and {s["name"]: s.get("weight") for s in obj["spec"]["routes"][-1]["services"]}
+
+
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, labels=None):
+    """The value of one series in Prometheus text, or None."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if labels is None or all(got.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+class OpsCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cb-ops-")
+        self.addCleanup(self.tmp.cleanup)
+        self.etcd = Etcd(self.tmp.name)
+        self.addCleanup(self.etcd.stop)
+        self.kube = KubeAPI(self.tmp.name)
+        self.addCleanup(self.kube.stop)
+        self.port = free_port()
+
+    def bridge(self, env=None, **overrides):
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port, **overrides)
+        b = Bridge(self.tmp.name, cfg, env=env)
+        self.addCleanup(b.stop)
+        return b
+
+    def ir(self):
+        return self.kube.get(G, "default", "ingressroutes", "shop")
+
+
+class Endpoints(OpsCase):
+    def test_healthz_readyz_and_every_metric(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        b = self.bridge()
+        wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 90, "shop-v2": 10},
+                   what="first sync")
+        self.assertEqual(http_get(self.port, "/healthz"), (200, "ok\n"))
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, what="ready")
+        self.assertEqual(http_get(self.port, "/nope")[0], 404)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=70, shop-v2=30")
+        wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 70, "shop-v2": 30},
+                   what="second change")
+        status, text = http_get(self.port, "/metrics")
+        self.assertEqual(status, 200)
+        for name in ("canary_bridge_reconcile_total", "canary_bridge_conflicts_total",
+                     "canary_bridge_kube_requests_total", "canary_bridge_source_events_total",
+                     "canary_bridge_propagation_seconds", "canary_bridge_routes",
+                     "canary_bridge_route_weight", "canary_bridge_source_connected",
+                     "canary_bridge_last_sync_timestamp_seconds", "canary_bridge_leader",
+                     "canary_bridge_build_info"):
+            self.assertIn("# TYPE " + name, text)
+        lbl = {"namespace": "default", "route": "shop"}
+        self.assertEqual(metric(text, "canary_bridge_route_weight", {**lbl, "service": "shop-v1"}), 70)
+        self.assertEqual(metric(text, "canary_bridge_route_weight", {**lbl, "service": "shop-v2"}), 30)
+        self.assertGreaterEqual(metric(text, "canary_bridge_reconcile_total", {"result": "applied"}), 2)
+        self.assertGreaterEqual(metric(text, "canary_bridge_propagation_seconds_count"), 1)
+        self.assertGreaterEqual(metric(text, "canary_bridge_source_events_total"), 1)
+        self.assertEqual(metric(text, "canary_bridge_source_connected"), 1)
+        self.assertEqual(metric(text, "canary_bridge_routes", {"state": "applied"}), 1)
+        self.assertGreater(metric(text, "canary_bridge_last_sync_timestamp_seconds"), 1.7e9)
+        self.assertTrue(b.alive())
+
+    def test_readyz_503_when_source_is_down(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = self.bridge()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, what="ready")
+        self.etcd.kill()
+        b.wait_log(r"source: disconnected")
+        self.assertEqual(http_get(self.port, "/readyz")[0], 503)
+        self.assertEqual(metric(http_get(self.port, "/metrics")[1],
+                                "canary_bridge_source_connected"), 0)
+        self.etcd.restart()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=20,
+                   what="ready again")
+
+
+class SdNotify(OpsCase):
+    def test_ready_after_first_sync_status_and_watchdog(self):
+        sock_path = os.path.join(self.tmp.name, "notify.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        s.bind(sock_path)
+        s.settimeout(0.2)
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        env = dict(os.environ, NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="200000")
+        env.pop("WATCHDOG_PID", None)
+        self.bridge(env=env)
+        msgs = []
+
+        def got(pred):
+            try:
+                msgs.append(s.recv(4096).decode())
+            except socket.timeout:
+                pass
+            return any(pred(m) for m in msgs)
+
+        wait_until(lambda: got(lambda m: "READY=1" in m), what="READY=1")
+        # READY only after the first full sync: the IngressRoute already exists.
+        self.assertIsNotNone(self.ir())
+        wait_until(lambda: got(lambda m: "WATCHDOG=1" in m), what="watchdog ping")
+        wait_until(lambda: got(lambda m: m.startswith("STATUS=in sync")), what="STATUS")
+        ready_index = next(i for i, m in enumerate(msgs) if "READY=1" in m)
+        self.assertFalse(any("STATUS=in sync" in m for m in msgs[:ready_index]))
+
+
+class Signals(OpsCase):
+    def test_sighup_with_a_broken_config_keeps_the_old_one(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = self.bridge()
+        wait_until(lambda: self.ir(), what="first sync")
+        b.write_config("source: {type: etcd, prefix: [not, a, string]}\n")
+        since = b.log_size()
+        b.signal(signal.SIGHUP)
+        b.wait_log(r"reload: .*bridge\.yaml:1:.*keeping the running configuration", since=since)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=5, shop-v2=95")
+        wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 5, "shop-v2": 95},
+                   what="still syncing with the old config")
+        self.assertTrue(b.alive())
+
+    def test_sighup_with_a_new_prefix_relists(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("other/default/shop/route", ROUTE)
+        self.etcd.put("other/default/shop/weights", "shop-v1=11, shop-v2=89")
+        b = self.bridge()
+        wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 1, "shop-v2": 1},
+                   what="first sync")
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port,
+                            prefix="other/")
+        b.write_config(cfg)
+        b.signal(signal.SIGHUP)
+        wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 11, "shop-v2": 89},
+                   what="the new prefix applied")
+        self.assertEqual(self.ir()["metadata"]["annotations"]["canary-bridge.io/source-prefix"],
+                         "other/")
+        wait_until(lambda: http_get(self.port, "/healthz")[0] == 200, what="endpoints back")
+        self.assertTrue(b.alive())
+
+    def test_sigterm_finishes_the_write_in_flight_and_exits_0(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = self.bridge()
+        wait_until(lambda: self.ir(), what="first sync")
+        self.kube.fault(method="PUT", path_regex="/ingressroutes/shop$", delay_ms=1500)
+        mark = self.kube.requests()[-1]["seq"]
+        self.etcd.put("canary/default/shop/weights", "shop-v1=42, shop-v2=58")
+        wait_until(lambda: [r for r in self.kube.requests(since=mark) if r["method"] == "PUT"],
+                   what="the PUT reached the server")
+        b.signal(signal.SIGTERM)
+        self.assertEqual(b.proc.wait(timeout=15), 0)
+        self.assertEqual(weights_of(self.ir()), {"shop-v1": 42, "shop-v2": 58})
+        self.assertRegex(b.log_text(), r"IngressRoute shop written")
+
+
+if __name__ == "__main__":
+    unittest.main()
