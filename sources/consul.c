@@ -1,12 +1,1189 @@
-/* consul.c - Consul KV source; placeholder until implemented. */
-#include <stdio.h>
+/* consul.c - the Consul KV key source: a recursive blocking query on the
+ * prefix, forever.
+ *
+ * Consul has no watch stream. Each GET /v1/kv/<prefix>?recurse&index=N&wait=W
+ * hangs until the prefix's X-Consul-Index moves past N (or W runs out) and
+ * then answers with the WHOLE prefix. So the source keeps the last answer and
+ * diffs each new one against it by ModifyIndex and content, reporting only
+ * the keys that changed; the first answer, a resync and an index that went
+ * backwards are reported as snapshots. One step is in flight at a time:
+ *
+ *   [read token_file] -> query -> deliver -> (token bucket) -> query ...
+ *
+ * Consul's rules for blocking clients (protocols.md 3.2) are followed to the
+ * letter: the index comes from X-Consul-Index on every answer, 404 included
+ * (an empty prefix is a successful read of nothing); an index lower than the
+ * previous one means a snapshot restore and the answer replaces everything;
+ * the index blocked on is never below 1. A returning query proves nothing
+ * changed, so requests after unproductive answers and after errors draw from
+ * a small token bucket (burst 2, as Consul's docs suggest), and requests
+ * after answers that carried changes from a larger one: a UI edit goes
+ * through at once, a key rewritten in a tight loop degrades to polling
+ * instead of a busy loop. Errors also back off exponentially with jitter.
+ *
+ * Re-entrancy: the consumer's callbacks may call stop(), resync(), put() or
+ * destroy() on this source, so every call out is followed by a check of
+ * s->gen / s->phase before the state is touched again, and memory is freed
+ * only from the timer's close callback (as in etcd.c).
+ *
+ * The ACL token is a secret: it travels only in the X-Consul-Token header
+ * and never reaches a log line or an error message. */
+#include "sources/consul.h"
 
-#include "sources/source.h"
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bridge/buf.h"
+#include "sources/etcd.h" /* base64 */
+
+/* ======================================================================
+ * Pure helpers
+ * ====================================================================== */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- URLs ---- */
+
+static bool ascii_alnum(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* Percent-encode s. In a key '/' separates folders and stays as it is; in a
+ * query value it is escaped like everything outside the plain set. */
+static int buf_put_escaped(buf_t *b, const char *s, bool keep_slash) {
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        unsigned char c = *p;
+        bool plain = ascii_alnum(c) || c == '.' || c == '_' || c == '-' || (keep_slash && c == '/');
+        int rc = plain ? buf_putc(b, (char)c) : buf_printf(b, "%%%c%c", hex[c >> 4], hex[c & 15]);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* "<address without trailing slashes>/v1/kv/<escaped key>" */
+static int buf_put_kv_path(buf_t *b, const char *address, const char *key) {
+    size_t alen = strlen(address);
+    while (alen > 0 && address[alen - 1] == '/')
+        alen--;
+    if (buf_append(b, address, alen) < 0 || buf_puts(b, "/v1/kv/") < 0)
+        return -1;
+    return buf_put_escaped(b, key, true);
+}
+
+char *consul_url_key(const char *address, const char *key) {
+    buf_t b = BUF_INIT;
+    if (buf_put_kv_path(&b, address, key) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+char *consul_url_list(const char *address, const char *prefix, uint64_t index, uint64_t wait_ms,
+                      const char *datacenter, const char *consistency) {
+    buf_t b = BUF_INIT;
+    bool ok = buf_put_kv_path(&b, address, prefix) == 0 && buf_puts(&b, "?recurse") == 0;
+    if (ok && index > 0) {
+        /* Go durations: whole seconds read best in request logs. */
+        ok = buf_printf(&b, "&index=%" PRIu64, index) == 0 &&
+             (wait_ms % 1000 == 0 ? buf_printf(&b, "&wait=%" PRIu64 "s", wait_ms / 1000)
+                                  : buf_printf(&b, "&wait=%" PRIu64 "ms", wait_ms)) == 0;
+    }
+    if (ok && datacenter && *datacenter)
+        ok = buf_puts(&b, "&dc=") == 0 && buf_put_escaped(&b, datacenter, false) == 0;
+    if (ok && consistency && strcmp(consistency, "stale") == 0)
+        ok = buf_puts(&b, "&stale") == 0;
+    else if (ok && consistency && strcmp(consistency, "consistent") == 0)
+        ok = buf_puts(&b, "&consistent") == 0;
+    if (!ok) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+void consul_address_redact(const char *address, char *out, size_t outlen) {
+    if (!out || outlen == 0)
+        return;
+    const char *scheme_end = strstr(address, "://");
+    const char *auth = scheme_end ? scheme_end + 3 : address;
+    size_t auth_len = strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < auth_len; i++)
+        if (auth[i] == '@')
+            at = auth + i;
+    if (!at) {
+        snprintf(out, outlen, "%s", address);
+        return;
+    }
+    snprintf(out, outlen, "%.*s%s", (int)(auth - address), address, at + 1);
+}
+
+/* ---- recurse answers ---- */
+
+/* A non-negative integer field; absent or null is 0. Consul's indexes are
+ * uint64 but stay far below 2^53, where JSON numbers are still exact. */
+static int json_u64(const cJSON *obj, const char *name, uint64_t *out) {
+    *out = 0;
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!it || cJSON_IsNull(it))
+        return 0;
+    if (!cJSON_IsNumber(it))
+        return -1;
+    double d = it->valuedouble;
+    if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(uint64_t)d)
+        return -1;
+    *out = (uint64_t)d;
+    return 0;
+}
+
+static void kv_free(struct consul_kv *kv) {
+    free(kv->key);
+    free(kv->value);
+    memset(kv, 0, sizeof *kv);
+}
+
+static int kv_cmp(const void *a, const void *b) {
+    return strcmp(((const struct consul_kv *)a)->key, ((const struct consul_kv *)b)->key);
+}
+
+/* Parse one entry into kv. Returns 1 when parsed, 0 for a folder (skipped),
+ * -1 on error. */
+static int kv_parse(const cJSON *j, size_t i, struct consul_kv *kv, char *err, size_t errlen) {
+    memset(kv, 0, sizeof *kv);
+    if (!cJSON_IsObject(j)) {
+        set_err(err, errlen, "entry %zu is not an object", i);
+        return -1;
+    }
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(j, "Key");
+    if (!cJSON_IsString(key) || !key->valuestring[0]) {
+        set_err(err, errlen, "entry %zu has no Key", i);
+        return -1;
+    }
+    size_t klen = strlen(key->valuestring);
+    if (key->valuestring[klen - 1] == '/')
+        return 0; /* a UI folder: structure, not data */
+    const cJSON *val = cJSON_GetObjectItemCaseSensitive(j, "Value");
+    if (val && !cJSON_IsNull(val) && !cJSON_IsString(val)) {
+        set_err(err, errlen, "entry %zu (%s): Value is not a string", i, key->valuestring);
+        return -1;
+    }
+    /* Value is []byte without omitempty: an empty value is null. */
+    const char *b64 = cJSON_IsString(val) ? val->valuestring : "";
+    if (etcd_b64_decode(b64, strlen(b64), &kv->value, &kv->value_len) < 0) {
+        set_err(err, errlen, "entry %zu (%s): Value is not base64", i, key->valuestring);
+        return -1;
+    }
+    if (json_u64(j, "CreateIndex", &kv->create_index) < 0 ||
+        json_u64(j, "ModifyIndex", &kv->modify_index) < 0 || json_u64(j, "Flags", &kv->flags) < 0) {
+        set_err(err, errlen, "entry %zu (%s): malformed index or flags", i, key->valuestring);
+        kv_free(kv);
+        return -1;
+    }
+    kv->key = strdup(key->valuestring);
+    if (!kv->key) {
+        set_err(err, errlen, "out of memory");
+        kv_free(kv);
+        return -1;
+    }
+    return 1;
+}
+
+int consul_list_parse(const char *json, size_t len, struct consul_list *out, char *err,
+                      size_t errlen) {
+    memset(out, 0, sizeof *out);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsArray(root)) {
+        set_err(err, errlen, "answer is not a JSON array");
+        cJSON_Delete(root);
+        return -1;
+    }
+    int count = cJSON_GetArraySize(root);
+    struct consul_kv *kvs = calloc(count > 0 ? (size_t)count : 1, sizeof *kvs);
+    if (!kvs) {
+        set_err(err, errlen, "out of memory");
+        cJSON_Delete(root);
+        return -1;
+    }
+    size_t n = 0, i = 0;
+    int rc = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root) {
+        rc = kv_parse(it, i++, &kvs[n], err, errlen);
+        if (rc < 0)
+            break;
+        n += (size_t)rc;
+    }
+    cJSON_Delete(root);
+    if (rc >= 0) {
+        qsort(kvs, n, sizeof *kvs, kv_cmp);
+        for (size_t k = 1; k < n; k++) {
+            if (strcmp(kvs[k - 1].key, kvs[k].key) == 0) {
+                set_err(err, errlen, "key %s appears twice", kvs[k].key);
+                rc = -1;
+                break;
+            }
+        }
+    }
+    if (rc < 0) {
+        for (size_t k = 0; k < n; k++)
+            kv_free(&kvs[k]);
+        free(kvs);
+        return -1;
+    }
+    out->kvs = kvs;
+    out->n = n;
+    return 0;
+}
+
+void consul_list_free(struct consul_list *l) {
+    for (size_t i = 0; i < l->n; i++)
+        kv_free(&l->kvs[i]);
+    free(l->kvs);
+    memset(l, 0, sizeof *l);
+}
+
+const struct consul_kv *consul_list_find(const struct consul_list *l, const char *key) {
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(key, l->kvs[mid].key);
+        if (c == 0)
+            return &l->kvs[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* ---- diff ---- */
+
+static int change_cmp(const void *a, const void *b) {
+    const struct consul_change *x = a, *y = b;
+    if (x->revision != y->revision)
+        return x->revision < y->revision ? -1 : 1;
+    return strcmp(x->kv->key, y->kv->key);
+}
+
+static bool kv_same(const struct consul_kv *a, const struct consul_kv *b) {
+    /* ModifyIndex alone would do against a real Consul; the content check
+     * also catches servers or proxies that leave it out (0 on both sides). */
+    return a->modify_index == b->modify_index && a->value_len == b->value_len &&
+           memcmp(a->value, b->value, a->value_len) == 0;
+}
+
+int consul_diff(const struct consul_list *old, const struct consul_list *cur, uint64_t index,
+                struct consul_change **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    size_t cap = old->n + cur->n;
+    if (cap == 0)
+        return 0;
+    struct consul_change *ch = calloc(cap, sizeof *ch);
+    if (!ch)
+        return -1;
+    size_t i = 0, j = 0, k = 0;
+    /* Both lists are sorted by key: one merge walk finds every difference. */
+    while (i < old->n || j < cur->n) {
+        int c = i == old->n ? 1 : j == cur->n ? -1 : strcmp(old->kvs[i].key, cur->kvs[j].key);
+        if (c < 0) {
+            ch[k++] = (struct consul_change){SOURCE_DELETE, &old->kvs[i++], index};
+        } else if (c > 0) {
+            ch[k] = (struct consul_change){SOURCE_PUT, &cur->kvs[j], cur->kvs[j].modify_index};
+            k++, j++;
+        } else {
+            if (!kv_same(&old->kvs[i], &cur->kvs[j]))
+                ch[k++] =
+                    (struct consul_change){SOURCE_PUT, &cur->kvs[j], cur->kvs[j].modify_index};
+            i++, j++;
+        }
+    }
+    if (k == 0) {
+        free(ch);
+        return 0;
+    }
+    qsort(ch, k, sizeof *ch, change_cmp);
+    *out = ch;
+    *n = k;
+    return 0;
+}
+
+/* ---- indexes ---- */
+
+int consul_index_parse(const char *s, uint64_t *out) {
+    *out = 0;
+    if (!s || !*s)
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+enum consul_index_verdict consul_index_next(bool have_prev, uint64_t prev, uint64_t got,
+                                            uint64_t *next) {
+    *next = got < 1 ? 1 : got;
+    if (!have_prev)
+        return CONSUL_INDEX_FIRST;
+    if (got < prev)
+        return CONSUL_INDEX_RESET;
+    return got == prev ? CONSUL_INDEX_SAME : CONSUL_INDEX_FORWARD;
+}
+
+/* ---- token bucket ---- */
+
+void consul_bucket_init(struct consul_bucket *b, unsigned burst, uint64_t refill_ms,
+                        uint64_t now_ms) {
+    b->burst = burst ? burst : 1;
+    b->refill_ms = refill_ms ? refill_ms : 1;
+    b->level = (int64_t)(b->burst * b->refill_ms);
+    b->last_ms = now_ms;
+}
+
+uint64_t consul_bucket_reserve(struct consul_bucket *b, uint64_t now_ms) {
+    int64_t full = (int64_t)(b->burst * b->refill_ms);
+    if (now_ms > b->last_ms) {
+        uint64_t elapsed = now_ms - b->last_ms;
+        /* Compare before adding so a long idle period cannot overflow. */
+        if (b->level >= full || elapsed >= (uint64_t)(full - b->level))
+            b->level = full;
+        else
+            b->level += (int64_t)elapsed;
+        b->last_ms = now_ms;
+    }
+    b->level -= (int64_t)b->refill_ms;
+    return b->level >= 0 ? 0 : (uint64_t)-b->level;
+}
+
+/* ---- writes ---- */
+
+/* Copy text into msg, folding control characters and bounding the length. */
+static void copy_text(char *msg, size_t msglen, const char *text, size_t len) {
+    if (!msg || msglen == 0)
+        return;
+    size_t n = len < msglen - 1 ? len : msglen - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        msg[i] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+    }
+    while (n > 0 && msg[n - 1] == ' ')
+        n--;
+    msg[n] = '\0';
+}
+
+bool consul_put_result(long status, const char *body, size_t len, const char *key, char *msg,
+                       size_t msglen) {
+    char text[200];
+    copy_text(text, sizeof text, body ? body : "", body ? len : 0);
+    const char *t = text;
+    while (*t == ' ')
+        t++;
+    if (status == 200 && strcmp(t, "true") == 0) {
+        set_err(msg, msglen, "ok");
+        return true;
+    }
+    if (status == 200 && strcmp(t, "false") == 0)
+        set_err(msg, msglen, "Consul did not apply the write of %s (it answered false)", key);
+    else if (status == 403)
+        set_err(msg, msglen, "permission denied writing %s", key);
+    else if (status == 200)
+        set_err(msg, msglen, "unexpected answer to the write of %s: %s", key, *t ? t : "(empty)");
+    else
+        set_err(msg, msglen, "HTTP %ld writing %s%s%s", status, key, *t ? ": " : "", t);
+    return false;
+}
+
+/* ======================================================================
+ * The source
+ * ====================================================================== */
+
+#define CONSUL_CONNECT_TIMEOUT_MS 3000L
+/* Non-blocking reads and writes answer at once or not at all. */
+#define CONSUL_UNARY_TIMEOUT_MS 30000L
+#define CONSUL_BACKOFF_BASE_MS 100u
+#define CONSUL_BACKOFF_MAX_MS 10000u
+#define CONSUL_DEFAULT_WAIT_MS ((uint64_t)5 * 60 * 1000)
+#define CONSUL_MAX_WAIT_MS ((uint64_t)10 * 60 * 1000) /* Consul's own cap */
+/* Unproductive answers and errors: Consul's suggested burst of 2, then one
+ * request per wait/30 (10 s for the default 5m), within [1 s, 15 s]. */
+#define CONSUL_IDLE_BURST 2u
+#define CONSUL_IDLE_REFILL_MIN_MS 1000u
+#define CONSUL_IDLE_REFILL_MAX_MS 15000u
+/* Answers with changes: a burst covers a run of edits together with the
+ * status keys the bridge writes back for them; sustained churn settles at
+ * two requests a second, each carrying everything that changed meanwhile. */
+#define CONSUL_CHURN_BURST 10u
+#define CONSUL_CHURN_REFILL_MS 500u
+/* ACL tokens are UUIDs; anything near this size is not a token. */
+#define CONSUL_TOKEN_MAX 4096
+
+enum consul_phase {
+    PH_IDLE,  /* created, not started */
+    PH_WAIT,  /* timer armed for the next step (backoff, rate limit, "soon") */
+    PH_TOKEN, /* reading token_file */
+    PH_QUERY, /* a read in flight, or its answer being delivered */
+    PH_STOPPED,
+};
+
+enum list_why { LIST_INITIAL, LIST_RESYNC };
+
+struct consul;
+
+/* An in-flight status write; owned by the source's list until it finishes. */
+struct consul_put {
+    struct consul *s;
+    struct http_req *req;
+    char *key; /* for messages */
+    void (*done)(void *user, bool ok, const char *message);
+    void *user;
+    struct consul_put *prev, *next;
+};
+
+/* An in-flight asynchronous read of token_file. uv_fs requests cannot be
+ * taken back, so it owns itself: stop() just detaches it (s = NULL). */
+struct consul_tokread {
+    uv_fs_t fs;
+    uv_file fd;
+    int err;
+    size_t len;
+    char buf[CONSUL_TOKEN_MAX];
+    struct consul *s;
+};
+
+struct consul {
+    struct source base; /* first: the ops receive &base */
+    char addr_log[256]; /* address without credentials, for logs */
+    struct http_tls tls;
+    bool use_tls;
+    uint64_t wait_ms;
+    char *token;     /* secret; never logged */
+    bool need_token; /* (re-)read token_file before the next query */
+    struct consul_tokread *tokread;
+
+    enum consul_phase phase;
+    struct http_req *req; /* the read in flight */
+    uv_timer_t timer;
+    bool timer_closed, destroy_pending;
+    unsigned attempt; /* consecutive failures, for the backoff */
+    unsigned gen;     /* bumped when in-flight work is abandoned */
+
+    bool up; /* on_state(true) sent, no outage since */
+    bool ever_up;
+    bool down_reported;   /* on_state(false) sent for the current outage */
+    bool denied_reported; /* the 403 warning logged for the current outage */
+
+    struct consul_list state; /* the last answer delivered */
+    bool have_state;
+    uint64_t index;       /* X-Consul-Index of that answer, as received */
+    uint64_t block_index; /* the index to block on next (>= 1) */
+    bool need_snapshot;   /* deliver the next answer as a snapshot */
+    enum list_why list_why;
+    bool nonblocking_next; /* after an error: read at once, do not block */
+
+    struct consul_bucket idle, churn;
+    struct consul_put *puts;
+};
+
+static void consul_run(struct consul *s);
+
+static void secret_free(char *p) {
+    if (p) {
+        explicit_bzero(p, strlen(p));
+        free(p);
+    }
+}
+
+static const char *consul_prefix(const struct consul *s) {
+    return s->base.cfg->source.prefix;
+}
+
+static void timer_fired(uv_timer_t *t) {
+    struct consul *s = t->data;
+    if (s->phase == PH_WAIT)
+        consul_run(s);
+}
+
+static void timer_arm(struct consul *s, uint64_t ms) {
+    int rc = uv_timer_start(&s->timer, timer_fired, ms, 0);
+    if (rc < 0)
+        log_error(s->base.log, "consul: uv_timer_start: %s", uv_strerror(rc));
+}
+
+static void timer_disarm(struct consul *s) {
+    int rc = uv_timer_stop(&s->timer);
+    if (rc < 0)
+        log_error(s->base.log, "consul: uv_timer_stop: %s", uv_strerror(rc));
+}
+
+/* Drop whatever step is in flight, silently. */
+static void consul_abandon(struct consul *s) {
+    s->gen++;
+    http_req_cancel(s->req);
+    s->req = NULL;
+    if (s->tokread) {
+        s->tokread->s = NULL;
+        s->tokread = NULL;
+    }
+    timer_disarm(s);
+}
+
+/* Run the next step after ms, outside whatever callback we are in. */
+static void consul_run_after(struct consul *s, uint64_t ms) {
+    s->phase = PH_WAIT;
+    timer_arm(s, ms);
+}
+
+enum fail_kind { FAIL_OTHER, FAIL_DENIED };
+
+/* A step failed: report the outage once, back off, then read again without
+ * blocking, so that a server that came back with an older index (a restore)
+ * is noticed at once rather than after a whole wait. */
+static void consul_fail_kind(struct consul *s, enum fail_kind kind, const char *reason) {
+    consul_abandon(s);
+    s->up = false;
+    s->nonblocking_next = true;
+    if (kind == FAIL_DENIED && s->base.cfg->source.token_file)
+        s->need_token = true; /* it may have been rotated */
+    uint64_t delay = source_backoff_ms(s->attempt, CONSUL_BACKOFF_BASE_MS, CONSUL_BACKOFF_MAX_MS);
+    uint64_t limit = consul_bucket_reserve(&s->idle, uv_now(s->base.loop));
+    if (limit > delay)
+        delay = limit;
+    if (s->attempt < 16)
+        s->attempt++;
+    consul_run_after(s, delay);
+    bool report = !s->down_reported;
+    s->down_reported = true;
+    if (kind == FAIL_DENIED && !s->denied_reported) {
+        /* Worth a warning even when the outage began with something else. */
+        s->denied_reported = true;
+        log_warn(s->base.log, "consul: %s: %s; retrying with backoff", s->addr_log, reason);
+    } else if (report) {
+        log_warn(s->base.log, "consul: %s: %s; retrying with backoff", s->addr_log, reason);
+    } else {
+        log_debug(s->base.log, "consul: %s: %s; next try in %" PRIu64 " ms", s->addr_log, reason,
+                  delay);
+    }
+    if (report && s->base.cb.on_state)
+        s->base.cb.on_state(s->base.cb.user, false, reason);
+}
+
+static void consul_fail(struct consul *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void consul_fail(struct consul *s, const char *fmt, ...) {
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    consul_fail_kind(s, FAIL_OTHER, reason);
+}
+
+/* A request to url (heap, consumed) carrying the token; NULL on ENOMEM. */
+static struct http_req *consul_request(struct consul *s, const char *method, char *url,
+                                       long total_ms) {
+    if (!url)
+        return NULL;
+    struct http_req *r = http_req_new(s->base.http, method, url);
+    free(url);
+    if (!r)
+        return NULL;
+    if (s->token && *s->token) {
+        buf_t h = BUF_INIT;
+        bool ok =
+            buf_printf(&h, "X-Consul-Token: %s", s->token) == 0 && http_req_header(r, h.data) == 0;
+        if (h.data)
+            explicit_bzero(h.data, h.cap);
+        buf_free(&h);
+        if (!ok) {
+            http_req_free(r);
+            return NULL;
+        }
+    }
+    if (s->use_tls)
+        http_req_tls(r, &s->tls);
+    http_req_timeouts(r, total_ms, CONSUL_CONNECT_TIMEOUT_MS);
+    http_req_set_user(r, s);
+    return r;
+}
+
+/* ---- token file ---- */
+
+/* A token goes into a header line: printable ASCII without spaces only, or
+ * it could split the request. */
+static bool token_valid(const char *t, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static void tok_deliver(struct consul_tokread *p) {
+    struct consul *s = p->s;
+    if (s) {
+        s->tokread = NULL;
+        const char *file = s->base.cfg->source.token_file;
+        if (p->err) {
+            consul_fail(s, "cannot read source.token_file %s: %s", file, uv_strerror(p->err));
+        } else {
+            size_t start = 0, end = p->len;
+            while (start < end && (p->buf[start] == ' ' || p->buf[start] == '\t' ||
+                                   p->buf[start] == '\r' || p->buf[start] == '\n'))
+                start++;
+            while (end > start && (p->buf[end - 1] == ' ' || p->buf[end - 1] == '\t' ||
+                                   p->buf[end - 1] == '\r' || p->buf[end - 1] == '\n'))
+                end--;
+            char *tok = NULL;
+            if (!token_valid(p->buf + start, end - start)) {
+                consul_fail(s,
+                            "source.token_file %s holds characters that cannot be sent in an "
+                            "HTTP header",
+                            file);
+            } else if (end > start && !(tok = strndup(p->buf + start, end - start))) {
+                consul_fail(s, "out of memory");
+            } else {
+                secret_free(s->token);
+                s->token = tok; /* NULL: an empty file means the anonymous token */
+                s->need_token = false;
+                log_debug(s->base.log, "consul: read the ACL token from %s%s", file,
+                          tok ? "" : " (empty: anonymous)");
+                consul_run(s);
+            }
+        }
+    }
+    explicit_bzero(p->buf, sizeof p->buf);
+    free(p);
+}
+
+static void tok_closed(uv_fs_t *req) {
+    uv_fs_req_cleanup(req);
+    tok_deliver(req->data);
+}
+
+static void tok_close(struct consul_tokread *p) {
+    int rc = uv_fs_close(p->fs.loop, &p->fs, p->fd, tok_closed);
+    if (rc < 0)
+        tok_deliver(p);
+    else
+        p->fs.data = p;
+}
+
+static void tok_read_some(struct consul_tokread *p);
+
+static void tok_got(uv_fs_t *req) {
+    struct consul_tokread *p = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    if (n < 0) {
+        p->err = (int)n;
+    } else if (n > 0) {
+        p->len += (size_t)n;
+        if (p->len >= sizeof p->buf - 1) {
+            p->err = UV_EFBIG;
+        } else {
+            tok_read_some(p);
+            return;
+        }
+    }
+    tok_close(p);
+}
+
+static void tok_read_some(struct consul_tokread *p) {
+    uv_buf_t b = uv_buf_init(p->buf + p->len, (unsigned)(sizeof p->buf - 1 - p->len));
+    int rc = uv_fs_read(p->fs.loop, &p->fs, p->fd, &b, 1, -1, tok_got);
+    if (rc < 0) {
+        p->err = rc;
+        tok_close(p);
+        return;
+    }
+    p->fs.data = p; /* uv_fs_* reset it */
+}
+
+static void tok_opened(uv_fs_t *req) {
+    struct consul_tokread *p = req->data;
+    ssize_t fd = req->result;
+    uv_fs_req_cleanup(req);
+    if (fd < 0) {
+        p->err = (int)fd;
+        tok_deliver(p);
+        return;
+    }
+    p->fd = (uv_file)fd;
+    tok_read_some(p);
+}
+
+/* Through libuv's fs requests: the loop never blocks on a slow disk. */
+static void token_begin(struct consul *s) {
+    const char *file = s->base.cfg->source.token_file;
+    struct consul_tokread *p = calloc(1, sizeof *p);
+    if (!p) {
+        consul_fail(s, "out of memory");
+        return;
+    }
+    p->s = s;
+    int rc = uv_fs_open(s->base.loop, &p->fs, file, O_RDONLY | O_CLOEXEC, 0, tok_opened);
+    if (rc < 0) {
+        free(p);
+        consul_fail(s, "cannot open source.token_file %s: %s", file, uv_strerror(rc));
+        return;
+    }
+    p->fs.data = p;
+    s->tokread = p;
+    s->phase = PH_TOKEN;
+}
+
+/* ---- delivering answers ---- */
+
+static const char *list_why_name(enum list_why w) {
+    return w == LIST_RESYNC ? "resync" : "initial list";
+}
+
+/* Replace the state with cur and report it whole. Returns false when the
+ * consumer stopped or re-directed the source from its callback. */
+static bool deliver_snapshot(struct consul *s, struct consul_list *cur, uint64_t index,
+                             enum consul_index_verdict v) {
+    struct source_kv *kvs = calloc(cur->n ? cur->n : 1, sizeof *kvs);
+    if (!kvs) {
+        consul_list_free(cur);
+        consul_fail(s, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < cur->n; i++)
+        kvs[i] = (struct source_kv){cur->kvs[i].key, cur->kvs[i].value, cur->kvs[i].value_len,
+                                    cur->kvs[i].modify_index};
+    if (v == CONSUL_INDEX_RESET)
+        log_info(s->base.log,
+                 "consul: index of '%s' went backwards from %" PRIu64 " to %" PRIu64
+                 " (snapshot restore or reaped tombstones); taking the answer as a full "
+                 "snapshot of %zu keys",
+                 consul_prefix(s), s->index, index, cur->n);
+    else if (s->list_why == LIST_INITIAL && !s->have_state)
+        log_info(s->base.log,
+                 "consul: initial list: %zu keys under '%s' at index %" PRIu64 " from %s", cur->n,
+                 consul_prefix(s), index, s->addr_log);
+    else
+        log_debug(s->base.log, "consul: %s: %zu keys under '%s' at index %" PRIu64,
+                  list_why_name(s->list_why), cur->n, consul_prefix(s), index);
+    struct consul_list old = s->state;
+    s->state = *cur;
+    s->have_state = true;
+    s->need_snapshot = false;
+    unsigned gen = s->gen;
+    if (s->base.cb.on_snapshot)
+        s->base.cb.on_snapshot(s->base.cb.user, kvs, cur->n, index);
+    free(kvs);
+    consul_list_free(&old);
+    return s->phase != PH_STOPPED && s->gen == gen;
+}
+
+/* Report what changed from the state to cur, then make cur the state.
+ * *changed tells whether anything did. Returns false as above. */
+static bool deliver_changes(struct consul *s, struct consul_list *cur, uint64_t index,
+                            bool *changed) {
+    struct consul_change *ch;
+    size_t n;
+    if (consul_diff(&s->state, cur, index, &ch, &n) < 0) {
+        consul_list_free(cur);
+        consul_fail(s, "out of memory");
+        return false;
+    }
+    *changed = n > 0;
+    /* The changes point into both lists: keep the old one until done. */
+    struct consul_list old = s->state;
+    s->state = *cur;
+    unsigned gen = s->gen;
+    bool alive = true;
+    for (size_t i = 0; i < n && alive; i++) {
+        const struct consul_kv *kv = ch[i].kv;
+        bool put = ch[i].type == SOURCE_PUT;
+        struct source_kv skv = {kv->key, put ? kv->value : "", put ? kv->value_len : 0,
+                                ch[i].revision};
+        log_debug(s->base.log, "consul: %s %s at index %" PRIu64, put ? "put" : "delete", kv->key,
+                  ch[i].revision);
+        if (s->base.cb.on_event)
+            s->base.cb.on_event(s->base.cb.user, ch[i].type, &skv, ch[i].revision);
+        alive = s->phase != PH_STOPPED && s->gen == gen;
+    }
+    if (n == 0)
+        log_debug(s->base.log, "consul: no change under '%s' at index %" PRIu64, consul_prefix(s),
+                  index);
+    free(ch);
+    consul_list_free(&old);
+    return alive;
+}
+
+/* A good answer: cur (consumed) is the whole prefix at index. */
+static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t index) {
+    enum consul_index_verdict v =
+        consul_index_next(s->have_state, s->index, index, &s->block_index);
+    bool snapshot = s->need_snapshot || !s->have_state || v == CONSUL_INDEX_RESET;
+    s->nonblocking_next = false;
+    s->attempt = 0;
+    if (!s->up) {
+        s->up = true;
+        if (s->ever_up)
+            log_info(s->base.log, "consul: reconnected to %s at index %" PRIu64, s->addr_log,
+                     index);
+        s->ever_up = true;
+        s->down_reported = false;
+        s->denied_reported = false;
+        unsigned gen = s->gen;
+        if (s->base.cb.on_state)
+            s->base.cb.on_state(s->base.cb.user, true, NULL);
+        if (s->phase == PH_STOPPED || s->gen != gen) {
+            consul_list_free(cur);
+            return;
+        }
+    }
+    bool changed = true;
+    bool alive =
+        snapshot ? deliver_snapshot(s, cur, index, v) : deliver_changes(s, cur, index, &changed);
+    /* Recorded even when the consumer redirected us mid-way: the state
+     * already is this answer. */
+    s->index = index;
+    if (!alive)
+        return;
+    uint64_t delay = consul_bucket_reserve(changed ? &s->churn : &s->idle, uv_now(s->base.loop));
+    if (delay == 0) {
+        consul_run(s);
+    } else {
+        log_debug(s->base.log, "consul: rate limit: next query in %" PRIu64 " ms", delay);
+        consul_run_after(s, delay);
+    }
+}
+
+/* ---- the query ---- */
+
+static void query_done(struct http_req *r, const struct http_result *res) {
+    struct consul *s = http_req_user(r);
+    s->req = NULL;
+    if (res->curl != CURLE_OK) {
+        consul_fail(s, "reading '%s': %s", consul_prefix(s), res->error);
+        return;
+    }
+    /* A token that may not read some keys does not get a 403 on a recurse:
+     * Consul leaves those keys out and says so in a header. Such an answer
+     * is not the whole prefix, and taking it as one would make the routes
+     * of the hidden keys look deleted. */
+    char filtered[16];
+    bool hidden = http_result_header(res, "X-Consul-Results-Filtered-By-Acls", filtered,
+                                     sizeof filtered) == 0 &&
+                  strcasecmp(filtered, "true") == 0;
+    if (res->status == 403 || hidden) {
+        char reason[300];
+        snprintf(reason, sizeof reason, "permission denied reading %s (check the ACL token)%s",
+                 consul_prefix(s), hidden ? ": Consul left keys out of the answer" : "");
+        consul_fail_kind(s, FAIL_DENIED, reason);
+        return;
+    }
+    if (res->status != 200 && res->status != 404) {
+        char text[200];
+        copy_text(text, sizeof text, res->body ? res->body : "", res->body ? res->body_len : 0);
+        consul_fail(s, "reading '%s': HTTP %ld%s%s", consul_prefix(s), res->status,
+                    text[0] ? ": " : "", text);
+        return;
+    }
+    /* Consul sets the index before it writes a 404; a 404 without one comes
+     * from something else (a proxy, a wrong path) and proves nothing. */
+    char hdr[32];
+    uint64_t index;
+    if (http_result_header(res, "X-Consul-Index", hdr, sizeof hdr) != 0 ||
+        consul_index_parse(hdr, &index) < 0) {
+        consul_fail(s, "reading '%s': HTTP %ld without a valid X-Consul-Index header",
+                    consul_prefix(s), res->status);
+        return;
+    }
+    struct consul_list cur = {NULL, 0};
+    char err[256];
+    if (res->status == 200 &&
+        consul_list_parse(res->body, res->body_len, &cur, err, sizeof err) < 0) {
+        consul_fail(s, "reading '%s': bad answer: %s", consul_prefix(s), err);
+        return;
+    }
+    consul_answer(s, &cur, index);
+}
+
+static void query_begin(struct consul *s) {
+    const struct config *cfg = s->base.cfg;
+    bool blocking = !s->need_snapshot && !s->nonblocking_next && s->have_state;
+    uint64_t index = blocking ? s->block_index : 0;
+    /* Past wait plus Consul's jitter of up to wait/16, with room to spare. */
+    long total = blocking ? (long)(s->wait_ms + s->wait_ms / 16 + 5000) : CONSUL_UNARY_TIMEOUT_MS;
+    struct http_req *r =
+        consul_request(s, "GET",
+                       consul_url_list(cfg->source.address, consul_prefix(s), index, s->wait_ms,
+                                       cfg->source.datacenter, cfg->source.consistency),
+                       total);
+    if (!r || http_req_start(r, query_done) < 0) {
+        http_req_free(r);
+        consul_fail(s, "reading '%s': cannot start a request", consul_prefix(s));
+        return;
+    }
+    s->req = r;
+    s->phase = PH_QUERY;
+}
+
+/* Pick the next step; exactly one of them ends up in flight. */
+static void consul_run(struct consul *s) {
+    if (s->phase == PH_STOPPED)
+        return;
+    if (s->need_token)
+        token_begin(s);
+    else
+        query_begin(s);
+}
+
+/* ---- status writes ---- */
+
+static void put_unlink(struct consul_put *p) {
+    struct consul *s = p->s;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        s->puts = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+}
+
+static void put_free(struct consul_put *p) {
+    free(p->key);
+    free(p);
+}
+
+static void put_done(struct http_req *r, const struct http_result *res) {
+    struct consul_put *p = http_req_user(r);
+    put_unlink(p);
+    char msg[512];
+    bool ok;
+    if (res->curl != CURLE_OK) {
+        snprintf(msg, sizeof msg, "writing %s: %s", p->key, res->error);
+        ok = false;
+    } else {
+        ok = consul_put_result(res->status, res->body, res->body_len, p->key, msg, sizeof msg);
+    }
+    if (!ok)
+        log_debug(p->s->base.log, "consul: %s", msg);
+    if (p->done)
+        p->done(p->user, ok, msg);
+    put_free(p);
+}
+
+static int consul_put(struct source *src, const char *key, const char *value, size_t len,
+                      void (*done)(void *user, bool ok, const char *message), void *user) {
+    struct consul *s = (struct consul *)src;
+    if (s->phase == PH_STOPPED || !key || !*key)
+        return -1;
+    struct consul_put *p = calloc(1, sizeof *p);
+    if (!p || !(p->key = strdup(key))) {
+        free(p);
+        return -1;
+    }
+    struct http_req *r = consul_request(s, "PUT", consul_url_key(s->base.cfg->source.address, key),
+                                        CONSUL_UNARY_TIMEOUT_MS);
+    /* As the Consul UI writes: the raw text, no check-and-set. */
+    if (!r || http_req_header(r, "Content-Type: text/plain; charset=utf-8") < 0 ||
+        http_req_body(r, value ? value : "", value ? len : 0) < 0) {
+        http_req_free(r);
+        put_free(p);
+        return -1;
+    }
+    http_req_set_user(r, p);
+    if (http_req_start(r, put_done) < 0) {
+        http_req_free(r);
+        put_free(p);
+        return -1;
+    }
+    p->s = s;
+    p->req = r;
+    p->done = done;
+    p->user = user;
+    p->next = s->puts;
+    if (s->puts)
+        s->puts->prev = p;
+    s->puts = p;
+    return 0;
+}
+
+/* ---- source ops ---- */
+
+static int consul_start(struct source *src) {
+    struct consul *s = (struct consul *)src;
+    if (s->phase != PH_IDLE)
+        return -1;
+    const struct config *cfg = s->base.cfg;
+    const char *dc = cfg->source.datacenter;
+    log_info(s->base.log, "consul: starting on %s%s%s, prefix '%s', wait %" PRIu64 " ms",
+             s->addr_log, dc && *dc ? ", datacenter " : "", dc && *dc ? dc : "", consul_prefix(s),
+             s->wait_ms);
+    s->need_snapshot = true;
+    s->list_why = LIST_INITIAL;
+    /* The file is read on every start, so a reload picks up a new token. */
+    s->need_token = cfg->source.token_file && *cfg->source.token_file;
+    consul_run(s);
+    return 0;
+}
+
+static void consul_resync(struct source *src) {
+    struct consul *s = (struct consul *)src;
+    if (s->phase == PH_STOPPED)
+        return;
+    s->need_snapshot = true;
+    if (s->have_state)
+        s->list_why = LIST_RESYNC;
+    /* Waiting or reading the token already ends in a snapshot. A query in
+     * flight (maybe a blocking one for minutes) is dropped and re-made as a
+     * plain read. */
+    if (s->phase == PH_QUERY) {
+        consul_abandon(s);
+        consul_run_after(s, 0);
+    }
+}
+
+static void consul_free(struct consul *s) {
+    secret_free(s->token);
+    consul_list_free(&s->state);
+    free(s);
+}
+
+static void consul_timer_closed(uv_handle_t *h) {
+    struct consul *s = h->data;
+    s->timer_closed = true;
+    if (s->destroy_pending)
+        consul_free(s);
+}
+
+static void consul_stop(struct source *src) {
+    struct consul *s = (struct consul *)src;
+    if (s->phase == PH_STOPPED)
+        return;
+    consul_abandon(s);
+    s->phase = PH_STOPPED;
+    while (s->puts) {
+        struct consul_put *p = s->puts;
+        put_unlink(p);
+        http_req_cancel(p->req);
+        put_free(p);
+    }
+    if (!uv_is_closing((uv_handle_t *)&s->timer))
+        uv_close((uv_handle_t *)&s->timer, consul_timer_closed);
+}
+
+static void consul_destroy(struct source *src) {
+    struct consul *s = (struct consul *)src;
+    if (!s)
+        return;
+    consul_stop(src);
+    if (s->timer_closed)
+        consul_free(s);
+    else
+        s->destroy_pending = true; /* freed by the timer's close callback */
+}
+
+static const struct source_ops consul_ops = {
+    .name = "consul",
+    .start = consul_start,
+    .resync = consul_resync,
+    .put = consul_put,
+    .stop = consul_stop,
+    .destroy = consul_destroy,
+};
 
 struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
                                  const struct config *cfg, const struct source_callbacks *cb,
                                  char *err, size_t errlen) {
-    (void)loop, (void)http, (void)lg, (void)cfg, (void)cb;
-    snprintf(err, errlen, "source.type consul is not supported by this build yet");
-    return NULL;
+    const char *addr = cfg->source.address;
+    bool https = addr && strncmp(addr, "https://", 8) == 0;
+    if (!addr || (!https && strncmp(addr, "http://", 7) != 0)) {
+        set_err(err, errlen, "source.address: '%s' is not an http:// or https:// URL",
+                addr ? addr : "");
+        return NULL;
+    }
+    if (!cfg->source.prefix) {
+        set_err(err, errlen, "source.prefix is not set");
+        return NULL;
+    }
+    /* Precedence as in Consul's own tools: explicit token, token file,
+     * then the environment. */
+    const char *token = cfg->source.token;
+    if (!token && !(cfg->source.token_file && *cfg->source.token_file))
+        token = getenv("CONSUL_HTTP_TOKEN");
+    if (token && !token_valid(token, strlen(token))) {
+        set_err(err, errlen, "%s holds characters that cannot be sent in an HTTP header",
+                cfg->source.token ? "source.token" : "CONSUL_HTTP_TOKEN");
+        return NULL;
+    }
+
+    struct consul *s = calloc(1, sizeof *s);
+    if (!s) {
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->base.ops = &consul_ops;
+    if (cb)
+        s->base.cb = *cb;
+    s->base.loop = loop;
+    s->base.http = http;
+    s->base.log = lg;
+    s->base.cfg = cfg;
+    s->phase = PH_IDLE;
+    consul_address_redact(addr, s->addr_log, sizeof s->addr_log);
+    if (token && *token && !(s->token = strdup(token))) {
+        set_err(err, errlen, "out of memory");
+        consul_free(s);
+        return NULL;
+    }
+    s->wait_ms = cfg->source.wait_ms ? cfg->source.wait_ms : CONSUL_DEFAULT_WAIT_MS;
+    if (s->wait_ms > CONSUL_MAX_WAIT_MS)
+        s->wait_ms = CONSUL_MAX_WAIT_MS;
+    uint64_t refill = s->wait_ms / 30;
+    if (refill < CONSUL_IDLE_REFILL_MIN_MS)
+        refill = CONSUL_IDLE_REFILL_MIN_MS;
+    if (refill > CONSUL_IDLE_REFILL_MAX_MS)
+        refill = CONSUL_IDLE_REFILL_MAX_MS;
+    uint64_t now = uv_now(loop);
+    consul_bucket_init(&s->idle, CONSUL_IDLE_BURST, refill, now);
+    consul_bucket_init(&s->churn, CONSUL_CHURN_BURST, CONSUL_CHURN_REFILL_MS, now);
+
+    const struct tls_files *t = &cfg->source.tls;
+    s->use_tls = https;
+    s->tls.ca_file = t->ca_file;
+    s->tls.cert_file = t->cert_file;
+    s->tls.key_file = t->key_file;
+    s->tls.insecure = t->insecure_skip_verify;
+    if (https && t->insecure_skip_verify)
+        log_warn(lg, "consul: source.tls.insecure_skip_verify is set: the Consul server's "
+                     "certificate is NOT verified");
+    int rc = uv_timer_init(loop, &s->timer);
+    if (rc < 0) {
+        set_err(err, errlen, "uv_timer_init: %s", uv_strerror(rc));
+        consul_free(s);
+        return NULL;
+    }
+    s->timer.data = s;
+    return &s->base;
 }

@@ -1,10 +1,1038 @@
-/* placeholder until implemented */
+/* test_consul.c - unit tests for the Consul source's pure parts
+ * (sources/consul.h) and end-to-end runs of the source and the HTTP client
+ * against an in-process fake Consul agent.
+ *
+ * The pure tests pin down what is easy to get subtly wrong: key escaping in
+ * URLs, the recurse answer's quirks (null Value, UI folders, unsorted keys),
+ * the diff's order, Consul's index rules (backwards = reset, floor 1) and the
+ * token bucket's arithmetic with injected time. The fake-server tests drive
+ * the real libuv + libcurl path through Consul's documented behaviour: a 404
+ * with an index on an empty prefix, blocking answers with and without
+ * changes, an index going backwards, 500 and 403 outages, ACL tokens from
+ * config, file and environment, status writes and a resync; and they check
+ * that a server answering at once with no change is not hammered. */
+/* cmocka.h needs these three before it. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-static void placeholder(void **state) { (void)state; }
+/* clang-format on */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bridge/buf.h"
+#include "bridge/http.h"
+#include "sources/consul.h"
+#include "sources/etcd.h"
+
+/* ---- URLs ---- */
+
+static void check_list_url(const char *want, const char *address, const char *prefix,
+                           uint64_t index, uint64_t wait_ms, const char *dc, const char *mode) {
+    char *u = consul_url_list(address, prefix, index, wait_ms, dc, mode);
+    assert_non_null(u);
+    assert_string_equal(u, want);
+    free(u);
+}
+
+static void test_url_list(void **state) {
+    (void)state;
+    /* The first read: no index (index=0 would be wrong), no wait. */
+    check_list_url("http://127.0.0.1:8500/v1/kv/canary/?recurse", "http://127.0.0.1:8500",
+                   "canary/", 0, 300000, NULL, NULL);
+    /* Trailing slashes of the address do not double. */
+    check_list_url("http://h:8500/v1/kv/canary/?recurse&index=42&wait=300s", "http://h:8500//",
+                   "canary/", 42, 300000, NULL, "default");
+    check_list_url("http://h/v1/kv/canary/?recurse&index=1&wait=1500ms", "http://h", "canary/", 1,
+                   1500, "", NULL);
+    check_list_url("https://h/v1/kv/canary/?recurse&index=7&wait=10s&dc=dc%202%2Fx&stale",
+                   "https://h", "canary/", 7, 10000, "dc 2/x", "stale");
+    check_list_url("https://h/v1/kv/canary/?recurse&dc=east&consistent", "https://h", "canary/", 0,
+                   10000, "east", "consistent");
+    /* A prefix is a path: escaped like a key. */
+    check_list_url("http://h/v1/kv/my%20canaries/?recurse", "http://h", "my canaries/", 0, 1000,
+                   NULL, NULL);
+}
+
+static void test_url_key(void **state) {
+    (void)state;
+    char *u = consul_url_key("http://h:8500/", "canary/ns/shop-v1_x.y/status");
+    assert_non_null(u);
+    assert_string_equal(u, "http://h:8500/v1/kv/canary/ns/shop-v1_x.y/status");
+    free(u);
+    /* Everything outside [A-Za-z0-9._/-] is percent-encoded, byte by byte. */
+    u = consul_url_key("http://h", "a b/\xc3\xbc?#%&+=~:@");
+    assert_non_null(u);
+    assert_string_equal(u, "http://h/v1/kv/a%20b/%C3%BC%3F%23%25%26%2B%3D%7E%3A%40");
+    free(u);
+}
+
+static void test_address_redact(void **state) {
+    (void)state;
+    char out[128];
+    consul_address_redact("https://user:pw@consul.example:8501/base", out, sizeof out);
+    assert_string_equal(out, "https://consul.example:8501/base");
+    consul_address_redact("http://127.0.0.1:8500", out, sizeof out);
+    assert_string_equal(out, "http://127.0.0.1:8500");
+    /* An '@' after the host is not credentials. */
+    consul_address_redact("http://h/x@y", out, sizeof out);
+    assert_string_equal(out, "http://h/x@y");
+    char small[8];
+    consul_address_redact("http://a:b@hostname", small, sizeof small);
+    assert_string_equal(small, "http://");
+}
+
+/* ---- recurse answers ---- */
+
+static void test_list_parse(void **state) {
+    (void)state;
+    /* Unsorted, with a UI folder (null Value), an empty value (null), a
+     * missing Value, a value with a trailing newline as the UI stores it,
+     * binary bytes, and entries without indexes or flags. */
+    const char *json =
+        "[{\"LockIndex\":0,\"Key\":\"canary/default/shop/weights\",\"Flags\":0,"
+        "\"Value\":\"c2hvcC12MT05MCwgc2hvcC12Mj0xMAo=\",\"CreateIndex\":5,\"ModifyIndex\":9},"
+        "{\"Key\":\"canary/default/\",\"Value\":null,\"CreateIndex\":3,\"ModifyIndex\":3},"
+        "{\"Key\":\"canary/default/shop/headers\",\"Value\":null,\"ModifyIndex\":11,\"Flags\":7},"
+        "{\"Key\":\"canary/a\"},"
+        "{\"Key\":\"canary/bin\",\"Value\":\"AP8K\",\"ModifyIndex\":4,\"Session\":\"x\"}]";
+    struct consul_list l;
+    char err[128];
+    assert_int_equal(consul_list_parse(json, strlen(json), &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 4);
+    assert_string_equal(l.kvs[0].key, "canary/a");
+    assert_int_equal(l.kvs[0].value_len, 0);
+    assert_string_equal(l.kvs[0].value, "");
+    assert_int_equal(l.kvs[0].modify_index, 0);
+    assert_string_equal(l.kvs[1].key, "canary/bin");
+    assert_int_equal(l.kvs[1].value_len, 3);
+    assert_memory_equal(l.kvs[1].value, "\0\xff\n", 3);
+    assert_string_equal(l.kvs[2].key, "canary/default/shop/headers");
+    assert_int_equal(l.kvs[2].value_len, 0);
+    assert_int_equal(l.kvs[2].modify_index, 11);
+    assert_int_equal(l.kvs[2].flags, 7);
+    assert_string_equal(l.kvs[3].key, "canary/default/shop/weights");
+    /* Bytes pass unchanged, trailing newline included. */
+    assert_string_equal(l.kvs[3].value, "shop-v1=90, shop-v2=10\n");
+    assert_int_equal(l.kvs[3].create_index, 5);
+    assert_int_equal(l.kvs[3].modify_index, 9);
+    assert_ptr_equal(consul_list_find(&l, "canary/default/shop/headers"), &l.kvs[2]);
+    assert_ptr_equal(consul_list_find(&l, "canary/a"), &l.kvs[0]);
+    assert_null(consul_list_find(&l, "canary/default/"));
+    assert_null(consul_list_find(&l, "canary/zzz"));
+    consul_list_free(&l);
+    assert_null(l.kvs);
+
+    assert_int_equal(consul_list_parse("[]", 2, &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 0);
+    consul_list_free(&l);
+    /* Only folders: nothing. */
+    const char *folders = "[{\"Key\":\"canary/\",\"Value\":null},{\"Key\":\"canary/x/\"}]";
+    assert_int_equal(consul_list_parse(folders, strlen(folders), &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 0);
+    consul_list_free(&l);
+}
+
+static void parse_fails(const char *json, const char *want_err) {
+    struct consul_list l;
+    char err[128] = "";
+    assert_int_equal(consul_list_parse(json, strlen(json), &l, err, sizeof err), -1);
+    assert_null(l.kvs);
+    assert_int_equal(l.n, 0);
+    if (!strstr(err, want_err))
+        fail_msg("error '%s' does not mention '%s'", err, want_err);
+}
+
+static void test_list_parse_errors(void **state) {
+    (void)state;
+    parse_fails("{\"Key\":\"a\"}", "not a JSON array");
+    parse_fails("[{\"Key\":\"a\"", "not a JSON array");
+    parse_fails("", "not a JSON array");
+    parse_fails("[{\"Key\":\"a\"},1]", "entry 1 is not an object");
+    parse_fails("[{\"Value\":\"YQ==\"}]", "entry 0 has no Key");
+    parse_fails("[{\"Key\":\"\"}]", "entry 0 has no Key");
+    parse_fails("[{\"Key\":7}]", "entry 0 has no Key");
+    parse_fails("[{\"Key\":\"a\",\"Value\":5}]", "Value is not a string");
+    parse_fails("[{\"Key\":\"a\",\"Value\":\"!!!\"}]", "Value is not base64");
+    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":\"9\"}]", "malformed index");
+    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":-1}]", "malformed index");
+    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":1.5}]", "malformed index");
+    parse_fails("[{\"Key\":\"a\",\"Flags\":true}]", "malformed index or flags");
+    parse_fails("[{\"Key\":\"b\"},{\"Key\":\"a\"},{\"Key\":\"b\"}]", "key b appears twice");
+}
+
+/* ---- diff ---- */
+
+static void make_list(struct consul_list *l, const char *json) {
+    char err[128];
+    if (consul_list_parse(json, strlen(json), l, err, sizeof err) < 0)
+        fail_msg("bad test JSON: %s", err);
+}
+
+static void test_diff(void **state) {
+    (void)state;
+    struct consul_list old, cur;
+    /* a unchanged, b modified, c deleted, d and e added; e before b by index. */
+    make_list(&old, "[{\"Key\":\"a\",\"Value\":\"MQ==\",\"ModifyIndex\":5},"
+                    "{\"Key\":\"b\",\"Value\":\"Mg==\",\"ModifyIndex\":6},"
+                    "{\"Key\":\"c\",\"Value\":\"Mw==\",\"ModifyIndex\":7}]");
+    make_list(&cur, "[{\"Key\":\"e\",\"Value\":\"NQ==\",\"ModifyIndex\":8},"
+                    "{\"Key\":\"b\",\"Value\":\"MjI=\",\"ModifyIndex\":9},"
+                    "{\"Key\":\"a\",\"Value\":\"MQ==\",\"ModifyIndex\":5},"
+                    "{\"Key\":\"d\",\"Value\":\"NA==\",\"ModifyIndex\":8}]");
+    struct consul_change *ch;
+    size_t n;
+    assert_int_equal(consul_diff(&old, &cur, 10, &ch, &n), 0);
+    assert_int_equal(n, 4);
+    /* By revision, then key: d@8, e@8, b@9, then the delete at the index. */
+    assert_int_equal(ch[0].type, SOURCE_PUT);
+    assert_string_equal(ch[0].kv->key, "d");
+    assert_int_equal(ch[0].revision, 8);
+    assert_string_equal(ch[1].kv->key, "e");
+    assert_int_equal(ch[1].revision, 8);
+    assert_int_equal(ch[2].type, SOURCE_PUT);
+    assert_string_equal(ch[2].kv->key, "b");
+    assert_string_equal(ch[2].kv->value, "22");
+    assert_int_equal(ch[2].revision, 9);
+    assert_int_equal(ch[3].type, SOURCE_DELETE);
+    assert_string_equal(ch[3].kv->key, "c");
+    assert_int_equal(ch[3].revision, 10);
+    free(ch);
+
+    /* The same answer again: nothing. */
+    assert_int_equal(consul_diff(&cur, &cur, 10, &ch, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(ch);
+    consul_list_free(&old);
+
+    /* Same ModifyIndex, other bytes (a server that leaves indexes out): a
+     * change. Same bytes, new ModifyIndex (an idempotent UI save): a change
+     * too, as the revision the objects are annotated with moved. */
+    make_list(&old, "[{\"Key\":\"a\",\"Value\":\"MQ==\",\"ModifyIndex\":5},"
+                    "{\"Key\":\"b\",\"Value\":\"MjI=\"},"
+                    "{\"Key\":\"d\",\"Value\":\"NA==\",\"ModifyIndex\":8},"
+                    "{\"Key\":\"e\",\"Value\":\"NQ==\",\"ModifyIndex\":8}]");
+    assert_int_equal(consul_diff(&old, &cur, 10, &ch, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(ch[0].kv->key, "b");
+    free(ch);
+    consul_list_free(&old);
+
+    /* Everything gone (a 404): deletes in key order, all at the index. */
+    struct consul_list empty = {NULL, 0};
+    assert_int_equal(consul_diff(&cur, &empty, 12, &ch, &n), 0);
+    assert_int_equal(n, 4);
+    const char *keys[] = {"a", "b", "d", "e"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(ch[i].type, SOURCE_DELETE);
+        assert_string_equal(ch[i].kv->key, keys[i]);
+        assert_int_equal(ch[i].revision, 12);
+    }
+    free(ch);
+    assert_int_equal(consul_diff(&empty, &empty, 12, &ch, &n), 0);
+    assert_int_equal(n, 0);
+    consul_list_free(&cur);
+}
+
+/* ---- indexes ---- */
+
+static void test_index_rules(void **state) {
+    (void)state;
+    uint64_t v, next;
+    assert_int_equal(consul_index_parse("12345", &v), 0);
+    assert_int_equal(v, 12345);
+    assert_int_equal(consul_index_parse("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(consul_index_parse("18446744073709551615", &v), 0);
+    assert_true(v == UINT64_MAX);
+    assert_int_equal(consul_index_parse("18446744073709551616", &v), -1);
+    assert_int_equal(consul_index_parse("", &v), -1);
+    assert_int_equal(consul_index_parse(NULL, &v), -1);
+    assert_int_equal(consul_index_parse("-1", &v), -1);
+    assert_int_equal(consul_index_parse("12a", &v), -1);
+    assert_int_equal(consul_index_parse(" 12", &v), -1);
+
+    assert_int_equal(consul_index_next(false, 0, 40, &next), CONSUL_INDEX_FIRST);
+    assert_int_equal(next, 40);
+    assert_int_equal(consul_index_next(true, 40, 40, &next), CONSUL_INDEX_SAME);
+    assert_int_equal(next, 40);
+    assert_int_equal(consul_index_next(true, 40, 41, &next), CONSUL_INDEX_FORWARD);
+    assert_int_equal(next, 41);
+    /* Backwards (snapshot restore): reset, and block on the new index. */
+    assert_int_equal(consul_index_next(true, 40, 7, &next), CONSUL_INDEX_RESET);
+    assert_int_equal(next, 7);
+    /* Never block on 0, which answers at once. */
+    assert_int_equal(consul_index_next(false, 0, 0, &next), CONSUL_INDEX_FIRST);
+    assert_int_equal(next, 1);
+    assert_int_equal(consul_index_next(true, 0, 0, &next), CONSUL_INDEX_SAME);
+    assert_int_equal(next, 1);
+    assert_int_equal(consul_index_next(true, 5, 0, &next), CONSUL_INDEX_RESET);
+    assert_int_equal(next, 1);
+}
+
+/* ---- token bucket ---- */
+
+static void test_bucket(void **state) {
+    (void)state;
+    struct consul_bucket b;
+    consul_bucket_init(&b, 2, 1000, 100);
+    /* A burst of two goes at once; then one per refill, reservations queue. */
+    assert_int_equal(consul_bucket_reserve(&b, 100), 0);
+    assert_int_equal(consul_bucket_reserve(&b, 100), 0);
+    assert_int_equal(consul_bucket_reserve(&b, 100), 1000);
+    assert_int_equal(consul_bucket_reserve(&b, 100), 2000);
+    /* 2.5 s later: the debt (2 tokens) is paid, half a token banked. */
+    assert_int_equal(consul_bucket_reserve(&b, 2600), 500);
+    /* Long idle: full again, but never more than the burst. */
+    assert_int_equal(consul_bucket_reserve(&b, 100000), 0);
+    assert_int_equal(consul_bucket_reserve(&b, 100000), 0);
+    assert_int_equal(consul_bucket_reserve(&b, 100000), 1000);
+    /* Time that seems to run backwards earns nothing. */
+    assert_int_equal(consul_bucket_reserve(&b, 50), 2000);
+    /* Partial refill: 400 ms of a 1 s token still leaves 600 ms to wait
+     * after a fresh drain. */
+    consul_bucket_init(&b, 1, 1000, 0);
+    assert_int_equal(consul_bucket_reserve(&b, 0), 0);
+    assert_int_equal(consul_bucket_reserve(&b, 400), 600);
+    /* Huge gaps do not overflow. */
+    consul_bucket_init(&b, 2, 15000, 0);
+    assert_int_equal(consul_bucket_reserve(&b, UINT64_MAX / 2), 0);
+    assert_int_equal(consul_bucket_reserve(&b, UINT64_MAX / 2), 0);
+    assert_int_equal(consul_bucket_reserve(&b, UINT64_MAX / 2), 15000);
+    /* Degenerate settings are clamped to something that still limits. */
+    consul_bucket_init(&b, 0, 0, 0);
+    assert_int_equal(b.burst, 1);
+    assert_int_equal(b.refill_ms, 1);
+    assert_int_equal(consul_bucket_reserve(&b, 0), 0);
+    assert_int_equal(consul_bucket_reserve(&b, 0), 1);
+}
+
+/* ---- writes ---- */
+
+static void test_put_result(void **state) {
+    (void)state;
+    char msg[256];
+    assert_true(consul_put_result(200, "true", 4, "k", msg, sizeof msg));
+    assert_string_equal(msg, "ok");
+    assert_true(consul_put_result(200, "true\n", 5, "k", msg, sizeof msg));
+    assert_false(consul_put_result(200, "false", 5, "canary/a/b/status", msg, sizeof msg));
+    assert_string_equal(msg, "Consul did not apply the write of canary/a/b/status (it answered "
+                             "false)");
+    assert_false(consul_put_result(403, "Permission denied: token lacks 'key:write'", 41,
+                                   "canary/a/b/status", msg, sizeof msg));
+    assert_string_equal(msg, "permission denied writing canary/a/b/status");
+    assert_false(consul_put_result(500, "rpc error:\nNo cluster leader", 28, "k", msg, sizeof msg));
+    assert_string_equal(msg, "HTTP 500 writing k: rpc error: No cluster leader");
+    assert_false(consul_put_result(413, "", 0, "k", msg, sizeof msg));
+    assert_string_equal(msg, "HTTP 413 writing k");
+    assert_false(consul_put_result(200, "", 0, "k", msg, sizeof msg));
+    assert_string_equal(msg, "unexpected answer to the write of k: (empty)");
+}
+
+/* ======================================================================
+ * End to end against a fake Consul agent (libuv TCP server, HTTP/1.1)
+ * ====================================================================== */
+
+struct fake;
+
+struct fake_conn {
+    uv_tcp_t tcp;
+    struct fake *f;
+    buf_t in;
+    bool closing;
+    struct fake_conn *next;
+};
+
+struct fake_write {
+    uv_write_t req;
+    struct fake_conn *conn;
+    char data[];
+};
+
+/* One parsed request. */
+struct fake_req {
+    const char *method;
+    const char *target;  /* path and query */
+    const char *headers; /* the header lines, "\r\n"-separated */
+    const char *body;
+    size_t body_len;
+};
+
+struct fake {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    int port;
+    int step;        /* index of the next read request */
+    uint64_t at[16]; /* uv_now() of each read request */
+    struct fake_conn *conns;
+    struct logger log;
+    FILE *logf;
+    struct config cfg;
+    char url[64];
+    struct http_client *http;
+    struct source *src;
+    uv_timer_t deadline, end_timer;
+    bool end_timer_used;
+    buf_t seen; /* what the consumer saw, one line per callback */
+    bool done;
+    int puts_done;
+    const char *want_token; /* X-Consul-Token every request must carry (NULL: none) */
+    void (*dispatch)(struct fake *f, struct fake_conn *c, const struct fake_req *rq);
+};
+
+static void conn_closed(uv_handle_t *h) {
+    struct fake_conn *c = h->data;
+    buf_free(&c->in);
+    free(c);
+}
+
+static void conn_close(struct fake_conn *c) {
+    if (c->closing)
+        return;
+    c->closing = true;
+    for (struct fake_conn **p = &c->f->conns; *p; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+static void write_done(uv_write_t *req, int status) {
+    (void)status;
+    free(req);
+}
+
+static void conn_send(struct fake_conn *c, const char *data, size_t len) {
+    struct fake_write *w = malloc(sizeof *w + len);
+    assert_non_null(w);
+    memcpy(w->data, data, len);
+    w->conn = c;
+    uv_buf_t ub = uv_buf_init(w->data, (unsigned)len);
+    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, write_done), 0);
+}
+
+/* An answer as Consul gives it; index < 0 leaves X-Consul-Index out. */
+static void reply(struct fake_conn *c, int status, long long index, const char *body) {
+    buf_t b = BUF_INIT;
+    assert_int_equal(buf_printf(&b, "HTTP/1.1 %d X\r\nContent-Type: %s\r\n", status,
+                                status == 200 && body[0] == '[' ? "application/json"
+                                                                : "text/plain; charset=utf-8"),
+                     0);
+    if (index >= 0)
+        assert_int_equal(
+            buf_printf(&b, "X-Consul-Index: %lld\r\nX-Consul-Knownleader: true\r\n", index), 0);
+    assert_int_equal(buf_printf(&b, "Content-Length: %zu\r\n\r\n%s", strlen(body), body), 0);
+    conn_send(c, b.data, b.len);
+    buf_free(&b);
+}
+
+/* A JSON entry of a recurse answer; value NULL = null. Heap. */
+static char *entry(const char *key, const char *value, int modify_index) {
+    char *v = value ? etcd_b64_encode(value, strlen(value)) : NULL;
+    buf_t b = BUF_INIT;
+    assert_int_equal(buf_printf(&b,
+                                "{\"LockIndex\":0,\"Key\":\"%s\",\"Flags\":0,\"Value\":%s%s%s,"
+                                "\"CreateIndex\":%d,\"ModifyIndex\":%d}",
+                                key, v ? "\"" : "", v ? v : "null", v ? "\"" : "", modify_index,
+                                modify_index),
+                     0);
+    free(v);
+    return buf_steal(&b);
+}
+
+/* A recurse answer from up to four entries (heap strings, consumed). */
+static char *answer(char *e1, char *e2, char *e3, char *e4) {
+    char *es[] = {e1, e2, e3, e4};
+    buf_t b = BUF_INIT;
+    assert_int_equal(buf_putc(&b, '['), 0);
+    bool first = true;
+    for (size_t i = 0; i < 4; i++) {
+        if (!es[i])
+            continue;
+        assert_int_equal(buf_printf(&b, "%s%s", first ? "" : ",", es[i]), 0);
+        first = false;
+        free(es[i]);
+    }
+    assert_int_equal(buf_putc(&b, ']'), 0);
+    return buf_steal(&b);
+}
+
+static void reply_answer(struct fake_conn *c, long long index, char *json) {
+    reply(c, 200, index, json);
+    free(json);
+}
+
+/* The value of a request header, or NULL. */
+static char *header_get(const struct fake_req *rq, const char *name, char *out, size_t outlen) {
+    size_t nlen = strlen(name);
+    for (const char *p = rq->headers; p && *p;) {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        if (len > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1;
+            while (*v == ' ')
+                v++;
+            snprintf(out, outlen, "%.*s", (int)(len - (size_t)(v - p)), v);
+            return out;
+        }
+        if (!eol)
+            break;
+        p = eol + 2;
+    }
+    return NULL;
+}
+
+static void check_token(struct fake *f, const struct fake_req *rq) {
+    char tok[128];
+    char *got = header_get(rq, "X-Consul-Token", tok, sizeof tok);
+    if (!f->want_token) {
+        assert_null(got);
+        return;
+    }
+    if (!got)
+        fail_msg("%s %s without X-Consul-Token", rq->method, rq->target);
+    assert_string_equal(got, f->want_token);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+    (void)h;
+    b->base = malloc(hint);
+    b->len = b->base ? hint : 0;
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    struct fake_conn *c = s->data;
+    if (n < 0) {
+        free(b->base);
+        conn_close(c);
+        return;
+    }
+    assert_int_equal(buf_append(&c->in, b->base, (size_t)n), 0);
+    free(b->base);
+    while (!c->closing) {
+        char *hdr_end = c->in.data ? strstr(c->in.data, "\r\n\r\n") : NULL;
+        if (!hdr_end)
+            return;
+        size_t hlen = (size_t)(hdr_end - c->in.data) + 4;
+        const char *cl = strcasestr(c->in.data, "\r\nContent-Length:");
+        size_t blen = cl && cl < hdr_end ? strtoul(cl + 17, NULL, 10) : 0;
+        if (c->in.len < hlen + blen)
+            return;
+        char method[16], target[512];
+        assert_int_equal(sscanf(c->in.data, "%15s %511s HTTP/1.1", method, target), 2);
+        const char *line_end = strstr(c->in.data, "\r\n");
+        char *headers = strndup(line_end + 2, (size_t)(hdr_end - line_end));
+        char *body = strndup(c->in.data + hlen, blen);
+        assert_non_null(headers);
+        assert_non_null(body);
+        buf_consume(&c->in, hlen + blen);
+        struct fake_req rq = {method, target, headers, body, blen};
+        check_token(c->f, &rq);
+        c->f->dispatch(c->f, c, &rq);
+        free(headers);
+        free(body);
+    }
+}
+
+static void fake_accept(uv_stream_t *server, int status) {
+    assert_int_equal(status, 0);
+    struct fake *f = server->data;
+    struct fake_conn *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->f = f;
+    assert_int_equal(uv_tcp_init(f->loop, &c->tcp), 0);
+    c->tcp.data = c;
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
+    c->next = f->conns;
+    f->conns = c;
+    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
+}
+
+static void noop_closed(uv_handle_t *h) {
+    (void)h;
+}
+
+/* Stop everything, possibly from inside a source callback. Stopping twice
+ * must be harmless. */
+static void fake_finish(struct fake *f) {
+    if (f->done)
+        return;
+    f->done = true;
+    f->src->ops->stop(f->src);
+    f->src->ops->stop(f->src);
+    http_client_close(f->http);
+    uv_close((uv_handle_t *)&f->listener, noop_closed);
+    uv_close((uv_handle_t *)&f->deadline, noop_closed);
+    if (f->end_timer_used)
+        uv_close((uv_handle_t *)&f->end_timer, noop_closed);
+    while (f->conns)
+        conn_close(f->conns);
+}
+
+/* Print a value with its control bytes visible, so "\n" shows. */
+static void seen_value(struct fake *f, const char *v, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch == '\n')
+            buf_puts(&f->seen, "\\n");
+        else if (ch < 0x20 || ch >= 0x7f)
+            buf_printf(&f->seen, "\\x%02x", ch);
+        else
+            buf_putc(&f->seen, (char)ch);
+    }
+}
+
+static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint64_t rev) {
+    struct fake *f = user;
+    buf_printf(&f->seen, "snapshot %llu:", (unsigned long long)rev);
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(&f->seen, " %s=", kvs[i].key);
+        seen_value(f, kvs[i].value, kvs[i].value_len);
+        buf_printf(&f->seen, "@%llu", (unsigned long long)kvs[i].revision);
+    }
+    buf_puts(&f->seen, "\n");
+}
+
+static void on_event(void *user, enum source_event_type t, const struct source_kv *kv,
+                     uint64_t rev) {
+    struct fake *f = user;
+    buf_printf(&f->seen, "%s %s=", t == SOURCE_PUT ? "put" : "delete", kv->key);
+    seen_value(f, kv->value, kv->value_len);
+    assert_int_equal(kv->revision, rev);
+    buf_printf(&f->seen, "@%llu\n", (unsigned long long)rev);
+}
+
+static void on_state(void *user, bool up, const char *reason) {
+    struct fake *f = user;
+    if (up) {
+        assert_null(reason);
+        buf_puts(&f->seen, "up\n");
+    } else {
+        assert_non_null(reason);
+        buf_printf(&f->seen, "down: %s\n", reason);
+    }
+}
+
+static void fake_deadline(uv_timer_t *t) {
+    struct fake *f = t->data;
+    fake_finish(f);
+    fail_msg("fake Consul test timed out at step %d; seen:\n%s", f->step,
+             f->seen.data ? f->seen.data : "");
+}
+
+/* Set up loop, fake server, logger (into a temp file), client and source. */
+static void fake_setup(struct fake *f, uv_loop_t *loop,
+                       void (*dispatch)(struct fake *, struct fake_conn *,
+                                        const struct fake_req *)) {
+    memset(f, 0, sizeof *f);
+    assert_int_equal(uv_loop_init(loop), 0);
+    f->loop = loop;
+    f->dispatch = dispatch;
+    assert_int_equal(uv_tcp_init(loop, &f->listener), 0);
+    f->listener.data = f;
+    struct sockaddr_in addr;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+    assert_int_equal(uv_tcp_bind(&f->listener, (const struct sockaddr *)&addr, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 16, fake_accept), 0);
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    assert_int_equal(uv_tcp_getsockname(&f->listener, (struct sockaddr *)&bound, &blen), 0);
+    f->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+
+    f->logf = tmpfile();
+    assert_non_null(f->logf);
+    logger_init(&f->log, LOG_LVL_DEBUG);
+    f->log.journal = false;
+    f->log.out = f->logf;
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/", f->port);
+    f->cfg.source.type = SOURCE_CONSUL;
+    f->cfg.source.address = f->url;
+    f->cfg.source.prefix = "canary/";
+    f->cfg.source.wait_ms = 2000; /* the idle bucket's floor: 1 token/s */
+    f->http = http_client_new(loop, &f->log);
+    assert_non_null(f->http);
+    assert_int_equal(uv_timer_init(loop, &f->deadline), 0);
+    f->deadline.data = f;
+    assert_int_equal(uv_timer_start(&f->deadline, fake_deadline, 10000, 0), 0);
+}
+
+static void fake_make_source(struct fake *f) {
+    struct source_callbacks cb = {on_snapshot, on_event, on_state, f};
+    char err[128];
+    f->src = source_new(f->loop, f->http, &f->log, &f->cfg, &cb, err, sizeof err);
+    if (!f->src)
+        fail_msg("source_new: %s", err);
+    assert_string_equal(f->src->ops->name, "consul");
+}
+
+/* Run until finished; destroy; the log must not hold the secret. */
+static void fake_run(struct fake *f, const char *secret) {
+    assert_int_equal(f->src->ops->start(f->src), 0);
+    assert_int_equal(f->src->ops->start(f->src), -1); /* once only */
+    assert_int_equal(uv_run(f->loop, UV_RUN_DEFAULT), 0);
+    f->src->ops->destroy(f->src);
+    /* Every handle, including the client's and the source's, is closed. */
+    assert_int_equal(uv_loop_close(f->loop), 0);
+    if (secret) {
+        rewind(f->logf);
+        char line[2048];
+        while (fgets(line, sizeof line, f->logf))
+            if (strstr(line, secret))
+                fail_msg("the token leaked into the log: %s", line);
+        if (f->seen.data && strstr(f->seen.data, secret))
+            fail_msg("the token leaked into a callback: %s", f->seen.data);
+    }
+}
+
+static int log_count(struct fake *f, const char *level, const char *text) {
+    rewind(f->logf);
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof line, f->logf))
+        if ((!level || strstr(line, level)) && strstr(line, text))
+            n++;
+    return n;
+}
+
+/* ---- the main script ---- */
+
+#define SECRET "s3cr3t-0d1c-4f2a"
+#define K_W "canary/default/shop/weights"
+#define K_H "canary/default/shop/headers"
+#define K_R "canary/default/shop/route"
+#define BASE "/v1/kv/canary/?recurse"
+
+static void put_done(void *user, bool ok, const char *message) {
+    struct fake *f = user;
+    buf_printf(&f->seen, "put %s: %s\n", ok ? "ok" : "failed", message);
+    /* All three answered: resync, which must drop the blocking query. */
+    if (++f->puts_done == 3)
+        f->src->ops->resync(f->src);
+}
+
+static void main_writes(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+    char ct[64];
+    assert_non_null(header_get(rq, "Content-Type", ct, sizeof ct));
+    assert_string_equal(ct, "text/plain; charset=utf-8");
+    assert_string_equal(rq->body, "{\"state\":\"applied\"}\n");
+    assert_int_equal(rq->body_len, 20);
+    (void)f;
+    if (strcmp(rq->target, "/v1/kv/canary/default/shop/status") == 0)
+        reply(c, 200, -1, "true");
+    else if (strcmp(rq->target, "/v1/kv/canary/default/locked%20x/status") == 0)
+        reply(c, 200, -1, "false");
+    else if (strcmp(rq->target, "/v1/kv/canary/denied/x/status") == 0)
+        reply(c, 403, -1, "Permission denied: token with AccessorID 'a1' lacks permission");
+    else
+        fail_msg("unexpected write to %s", rq->target);
+}
+
+static void main_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+    if (strcmp(rq->method, "PUT") == 0) {
+        main_writes(f, c, rq);
+        return;
+    }
+    assert_string_equal(rq->method, "GET");
+    int step = f->step++;
+    assert_true(step < 16);
+    f->at[step] = uv_now(f->loop);
+    switch (step) {
+    case 0: /* the initial list: no index; the prefix is empty (404 + index) */
+        assert_string_equal(rq->target, BASE "&dc=dc2&stale");
+        reply(c, 404, 7, "");
+        break;
+    case 1: /* blocking on 7: a key appears, beside a UI folder */
+        assert_string_equal(rq->target, BASE "&index=7&wait=2s&dc=dc2&stale");
+        reply_answer(c, 9,
+                     answer(entry("canary/", NULL, 3), entry(K_W, "shop-v1=90\n", 9), NULL, NULL));
+        break;
+    case 2: /* blocking on 9: back with nothing new (a timeout) */
+        assert_string_equal(rq->target, BASE "&index=9&wait=2s&dc=dc2&stale");
+        reply_answer(c, 9,
+                     answer(entry("canary/", NULL, 3), entry(K_W, "shop-v1=90\n", 9), NULL, NULL));
+        break;
+    case 3: /* the same index again; now a second key */
+        assert_string_equal(rq->target, BASE "&index=9&wait=2s&dc=dc2&stale");
+        reply_answer(c, 12,
+                     answer(entry(K_W, "shop-v1=90\n", 9), entry("canary/default/x/", NULL, 10),
+                            entry(K_H, "- cookie: canary", 12), NULL));
+        break;
+    case 4: /* a key deleted */
+        assert_string_equal(rq->target, BASE "&index=12&wait=2s&dc=dc2&stale");
+        reply_answer(c, 13, answer(entry(K_H, "- cookie: canary", 12), NULL, NULL, NULL));
+        break;
+    case 5: /* the index went backwards (a snapshot restore) */
+        assert_string_equal(rq->target, BASE "&index=13&wait=2s&dc=dc2&stale");
+        reply_answer(c, 4, answer(entry(K_R, "match: Host(`a`)", 3), NULL, NULL, NULL));
+        break;
+    case 6: /* blocking on the new, lower index; the server fails */
+        assert_string_equal(rq->target, BASE "&index=4&wait=2s&dc=dc2&stale");
+        reply(c, 500, -1, "rpc error making call: No cluster leader");
+        break;
+    case 7: /* after an error: a plain read, not a blocking one; refused */
+        assert_string_equal(rq->target, BASE "&dc=dc2&stale");
+        reply(c, 403, -1, "Permission denied");
+        break;
+    case 8: /* recovered: the same state as before the outage */
+        assert_string_equal(rq->target, BASE "&dc=dc2&stale");
+        reply_answer(c, 4, answer(entry(K_R, "match: Host(`a`)", 3), NULL, NULL, NULL));
+        break;
+    case 9: { /* blocking again; left hanging while the status writes run */
+        assert_string_equal(rq->target, BASE "&index=4&wait=2s&dc=dc2&stale");
+        const char *v = "{\"state\":\"applied\"}\n";
+        assert_int_equal(
+            f->src->ops->put(f->src, "canary/default/shop/status", v, strlen(v), put_done, f), 0);
+        assert_int_equal(
+            f->src->ops->put(f->src, "canary/default/locked x/status", v, strlen(v), put_done, f),
+            0);
+        assert_int_equal(
+            f->src->ops->put(f->src, "canary/denied/x/status", v, strlen(v), put_done, f), 0);
+        break;
+    }
+    case 10: /* the resync: a plain read, whole, as a snapshot */
+        assert_string_equal(rq->target, BASE "&dc=dc2&stale");
+        reply_answer(c, 20, answer(entry(K_R, "match: Host(`a`)", 3), NULL, NULL, NULL));
+        break;
+    case 11: /* blocking after the resync; done */
+        assert_string_equal(rq->target, BASE "&index=20&wait=2s&dc=dc2&stale");
+        fake_finish(f);
+        break;
+    default: fail_msg("unexpected request %d to %s", step, rq->target);
+    }
+}
+
+static void test_source_against_fake_consul(void **state) {
+    (void)state;
+    struct fake f;
+    uv_loop_t loop;
+    fake_setup(&f, &loop, main_dispatch);
+    f.cfg.source.token = SECRET;
+    f.cfg.source.datacenter = "dc2";
+    f.cfg.source.consistency = "stale";
+    f.want_token = SECRET;
+    fake_make_source(&f);
+    fake_run(&f, SECRET);
+
+    assert_int_equal(f.step, 12);
+    assert_string_equal(f.seen.data,
+                        "up\n"
+                        "snapshot 7:\n"
+                        "put " K_W "=shop-v1=90\\n@9\n"
+                        "put " K_H "=- cookie: canary@12\n"
+                        "delete " K_W "=@13\n"
+                        "snapshot 4: " K_R "=match: Host(`a`)@3\n"
+                        "down: reading 'canary/': HTTP 500: rpc error making call: No cluster "
+                        "leader\n"
+                        "up\n"
+                        "put ok: ok\n"
+                        "put failed: Consul did not apply the write of canary/default/locked "
+                        "x/status (it answered false)\n"
+                        "put failed: permission denied writing canary/denied/x/status\n"
+                        "snapshot 20: " K_R "=match: Host(`a`)@3\n");
+
+    /* The rate limit: two unproductive answers (no change at step 2, the
+     * 500 at step 6) used the idle bucket's burst, so the retry after the
+     * 403 waited for a token (1 s per token here), not just the backoff. */
+    assert_true(f.at[8] - f.at[7] >= 500);
+    assert_true(f.at[7] - f.at[6] < 500);
+
+    assert_int_equal(log_count(&f, " info ", "initial list: 0 keys under 'canary/' at index 7"), 1);
+    assert_int_equal(log_count(&f, " info ", "went backwards from 13 to 4"), 1);
+    assert_int_equal(log_count(&f, " info ", "reconnected to"), 1);
+    /* One warning for the outage, one for the permission problem in it. */
+    assert_int_equal(log_count(&f, " warn ", ""), 2);
+    assert_int_equal(log_count(&f, " warn ", "HTTP 500"), 1);
+    assert_int_equal(
+        log_count(&f, " warn ", "permission denied reading canary/ (check the ACL token)"), 1);
+    assert_int_equal(log_count(&f, " debug ", "consul: put " K_H " at index 12"), 1);
+    fclose(f.logf);
+    buf_free(&f.seen);
+}
+
+/* ---- a server that answers at once with nothing new ---- */
+
+static void end_fired(uv_timer_t *t) {
+    fake_finish(t->data);
+}
+
+static void hot_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+    int step = f->step++;
+    if (step < 16)
+        f->at[step] = uv_now(f->loop);
+    if (step == 0)
+        assert_string_equal(rq->target, BASE);
+    else
+        assert_string_equal(rq->target, BASE "&index=5&wait=2s");
+    reply_answer(c, 5, answer(entry(K_W, "a=1", 5), NULL, NULL, NULL));
+}
+
+static void test_no_hot_loop(void **state) {
+    (void)state;
+    struct fake f;
+    uv_loop_t loop;
+    fake_setup(&f, &loop, hot_dispatch);
+    fake_make_source(&f);
+    assert_int_equal(uv_timer_init(&loop, &f.end_timer), 0);
+    f.end_timer.data = &f;
+    f.end_timer_used = true;
+    assert_int_equal(uv_timer_start(&f.end_timer, end_fired, 2500, 0), 0);
+    fake_run(&f, NULL);
+    /* The list, two quick ones on the burst, then one a second: a busy loop
+     * would have made thousands. */
+    assert_true(f.step >= 5);
+    assert_true(f.step <= 6);
+    assert_true(f.at[1] - f.at[0] < 500);
+    assert_true(f.at[2] - f.at[1] < 500);
+    assert_true(f.at[3] - f.at[2] < 500);
+    assert_true(f.at[4] - f.at[3] >= 700);
+    assert_string_equal(f.seen.data, "up\nsnapshot 5: " K_W "=a=1@5\n");
+    fclose(f.logf);
+    buf_free(&f.seen);
+}
+
+/* ---- tokens from a file and from the environment; index floor ---- */
+
+#define FILTERED_404                                                                               \
+    "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 15\r\nX-Consul-Results-Filtered-By-Acls: "          \
+    "true\r\nContent-Length: 0\r\n\r\n"
+
+static void auth_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+    int step = f->step++;
+    switch (step) {
+    case 0: /* keys hidden by ACLs: not an empty prefix, but an outage */
+        assert_string_equal(rq->target, BASE);
+        conn_send(c, FILTERED_404, strlen(FILTERED_404));
+        break;
+    case 1: /* a 404 without X-Consul-Index is not Consul's: no empty snapshot */
+        assert_string_equal(rq->target, BASE);
+        reply(c, 404, -1, "404 page not found");
+        break;
+    case 2: /* Consul's own 404, index 0 (an empty store on an old server) */
+        assert_string_equal(rq->target, BASE);
+        reply(c, 404, 0, "");
+        break;
+    case 3: /* never block on index 0: 1 instead */
+        assert_string_equal(rq->target, BASE "&index=1&wait=2s");
+        fake_finish(f);
+        break;
+    default: fail_msg("unexpected request %d to %s", step, rq->target);
+    }
+}
+
+static void run_auth(const char *token, const char *token_file, const char *env, const char *want) {
+    struct fake f;
+    uv_loop_t loop;
+    fake_setup(&f, &loop, auth_dispatch);
+    f.cfg.source.token = (char *)token;
+    f.cfg.source.token_file = (char *)token_file;
+    if (env)
+        assert_int_equal(setenv("CONSUL_HTTP_TOKEN", env, 1), 0);
+    else
+        assert_int_equal(unsetenv("CONSUL_HTTP_TOKEN"), 0);
+    f.want_token = want;
+    fake_make_source(&f);
+    fake_run(&f, want);
+    assert_int_equal(f.step, 4);
+    /* The 404 without an index came within the same outage: logged, but
+     * not reported again. */
+    assert_int_equal(log_count(&f, " warn ", ""), 1);
+    assert_int_equal(log_count(&f, " debug ", "HTTP 404 without a valid X-Consul-Index"), 1);
+    assert_string_equal(f.seen.data, "down: permission denied reading canary/ (check the ACL "
+                                     "token): Consul left keys out of the answer\n"
+                                     "up\n"
+                                     "snapshot 0:\n");
+    fclose(f.logf);
+    buf_free(&f.seen);
+    assert_int_equal(unsetenv("CONSUL_HTTP_TOKEN"), 0);
+}
+
+static void test_tokens(void **state) {
+    (void)state;
+    char path[] = "/tmp/test_consul_tokenXXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *content = "  file-token-9f3e\r\n";
+    assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    assert_int_equal(close(fd), 0);
+
+    run_auth(NULL, NULL, NULL, NULL);                                     /* anonymous */
+    run_auth(NULL, NULL, "env-token-77aa", "env-token-77aa");             /* CONSUL_HTTP_TOKEN */
+    run_auth("cfg-token-1b2c", NULL, "env-token-77aa", "cfg-token-1b2c"); /* config wins */
+    run_auth(NULL, path, "env-token-77aa", "file-token-9f3e");            /* the file, trimmed */
+    assert_int_equal(unlink(path), 0);
+
+    /* A token that would split the header line is refused up front, and
+     * the message does not show it. */
+    struct config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.source.type = SOURCE_CONSUL;
+    cfg.source.address = "http://127.0.0.1:8500";
+    cfg.source.prefix = "canary/";
+    cfg.source.token = "abc\r\nX-Evil: 1";
+    char err[256];
+    struct logger lg;
+    logger_init(&lg, LOG_LVL_ERROR);
+    assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
+    assert_string_equal(err, "source.token holds characters that cannot be sent in an HTTP header");
+    cfg.source.token = NULL;
+    cfg.source.address = "ftp://x";
+    assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "source.address"));
+}
+
+/* A token_file that cannot be read is an outage like any other; the file is
+ * tried again on the retry. */
+static void tokfile_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+    (void)c;
+    (void)rq;
+    fail_msg("no request may be made without the token (step %d)", f->step);
+}
+
+static void tokfile_state(void *user, bool up, const char *reason) {
+    struct fake *f = user;
+    assert_false(up);
+    buf_printf(&f->seen, "down: %s\n", reason);
+    fake_finish(f);
+}
+
+static void test_token_file_missing(void **state) {
+    (void)state;
+    struct fake f;
+    uv_loop_t loop;
+    fake_setup(&f, &loop, tokfile_dispatch);
+    f.cfg.source.token_file = "/nonexistent/consul-token";
+    struct source_callbacks cb = {on_snapshot, on_event, tokfile_state, &f};
+    char err[128];
+    f.src = source_new(&loop, f.http, &f.log, &f.cfg, &cb, err, sizeof err);
+    assert_non_null(f.src);
+    fake_run(&f, NULL);
+    assert_string_equal(f.seen.data, "down: cannot read source.token_file "
+                                     "/nonexistent/consul-token: no such file or directory\n");
+    fclose(f.logf);
+    buf_free(&f.seen);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(placeholder)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url_list),
+        cmocka_unit_test(test_url_key),
+        cmocka_unit_test(test_address_redact),
+        cmocka_unit_test(test_list_parse),
+        cmocka_unit_test(test_list_parse_errors),
+        cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_index_rules),
+        cmocka_unit_test(test_bucket),
+        cmocka_unit_test(test_put_result),
+        cmocka_unit_test(test_source_against_fake_consul),
+        cmocka_unit_test(test_no_hot_loop),
+        cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_token_file_missing),
+    };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
