@@ -30,8 +30,9 @@
  * and never reaches a log line or an error message. */
 #include "sources/consul.h"
 
+#include "bridge/fileread.h"
+
 #include <cjson/cJSON.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -441,7 +442,6 @@ bool consul_put_result(long status, const char *body, size_t len, const char *ke
 #define CONSUL_CHURN_BURST 10u
 #define CONSUL_CHURN_REFILL_MS 500u
 /* ACL tokens are UUIDs; anything near this size is not a token. */
-#define CONSUL_TOKEN_MAX 4096
 
 enum consul_phase {
     PH_IDLE,  /* created, not started */
@@ -465,17 +465,6 @@ struct consul_put {
     struct consul_put *prev, *next;
 };
 
-/* An in-flight asynchronous read of token_file. uv_fs requests cannot be
- * taken back, so it owns itself: stop() just detaches it (s = NULL). */
-struct consul_tokread {
-    uv_fs_t fs;
-    uv_file fd;
-    int err;
-    size_t len;
-    char buf[CONSUL_TOKEN_MAX];
-    struct consul *s;
-};
-
 struct consul {
     struct source base; /* first: the ops receive &base */
     char addr_log[256]; /* address without credentials, for logs */
@@ -484,7 +473,7 @@ struct consul {
     uint64_t wait_ms;
     char *token;     /* secret; never logged */
     bool need_token; /* (re-)read token_file before the next query */
-    struct consul_tokread *tokread;
+    struct file_read *tokread; /* token_file being read */
 
     enum consul_phase phase;
     struct http_req *req; /* the read in flight */
@@ -547,7 +536,7 @@ static void consul_abandon(struct consul *s) {
     http_req_cancel(s->req);
     s->req = NULL;
     if (s->tokread) {
-        s->tokread->s = NULL;
+        file_read_detach(s->tokread);
         s->tokread = NULL;
     }
     timer_disarm(s);
@@ -643,117 +632,48 @@ static bool token_valid(const char *t, size_t len) {
     return true;
 }
 
-static void tok_deliver(struct consul_tokread *p) {
-    struct consul *s = p->s;
-    if (s) {
-        s->tokread = NULL;
-        const char *file = s->base.cfg->source.token_file;
-        if (p->err) {
-            consul_fail(s, "cannot read source.token_file %s: %s", file, uv_strerror(p->err));
-        } else {
-            size_t start = 0, end = p->len;
-            while (start < end && (p->buf[start] == ' ' || p->buf[start] == '\t' ||
-                                   p->buf[start] == '\r' || p->buf[start] == '\n'))
-                start++;
-            while (end > start && (p->buf[end - 1] == ' ' || p->buf[end - 1] == '\t' ||
-                                   p->buf[end - 1] == '\r' || p->buf[end - 1] == '\n'))
-                end--;
-            char *tok = NULL;
-            if (!token_valid(p->buf + start, end - start)) {
-                consul_fail(s,
-                            "source.token_file %s holds characters that cannot be sent in an "
-                            "HTTP header",
-                            file);
-            } else if (end > start && !(tok = strndup(p->buf + start, end - start))) {
-                consul_fail(s, "out of memory");
-            } else {
-                secret_free(s->token);
-                s->token = tok; /* NULL: an empty file means the anonymous token */
-                s->need_token = false;
-                log_debug(s->base.log, "consul: read the ACL token from %s%s", file,
-                          tok ? "" : " (empty: anonymous)");
-                consul_run(s);
-            }
-        }
-    }
-    explicit_bzero(p->buf, sizeof p->buf);
-    free(p);
-}
-
-static void tok_closed(uv_fs_t *req) {
-    uv_fs_req_cleanup(req);
-    tok_deliver(req->data);
-}
-
-static void tok_close(struct consul_tokread *p) {
-    int rc = uv_fs_close(p->fs.loop, &p->fs, p->fd, tok_closed);
-    if (rc < 0)
-        tok_deliver(p);
-    else
-        p->fs.data = p;
-}
-
-static void tok_read_some(struct consul_tokread *p);
-
-static void tok_got(uv_fs_t *req) {
-    struct consul_tokread *p = req->data;
-    ssize_t n = req->result;
-    uv_fs_req_cleanup(req);
-    if (n < 0) {
-        p->err = (int)n;
-    } else if (n > 0) {
-        p->len += (size_t)n;
-        if (p->len >= sizeof p->buf - 1) {
-            p->err = UV_EFBIG;
-        } else {
-            tok_read_some(p);
-            return;
-        }
-    }
-    tok_close(p);
-}
-
-static void tok_read_some(struct consul_tokread *p) {
-    uv_buf_t b = uv_buf_init(p->buf + p->len, (unsigned)(sizeof p->buf - 1 - p->len));
-    int rc = uv_fs_read(p->fs.loop, &p->fs, p->fd, &b, 1, -1, tok_got);
-    if (rc < 0) {
-        p->err = rc;
-        tok_close(p);
+static void tok_read(void *user, int err, const char *data, size_t len) {
+    struct consul *s = user;
+    s->tokread = NULL;
+    const char *file = s->base.cfg->source.token_file;
+    if (err) {
+        consul_fail(s, "cannot read source.token_file %s: %s", file, uv_strerror(err));
         return;
     }
-    p->fs.data = p; /* uv_fs_* reset it */
-}
-
-static void tok_opened(uv_fs_t *req) {
-    struct consul_tokread *p = req->data;
-    ssize_t fd = req->result;
-    uv_fs_req_cleanup(req);
-    if (fd < 0) {
-        p->err = (int)fd;
-        tok_deliver(p);
-        return;
+    size_t start = 0, end = len;
+    while (start < end && (data[start] == ' ' || data[start] == '\t' || data[start] == '\r' ||
+                           data[start] == '\n'))
+        start++;
+    while (end > start && (data[end - 1] == ' ' || data[end - 1] == '\t' ||
+                           data[end - 1] == '\r' || data[end - 1] == '\n'))
+        end--;
+    char *tok = NULL;
+    if (!token_valid(data + start, end - start)) {
+        consul_fail(s,
+                    "source.token_file %s holds characters that cannot be sent in an HTTP "
+                    "header",
+                    file);
+    } else if (end > start && !(tok = strndup(data + start, end - start))) {
+        consul_fail(s, "out of memory");
+    } else {
+        secret_free(s->token);
+        s->token = tok; /* NULL: an empty file means the anonymous token */
+        s->need_token = false;
+        log_debug(s->base.log, "consul: read the ACL token from %s%s", file,
+                  tok ? "" : " (empty: anonymous)");
+        consul_run(s);
     }
-    p->fd = (uv_file)fd;
-    tok_read_some(p);
 }
 
 /* Through libuv's fs requests: the loop never blocks on a slow disk. */
 static void token_begin(struct consul *s) {
     const char *file = s->base.cfg->source.token_file;
-    struct consul_tokread *p = calloc(1, sizeof *p);
-    if (!p) {
-        consul_fail(s, "out of memory");
+    int err = 0;
+    s->tokread = file_read_start(s->base.loop, file, tok_read, s, &err);
+    if (!s->tokread) {
+        consul_fail(s, "cannot open source.token_file %s: %s", file, uv_strerror(err));
         return;
     }
-    p->s = s;
-    int rc = uv_fs_open(s->base.loop, &p->fs, file, O_RDONLY | O_CLOEXEC, 0, tok_opened);
-    if (rc < 0) {
-        free(p);
-        consul_fail(s, "cannot open source.token_file %s: %s", file, uv_strerror(rc));
-        return;
-    }
-    p->fs.data = p;
-    s->tokread = p;
     s->phase = PH_TOKEN;
 }
 
