@@ -231,8 +231,79 @@ static void hook_applied(void *user, const char *route_id, const struct model_ro
     }
 }
 
+/* ---- status feedback: P<ns>/<name>/status written back to the source ---- */
+
+struct status_write {
+    struct app *a;
+    bool dirty; /* changed again while in flight: write the latest when done */
+    char id[];
+};
+
+static const char *state_name(enum route_state st) {
+    return st == ROUTE_APPLIED ? "applied" : st == ROUTE_ERROR ? "error" : "pending";
+}
+
+static void status_send(struct app *a, struct status_write *w);
+
+static void on_status_written(void *user, bool ok, const char *message) {
+    struct status_write *w = user;
+    struct app *a = w->a;
+    if (!ok && !a->status_write_failing)
+        log_warn(&a->log,
+                 "status feedback: cannot write %s%s/status: %s (syncing goes on; logged once "
+                 "until a status write succeeds)",
+                 a->cfg.source.prefix, w->id, message ? message : "unknown error");
+    a->status_write_failing = !ok;
+    if (w->dirty && !a->stopping) {
+        w->dirty = false;
+        status_send(a, w);
+        return;
+    }
+    map_del(&a->status_writes, w->id);
+    free(w);
+}
+
+static void status_send(struct app *a, struct status_write *w) {
+    const struct route_status *st = a->have_rec ? reconciler_status(&a->rec, w->id) : NULL;
+    cJSON *doc = st ? cJSON_CreateObject() : NULL;
+    char stamp[40] = "", key[MODEL_NS_MAX + MODEL_NAME_MAX + 256];
+    struct timespec ts;
+    struct tm tm;
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && gmtime_r(&ts.tv_sec, &tm))
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char *text = NULL;
+    if (doc && cJSON_AddStringToObject(doc, "state", state_name(st->state)) &&
+        cJSON_AddStringToObject(doc, "message", st->message ? st->message : "") &&
+        cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
+        cJSON_AddStringToObject(doc, "resourceVersion",
+                                st->resource_version ? st->resource_version : "") &&
+        cJSON_AddStringToObject(doc, "time", stamp))
+        text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    snprintf(key, sizeof key, "%s%s/status", a->cfg.source.prefix, w->id);
+    if (!text || !a->source->ops->put ||
+        a->source->ops->put(a->source, key, text, strlen(text), on_status_written, w) < 0) {
+        map_del(&a->status_writes, w->id);
+        free(w);
+    }
+    cJSON_free(text);
+}
+
 static void hook_status(void *user, const char *route_id, const struct route_status *st) {
     struct app *a = user;
+    if (st && a->cfg.reconcile.status && !a->dry_run && a->cmd != CMD_RENDER) {
+        struct status_write *w = map_get(&a->status_writes, route_id);
+        if (w) {
+            w->dirty = true; /* coalesce: one write in flight per route */
+        } else if ((w = calloc(1, sizeof *w + strlen(route_id) + 1))) {
+            w->a = a;
+            strcpy(w->id, route_id);
+            if (map_put(&a->status_writes, route_id, w, NULL) < 0)
+                free(w);
+            else
+                status_send(a, w);
+        }
+    }
     if (!st) { /* the route is gone: so are its weight series */
         char ns[MODEL_NS_MAX + 1];
         const char *name;
@@ -765,6 +836,11 @@ static int app_generation(struct app *a) {
         a->source->ops->destroy(a->source);
     if (a->have_keys)
         keycache_free(&a->keys);
+    struct map_iter it;
+    map_iter_init(&it, &a->status_writes);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        free(e->value); /* their source requests were cancelled without callbacks */
+    map_free(&a->status_writes);
     if (uv_loop_close(&a->loop) != 0)
         log_debug(&a->log, "event loop closed with handles still open");
     return a->exit_code;
@@ -782,6 +858,7 @@ static void generation_reset(struct app *a) {
     a->stopping = a->torn_down = a->ready_notified = false;
     a->informers_synced = a->discovery_failures = 0;
     a->conflicts_seen = 0; /* a new reconciler counts from zero */
+    a->status_write_failing = false;
     memset(&a->keys, 0, sizeof a->keys);
     memset(&a->rec, 0, sizeof a->rec);
     memset(a->inf, 0, sizeof a->inf);

@@ -47,6 +47,8 @@ struct app {
     struct notifier notify;
     struct httpd *httpd;
     bool source_connected;
+    struct map status_writes;  /* route id -> struct status_write in flight */
+    bool status_write_failing; /* logged once per streak of failed status writes */
 
     struct http_client *http;
     struct source *source;

@@ -87,22 +87,26 @@ static void status_free(struct route_status *s) {
     free(s);
 }
 
-static void status_error(struct reconciler *r, const char *id, const char *msg, uint64_t rev) {
+/* state: ROUTE_ERROR for a problem that stays until the keys change,
+ * ROUTE_PENDING for a transient one the route is retrying. */
+static void status_problem(struct reconciler *r, const char *id, enum route_state state,
+                           const char *msg, uint64_t rev) {
     struct route_status *s = status_get(r, id);
     r->stats.errors++;
     /* One line per new problem, not one per resync or retry. */
-    if (s && s->state == ROUTE_ERROR && s->message && strcmp(s->message, msg) == 0 &&
+    if (s && s->state == state && s->message && strcmp(s->message, msg) == 0 &&
         s->revision == rev) {
         log_debug(r->log, "route %s: still failing: %s", id, msg);
         return;
     }
-    log_error(r->log, "route %s: %s", id, msg);
+    log_msg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN, "route %s: %s%s", id,
+            msg, state == ROUTE_ERROR ? "" : " (retrying)");
     if (!s)
         return;
     char *copy = strdup(msg);
     free(s->message);
     s->message = copy;
-    s->state = ROUTE_ERROR;
+    s->state = state;
     s->revision = rev;
     if (r->hooks.status)
         r->hooks.status(r->hooks.user, id, s);
@@ -333,13 +337,13 @@ static void job_fail(struct job *j, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    status_error(j->r, j->id, msg, j->has_model ? j->model.revision : 0);
+    status_problem(j->r, j->id, ROUTE_ERROR, msg, j->has_model ? j->model.revision : 0);
     job_finish(j, false, false, 0);
 }
 
 /* A transient failure: record it and requeue with backoff. */
 static void job_retry(struct job *j, const char *msg, uint64_t delay_ms) {
-    status_error(j->r, j->id, msg, j->has_model ? j->model.revision : 0);
+    status_problem(j->r, j->id, ROUTE_PENDING, msg, j->has_model ? j->model.revision : 0);
     job_finish(j, false, true, delay_ms);
 }
 
