@@ -8,22 +8,26 @@ Exit status 0 only when nothing failed and something ran.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_unit():
-    """meson test, counting cmocka's own per-case results from the logs."""
-    build = os.path.join(ROOT, "build")
+def run_unit(build="build"):
+    """meson test, counting cmocka's own per-case results from the logs, plus
+    each non-cmocka meson test (e.g. the systemd unit check) once."""
+    build = os.path.join(ROOT, build)
     proc = subprocess.run(["meson", "test", "-C", build, "--print-errorlogs", "-v"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout
     sys.stdout.write(out)
     passed = len(re.findall(r"^\[\s+OK\s+\]", out, re.M))
     failed = len(re.findall(r"^\[\s+FAILED\s+\]\s+\w", out, re.M))
+    passed += len(re.findall(r"^\s*\d+/\d+\s+canary-bridge:systemd / \S+\s+OK", out, re.M))
     # A binary that crashed before printing its cases still counts as a failure.
     m = re.search(r"^Fail:\s+(\d+)", out, re.M)
     if m and int(m.group(1)) > 0 and failed == 0:
@@ -44,19 +48,57 @@ def run_python(start):
     return result.testsRun - failed - skipped, failed
 
 
+def sanitizer_reports(logdir):
+    """Every report ASan/UBSan/LSan wrote (one file per process) counts as a
+    failure: a daemon that misbehaves under a test that still passed."""
+    found = 0
+    for name in sorted(os.listdir(logdir)):
+        with open(os.path.join(logdir, name), errors="replace") as f:
+            text = f.read()
+        if text.strip():
+            found += 1
+            print(f"==== sanitizer report {name}:\n{text[:8000]}", flush=True)
+    return found
+
+
 def main():
+    sanitize = "--no-sanitize" not in sys.argv and os.environ.get("CANARY_SANITIZE", "1") == "1"
     sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
-    os.environ.setdefault("CANARY_BRIDGE", os.path.join(ROOT, "build", "canary-bridge"))
     total_p = total_f = 0
-    for name, fn in (("unit", run_unit),
-                     ("kubeapi", lambda: run_python("tests/kubeapi")),
-                     ("consul", lambda: run_python("tests/consul")),
-                     ("integration", lambda: run_python("tests/integration"))):
+    suites = [("unit", run_unit),
+              ("kubeapi", lambda: run_python("tests/kubeapi")),
+              ("consul", lambda: run_python("tests/consul")),
+              ("integration", lambda: run_python("tests/integration"))]
+    os.environ["CANARY_BRIDGE"] = os.path.join(ROOT, "build", "canary-bridge")
+    for name, fn in suites:
         print(f"==== {name} tests", flush=True)
         p, f = fn()
         print(f"==== {name}: {p} passed, {f} failed", flush=True)
         total_p += p
         total_f += f
+    if sanitize:
+        # Second pass: the unit tests and the integration suites against the
+        # ASan+UBSan build. Reports go to files so none is lost in a log that
+        # a passing test never reads.
+        logdir = tempfile.mkdtemp(prefix="cb-sanitizers-")
+        os.environ["ASAN_OPTIONS"] = "log_path=%s/asan:detect_leaks=1:abort_on_error=0" % logdir
+        os.environ["UBSAN_OPTIONS"] = "log_path=%s/ubsan:print_stacktrace=1:halt_on_error=1" % logdir
+        os.environ["CANARY_BRIDGE"] = os.path.join(ROOT, "build-asan", "canary-bridge")
+        os.environ["CANARY_SANITIZED"] = "1"
+        for name, fn in (("unit (asan+ubsan)", lambda: run_unit("build-asan")),
+                         ("integration (asan+ubsan)", lambda: run_python("tests/integration"))):
+            print(f"==== {name} tests", flush=True)
+            p, f = fn()
+            print(f"==== {name}: {p} passed, {f} failed", flush=True)
+            total_p += p
+            total_f += f
+        reports = sanitizer_reports(logdir)
+        print(f"==== sanitizer reports: {reports}", flush=True)
+        if reports:
+            total_f += reports
+        else:
+            total_p += 1  # the check that no sanitizer report was written
+        shutil.rmtree(logdir, ignore_errors=True)
     print(f"{total_p} passed, {total_f} failed")
     return 0 if total_f == 0 and total_p > 0 else 1
 

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential meson ninja-build pkg-config
       libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libcmocka-dev
+      libsystemd-dev scdoc systemd valgrind
       etcd-server etcd-client python3 python3-yaml openssl kubectl)
 
 missing=()
@@ -35,3 +36,13 @@ if [ ! -f build/build.ninja ]; then
   meson setup build --werror >/dev/null
 fi
 ninja -C build
+
+# The same code under AddressSanitizer + UndefinedBehaviorSanitizer, for the
+# second test pass (tests/run_all.py --sanitize).
+if [ "${CANARY_SANITIZE:-1}" = 1 ]; then
+  if [ ! -f build-asan/build.ninja ]; then
+    meson setup build-asan --werror -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dbuildtype=debug >/dev/null
+  fi
+  ninja -C build-asan
+fi
