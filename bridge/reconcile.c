@@ -49,7 +49,8 @@ struct job {
     struct job_obj *dels; /* prune phase, in order */
     size_t n_dels, del_step;
     bool pruning;
-    unsigned attempt; /* conflict retries of the current step */
+    uint64_t revision; /* of the route's keys, for status even when they do not parse */
+    unsigned attempt;  /* conflict retries of the current step */
     struct kube_call *call;
     uv_timer_t timer; /* backoff between conflict retries */
     bool timer_open;
@@ -224,9 +225,12 @@ static bool owned_here(const struct reconciler *r, const cJSON *obj) {
     return prefix && strcmp(prefix, r->keys->prefix) == 0;
 }
 
+/* The route an object belongs to: the full name from the annotation, else
+ * (objects written before the annotation existed) the label. */
 static const char *route_label(const cJSON *obj) {
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
-    return kobj_str(meta, "labels", RECONCILE_ROUTE_LABEL);
+    const char *full = kobj_str(meta, "annotations", RECONCILE_ROUTE_ANNOT);
+    return full ? full : kobj_str(meta, "labels", RECONCILE_ROUTE_LABEL);
 }
 
 /* Keep the ownership index in step with a live object (NULL: deleted), and
@@ -337,25 +341,32 @@ static void job_fail(struct job *j, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    status_problem(j->r, j->id, ROUTE_ERROR, msg, j->has_model ? j->model.revision : 0);
+    status_problem(j->r, j->id, ROUTE_ERROR, msg, j->revision);
     job_finish(j, false, false, 0);
 }
 
 /* A transient failure: record it and requeue with backoff. */
 static void job_retry(struct job *j, const char *msg, uint64_t delay_ms) {
-    status_problem(j->r, j->id, ROUTE_PENDING, msg, j->has_model ? j->model.revision : 0);
+    status_problem(j->r, j->id, ROUTE_PENDING, msg, j->revision);
     job_finish(j, false, true, delay_ms);
 }
 
 /* ---- planning ---- */
 
-static void label_route(cJSON *obj, const char *route) {
+static int label_route(cJSON *obj, const char *route) {
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
     cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
+    cJSON *annots = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
     if (!labels)
         labels = cJSON_AddObjectToObject(meta, "labels");
-    if (labels && !cJSON_GetObjectItemCaseSensitive(labels, RECONCILE_ROUTE_LABEL))
-        cJSON_AddStringToObject(labels, RECONCILE_ROUTE_LABEL, route);
+    if (!annots)
+        annots = cJSON_AddObjectToObject(meta, "annotations");
+    char *value = traefik_shorten(route, LABEL_VALUE_MAX);
+    bool ok = labels && annots && value &&
+              cJSON_AddStringToObject(labels, RECONCILE_ROUTE_LABEL, value) &&
+              cJSON_AddStringToObject(annots, RECONCILE_ROUTE_ANNOT, route);
+    free(value);
+    return ok ? 0 : -1;
 }
 
 static int plan_add(struct job *j, enum obj_kind kind, const char *name, cJSON *desired) {
@@ -369,8 +380,8 @@ static int plan_add(struct job *j, enum obj_kind kind, const char *name, cJSON *
     o->kind = kind;
     snprintf(o->name, sizeof o->name, "%s", name);
     o->desired = desired;
-    if (desired)
-        label_route(desired, j->name);
+    if (desired && label_route(desired, j->name) < 0)
+        return -1; /* o->desired is freed with the job */
     return 0;
 }
 
@@ -486,6 +497,16 @@ static void write_owned(struct job *j, struct job_obj *o) {
                  "refusing to take it over",
                  obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_LABEL_MANAGED_BY,
                  TRAEFIK_MANAGER);
+        return;
+    }
+    if (!owned_here(r, live)) {
+        const char *other = kobj_str(cJSON_GetObjectItemCaseSensitive(live, "metadata"),
+                                     "annotations", TRAEFIK_ANNOT_PREFIX);
+        job_fail(j,
+                 "%s %s/%s is managed by canary-bridge from another prefix (%s: %s, ours is "
+                 "%s); refusing to take it over",
+                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_ANNOT_PREFIX,
+                 other ? other : "(none)", r->keys->prefix);
         return;
     }
     bool changed = false;
@@ -751,6 +772,7 @@ static void process(void *user, const char *id) {
     r->stats.passes++;
     struct model_input in;
     int present = keycache_input(r->keys, id, &in, j->ns, j->name);
+    j->revision = in.revision;
     if (!namespace_allowed(r->cfg, j->ns)) {
         if (present == 0)
             job_fail(j, "namespace %s is not in reconcile.namespaces", j->ns);

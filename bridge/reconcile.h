@@ -28,7 +28,12 @@
 #include "sinks/traefik.h"
 
 #define RECONCILE_CONFLICT_RETRIES 5
+/* Objects a route owns carry its name: in a label (shortened with a hash
+ * past 63 bytes, the limit of label values) for selection by people, and in
+ * full in an annotation, which is what the bridge reads. */
 #define RECONCILE_ROUTE_LABEL "canary-bridge.io/route"
+#define RECONCILE_ROUTE_ANNOT "canary-bridge.io/route"
+#define LABEL_VALUE_MAX 63
 
 /* The kinds the bridge writes, in the order a pass writes them. */
 enum obj_kind { OBJ_MIDDLEWARE, OBJ_TRAEFIKSERVICE, OBJ_INGRESSROUTE, OBJ_NKINDS };

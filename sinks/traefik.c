@@ -416,20 +416,20 @@ static uint64_t fnv1a(const char *s) {
     return h;
 }
 
-char *traefik_middleware_name(const struct model_route *r, size_t i) {
+char *traefik_shorten(const char *s, size_t max) {
     buf_t b = BUF_INIT;
-    if (buf_printf(&b, "%s-%s", r->name, r->rules[i].name) < 0) {
+    if (buf_puts(&b, s) < 0) {
         buf_free(&b);
         return NULL;
     }
-    if (b.len <= MODEL_NAME_MAX)
+    if (b.len <= max)
         return buf_steal(&b);
     /* Too long: keep a prefix, end it on an alphanumeric (a '-' or '.'
      * there would make an invalid name), and add a hash of the full name so
      * two long names that share a prefix stay distinct. */
     char hash[16];
     snprintf(hash, sizeof hash, "-%010" PRIx64, fnv1a(b.data) & (uint64_t)0xffffffffff);
-    size_t keep = MODEL_NAME_MAX - strlen(hash);
+    size_t keep = max > strlen(hash) ? max - strlen(hash) : 1;
     while (keep > 1 && (b.data[keep - 1] == '-' || b.data[keep - 1] == '.'))
         keep--;
     b.len = keep;
@@ -439,6 +439,17 @@ char *traefik_middleware_name(const struct model_route *r, size_t i) {
         return NULL;
     }
     return buf_steal(&b);
+}
+
+char *traefik_middleware_name(const struct model_route *r, size_t i) {
+    buf_t b = BUF_INIT;
+    if (buf_printf(&b, "%s-%s", r->name, r->rules[i].name) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    char *name = traefik_shorten(b.data, MODEL_NAME_MAX);
+    buf_free(&b);
+    return name;
 }
 
 static cJSON *headers_map(const struct model_kv *kv, size_t n) {

@@ -57,6 +57,11 @@ cJSON *traefik_render_middleware(const struct model_route *r, size_t i,
  * with a hash suffix when too long). */
 char *traefik_middleware_name(const struct model_route *r, size_t i);
 
+/* s itself when it fits in max bytes, else a prefix ending on an alphanumeric
+ * plus "-" and 10 hex digits of a hash of all of s: a valid Kubernetes name
+ * or label value (max 253 or 63) that stays distinct. Heap string. */
+char *traefik_shorten(const char *s, size_t max);
+
 /* Quote s as a Traefik rule string literal: `s` when it holds no backtick and
  * no CR, else a Go interpreted literal "..." with \\ \" \xNN escapes. */
 char *traefik_rule_quote(const char *s);

@@ -905,6 +905,35 @@ static void test_apply_weights_unknown_service(void **state) {
     model_route_free(&r);
 }
 
+/* Label values stop at 63 bytes, names at 253: long inputs keep a readable
+ * prefix, end on an alphanumeric, and stay distinct through the hash. */
+static void test_shorten(void **state) {
+    (void)state;
+    char *same = traefik_shorten("short-name", 63);
+    assert_string_equal(same, "short-name");
+    free(same);
+    char a_in[120], b_in[120];
+    memset(a_in, 'a', sizeof a_in);
+    a_in[61] = '-'; /* a cut here would end on '-' */
+    a_in[sizeof a_in - 1] = '\0';
+    memcpy(b_in, a_in, sizeof b_in);
+    b_in[100] = 'b';
+    char *a = traefik_shorten(a_in, 63), *b = traefik_shorten(b_in, 63);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_true(strlen(a) <= 63 && strlen(b) <= 63);
+    assert_string_not_equal(a, b);
+    char *dash = strrchr(a, '-');
+    assert_non_null(dash);
+    assert_int_equal(strlen(dash + 1), 10);
+    assert_true(dash > a && dash[-1] != '-' && dash[-1] != '.');
+    char *again = traefik_shorten(a_in, 63);
+    assert_string_equal(a, again); /* stable: the same object keeps its label */
+    free(a);
+    free(b);
+    free(again);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_owned_weights),
@@ -932,6 +961,7 @@ int main(void) {
         cmocka_unit_test(test_merge_owned_traefikservice),
         cmocka_unit_test(test_apply_weights),
         cmocka_unit_test(test_apply_weights_unknown_service),
+        cmocka_unit_test(test_shorten),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
