@@ -329,11 +329,11 @@ static int on_data(struct http_req *req, const char *data, size_t len) {
 
 static struct kube_call *start(struct kube_client *kc, const char *method, const char *path,
                                const char *content_type, const char *body, size_t body_len,
-                               kube_cb cb, kube_event_cb on_event, void *user) {
+                               kube_cb cb, kube_event_cb on_event, void *user, bool nodry) {
     bool is_write = strcmp(method, "GET") != 0;
     buf_t url = BUF_INIT;
     int rc = buf_printf(&url, "%s%s", kc->conn.server, path);
-    if (rc == 0 && is_write && kc->dry_run)
+    if (rc == 0 && is_write && kc->dry_run && !nodry)
         rc = buf_printf(&url, "%cdryRun=All", strchr(path, '?') ? '&' : '?');
     if (rc < 0) {
         buf_free(&url);
@@ -382,20 +382,37 @@ fail:
 struct kube_call *kube_request(struct kube_client *kc, const char *method, const char *path,
                                const char *content_type, const char *body, size_t body_len,
                                kube_cb cb, void *user) {
-    return start(kc, method, path, content_type, body, body_len, cb, NULL, user);
+    return start(kc, method, path, content_type, body, body_len, cb, NULL, user, false);
 }
 
-struct kube_call *kube_request_json(struct kube_client *kc, const char *method, const char *path,
-                                    const cJSON *obj, kube_cb cb, void *user) {
+static struct kube_call *request_json(struct kube_client *kc, const char *method, const char *path,
+                                      const cJSON *obj, kube_cb cb, void *user, bool nodry) {
     char *body = cJSON_PrintUnformatted(obj);
     if (!body)
         return NULL;
-    struct kube_call *c = start(kc, method, path, NULL, body, strlen(body), cb, NULL, user);
+    struct kube_call *c = start(kc, method, path, NULL, body, strlen(body), cb, NULL, user, nodry);
     cJSON_free(body);
     return c;
 }
 
+struct kube_call *kube_request_json(struct kube_client *kc, const char *method, const char *path,
+                                    const cJSON *obj, kube_cb cb, void *user) {
+    return request_json(kc, method, path, obj, cb, user, false);
+}
+
+struct kube_call *kube_request_nodry(struct kube_client *kc, const char *method, const char *path,
+                                     const char *content_type, const char *body, size_t body_len,
+                                     kube_cb cb, void *user) {
+    return start(kc, method, path, content_type, body, body_len, cb, NULL, user, true);
+}
+
+struct kube_call *kube_request_json_nodry(struct kube_client *kc, const char *method,
+                                          const char *path, const cJSON *obj, kube_cb cb,
+                                          void *user) {
+    return request_json(kc, method, path, obj, cb, user, true);
+}
+
 struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,
                              kube_cb done, void *user) {
-    return start(kc, "GET", path, NULL, NULL, 0, done, on_event, user);
+    return start(kc, "GET", path, NULL, NULL, 0, done, on_event, user, false);
 }

@@ -58,6 +58,15 @@ struct kube_call *kube_request(struct kube_client *kc, const char *method, const
 /* Convenience: serialise obj (unformatted) as the body. */
 struct kube_call *kube_request_json(struct kube_client *kc, const char *method, const char *path,
                                     const cJSON *obj, kube_cb cb, void *user);
+/* The same, but never dry-run, even when the client is in dry-run mode: for
+ * the bridge's own bookkeeping objects (the leader-election Lease), which
+ * must really be written for --dry-run instances to coordinate. */
+struct kube_call *kube_request_nodry(struct kube_client *kc, const char *method, const char *path,
+                                     const char *content_type, const char *body, size_t body_len,
+                                     kube_cb cb, void *user);
+struct kube_call *kube_request_json_nodry(struct kube_client *kc, const char *method,
+                                          const char *path, const cJSON *obj, kube_cb cb,
+                                          void *user);
 /* A streaming watch: on_event per line, then done once when it ends. */
 struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,
                              kube_cb done, void *user);

@@ -1,0 +1,665 @@
+/* test_events.c - Kubernetes Events (sinks/events.h) against the Kubernetes
+ * API test server.
+ *
+ * Like test_lease.c, the group setup spawns tests/kubeapi/server.py on the
+ * test's libuv loop (real HTTPS, fault injection, request log) and the
+ * recorder posts through the real kube client. Checked: every field of a
+ * posted Event, message truncation on a UTF-8 boundary, aggregation of
+ * identical events into count + 1 (one Event, merge patches), the per-object
+ * and global token buckets and their refill, the in-flight cap, failures
+ * (403, 500) logged once per kind and never retried, and close cancelling
+ * what is in flight. Nothing sleeps: the loop runs until a condition holds,
+ * bounded by a deadline.
+ *
+ * Run from tests/ (meson's workdir) or the repository root. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge/http.h"
+#include "bridge/log.h"
+#include "sinks/events.h"
+#include "sinks/informer.h"
+#include "sinks/kube.h"
+#include "sinks/kubeconfig.h"
+
+/* ---- the API test server on the loop ---- */
+
+struct kapi {
+    uv_loop_t loop;
+    uv_process_t proc;
+    bool proc_open, exited;
+    char dir[256];
+    char kubeconfig[300];
+    struct logger log;
+    struct http_client *http;
+    struct kube_client *ctl; /* for /_test/ and reading objects */
+};
+
+static uint64_t mono_ms(void) {
+    return uv_hrtime() / 1000000u;
+}
+
+static void on_wake(uv_timer_t *t) {
+    (void)t;
+}
+
+/* Run the loop until pred(arg) holds or timeout_ms passed; a 10 ms timer
+ * wakes the loop so that conditions on outside state are seen too. */
+static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, uint64_t timeout_ms) {
+    uv_timer_t wake;
+    assert_int_equal(uv_timer_init(loop, &wake), 0);
+    assert_int_equal(uv_timer_start(&wake, on_wake, 10, 10), 0);
+    uint64_t end = mono_ms() + timeout_ms;
+    bool ok;
+    while (!(ok = pred && pred(arg)) && mono_ms() < end)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&wake, NULL);
+    uv_run(loop, UV_RUN_NOWAIT); /* completes the close */
+    return ok;
+}
+
+static void run_for(uv_loop_t *loop, uint64_t ms) {
+    (void)run_until(loop, NULL, NULL, ms);
+}
+
+/* Let closing handles and cancelled transfers finish. */
+static void drain(uv_loop_t *loop) {
+    for (int i = 0; i < 50; i++)
+        uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static bool file_exists(void *path) {
+    return access(path, F_OK) == 0;
+}
+
+static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
+    struct kapi *k = p->data;
+    (void)status;
+    (void)sig;
+    k->exited = true;
+}
+
+static bool proc_exited(void *arg) {
+    return ((struct kapi *)arg)->exited;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static struct kube_client *client_new(struct kapi *k, bool dry_run) {
+    struct kube_conn conn;
+    char err[256];
+    if (kube_conn_from_kubeconfig(k->kubeconfig, NULL, &conn, err, sizeof err) != 0) {
+        print_error("kubeconfig: %s\n", err);
+        return NULL;
+    }
+    struct kube_client *kc = kube_client_new(&k->loop, k->http, &k->log, &conn, err, sizeof err);
+    if (!kc) {
+        kube_conn_free(&conn);
+        print_error("kube client: %s\n", err);
+        return NULL;
+    }
+    kube_client_set_dry_run(kc, dry_run);
+    return kc;
+}
+
+static int kapi_setup(void **state) {
+    struct kapi *k = calloc(1, sizeof *k);
+    if (!k)
+        return -1;
+    logger_init(&k->log, LOG_LVL_INFO);
+    k->log.out = stderr;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(k->dir, sizeof k->dir, "%s/cb-events-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(k->dir) || uv_loop_init(&k->loop) != 0) {
+        free(k);
+        return -1;
+    }
+    const char *script =
+        access("kubeapi/server.py", R_OK) == 0 ? "kubeapi/server.py" : "tests/kubeapi/server.py";
+    char logpath[320], portpath[320];
+    snprintf(logpath, sizeof logpath, "%s/server.log", k->dir);
+    snprintf(portpath, sizeof portpath, "%s/port", k->dir);
+    snprintf(k->kubeconfig, sizeof k->kubeconfig, "%s/kubeconfig", k->dir);
+    int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (logfd < 0)
+        return -1;
+    char *args[] = {"/usr/bin/python3", (char *)script, "--dir", k->dir, NULL};
+    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                     {.flags = UV_INHERIT_FD, .data.fd = logfd},
+                                     {.flags = UV_INHERIT_FD, .data.fd = logfd}};
+    uv_process_options_t opt = {0};
+    opt.file = args[0];
+    opt.args = args;
+    opt.exit_cb = on_proc_exit;
+    opt.stdio = stdio;
+    opt.stdio_count = 3;
+    k->proc.data = k;
+    int rc = uv_spawn(&k->loop, &k->proc, &opt);
+    close(logfd);
+    if (rc != 0) {
+        print_error("cannot start %s: %s\n", script, uv_strerror(rc));
+        uv_close((uv_handle_t *)&k->proc, NULL);
+        drain(&k->loop);
+        return -1;
+    }
+    k->proc_open = true;
+    uv_unref((uv_handle_t *)&k->proc); /* never what keeps the loop alive */
+    if (!run_until(&k->loop, file_exists, portpath, 30000)) {
+        print_error("the API test server did not start; see %s\n", logpath);
+        return -1;
+    }
+    k->http = http_client_new(&k->loop, &k->log);
+    k->ctl = k->http ? client_new(k, false) : NULL;
+    if (!k->ctl)
+        return -1;
+    *state = k;
+    return 0;
+}
+
+static int kapi_teardown(void **state) {
+    struct kapi *k = *state;
+    if (!k)
+        return 0;
+    if (k->ctl)
+        kube_client_free(k->ctl);
+    if (k->http)
+        http_client_close(k->http);
+    if (k->proc_open && !k->exited) {
+        uv_process_kill(&k->proc, SIGTERM);
+        if (!run_until(&k->loop, proc_exited, k, 10000))
+            uv_process_kill(&k->proc, SIGKILL);
+        run_until(&k->loop, proc_exited, k, 5000);
+    }
+    if (k->proc_open)
+        uv_close((uv_handle_t *)&k->proc, NULL);
+    drain(&k->loop);
+    if (uv_loop_close(&k->loop) != 0)
+        print_error("loop still has handles at teardown\n");
+    nftw(k->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(k);
+    return 0;
+}
+
+struct ctl_result {
+    bool done;
+    long status;
+    cJSON *json;
+};
+
+static void on_ctl(void *user, const struct kube_response *r) {
+    struct ctl_result *c = user;
+    c->done = true;
+    c->status = r->status;
+    c->json = r->json ? cJSON_Duplicate(r->json, 1) : NULL;
+}
+
+static bool ctl_done(void *arg) {
+    return ((struct ctl_result *)arg)->done;
+}
+
+/* A synchronous request (the loop runs meanwhile). Returns the JSON answer
+ * (caller frees) and the status. */
+static cJSON *ctl(struct kapi *k, const char *method, const char *path, const char *body,
+                  long *status) {
+    struct ctl_result res = {0};
+    struct kube_call *c =
+        kube_request(k->ctl, method, path, NULL, body, body ? strlen(body) : 0, on_ctl, &res);
+    assert_non_null(c);
+    if (!run_until(&k->loop, ctl_done, &res, 10000)) {
+        kube_call_cancel(c);
+        fail_msg("%s %s: no answer", method, path);
+    }
+    if (status)
+        *status = res.status;
+    return res.json;
+}
+
+static void ctl_ok(struct kapi *k, const char *method, const char *path, const char *body) {
+    long status;
+    cJSON *j = ctl(k, method, path, body, &status);
+    cJSON_Delete(j);
+    assert_in_range(status, 200, 201);
+}
+
+static void fault(struct kapi *k, const char *rule) {
+    ctl_ok(k, "POST", "/_test/faults", rule);
+}
+
+static void faults_clear(struct kapi *k) {
+    ctl_ok(k, "DELETE", "/_test/faults", NULL);
+}
+
+static int last_seq(struct kapi *k) {
+    cJSON *log = ctl(k, "GET", "/_test/requests", NULL, NULL);
+    int n = cJSON_GetArraySize(log);
+    const cJSON *last = n ? cJSON_GetArrayItem(log, n - 1) : NULL;
+    int seq = last ? (int)cJSON_GetObjectItem(last, "seq")->valuedouble : 0;
+    cJSON_Delete(log);
+    return seq;
+}
+
+/* ---- helpers ---- */
+
+#define EVENTS_PATH "/api/v1/namespaces/default/events"
+
+struct quiet {
+    const struct event_recorder *rec;
+};
+
+static bool settled(void *arg) {
+    struct events_stats st;
+    events_get_stats(((struct quiet *)arg)->rec, &st);
+    return st.in_flight == 0;
+}
+
+static void settle(struct kapi *k, const struct event_recorder *rec) {
+    struct quiet q = {rec};
+    assert_true(run_until(&k->loop, settled, &q, 5000));
+}
+
+/* The stored Events whose involvedObject.name is name (caller frees). */
+static cJSON *events_of(struct kapi *k, const char *ns, const char *name, int *n) {
+    char path[200];
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/events", ns);
+    long status;
+    cJSON *list = ctl(k, "GET", path, NULL, &status);
+    assert_int_equal(status, 200);
+    cJSON *out = cJSON_CreateArray();
+    assert_non_null(out);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(list, "items")) {
+        const char *in = kobj_str(e, "involvedObject", "name");
+        if (in && strcmp(in, name) == 0)
+            cJSON_AddItemToArray(out, cJSON_Duplicate(e, 1));
+    }
+    cJSON_Delete(list);
+    *n = cJSON_GetArraySize(out);
+    return out;
+}
+
+static int requests_since(struct kapi *k, int since, const char *method, const char *suffix) {
+    char q[64];
+    snprintf(q, sizeof q, "/_test/requests?since=%d", since);
+    cJSON *log = ctl(k, "GET", q, NULL, NULL);
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, log) {
+        const char *path = kobj_str(e, "path", NULL), *m = kobj_str(e, "method", NULL);
+        size_t pl = path ? strlen(path) : 0, sl = strlen(suffix);
+        if (path && m && strcmp(m, method) == 0 && pl >= sl && strstr(path, suffix))
+            n++;
+    }
+    cJSON_Delete(log);
+    return n;
+}
+
+static void assert_rfc3339(const char *s) {
+    assert_non_null(s);
+    assert_int_equal(strlen(s), 20);
+    for (int i = 0; i < 20; i++) {
+        char want = "0000-00-00T00:00:00Z"[i];
+        if (want == '0')
+            assert_true(s[i] >= '0' && s[i] <= '9');
+        else
+            assert_int_equal(s[i], want);
+    }
+}
+
+static int jint(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    assert_true(cJSON_IsNumber(v));
+    return (int)v->valuedouble;
+}
+
+static int count_substr(const char *hay, const char *needle) {
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* ---- tests ---- */
+
+static void test_utf8_copy(void **state) {
+    (void)state;
+    char out[16];
+    events_utf8_copy(out, sizeof out, "plain", 100);
+    assert_string_equal(out, "plain");
+    events_utf8_copy(out, sizeof out, "abcdefghijklmnopqrstuvwxyz", 100);
+    assert_string_equal(out, "abcdefghijklmno"); /* the buffer bounds it too */
+    /* "é" is two bytes: never cut in two. */
+    events_utf8_copy(out, sizeof out, "a\xc3\xa9\xc3\xa9", 4);
+    assert_string_equal(out, "a\xc3\xa9");
+    /* A 4-byte character passes whole or not at all. */
+    events_utf8_copy(out, sizeof out, "\xf0\x9f\x90\xa4!", 5);
+    assert_string_equal(out, "\xf0\x9f\x90\xa4!");
+    events_utf8_copy(out, sizeof out, "\xf0\x9f\x90\xa4!", 3);
+    assert_string_equal(out, "");
+    /* Invalid bytes, overlong forms, surrogates and truncated sequences
+     * become '?', byte by byte. */
+    events_utf8_copy(out, sizeof out, "x\xffy\xc0\xafz", 100);
+    assert_string_equal(out, "x?y??z");
+    events_utf8_copy(out, sizeof out, "\xed\xa0\x80.", 100);
+    assert_string_equal(out, "???.");
+    events_utf8_copy(out, sizeof out, "ab\xe2\x82", 100);
+    assert_string_equal(out, "ab??");
+}
+
+static void test_event_fields_and_aggregation(void **state) {
+    struct kapi *k = *state;
+    struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-a");
+    assert_non_null(rec);
+    events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "shop", "uid-1", "Normal",
+                "WeightsChanged", "weights shop-v1=%d shop-v2=%d from etcd revision %d", 90, 10,
+                1234);
+    settle(k, rec);
+    struct events_stats st;
+    events_get_stats(rec, &st);
+    assert_int_equal(st.posted, 1);
+    assert_int_equal(st.failed, 0);
+
+    int n;
+    cJSON *evs = events_of(k, "default", "shop", &n);
+    assert_int_equal(n, 1);
+    const cJSON *ev = cJSON_GetArrayItem(evs, 0);
+    assert_string_equal(kobj_str(ev, "apiVersion", NULL), "v1");
+    assert_string_equal(kobj_str(ev, "kind", NULL), "Event");
+    const char *evname = kobj_str(ev, "metadata", "name");
+    assert_non_null(evname);
+    assert_memory_equal(evname, "shop.", 5);
+    assert_true(strlen(evname) > 5);
+    assert_string_equal(kobj_str(ev, "metadata", "namespace"), "default");
+    assert_string_equal(kobj_str(ev, "involvedObject", "apiVersion"), "traefik.io/v1alpha1");
+    assert_string_equal(kobj_str(ev, "involvedObject", "kind"), "IngressRoute");
+    assert_string_equal(kobj_str(ev, "involvedObject", "name"), "shop");
+    assert_string_equal(kobj_str(ev, "involvedObject", "namespace"), "default");
+    assert_string_equal(kobj_str(ev, "involvedObject", "uid"), "uid-1");
+    assert_string_equal(kobj_str(ev, "reason", NULL), "WeightsChanged");
+    assert_string_equal(kobj_str(ev, "message", NULL),
+                        "weights shop-v1=90 shop-v2=10 from etcd revision 1234");
+    assert_string_equal(kobj_str(ev, "type", NULL), "Normal");
+    assert_string_equal(kobj_str(ev, "source", "component"), "canary-bridge");
+    assert_string_equal(kobj_str(ev, "source", "host"), "host-a");
+    assert_string_equal(kobj_str(ev, "reportingComponent", NULL), "canary-bridge");
+    assert_string_equal(kobj_str(ev, "reportingInstance", NULL), "host-a");
+    assert_rfc3339(kobj_str(ev, "firstTimestamp", NULL));
+    assert_rfc3339(kobj_str(ev, "lastTimestamp", NULL));
+    assert_int_equal(jint(ev, "count"), 1);
+    char first[32], evname_seen[300];
+    snprintf(first, sizeof first, "%s", kobj_str(ev, "firstTimestamp", NULL));
+    snprintf(evname_seen, sizeof evname_seen, "%s", evname);
+    cJSON_Delete(evs);
+
+    /* The same event twice more: one Event, count 3. The third occurrence
+     * arrives while the patch for the second is in flight: it is folded
+     * into the next patch, not a request of its own. */
+    int seq0 = last_seq(k);
+    for (int i = 0; i < 2; i++)
+        events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "shop", "uid-1",
+                    "Normal", "WeightsChanged",
+                    "weights shop-v1=%d shop-v2=%d from etcd revision %d", 90, 10, 1234);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.in_flight, 1);
+    settle(k, rec);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.posted, 1);
+    assert_int_equal(st.aggregated, 2);
+    assert_int_equal(requests_since(k, seq0, "PATCH", "/events/"), 2);
+    assert_int_equal(requests_since(k, seq0, "POST", "/events"), 0);
+    evs = events_of(k, "default", "shop", &n);
+    assert_int_equal(n, 1);
+    ev = cJSON_GetArrayItem(evs, 0);
+    assert_int_equal(jint(ev, "count"), 3);
+    assert_string_equal(kobj_str(ev, "metadata", "name"), evname_seen);
+    assert_string_equal(kobj_str(ev, "firstTimestamp", NULL), first);
+    assert_rfc3339(kobj_str(ev, "lastTimestamp", NULL));
+    assert_true(strcmp(kobj_str(ev, "lastTimestamp", NULL), first) >= 0);
+    cJSON_Delete(evs);
+
+    /* A different message is a different Event. No namespace -> default,
+     * no uid -> none, an unknown type -> Normal; Warning stays Warning. */
+    events_post(rec, NULL, "traefik.io/v1alpha1", "Middleware", "hdr", NULL, "Bogus",
+                "HeadersChanged", "headers %s", "X-Canary: 1");
+    events_post(rec, "default", "traefik.io/v1alpha1", "Middleware", "hdr", NULL, "Warning",
+                "WriteFailed", "HTTP 422 Invalid: %s", "spec.headers: bad");
+    settle(k, rec);
+    evs = events_of(k, "default", "hdr", &n);
+    assert_int_equal(n, 2);
+    int warnings = 0;
+    cJSON_ArrayForEach(ev, evs) {
+        assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "involvedObject"), "uid"));
+        if (strcmp(kobj_str(ev, "reason", NULL), "WriteFailed") == 0) {
+            assert_string_equal(kobj_str(ev, "type", NULL), "Warning");
+            warnings++;
+        } else {
+            assert_string_equal(kobj_str(ev, "type", NULL), "Normal");
+        }
+    }
+    assert_int_equal(warnings, 1);
+    cJSON_Delete(evs);
+
+    /* A long message is cut to at most 1024 bytes, on a character boundary. */
+    char *big = malloc(1 + 2 * 1500 + 1);
+    assert_non_null(big);
+    big[0] = 'x';
+    for (int i = 0; i < 1500; i++)
+        memcpy(big + 1 + 2 * i, "\xc3\xa9", 2);
+    big[1 + 2 * 1500] = '\0';
+    events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "long", NULL, "Normal",
+                "Long", "%s", big);
+    free(big);
+    settle(k, rec);
+    evs = events_of(k, "default", "long", &n);
+    assert_int_equal(n, 1);
+    const char *msg = kobj_str(cJSON_GetArrayItem(evs, 0), "message", NULL);
+    assert_int_equal(strlen(msg), 1023);
+    assert_int_equal(msg[0], 'x');
+    assert_memory_equal(msg + 1021, "\xc3\xa9", 2);
+    cJSON_Delete(evs);
+
+    events_get_stats(rec, &st);
+    assert_int_equal(events_dropped(rec), 0);
+    assert_int_equal(st.failed, 0);
+    events_close(rec);
+    events_free(rec);
+}
+
+static void test_rate_limits(void **state) {
+    struct kapi *k = *state;
+    struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
+    assert_non_null(rec);
+    /* Per object: burst 5. */
+    for (int i = 0; i < 10; i++)
+        events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "burst", NULL, "Normal",
+                    "WeightsChanged", "change %d", i);
+    struct events_stats st;
+    events_get_stats(rec, &st);
+    assert_int_equal(st.dropped_rate_limited, 5);
+    assert_int_equal(st.in_flight, 5);
+    /* Global: burst 25, 5 used. */
+    for (int i = 0; i < 30; i++)
+        events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "many", NULL, "Normal",
+                    "WeightsChanged", "object %d", i);
+    events_get_stats(rec, &st);
+    /* "many" is one object: its bucket lets 5 through, the global the rest. */
+    assert_int_equal(st.dropped_rate_limited, 5 + 25);
+    char name[32];
+    for (int i = 0; i < 30; i++) {
+        snprintf(name, sizeof name, "obj-%d", i);
+        events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", name, NULL, "Normal",
+                    "WeightsChanged", "object %d", i);
+    }
+    events_get_stats(rec, &st);
+    assert_int_equal(st.dropped_rate_limited, 30 + 15); /* 25 - 10 = 15 went through */
+    assert_int_equal(events_dropped(rec), 45);
+    settle(k, rec);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.posted, 25);
+    assert_int_equal(st.failed, 0);
+    int n;
+    cJSON *evs = events_of(k, "default", "burst", &n);
+    assert_int_equal(n, 5);
+    cJSON_Delete(evs);
+    events_close(rec);
+    events_free(rec);
+
+    /* Refill: one token per 100 ms per object. */
+    rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
+    assert_non_null(rec);
+    struct events_limits lim;
+    events_limits_default(&lim);
+    lim.object_burst = 1;
+    lim.object_refill_ms = 100;
+    assert_int_equal(events_set_limits(rec, &lim), 0);
+    events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "one");
+    events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "two");
+    events_get_stats(rec, &st);
+    assert_int_equal(st.dropped_rate_limited, 1);
+    run_for(&k->loop, 150);
+    events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "three");
+    events_get_stats(rec, &st);
+    assert_int_equal(st.dropped_rate_limited, 1);
+    settle(k, rec);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.posted, 2);
+    lim.object_burst = 0;
+    assert_int_equal(events_set_limits(rec, &lim), -1);
+    events_close(rec);
+    events_free(rec);
+
+    /* At most max_in_flight requests; beyond that, drop and count. */
+    rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
+    assert_non_null(rec);
+    events_limits_default(&lim);
+    lim.max_in_flight = 2;
+    assert_int_equal(events_set_limits(rec, &lim), 0);
+    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof name, "slow-%d", i);
+        events_post(rec, "default", "v1", "Service", name, NULL, "Normal", "Slow", "slow %d", i);
+    }
+    /* A repeat of an event in flight needs no request of its own. */
+    events_post(rec, "default", "v1", "Service", "slow-0", NULL, "Normal", "Slow", "slow %d", 0);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.in_flight, 2);
+    assert_int_equal(st.dropped_in_flight, 3);
+    assert_int_equal(st.aggregated, 1);
+    assert_int_equal(events_dropped(rec), 3);
+    settle(k, rec);
+    faults_clear(k);
+    settle(k, rec);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.posted, 2);
+    evs = events_of(k, "default", "slow-0", &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(jint(cJSON_GetArrayItem(evs, 0), "count"), 2);
+    cJSON_Delete(evs);
+    events_close(rec);
+    events_free(rec);
+}
+
+static void test_failures_logged_once(void **state) {
+    struct kapi *k = *state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    assert_non_null(mem);
+    struct logger lg;
+    logger_init(&lg, LOG_LVL_INFO);
+    lg.out = mem;
+    struct event_recorder *rec = events_new(&k->loop, k->ctl, &lg, "canary-bridge", "host-f");
+    assert_non_null(rec);
+
+    int seq0 = last_seq(k);
+    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"status\":403,"
+             "\"message\":\"events is forbidden: User \\\"system:serviceaccount:x:y\\\" cannot "
+             "create resource \\\"events\\\"\"}");
+    char name[32];
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "denied-%d", i);
+        events_post(rec, "default", "v1", "Service", name, NULL, "Normal", "X", "x %d", i);
+        settle(k, rec); /* one after another: each failure is seen */
+    }
+    faults_clear(k);
+    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"status\":500}");
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "broken-%d", i);
+        events_post(rec, "default", "v1", "Service", name, NULL, "Normal", "X", "x %d", i);
+        settle(k, rec);
+    }
+    faults_clear(k);
+    struct events_stats st;
+    events_get_stats(rec, &st);
+    assert_int_equal(st.failed, 5);
+    assert_int_equal(st.posted, 0);
+    assert_int_equal(events_dropped(rec), 0);
+    /* Never retried: exactly one request per event, also a while later. */
+    run_for(&k->loop, 300);
+    assert_int_equal(requests_since(k, seq0, "POST", "/events"), 5);
+
+    fflush(mem);
+    assert_int_equal(count_substr(text, "cannot post an event"), 2);
+    assert_int_equal(count_substr(text, "HTTP 403"), 1);
+    assert_int_equal(count_substr(text, "deploy/rbac.yaml"), 1);
+    assert_int_equal(count_substr(text, "HTTP 500"), 1);
+
+    /* It still works once the API does. */
+    events_post(rec, "default", "v1", "Service", "fine", NULL, "Normal", "X", "fine");
+    settle(k, rec);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.posted, 1);
+    events_close(rec);
+    events_free(rec);
+    fclose(mem);
+    free(text);
+}
+
+static void test_close_cancels(void **state) {
+    struct kapi *k = *state;
+    struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-c");
+    assert_non_null(rec);
+    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
+    events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "one");
+    events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "two");
+    struct events_stats st;
+    events_get_stats(rec, &st);
+    assert_int_equal(st.in_flight, 2);
+    events_close(rec);
+    events_get_stats(rec, &st);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.failed, 2);
+    events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "ignored");
+    events_get_stats(rec, &st);
+    assert_int_equal(st.in_flight, 0);
+    events_free(rec);
+    run_for(&k->loop, 400); /* the cancelled transfers never call back */
+    faults_clear(k);
+    events_free(NULL);
+    events_close(NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_utf8_copy),     cmocka_unit_test(test_event_fields_and_aggregation),
+        cmocka_unit_test(test_rate_limits),   cmocka_unit_test(test_failures_logged_once),
+        cmocka_unit_test(test_close_cancels),
+    };
+    return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
+}
