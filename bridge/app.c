@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bridge/backoff.h"
 #include "bridge/value.h"
@@ -163,6 +164,19 @@ static void maybe_start_work(struct app *a) {
     if (a->working || !a->source_synced || a->informers_synced < OBJ_NKINDS || a->stopping)
         return;
     a->working = true;
+    if (!a->leader) {
+        /* A follower keeps its caches warm and is ready to take over. */
+        log_info(&a->log, "ready as a follower: %zu routes cached; the leader is %s",
+                 a->keys.routes.count,
+                 a->have_lease && lease_holder(&a->lease) ? lease_holder(&a->lease) : "unknown");
+        if (!a->ready_notified) {
+            a->ready_notified = true;
+            notify_ready(&a->notify);
+        }
+        set_status(a, "standby: following leader %s",
+                   a->have_lease && lease_holder(&a->lease) ? lease_holder(&a->lease) : "?");
+        return;
+    }
     log_info(&a->log,
              "ready: %zu routes; %zu IngressRoutes, %zu TraefikServices and %zu Middlewares in "
              "the cache (%s/v1alpha1)",
@@ -354,6 +368,73 @@ static void on_http(void *user, const char *method, const char *path,
     }
 }
 
+static void hook_event(void *user, const cJSON *obj, const char *type, const char *reason,
+                       const char *message) {
+    struct app *a = user;
+    if (!a->events)
+        return;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    events_post(a->events, kobj_str(meta, "namespace", NULL), kobj_str(obj, "apiVersion", NULL),
+                kobj_str(obj, "kind", NULL), kobj_str(meta, "name", NULL),
+                kobj_str(meta, "uid", NULL), type, reason, "%s", message);
+}
+
+static void on_kube_answer(void *user, const char *verb, long status) {
+    struct app *a = user;
+    char code[16];
+    snprintf(code, sizeof code, "%ld", status);
+    metric_add(a->bm.kube_requests_total, METRIC_LABELS(verb, status ? code : "error"), 1);
+}
+
+/* ---- leader election ---- */
+
+static void on_leader_change(void *user, bool leader) {
+    struct app *a = user;
+    a->leader = leader;
+    metric_set(a->bm.leader, NULL, leader ? 1 : 0);
+    if (!a->have_rec || a->stopping)
+        return;
+    if (leader) {
+        if (a->working) {
+            /* Take over from a warm cache: one pass over every route. */
+            reconciler_enqueue_all(&a->rec);
+            wq_pause(&a->rec.wq, false);
+            set_status(a, "leader: syncing %zu routes", a->keys.routes.count);
+        } else {
+            maybe_start_work(a);
+        }
+    } else {
+        wq_pause(&a->rec.wq, true);
+        reconciler_abort(&a->rec);
+        set_status(a, "standby: following leader %s",
+                   lease_holder(&a->lease) ? lease_holder(&a->lease) : "?");
+    }
+}
+
+static int start_election(struct app *a) {
+    const struct config *c = &a->cfg;
+    char host[256] = "";
+    const char *identity = c->leader_election.identity;
+    if (!identity || !*identity) {
+        if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+            snprintf(host, sizeof host, "canary-bridge-%ld", (long)getpid());
+        identity = host;
+    }
+    if (lease_init(&a->lease, &a->loop, a->kube, &a->log, c->leader_election.namespace,
+                   c->leader_election.name, identity, c->leader_election.lease_duration_ms,
+                   c->leader_election.renew_deadline_ms, c->leader_election.retry_period_ms,
+                   on_leader_change, a) < 0) {
+        log_error(&a->log, "leader election: cannot start (check leader_election durations)");
+        return -1;
+    }
+    a->have_lease = true;
+    a->leader = false;
+    metric_set(a->bm.leader, NULL, 0);
+    log_info(&a->log, "leader election: lease %s/%s as %s", c->leader_election.namespace,
+             c->leader_election.name, identity);
+    return lease_start(&a->lease);
+}
+
 /* ---- render ---- */
 
 static int cmp_str(const void *x, const void *y) {
@@ -501,6 +582,10 @@ static void teardown(struct app *a) {
             informer_stop(&a->inf[k]);
     kube_call_cancel(a->discovery);
     a->discovery = NULL;
+    if (a->have_lease)
+        lease_stop(&a->lease);
+    if (a->events)
+        events_close(a->events);
     if (a->kube)
         kube_client_cancel_all(a->kube); /* before the http client goes */
     if (a->http)
@@ -521,11 +606,24 @@ static void teardown(struct app *a) {
     }
 }
 
+static void on_lease_released(void *user) {
+    teardown(user);
+}
+
 static void on_drain_check(uv_timer_t *t) {
     struct app *a = t->data;
     /* Shutdown only: wait for writes already sent, so a route is never left
      * half-written by a stop. Bounded by the deadline timer. */
-    if (!a->kube || kube_client_writes_in_flight(a->kube) == 0)
+    if (a->kube && kube_client_writes_in_flight(a->kube) > 0)
+        return;
+    if (a->have_lease && a->leader && !a->lease_releasing) {
+        /* Hand over at once rather than let the others wait out the lease. */
+        a->lease_releasing = true;
+        uv_timer_stop(&a->drain_timer);
+        lease_release(&a->lease, on_lease_released, a);
+        return;
+    }
+    if (!a->lease_releasing)
         teardown(a);
 }
 
@@ -618,6 +716,15 @@ static int start_kube(struct app *a) {
         return -1;
     }
     kube_client_set_dry_run(a->kube, a->dry_run);
+    kube_client_set_observer(a->kube, on_kube_answer, a);
+    if (!a->dry_run && a->cmd == CMD_RUN) {
+        char host[256] = "";
+        if (gethostname(host, sizeof host - 1) != 0)
+            host[0] = '\0';
+        a->events = events_new(&a->loop, a->kube, &a->log, "canary-bridge", host);
+        if (!a->events)
+            log_warn(&a->log, "kubernetes: events disabled (out of memory)");
+    }
     return 0;
 }
 
@@ -652,6 +759,7 @@ static int start_reconciler(struct app *a) {
                                             .propagated = hook_propagated,
                                             .applied = hook_applied,
                                             .pass = hook_pass,
+                                            .event = hook_event,
                                             .user = a};
     wq_pause(&a->rec.wq, true);
     return 0;
@@ -665,6 +773,11 @@ static int start_objects(struct app *a) {
             log_error(&a->log, "out of memory starting the reconciler");
             return -1;
         }
+        /* `sync` is an operator's deliberate one-off: it does not campaign. */
+        a->leader = true;
+        metric_set(a->bm.leader, NULL, 1);
+        if (a->cmd == CMD_RUN && a->cfg.leader_election.enabled && start_election(a) < 0)
+            return -1;
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_start(&a->inf[k]);
     }
@@ -831,6 +944,7 @@ static int app_generation(struct app *a) {
     if (a->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_free(&a->inf[k]);
+    events_free(a->events);
     kube_client_free(a->kube);
     if (a->source)
         a->source->ops->destroy(a->source);
@@ -853,6 +967,9 @@ static void generation_reset(struct app *a) {
     a->kube = NULL;
     a->httpd = NULL;
     a->discovery = NULL;
+    a->events = NULL;
+    a->have_lease = a->lease_releasing = a->leader = false;
+    memset(&a->lease, 0, sizeof a->lease);
     a->have_keys = a->have_informers = a->have_rec = a->have_timers = false;
     a->source_synced = a->source_connected = a->working = false;
     a->stopping = a->torn_down = a->ready_notified = false;

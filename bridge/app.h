@@ -15,8 +15,10 @@
 #include "bridge/metrics.h"
 #include "bridge/notify.h"
 #include "bridge/reconcile.h"
+#include "sinks/events.h"
 #include "sinks/informer.h"
 #include "sinks/kube.h"
+#include "sinks/lease.h"
 #include "sources/source.h"
 
 enum app_cmd { CMD_RUN, CMD_SYNC, CMD_RENDER, CMD_CHECK };
@@ -47,6 +49,10 @@ struct app {
     struct notifier notify;
     struct httpd *httpd;
     bool source_connected;
+    struct lease_elector lease; /* leader_election.enabled */
+    bool have_lease, lease_releasing;
+    bool leader;                    /* may write: elected, or no election configured */
+    struct event_recorder *events; /* NULL in dry-run */
     struct map status_writes;  /* route id -> struct status_write in flight */
     bool status_write_failing; /* logged once per streak of failed status writes */
 

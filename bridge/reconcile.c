@@ -102,6 +102,17 @@ static void status_problem(struct reconciler *r, const char *id, enum route_stat
     }
     log_msg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN, "route %s: %s%s", id,
             msg, state == ROUTE_ERROR ? "" : " (retrying)");
+    if (state == ROUTE_ERROR && r->hooks.event) {
+        /* On the IngressRoute, when there is one: where kubectl users look. */
+        char ns[MODEL_NS_MAX + 1];
+        const char *slash = strchr(id, '/');
+        size_t n = slash && (size_t)(slash - id) <= MODEL_NS_MAX ? (size_t)(slash - id) : 0;
+        memcpy(ns, id, n);
+        ns[n] = '\0';
+        const cJSON *live = slash ? informer_get(r->inf[OBJ_INGRESSROUTE], ns, slash + 1) : NULL;
+        if (live)
+            r->hooks.event(r->hooks.user, live, "Warning", "RouteFailed", msg);
+    }
     if (!s)
         return;
     char *copy = strdup(msg);
@@ -692,6 +703,25 @@ static void fail_answer(struct job *j, const struct kube_response *res) {
         job_retry(j, what, res->retry_after_ms);
 }
 
+/* "weights shop-v1=90 shop-v2=10 from etcd revision 1234" */
+static void post_applied_event(struct job *j, const cJSON *obj) {
+    const struct model_route *m = &j->model;
+    buf_t msg = BUF_INIT;
+    int rc = buf_puts(&msg, "weights");
+    if (m->owned)
+        for (size_t i = 0; rc == 0 && i < m->n_services; i++)
+            rc = buf_printf(&msg, " %s=%ld", m->services[i].name, m->services[i].weight);
+    else
+        for (size_t i = 0; rc == 0 && i < m->n_weights; i++)
+            rc = buf_printf(&msg, " %s=%ld", m->weights[i].service, m->weights[i].weight);
+    if (rc == 0)
+        rc = buf_printf(&msg, " from %s revision %llu", j->r->ropts.source_name,
+                        (unsigned long long)m->revision);
+    if (rc == 0)
+        j->r->hooks.event(j->r->hooks.user, obj, "Normal", "Applied", msg.data);
+    buf_free(&msg);
+}
+
 static void on_write(void *user, const struct kube_response *res) {
     struct job *j = user;
     struct reconciler *r = j->r;
@@ -707,6 +737,8 @@ static void on_write(void *user, const struct kube_response *res) {
                  obj_kind_name[o->kind], o->name, res->status == 201 ? "created" : "written",
                  (unsigned long long)j->model.revision, rv ? rv : "?");
         j->wrote = true;
+        if (o->kind == OBJ_INGRESSROUTE && r->hooks.event)
+            post_applied_event(j, res->json);
         step_done(j);
         return;
     }
@@ -873,6 +905,27 @@ void reconciler_enqueue_all(struct reconciler *r) {
     for (struct map_entry *e; (e = map_iter_next(&it));)
         if (!map_has(&r->keys->routes, e->key))
             reconciler_enqueue(r, e->key);
+}
+
+void reconciler_abort(struct reconciler *r) {
+    struct map_iter it;
+    map_iter_init(&it, &r->jobs);
+    for (struct map_entry *e; (e = map_iter_next(&it));) {
+        struct job *j = e->value;
+        kube_call_cancel(j->call);
+        j->call = NULL;
+        if (j->timer_open)
+            uv_timer_stop(&j->timer);
+        /* Not a failure of the route: finish quietly, without a requeue. The
+         * next leader term starts with a pass over every route anyway. */
+        void (*pass)(void *, const char *, const char *) = r->hooks.pass;
+        void (*drained)(void *) = r->on_drained;
+        r->hooks.pass = NULL;
+        r->on_drained = NULL;
+        job_finish(j, true, false, 0);
+        r->hooks.pass = pass;
+        r->on_drained = drained;
+    }
 }
 
 bool reconciler_idle(const struct reconciler *r) {

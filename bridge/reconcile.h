@@ -65,6 +65,10 @@ struct reconcile_hooks {
     /* A route was applied: its effective weights are in m (owned: services,
      * patched: weights). */
     void (*applied)(void *user, const char *route_id, const struct model_route *m);
+    /* Something worth a Kubernetes Event happened to obj (a live object):
+     * type Normal|Warning, a CamelCase reason, a one-line message. */
+    void (*event)(void *user, const cJSON *obj, const char *type, const char *reason,
+                  const char *message);
     /* One pass ended: result is "applied", "unchanged", "error" or "retry". */
     void (*pass)(void *user, const char *route_id, const char *result);
     void *user;
@@ -112,6 +116,9 @@ void reconciler_traefikservice_changed(void *user, const char *ns, const char *n
                                        const cJSON *obj);
 void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,
                                      const cJSON *obj);
+/* Stop every pass in flight now (their requests are cancelled, nothing is
+ * requeued): a leader that lost its lease must not write another byte. */
+void reconciler_abort(struct reconciler *r);
 bool reconciler_idle(const struct reconciler *r);
 size_t reconciler_jobs_in_flight(const struct reconciler *r);
 const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id);

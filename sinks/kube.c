@@ -23,6 +23,8 @@ struct kube_client {
     struct http_tls tls;
     char *auth_header; /* "Authorization: Bearer ..." or NULL; secret */
     bool dry_run;
+    kube_observer_cb observer;
+    void *observer_user;
     uv_timer_t token_timer; /* re-reads conn.token_file */
     bool token_timer_open;
     struct file_read *token_read;
@@ -39,6 +41,7 @@ struct kube_call {
     void *user;
     buf_t line; /* partial watch line */
     bool is_write;
+    const char *verb; /* static string, for the observer */
     bool failed_stream; /* a watch line could not be parsed */
     struct kube_call *prev, *next;
 };
@@ -206,6 +209,11 @@ void kube_call_cancel(struct kube_call *c) {
     call_free(c);
 }
 
+void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void *user) {
+    kc->observer = cb;
+    kc->observer_user = user;
+}
+
 void kube_client_cancel_all(struct kube_client *kc) {
     while (kc->calls)
         kube_call_cancel(kc->calls);
@@ -291,6 +299,8 @@ static void on_done(struct http_req *req, const struct http_result *res) {
     r.retry_after_ms = parse_retry_after(res);
     if (r.status == 401)
         token_reread(c->kc); /* the token may have rotated under us */
+    if (c->kc->observer)
+        c->kc->observer(c->kc->observer_user, c->verb, r.status);
     if (c->done)
         c->done(c->user, &r);
     cJSON_Delete(r.json);
@@ -352,6 +362,13 @@ static struct kube_call *start(struct kube_client *kc, const char *method, const
     c->on_event = on_event;
     c->user = user;
     c->is_write = is_write;
+    c->verb = on_event                            ? "watch"
+              : strcmp(method, "GET") == 0        ? "get"
+              : strcmp(method, "POST") == 0       ? "create"
+              : strcmp(method, "PUT") == 0        ? "update"
+              : strcmp(method, "PATCH") == 0      ? "patch"
+              : strcmp(method, "DELETE") == 0     ? "delete"
+                                                  : "other";
     char ct[128];
     snprintf(ct, sizeof ct, "Content-Type: %s", content_type ? content_type : "application/json");
     if (http_req_header(req, "Accept: application/json") < 0 ||

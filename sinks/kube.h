@@ -42,6 +42,12 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
                                     struct kube_conn *conn, char *err, size_t errlen);
 /* Takes ownership of *conn's contents on success (conn is zeroed). */
 void kube_client_free(struct kube_client *kc);
+/* Called once per answered request (metrics): verb is the Kubernetes verb
+ * (get, watch, create, update, patch, delete), status 0 for a transport
+ * failure. */
+typedef void (*kube_observer_cb)(void *user, const char *verb, long status);
+void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void *user);
+
 /* Cancel every call in flight (no callbacks) and close the token re-read
  * timer; before closing the http client. Free after the loop ran. */
 void kube_client_cancel_all(struct kube_client *kc);

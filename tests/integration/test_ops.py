@@ -158,18 +158,20 @@ class Signals(OpsCase):
 
     def test_sighup_with_a_new_prefix_relists(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
-        self.etcd.put("other/default/shop/route", ROUTE)
-        self.etcd.put("other/default/shop/weights", "shop-v1=11, shop-v2=89")
+        self.etcd.put("other/default/cart/route", ROUTE.replace("shop", "cart"))
+        self.etcd.put("other/default/cart/weights", "cart-v1=11, cart-v2=89")
         b = self.bridge()
         wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 1, "shop-v2": 1},
                    what="first sync")
+        self.assertIsNone(self.kube.get(G, "default", "ingressroutes", "cart"))
         cfg = bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port,
                             prefix="other/")
         b.write_config(cfg)
         b.signal(signal.SIGHUP)
-        wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 11, "shop-v2": 89},
-                   what="the new prefix applied")
-        self.assertEqual(self.ir()["metadata"]["annotations"]["canary-bridge.io/source-prefix"],
+        cart = lambda: self.kube.get(G, "default", "ingressroutes", "cart")
+        wait_until(lambda: weights_of(cart()) == {"cart-v1": 11, "cart-v2": 89},
+                   what="the new prefix listed and applied")
+        self.assertEqual(cart()["metadata"]["annotations"]["canary-bridge.io/source-prefix"],
                          "other/")
         wait_until(lambda: http_get(self.port, "/healthz")[0] == 200, what="endpoints back")
         self.assertTrue(b.alive())
