@@ -79,12 +79,13 @@ static struct kc_route *route_get(struct map *m, const char *ns, const char *nam
     return r;
 }
 
-/* Set a leaf; returns 1 when its bytes changed, 0 when not, -1 on ENOMEM. */
+/* Set a leaf; returns 1 when its bytes changed, 0 when not, -1 on ENOMEM.
+ * Re-putting identical bytes (etcd gives them a new revision) changes nothing,
+ * not even the revision: status and annotations keep naming the revision the
+ * objects were actually built from. */
 static int leaf_set(struct kc_value *v, const char *data, size_t len, uint64_t rev) {
-    if (data && v->data && v->len == len && memcmp(v->data, data, len) == 0) {
-        v->rev = rev;
-        return 0;
-    }
+    if (data && v->data && v->len == len && memcmp(v->data, data, len) == 0)
+        return 0; /* same bytes: keep the revision the objects were built from */
     if (!data && !v->data)
         return 0;
     char *copy = NULL;
@@ -184,9 +185,14 @@ int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n
     struct map_iter it;
     map_iter_init(&it, &kc->routes);
     for (struct map_entry *e; (e = map_iter_next(&it));) {
-        struct kc_route *was = map_get(&old, e->key);
-        if (!was || !route_equal(was, e->value))
-            notify(cb, user, e->value);
+        struct kc_route *was = map_get(&old, e->key), *now = e->value;
+        for (int i = 0; was && i < KC_NLEAVES; i++) {
+            struct kc_value *x = &was->leaf[i], *y = &now->leaf[i];
+            if (x->data && y->data && x->len == y->len && memcmp(x->data, y->data, x->len) == 0)
+                y->rev = x->rev; /* unchanged bytes keep their revision (see leaf_set) */
+        }
+        if (!was || !route_equal(was, now))
+            notify(cb, user, now);
     }
     map_iter_init(&it, &old);
     for (struct map_entry *e; (e = map_iter_next(&it));)

@@ -655,7 +655,10 @@ struct etcd;
 /* An in-flight status write; owned by the source's list until it finishes. */
 struct etcd_put {
     struct etcd *s;
-    struct http_req *req;
+    struct http_req *req; /* NULL while waiting for a fresh token */
+    char *key, *value;    /* kept for one retry after re-authenticating */
+    size_t len;
+    bool retried;
     void (*done)(void *user, bool ok, const char *message);
     void *user;
     struct etcd_put *prev, *next;
@@ -874,6 +877,8 @@ out:
 
 /* ---- authenticate ---- */
 
+static void puts_resend(struct etcd *s);
+
 static void auth_done(struct http_req *r, const struct http_result *res) {
     struct etcd *s = http_req_user(r);
     s->req = NULL;
@@ -896,6 +901,7 @@ static void auth_done(struct http_req *r, const struct http_result *res) {
     s->token = tok;
     s->token_fresh = true;
     log_debug(s->base.log, "etcd: authenticated as %s", s->base.cfg->source.username);
+    puts_resend(s);
     etcd_run(s);
 }
 
@@ -1253,22 +1259,71 @@ static void put_unlink(struct etcd_put *p) {
         p->next->prev = p->prev;
 }
 
+static void put_free(struct etcd_put *p) {
+    free(p->key);
+    if (p->value)
+        explicit_bzero(p->value, p->len);
+    free(p->value);
+    free(p);
+}
+
+static void put_done(struct http_req *r, const struct http_result *res);
+
+static int put_send(struct etcd *s, struct etcd_put *p) {
+    struct http_req *r = etcd_request(
+        s, "/v3/kv/put", etcd_put_body(p->key, strlen(p->key), p->value, p->len), false);
+    if (!r)
+        return -1;
+    http_req_set_user(r, p);
+    if (http_req_start(r, put_done) < 0) {
+        http_req_free(r);
+        return -1;
+    }
+    p->req = r;
+    return 0;
+}
+
+/* Puts parked on an expired token go out again once a new one is in hand. */
+static void puts_resend(struct etcd *s) {
+    for (struct etcd_put *p = s->puts, *next; p; p = next) {
+        next = p->next;
+        if (p->req || put_send(s, p) == 0)
+            continue;
+        put_unlink(p);
+        if (p->done)
+            p->done(p->user, false, "cannot start request");
+        put_free(p);
+    }
+}
+
 static void put_done(struct http_req *r, const struct http_result *res) {
     struct etcd_put *p = http_req_user(r);
-    put_unlink(p);
+    struct etcd *s = p->s;
+    p->req = NULL;
     char msg[512];
     bool ok = false;
     if (res->curl != CURLE_OK) {
         snprintf(msg, sizeof msg, "%s", res->error);
     } else if (res->status != 200) {
-        etcd_error_classify(res->status, res->body, res->body_len, msg, sizeof msg);
+        enum etcd_err_kind kind =
+            etcd_error_classify(res->status, res->body, res->body_len, msg, sizeof msg);
+        if (kind == ETCD_ERR_AUTH && s->auth && !p->retried) {
+            /* A watch does not refresh the token's TTL, so after a quiet spell
+             * the first put meets an expired token: park it, re-authenticate
+             * (unless that is under way already), send it again once. */
+            p->retried = true;
+            if (s->phase != PH_AUTH)
+                etcd_auth_expired(s, msg);
+            return;
+        }
     } else {
         ok = true;
         snprintf(msg, sizeof msg, "ok");
     }
+    put_unlink(p);
     if (p->done)
         p->done(p->user, ok, msg);
-    free(p);
+    put_free(p);
 }
 
 static int etcd_put(struct source *src, const char *key, const char *value, size_t len,
@@ -1279,23 +1334,23 @@ static int etcd_put(struct source *src, const char *key, const char *value, size
     struct etcd_put *p = calloc(1, sizeof *p);
     if (!p)
         return -1;
-    struct http_req *r =
-        etcd_request(s, "/v3/kv/put",
-                     etcd_put_body(key, strlen(key), value ? value : "", value ? len : 0), false);
-    if (!r) {
-        free(p);
-        return -1;
-    }
-    http_req_set_user(r, p);
-    if (http_req_start(r, put_done) < 0) {
-        http_req_free(r);
-        free(p);
-        return -1;
-    }
     p->s = s;
-    p->req = r;
+    p->key = strdup(key);
+    p->len = value ? len : 0;
+    p->value = malloc(p->len + 1);
+    if (!p->key || !p->value) {
+        put_free(p);
+        return -1;
+    }
+    if (p->len)
+        memcpy(p->value, value, p->len);
+    p->value[p->len] = '\0';
     p->done = done;
     p->user = user;
+    if (put_send(s, p) < 0) {
+        put_free(p);
+        return -1;
+    }
     p->next = s->puts;
     if (s->puts)
         s->puts->prev = p;
@@ -1357,8 +1412,9 @@ static void etcd_stop(struct source *src) {
     while (s->puts) {
         struct etcd_put *p = s->puts;
         put_unlink(p);
-        http_req_cancel(p->req);
-        free(p);
+        if (p->req)
+            http_req_cancel(p->req);
+        put_free(p);
     }
     if (!uv_is_closing((uv_handle_t *)&s->timer))
         uv_close((uv_handle_t *)&s->timer, etcd_timer_closed);

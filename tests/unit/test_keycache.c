@@ -54,10 +54,15 @@ static void test_put_groups_and_detects_change(void **state) {
     keycache_put(&kc, &a, changed, &s);
     assert_int_equal(s.n, 1);
     assert_string_equal(s.ids[0], "default/shop");
-    /* The same bytes again (etcdctl put of an unchanged value): no change. */
+    /* The same bytes again (etcdctl put of an unchanged value): no change,
+     * and the revision the objects were built from stays. */
     a.revision = 6;
     keycache_put(&kc, &a, changed, &s);
     assert_int_equal(s.n, 1);
+    struct model_input in0;
+    char ns0[64], name0[254];
+    assert_int_equal(keycache_input(&kc, "default/shop", &in0, ns0, name0), 0);
+    assert_int_equal(in0.revision, 5);
     struct source_kv r = kv("canary/default/shop/route", "match: x", 7);
     keycache_put(&kc, &r, changed, &s);
     assert_int_equal(s.n, 2);
@@ -135,6 +140,15 @@ static void test_snapshot_replaces(void **state) {
     char ns[64], name[254];
     assert_int_equal(keycache_input(&kc, "a/three", &in, ns, name), -1);
     assert_int_equal(kc.revision, 10);
+    /* A re-list gives unchanged keys their current mod_revision; the route
+     * still names the revision its objects were built from. */
+    assert_int_equal(keycache_input(&kc, "a/one", &in, ns, name), 0);
+    assert_int_equal(in.revision, 1);
+    s.n = 0;
+    struct source_kv third[] = {kv("canary/a/one/weights", "x=1", 42)};
+    keycache_snapshot(&kc, third, 1, 42, changed, &s);
+    assert_int_equal(keycache_input(&kc, "a/one", &in, ns, name), 0);
+    assert_int_equal(in.revision, 1);
     keycache_free(&kc);
     fclose(f);
 }
