@@ -48,6 +48,24 @@ def run_python(start):
     return result.testsRun - failed - skipped, failed
 
 
+def run_fuzz():
+    """Every libFuzzer target for a bounded time (FUZZ_SECONDS each, default
+    15), on copies of the seed corpora; a crash is saved as a regression."""
+    if not shutil.which("clang"):
+        print("fuzzing skipped: clang is not installed", flush=True)
+        return 0, 0
+    env = dict(os.environ, FUZZ_SECONDS=os.environ.get("FUZZ_SECONDS", "15"))
+    for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        env.pop(k, None)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "tests", "fuzz", "run.sh")], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sys.stdout.write(proc.stdout)
+    m = re.search(r"^(\d+) passed, (\d+) failed\s*$", proc.stdout, re.M)
+    if not m:
+        return 0, 1
+    return int(m.group(1)), int(m.group(2))
+
+
 def sanitizer_reports(logdir):
     """Every report ASan/UBSan/LSan wrote (one file per process) counts as a
     failure: a daemon that misbehaves under a test that still passed."""
@@ -69,6 +87,8 @@ def main():
               ("kubeapi", lambda: run_python("tests/kubeapi")),
               ("consul", lambda: run_python("tests/consul")),
               ("integration", lambda: run_python("tests/integration"))]
+    if "--no-fuzz" not in sys.argv and os.environ.get("CANARY_FUZZ", "1") == "1":
+        suites.append(("fuzz", run_fuzz))
     os.environ["CANARY_BRIDGE"] = os.path.join(ROOT, "build", "canary-bridge")
     for name, fn in suites:
         print(f"==== {name} tests", flush=True)
