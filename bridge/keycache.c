@@ -188,8 +188,12 @@ int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n
         struct kc_route *was = map_get(&old, e->key), *now = e->value;
         for (int i = 0; was && i < KC_NLEAVES; i++) {
             struct kc_value *x = &was->leaf[i], *y = &now->leaf[i];
-            if (x->data && y->data && x->len == y->len && memcmp(x->data, y->data, x->len) == 0)
-                y->rev = x->rev; /* unchanged bytes keep their revision (see leaf_set) */
+            /* Unchanged bytes keep their revision (see leaf_set), unless the
+             * old one is higher: the source's history was reset (a Consul
+             * snapshot restore) and numbers from before it mean nothing now. */
+            if (x->data && y->data && x->len == y->len &&
+                memcmp(x->data, y->data, x->len) == 0 && x->rev <= y->rev)
+                y->rev = x->rev;
         }
         if (!was || !route_equal(was, now))
             notify(cb, user, now);

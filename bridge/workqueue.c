@@ -14,6 +14,7 @@ struct wq_item {
     unsigned failures;
     size_t heap_idx; /* SIZE_MAX when not delayed */
     uint64_t due;    /* loop time (ms) when delayed */
+    uint64_t not_before; /* loop time before which it must not run (Retry-After) */
     char key[];      /* own copy: handed to the consumer while in flight */
 };
 
@@ -152,7 +153,18 @@ static void fifo_push(struct workqueue *q, struct wq_item *it) {
     q->queued++;
 }
 
+static int delay_item(struct workqueue *q, struct wq_item *it, uint64_t delay_ms);
+
 static void enqueue(struct workqueue *q, struct wq_item *it) {
+    uint64_t now = uv_now(q->loop);
+    if (it->not_before > now && !(it->flags & (ITEM_QUEUED | ITEM_IN_FLIGHT))) {
+        /* The server asked us to wait: new input waits with it, then runs. */
+        if (it->heap_idx == SIZE_MAX || it->due != it->not_before) {
+            heap_remove(q, it);
+            (void)delay_item(q, it, it->not_before - now);
+        }
+        return;
+    }
     heap_remove(q, it);
     if (it->flags & ITEM_QUEUED)
         return;
@@ -224,8 +236,12 @@ static void finish(struct workqueue *q, const char *key, bool retry, uint64_t de
             delay_ms = backoff_ms(it->failures, q->base_backoff_ms, q->max_backoff_ms);
         if (it->failures < 64)
             it->failures++;
+        /* A delay the server asked for (Retry-After) holds even against new
+         * input; our own backoff gives way to it (new input may fix things). */
+        it->not_before = explicit_delay ? uv_now(q->loop) + delay_ms : 0;
     } else {
         it->failures = 0;
+        it->not_before = 0;
     }
     if (it->flags & ITEM_DIRTY) {
         /* New input arrived during the pass: run again now, it may fix it. */

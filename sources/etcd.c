@@ -944,6 +944,17 @@ static void auth_begin(struct etcd *s) {
         etcd_fail(s, "cannot open source.password_file %s: %s", file, uv_strerror(err));
 }
 
+/* Keys travel as C strings past this point; an etcd key may hold a NUL byte,
+ * and cut there it would impersonate another key (canary/ns/r/weights\0x
+ * posing as canary/ns/r/weights). Such keys are not ours: skip them. */
+static bool key_has_nul(struct etcd *s, const char *key, size_t len) {
+    if (!memchr(key, '\0', len))
+        return false;
+    log_warn(s->base.log, "ignoring key %.200s\\0...: it holds a NUL byte, which no route key has",
+             key);
+    return true;
+}
+
 /* ---- list ---- */
 
 static void list_page(struct etcd *s, const char *from, size_t from_len);
@@ -1005,12 +1016,17 @@ static void list_done(struct http_req *r, const struct http_result *res) {
         etcd_fail(s, "out of memory");
         return;
     }
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        kvs[i].key = s->page.kvs[i].key;
-        kvs[i].value = s->page.kvs[i].value;
-        kvs[i].value_len = s->page.kvs[i].value_len;
-        kvs[i].revision = (uint64_t)s->page.kvs[i].mod_revision;
+        if (key_has_nul(s, s->page.kvs[i].key, s->page.kvs[i].key_len))
+            continue;
+        kvs[k].key = s->page.kvs[i].key;
+        kvs[k].value = s->page.kvs[i].value;
+        kvs[k].value_len = s->page.kvs[i].value_len;
+        kvs[k].revision = (uint64_t)s->page.kvs[i].mod_revision;
+        k++;
     }
+    n = k;
     s->rev = s->list_rev;
     s->need_list = false;
     log_info(s->base.log, "etcd: %s: %zu keys under '%s' at revision %" PRId64 " from %s",
@@ -1114,6 +1130,8 @@ static int watch_handle(struct etcd *s, const struct etcd_watch_msg *m) {
             continue;
         }
         s->rev = rev;
+        if (key_has_nul(s, ev->kv.key, ev->kv.key_len))
+            continue;
         struct source_kv kv = {ev->kv.key, ev->kv.value, ev->kv.value_len, (uint64_t)rev};
         log_debug(s->base.log, "etcd: %s %s at revision %" PRId64,
                   ev->type == SOURCE_PUT ? "put" : "delete", ev->kv.key, rev);

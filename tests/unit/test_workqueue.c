@@ -146,6 +146,36 @@ static void test_add_after_then_add_now(void **state) {
     uv_loop_close(&loop);
 }
 
+/* A server's Retry-After holds even when new input arrives meanwhile; our
+ * own backoff does not (new input may fix what failed). */
+static void test_retry_after_holds_against_new_input(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 1);
+    wq_add(&r.q, "k");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 1);
+    wq_done_after(&r.q, "k", 3600 * 1000); /* 429, Retry-After: 3600 */
+    wq_add(&r.q, "k");                     /* an edit arrives */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 1);              /* still waiting */
+    assert_int_equal(wq_delayed(&r.q), 1);
+    assert_int_equal(wq_pending(&r.q), 0);
+    /* Our own backoff gives way to new input. */
+    wq_add(&r.q, "other");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 2);
+    wq_done(&r.q, "other", true);
+    wq_add(&r.q, "other");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 3);
+    wq_done(&r.q, "other", false);
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
 static void test_pause(void **state) {
     (void)state;
     uv_loop_t loop;
@@ -169,6 +199,7 @@ int main(void) {
         cmocka_unit_test(test_coalesce),       cmocka_unit_test(test_dirty_requeue),
         cmocka_unit_test(test_max_in_flight),  cmocka_unit_test(test_retry_backoff),
         cmocka_unit_test(test_add_after_then_add_now), cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_retry_after_holds_against_new_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
