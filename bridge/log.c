@@ -49,10 +49,15 @@ void log_msg(const struct logger *lg, enum log_level l, const char *fmt, ...) {
     if (n < 0)
         return;
     /* One event, one line: fold embedded newlines so a hostile value can not
-     * forge extra log lines. */
-    for (char *p = line; *p; p++)
-        if (*p == '\n' || *p == '\r')
+     * forge extra log lines, and neutralise other control bytes (terminal
+     * escapes; journald would store the line as a binary blob). */
+    for (char *p = line; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n' || c == '\r' || c == '\t')
             *p = ' ';
+        else if (c < 0x20 || c == 0x7f)
+            *p = '?';
+    }
     if (lg->journal) {
         fprintf(out, "<%d>%s\n", (int)l, line);
     } else {
