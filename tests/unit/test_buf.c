@@ -1,4 +1,5 @@
-/* test_buf.c - buffer growth, printf, consume; hash map put/get/del/iterate. */
+/* test_buf.c - core utilities: buffer growth, printf, consume; hash map
+ * put/get/del/iterate; backoff bounds; log lines that stay one clean line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 
 #include "bridge/backoff.h"
 #include "bridge/buf.h"
+#include "bridge/log.h"
 #include "bridge/map.h"
 
 static void test_buf_grow_and_printf(void **state) {
@@ -75,11 +77,29 @@ static void test_backoff_bounds(void **state) {
     }
 }
 
+static void test_log_line_is_clean(void **state) {
+    (void)state;
+    struct logger lg;
+    logger_init(&lg, LOG_LVL_INFO);
+    lg.journal = true;
+    lg.out = tmpfile();
+    assert_non_null(lg.out);
+    log_error(&lg, "key canary/x\x1b[31m/y\nforged line\r\x7f%s", "\ttab");
+    log_debug(&lg, "filtered out");
+    rewind(lg.out);
+    char line[256];
+    assert_non_null(fgets(line, sizeof line, lg.out));
+    assert_string_equal(line, "<3>key canary/x?[31m/y forged line ? tab\n");
+    assert_null(fgets(line, sizeof line, lg.out)); /* one event, one line */
+    fclose(lg.out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_grow_and_printf),
         cmocka_unit_test(test_map_basic),
         cmocka_unit_test(test_backoff_bounds),
+        cmocka_unit_test(test_log_line_is_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
