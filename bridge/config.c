@@ -910,6 +910,13 @@ static int check_reconcile(struct parse *p) {
     return 0;
 }
 
+/* Longest accepted leader election duration. A lease held for hours means
+ * hours without a writer after a crash, so anything longer is a mistake; the
+ * bound also keeps everything computed from these values (deadlines as
+ * now + duration in milliseconds, the Lease's leaseDurationSeconds, an int)
+ * far from overflow. */
+#define LEADER_DURATION_MAX_MS (60 * 60 * 1000ULL)
+
 /* The client-go rules: the leader must renew before the lease runs out, and
  * retries (jittered by up to 1.2x) must fit in the renew deadline. */
 static int check_leader_election(struct parse *p) {
@@ -925,6 +932,13 @@ static int check_leader_election(struct parse *p) {
         return invalid(p, "leader_election.identity",
                        "must not be empty (omit it for the "
                        "hostname)");
+    static const char *const keys[] = {"leader_election.lease_duration",
+                                       "leader_election.renew_deadline",
+                                       "leader_election.retry_period"};
+    const uint64_t values[] = {lease, renew, retry};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (values[i] > LEADER_DURATION_MAX_MS)
+            return invalid(p, keys[i], "must be at most 1h");
     if (retry == 0)
         return invalid(p, "leader_election.retry_period", "must be more than 0");
     if (lease <= renew)
@@ -933,7 +947,12 @@ static int check_leader_election(struct parse *p) {
                            ? "leader_election.lease_duration"
                            : "leader_election.renew_deadline",
                        "lease_duration must be longer than renew_deadline");
-    if (renew * 10 <= retry * 12)
+    /* renew > 1.2 x retry, i.e. 5 renew > 6 retry, without multiplying (which
+     * wrapped and let huge values through): for whole numbers that is renew >
+     * retry + floor(retry / 5). Exact for any values; the bound above is not
+     * relied on. */
+    uint64_t fifth = retry / 5;
+    if (fifth > UINT64_MAX - retry || renew <= retry + fifth)
         return invalid(p,
                        key_set(p, "leader_election.renew_deadline")
                            ? "leader_election.renew_deadline"
@@ -1142,7 +1161,12 @@ static int duration_term(const char **s, uint64_t *total) {
     uint64_t unit = digits ? unit_ms(s) : 0;
     if (unit == 0 || whole > UINT64_MAX / unit || (frac * unit) % scale != 0)
         return -1; /* no unit, overflow, or not a whole number of milliseconds */
-    uint64_t term = whole * unit + frac * unit / scale;
+    /* frac < 10^9 and unit <= 3.6e6, so frac * unit fits; the whole part
+     * plus the fraction may not ("5124095576030.9h" would wrap to minutes). */
+    uint64_t whole_ms = whole * unit, frac_ms = frac * unit / scale;
+    if (frac_ms > UINT64_MAX - whole_ms)
+        return -1;
+    uint64_t term = whole_ms + frac_ms;
     if (term > UINT64_MAX - *total)
         return -1;
     *total += term;

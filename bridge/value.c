@@ -12,7 +12,14 @@
  * (cJSON frees and duplicates it like any other string). value_get_int() and
  * the emitter trust that text only while it still denotes the node's
  * valuedouble, so a number later changed with cJSON_SetNumberValue, or one
- * built by cJSON_Parse or cJSON_CreateNumber, falls back to its double. */
+ * built by cJSON_Parse or cJSON_CreateNumber, falls back to its double.
+ *
+ * A known limitation: YAML caps implicit keys at 1024 characters and libyaml
+ * enforces it, so a key over 1024 characters in JSON ({"...": 1}) or as a
+ * YAML "key: value" is refused ("mapping values are not allowed..."). JSON
+ * has no other way to write a key, so such JSON cannot be read; in YAML the
+ * explicit form "? key" / ": value" works, and is what the emitter writes
+ * for long keys (emit_key). No key the bridge uses comes near the limit. */
 #include "bridge/value.h"
 
 #include <errno.h>
@@ -481,9 +488,22 @@ static size_t special_unicode(const unsigned char *p) {
     return 0;
 }
 
+/* Characters outside YAML's printable set that may appear in valid UTF-8
+ * (the parser refuses anything else): C1 controls U+0080-U+009F but NEL,
+ * and the noncharacters U+FFFE and U+FFFF. Written raw they make the text
+ * unreadable as YAML; double-quoted escapes carry them. Returns the UTF-8
+ * length, or 0. */
+static size_t nonprintable_unicode(const unsigned char *p) {
+    if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F && p[1] != 0x85)
+        return 2;
+    if (p[0] == 0xEF && p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF))
+        return 3;
+    return 0;
+}
+
 static bool has_unsafe_char(const char *s) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f || special_unicode(p))
+        if (*p < 0x20 || *p == 0x7f || special_unicode(p) || nonprintable_unicode(p))
             return true;
     return false;
 }
@@ -506,7 +526,7 @@ static int emit_quoted(buf_t *out, const char *s) {
     if (buf_putc(out, '"') < 0)
         return -1;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        size_t u = special_unicode(p);
+        size_t u = special_unicode(p), np = nonprintable_unicode(p);
         int rc;
         if (u) {
             rc = buf_puts(out, p[0] == 0xC2   ? "\\N"
@@ -514,6 +534,11 @@ static int emit_quoted(buf_t *out, const char *s) {
                                : p[2] == 0xA8 ? "\\L"
                                               : "\\P");
             p += u - 1;
+        } else if (np) {
+            /* YAML's \x and \u name code points: U+0080-U+009F is C2 80-9F. */
+            rc = np == 2 ? buf_printf(out, "\\x%02x", p[1])
+                         : buf_printf(out, "\\u%s", p[2] == 0xBE ? "FFFE" : "FFFF");
+            p += np - 1;
         } else if (*p == '"' || *p == '\\') {
             rc = buf_printf(out, "\\%c", *p);
         } else if (*p == '\n') {
@@ -601,6 +626,37 @@ static int emit_child(buf_t *out, const cJSON *c, int indent, bool after_dash) {
     return buf_putc(out, '\n') < 0 ? -1 : emit_block(out, c, indent + 2, false);
 }
 
+/* YAML allows an implicit key ("key: value") of at most 1024 characters,
+ * quotes and escapes included, and libyaml refuses a longer one (counting
+ * characters, not bytes). */
+#define IMPLICIT_KEY_MAX 1024
+
+static size_t utf8_chars(const char *s, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+/* "key:" for a mapping entry at indent, before its value. A key too long to
+ * be implicit is written explicitly, "? key" and ":" on the next line, which
+ * has no length limit. */
+static int emit_key(buf_t *out, const char *key, int indent) {
+    buf_t k = BUF_INIT;
+    if (emit_string(&k, key) < 0) {
+        buf_free(&k);
+        return -1;
+    }
+    bool explicit_key = utf8_chars(k.data, k.len) > IMPLICIT_KEY_MAX;
+    int rc = 0;
+    if ((explicit_key && buf_puts(out, "? ") < 0) || buf_append(out, k.data, k.len) < 0 ||
+        (explicit_key && (buf_putc(out, '\n') < 0 || emit_indent(out, indent) < 0)) ||
+        buf_putc(out, ':') < 0)
+        rc = -1;
+    buf_free(&k);
+    return rc;
+}
+
 static int emit_block(buf_t *out, const cJSON *n, int indent, bool first_inline) {
     bool first = true;
     for (const cJSON *c = n->child; c; c = c->next, first = false) {
@@ -611,7 +667,7 @@ static int emit_block(buf_t *out, const cJSON *n, int indent, bool first_inline)
                 return -1;
             continue;
         }
-        if (!c->string || emit_string(out, c->string) < 0 || buf_putc(out, ':') < 0 ||
+        if (!c->string || emit_key(out, c->string, indent) < 0 ||
             emit_child(out, c, indent, false) < 0)
             return -1;
     }

@@ -64,30 +64,6 @@ static inline bool fuzz_has_control(const char *s) {
     return false;
 }
 
-/* True when s holds a character YAML does not allow unescaped (C1
- * controls other than NEL, U+FFFE, U+FFFF): emitted raw, the text is no
- * longer YAML. Used to recognise a known open bug (CB_FUZZ_SKIP
- * emit-nonprintable). */
-static inline bool fuzz_has_yaml_nonprintable(const char *s) {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F && p[1] != 0x85)
-            return true;
-        if (p[0] == 0xEF && p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF))
-            return true;
-    }
-    return false;
-}
-
-/* True when some key in the tree is longer than YAML's 1024-character
- * limit for implicit keys could take once quoted (a known open bug:
- * CB_FUZZ_SKIP emit-long-key). */
-static inline bool fuzz_json_long_key(const cJSON *n) {
-    for (const cJSON *c = n ? n->child : NULL; c; c = c->next)
-        if ((c->string && strlen(c->string) > 256) || fuzz_json_long_key(c))
-            return true;
-    return false;
-}
-
 /* True when some object in the tree has a key twice. cJSON keeps both; the
  * API server never sends such JSON (and Go would keep the last one). */
 static inline bool fuzz_json_dup_keys(const cJSON *n) {

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include <cmocka.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -627,6 +628,43 @@ static void test_error_leader_election_timing(void **state) {
     config_free(&cfg);
 }
 
+/* Huge durations: renew_deadline x 10 and retry_period x 12 used to wrap in
+ * 64 bits, so this (from the fuzzer) passed; each duration is now at most 1h,
+ * and the 1.2 rule is exact. */
+static void test_error_leader_election_huge(void **state) {
+    (void)state;
+    expect_error("leader_election:\n  enabled: true\n"
+                 "  lease_duration: 15372286728091293303ms\n"
+                 "  renew_deadline: 15372286728091293302ms\n"
+                 "  retry_period: 15372286728091293302ms\n",
+                 "t.yaml:3: leader_election.lease_duration: must be at most 1h");
+    expect_error("leader_election:\n  renew_deadline: 3600001ms\n  lease_duration: 1h\n",
+                 "t.yaml:2: leader_election.renew_deadline: must be at most 1h");
+    expect_error("leader_election:\n  retry_period: 61m\n",
+                 "t.yaml:2: leader_election.retry_period: must be at most 1h");
+    /* At the bound, and the 1.2 rule on either side of it with odd values:
+     * 1.2 x 2999 = 3598.8, 1.2 x 3000 = 3600. */
+    struct config cfg;
+    expect_ok("leader_election:\n  lease_duration: 1h\n  renew_deadline: 3599s\n"
+              "  retry_period: 2999s\n",
+              &cfg);
+    assert_int_equal(cfg.leader_election.lease_duration_ms, 3600000);
+    config_free(&cfg);
+    expect_error("leader_election:\n  lease_duration: 1h\n  renew_deadline: 3600s\n"
+                 "  retry_period: 3000s\n",
+                 "t.yaml:2: leader_election.lease_duration: lease_duration must be longer than "
+                 "renew_deadline");
+    expect_error("leader_election:\n  lease_duration: 1h\n  renew_deadline: 3599999ms\n"
+                 "  retry_period: 3000s\n",
+                 "t.yaml:3: leader_election.renew_deadline: renew_deadline must be longer than "
+                 "1.2 x retry_period");
+    expect_ok("leader_election:\n  renew_deadline: 4ms\n  retry_period: 3ms\n", &cfg);
+    config_free(&cfg);
+    expect_error("leader_election:\n  renew_deadline: 6ms\n  retry_period: 5ms\n",
+                 "t.yaml:2: leader_election.renew_deadline: renew_deadline must be longer than "
+                 "1.2 x retry_period");
+}
+
 /* ---- secrets -------------------------------------------------------------------- */
 
 static void expect_secret_hidden(const char *yaml, const char *secret) {
@@ -717,14 +755,24 @@ static void test_parse_duration(void **state) {
         const char *text;
         uint64_t ms;
     } good[] = {
-        {"0", 0},           {"0s", 0},
-        {"250ms", 250},     {"30s", 30000},
-        {"5m", 300000},     {"1h", 3600000},
-        {"1h30m", 5400000}, {"2h45m30s500ms", 9930500},
-        {"1.5s", 1500},     {".5s", 500},
-        {"1.s", 1000},      {"0.25h", 900000},
-        {"1h1h", 7200000},  {"90s", 90000},
-        {"10.001s", 10001}, {"18446744073709551615ms", UINT64_MAX},
+        {"0", 0},
+        {"0s", 0},
+        {"250ms", 250},
+        {"30s", 30000},
+        {"5m", 300000},
+        {"1h", 3600000},
+        {"1h30m", 5400000},
+        {"2h45m30s500ms", 9930500},
+        {"1.5s", 1500},
+        {".5s", 500},
+        {"1.s", 1000},
+        {"0.25h", 900000},
+        {"1h1h", 7200000},
+        {"90s", 90000},
+        {"10.001s", 10001},
+        {"18446744073709551615ms", UINT64_MAX},
+        /* The largest value reached through a fraction. */
+        {"18446744073709551.615s", UINT64_MAX},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         uint64_t ms = 42;
@@ -763,6 +811,11 @@ static void test_parse_duration(void **state) {
         "5124095576030432h",
         "18446744073709551616ms",
         "18446744073709551615ms1ms",
+        /* The whole part fits, whole + fraction does not (it used to wrap:
+         * the first was read as about 28 minutes). */
+        "5124095576030.9h",
+        "18446744073709551.616s",
+        "307445734561825.9m",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         uint64_t ms = 42;
@@ -798,6 +851,7 @@ int main(void) {
         cmocka_unit_test(test_error_urls_and_addresses),
         cmocka_unit_test(test_error_ranges),
         cmocka_unit_test(test_error_leader_election_timing),
+        cmocka_unit_test(test_error_leader_election_huge),
         cmocka_unit_test(test_secrets_not_in_errors),
         cmocka_unit_test(test_load_errors_name_the_file),
         cmocka_unit_test(test_load_refuses_large_files),

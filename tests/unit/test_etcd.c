@@ -477,8 +477,8 @@ static void test_watch_error(void **state) {
         "{}",
         "[1]",
         "{\"result\":[]}",
-        "{\"result\":{\"events\":[{\"type\":\"MOVE\",\"kv\":"
-        "{\"key\":\"YQ==\"}}]}}",
+        ("{\"result\":{\"events\":[{\"type\":\"MOVE\",\"kv\":"
+         "{\"key\":\"YQ==\"}}]}}"), /* one literal, split for width */
         "{\"result\":{\"events\":[{\"kv\":{}}]}}",
         "{\"result\":{\"events\":{}}}",
         "{\"resu",

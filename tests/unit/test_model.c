@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bridge/model.h"
 
@@ -393,6 +394,46 @@ static void test_route_document_errors(void **state) {
     }
 }
 
+/* Header routes are "(<match>) && Header(...)": the match must be one closed
+ * expression, or a header rule could take another host's traffic. */
+static void test_match_syntax(void **state) {
+    (void)state;
+    static const struct {
+        const char *match, *msg; /* YAML text of the value; NULL msg: accepted */
+    } cases[] = {
+        {"\"Host(`a`)) || (Host(`b`)\"", "'match' has a ')' without its '('"},
+        {"\"(Host(`a`)\"", "'match' has a '(' without its ')'"},
+        {"\"Host(`a`))(\"", "'match' has a ')' without its '('"},
+        {"\"Host(`a)\"", "'match' has a string literal that does not close"},
+        {"'Host(\"a)'", "has a string literal that does not close"},
+        {"'Host(\"a\\\")'", "has a string literal that does not close"},
+        {"'Host(\"a\\q\")'", "has a string literal that does not close"},
+        {"'Host(\"\\uD800\")'", "has a string literal that does not close"},
+        {"'Host(\"\\400\")'", "has a string literal that does not close"},
+        {"'Host(\"\\x4\")'", "has a string literal that does not close"},
+        {"\"Host('a')\"", "'match' uses single quotes"},
+        {"\"Host(`a`) // x\"", "'match' has a comment"},
+        {"\"Host(`a`) /* x\"", "'match' has a comment"},
+        {"\"(Host(`a`) || Host(`b`)) && PathPrefix(`/`)\"", NULL},
+        {"\"Host(`a(`) || Path(`)//'*`)\"", NULL},
+        {"'Host(\"a\\\")(\\\\\") && Path(\"/\\u00e9\\U0001F600\\x41\\101\\t\")'", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char doc[256];
+        snprintf(doc, sizeof doc, "match: %s\nservices: [{name: a, port: 80}]\n", cases[i].match);
+        if (cases[i].msg) {
+            expect_build_error(doc, NULL, NULL, "route", cases[i].msg);
+            continue;
+        }
+        struct model_input in = input(doc, NULL, NULL);
+        struct model_route r;
+        char err[512];
+        if (model_build(&in, &r, err, sizeof err) != 0)
+            fail_msg("%s: %s", cases[i].match, err);
+        model_route_free(&r);
+    }
+}
+
 static void test_route_json_form(void **state) {
     (void)state;
     const char *doc = "{\"match\": \"Host(`a`)\", \"priority\": -3, \"services\": "
@@ -509,6 +550,58 @@ static void test_headers_errors(void **state) {
                       "rule 0 ('Beta'): 'name' must be a DNS-1123 label");
     expect_rule_error("x", "rule 0: must be a mapping");
     expect_build_error(ROUTE, NULL, "{header: X-A}", "headers", "headers must be a list");
+}
+
+/* glibc's regcomp takes seconds and gigabytes for nested repetitions and
+ * huge expansions; such regexes are refused, quickly, before it sees them. */
+static void test_headers_regex_cost(void **state) {
+    (void)state;
+    static const struct {
+        const char *regex, *msg; /* NULL msg: accepted */
+    } cases[] = {
+        {"^a++$", "regex has a nested repetition"},
+        {"a++++++++++++++++++++++", "regex has a nested repetition"}, /* was 9 s, 2.9 GB */
+        {"a*??", "regex has a nested repetition"},
+        {"(a|b){2}*", "regex has a nested repetition"},
+        {"a{2}{3}", "regex has a nested repetition"},
+        {"a{,5}+", "regex has a nested repetition"}, /* "{,5}" is a repetition to glibc */
+        {"a{1001}", "regex has a repeat count over 1000"},
+        {"a{1,5000}", "regex has a repeat count over 1000"},
+        {"((x{255}){255}){255}", "regex is too complex"}, /* was 14 s, 3.4 GB */
+        {"(a{100}){20}", "regex is too complex"},
+        {"(){1000}(){1000}", "regex is too complex"},
+        {"((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)", "regex is too complex"},
+        {"[\\](a{100}){20}]", "regex is too complex"}, /* no escapes in a POSIX class */
+        {"a{1000}", NULL},
+        {"(a{10}){100}", NULL},
+        {"(?i)^v[0-9]+(?:\\.\\d{1,3}){0,3}?$", NULL},
+        {"a}?", NULL}, /* the '?' makes '}' optional: no lazy quantifier to drop */
+        {"a*?b+?c??d{2}?", NULL},
+        {"^[[:alpha:]](x{100}){10}$", NULL},
+        {"[[:alpha:](a{100}){20}]", NULL}, /* one class: the ']' of [:alpha:] does not end it */
+    };
+    clock_t t0 = clock();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char rule[256];
+        snprintf(rule, sizeof rule, "{header: X-A, regex: '%s', service: shop-v2}", cases[i].regex);
+        if (cases[i].msg) {
+            expect_rule_error(rule, cases[i].msg);
+            continue;
+        }
+        char doc[300];
+        snprintf(doc, sizeof doc, "- %s\n", rule);
+        struct model_input in = input(ROUTE, NULL, doc);
+        struct model_route r;
+        char err[512];
+        if (model_build(&in, &r, err, sizeof err) != 0)
+            fail_msg("%s: %s", cases[i].regex, err);
+        model_route_free(&r);
+    }
+    /* Over 1 KiB is refused whatever it holds. */
+    char hdr[1200];
+    snprintf(hdr, sizeof hdr, "- {header: X-A, service: shop-v2, regex: \"%01025d\"}\n", 0);
+    expect_build_error(ROUTE, NULL, hdr, "headers", "regex is too long (1025 bytes");
+    assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 1.0);
 }
 
 static void test_headers_duplicate_names(void **state) {
@@ -779,9 +872,11 @@ int main(void) {
         cmocka_unit_test(test_build_weights_errors_name_key),
         cmocka_unit_test(test_build_effective_zero),
         cmocka_unit_test(test_route_document_errors),
+        cmocka_unit_test(test_match_syntax),
         cmocka_unit_test(test_route_json_form),
         cmocka_unit_test(test_headers_good),
         cmocka_unit_test(test_headers_errors),
+        cmocka_unit_test(test_headers_regex_cost),
         cmocka_unit_test(test_headers_duplicate_names),
         cmocka_unit_test(test_headers_need_route),
         cmocka_unit_test(test_priority_room),

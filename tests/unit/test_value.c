@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,6 +349,14 @@ static void test_emit_quoting(void **state) {
         {"0x1F", "\"0x1F\""},
         {"1:20", "\"1:20\""},
         {"\x01", "\"\\x01\""},
+        /* C1 controls (but NEL, which has \N), U+FFFE and U+FFFF are not
+         * printable YAML: escaped by code point, so the text re-reads. */
+        {"a\xc2\x82", "\"a\\x82\""},
+        {"\xc2\x80\xc2\x9f", "\"\\x80\\x9f\""},
+        {"x\xc2\x85", "\"x\\N\""},
+        {"\xef\xbf\xbe", "\"\\uFFFE\""},
+        {"k\xef\xbf\xbfk", "\"k\\uFFFFk\""},
+        {"caf\xc3\xa9 \xc2\xa0\xef\xbf\xbd", "caf\xc3\xa9 \xc2\xa0\xef\xbf\xbd"},
         {"plain", "plain"},
         {"Host(`a.example`) && PathPrefix(`/`)", "Host(`a.example`) && PathPrefix(`/`)"},
         {"shop-v1", "shop-v1"},
@@ -372,6 +381,60 @@ static void test_emit_quoting(void **state) {
         cJSON_Delete(o);
         free(y);
         free(y2);
+    }
+}
+
+/* A key over 1024 characters, quotes and escapes included, cannot be an
+ * implicit key ("key: value"): it is written as "? key" / ": value". */
+static void test_emit_long_keys(void **state) {
+    (void)state;
+    /* The key is lead and n units; emitted, it is 1 + n characters, plus 2
+     * when lead "-" forces quotes. \xc3\xa9 (e acute) is 2 bytes but one
+     * character, \x01 one byte written as 4 characters. */
+    static const struct {
+        const char *lead, *unit;
+        size_t n;
+        bool explicit_key;
+    } cases[] = {
+        {"a", "a", 1023, false},  {"a", "a", 1024, true},         {"-", "a", 1021, false},
+        {"-", "a", 1022, true},   {"a", "\xc3\xa9", 1023, false}, {"a", "\xc3\xa9", 1024, true},
+        {"a", "\x01", 300, true},
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t ul = strlen(cases[i].unit);
+        char *key = malloc(1 + cases[i].n * ul + 1);
+        assert_non_null(key);
+        strcpy(key, cases[i].lead);
+        for (size_t j = 0; j < cases[i].n; j++)
+            memcpy(key + 1 + j * ul, cases[i].unit, ul);
+        key[1 + cases[i].n * ul] = '\0';
+        /* At the top level, in a list item, and with a collection value. */
+        cJSON *v = cJSON_CreateObject(), *list = cJSON_CreateArray(), *item = cJSON_CreateObject();
+        assert_non_null(v && list && item);
+        cJSON_AddNumberToObject(v, key, 1);
+        cJSON_AddItemToObject(v, "list", list);
+        cJSON_AddItemToArray(list, item);
+        cJSON_AddItemToObject(item, key, cJSON_CreateStringArray((const char *[]){"x"}, 1));
+        cJSON_AddStringToObject(item, "b", "c");
+        char *y = emit(v);
+        bool has_explicit = strncmp(y, "? ", 2) == 0 && strstr(y, "\n:") != NULL;
+        if (has_explicit != cases[i].explicit_key)
+            fail_msg("case %zu: explicit key %d, want %d:\n%.200s", i, has_explicit,
+                     cases[i].explicit_key, y);
+        if (cases[i].explicit_key)
+            assert_non_null(strstr(y, "\n: 1\nlist:\n  - ? "));
+        cJSON *back = parse(y, err, sizeof err);
+        if (!back)
+            fail_msg("case %zu did not reparse: %s", i, err);
+        assert_true(cJSON_Compare(v, back, 1));
+        char *y2 = emit(back);
+        assert_string_equal(y, y2);
+        cJSON_Delete(back);
+        cJSON_Delete(v);
+        free(y);
+        free(y2);
+        free(key);
     }
 }
 
@@ -404,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_emit_exact),
         cmocka_unit_test(test_emit_numbers),
         cmocka_unit_test(test_emit_quoting),
+        cmocka_unit_test(test_emit_long_keys),
         cmocka_unit_test(test_emit_null_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
