@@ -961,9 +961,54 @@ static int check_leader_election(struct parse *p) {
     return 0;
 }
 
+/* systemd's LoadCredential= puts secrets in $CREDENTIALS_DIRECTORY, a path
+ * only known at run time: file keys may start with ${CREDENTIALS_DIRECTORY}/
+ * (or $CREDENTIALS_DIRECTORY/) and it is filled in here. */
+static int expand_credentials(struct parse *p, const char *path, char **value) {
+    static const char *const forms[] = {"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"};
+    for (size_t i = 0; *value && i < sizeof forms / sizeof forms[0]; i++) {
+        if (!has_prefix(*value, forms[i]))
+            continue;
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        if (!dir || !*dir)
+            return invalid(p, path,
+                           "names $CREDENTIALS_DIRECTORY, which is not set (it is, for a "
+                           "service with LoadCredential=)");
+        const char *rest = *value + strlen(forms[i]);
+        size_t n = strlen(dir) + 1 + strlen(rest) + 1;
+        char *full = malloc(n);
+        if (!full)
+            return fail(p, key_line(p, path), "out of memory");
+        snprintf(full, n, "%s/%s", dir, rest);
+        free(*value);
+        *value = full;
+        return 0;
+    }
+    return 0;
+}
+
+static int expand_all_credentials(struct parse *p) {
+    struct config *c = p->cfg;
+    struct {
+        const char *path;
+        char **value;
+    } keys[] = {{"source.password_file", &c->source.password_file},
+                {"source.token_file", &c->source.token_file},
+                {"source.tls.ca_file", &c->source.tls.ca_file},
+                {"source.tls.cert_file", &c->source.tls.cert_file},
+                {"source.tls.key_file", &c->source.tls.key_file},
+                {"kubernetes.kubeconfig", &c->kubernetes.kubeconfig},
+                {"kubernetes.token_file", &c->kubernetes.token_file},
+                {"kubernetes.ca_file", &c->kubernetes.ca_file}};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (expand_credentials(p, keys[i].path, keys[i].value) < 0)
+            return -1;
+    return 0;
+}
+
 static int validate(struct parse *p) {
     if (check_source(p) < 0 || check_kubernetes(p) < 0 || check_reconcile(p) < 0 ||
-        check_leader_election(p) < 0)
+        check_leader_election(p) < 0 || expand_all_credentials(p) < 0)
         return -1;
     return 0;
 }

@@ -826,8 +826,26 @@ static void test_parse_duration(void **state) {
     assert_int_equal(parse_duration_ms(NULL, &(uint64_t){0}), -1);
 }
 
+/* LoadCredential=: file keys may name $CREDENTIALS_DIRECTORY. */
+static void test_credentials_directory(void **state) {
+    (void)state;
+    struct config cfg;
+    char err[512];
+    const char *text = "source:\n  type: consul\n  token_file: ${CREDENTIALS_DIRECTORY}/consul-token\n"
+                       "kubernetes:\n  kubeconfig: $CREDENTIALS_DIRECTORY/kubeconfig\n";
+    assert_int_equal(setenv("CREDENTIALS_DIRECTORY", "/run/credentials/cb.service", 1), 0);
+    assert_int_equal(config_parse(text, strlen(text), "t.yaml", &cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.source.token_file, "/run/credentials/cb.service/consul-token");
+    assert_string_equal(cfg.kubernetes.kubeconfig, "/run/credentials/cb.service/kubeconfig");
+    config_free(&cfg);
+    assert_int_equal(unsetenv("CREDENTIALS_DIRECTORY"), 0);
+    assert_int_equal(config_parse(text, strlen(text), "t.yaml", &cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "t.yaml:3: source.token_file: names $CREDENTIALS_DIRECTORY"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_credentials_directory),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_empty_inputs_mean_defaults),
         cmocka_unit_test(test_example_config_parses_to_defaults),
