@@ -28,6 +28,7 @@
 #include <yaml.h>
 
 #include "bridge/buf.h"
+#include "bridge/yamlnode.h"
 
 #define KUBECONFIG_MAX_BYTES (4 * 1024 * 1024)
 #define SA_DIR_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -71,33 +72,6 @@ __attribute__((format(printf, 3, 4))) static int kfail(const struct kubeconfig *
     vsnprintf(kc->err + n, kc->errlen - (size_t)n, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static int node_line(const yaml_node_t *n) {
-    return (int)n->start_mark.line + 1;
-}
-
-static const char *text_of(const yaml_node_t *n) {
-    return (const char *)n->data.scalar.value;
-}
-
-static bool is_null(const yaml_node_t *n) {
-    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return false;
-    const char *s = text_of(n);
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-static bool is_http_url(const char *s) {
-    const char *rest = !strncmp(s, "https://", 8)  ? s + 8
-                       : !strncmp(s, "http://", 7) ? s + 7
-                                                   : NULL;
-    if (!rest || !*rest || *rest == '/' || *rest == ':')
-        return false;
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
-            return false;
-    return true;
 }
 
 /* A server URL as the HTTP client wants it: no trailing '/'. */
@@ -242,12 +216,12 @@ static int kubeconfig_open(struct kubeconfig *kc) {
 
 static const yaml_node_t *root_mapping(struct kubeconfig *kc) {
     const yaml_node_t *root = yaml_document_get_root_node(&kc->doc);
-    if (!root || is_null(root)) {
+    if (!root || yaml_node_is_null(root)) {
         kfail(kc, 0, "empty kubeconfig");
         return NULL;
     }
     if (root->type != YAML_MAPPING_NODE) {
-        kfail(kc, node_line(root), "not a kubeconfig: the top level is not a mapping");
+        kfail(kc, yaml_node_line(root), "not a kubeconfig: the top level is not a mapping");
         return NULL;
     }
     return root;
@@ -260,9 +234,9 @@ static const yaml_node_t *lookup(struct kubeconfig *kc, const yaml_node_t *map, 
     for (const yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
         const yaml_node_t *k = yaml_document_get_node(&kc->doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp(text_of(k), key)) {
+        if (k && k->type == YAML_SCALAR_NODE && !strcmp(yaml_node_text(k), key)) {
             const yaml_node_t *v = yaml_document_get_node(&kc->doc, p->value);
-            return v && !is_null(v) ? v : NULL;
+            return v && !yaml_node_is_null(v) ? v : NULL;
         }
     }
     return NULL;
@@ -275,9 +249,9 @@ static int get_string(struct kubeconfig *kc, const yaml_node_t *map, const char 
     *out = NULL;
     if (!v)
         return 0;
-    if (v->type != YAML_SCALAR_NODE || strlen(text_of(v)) != v->data.scalar.length)
-        return kfail(kc, node_line(v), "%s: %s must be a string", what, key);
-    *out = text_of(v);
+    if (v->type != YAML_SCALAR_NODE || strlen(yaml_node_text(v)) != v->data.scalar.length)
+        return kfail(kc, yaml_node_line(v), "%s: %s must be a string", what, key);
+    *out = yaml_node_text(v);
     return 0;
 }
 
@@ -291,14 +265,14 @@ static int get_bool(struct kubeconfig *kc, const yaml_node_t *map, const char *k
     if (!v)
         return 0;
     for (size_t i = 0; v->type == YAML_SCALAR_NODE && yes[i]; i++) {
-        if (!strcmp(text_of(v), yes[i])) {
+        if (!strcmp(yaml_node_text(v), yes[i])) {
             *out = true;
             return 0;
         }
-        if (!strcmp(text_of(v), no[i]))
+        if (!strcmp(yaml_node_text(v), no[i]))
             return 0;
     }
-    return kfail(kc, node_line(v), "%s: %s must be true or false", what, key);
+    return kfail(kc, yaml_node_line(v), "%s: %s must be true or false", what, key);
 }
 
 /* The entry of clusters/users/contexts whose name matches, as the mapping
@@ -309,24 +283,24 @@ static const yaml_node_t *find_named(struct kubeconfig *kc, const yaml_node_t *r
                                      const char *referrer) {
     const yaml_node_t *seq = lookup(kc, root, list);
     if (seq && seq->type != YAML_SEQUENCE_NODE) {
-        kfail(kc, node_line(seq), "%s must be a list", list);
+        kfail(kc, yaml_node_line(seq), "%s must be a list", list);
         return NULL;
     }
     for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
          seq && i < seq->data.sequence.items.top; i++) {
         const yaml_node_t *entry = yaml_document_get_node(&kc->doc, *i);
         const yaml_node_t *n = lookup(kc, entry, "name");
-        if (!n || n->type != YAML_SCALAR_NODE || strcmp(text_of(n), name) != 0)
+        if (!n || n->type != YAML_SCALAR_NODE || strcmp(yaml_node_text(n), name) != 0)
             continue;
         const yaml_node_t *body = lookup(kc, entry, inner);
         if (!body) {
-            kfail(kc, node_line(entry), "%s '%.*s' has no '%s' section", inner, NAME_SHOWN_MAX,
+            kfail(kc, yaml_node_line(entry), "%s '%.*s' has no '%s' section", inner, NAME_SHOWN_MAX,
                   name, inner);
             return NULL;
         }
         if (body->type != YAML_MAPPING_NODE) {
-            kfail(kc, node_line(body), "%s '%.*s': '%s' must be a mapping", inner, NAME_SHOWN_MAX,
-                  name, inner);
+            kfail(kc, yaml_node_line(body), "%s '%.*s': '%s' must be a mapping", inner,
+                  NAME_SHOWN_MAX, name, inner);
             return NULL;
         }
         return body;
@@ -357,8 +331,8 @@ static int file_or_data(struct kubeconfig *kc, const yaml_node_t *map, const cha
     if (data && *data) {
         if (base64_decode(data, strlen(data), pem, pem_len) == 0)
             return 0;
-        return kfail(kc, node_line(lookup(kc, map, data_key)), "%s: %s is not valid base64", what,
-                     data_key);
+        return kfail(kc, yaml_node_line(lookup(kc, map, data_key)), "%s: %s is not valid base64",
+                     what, data_key);
     }
     if (path && *path)
         return resolve_path(kc, path, file);
@@ -373,9 +347,9 @@ static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const
     if (get_string(kc, cluster, "server", what, &server) < 0)
         return -1;
     if (!server || !*server)
-        return kfail(kc, node_line(cluster), "%s has no server", what);
-    if (!is_http_url(server))
-        return kfail(kc, node_line(lookup(kc, cluster, "server")),
+        return kfail(kc, yaml_node_line(cluster), "%s has no server", what);
+    if (!url_is_http(server))
+        return kfail(kc, yaml_node_line(lookup(kc, cluster, "server")),
                      "%s: server must be an https:// (or http://) URL", what);
     if (!(c->server = server_url(server)))
         return kfail(kc, 0, "out of memory");
@@ -385,7 +359,7 @@ static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const
         return -1;
     /* client-go refuses this combination; so do we, rather than pick one. */
     if (c->insecure && (c->ca_file || c->ca_pem))
-        return kfail(kc, node_line(cluster),
+        return kfail(kc, yaml_node_line(cluster),
                      "%s: insecure-skip-tls-verify cannot be combined with a certificate "
                      "authority",
                      what);
@@ -397,12 +371,12 @@ static int refuse_plugins(struct kubeconfig *kc, const yaml_node_t *user, const 
     const yaml_node_t *provider = lookup(kc, user, "auth-provider");
     const char *username, *password;
     if (exec)
-        return kfail(kc, node_line(exec),
+        return kfail(kc, yaml_node_line(exec),
                      "user '%.*s' uses an exec plugin, which canary-bridge does not run; use a "
                      "token or client certificate",
                      NAME_SHOWN_MAX, name);
     if (provider)
-        return kfail(kc, node_line(provider),
+        return kfail(kc, yaml_node_line(provider),
                      "user '%.*s' uses an auth-provider plugin, which canary-bridge does not run; "
                      "use a token or client certificate",
                      NAME_SHOWN_MAX, name);
@@ -410,7 +384,7 @@ static int refuse_plugins(struct kubeconfig *kc, const yaml_node_t *user, const 
         get_string(kc, user, "password", "user", &password) < 0)
         return -1;
     if ((username && *username) || (password && *password))
-        return kfail(kc, node_line(user),
+        return kfail(kc, yaml_node_line(user),
                      "user '%.*s' uses a username and password (basic auth), which Kubernetes "
                      "no longer supports; use a token or client certificate",
                      NAME_SHOWN_MAX, name);
@@ -435,7 +409,7 @@ static int fill_user(struct kubeconfig *kc, const yaml_node_t *user, const char 
         return -1;
     bool cert = c->cert_file || c->cert_pem, key = c->key_file || c->key_pem;
     if (cert != key)
-        return kfail(kc, node_line(user), "%s: %s needs %s as well", what,
+        return kfail(kc, yaml_node_line(user), "%s: %s needs %s as well", what,
                      cert ? "client-certificate" : "client-key",
                      cert ? "client-key" : "client-certificate");
     return 0;
@@ -453,7 +427,7 @@ static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const cha
         get_string(kc, ctx, "user", what, &user_name) < 0)
         return -1;
     if (!cluster_name || !*cluster_name)
-        return kfail(kc, node_line(ctx), "%s names no cluster", what);
+        return kfail(kc, yaml_node_line(ctx), "%s names no cluster", what);
     const yaml_node_t *cluster = find_named(kc, root, "clusters", "cluster", cluster_name, what);
     if (!cluster)
         return -1;
@@ -583,7 +557,7 @@ static int copy_optional(const char *src, char **dst) {
 static int explicit_server(const struct config *cfg, struct kube_conn *out, char *err,
                            size_t errlen) {
     struct kube_conn c = {0};
-    if (!is_http_url(cfg->kubernetes.server)) {
+    if (!url_is_http(cfg->kubernetes.server)) {
         snprintf(err, errlen, "kubernetes.server: must be an https:// (or http://) URL");
         return -1;
     }
