@@ -232,8 +232,12 @@ def bad_key_names(rng):
 
 
 def log_form(key):
-    """How a key shows in the bridge's log read back as text (newlines folded)."""
-    return key.decode("utf-8", "replace").replace("\n", " ").replace("\r", " ")
+    """How a key shows in the bridge's log read back as text: line breaks and
+    tabs folded to spaces, other control bytes shown as '?' (bridge/log.c)."""
+    out = bytearray()
+    for c in key:
+        out += b" " if c in (0x0a, 0x0d, 0x09) else b"?" if c < 0x20 or c == 0x7f else bytes([c])
+    return bytes(out).decode("utf-8", "replace")
 
 
 # =============================================================================================
