@@ -19,37 +19,14 @@ import http.client
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
-import time
 import urllib.parse
 
-try:                                    # shared helpers, when the common harness is there
-    from cbtest import free_port, wait_until
-except ImportError:
-    def free_port():
-        """A port that was free on 127.0.0.1 a moment ago."""
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+import sys
 
-    def wait_until(pred, timeout=10, what="condition", interval=0.02, ignore=(OSError,)):
-        """Poll pred() until it returns something truthy (and return that), or raise
-        AssertionError naming `what`.  Exceptions in `ignore` count as "not yet"."""
-        deadline = time.monotonic() + timeout
-        last_exc = None
-        while True:
-            try:
-                v = pred()
-                if v:
-                    return v
-            except ignore as e:
-                last_exc = e
-            if time.monotonic() >= deadline:
-                raise AssertionError("timed out after %gs waiting for %s%s" % (
-                    timeout, what, " (last error: %r)" % last_exc if last_exc else ""))
-            time.sleep(interval)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cbtest import free_port, wait_until  # noqa: E402  (the shared harness helpers)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = "/usr/bin/python3"
