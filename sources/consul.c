@@ -17,9 +17,11 @@
  * the index blocked on is never below 1. A returning query proves nothing
  * changed, so requests after unproductive answers and after errors draw from
  * a small token bucket (burst 2, as Consul's docs suggest), and requests
- * after answers that carried changes from a larger one: a UI edit goes
- * through at once, a key rewritten in a tight loop degrades to polling
- * instead of a busy loop. Errors also back off exponentially with jitter.
+ * after answers that carried changes from a larger one whose refill follows
+ * what an answer costs to handle: a UI edit or a script's run of edits goes
+ * through at once, a key rewritten in a tight loop under a big prefix
+ * degrades to polling instead of a busy loop. Errors also back off
+ * exponentially with jitter.
  *
  * Re-entrancy: the consumer's callbacks may call stop(), resync(), put() or
  * destroy() on this source, so every call out is followed by a check of
@@ -31,6 +33,7 @@
 #include "sources/consul.h"
 
 #include "bridge/fileread.h"
+#include "bridge/tbucket.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -357,29 +360,13 @@ enum consul_index_verdict consul_index_next(bool have_prev, uint64_t prev, uint6
     return got == prev ? CONSUL_INDEX_SAME : CONSUL_INDEX_FORWARD;
 }
 
-/* ---- token bucket ---- */
+/* ---- rate limiting ---- */
 
-void consul_bucket_init(struct consul_bucket *b, unsigned burst, uint64_t refill_ms,
-                        uint64_t now_ms) {
-    b->burst = burst ? burst : 1;
-    b->refill_ms = refill_ms ? refill_ms : 1;
-    b->level = (int64_t)(b->burst * b->refill_ms);
-    b->last_ms = now_ms;
-}
-
-uint64_t consul_bucket_reserve(struct consul_bucket *b, uint64_t now_ms) {
-    int64_t full = (int64_t)(b->burst * b->refill_ms);
-    if (now_ms > b->last_ms) {
-        uint64_t elapsed = now_ms - b->last_ms;
-        /* Compare before adding so a long idle period cannot overflow. */
-        if (b->level >= full || elapsed >= (uint64_t)(full - b->level))
-            b->level = full;
-        else
-            b->level += (int64_t)elapsed;
-        b->last_ms = now_ms;
-    }
-    b->level -= (int64_t)b->refill_ms;
-    return b->level >= 0 ? 0 : (uint64_t)-b->level;
+uint64_t consul_churn_refill_ms(uint64_t cost_us) {
+    uint64_t ms = cost_us / 100; /* 10 x cost, in ms */
+    if (ms < CONSUL_CHURN_REFILL_MIN_MS)
+        return CONSUL_CHURN_REFILL_MIN_MS;
+    return ms > CONSUL_CHURN_REFILL_MAX_MS ? CONSUL_CHURN_REFILL_MAX_MS : ms;
 }
 
 /* ---- writes ---- */
@@ -437,10 +424,13 @@ bool consul_put_result(long status, const char *body, size_t len, const char *ke
 #define CONSUL_IDLE_REFILL_MIN_MS 1000u
 #define CONSUL_IDLE_REFILL_MAX_MS 15000u
 /* Answers with changes: a burst covers a run of edits together with the
- * status keys the bridge writes back for them; sustained churn settles at
- * two requests a second, each carrying everything that changed meanwhile. */
-#define CONSUL_CHURN_BURST 10u
-#define CONSUL_CHURN_REFILL_MS 500u
+ * status keys the bridge writes back for them. Each answer is the whole
+ * prefix, so what sustained churn may cost scales with it: the refill is ten
+ * times what handling the last answer took (consul_churn_refill_ms), at
+ * least 5 ms. A small prefix follows a script's edits one by one; a
+ * 10,000-route prefix rewritten in a tight loop settles at a few queries a
+ * second, each carrying everything that changed meanwhile. */
+#define CONSUL_CHURN_BURST 20u
 /* ACL tokens are UUIDs; anything near this size is not a token. */
 
 enum consul_phase {
@@ -495,7 +485,7 @@ struct consul {
     enum list_why list_why;
     bool nonblocking_next; /* after an error: read at once, do not block */
 
-    struct consul_bucket idle, churn;
+    struct tbucket idle, churn;
     struct consul_put *puts;
 };
 
@@ -560,7 +550,7 @@ static void consul_fail_kind(struct consul *s, enum fail_kind kind, const char *
     if (kind == FAIL_DENIED && s->base.cfg->source.token_file)
         s->need_token = true; /* it may have been rotated */
     uint64_t delay = source_backoff_ms(s->attempt, CONSUL_BACKOFF_BASE_MS, CONSUL_BACKOFF_MAX_MS);
-    uint64_t limit = consul_bucket_reserve(&s->idle, uv_now(s->base.loop));
+    uint64_t limit = tbucket_reserve(&s->idle, uv_now(s->base.loop));
     if (limit > delay)
         delay = limit;
     if (s->attempt < 16)
@@ -758,7 +748,8 @@ static bool deliver_changes(struct consul *s, struct consul_list *cur, uint64_t 
 }
 
 /* A good answer: cur (consumed) is the whole prefix at index. */
-static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t index) {
+static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t index,
+                          uint64_t t_received) {
     enum consul_index_verdict v =
         consul_index_next(s->have_state, s->index, index, &s->block_index);
     bool snapshot = s->need_snapshot || !s->have_state || v == CONSUL_INDEX_RESET;
@@ -788,7 +779,11 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
     s->index = index;
     if (!alive)
         return;
-    uint64_t delay = consul_bucket_reserve(changed ? &s->churn : &s->idle, uv_now(s->base.loop));
+    uint64_t now = uv_now(s->base.loop);
+    if (changed)
+        tbucket_set_refill(&s->churn,
+                                 consul_churn_refill_ms((uv_hrtime() - t_received) / 1000), now);
+    uint64_t delay = tbucket_reserve(changed ? &s->churn : &s->idle, now);
     if (delay == 0) {
         consul_run(s);
     } else {
@@ -800,6 +795,7 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
 /* ---- the query ---- */
 
 static void query_done(struct http_req *r, const struct http_result *res) {
+    uint64_t t_received = uv_hrtime(); /* what handling the answer costs sets the churn limit */
     struct consul *s = http_req_user(r);
     s->req = NULL;
     if (res->curl != CURLE_OK) {
@@ -845,7 +841,7 @@ static void query_done(struct http_req *r, const struct http_result *res) {
         consul_fail(s, "reading '%s': bad answer: %s", consul_prefix(s), err);
         return;
     }
-    consul_answer(s, &cur, index);
+    consul_answer(s, &cur, index, t_received);
 }
 
 static void query_begin(struct consul *s) {
@@ -1086,8 +1082,8 @@ struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, stru
     if (refill > CONSUL_IDLE_REFILL_MAX_MS)
         refill = CONSUL_IDLE_REFILL_MAX_MS;
     uint64_t now = uv_now(loop);
-    consul_bucket_init(&s->idle, CONSUL_IDLE_BURST, refill, now);
-    consul_bucket_init(&s->churn, CONSUL_CHURN_BURST, CONSUL_CHURN_REFILL_MS, now);
+    tbucket_init(&s->idle, CONSUL_IDLE_BURST, refill, now);
+    tbucket_init(&s->churn, CONSUL_CHURN_BURST, CONSUL_CHURN_REFILL_MIN_MS, now);
 
     const struct tls_files *t = &cfg->source.tls;
     s->use_tls = https;

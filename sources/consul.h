@@ -6,9 +6,9 @@
  * Every answer is therefore a complete state, not a change: the source diffs
  * it against the previous one to report only what changed. Everything here is
  * free of I/O so it can be tested exactly: URL building and key escaping, the
- * recurse answer parser, the diff, Consul's index rules and the token bucket
- * that keeps a misbehaving server (or a key that churns) from turning the
- * long poll into a busy loop. See protocols.md section 3 for the API facts. */
+ * recurse answer parser, the diff, Consul's index rules and the refill
+ * period that keeps a misbehaving server (or a key that churns) from turning
+ * the long poll into a busy loop. See protocols.md section 3 for the API facts. */
 #ifndef CB_CONSUL_H
 #define CB_CONSUL_H
 
@@ -102,23 +102,13 @@ enum consul_index_verdict consul_index_next(bool have_prev, uint64_t prev, uint6
 
 /* ---- rate limiting ---- */
 
-/* A token bucket in integer milliseconds: `level` counts milliseconds of
- * refill, one token = refill_ms, full = burst tokens. It may go negative:
- * a reservation taken while empty is paid back by the wait it returns (the
- * scheme of Go's rate.Limiter.Reserve, which Consul's docs point at). */
-struct consul_bucket {
-    uint64_t burst;     /* tokens when full, >= 1 */
-    uint64_t refill_ms; /* one token comes back every refill_ms, >= 1 */
-    int64_t level;      /* ms of refill banked; burst * refill_ms = full */
-    uint64_t last_ms;   /* time of the last update */
-};
-
-/* A full bucket at now_ms. */
-void consul_bucket_init(struct consul_bucket *b, unsigned burst, uint64_t refill_ms,
-                        uint64_t now_ms);
-/* Take one token for a request made at now_ms; returns how long to wait
- * before sending it (0 = at once). */
-uint64_t consul_bucket_reserve(struct consul_bucket *b, uint64_t now_ms);
+/* The refill period for answers that carried changes, from what handling
+ * the last one cost (parse, diff, delivery) in microseconds: ten times the
+ * cost, so sustained churn spends at most about a tenth of a core on
+ * answers, within [CONSUL_CHURN_REFILL_MIN_MS, CONSUL_CHURN_REFILL_MAX_MS]. */
+uint64_t consul_churn_refill_ms(uint64_t cost_us);
+#define CONSUL_CHURN_REFILL_MIN_MS 5u
+#define CONSUL_CHURN_REFILL_MAX_MS 1000u
 
 /* ---- writes ---- */
 

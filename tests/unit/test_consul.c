@@ -5,7 +5,7 @@
  * The pure tests pin down what is easy to get subtly wrong: key escaping in
  * URLs, the recurse answer's quirks (null Value, UI folders, unsorted keys),
  * the diff's order, Consul's index rules (backwards = reset, floor 1) and the
- * token bucket's arithmetic with injected time. The fake-server tests drive
+ * churn refill period. The fake-server tests drive
  * the real libuv + libcurl path through Consul's documented behaviour: a 404
  * with an index on an empty prefix, blocking answers with and without
  * changes, an index going backwards, 500 and 403 outages, ACL tokens from
@@ -274,41 +274,16 @@ static void test_index_rules(void **state) {
     assert_int_equal(next, 1);
 }
 
-/* ---- token bucket ---- */
+/* ---- rate limiting ---- */
 
-static void test_bucket(void **state) {
+static void test_churn_refill(void **state) {
     (void)state;
-    struct consul_bucket b;
-    consul_bucket_init(&b, 2, 1000, 100);
-    /* A burst of two goes at once; then one per refill, reservations queue. */
-    assert_int_equal(consul_bucket_reserve(&b, 100), 0);
-    assert_int_equal(consul_bucket_reserve(&b, 100), 0);
-    assert_int_equal(consul_bucket_reserve(&b, 100), 1000);
-    assert_int_equal(consul_bucket_reserve(&b, 100), 2000);
-    /* 2.5 s later: the debt (2 tokens) is paid, half a token banked. */
-    assert_int_equal(consul_bucket_reserve(&b, 2600), 500);
-    /* Long idle: full again, but never more than the burst. */
-    assert_int_equal(consul_bucket_reserve(&b, 100000), 0);
-    assert_int_equal(consul_bucket_reserve(&b, 100000), 0);
-    assert_int_equal(consul_bucket_reserve(&b, 100000), 1000);
-    /* Time that seems to run backwards earns nothing. */
-    assert_int_equal(consul_bucket_reserve(&b, 50), 2000);
-    /* Partial refill: 400 ms of a 1 s token still leaves 600 ms to wait
-     * after a fresh drain. */
-    consul_bucket_init(&b, 1, 1000, 0);
-    assert_int_equal(consul_bucket_reserve(&b, 0), 0);
-    assert_int_equal(consul_bucket_reserve(&b, 400), 600);
-    /* Huge gaps do not overflow. */
-    consul_bucket_init(&b, 2, 15000, 0);
-    assert_int_equal(consul_bucket_reserve(&b, UINT64_MAX / 2), 0);
-    assert_int_equal(consul_bucket_reserve(&b, UINT64_MAX / 2), 0);
-    assert_int_equal(consul_bucket_reserve(&b, UINT64_MAX / 2), 15000);
-    /* Degenerate settings are clamped to something that still limits. */
-    consul_bucket_init(&b, 0, 0, 0);
-    assert_int_equal(b.burst, 1);
-    assert_int_equal(b.refill_ms, 1);
-    assert_int_equal(consul_bucket_reserve(&b, 0), 0);
-    assert_int_equal(consul_bucket_reserve(&b, 0), 1);
+    /* Ten times the cost, clamped. */
+    assert_int_equal(consul_churn_refill_ms(0), CONSUL_CHURN_REFILL_MIN_MS);
+    assert_int_equal(consul_churn_refill_ms(200), CONSUL_CHURN_REFILL_MIN_MS);
+    assert_int_equal(consul_churn_refill_ms(3000), 30);
+    assert_int_equal(consul_churn_refill_ms(50000), 500);
+    assert_int_equal(consul_churn_refill_ms(UINT64_MAX), CONSUL_CHURN_REFILL_MAX_MS);
 }
 
 /* ---- writes ---- */
@@ -1027,7 +1002,7 @@ int main(void) {
         cmocka_unit_test(test_list_parse_errors),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_index_rules),
-        cmocka_unit_test(test_bucket),
+        cmocka_unit_test(test_churn_refill),
         cmocka_unit_test(test_put_result),
         cmocka_unit_test(test_source_against_fake_consul),
         cmocka_unit_test(test_no_hot_loop),
