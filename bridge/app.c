@@ -30,7 +30,13 @@ static void app_stop(struct app *a, int code);
 static void on_route_changed(void *user, const char *route_id) {
     struct app *a = user;
     if (a->have_rec)
-        reconciler_source_changed(&a->rec, route_id);
+        reconciler_source_changed(&a->rec, route_id, true);
+}
+
+static void on_route_resynced(void *user, const char *route_id) {
+    struct app *a = user;
+    if (a->have_rec)
+        reconciler_source_changed(&a->rec, route_id, false);
 }
 
 static void maybe_start_work(struct app *a);
@@ -41,7 +47,7 @@ static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint6
     struct app *a = user;
     if (a->stopping)
         return;
-    if (keycache_snapshot(&a->keys, kvs, n, revision, on_route_changed, a) < 0) {
+    if (keycache_snapshot(&a->keys, kvs, n, revision, on_route_resynced, a) < 0) {
         log_error(&a->log, "source: out of memory applying a snapshot of %zu keys", n);
         return;
     }
@@ -210,6 +216,15 @@ static void hook_pass(void *user, const char *route_id, const char *result) {
     struct app *a = user;
     (void)route_id;
     metric_add(a->bm.reconcile_total, METRIC_LABELS(result), 1);
+}
+
+static void hook_burst(void *user, bool holding, size_t changes, uint64_t held_ms) {
+    struct app *a = user;
+    (void)changes;
+    (void)held_ms;
+    if (holding)
+        metric_add(a->bm.burst_holds_total, NULL, 1);
+    metric_set(a->bm.burst_holding, NULL, holding ? 1 : 0);
 }
 
 static void hook_propagated(void *user, const char *route_id, double seconds) {
@@ -760,6 +775,7 @@ static int start_reconciler(struct app *a) {
                                             .applied = hook_applied,
                                             .pass = hook_pass,
                                             .event = hook_event,
+                                            .burst = hook_burst,
                                             .user = a};
     wq_pause(&a->rec.wq, true);
     return 0;

@@ -160,6 +160,8 @@ static const struct field reconcile_fields[] = {
     LIST("namespaces", reconcile.namespaces, reconcile.n_namespaces, 0),
     BOOLEAN("status", reconcile.status),
     UNSIGNED("max_in_flight", reconcile.max_in_flight),
+    DURATION("burst_hold", reconcile.burst_hold_ms),
+    DURATION("burst_quiet", reconcile.burst_quiet_ms),
     BOOLEAN("allow_cross_namespace", reconcile.allow_cross_namespace),
     END,
 };
@@ -872,6 +874,11 @@ static int check_reconcile(struct parse *p) {
         return invalid(p, "reconcile.resync", "must be 0 (off) or at least 1s");
     if (c->reconcile.max_in_flight == 0)
         return invalid(p, "reconcile.max_in_flight", "must be at least 1");
+    /* A hold longer than this is an outage, not a burst being settled. */
+    if (c->reconcile.burst_hold_ms > 5 * 60 * 1000)
+        return invalid(p, "reconcile.burst_hold", "must be at most 5m (0 = off)");
+    if (c->reconcile.burst_quiet_ms == 0 || c->reconcile.burst_quiet_ms > 60 * 1000)
+        return invalid(p, "reconcile.burst_quiet", "must be between 1ms and 1m");
     for (size_t i = 0; i < c->reconcile.n_namespaces; i++) {
         const char *ns = c->reconcile.namespaces[i];
         if (!is_dns_label(ns, strlen(ns)))
@@ -1007,6 +1014,8 @@ int config_defaults(struct config *cfg) {
     cfg->reconcile.policy = POLICY_UPSERT_ONLY;
     cfg->reconcile.resync_ms = 5 * 60 * 1000;
     cfg->reconcile.max_in_flight = 16;
+    cfg->reconcile.burst_hold_ms = 10 * 1000;
+    cfg->reconcile.burst_quiet_ms = 30;
     cfg->leader_election.lease_duration_ms = 15000;
     cfg->leader_election.renew_deadline_ms = 10000;
     cfg->leader_election.retry_period_ms = 2000;

@@ -67,6 +67,8 @@ struct config {
         size_t n_namespaces;
         bool status;                  /* write P<ns>/<name>/status */
         unsigned max_in_flight;       /* routes written concurrently; default 16 */
+        uint64_t burst_hold_ms;       /* longest write hold in a burst; 10s; 0 = off */
+        uint64_t burst_quiet_ms;      /* a pause this long ends the hold; 30ms */
         bool allow_cross_namespace;   /* services[].namespace allowed; default false */
     } reconcile;
 

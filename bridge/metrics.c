@@ -560,10 +560,17 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
     out->build_info = metrics_gauge(m, "canary_bridge_build_info",
                                     "Build information of the running binary; always 1.", 1, ver);
 
+    out->burst_holds_total = metrics_counter(
+        m, "canary_bridge_burst_holds_total",
+        "Bursts of source changes whose writes were held until the changes paused.", 0, NULL);
+    out->burst_holding = metrics_gauge(
+        m, "canary_bridge_burst_holding",
+        "1 while writes wait for a burst of source changes to pause, else 0.", 0, NULL);
+
     if (!out->reconcile_total || !out->conflicts_total || !out->kube_requests_total ||
         !out->source_events_total || !out->propagation_seconds || !out->routes ||
         !out->route_weight || !out->source_connected || !out->last_sync_timestamp_seconds ||
-        !out->leader || !out->build_info)
+        !out->leader || !out->build_info || !out->burst_holds_total || !out->burst_holding)
         return -1;
     return metric_set(out->build_info, METRIC_LABELS(version ? version : "unknown"), 1);
 }

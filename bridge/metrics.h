@@ -104,6 +104,8 @@ struct bridge_metrics {
     struct metric_family *last_sync_timestamp_seconds; /* gauge, Unix time */
     struct metric_family *leader;                      /* gauge 0/1 */
     struct metric_family *build_info;                  /* gauge {version} = 1 */
+    struct metric_family *burst_holds_total;           /* counter: bursts settled */
+    struct metric_family *burst_holding;               /* gauge 0/1 */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1

@@ -13,6 +13,7 @@
  * Middleware or TraefikService. */
 #include "bridge/reconcile.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -834,6 +835,23 @@ static void process(void *user, const char *id) {
 
 /* ---- public ---- */
 
+static void on_burst(void *user, bool holding, size_t changes, uint64_t held_ms) {
+    struct reconciler *r = user;
+    if (holding)
+        log_info(r->log,
+                 "burst: more than %d routes changed at once or faster than one per %d ms; "
+                 "writes wait until changes pause for %" PRIu64 " ms (at most %" PRIu64 " ms)",
+                 RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS,
+                 r->cfg->reconcile.burst_quiet_ms, r->cfg->reconcile.burst_hold_ms);
+    else
+        log_info(r->log,
+                 "burst: over after %" PRIu64 " ms and %zu route changes; writing each "
+                 "changed route once",
+                 held_ms, changes);
+    if (r->hooks.burst)
+        r->hooks.burst(r->hooks.user, holding, changes, held_ms);
+}
+
 int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
                     const struct config *cfg, struct keycache *keys, struct kube_client *kube,
                     struct informer *inf[OBJ_NKINDS], const struct render_opts *ropts) {
@@ -846,7 +864,11 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
     for (int k = 0; k < OBJ_NKINDS; k++)
         r->inf[k] = inf[k];
     r->ropts = *ropts;
-    return wq_init(&r->wq, loop, cfg->reconcile.max_in_flight, process, r);
+    if (wq_init(&r->wq, loop, cfg->reconcile.max_in_flight, process, r) < 0)
+        return -1;
+    wq_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS,
+              cfg->reconcile.burst_quiet_ms, cfg->reconcile.burst_hold_ms, on_burst);
+    return 0;
 }
 
 void reconciler_close(struct reconciler *r) {
@@ -887,11 +909,16 @@ void reconciler_enqueue(struct reconciler *r, const char *route_id) {
         log_error(r->log, "route %s: out of memory queueing it", route_id);
 }
 
-void reconciler_source_changed(struct reconciler *r, const char *route_id) {
+void reconciler_source_changed(struct reconciler *r, const char *route_id, bool live) {
     struct route_status *s = status_get(r, route_id);
     if (s && !s->changed_ns)
         s->changed_ns = uv_hrtime();
-    reconciler_enqueue(r, route_id);
+    if (!live) {
+        reconciler_enqueue(r, route_id);
+        return;
+    }
+    if (wq_add_change(&r->wq, route_id) < 0)
+        log_error(r->log, "route %s: out of memory queueing it", route_id);
 }
 
 void reconciler_enqueue_all(struct reconciler *r) {

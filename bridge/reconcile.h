@@ -71,6 +71,8 @@ struct reconcile_hooks {
                   const char *message);
     /* One pass ended: result is "applied", "unchanged", "error" or "retry". */
     void (*pass)(void *user, const char *route_id, const char *result);
+    /* A burst hold began (holding) or ended; see wq_settle_cb. */
+    void (*burst)(void *user, bool holding, size_t changes, uint64_t held_ms);
     void *user;
 };
 
@@ -102,8 +104,16 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
 void reconciler_close(struct reconciler *r);
 void reconciler_free(struct reconciler *r);
 
-/* Queue a route ("ns/name") because its keys changed (timed for metrics). */
-void reconciler_source_changed(struct reconciler *r, const char *route_id);
+/* Bursts: at most this many routes changed at once, and one more every
+ * REFILL_MS, go out without a hold; a hold ends after reconcile.burst_quiet
+ * without a change, or after reconcile.burst_hold. See workqueue.h. */
+#define RECONCILE_BURST_ROUTES 8
+#define RECONCILE_BURST_REFILL_MS 5
+
+/* Queue a route ("ns/name") because its keys changed (timed for metrics).
+ * live: a change event, which counts towards burst detection; a snapshot's
+ * differences (start, resync, re-list) do not. */
+void reconciler_source_changed(struct reconciler *r, const char *route_id, bool live);
 /* Queue a route for a re-check (resync, drift). */
 void reconciler_enqueue(struct reconciler *r, const char *route_id);
 /* Queue every route the key cache knows, and (policy sync) every route that

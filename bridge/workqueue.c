@@ -20,6 +20,7 @@ struct wq_item {
 
 static void on_idle(uv_idle_t *h);
 static void on_timer(uv_timer_t *h);
+static void on_settle_timer(uv_timer_t *h);
 
 int wq_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight, wq_process_cb process,
             void *user) {
@@ -36,8 +37,14 @@ int wq_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight, wq_proce
         uv_close((uv_handle_t *)&q->idle, NULL);
         return -1;
     }
+    if (uv_timer_init(loop, &q->settle.timer) != 0) {
+        uv_close((uv_handle_t *)&q->idle, NULL);
+        uv_close((uv_handle_t *)&q->timer, NULL);
+        return -1;
+    }
     q->idle.data = q;
     q->timer.data = q;
+    q->settle.timer.data = q;
     return 0;
 }
 
@@ -47,6 +54,8 @@ void wq_close(struct workqueue *q) {
         uv_close((uv_handle_t *)&q->idle, NULL);
     if (!uv_is_closing((uv_handle_t *)&q->timer))
         uv_close((uv_handle_t *)&q->timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&q->settle.timer))
+        uv_close((uv_handle_t *)&q->settle.timer, NULL);
 }
 
 void wq_free(struct workqueue *q) {
@@ -135,7 +144,7 @@ static void timer_rearm(struct workqueue *q) {
 static void idle_rearm(struct workqueue *q) {
     if (q->closing)
         return;
-    bool want = !q->paused && q->head && q->in_flight < q->max_in_flight;
+    bool want = !q->paused && !q->settle.holding && q->head && q->in_flight < q->max_in_flight;
     if (want && !uv_is_active((uv_handle_t *)&q->idle))
         uv_idle_start(&q->idle, on_idle);
     else if (!want && uv_is_active((uv_handle_t *)&q->idle))
@@ -182,6 +191,91 @@ int wq_add(struct workqueue *q, const char *key) {
         return -1;
     enqueue(q, it);
     timer_rearm(q);
+    return 0;
+}
+
+/* ---- burst settling ---- */
+
+void wq_settle(struct workqueue *q, unsigned burst, uint64_t refill_ms, uint64_t quiet_ms,
+               uint64_t max_hold_ms, wq_settle_cb cb) {
+    struct wq_settle *st = &q->settle;
+    tbucket_init(&st->rate, burst, refill_ms, uv_now(q->loop));
+    st->quiet_ms = quiet_ms ? quiet_ms : 1;
+    st->max_hold_ms = max_hold_ms;
+    st->cb = cb;
+}
+
+bool wq_holding(const struct workqueue *q) { return q->settle.holding; }
+
+static void settle_rearm(struct workqueue *q) {
+    struct wq_settle *st = &q->settle;
+    if (q->closing || !st->holding)
+        return;
+    uint64_t end = st->last_change + st->quiet_ms, cap = st->since + st->max_hold_ms;
+    if (cap < end)
+        end = cap;
+    uint64_t now = uv_now(q->loop);
+    uv_timer_start(&st->timer, on_settle_timer, end > now ? end - now : 0, 0);
+}
+
+/* A change arrived now; `fresh` when it is new work for the queue (not a key
+ * already waiting). Any change keeps a hold going; fresh ones draw from the
+ * bucket and may start one. */
+static void settle_change(struct workqueue *q, bool fresh) {
+    struct wq_settle *st = &q->settle;
+    if (st->max_hold_ms == 0 || q->closing)
+        return;
+    uint64_t now = uv_now(q->loop);
+    st->last_change = now;
+    if (st->holding) {
+        st->changes++;
+        return; /* the timer looks at last_change when it fires */
+    }
+    /* While a released hold drains, changes queue behind it and are not
+     * counted: the next hold starts from a fresh bucket. */
+    if (!fresh || st->flushing || tbucket_take(&st->rate, now))
+        return;
+    st->holding = true;
+    st->since = now;
+    st->changes = 1;
+    idle_rearm(q);
+    settle_rearm(q);
+    if (st->cb)
+        st->cb(q->user, true, 1, 0);
+}
+
+static void settle_release(struct workqueue *q) {
+    struct wq_settle *st = &q->settle;
+    uint64_t now = uv_now(q->loop);
+    st->holding = false;
+    st->flushing = q->head != NULL;
+    tbucket_fill(&st->rate, now);
+    uv_timer_stop(&st->timer);
+    idle_rearm(q);
+    if (st->cb)
+        st->cb(q->user, false, st->changes, now - st->since);
+}
+
+static void on_settle_timer(uv_timer_t *h) {
+    struct workqueue *q = h->data;
+    struct wq_settle *st = &q->settle;
+    if (!st->holding || q->closing)
+        return;
+    uint64_t now = uv_now(q->loop);
+    if (now >= st->last_change + st->quiet_ms || now >= st->since + st->max_hold_ms)
+        settle_release(q);
+    else
+        settle_rearm(q); /* changes kept coming: wait for quiet again */
+}
+
+int wq_add_change(struct workqueue *q, const char *key) {
+    /* Only new work counts: the keys of one route written together, or a
+     * route changed again before its pass began, are one change. */
+    struct wq_item *it = item_get(q, key, false);
+    bool fresh = !it || !(it->flags & (ITEM_QUEUED | ITEM_DIRTY));
+    if (wq_add(q, key) < 0)
+        return -1;
+    settle_change(q, fresh);
     return 0;
 }
 
@@ -277,7 +371,8 @@ unsigned wq_failures(const struct workqueue *q, const char *key) {
 
 static void on_idle(uv_idle_t *h) {
     struct workqueue *q = h->data;
-    while (!q->paused && !q->closing && q->head && q->in_flight < q->max_in_flight) {
+    while (!q->paused && !q->settle.holding && !q->closing && q->head &&
+           q->in_flight < q->max_in_flight) {
         struct wq_item *it = q->head;
         q->head = it->next;
         if (!q->head)
@@ -290,6 +385,8 @@ static void on_idle(uv_idle_t *h) {
          * because items are only freed by wq_free. */
         q->process(q->user, it->key);
     }
+    if (!q->head)
+        q->settle.flushing = false; /* all that was held has been handed out */
     idle_rearm(q);
 }
 

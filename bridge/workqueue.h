@@ -10,7 +10,16 @@
  *  - at most `max_in_flight` keys are processed at once.
  * Processing starts from a uv_idle handle, i.e. on the next loop iteration
  * after an add: every event already read in this iteration lands in the queue
- * first, which is what makes bursts coalesce, and nothing waits on a timer. */
+ * first, and nothing waits on a timer.
+ *
+ * Burst settling (wq_settle): a single edit is handed out at once, but a
+ * stream of source changes faster than any person types (a script or a
+ * transaction rewriting many routes) would otherwise become one write per
+ * change. Changes added with wq_add_change draw from a token bucket; when it
+ * runs dry the queue holds: nothing new is handed out (passes in flight
+ * finish) until the changes stop for `quiet_ms`, or `max_hold_ms` has passed.
+ * Then everything queued is handed out, each key once with its latest state,
+ * before the queue may hold again. */
 #ifndef CB_WORKQUEUE_H
 #define CB_WORKQUEUE_H
 
@@ -20,12 +29,27 @@
 #include <uv.h>
 
 #include "bridge/map.h"
+#include "bridge/tbucket.h"
 
 struct wq_item;
 
 /* Called for each key handed out; the consumer must call wq_done(key) exactly
  * once when its pass ends (possibly much later, from an I/O callback). */
 typedef void (*wq_process_cb)(void *user, const char *key);
+/* Told when a hold begins (holding=true) and when it ends (changes = the
+ * adds from the one that began it on, held_ms = how long it lasted). */
+typedef void (*wq_settle_cb)(void *user, bool holding, size_t changes, uint64_t held_ms);
+
+struct wq_settle {
+    struct tbucket rate; /* changes within the rate draw from it */
+    uint64_t quiet_ms, max_hold_ms; /* max_hold_ms 0 = settling off */
+    uv_timer_t timer;               /* ends the hold */
+    bool holding;
+    bool flushing; /* released: no new hold until the FIFO has drained */
+    uint64_t since, last_change; /* loop times (ms) */
+    size_t changes;               /* adds during this hold */
+    wq_settle_cb cb;
+};
 
 struct workqueue {
     uv_loop_t *loop;
@@ -37,6 +61,7 @@ struct workqueue {
     size_t heap_len, heap_cap;
     size_t queued, in_flight, max_in_flight;
     bool paused; /* hold processing (e.g. until caches are synced) */
+    struct wq_settle settle;
     bool closing;
     uint64_t base_backoff_ms, max_backoff_ms;
     wq_process_cb process;
@@ -52,6 +77,15 @@ void wq_free(struct workqueue *q);
 
 /* Queue key now (no-op if already queued; dirty if in flight). 0 / -1 ENOMEM. */
 int wq_add(struct workqueue *q, const char *key);
+/* The same, for a change that came from the source: it counts towards
+ * burst detection and may start or extend a hold. */
+int wq_add_change(struct workqueue *q, const char *key);
+/* Configure burst settling: at most `burst` changes at once and one more
+ * every `refill_ms` pass without a hold; a hold ends after `quiet_ms`
+ * without changes or after `max_hold_ms` (0 turns settling off). cb may be
+ * NULL. */
+void wq_settle(struct workqueue *q, unsigned burst, uint64_t refill_ms, uint64_t quiet_ms,
+               uint64_t max_hold_ms, wq_settle_cb cb);
 /* Queue key after delay_ms unless it gets queued sooner. */
 int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms);
 /* End a pass. retry=true requeues with the key's backoff (its failure count
@@ -64,6 +98,7 @@ void wq_pause(struct workqueue *q, bool paused);
 /* Keys queued or in flight (delayed ones excluded). */
 size_t wq_pending(const struct workqueue *q);
 size_t wq_delayed(const struct workqueue *q);
+bool wq_holding(const struct workqueue *q);
 unsigned wq_failures(const struct workqueue *q, const char *key);
 
 #endif

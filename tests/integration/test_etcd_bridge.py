@@ -1,5 +1,6 @@
 """End to end on real etcd and the Kubernetes API test server: what a user does
 with etcdctl, and what must then be true of the IngressRoutes (issue 2)."""
+import base64
 import os
 import signal
 import sys
@@ -260,6 +261,58 @@ class NoNeedlessWrites(BridgeCase):
                          and r["path"].endswith("/ingressroutes")]
         wait_until(lambda: len(lists()) >= 2, timeout=10, what="two resyncs")
         self.assertEqual(writes(self.kube, since=mark), [])
+
+
+class Bursts(BridgeCase):
+    """A script rewriting many routes in a row is written once per route, with the last
+    state, not once per change (issue 6: API writes <= routes + retries)."""
+    # A quiet period far above the gap between back-to-back transactions, so the test
+    # does not depend on how fast this machine is.
+    config_overrides = {"reconcile": {"burst_quiet": "2s", "burst_hold": "1m"}}
+    N = 20
+
+    def txn_weights(self, names, v2):
+        b64 = lambda s: base64.b64encode(s.encode()).decode()
+        self.etcd.call("/v3/kv/txn", {"success": [
+            {"requestPut": {"key": b64("canary/default/%s/weights" % n),
+                            "value": b64("%s-v1=%d, %s-v2=%d" % (n, 100 - v2, n, v2))}}
+            for n in names]})
+
+    def test_transactions_over_many_routes_are_written_once_per_route(self):
+        names = ["r%02d" % i for i in range(self.N)]
+        for n in names:
+            self.etcd.put("canary/default/%s/route" % n, ROUTE.replace("shop", n))
+        self.start_bridge()
+        for n in names:
+            self.wait_weights({n + "-v1": 1, n + "-v2": 1}, name=n)
+        mark = self.kube.requests()[-1]["seq"]
+        log_mark = self.bridge.log_size()
+        for v2 in (10, 20, 30, 40, 50):
+            self.txn_weights(names, v2)
+        for n in names:
+            self.wait_weights({n + "-v1": 50, n + "-v2": 50}, name=n, timeout=30)
+        self.bridge.wait_log(r"burst: over after \d+ ms and \d+ route changes",
+                             since=log_mark)
+        ws = writes(self.kube, since=mark)
+        self.assertEqual(sorted(w["body"]["metadata"]["name"] for w in ws), names,
+                         "one write per route: %r" % [(w["method"], w["path"]) for w in ws])
+        for w in ws:
+            self.assertEqual(weights_of(w["body"]), {w["body"]["metadata"]["name"] + "-v1": 50,
+                                                     w["body"]["metadata"]["name"] + "-v2": 50})
+        self.assertIsNotNone(self.bridge.wait_log(r"burst: more than 8 routes changed at once",
+                                                  since=log_mark, timeout=1))
+
+    def test_a_single_edit_is_not_held(self):
+        """Edits one at a time, as a person makes them, never trip a hold: with a 2 s
+        quiet period a held edit would take seconds, and the log would say so."""
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+        log_mark = self.bridge.log_size()
+        for v2 in (10, 20, 30):
+            self.etcd.put("canary/default/shop/weights", "shop-v1=%d, shop-v2=%d" % (100 - v2, v2))
+            self.wait_weights({"shop-v1": 100 - v2, "shop-v2": v2})
+        self.assertNotIn("burst:", self.bridge.log_text()[log_mark:])
 
 
 class Drift(BridgeCase):

@@ -96,6 +96,8 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->reconcile.n_namespaces, 0);
     assert_false(c->reconcile.status);
     assert_int_equal(c->reconcile.max_in_flight, 16);
+    assert_int_equal(c->reconcile.burst_hold_ms, 10000);
+    assert_int_equal(c->reconcile.burst_quiet_ms, 30);
     assert_false(c->reconcile.allow_cross_namespace);
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
@@ -592,6 +594,10 @@ static void test_error_ranges(void **state) {
                  "t.yaml:2: reconcile.resync: must be 0 (off) or at least 1s");
     expect_error("reconcile:\n  max_in_flight: 0\n",
                  "t.yaml:2: reconcile.max_in_flight: must be at least 1");
+    expect_error("reconcile:\n  burst_hold: 6m\n",
+                 "t.yaml:2: reconcile.burst_hold: must be at most 5m (0 = off)");
+    expect_error("reconcile:\n  burst_quiet: 0\n",
+                 "t.yaml:2: reconcile.burst_quiet: must be between 1ms and 1m");
     expect_error("reconcile:\n  namespaces: [shop, Shop]\n",
                  "t.yaml:2: reconcile.namespaces: entry 1 is not a valid namespace name "
                  "(lowercase letters, digits and '-', at most 63)");

@@ -194,12 +194,146 @@ static void test_pause(void **state) {
     uv_loop_close(&loop);
 }
 
+/* ---- burst settling ---- */
+
+struct holds {
+    int began, ended;
+    size_t changes; /* reported at the end */
+};
+
+static struct holds g_holds; /* the settle callback's user is the queue's */
+
+static void on_settle(void *user, bool holding, size_t changes, uint64_t held_ms) {
+    (void)user;
+    (void)held_ms;
+    if (holding) {
+        g_holds.began++;
+    } else {
+        g_holds.ended++;
+        g_holds.changes = changes;
+    }
+}
+
+static bool hold_ended(struct rec *r) { return !wq_holding(&r->q) && drained(r); }
+
+/* Changes within the burst go out at once; past it the queue holds until
+ * the changes pause, then hands out each key once. */
+static void test_settle_holds_until_quiet(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 4);
+    r.auto_done = true;
+    memset(&g_holds, 0, sizeof g_holds);
+    /* Two changes, no refill to speak of, 20 ms of quiet ends a hold. */
+    wq_settle(&r.q, 2, 3600 * 1000, 20, 60 * 1000, on_settle);
+    wq_add_change(&r.q, "a");
+    wq_add_change(&r.q, "a"); /* the same key again: not new work */
+    wq_add_change(&r.q, "b");
+    assert_false(wq_holding(&r.q));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 2); /* a single edit (or two) never waits */
+    wq_add_change(&r.q, "c");
+    assert_true(wq_holding(&r.q));
+    assert_int_equal(g_holds.began, 1);
+    wq_add_change(&r.q, "d");
+    wq_add_change(&r.q, "c");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 2); /* held */
+    /* A plain add (resync, drift) is held too, but does not count. */
+    wq_add(&r.q, "e");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 2);
+    run_until(&loop, hold_ended, &r);
+    assert_int_equal(g_holds.ended, 1);
+    assert_int_equal(g_holds.changes, 3); /* c (trip), d, c again */
+    assert_int_equal(r.n, 5);
+    assert_string_equal(r.seen[2], "c");
+    assert_string_equal(r.seen[3], "d");
+    assert_string_equal(r.seen[4], "e");
+    /* The bucket is full again after a hold: the next edits go at once. */
+    wq_add_change(&r.q, "f");
+    wq_add_change(&r.q, "g");
+    assert_false(wq_holding(&r.q));
+    run_until(&loop, drained, &r);
+    assert_int_equal(r.n, 7);
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
+/* Changes that never pause are still written: max_hold ends the hold, and
+ * everything held is handed out before a new hold may begin. */
+static void test_settle_max_hold(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 1);
+    memset(&g_holds, 0, sizeof g_holds);
+    wq_settle(&r.q, 1, 3600 * 1000, 3600 * 1000, 20, on_settle);
+    wq_add_change(&r.q, "a");
+    wq_add_change(&r.q, "b"); /* trips: quiet would take an hour */
+    assert_true(wq_holding(&r.q));
+    run_until(&loop, seen3, &r); /* runs until the loop has nothing left */
+    assert_false(wq_holding(&r.q));
+    assert_int_equal(g_holds.ended, 1);
+    /* max_in_flight 1 and nobody calls wq_done: a is in flight, b waits.
+     * New changes while b waits join the flush instead of holding it. */
+    assert_int_equal(r.n, 1);
+    wq_add_change(&r.q, "c");
+    wq_add_change(&r.q, "d");
+    assert_false(wq_holding(&r.q));
+    wq_done(&r.q, "a", false);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 2);
+    wq_done(&r.q, "b", false);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    wq_done(&r.q, "c", false);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 4);
+    assert_string_equal(r.seen[3], "d");
+    /* Drained: the next burst may hold again, past a full bucket. */
+    wq_done(&r.q, "d", false);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    wq_add_change(&r.q, "e");
+    assert_false(wq_holding(&r.q));
+    wq_add_change(&r.q, "f");
+    assert_true(wq_holding(&r.q));
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
+/* max_hold 0 (reconcile.burst_hold: 0) turns settling off. */
+static void test_settle_off(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 8);
+    r.auto_done = true;
+    wq_settle(&r.q, 1, 3600 * 1000, 20, 0, NULL);
+    char key[8];
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        wq_add_change(&r.q, key);
+    }
+    assert_false(wq_holding(&r.q));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 5);
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_coalesce),       cmocka_unit_test(test_dirty_requeue),
         cmocka_unit_test(test_max_in_flight),  cmocka_unit_test(test_retry_backoff),
         cmocka_unit_test(test_add_after_then_add_now), cmocka_unit_test(test_pause),
         cmocka_unit_test(test_retry_after_holds_against_new_input),
+        cmocka_unit_test(test_settle_holds_until_quiet),
+        cmocka_unit_test(test_settle_max_hold),
+        cmocka_unit_test(test_settle_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
