@@ -8,13 +8,21 @@
 
 enum { ITEM_QUEUED = 1, ITEM_IN_FLIGHT = 2, ITEM_DIRTY = 4 };
 
+/* A key changed again within this long counts once towards a burst. */
+#define WQ_RECENT_MS 1000
+
+enum { FIFO_CHANGES, FIFO_RECHECKS };
+
 struct wq_item {
-    struct wq_item *next; /* FIFO link while queued */
+    struct wq_item *next, *prev; /* FIFO links while queued */
     unsigned flags;
+    bool urgent;   /* a source change: goes to FIFO_CHANGES when queued */
+    unsigned fifo; /* the FIFO it is in while ITEM_QUEUED */
     unsigned failures;
     size_t heap_idx; /* SIZE_MAX when not delayed */
     uint64_t due;    /* loop time (ms) when delayed */
     uint64_t not_before; /* loop time before which it must not run (Retry-After) */
+    uint64_t changed;    /* loop time of its last change (wq_add_change), 0 never */
     char key[];      /* own copy: handed to the consumer while in flight */
 };
 
@@ -130,6 +138,10 @@ static void heap_remove(struct workqueue *q, struct wq_item *it) {
     it->heap_idx = SIZE_MAX;
 }
 
+static struct wq_item *fifo_first(const struct workqueue *q) {
+    return q->head[FIFO_CHANGES] ? q->head[FIFO_CHANGES] : q->head[FIFO_RECHECKS];
+}
+
 static void timer_rearm(struct workqueue *q) {
     if (q->closing)
         return;
@@ -144,7 +156,7 @@ static void timer_rearm(struct workqueue *q) {
 static void idle_rearm(struct workqueue *q) {
     if (q->closing)
         return;
-    bool want = !q->paused && !q->settle.holding && q->head && q->in_flight < q->max_in_flight;
+    bool want = !q->paused && !q->settle.holding && fifo_first(q) && q->in_flight < q->max_in_flight;
     if (want && !uv_is_active((uv_handle_t *)&q->idle))
         uv_idle_start(&q->idle, on_idle);
     else if (!want && uv_is_active((uv_handle_t *)&q->idle))
@@ -152,14 +164,32 @@ static void idle_rearm(struct workqueue *q) {
 }
 
 static void fifo_push(struct workqueue *q, struct wq_item *it) {
+    unsigned f = it->urgent ? FIFO_CHANGES : FIFO_RECHECKS;
     it->flags |= ITEM_QUEUED;
+    it->fifo = f;
     it->next = NULL;
-    if (q->tail)
-        q->tail->next = it;
+    it->prev = q->tail[f];
+    if (q->tail[f])
+        q->tail[f]->next = it;
     else
-        q->head = it;
-    q->tail = it;
+        q->head[f] = it;
+    q->tail[f] = it;
     q->queued++;
+}
+
+static void fifo_unlink(struct workqueue *q, struct wq_item *it) {
+    unsigned f = it->fifo;
+    if (it->prev)
+        it->prev->next = it->next;
+    else
+        q->head[f] = it->next;
+    if (it->next)
+        it->next->prev = it->prev;
+    else
+        q->tail[f] = it->prev;
+    it->next = it->prev = NULL;
+    it->flags &= ~ITEM_QUEUED;
+    q->queued--;
 }
 
 static int delay_item(struct workqueue *q, struct wq_item *it, uint64_t delay_ms);
@@ -248,7 +278,7 @@ static void settle_release(struct workqueue *q) {
     struct wq_settle *st = &q->settle;
     uint64_t now = uv_now(q->loop);
     st->holding = false;
-    st->flushing = q->head != NULL;
+    st->flushing = fifo_first(q) != NULL;
     tbucket_fill(&st->rate, now);
     uv_timer_stop(&st->timer);
     idle_rearm(q);
@@ -269,10 +299,23 @@ static void on_settle_timer(uv_timer_t *h) {
 }
 
 int wq_add_change(struct workqueue *q, const char *key) {
-    /* Only new work counts: the keys of one route written together, or a
-     * route changed again before its pass began, are one change. */
-    struct wq_item *it = item_get(q, key, false);
-    bool fresh = !it || !(it->flags & (ITEM_QUEUED | ITEM_DIRTY));
+    /* Only another key counts: the keys of one route written together, or
+     * a route changed again before its pass began, are one change; and one
+     * route rewritten in a loop is bounded already (one pass in flight per
+     * key), so a key that changed within the last second counts once. It is
+     * many routes changing together that makes a burst. */
+    struct wq_item *it = item_get(q, key, true);
+    if (!it)
+        return -1;
+    uint64_t now = uv_now(q->loop);
+    bool fresh = !(it->flags & (ITEM_QUEUED | ITEM_DIRTY)) &&
+                 (it->changed == 0 || now - it->changed >= WQ_RECENT_MS);
+    it->changed = now ? now : 1;
+    it->urgent = true;
+    if ((it->flags & ITEM_QUEUED) && it->fifo != FIFO_CHANGES) {
+        fifo_unlink(q, it); /* queued by a re-check: move it ahead */
+        fifo_push(q, it);
+    }
     if (wq_add(q, key) < 0)
         return -1;
     settle_change(q, fresh);
@@ -371,21 +414,18 @@ unsigned wq_failures(const struct workqueue *q, const char *key) {
 
 static void on_idle(uv_idle_t *h) {
     struct workqueue *q = h->data;
-    while (!q->paused && !q->settle.holding && !q->closing && q->head &&
+    struct wq_item *it;
+    while (!q->paused && !q->settle.holding && !q->closing && (it = fifo_first(q)) &&
            q->in_flight < q->max_in_flight) {
-        struct wq_item *it = q->head;
-        q->head = it->next;
-        if (!q->head)
-            q->tail = NULL;
-        q->queued--;
-        it->next = NULL;
-        it->flags = (it->flags & ~ITEM_QUEUED) | ITEM_IN_FLIGHT;
+        fifo_unlink(q, it);
+        it->urgent = false;
+        it->flags |= ITEM_IN_FLIGHT;
         q->in_flight++;
         /* process may call wq_done synchronously; the item stays valid
          * because items are only freed by wq_free. */
         q->process(q->user, it->key);
     }
-    if (!q->head)
+    if (!fifo_first(q))
         q->settle.flushing = false; /* all that was held has been handed out */
     idle_rearm(q);
 }

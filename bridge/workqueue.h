@@ -8,6 +8,9 @@
  *  - a failing key comes back after an exponential backoff with jitter, while
  *    other keys proceed;
  *  - at most `max_in_flight` keys are processed at once.
+ * Keys queued by wq_add_change (source changes) go before keys queued by
+ * wq_add (re-checks), so a weight change never waits behind a periodic
+ * resync of 10,000 routes.
  * Processing starts from a uv_idle handle, i.e. on the next loop iteration
  * after an add: every event already read in this iteration lands in the queue
  * first, and nothing waits on a timer.
@@ -15,9 +18,10 @@
  * Burst settling (wq_settle): a single edit is handed out at once, but a
  * stream of source changes faster than any person types (a script or a
  * transaction rewriting many routes) would otherwise become one write per
- * change. Changes added with wq_add_change draw from a token bucket; when it
- * runs dry the queue holds: nothing new is handed out (passes in flight
- * finish) until the changes stop for `quiet_ms`, or `max_hold_ms` has passed.
+ * change. Changes added with wq_add_change to keys that did not change in
+ * the last second draw from a token bucket; when it runs dry the queue
+ * holds: nothing new is handed out (passes in flight finish) until the
+ * changes stop for `quiet_ms`, or `max_hold_ms` has passed.
  * Then everything queued is handed out, each key once with its latest state,
  * before the queue may hold again. */
 #ifndef CB_WORKQUEUE_H
@@ -56,7 +60,10 @@ struct workqueue {
     uv_idle_t idle;   /* drains the queue on the next iteration */
     uv_timer_t timer; /* fires when the earliest delayed key is due */
     struct map items; /* key -> struct wq_item */
-    struct wq_item *head, *tail; /* FIFO of queued keys */
+    /* Queued keys, two FIFOs: source changes first, then re-checks
+     * (resync, drift, retries), so an edit never waits behind a resync of
+     * every route. */
+    struct wq_item *head[2], *tail[2];
     struct wq_item **heap;       /* delayed keys, min-heap on due time */
     size_t heap_len, heap_cap;
     size_t queued, in_flight, max_in_flight;

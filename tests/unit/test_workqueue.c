@@ -194,6 +194,39 @@ static void test_pause(void **state) {
     uv_loop_close(&loop);
 }
 
+/* Source changes go before re-checks: an edit made during a resync of every
+ * route does not wait for the resync to get through the queue. */
+static void test_changes_before_rechecks(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 1);
+    r.auto_done = true;
+    wq_add(&r.q, "r1");
+    wq_add(&r.q, "r2");
+    wq_add(&r.q, "moved");
+    wq_add(&r.q, "r3");
+    wq_add_change(&r.q, "edit");
+    wq_add_change(&r.q, "moved"); /* queued as a re-check, now a change */
+    assert_int_equal(wq_pending(&r.q), 5);
+    run_until(&loop, drained, &r);
+    assert_int_equal(r.n, 5);
+    assert_string_equal(r.seen[0], "edit");
+    assert_string_equal(r.seen[1], "moved");
+    assert_string_equal(r.seen[2], "r1");
+    assert_string_equal(r.seen[3], "r2");
+    assert_string_equal(r.seen[4], "r3");
+    /* Once handed out, a key is a plain re-check again. */
+    wq_add(&r.q, "r1");
+    wq_add(&r.q, "edit");
+    run_until(&loop, drained, &r);
+    assert_string_equal(r.seen[5], "r1");
+    assert_string_equal(r.seen[6], "edit");
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
 /* ---- burst settling ---- */
 
 struct holds {
@@ -304,6 +337,33 @@ static void test_settle_max_hold(void **state) {
     uv_loop_close(&loop);
 }
 
+/* One key rewritten in a loop is not a burst: each pass sees the latest
+ * state and one pass per key is in flight, so it never holds. */
+static void test_settle_one_hot_key_never_holds(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rec r;
+    setup_rec(&r, &loop, 4);
+    r.auto_done = true;
+    memset(&g_holds, 0, sizeof g_holds);
+    wq_settle(&r.q, 2, 3600 * 1000, 20, 60 * 1000, on_settle);
+    for (int i = 0; i < 20; i++) {
+        wq_add_change(&r.q, "hot");
+        assert_false(wq_holding(&r.q));
+        uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    assert_int_equal(r.n, 20); /* every change was its own pass, at once */
+    assert_int_equal(g_holds.began, 0);
+    /* Other keys still draw: one more fits the bucket, the next trips. */
+    wq_add_change(&r.q, "x");
+    assert_false(wq_holding(&r.q));
+    wq_add_change(&r.q, "y");
+    assert_true(wq_holding(&r.q));
+    teardown_rec(&r, &loop);
+    uv_loop_close(&loop);
+}
+
 /* max_hold 0 (reconcile.burst_hold: 0) turns settling off. */
 static void test_settle_off(void **state) {
     (void)state;
@@ -331,8 +391,10 @@ int main(void) {
         cmocka_unit_test(test_max_in_flight),  cmocka_unit_test(test_retry_backoff),
         cmocka_unit_test(test_add_after_then_add_now), cmocka_unit_test(test_pause),
         cmocka_unit_test(test_retry_after_holds_against_new_input),
+        cmocka_unit_test(test_changes_before_rechecks),
         cmocka_unit_test(test_settle_holds_until_quiet),
         cmocka_unit_test(test_settle_max_hold),
+        cmocka_unit_test(test_settle_one_hot_key_never_holds),
         cmocka_unit_test(test_settle_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
