@@ -427,7 +427,7 @@ bool consul_put_result(long status, const char *body, size_t len, const char *ke
  * status keys the bridge writes back for them. Each answer is the whole
  * prefix, so what sustained churn may cost scales with it: the refill is ten
  * times what handling the last answer took (consul_churn_refill_ms), at
- * least 5 ms. A small prefix follows a script's edits one by one; a
+ * least 1 ms. A small prefix follows a script's edits one by one; a
  * 10,000-route prefix rewritten in a tight loop settles at a few queries a
  * second, each carrying everything that changed meanwhile. */
 #define CONSUL_CHURN_BURST 20u

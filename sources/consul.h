@@ -107,7 +107,7 @@ enum consul_index_verdict consul_index_next(bool have_prev, uint64_t prev, uint6
  * cost, so sustained churn spends at most about a tenth of a core on
  * answers, within [CONSUL_CHURN_REFILL_MIN_MS, CONSUL_CHURN_REFILL_MAX_MS]. */
 uint64_t consul_churn_refill_ms(uint64_t cost_us);
-#define CONSUL_CHURN_REFILL_MIN_MS 5u
+#define CONSUL_CHURN_REFILL_MIN_MS 1u
 #define CONSUL_CHURN_REFILL_MAX_MS 1000u
 
 /* ---- writes ---- */
