@@ -7,6 +7,9 @@
  * POSTs, no GET per route). */
 #include "bridge/app.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +25,7 @@
 
 #define ONE_SHOT_TIMEOUT_MS 30000
 #define SHUTDOWN_GRACE_MS 10000
+#define TRIM_AFTER_PASSES 256
 
 static void app_stop(struct app *a, int code);
 
@@ -157,6 +161,16 @@ static void on_drained(void *user) {
         }
         if (a->source_connected)
             set_status(a, "in sync: %zu routes applied, %zu failing", applied, failed);
+#ifdef __GLIBC__
+        /* After a pass over many routes (first sync, resync, burst), give
+         * the freed heap back: the transient parse trees and bodies of
+         * thousands of passes otherwise stay resident. Not after single
+         * edits, where there is nothing to gain. */
+        if (a->rec.stats.passes - a->passes_at_trim >= TRIM_AFTER_PASSES) {
+            a->passes_at_trim = a->rec.stats.passes;
+            malloc_trim(0);
+        }
+#endif
     }
     if (a->cmd == CMD_SYNC && a->working && !a->stopping) {
         unsigned failed = a->rec.one_shot_failed;
@@ -243,21 +257,70 @@ static void split_id(const char *id, char *ns, size_t nslen, const char **name) 
     *name = slash ? slash + 1 : id;
 }
 
-static void hook_applied(void *user, const char *route_id, const struct model_route *m) {
-    struct app *a = user;
+/* The route_weight series of one route. The services it had series for are
+ * kept per route, so a pass touches only its own series: removing by label
+ * prefix scans every series, and at 10,000 routes that scan was half of the
+ * CPU of a full sync (perf, bench/RESULTS.md). n = 0 removes them all. */
+static void weights_export(struct app *a, const char *route_id, const char *const *svc,
+                           const double *w, size_t n) {
     char ns[MODEL_NS_MAX + 1];
     const char *name;
     split_id(route_id, ns, sizeof ns, &name);
-    metric_remove_prefix(a->bm.route_weight, METRIC_LABELS(ns, name));
-    if (m->owned) {
-        for (size_t i = 0; i < m->n_services; i++)
-            metric_set(a->bm.route_weight, METRIC_LABELS(ns, name, m->services[i].name),
-                       (double)m->services[i].weight);
-    } else {
-        for (size_t i = 0; i < m->n_weights; i++)
-            metric_set(a->bm.route_weight, METRIC_LABELS(ns, name, m->weights[i].service),
-                       (double)m->weights[i].weight);
+    char *old = map_get(&a->weight_series, route_id);
+    for (const char *o = old; o && *o; o += strlen(o) + 1) {
+        size_t i = 0;
+        while (i < n && strcmp(svc[i], o) != 0)
+            i++;
+        if (i == n)
+            metric_remove(a->bm.route_weight, METRIC_LABELS(ns, name, o));
     }
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++) {
+        metric_set(a->bm.route_weight, METRIC_LABELS(ns, name, svc[i]), w[i]);
+        len += strlen(svc[i]) + 1;
+    }
+    char *packed = n ? malloc(len) : NULL;
+    if (packed) {
+        char *p = packed;
+        for (size_t i = 0; i < n; i++) {
+            size_t l = strlen(svc[i]) + 1;
+            memcpy(p, svc[i], l);
+            p += l;
+        }
+        *p = '\0';
+        void *prev = NULL;
+        if (map_put(&a->weight_series, route_id, packed, &prev) < 0) {
+            free(packed);
+            packed = NULL;
+        } else {
+            free(prev);
+            return;
+        }
+    }
+    /* Gone, or no memory to remember the list: forget it (a later pass of
+     * this route then cannot drop series of services it no longer has;
+     * better than a scan at every pass). */
+    free(map_del(&a->weight_series, route_id));
+}
+
+static void hook_applied(void *user, const char *route_id, const struct model_route *m) {
+    struct app *a = user;
+    size_t n = m->owned ? m->n_services : m->n_weights;
+    const char **svc = calloc(n ? n : 1, sizeof *svc);
+    double *w = calloc(n ? n : 1, sizeof *w);
+    if (!svc || !w) {
+        free(svc);
+        free(w);
+        log_warn(&a->log, "route %s: out of memory updating its weight metrics", route_id);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        svc[i] = m->owned ? m->services[i].name : m->weights[i].service;
+        w[i] = (double)(m->owned ? m->services[i].weight : m->weights[i].weight);
+    }
+    weights_export(a, route_id, svc, w, n);
+    free(svc);
+    free(w);
 }
 
 /* ---- status feedback: P<ns>/<name>/status written back to the source ---- */
@@ -333,12 +396,8 @@ static void hook_status(void *user, const char *route_id, const struct route_sta
                 status_send(a, w);
         }
     }
-    if (!st) { /* the route is gone: so are its weight series */
-        char ns[MODEL_NS_MAX + 1];
-        const char *name;
-        split_id(route_id, ns, sizeof ns, &name);
-        metric_remove_prefix(a->bm.route_weight, METRIC_LABELS(ns, name));
-    }
+    if (!st) /* the route is gone: so are its weight series */
+        weights_export(a, route_id, NULL, NULL, 0);
 }
 
 /* Gauges that are cheaper to compute at scrape time than to keep current. */
@@ -971,6 +1030,10 @@ static int app_generation(struct app *a) {
     for (struct map_entry *e; (e = map_iter_next(&it));)
         free(e->value); /* their source requests were cancelled without callbacks */
     map_free(&a->status_writes);
+    map_iter_init(&it, &a->weight_series);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        free(e->value);
+    map_free(&a->weight_series);
     if (uv_loop_close(&a->loop) != 0)
         log_debug(&a->log, "event loop closed with handles still open");
     return a->exit_code;

@@ -40,6 +40,7 @@ struct app {
     struct bridge_metrics bm;
     uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
     bool ready_notified;     /* READY=1 sent for this generation */
+    uint64_t passes_at_trim; /* reconcile passes when the heap was last trimmed */
     char last_status[256];   /* last STATUS= sent */
 
     /* A generation: everything below is rebuilt when SIGHUP brings a valid
@@ -54,6 +55,9 @@ struct app {
     bool leader;                    /* may write: elected, or no election configured */
     struct event_recorder *events; /* NULL in dry-run */
     struct map status_writes;  /* route id -> struct status_write in flight */
+    /* route id -> the services it has route_weight series for, packed as
+     * "a\0b\0\0": a pass updates its own series without scanning all. */
+    struct map weight_series;
     bool status_write_failing; /* logged once per streak of failed status writes */
 
     struct http_client *http;
