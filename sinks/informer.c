@@ -26,6 +26,47 @@ bool kobj_rv_older(const char *a, const char *b) {
     return x < y;
 }
 
+/* What the cache keeps of an object: its compact JSON text and its
+ * resourceVersion, in one allocation. A parsed cJSON tree takes four to
+ * five times the bytes of its text, and at 10,000 routes the cached trees
+ * were most of the bridge's memory (bench/RESULTS.md); the reconciler reads
+ * an object once per pass, and parsing 1 KB costs microseconds.
+ * metadata.managedFields are dropped: they are the server's bookkeeping for
+ * server-side apply, often the largest part of an object, and the bridge
+ * never reads them; a PUT that omits them leaves them as they are (the API
+ * server takes them from the stored object). */
+struct cached {
+    char *rv; /* points into text[], NULL when the object had none */
+    char text[];
+};
+
+/* From an object the caller lets us change (managedFields are removed). */
+static struct cached *cached_take(cJSON *obj) {
+    cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
+                                            "managedFields");
+    char *json = cJSON_PrintUnformatted(obj);
+    const char *rv = kobj_str(obj, "metadata", "resourceVersion");
+    size_t jlen = json ? strlen(json) : 0, rvlen = rv ? strlen(rv) : 0;
+    struct cached *c = json ? malloc(sizeof *c + jlen + 1 + rvlen + 1) : NULL;
+    if (c) {
+        memcpy(c->text, json, jlen + 1);
+        c->rv = NULL;
+        if (rv) {
+            c->rv = c->text + jlen + 1;
+            memcpy(c->rv, rv, rvlen + 1);
+        }
+    }
+    cJSON_free(json);
+    return c;
+}
+
+static struct cached *cached_new(const cJSON *obj) {
+    cJSON *copy = cJSON_Duplicate(obj, 1);
+    struct cached *c = copy ? cached_take(copy) : NULL;
+    cJSON_Delete(copy);
+    return c;
+}
+
 static int obj_id(const cJSON *obj, char *out, size_t outlen) {
     const char *ns = kobj_str(obj, "metadata", "namespace");
     const char *name = kobj_str(obj, "metadata", "name");
@@ -109,20 +150,22 @@ static void on_list(void *user, const struct kube_response *res) {
         retry_later(inf, "list", why);
         return;
     }
-    const cJSON *items = cJSON_GetObjectItemCaseSensitive(res->json, "items");
+    /* The answer is ours until we return: items are stored from it without
+     * a copy (for 10,000 objects, copying was a good part of a resync). */
+    cJSON *items = cJSON_GetObjectItemCaseSensitive(res->json, "items");
     struct map fresh = MAP_INIT;
-    const cJSON *it;
+    cJSON *it;
     cJSON_ArrayForEach(it, items) {
         char id[320];
         if (obj_id(it, id, sizeof id) < 0)
             continue;
-        cJSON *copy = cJSON_Duplicate(it, 1);
+        struct cached *copy = cached_take(it);
         if (!copy || map_put(&fresh, id, copy, NULL) < 0) {
-            cJSON_Delete(copy);
+            free(copy);
             struct map_iter mi;
             map_iter_init(&mi, &fresh);
             for (struct map_entry *e; (e = map_iter_next(&mi));)
-                cJSON_Delete(e->value);
+                free(e->value);
             map_free(&fresh);
             retry_later(inf, "list", "out of memory");
             return;
@@ -136,21 +179,23 @@ static void on_list(void *user, const struct kube_response *res) {
     inf->lists++;
     bool first = !inf->synced;
     inf->synced = true;
-    /* Report differences by resourceVersion: only what actually changed. */
-    struct map_iter mi;
-    map_iter_init(&mi, &inf->objects);
-    for (struct map_entry *e; (e = map_iter_next(&mi));) {
-        cJSON *was = map_get(&old, e->key);
-        const char *rv_new = kobj_str(e->value, "metadata", "resourceVersion");
-        const char *rv_old = was ? kobj_str(was, "metadata", "resourceVersion") : NULL;
-        if (!was || !rv_new || !rv_old || strcmp(rv_new, rv_old) != 0)
-            report(inf, e->key, e->value);
+    /* Report differences by resourceVersion: only what actually changed
+     * (with the list's own parsed items). */
+    cJSON_ArrayForEach(it, items) {
+        char id[320];
+        if (obj_id(it, id, sizeof id) < 0)
+            continue;
+        const struct cached *was = map_get(&old, id);
+        const char *rv_new = kobj_str(it, "metadata", "resourceVersion");
+        if (!was || !rv_new || !was->rv || strcmp(rv_new, was->rv) != 0)
+            report(inf, id, it);
     }
+    struct map_iter mi;
     map_iter_init(&mi, &old);
     for (struct map_entry *e; (e = map_iter_next(&mi));) {
         if (!map_has(&inf->objects, e->key))
             report(inf, e->key, NULL);
-        cJSON_Delete(e->value);
+        free(e->value);
     }
     map_free(&old);
     log_debug(inf->log, "kubernetes: listed %zu %s at resourceVersion %s", inf->objects.count,
@@ -195,27 +240,27 @@ static void on_event(void *user, const char *type, const cJSON *obj) {
         return;
     set_rv(inf, rv);
     if (strcmp(type, "DELETED") == 0) {
-        cJSON *was = map_del(&inf->objects, id);
+        struct cached *was = map_del(&inf->objects, id);
         if (was) {
-            cJSON_Delete(was);
+            free(was);
             report(inf, id, NULL);
         }
         return;
     }
-    cJSON *cur = map_get(&inf->objects, id);
-    const char *cur_rv = cur ? kobj_str(cur, "metadata", "resourceVersion") : NULL;
+    const struct cached *cur = map_get(&inf->objects, id);
+    const char *cur_rv = cur ? cur->rv : NULL;
     if (cur_rv && rv && (strcmp(cur_rv, rv) == 0 || kobj_rv_older(rv, cur_rv)))
         return; /* our own write, already stored from its answer */
-    cJSON *copy = cJSON_Duplicate(obj, 1);
+    struct cached *copy = cached_new(obj);
     if (!copy)
         return;
-    cJSON *old = NULL;
+    struct cached *old = NULL;
     if (map_put(&inf->objects, id, copy, (void **)&old) < 0) {
-        cJSON_Delete(copy);
+        free(copy);
         return;
     }
-    cJSON_Delete(old);
-    report(inf, id, copy);
+    free(old);
+    report(inf, id, obj);
 }
 
 static void on_watch_end(void *user, const struct kube_response *res) {
@@ -282,41 +327,61 @@ void informer_free(struct informer *inf) {
     struct map_iter mi;
     map_iter_init(&mi, &inf->objects);
     for (struct map_entry *e; (e = map_iter_next(&mi));)
-        cJSON_Delete(e->value);
+        free(e->value);
     map_free(&inf->objects);
+    for (size_t i = 0; i < INFORMER_PARSED; i++) {
+        cJSON_Delete(inf->parsed[i]);
+        inf->parsed[i] = NULL;
+    }
     free(inf->rv);
     free(inf->group);
     free(inf->version);
     free(inf->plural);
 }
 
-const cJSON *informer_get(const struct informer *inf, const char *ns, const char *name) {
+const cJSON *informer_get(struct informer *inf, const char *ns, const char *name) {
     char id[320];
     snprintf(id, sizeof id, "%s/%s", ns, name);
-    return map_get(&inf->objects, id);
+    const struct cached *c = map_get(&inf->objects, id);
+    if (!c)
+        return NULL;
+    cJSON *obj = cJSON_Parse(c->text);
+    if (!obj)
+        return NULL; /* out of memory: as if not cached; a write would 409 */
+    /* The informer owns what it hands out: the oldest of a few is freed. */
+    size_t slot = inf->parsed_next++ % INFORMER_PARSED;
+    cJSON_Delete(inf->parsed[slot]);
+    inf->parsed[slot] = obj;
+    return obj;
+}
+
+const char *informer_rv(const struct informer *inf, const char *ns, const char *name) {
+    char id[320];
+    snprintf(id, sizeof id, "%s/%s", ns, name);
+    const struct cached *c = map_get(&inf->objects, id);
+    return c ? c->rv : NULL;
 }
 
 void informer_store(struct informer *inf, const cJSON *obj) {
     char id[320];
     if (obj_id(obj, id, sizeof id) < 0)
         return;
-    cJSON *cur = map_get(&inf->objects, id);
-    if (cur && kobj_rv_older(kobj_str(obj, "metadata", "resourceVersion"),
-                             kobj_str(cur, "metadata", "resourceVersion")))
+    const struct cached *cur = map_get(&inf->objects, id);
+    if (cur && kobj_rv_older(kobj_str(obj, "metadata", "resourceVersion"), cur->rv))
         return;
-    cJSON *copy = cJSON_Duplicate(obj, 1);
+    struct cached *copy = cached_new(obj);
     if (!copy)
         return;
-    cJSON *old = NULL;
+    struct cached *old = NULL;
     if (map_put(&inf->objects, id, copy, (void **)&old) < 0) {
-        cJSON_Delete(copy);
+        free(copy);
         return;
     }
-    cJSON_Delete(old);
+    free(old);
 }
 
 void informer_forget(struct informer *inf, const char *ns, const char *name) {
     char id[320];
     snprintf(id, sizeof id, "%s/%s", ns, name);
-    cJSON_Delete(map_del(&inf->objects, id));
+    free(map_del(&inf->objects, id));
 }

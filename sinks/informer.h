@@ -24,12 +24,17 @@ typedef void (*informer_change_cb)(void *user, const char *ns, const char *name,
                                    const cJSON *obj);
 typedef void (*informer_synced_cb)(void *user);
 
+/* How many objects from informer_get stay valid at once. */
+#define INFORMER_PARSED 4
+
 struct informer {
     uv_loop_t *loop;
     struct kube_client *kc;
     struct logger *log;
     char *group, *version, *plural;
-    struct map objects; /* "ns/name" -> cJSON* (owned) */
+    struct map objects; /* "ns/name" -> compact JSON text and resourceVersion (owned) */
+    cJSON *parsed[INFORMER_PARSED]; /* what informer_get handed out lately */
+    size_t parsed_next;
     char *rv;           /* resourceVersion to watch from */
     bool synced;        /* a list has completed */
     bool stopped;
@@ -53,7 +58,12 @@ void informer_resync(struct informer *inf);
 void informer_stop(struct informer *inf);
 void informer_free(struct informer *inf);
 
-const cJSON *informer_get(const struct informer *inf, const char *ns, const char *name);
+/* The cached object, parsed for the caller (NULL when not cached). The
+ * informer owns it: it stays valid until INFORMER_PARSED more informer_get
+ * calls on this informer, or informer_free; use it, do not keep it. */
+const cJSON *informer_get(struct informer *inf, const char *ns, const char *name);
+/* The cached object's resourceVersion, without parsing it (NULL: not cached). */
+const char *informer_rv(const struct informer *inf, const char *ns, const char *name);
 /* Store an object we just wrote (the API's answer) so the next write uses its
  * resourceVersion; ignored when the cache already holds a newer one. */
 void informer_store(struct informer *inf, const cJSON *obj);
