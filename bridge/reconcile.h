@@ -48,6 +48,7 @@ struct route_status {
     uint64_t revision;      /* source revision it was built from */
     char *resource_version; /* of the IngressRoute after the last pass */
     uint64_t changed_ns;    /* uv_hrtime() of the first unapplied source change, 0 none */
+    bool simple;            /* applied as one IngressRoute, nothing else */
 };
 
 struct reconcile_stats {
