@@ -67,11 +67,13 @@ static struct kc_route *route_get(struct map *m, const char *ns, const char *nam
     struct kc_route *r = map_get(m, id);
     if (r || !create)
         return r;
-    r = calloc(1, sizeof *r);
+    size_t nslen = strlen(ns), namelen = strlen(name);
+    r = calloc(1, sizeof *r + nslen + 1 + namelen + 1);
     if (!r)
         return NULL;
-    snprintf(r->ns, sizeof r->ns, "%s", ns);
-    snprintf(r->name, sizeof r->name, "%s", name);
+    memcpy(r->ns, ns, nslen + 1);
+    r->name = r->ns + nslen + 1;
+    memcpy(r->name, name, namelen + 1);
     if (map_put(m, id, r, NULL) < 0) {
         free(r);
         return NULL;
