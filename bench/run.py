@@ -1025,6 +1025,7 @@ def bench_scale(env, args, res):
         "bridge_cpu_sync_s": cpu_sync / float(CLK_TCK),
         "sync_wall_s": t_created - t0,
         "rss_kib": kib(st.get("VmRSS")), "hwm_kib": kib(st.get("VmHWM")),
+        "rss_anon_kib": kib(st.get("RssAnon")), "rss_file_kib": kib(st.get("RssFile")),
         "rss_end_kib": kib(st_end.get("VmRSS")),
         "idle_s": tt1 - tt0,
         "idle_cpu_ticks": c1 - c0,
@@ -1457,6 +1458,8 @@ def print_scale(res):
              d["server_cpu_s"], 100 * d["server_cpu_s"] / d["sync_wall_s"])],
         ["RSS after sync (VmRSS; peak VmHWM)", "%.1f MiB (%.1f MiB)" % (
             d["rss_kib"] / 1024.0, d["hwm_kib"] / 1024.0)],
+        ["  of which anonymous (heap, stacks) / file-backed (binary, shared libraries)",
+         "%.1f / %.1f MiB" % (d["rss_anon_kib"] / 1024.0, d["rss_file_kib"] / 1024.0)],
         ["idle CPU over %.0f s (utime+stime)" % d["idle_s"],
          "%.3f%% of a core (%d ticks of %d Hz)" % (d["idle_cpu_pct"], d["idle_cpu_ticks"],
                                                   CLK_TCK)],
