@@ -140,77 +140,144 @@ static void set_rv(struct informer *inf, const char *rv) {
     inf->rv = copy;
 }
 
+/* Forget a list in progress (its pages so far stay stored: they are newer
+ * than what they replaced). */
+static void list_reset(struct informer *inf) {
+    free(inf->cont);
+    inf->cont = NULL;
+    map_free(&inf->seen);
+}
+
 static void on_list(void *user, const struct kube_response *res) {
     struct informer *inf = user;
     inf->call = NULL;
+    if (res->status == 410 && inf->cont) {
+        /* The continue token outlived the snapshot it pointed into (etcd
+         * compacted it): the list starts again from the first page. */
+        log_info(inf->log, "kubernetes: list of %s expired between pages; listing again",
+                 inf->plural);
+        list_reset(inf);
+        list_start(inf);
+        return;
+    }
     if (res->status != 200 || !res->json) {
         char why[256];
         snprintf(why, sizeof why, "%s%s%ld %s", res->error, res->error[0] ? " " : "HTTP ",
                  res->status, res->message);
+        list_reset(inf);
         retry_later(inf, "list", why);
         return;
     }
     /* The answer is ours until we return: items are stored from it without
-     * a copy (for 10,000 objects, copying was a good part of a resync). */
+     * a copy (for 10,000 objects, copying was a good part of a resync).
+     * What changed (by resourceVersion) is reported with the parsed item. */
     cJSON *items = cJSON_GetObjectItemCaseSensitive(res->json, "items");
-    struct map fresh = MAP_INIT;
     cJSON *it;
     cJSON_ArrayForEach(it, items) {
         char id[320];
         if (obj_id(it, id, sizeof id) < 0)
             continue;
-        struct cached *copy = cached_take(it);
-        if (!copy || map_put(&fresh, id, copy, NULL) < 0) {
+        const struct cached *was = map_get(&inf->objects, id);
+        const char *rv_new = kobj_str(it, "metadata", "resourceVersion");
+        bool changed = !was || !rv_new || !was->rv || strcmp(rv_new, was->rv) != 0;
+        if (map_put(&inf->seen, id, inf, NULL) < 0)
+            goto oom;
+        if (!changed)
+            continue;
+        struct cached *copy = cached_take(it), *old = NULL;
+        if (!copy || map_put(&inf->objects, id, copy, (void **)&old) < 0) {
             free(copy);
-            struct map_iter mi;
-            map_iter_init(&mi, &fresh);
-            for (struct map_entry *e; (e = map_iter_next(&mi));)
-                free(e->value);
-            map_free(&fresh);
+            map_del(&inf->seen, id); /* not stored: the next list must see it as new */
+            goto oom;
+        }
+        free(old);
+        report(inf, id, it);
+        if (inf->stopped)
+            return;
+    }
+    const char *cont = kobj_str(res->json, "metadata", "continue");
+    if (cont && *cont) {
+        char *copy = strdup(cont);
+        if (!copy) {
+            list_reset(inf);
             retry_later(inf, "list", "out of memory");
             return;
         }
+        free(inf->cont);
+        inf->cont = copy;
+        list_start(inf);
+        return;
     }
-    struct map old = inf->objects;
-    inf->objects = fresh;
+    /* The last page: what was not listed is gone. */
+    struct map_iter mi;
+    map_iter_init(&mi, &inf->objects);
+    for (struct map_entry *e; (e = map_iter_next(&mi));) {
+        if (map_has(&inf->seen, e->key))
+            continue;
+        char id[320];
+        snprintf(id, sizeof id, "%s", e->key);
+        free(map_del(&inf->objects, e->key)); /* allowed: the entry just returned */
+        report(inf, id, NULL);
+        if (inf->stopped)
+            return;
+    }
+    list_reset(inf);
     set_rv(inf, kobj_str(res->json, "metadata", "resourceVersion"));
     inf->relist = false;
     inf->failures = 0;
     inf->lists++;
     bool first = !inf->synced;
     inf->synced = true;
-    /* Report differences by resourceVersion: only what actually changed
-     * (with the list's own parsed items). */
-    cJSON_ArrayForEach(it, items) {
-        char id[320];
-        if (obj_id(it, id, sizeof id) < 0)
-            continue;
-        const struct cached *was = map_get(&old, id);
-        const char *rv_new = kobj_str(it, "metadata", "resourceVersion");
-        if (!was || !rv_new || !was->rv || strcmp(rv_new, was->rv) != 0)
-            report(inf, id, it);
-    }
-    struct map_iter mi;
-    map_iter_init(&mi, &old);
-    for (struct map_entry *e; (e = map_iter_next(&mi));) {
-        if (!map_has(&inf->objects, e->key))
-            report(inf, e->key, NULL);
-        free(e->value);
-    }
-    map_free(&old);
     log_debug(inf->log, "kubernetes: listed %zu %s at resourceVersion %s", inf->objects.count,
               inf->plural, inf->rv ? inf->rv : "?");
     if (first && inf->on_synced)
         inf->on_synced(inf->user);
     if (!inf->stopped && !inf->call)
         watch_start(inf);
+    return;
+oom:
+    list_reset(inf);
+    retry_later(inf, "list", "out of memory");
+}
+
+/* The continue token, percent-encoded for the query (it is base64). */
+static int query_escape(char *out, size_t outlen, const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                     c == '-' || c == '_' || c == '.' || c == '~';
+        if (n + (plain ? 1 : 3) >= outlen)
+            return -1;
+        if (plain) {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n] = '\0';
+    return 0;
 }
 
 static void list_start(struct informer *inf) {
-    char path[512];
+    char path[512], query[4096 + 64], token[4096];
     if (kube_path(path, sizeof path, inf->group, inf->version, NULL, inf->plural, NULL) < 0)
         return;
-    inf->call = kube_request(inf->kc, "GET", path, NULL, NULL, 0, on_list, inf);
+    if (inf->cont && query_escape(token, sizeof token, inf->cont) < 0) {
+        /* A token this long is not one we can send: list without pages. */
+        log_warn(inf->log, "kubernetes: list of %s: continue token too long; listing again",
+                 inf->plural);
+        list_reset(inf);
+    }
+    int n = inf->cont ? snprintf(query, sizeof query, "%s?limit=%d&continue=%s", path,
+                                 INFORMER_PAGE, token)
+                      : snprintf(query, sizeof query, "%s?limit=%d", path, INFORMER_PAGE);
+    if (n < 0 || (size_t)n >= sizeof query)
+        return;
+    inf->call = kube_request(inf->kc, "GET", query, NULL, NULL, 0, on_list, inf);
     if (!inf->call)
         retry_later(inf, "list", "could not start request");
 }
@@ -312,6 +379,7 @@ void informer_resync(struct informer *inf) {
     kube_call_cancel(inf->call);
     inf->call = NULL;
     uv_timer_stop(&inf->timer);
+    list_reset(inf);
     list_start(inf);
 }
 
@@ -329,6 +397,7 @@ void informer_free(struct informer *inf) {
     for (struct map_entry *e; (e = map_iter_next(&mi));)
         free(e->value);
     map_free(&inf->objects);
+    list_reset(inf);
     for (size_t i = 0; i < INFORMER_PARSED; i++) {
         cJSON_Delete(inf->parsed[i]);
         inf->parsed[i] = NULL;

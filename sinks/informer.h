@@ -24,6 +24,9 @@ typedef void (*informer_change_cb)(void *user, const char *ns, const char *name,
                                    const cJSON *obj);
 typedef void (*informer_synced_cb)(void *user);
 
+/* Objects per list page, as client-go's informers ask for. */
+#define INFORMER_PAGE 500
+
 /* How many objects from informer_get stay valid at once. */
 #define INFORMER_PARSED 4
 
@@ -36,6 +39,12 @@ struct informer {
     cJSON *parsed[INFORMER_PARSED]; /* what informer_get handed out lately */
     size_t parsed_next;
     char *rv;           /* resourceVersion to watch from */
+    /* A list in pages (limit=INFORMER_PAGE, then continue=...): the loop
+     * serves events between pages instead of parsing 10,000 objects in one
+     * go. Objects are stored page by page; those not seen by the end of the
+     * list are gone. */
+    char *cont;       /* continue token of the next page, NULL on the first */
+    struct map seen;  /* ids listed so far in this list (values unused) */
     bool synced;        /* a list has completed */
     bool stopped;
     bool relist;        /* the current watch asked for a re-list (410) */

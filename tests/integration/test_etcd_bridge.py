@@ -1,6 +1,7 @@
 """End to end on real etcd and the Kubernetes API test server: what a user does
 with etcdctl, and what must then be true of the IngressRoutes (issue 2)."""
 import base64
+import json
 import os
 import signal
 import sys
@@ -313,6 +314,46 @@ class Bursts(BridgeCase):
             self.etcd.put("canary/default/shop/weights", "shop-v1=%d, shop-v2=%d" % (100 - v2, v2))
             self.wait_weights({"shop-v1": 100 - v2, "shop-v2": v2})
         self.assertNotIn("burst:", self.bridge.log_text()[log_mark:])
+
+
+class PagedLists(BridgeCase):
+    """IngressRoutes are listed 500 at a time (limit + continue, as client-go does), so the
+    event loop is never stuck parsing thousands of objects in one answer; a continue token
+    that expired between pages (410) starts the list again."""
+
+    def test_large_lists_come_in_pages_and_an_expired_page_restarts_the_list(self):
+        conn = self.kube.connection()
+        for i in range(1100):     # other people's IngressRoutes: listed, never touched
+            obj = {"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+                   "metadata": {"name": "x%04d" % i, "namespace": "default"},
+                   "spec": {"routes": [{"kind": "Rule", "match": "Host(`x%d`)" % i,
+                                        "services": [{"name": "x", "port": 80}]}]}}
+            conn.request("POST", "/apis/%s/v1alpha1/namespaces/default/ingressroutes" % G,
+                         json.dumps(obj), {"Content-Type": "application/json",
+                                           "Authorization": "Bearer " + self.kube.token})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 201)
+        conn.close()
+        self.kube.fault(method="GET", path_regex="/ingressroutes$", query_regex="continue=",
+                        status=410, count=1,
+                        message="The provided continue parameter is too old to display a "
+                                "consistent list result.")
+        mark = self.kube.requests()[-1]["seq"]
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=70, shop-v2=30")
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 70, "shop-v2": 30})
+        self.bridge.wait_log(r"list of ingressroutes expired between pages; listing again")
+        lists = [r for r in self.kube.requests(since=mark) if r["method"] == "GET"
+                 and r["path"].endswith("/ingressroutes") and "watch" not in r["query"]]
+        self.assertTrue(all(r["query"].get("limit") == "500" for r in lists), lists)
+        self.assertEqual([(r["status"], "continue" in r["query"]) for r in lists[:5]],
+                         [(200, False), (410, True), (200, False), (200, True), (200, True)])
+        # Nothing but the route's own object was written.
+        self.assertEqual([w["path"].rsplit("/", 1)[-1] if w["method"] != "POST" else
+                          w["body"]["metadata"]["name"] for w in writes(self.kube, since=mark)],
+                         ["shop"])
 
 
 class Drift(BridgeCase):
