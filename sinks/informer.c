@@ -431,14 +431,14 @@ const char *informer_rv(const struct informer *inf, const char *ns, const char *
     return c ? c->rv : NULL;
 }
 
-void informer_store(struct informer *inf, const cJSON *obj) {
+void informer_store(struct informer *inf, cJSON *obj) {
     char id[320];
     if (obj_id(obj, id, sizeof id) < 0)
         return;
     const struct cached *cur = map_get(&inf->objects, id);
     if (cur && kobj_rv_older(kobj_str(obj, "metadata", "resourceVersion"), cur->rv))
         return;
-    struct cached *copy = cached_new(obj);
+    struct cached *copy = cached_take(obj);
     if (!copy)
         return;
     struct cached *old = NULL;

@@ -74,8 +74,10 @@ const cJSON *informer_get(struct informer *inf, const char *ns, const char *name
 /* The cached object's resourceVersion, without parsing it (NULL: not cached). */
 const char *informer_rv(const struct informer *inf, const char *ns, const char *name);
 /* Store an object we just wrote (the API's answer) so the next write uses its
- * resourceVersion; ignored when the cache already holds a newer one. */
-void informer_store(struct informer *inf, const cJSON *obj);
+ * resourceVersion; ignored when the cache already holds a newer one. The
+ * answer's metadata.managedFields are removed on the way (no copy is made:
+ * at one write per change, the copy was a third of the instructions). */
+void informer_store(struct informer *inf, cJSON *obj);
 void informer_forget(struct informer *inf, const char *ns, const char *name);
 
 /* Helpers on Kubernetes objects. */
