@@ -62,9 +62,7 @@ static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint6
     a->source_connected = true;
     metric_set(a->bm.source_connected, NULL, 1);
     switch (a->cmd) {
-    case CMD_RENDER:
-        render_all(a);
-        return;
+    case CMD_RENDER: render_all(a); return;
     case CMD_CHECK:
         printf("ok   source %s: %zu keys under %s at revision %llu\n", a->source->ops->name, n,
                a->cfg.source.prefix, (unsigned long long)revision);
@@ -76,8 +74,7 @@ static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint6
         /* One complete read is all `sync` needs. */
         a->source->ops->stop(a->source);
         break;
-    case CMD_RUN:
-        break;
+    case CMD_RUN: break;
     }
     if (first)
         maybe_start_work(a);
@@ -410,13 +407,13 @@ static void metrics_refresh(struct app *a) {
     metric_set(a->bm.routes, METRIC_LABELS("error"), (double)failed);
     metric_set(a->bm.routes, METRIC_LABELS("pending"), (double)pending);
     if (a->rec.stats.conflicts > a->conflicts_seen) {
-        metric_add(a->bm.conflicts_total, NULL, (double)(a->rec.stats.conflicts - a->conflicts_seen));
+        metric_add(a->bm.conflicts_total, NULL,
+                   (double)(a->rec.stats.conflicts - a->conflicts_seen));
         a->conflicts_seen = a->rec.stats.conflicts;
     }
 }
 
-static void on_http(void *user, const char *method, const char *path,
-                    struct httpd_response *res) {
+static void on_http(void *user, const char *method, const char *path, struct httpd_response *res) {
     struct app *a = user;
     (void)method;
     if (strcmp(path, "/healthz") == 0) {
@@ -425,10 +422,10 @@ static void on_http(void *user, const char *method, const char *path,
     } else if (strcmp(path, "/readyz") == 0) {
         bool ready = a->working && a->source_connected && !a->stopping;
         res->status = ready ? 200 : 503;
-        buf_puts(&res->body, ready                 ? "ready\n"
-                             : a->stopping         ? "stopping\n"
-                             : !a->working         ? "first sync not done\n"
-                                                   : "source disconnected\n");
+        buf_puts(&res->body, ready         ? "ready\n"
+                             : a->stopping ? "stopping\n"
+                             : !a->working ? "first sync not done\n"
+                                           : "source disconnected\n");
     } else if (strcmp(path, "/metrics") == 0) {
         metrics_refresh(a);
         res->content_type = METRICS_CONTENT_TYPE;
@@ -627,8 +624,7 @@ static void on_check_api(void *user, const struct kube_response *res) {
             mw |= name && strcmp(name, "middlewares") == 0;
         }
         a->check_api_ok = ir && mw;
-        printf("%s kubernetes: %s/v1alpha1 %s\n", a->check_api_ok ? "ok  " : "FAIL",
-               a->api_group,
+        printf("%s kubernetes: %s/v1alpha1 %s\n", a->check_api_ok ? "ok  " : "FAIL", a->api_group,
                a->check_api_ok ? "serves ingressroutes and middlewares"
                                : "does not serve ingressroutes and middlewares (CRDs missing?)");
     }
@@ -807,9 +803,9 @@ static void on_informer_synced_rec(void *user);
 static int start_reconciler(struct app *a) {
     /* Informers report changes to the reconciler (drift, ownership), and
      * "synced" to the app through it (one user pointer per informer). */
-    static const informer_change_cb changed[OBJ_NKINDS] = {
-        reconciler_middleware_changed, reconciler_traefikservice_changed,
-        reconciler_ingressroute_changed};
+    static const informer_change_cb changed[OBJ_NKINDS] = {reconciler_middleware_changed,
+                                                           reconciler_traefikservice_changed,
+                                                           reconciler_ingressroute_changed};
     struct informer *infs[OBJ_NKINDS];
     for (int k = 0; k < OBJ_NKINDS; k++) {
         if (informer_init(&a->inf[k], &a->loop, a->kube, &a->log, a->api_group, "v1alpha1",
@@ -867,7 +863,9 @@ static int start_objects(struct app *a) {
 
 static void discover_group(struct app *a);
 
-static void on_discovery_timer(uv_timer_t *t) { discover_group(t->data); }
+static void on_discovery_timer(uv_timer_t *t) {
+    discover_group(t->data);
+}
 
 /* traefik.api_group: auto. traefik.io is Traefik v3's group and served by
  * v2.10+ too; traefik.containo.us alone means an older Traefik v2. */
@@ -898,8 +896,9 @@ static void on_discovery(void *user, const struct kube_response *res) {
     }
     char why[512];
     if (res->status == 200)
-        snprintf(why, sizeof why, "the API server serves neither traefik.io nor "
-                                  "traefik.containo.us v1alpha1 (are the Traefik CRDs installed?)");
+        snprintf(why, sizeof why,
+                 "the API server serves neither traefik.io nor "
+                 "traefik.containo.us v1alpha1 (are the Traefik CRDs installed?)");
     else
         snprintf(why, sizeof why, "GET /apis: %s%s%ld %s", res->error,
                  res->error[0] ? " " : "HTTP ", res->status, res->message);
@@ -994,13 +993,12 @@ static int app_generation(struct app *a) {
     bool ok = a->http && keycache_init(&a->keys, a->cfg.source.prefix, &a->log) == 0;
     a->have_keys = ok;
     if (ok && a->cmd == CMD_RUN && a->cfg.server.listen[0]) {
-        a->httpd = httpd_start(&a->loop, &a->log, a->cfg.server.listen, on_http, a, err,
-                               sizeof err);
+        a->httpd =
+            httpd_start(&a->loop, &a->log, a->cfg.server.listen, on_http, a, err, sizeof err);
         if (!a->httpd)
             ok = false;
         else
-            log_info(&a->log, "serving /metrics, /healthz and /readyz on %s",
-                     a->cfg.server.listen);
+            log_info(&a->log, "serving /metrics, /healthz and /readyz on %s", a->cfg.server.listen);
     }
     if (!ok) {
         log_error(&a->log, "cannot start: %s", rc ? uv_strerror(rc) : err);

@@ -9,8 +9,8 @@
 
 #include "bridge/config.h"
 #include "bridge/http.h"
-#include "bridge/keycache.h"
 #include "bridge/httpd.h"
+#include "bridge/keycache.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/notify.h"
@@ -45,16 +45,16 @@ struct app {
 
     /* A generation: everything below is rebuilt when SIGHUP brings a valid
      * new configuration (stop gracefully, then start again). */
-    bool reload;             /* start a new generation with next_cfg */
+    bool reload; /* start a new generation with next_cfg */
     struct config next_cfg;
     struct notifier notify;
     struct httpd *httpd;
     bool source_connected;
     struct lease_elector lease; /* leader_election.enabled */
     bool have_lease, lease_releasing;
-    bool leader;                    /* may write: elected, or no election configured */
+    bool leader;                   /* may write: elected, or no election configured */
     struct event_recorder *events; /* NULL in dry-run */
-    struct map status_writes;  /* route id -> struct status_write in flight */
+    struct map status_writes;      /* route id -> struct status_write in flight */
     /* route id -> the services it has route_weight series for, packed as
      * "a\0b\0\0": a pass updates its own series without scanning all. */
     struct map weight_series;

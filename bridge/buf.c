@@ -32,9 +32,13 @@ int buf_append(buf_t *b, const void *data, size_t len) {
     return 0;
 }
 
-int buf_puts(buf_t *b, const char *s) { return buf_append(b, s, strlen(s)); }
+int buf_puts(buf_t *b, const char *s) {
+    return buf_append(b, s, strlen(s));
+}
 
-int buf_putc(buf_t *b, char c) { return buf_append(b, &c, 1); }
+int buf_putc(buf_t *b, char c) {
+    return buf_append(b, &c, 1);
+}
 
 int buf_vprintf(buf_t *b, const char *fmt, va_list ap) {
     va_list cp;

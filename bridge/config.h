@@ -29,34 +29,34 @@ struct config {
     char *path; /* file it was read from */
 
     struct {
-        enum source_type type;    /* default etcd */
-        char **endpoints;         /* etcd; default [http://127.0.0.1:2379] */
+        enum source_type type; /* default etcd */
+        char **endpoints;      /* etcd; default [http://127.0.0.1:2379] */
         size_t n_endpoints;
-        char *address;            /* consul; default http://127.0.0.1:8500 */
-        char *prefix;             /* default "canary/"; must end in '/' */
-        char *username;           /* etcd auth */
-        char *password;           /* etcd auth (secret; never log) */
-        char *password_file;      /* etcd auth, alternative to password */
-        char *token;              /* consul ACL token (secret; never log) */
-        char *token_file;         /* consul ACL token file */
-        char *datacenter;         /* consul ?dc= */
-        char *consistency;        /* consul: default|stale|consistent */
-        uint64_t wait_ms;         /* consul blocking wait; default 5m */
-        struct tls_files tls;     /* keys ca_file, cert_file, key_file, insecure_skip_verify */
+        char *address;        /* consul; default http://127.0.0.1:8500 */
+        char *prefix;         /* default "canary/"; must end in '/' */
+        char *username;       /* etcd auth */
+        char *password;       /* etcd auth (secret; never log) */
+        char *password_file;  /* etcd auth, alternative to password */
+        char *token;          /* consul ACL token (secret; never log) */
+        char *token_file;     /* consul ACL token file */
+        char *datacenter;     /* consul ?dc= */
+        char *consistency;    /* consul: default|stale|consistent */
+        uint64_t wait_ms;     /* consul blocking wait; default 5m */
+        struct tls_files tls; /* keys ca_file, cert_file, key_file, insecure_skip_verify */
     } source;
 
     struct {
         char *kubeconfig; /* default $KUBECONFIG, else ~/.kube/config */
         char *context;    /* NULL or "": current-context */
         bool in_cluster;
-        char *server;     /* explicit: server + token_file + ca_file */
+        char *server; /* explicit: server + token_file + ca_file */
         char *token_file;
         char *ca_file;
         bool insecure_skip_verify;
     } kubernetes;
 
     struct {
-        char *api_group; /* "traefik.io" (default) | "traefik.containo.us" | "auto" */
+        char *api_group;              /* "traefik.io" (default) | "traefik.containo.us" | "auto" */
         enum rule_syntax rule_syntax; /* default v3 */
     } traefik;
 
@@ -65,11 +65,11 @@ struct config {
         uint64_t resync_ms;           /* default 5m; 0 disables */
         char **namespaces;            /* allow-list; empty = any */
         size_t n_namespaces;
-        bool status;                  /* write P<ns>/<name>/status */
-        unsigned max_in_flight;       /* routes written concurrently; default 16 */
-        uint64_t burst_hold_ms;       /* longest write hold in a burst; 10s; 0 = off */
-        uint64_t burst_quiet_ms;      /* a pause this long ends the hold; 30ms */
-        bool allow_cross_namespace;   /* services[].namespace allowed; default false */
+        bool status;                /* write P<ns>/<name>/status */
+        unsigned max_in_flight;     /* routes written concurrently; default 16 */
+        uint64_t burst_hold_ms;     /* longest write hold in a burst; 10s; 0 = off */
+        uint64_t burst_quiet_ms;    /* a pause this long ends the hold; 30ms */
+        bool allow_cross_namespace; /* services[].namespace allowed; default false */
     } reconcile;
 
     struct {
@@ -81,7 +81,7 @@ struct config {
         char *namespace; /* default "default" */
         char *name;      /* default "canary-bridge" */
         uint64_t lease_duration_ms, renew_deadline_ms, retry_period_ms; /* 15s 10s 2s */
-        char *identity;  /* default hostname */
+        char *identity;                                                 /* default hostname */
     } leader_election;
 
     struct {

@@ -20,23 +20,23 @@ struct http_client;
 struct http_req;
 
 struct http_tls {
-    const char *ca_file;   /* or NULL */
-    const char *ca_pem;    /* in-memory CA bundle (kubeconfig *-data), or NULL */
+    const char *ca_file; /* or NULL */
+    const char *ca_pem;  /* in-memory CA bundle (kubeconfig *-data), or NULL */
     size_t ca_pem_len;
     const char *cert_file; /* client cert, or NULL */
     const char *cert_pem;
     size_t cert_pem_len;
-    const char *key_file;  /* client key, or NULL */
+    const char *key_file; /* client key, or NULL */
     const char *key_pem;
     size_t key_pem_len;
-    bool insecure;         /* skip verification (caller logs the warning) */
+    bool insecure; /* skip verification (caller logs the warning) */
 };
 
 struct http_result {
-    CURLcode curl;      /* CURLE_OK or the transport error */
-    const char *error;  /* human-readable transport error, "" when none */
-    long status;        /* HTTP status, 0 when no response */
-    const char *body;   /* buffered body (NUL-terminated; "" for streams) */
+    CURLcode curl;     /* CURLE_OK or the transport error */
+    const char *error; /* human-readable transport error, "" when none */
+    long status;       /* HTTP status, 0 when no response */
+    const char *body;  /* buffered body (NUL-terminated; "" for streams) */
     size_t body_len;
     const char *headers; /* raw response header block, NUL-terminated */
 };

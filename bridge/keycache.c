@@ -166,8 +166,8 @@ static bool route_equal(const struct kc_route *a, const struct kc_route *b) {
     return true;
 }
 
-int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n,
-                      uint64_t revision, kc_changed_cb cb, void *user) {
+int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n, uint64_t revision,
+                      kc_changed_cb cb, void *user) {
     struct map fresh = MAP_INIT;
     for (size_t i = 0; i < n; i++) {
         char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1];
@@ -193,8 +193,8 @@ int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n
             /* Unchanged bytes keep their revision (see leaf_set), unless the
              * old one is higher: the source's history was reset (a Consul
              * snapshot restore) and numbers from before it mean nothing now. */
-            if (x->data && y->data && x->len == y->len &&
-                memcmp(x->data, y->data, x->len) == 0 && x->rev <= y->rev)
+            if (x->data && y->data && x->len == y->len && memcmp(x->data, y->data, x->len) == 0 &&
+                x->rev <= y->rev)
                 y->rev = x->rev;
         }
         if (!was || !route_equal(was, now))

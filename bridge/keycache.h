@@ -50,8 +50,8 @@ int keycache_put(struct keycache *kc, const struct source_kv *kv, kc_changed_cb 
 int keycache_delete(struct keycache *kc, const char *key, kc_changed_cb cb, void *user);
 /* Replace everything with a complete listing; routes that changed, appeared
  * or vanished are reported. */
-int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n,
-                      uint64_t revision, kc_changed_cb cb, void *user);
+int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n, uint64_t revision,
+                      kc_changed_cb cb, void *user);
 
 /* Fill a model_input for route_id ("ns/name"); pointers stay valid until the
  * next change to the cache. Returns -1 when no key of the route exists (ns

@@ -22,7 +22,8 @@ struct map {
     size_t count;
 };
 
-#define MAP_INIT {NULL, 0, 0}
+#define MAP_INIT                                                                                   \
+    { NULL, 0, 0 }
 
 void *map_get(const struct map *m, const char *key);
 bool map_has(const struct map *m, const char *key);

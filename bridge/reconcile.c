@@ -101,8 +101,8 @@ static void status_problem(struct reconciler *r, const char *id, enum route_stat
         log_debug(r->log, "route %s: still failing: %s", id, msg);
         return;
     }
-    log_msg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN, "route %s: %s%s", id,
-            msg, state == ROUTE_ERROR ? "" : " (retrying)");
+    log_msg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN, "route %s: %s%s", id, msg,
+            state == ROUTE_ERROR ? "" : " (retrying)");
     if (state == ROUTE_ERROR && r->hooks.event) {
         /* On the IngressRoute, when there is one: where kubectl users look. */
         char ns[MODEL_NS_MAX + 1];
@@ -233,8 +233,8 @@ static void index_add(struct reconciler *r, const char *objkey, const char *rout
 static bool owned_here(const struct reconciler *r, const cJSON *obj) {
     if (!obj || !traefik_is_managed(obj))
         return false;
-    const char *prefix = kobj_str(
-        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations", TRAEFIK_ANNOT_PREFIX);
+    const char *prefix = kobj_str(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations",
+                                  TRAEFIK_ANNOT_PREFIX);
     return prefix && strcmp(prefix, r->keys->prefix) == 0;
 }
 
@@ -248,8 +248,8 @@ static const char *route_label(const cJSON *obj) {
 
 /* Keep the ownership index in step with a live object (NULL: deleted), and
  * return the route id it belongs to in id ("" when none). */
-static void object_index(struct reconciler *r, enum obj_kind kind, const char *ns,
-                         const char *name, const cJSON *obj, char id[ROUTE_ID_MAX]) {
+static void object_index(struct reconciler *r, enum obj_kind kind, const char *ns, const char *name,
+                         const cJSON *obj, char id[ROUTE_ID_MAX]) {
     char objkey[ROUTE_ID_MAX + 8];
     snprintf(objkey, sizeof objkey, "%d/%s/%s", (int)kind, ns, name);
     id[0] = '\0';
@@ -289,8 +289,7 @@ static void object_changed(struct reconciler *r, enum obj_kind kind, const char 
         reconciler_enqueue(r, id);
 }
 
-void reconciler_middleware_changed(void *user, const char *ns, const char *name,
-                                   const cJSON *obj) {
+void reconciler_middleware_changed(void *user, const char *ns, const char *name, const cJSON *obj) {
     object_changed(user, OBJ_MIDDLEWARE, ns, name, obj);
 }
 
@@ -320,7 +319,9 @@ static void job_free(struct job *j) {
     free(j);
 }
 
-static void on_timer_closed(uv_handle_t *h) { job_free(h->data); }
+static void on_timer_closed(uv_handle_t *h) {
+    job_free(h->data);
+}
 
 /* End the pass. retry: requeue with backoff (delay_ms > 0 overrides it). */
 static void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
@@ -334,7 +335,9 @@ static void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
         r->one_shot_failed++;
     if (r->hooks.pass)
         r->hooks.pass(r->hooks.user, j->id,
-                      ok ? (j->wrote ? "applied" : "unchanged") : retry ? "retry" : "error");
+                      ok      ? (j->wrote ? "applied" : "unchanged")
+                      : retry ? "retry"
+                              : "error");
     if (retry && delay_ms)
         wq_done_after(&r->wq, j->id, delay_ms);
     else
@@ -508,8 +511,7 @@ static void write_owned(struct job *j, struct job_obj *o) {
         job_fail(j,
                  "%s %s/%s exists and is not managed by canary-bridge (no label %s=%s); "
                  "refusing to take it over",
-                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_LABEL_MANAGED_BY,
-                 TRAEFIK_MANAGER);
+                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_LABEL_MANAGED_BY, TRAEFIK_MANAGER);
         return;
     }
     if (!owned_here(r, live)) {
@@ -634,7 +636,9 @@ static struct job_obj *current(struct job *j) {
     return j->pruning ? &j->dels[j->del_step] : &j->objs[j->step];
 }
 
-static void on_retry_timer(uv_timer_t *t) { job_next(t->data); }
+static void on_retry_timer(uv_timer_t *t) {
+    job_next(t->data);
+}
 
 static void retry_step(struct job *j) {
     /* The first retry goes at once (the fresh read is what it needed); later
@@ -768,8 +772,8 @@ static void on_delete(void *user, const struct kube_response *res) {
         char id[ROUTE_ID_MAX];
         object_index(r, o->kind, j->ns, o->name, NULL, id);
         if (res->status != 404)
-            log_info(r->log, "route %s: %s %s deleted (policy sync)", j->id,
-                     obj_kind_name[o->kind], o->name);
+            log_info(r->log, "route %s: %s %s deleted (policy sync)", j->id, obj_kind_name[o->kind],
+                     o->name);
         j->wrote = true;
         step_done(j);
         return;
@@ -988,7 +992,9 @@ bool reconciler_idle(const struct reconciler *r) {
     return wq_pending(&r->wq) == 0 && wq_delayed(&r->wq) == 0;
 }
 
-size_t reconciler_jobs_in_flight(const struct reconciler *r) { return r->jobs.count; }
+size_t reconciler_jobs_in_flight(const struct reconciler *r) {
+    return r->jobs.count;
+}
 
 const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id) {
     return map_get(&r->status, route_id);

@@ -121,8 +121,7 @@ void reconciler_enqueue(struct reconciler *r, const char *route_id);
  * still owns objects although its keys are gone. */
 void reconciler_enqueue_all(struct reconciler *r);
 /* Informer callbacks, one per kind (user = the reconciler). */
-void reconciler_middleware_changed(void *user, const char *ns, const char *name,
-                                   const cJSON *obj);
+void reconciler_middleware_changed(void *user, const char *ns, const char *name, const cJSON *obj);
 void reconciler_traefikservice_changed(void *user, const char *ns, const char *name,
                                        const cJSON *obj);
 void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,

@@ -19,11 +19,11 @@ struct wq_item {
     bool urgent;   /* a source change: goes to FIFO_CHANGES when queued */
     unsigned fifo; /* the FIFO it is in while ITEM_QUEUED */
     unsigned failures;
-    size_t heap_idx; /* SIZE_MAX when not delayed */
-    uint64_t due;    /* loop time (ms) when delayed */
+    size_t heap_idx;     /* SIZE_MAX when not delayed */
+    uint64_t due;        /* loop time (ms) when delayed */
     uint64_t not_before; /* loop time before which it must not run (Retry-After) */
     uint64_t changed;    /* loop time of its last change (wq_add_change), 0 never */
-    char key[];      /* own copy: handed to the consumer while in flight */
+    char key[];          /* own copy: handed to the consumer while in flight */
 };
 
 static void on_idle(uv_idle_t *h);
@@ -156,7 +156,8 @@ static void timer_rearm(struct workqueue *q) {
 static void idle_rearm(struct workqueue *q) {
     if (q->closing)
         return;
-    bool want = !q->paused && !q->settle.holding && fifo_first(q) && q->in_flight < q->max_in_flight;
+    bool want =
+        !q->paused && !q->settle.holding && fifo_first(q) && q->in_flight < q->max_in_flight;
     if (want && !uv_is_active((uv_handle_t *)&q->idle))
         uv_idle_start(&q->idle, on_idle);
     else if (!want && uv_is_active((uv_handle_t *)&q->idle))
@@ -235,7 +236,9 @@ void wq_settle(struct workqueue *q, unsigned burst, uint64_t refill_ms, uint64_t
     st->cb = cb;
 }
 
-bool wq_holding(const struct workqueue *q) { return q->settle.holding; }
+bool wq_holding(const struct workqueue *q) {
+    return q->settle.holding;
+}
 
 static void settle_rearm(struct workqueue *q) {
     struct wq_settle *st = &q->settle;
@@ -403,9 +406,13 @@ void wq_pause(struct workqueue *q, bool paused) {
     idle_rearm(q);
 }
 
-size_t wq_pending(const struct workqueue *q) { return q->queued + q->in_flight; }
+size_t wq_pending(const struct workqueue *q) {
+    return q->queued + q->in_flight;
+}
 
-size_t wq_delayed(const struct workqueue *q) { return q->heap_len; }
+size_t wq_delayed(const struct workqueue *q) {
+    return q->heap_len;
+}
 
 unsigned wq_failures(const struct workqueue *q, const char *key) {
     struct wq_item *it = map_get(&q->items, key);

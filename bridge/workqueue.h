@@ -45,13 +45,13 @@ typedef void (*wq_process_cb)(void *user, const char *key);
 typedef void (*wq_settle_cb)(void *user, bool holding, size_t changes, uint64_t held_ms);
 
 struct wq_settle {
-    struct tbucket rate; /* changes within the rate draw from it */
+    struct tbucket rate;            /* changes within the rate draw from it */
     uint64_t quiet_ms, max_hold_ms; /* max_hold_ms 0 = settling off */
     uv_timer_t timer;               /* ends the hold */
     bool holding;
-    bool flushing; /* released: no new hold until the FIFO has drained */
+    bool flushing;               /* released: no new hold until the FIFO has drained */
     uint64_t since, last_change; /* loop times (ms) */
-    size_t changes;               /* adds during this hold */
+    size_t changes;              /* adds during this hold */
     wq_settle_cb cb;
 };
 
@@ -64,7 +64,7 @@ struct workqueue {
      * (resync, drift, retries), so an edit never waits behind a resync of
      * every route. */
     struct wq_item *head[2], *tail[2];
-    struct wq_item **heap;       /* delayed keys, min-heap on due time */
+    struct wq_item **heap; /* delayed keys, min-heap on due time */
     size_t heap_len, heap_cap;
     size_t queued, in_flight, max_in_flight;
     bool paused; /* hold processing (e.g. until caches are synced) */

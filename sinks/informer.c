@@ -88,8 +88,8 @@ static void report(struct informer *inf, const char *id, const cJSON *obj) {
         inf->on_change(inf->user, ns, slash ? slash + 1 : id, obj);
 }
 
-int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc,
-                  struct logger *lg, const char *group, const char *version, const char *plural,
+int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc, struct logger *lg,
+                  const char *group, const char *version, const char *plural,
                   informer_change_cb on_change, informer_synced_cb on_synced, void *user) {
     memset(inf, 0, sizeof *inf);
     inf->loop = loop;
@@ -125,8 +125,8 @@ static void retry_later(struct informer *inf, const char *what, const char *why)
     uint64_t ms = backoff_ms(inf->failures, 200, 30000);
     if (inf->failures < 32)
         inf->failures++;
-    log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural,
-             why, (unsigned long long)ms);
+    log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural, why,
+             (unsigned long long)ms);
     uv_timer_start(&inf->timer, on_timer, ms, 0);
 }
 

@@ -20,8 +20,7 @@
 #include "sinks/kube.h"
 
 /* obj is the new live object, or NULL when it was deleted. */
-typedef void (*informer_change_cb)(void *user, const char *ns, const char *name,
-                                   const cJSON *obj);
+typedef void (*informer_change_cb)(void *user, const char *ns, const char *name, const cJSON *obj);
 typedef void (*informer_synced_cb)(void *user);
 
 /* Objects per list page, as client-go's informers ask for. */
@@ -35,19 +34,19 @@ struct informer {
     struct kube_client *kc;
     struct logger *log;
     char *group, *version, *plural;
-    struct map objects; /* "ns/name" -> compact JSON text and resourceVersion (owned) */
+    struct map objects;             /* "ns/name" -> compact JSON text and resourceVersion (owned) */
     cJSON *parsed[INFORMER_PARSED]; /* what informer_get handed out lately */
     size_t parsed_next;
-    char *rv;           /* resourceVersion to watch from */
+    char *rv; /* resourceVersion to watch from */
     /* A list in pages (limit=INFORMER_PAGE, then continue=...): the loop
      * serves events between pages instead of parsing 10,000 objects in one
      * go. Objects are stored page by page; those not seen by the end of the
      * list are gone. */
-    char *cont;       /* continue token of the next page, NULL on the first */
-    struct map seen;  /* ids listed so far in this list (values unused) */
-    bool synced;        /* a list has completed */
+    char *cont;      /* continue token of the next page, NULL on the first */
+    struct map seen; /* ids listed so far in this list (values unused) */
+    bool synced;     /* a list has completed */
     bool stopped;
-    bool relist;        /* the current watch asked for a re-list (410) */
+    bool relist; /* the current watch asked for a re-list (410) */
     unsigned failures;
     struct kube_call *call; /* the list or watch in flight */
     uv_timer_t timer;       /* backoff before the next list/watch */
@@ -57,8 +56,8 @@ struct informer {
     uint64_t lists, watches; /* counters, for tests and metrics */
 };
 
-int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc,
-                  struct logger *lg, const char *group, const char *version, const char *plural,
+int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc, struct logger *lg,
+                  const char *group, const char *version, const char *plural,
                   informer_change_cb on_change, informer_synced_cb on_synced, void *user);
 int informer_start(struct informer *inf);
 /* Re-list now (periodic resync). */

@@ -41,7 +41,7 @@ struct kube_call {
     void *user;
     buf_t line; /* partial watch line */
     bool is_write;
-    const char *verb; /* static string, for the observer */
+    const char *verb;   /* static string, for the observer */
     bool failed_stream; /* a watch line could not be parsed */
     struct kube_call *prev, *next;
 };
@@ -71,8 +71,8 @@ static int read_small_file(const char *path, char **out, char *err, size_t errle
         snprintf(err, errlen, "cannot read %s: read error", path);
         return -1;
     }
-    while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' ||
-                     b.data[b.len - 1] == ' '))
+    while (b.len &&
+           (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' || b.data[b.len - 1] == ' '))
         b.data[--b.len] = '\0';
     *out = buf_steal(&b);
     return *out ? 0 : -1;
@@ -97,7 +97,8 @@ static void on_token_read(void *user, int err, const char *data, size_t len) {
     kc->token_read = NULL;
     if (err || len == 0) {
         if (!kc->token_read_failed)
-            log_warn(kc->log, "kubernetes: cannot re-read token file %s: %s; keeping the last token",
+            log_warn(kc->log,
+                     "kubernetes: cannot re-read token file %s: %s; keeping the last token",
                      kc->conn.token_file, err ? uv_strerror(err) : "empty file");
         kc->token_read_failed = true;
         return;
@@ -120,7 +121,9 @@ static void token_reread(struct kube_client *kc) {
         on_token_read(kc, err, "", 0);
 }
 
-static void on_token_timer(uv_timer_t *t) { token_reread(t->data); }
+static void on_token_timer(uv_timer_t *t) {
+    token_reread(t->data);
+}
 
 struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
                                     struct kube_conn *conn, char *err, size_t errlen) {
@@ -176,8 +179,9 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
         uv_unref((uv_handle_t *)&kc->token_timer); /* never keeps the loop alive */
     }
     if (kc->conn.insecure)
-        log_warn(lg, "kubernetes: TLS verification is OFF (insecure-skip-tls-verify) for %s: "
-                     "anyone on the path can impersonate the API server",
+        log_warn(lg,
+                 "kubernetes: TLS verification is OFF (insecure-skip-tls-verify) for %s: "
+                 "anyone on the path can impersonate the API server",
                  kc->conn.server);
     return kc;
 }
@@ -237,9 +241,13 @@ void kube_client_free(struct kube_client *kc) {
     free(kc);
 }
 
-void kube_client_set_dry_run(struct kube_client *kc, bool dry_run) { kc->dry_run = dry_run; }
+void kube_client_set_dry_run(struct kube_client *kc, bool dry_run) {
+    kc->dry_run = dry_run;
+}
 
-size_t kube_client_writes_in_flight(const struct kube_client *kc) { return kc->writes_in_flight; }
+size_t kube_client_writes_in_flight(const struct kube_client *kc) {
+    return kc->writes_in_flight;
+}
 
 int kube_path(char *out, size_t outlen, const char *group, const char *version, const char *ns,
               const char *plural, const char *name) {
@@ -362,13 +370,13 @@ static struct kube_call *start(struct kube_client *kc, const char *method, const
     c->on_event = on_event;
     c->user = user;
     c->is_write = is_write;
-    c->verb = on_event                            ? "watch"
-              : strcmp(method, "GET") == 0        ? "get"
-              : strcmp(method, "POST") == 0       ? "create"
-              : strcmp(method, "PUT") == 0        ? "update"
-              : strcmp(method, "PATCH") == 0      ? "patch"
-              : strcmp(method, "DELETE") == 0     ? "delete"
-                                                  : "other";
+    c->verb = on_event                        ? "watch"
+              : strcmp(method, "GET") == 0    ? "get"
+              : strcmp(method, "POST") == 0   ? "create"
+              : strcmp(method, "PUT") == 0    ? "update"
+              : strcmp(method, "PATCH") == 0  ? "patch"
+              : strcmp(method, "DELETE") == 0 ? "delete"
+                                              : "other";
     char ct[128];
     snprintf(ct, sizeof ct, "Content-Type: %s", content_type ? content_type : "application/json");
     if (http_req_header(req, "Accept: application/json") < 0 ||

@@ -23,13 +23,13 @@ struct kube_client;
 struct kube_call;
 
 struct kube_response {
-    long status;           /* HTTP status; 0 on transport failure */
-    const char *error;     /* transport error text, "" when none */
-    cJSON *json;           /* parsed body or NULL; owned by the call */
-    const char *body;      /* raw body */
+    long status;       /* HTTP status; 0 on transport failure */
+    const char *error; /* transport error text, "" when none */
+    cJSON *json;       /* parsed body or NULL; owned by the call */
+    const char *body;  /* raw body */
     size_t body_len;
-    const char *reason;    /* Status.reason, or "" */
-    const char *message;   /* Status.message, or "" */
+    const char *reason;      /* Status.reason, or "" */
+    const char *message;     /* Status.message, or "" */
     uint64_t retry_after_ms; /* from Retry-After, 0 when absent */
 };
 

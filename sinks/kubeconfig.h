@@ -18,7 +18,7 @@ struct kube_conn {
     char *token;      /* bearer token, or NULL (secret: never log) */
     char *token_file; /* re-read on every use when set, or NULL */
     char *ca_file;
-    char *ca_pem;     /* decoded certificate-authority-data */
+    char *ca_pem; /* decoded certificate-authority-data */
     size_t ca_pem_len;
     char *cert_file;
     char *cert_pem;
@@ -26,8 +26,8 @@ struct kube_conn {
     char *key_file;
     char *key_pem;
     size_t key_pem_len;
-    bool insecure;    /* insecure-skip-tls-verify: caller logs a loud warning */
-    char *context;    /* the context used (for logs), or NULL */
+    bool insecure; /* insecure-skip-tls-verify: caller logs a loud warning */
+    char *context; /* the context used (for logs), or NULL */
 };
 
 /* kubeconfig at path (NULL: $KUBECONFIG, else $HOME/.kube/config), context

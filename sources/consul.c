@@ -461,8 +461,8 @@ struct consul {
     struct http_tls tls;
     bool use_tls;
     uint64_t wait_ms;
-    char *token;     /* secret; never logged */
-    bool need_token; /* (re-)read token_file before the next query */
+    char *token;               /* secret; never logged */
+    bool need_token;           /* (re-)read token_file before the next query */
     struct file_read *tokread; /* token_file being read */
 
     enum consul_phase phase;
@@ -634,8 +634,8 @@ static void tok_read(void *user, int err, const char *data, size_t len) {
     while (start < end && (data[start] == ' ' || data[start] == '\t' || data[start] == '\r' ||
                            data[start] == '\n'))
         start++;
-    while (end > start && (data[end - 1] == ' ' || data[end - 1] == '\t' ||
-                           data[end - 1] == '\r' || data[end - 1] == '\n'))
+    while (end > start && (data[end - 1] == ' ' || data[end - 1] == '\t' || data[end - 1] == '\r' ||
+                           data[end - 1] == '\n'))
         end--;
     char *tok = NULL;
     if (!token_valid(data + start, end - start)) {
@@ -781,8 +781,8 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
         return;
     uint64_t now = uv_now(s->base.loop);
     if (changed)
-        tbucket_set_refill(&s->churn,
-                                 consul_churn_refill_ms((uv_hrtime() - t_received) / 1000), now);
+        tbucket_set_refill(&s->churn, consul_churn_refill_ms((uv_hrtime() - t_received) / 1000),
+                           now);
     uint64_t delay = tbucket_reserve(changed ? &s->churn : &s->idle, now);
     if (delay == 0) {
         consul_run(s);

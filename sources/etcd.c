@@ -672,8 +672,8 @@ struct etcd {
     struct http_tls tls;
     bool use_tls;
     bool auth;
-    char *token;      /* secret; never logged */
-    bool token_fresh; /* not yet accepted by any request */
+    char *token;              /* secret; never logged */
+    bool token_fresh;         /* not yet accepted by any request */
     struct file_read *pwread; /* password_file being read */
 
     enum etcd_phase phase;
@@ -922,8 +922,8 @@ static void pw_read(void *user, int err, const char *data, size_t len) {
     (void)len;
     s->pwread = NULL;
     if (err)
-        etcd_fail(s, "cannot read source.password_file %s: %s",
-                  s->base.cfg->source.password_file, uv_strerror(err));
+        etcd_fail(s, "cannot read source.password_file %s: %s", s->base.cfg->source.password_file,
+                  uv_strerror(err));
     else
         auth_send(s, data);
 }

@@ -7,12 +7,9 @@ struct source *source_new(uv_loop_t *loop, struct http_client *http, struct logg
                           const struct config *cfg, const struct source_callbacks *cb, char *err,
                           size_t errlen) {
     switch (cfg->source.type) {
-    case SOURCE_ETCD:
-        return source_etcd_new(loop, http, lg, cfg, cb, err, errlen);
-    case SOURCE_CONSUL:
-        return source_consul_new(loop, http, lg, cfg, cb, err, errlen);
+    case SOURCE_ETCD: return source_etcd_new(loop, http, lg, cfg, cb, err, errlen);
+    case SOURCE_CONSUL: return source_consul_new(loop, http, lg, cfg, cb, err, errlen);
     }
     snprintf(err, errlen, "unknown source type");
     return NULL;
 }
-

@@ -26,7 +26,7 @@
 #include "bridge/log.h"
 
 struct source_kv {
-    const char *key; /* full key, NUL-terminated */
+    const char *key;   /* full key, NUL-terminated */
     const char *value; /* raw bytes, NUL-terminated for convenience (may hold NULs) */
     size_t value_len;
     uint64_t revision; /* etcd mod_revision / Consul ModifyIndex */
@@ -44,9 +44,9 @@ struct source_callbacks {
 
 struct source;
 struct source_ops {
-    const char *name; /* "etcd" | "consul" */
-    int (*start)(struct source *s);    /* list, then watch */
-    void (*resync)(struct source *s);  /* re-list now (a snapshot follows) */
+    const char *name;                 /* "etcd" | "consul" */
+    int (*start)(struct source *s);   /* list, then watch */
+    void (*resync)(struct source *s); /* re-list now (a snapshot follows) */
     /* Write a key (status feedback). done(user, ok, message) is called once. */
     int (*put)(struct source *s, const char *key, const char *value, size_t len,
                void (*done)(void *user, bool ok, const char *message), void *user);

@@ -837,8 +837,9 @@ static void test_credentials_directory(void **state) {
     (void)state;
     struct config cfg;
     char err[512];
-    const char *text = "source:\n  type: consul\n  token_file: ${CREDENTIALS_DIRECTORY}/consul-token\n"
-                       "kubernetes:\n  kubeconfig: $CREDENTIALS_DIRECTORY/kubeconfig\n";
+    const char *text =
+        "source:\n  type: consul\n  token_file: ${CREDENTIALS_DIRECTORY}/consul-token\n"
+        "kubernetes:\n  kubeconfig: $CREDENTIALS_DIRECTORY/kubeconfig\n";
     assert_int_equal(setenv("CREDENTIALS_DIRECTORY", "/run/credentials/cb.service", 1), 0);
     assert_int_equal(config_parse(text, strlen(text), "t.yaml", &cfg, err, sizeof err), 0);
     assert_string_equal(cfg.source.token_file, "/run/credentials/cb.service/consul-token");

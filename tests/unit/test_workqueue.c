@@ -2,7 +2,9 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,8 +33,12 @@ static void run_until(uv_loop_t *loop, bool (*cond)(struct rec *), struct rec *r
         uv_run(loop, UV_RUN_ONCE);
 }
 
-static bool drained(struct rec *r) { return wq_pending(&r->q) == 0 && wq_delayed(&r->q) == 0; }
-static bool seen3(struct rec *r) { return r->n >= 3; }
+static bool drained(struct rec *r) {
+    return wq_pending(&r->q) == 0 && wq_delayed(&r->q) == 0;
+}
+static bool seen3(struct rec *r) {
+    return r->n >= 3;
+}
 
 static void setup_rec(struct rec *r, uv_loop_t *loop, size_t max) {
     memset(r, 0, sizeof *r);
@@ -160,7 +166,7 @@ static void test_retry_after_holds_against_new_input(void **state) {
     wq_done_after(&r.q, "k", 3600 * 1000); /* 429, Retry-After: 3600 */
     wq_add(&r.q, "k");                     /* an edit arrives */
     uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(r.n, 1);              /* still waiting */
+    assert_int_equal(r.n, 1); /* still waiting */
     assert_int_equal(wq_delayed(&r.q), 1);
     assert_int_equal(wq_pending(&r.q), 0);
     /* Our own backoff gives way to new input. */
@@ -247,7 +253,9 @@ static void on_settle(void *user, bool holding, size_t changes, uint64_t held_ms
     }
 }
 
-static bool hold_ended(struct rec *r) { return !wq_holding(&r->q) && drained(r); }
+static bool hold_ended(struct rec *r) {
+    return !wq_holding(&r->q) && drained(r);
+}
 
 /* Changes within the burst go out at once; past it the queue holds until
  * the changes pause, then hands out each key once. */
@@ -387,9 +395,12 @@ static void test_settle_off(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_coalesce),       cmocka_unit_test(test_dirty_requeue),
-        cmocka_unit_test(test_max_in_flight),  cmocka_unit_test(test_retry_backoff),
-        cmocka_unit_test(test_add_after_then_add_now), cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_coalesce),
+        cmocka_unit_test(test_dirty_requeue),
+        cmocka_unit_test(test_max_in_flight),
+        cmocka_unit_test(test_retry_backoff),
+        cmocka_unit_test(test_add_after_then_add_now),
+        cmocka_unit_test(test_pause),
         cmocka_unit_test(test_retry_after_holds_against_new_input),
         cmocka_unit_test(test_changes_before_rechecks),
         cmocka_unit_test(test_settle_holds_until_quiet),
