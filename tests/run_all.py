@@ -27,7 +27,7 @@ def run_unit(build="build"):
     sys.stdout.write(out)
     passed = len(re.findall(r"^\[\s+OK\s+\]", out, re.M))
     failed = len(re.findall(r"^\[\s+FAILED\s+\]\s+\w", out, re.M))
-    passed += len(re.findall(r"^\s*\d+/\d+\s+canary-bridge:systemd / \S+\s+OK", out, re.M))
+    passed += len(re.findall(r"^\s*\d+/\d+\s+canary-bridge:(?:systemd|style) / \S+\s+OK", out, re.M))
     # A binary that crashed before printing its cases still counts as a failure.
     m = re.search(r"^Fail:\s+(\d+)", out, re.M)
     if m and int(m.group(1)) > 0 and failed == 0:
