@@ -52,6 +52,19 @@ int buf_vprintf(buf_t *b, const char *fmt, va_list ap) {
     return 0;
 }
 
+int buf_put_urlencoded(buf_t *b, const char *s, bool keep_slash) {
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        unsigned char c = *p;
+        bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                     c == '.' || c == '_' || c == '-' || (keep_slash && c == '/');
+        int rc = plain ? buf_putc(b, (char)c) : buf_printf(b, "%%%c%c", hex[c >> 4], hex[c & 15]);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int buf_printf(buf_t *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -7,6 +7,7 @@
 #define CB_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct buf {
@@ -24,6 +25,10 @@ int buf_puts(buf_t *b, const char *s);
 int buf_putc(buf_t *b, char c);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(buf_t *b, const char *fmt, va_list ap);
+/* Append s percent-encoded for a URL: ASCII letters, digits, '.', '_' and
+ * '-' stay as they are, and '/' too when keep_slash (a path of segments);
+ * every other byte becomes %XX. */
+int buf_put_urlencoded(buf_t *b, const char *s, bool keep_slash);
 /* Drop the first n bytes (used by stream parsers that consume lines). */
 void buf_consume(buf_t *b, size_t n);
 void buf_reset(buf_t *b);

@@ -63,24 +63,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 
 /* ---- URLs ---- */
 
-static bool ascii_alnum(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-/* Percent-encode s. In a key '/' separates folders and stays as it is; in a
- * query value it is escaped like everything outside the plain set. */
-static int buf_put_escaped(buf_t *b, const char *s, bool keep_slash) {
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        unsigned char c = *p;
-        bool plain = ascii_alnum(c) || c == '.' || c == '_' || c == '-' || (keep_slash && c == '/');
-        int rc = plain ? buf_putc(b, (char)c) : buf_printf(b, "%%%c%c", hex[c >> 4], hex[c & 15]);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* "<address without trailing slashes>/v1/kv/<escaped key>" */
 static int buf_put_kv_path(buf_t *b, const char *address, const char *key) {
     size_t alen = strlen(address);
@@ -88,7 +70,7 @@ static int buf_put_kv_path(buf_t *b, const char *address, const char *key) {
         alen--;
     if (buf_append(b, address, alen) < 0 || buf_puts(b, "/v1/kv/") < 0)
         return -1;
-    return buf_put_escaped(b, key, true);
+    return buf_put_urlencoded(b, key, true);
 }
 
 char *consul_url_key(const char *address, const char *key) {
@@ -111,7 +93,7 @@ char *consul_url_list(const char *address, const char *prefix, uint64_t index, u
                                   : buf_printf(&b, "&wait=%" PRIu64 "ms", wait_ms)) == 0;
     }
     if (ok && datacenter && *datacenter)
-        ok = buf_puts(&b, "&dc=") == 0 && buf_put_escaped(&b, datacenter, false) == 0;
+        ok = buf_puts(&b, "&dc=") == 0 && buf_put_urlencoded(&b, datacenter, false) == 0;
     if (ok && consistency && strcmp(consistency, "stale") == 0)
         ok = buf_puts(&b, "&stale") == 0;
     else if (ok && consistency && strcmp(consistency, "consistent") == 0)
