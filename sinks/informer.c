@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bridge/backoff.h"
+#include "bridge/buf.h"
 
 static void list_start(struct informer *inf);
 static void watch_start(struct informer *inf);
@@ -65,6 +66,18 @@ static struct cached *cached_new(const cJSON *obj) {
     struct cached *c = copy ? cached_take(copy) : NULL;
     cJSON_Delete(copy);
     return c;
+}
+
+/* Put c (NULL: its making failed) in the cache under id, replacing what was
+ * there; 0, or -1 with nothing changed. */
+static int cache_put(struct informer *inf, const char *id, struct cached *c) {
+    struct cached *old = NULL;
+    if (!c || map_put(&inf->objects, id, c, (void **)&old) < 0) {
+        free(c);
+        return -1;
+    }
+    free(old);
+    return 0;
 }
 
 static int obj_id(const cJSON *obj, char *out, size_t outlen) {
@@ -184,13 +197,8 @@ static void on_list(void *user, const struct kube_response *res) {
             goto oom;
         if (!changed)
             continue;
-        struct cached *copy = cached_take(it), *old = NULL;
-        if (!copy || map_put(&inf->objects, id, copy, (void **)&old) < 0) {
-            free(copy);
-            map_del(&inf->seen, id); /* not stored: the next list must see it as new */
+        if (cache_put(inf, id, cached_take(it)) < 0)
             goto oom;
-        }
-        free(old);
         report(inf, id, it);
         if (inf->stopped)
             return;
@@ -240,44 +248,22 @@ oom:
     retry_later(inf, "list", "out of memory");
 }
 
-/* The continue token, percent-encoded for the query (it is base64). */
-static int query_escape(char *out, size_t outlen, const char *s) {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                     c == '-' || c == '_' || c == '.' || c == '~';
-        if (n + (plain ? 1 : 3) >= outlen)
-            return -1;
-        if (plain) {
-            out[n++] = (char)c;
-        } else {
-            out[n++] = '%';
-            out[n++] = hex[c >> 4];
-            out[n++] = hex[c & 15];
-        }
-    }
-    out[n] = '\0';
-    return 0;
-}
-
 static void list_start(struct informer *inf) {
-    char path[512], query[4096 + 64], token[4096];
+    char path[512];
     if (kube_path(path, sizeof path, inf->group, inf->version, NULL, inf->plural, NULL) < 0)
         return;
-    if (inf->cont && query_escape(token, sizeof token, inf->cont) < 0) {
-        /* A token this long is not one we can send: list without pages. */
-        log_warn(inf->log, "kubernetes: list of %s: continue token too long; listing again",
-                 inf->plural);
+    /* The continue token is opaque base64: percent-encoded, any length. */
+    buf_t q = BUF_INIT;
+    if (buf_printf(&q, "%s?limit=%d", path, INFORMER_PAGE) < 0 ||
+        (inf->cont &&
+         (buf_puts(&q, "&continue=") < 0 || buf_put_urlencoded(&q, inf->cont, false) < 0))) {
+        buf_free(&q);
         list_reset(inf);
-    }
-    int n = inf->cont ? snprintf(query, sizeof query, "%s?limit=%d&continue=%s", path,
-                                 INFORMER_PAGE, token)
-                      : snprintf(query, sizeof query, "%s?limit=%d", path, INFORMER_PAGE);
-    if (n < 0 || (size_t)n >= sizeof query)
+        retry_later(inf, "list", "out of memory");
         return;
-    inf->call = kube_request(inf->kc, "GET", query, NULL, NULL, 0, on_list, inf);
+    }
+    inf->call = kube_request(inf->kc, "GET", q.data, NULL, NULL, 0, on_list, inf);
+    buf_free(&q);
     if (!inf->call)
         retry_later(inf, "list", "could not start request");
 }
@@ -318,16 +304,8 @@ static void on_event(void *user, const char *type, const cJSON *obj) {
     const char *cur_rv = cur ? cur->rv : NULL;
     if (cur_rv && rv && (strcmp(cur_rv, rv) == 0 || kobj_rv_older(rv, cur_rv)))
         return; /* our own write, already stored from its answer */
-    struct cached *copy = cached_new(obj);
-    if (!copy)
-        return;
-    struct cached *old = NULL;
-    if (map_put(&inf->objects, id, copy, (void **)&old) < 0) {
-        free(copy);
-        return;
-    }
-    free(old);
-    report(inf, id, obj);
+    if (cache_put(inf, id, cached_new(obj)) == 0)
+        report(inf, id, obj);
 }
 
 static void on_watch_end(void *user, const struct kube_response *res) {
@@ -438,15 +416,7 @@ void informer_store(struct informer *inf, cJSON *obj) {
     const struct cached *cur = map_get(&inf->objects, id);
     if (cur && kobj_rv_older(kobj_str(obj, "metadata", "resourceVersion"), cur->rv))
         return;
-    struct cached *copy = cached_take(obj);
-    if (!copy)
-        return;
-    struct cached *old = NULL;
-    if (map_put(&inf->objects, id, copy, (void **)&old) < 0) {
-        free(copy);
-        return;
-    }
-    free(old);
+    (void)cache_put(inf, id, cached_take(obj)); /* no memory: the next write 409s and re-reads */
 }
 
 void informer_forget(struct informer *inf, const char *ns, const char *name) {
