@@ -254,45 +254,58 @@ static void split_id(const char *id, char *ns, size_t nslen, const char **name) 
     *name = slash ? slash + 1 : id;
 }
 
-/* The route_weight series of one route. The services it had series for are
- * kept per route, so a pass touches only its own series: removing by label
- * prefix scans every series, and at 10,000 routes that scan was half of the
- * CPU of a full sync (perf, bench/RESULTS.md). n = 0 removes them all. */
-static void weights_export(struct app *a, const char *route_id, const char *const *svc,
-                           const double *w, size_t n) {
+/* Service i of a route's model, and its weight (owned: services; patched:
+ * weights). */
+static size_t model_weight_count(const struct model_route *m) {
+    return m ? (m->owned ? m->n_services : m->n_weights) : 0;
+}
+
+static const char *model_weight_at(const struct model_route *m, size_t i, double *w) {
+    *w = (double)(m->owned ? m->services[i].weight : m->weights[i].weight);
+    return m->owned ? m->services[i].name : m->weights[i].service;
+}
+
+/* The route_weight series of one route, from m (NULL: the route is gone).
+ * The services it had series for are kept per route, so a pass touches only
+ * its own series: removing by label prefix scans every series, and at 10,000
+ * routes that scan was half of the CPU of a full sync (perf,
+ * bench/RESULTS.md). */
+static void weights_export(struct app *a, const char *route_id, const struct model_route *m) {
     char ns[MODEL_NS_MAX + 1];
     const char *name;
     split_id(route_id, ns, sizeof ns, &name);
+    size_t n = model_weight_count(m);
+    double w;
     char *old = map_get(&a->weight_series, route_id);
     for (const char *o = old; o && *o; o += strlen(o) + 1) {
         size_t i = 0;
-        while (i < n && strcmp(svc[i], o) != 0)
+        while (i < n && strcmp(model_weight_at(m, i, &w), o) != 0)
             i++;
         if (i == n)
             metric_remove(a->bm.route_weight, METRIC_LABELS(ns, name, o));
     }
     size_t len = 1;
     for (size_t i = 0; i < n; i++) {
-        metric_set(a->bm.route_weight, METRIC_LABELS(ns, name, svc[i]), w[i]);
-        len += strlen(svc[i]) + 1;
+        const char *svc = model_weight_at(m, i, &w);
+        metric_set(a->bm.route_weight, METRIC_LABELS(ns, name, svc), w);
+        len += strlen(svc) + 1;
     }
     char *packed = n ? malloc(len) : NULL;
     if (packed) {
         char *p = packed;
         for (size_t i = 0; i < n; i++) {
-            size_t l = strlen(svc[i]) + 1;
-            memcpy(p, svc[i], l);
+            const char *svc = model_weight_at(m, i, &w);
+            size_t l = strlen(svc) + 1;
+            memcpy(p, svc, l);
             p += l;
         }
         *p = '\0';
         void *prev = NULL;
-        if (map_put(&a->weight_series, route_id, packed, &prev) < 0) {
-            free(packed);
-            packed = NULL;
-        } else {
+        if (map_put(&a->weight_series, route_id, packed, &prev) == 0) {
             free(prev);
             return;
         }
+        free(packed);
     }
     /* Gone, or no memory to remember the list: forget it (a later pass of
      * this route then cannot drop series of services it no longer has;
@@ -301,23 +314,7 @@ static void weights_export(struct app *a, const char *route_id, const char *cons
 }
 
 static void hook_applied(void *user, const char *route_id, const struct model_route *m) {
-    struct app *a = user;
-    size_t n = m->owned ? m->n_services : m->n_weights;
-    const char **svc = calloc(n ? n : 1, sizeof *svc);
-    double *w = calloc(n ? n : 1, sizeof *w);
-    if (!svc || !w) {
-        free(svc);
-        free(w);
-        log_warn(&a->log, "route %s: out of memory updating its weight metrics", route_id);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        svc[i] = m->owned ? m->services[i].name : m->weights[i].service;
-        w[i] = (double)(m->owned ? m->services[i].weight : m->weights[i].weight);
-    }
-    weights_export(a, route_id, svc, w, n);
-    free(svc);
-    free(w);
+    weights_export(user, route_id, m);
 }
 
 /* ---- status feedback: P<ns>/<name>/status written back to the source ---- */
@@ -394,7 +391,7 @@ static void hook_status(void *user, const char *route_id, const struct route_sta
         }
     }
     if (!st) /* the route is gone: so are its weight series */
-        weights_export(a, route_id, NULL, NULL, 0);
+        weights_export(a, route_id, NULL);
 }
 
 /* Gauges that are cheaper to compute at scrape time than to keep current. */
