@@ -7,9 +7,10 @@ import signal
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
 
 G = "traefik.io"
 ROUTE = """match: Host(`shop.example.com`) && PathPrefix(`/`)
@@ -283,7 +284,8 @@ class Bursts(BridgeCase):
         names = ["r%02d" % i for i in range(self.N)]
         for n in names:
             self.etcd.put("canary/default/%s/route" % n, ROUTE.replace("shop", n))
-        self.start_bridge()
+        self.metrics_port = free_port()
+        self.start_bridge(metrics_port=self.metrics_port)
         for n in names:
             self.wait_weights({n + "-v1": 1, n + "-v2": 1}, name=n)
         mark = self.kube.requests()[-1]["seq"]
@@ -302,6 +304,10 @@ class Bursts(BridgeCase):
                                                      w["body"]["metadata"]["name"] + "-v2": 50})
         self.assertIsNotNone(self.bridge.wait_log(r"burst: more than 8 routes changed at once",
                                                   since=log_mark, timeout=1))
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                      timeout=10).read().decode()
+        self.assertIn("canary_bridge_burst_holds_total 1\n", text)
+        self.assertIn("canary_bridge_burst_holding 0\n", text)
 
     def test_a_single_edit_is_not_held(self):
         """Edits one at a time, as a person makes them, never trip a hold: with a 2 s

@@ -99,6 +99,34 @@ class Endpoints(OpsCase):
         self.assertGreater(metric(text, "canary_bridge_last_sync_timestamp_seconds"), 1.7e9)
         self.assertTrue(b.alive())
 
+    def test_route_weight_series_follow_the_services_and_go_with_the_route(self):
+        """Each pass updates only its own route's series: a service dropped from the route
+        loses its series, another route's series stay, and a route whose keys are gone
+        loses all of its own."""
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/cart/route", ROUTE.replace("shop", "cart"))
+        self.bridge()
+        lbl = {"namespace": "default", "route": "shop"}
+        series = lambda svc, route="shop": metric(http_get(self.port, "/metrics")[1],
+                                                  "canary_bridge_route_weight",
+                                                  {"namespace": "default", "route": route,
+                                                   "service": svc})
+        wait_until(lambda: series("shop-v2") == 1 and series("cart-v1", "cart") == 1,
+                   what="weight series of both routes")
+        self.etcd.put("canary/default/shop/route", ROUTE.replace("shop-v2", "shop-v3"))
+        self.etcd.put("canary/default/shop/weights", "shop-v1=60, shop-v3=40")
+        wait_until(lambda: series("shop-v3") == 40, what="the new service's series")
+        self.assertIsNone(series("shop-v2"))
+        self.assertEqual(series("shop-v1"), 60)
+        self.assertEqual(series("cart-v1", "cart"), 1)
+        self.etcd.delete("canary/default/shop/route")
+        self.etcd.delete("canary/default/shop/weights")
+        wait_until(lambda: series("shop-v1") is None and series("shop-v3") is None,
+                   what="the deleted route's series gone")
+        self.assertEqual(series("cart-v2", "cart"), 1)
+        self.assertIsNone(metric(http_get(self.port, "/metrics")[1],
+                                 "canary_bridge_route_weight", lbl))
+
     def test_readyz_503_when_source_is_down(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
         b = self.bridge()
