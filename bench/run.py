@@ -768,48 +768,10 @@ def bench_baseline(env, args, res):
 # --------------------------------------------------------------------------------------------
 # 3. burst
 
-def burst_puts(etcd, prefix, names, n_puts, clients, base=10):
-    """n_puts weight puts round-robin over names from `clients` threads, each on its own
-    kept-alive connection.  -> ([(name, weight, revision, t_send, t_ack)], t_first, t_last)"""
-    lock = threading.Lock()
-    nxt = [0]
-    results, errors = [], []
-
-    def worker():
-        kv = EtcdKV(etcd)
-        mine = []
-        try:
-            while True:
-                with lock:
-                    j = nxt[0]
-                    nxt[0] += 1
-                if j >= n_puts:
-                    break
-                name = names[j % len(names)]
-                w = base + j
-                t_send, t_ack, rev = kv.put("%s%s/%s/weights" % (prefix, NS, name),
-                                            weights_value(w))
-                mine.append((name, w, rev, t_send, t_ack))
-        except Exception as e:      # noqa: BLE001
-            errors.append(e)
-        finally:
-            kv.close()
-            with lock:
-                results.extend(mine)
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    if errors:
-        raise RuntimeError("burst put failed: %r" % errors[0])
-    return results
-
-
-def burst_txn(etcd, prefix, names, n_puts, clients, batch, base=10):
-    """The same puts, `batch` at a time in one etcd transaction each (consecutive puts go to
-    distinct routes, so a batch never names a key twice), from `clients` threads."""
+def parallel_batches(etcd, n_puts, clients, batch, send, what):
+    """Puts 0..n_puts-1, `batch` at a time, from `clients` threads, each on its own
+    kept-alive connection: send(kv, js) sends the puts numbered js and returns their
+    [(name, weight, revision, t_send, t_ack)].  -> all of them, in no particular order."""
     lock = threading.Lock()
     nxt = [0]
     results, errors = [], []
@@ -824,18 +786,7 @@ def burst_txn(etcd, prefix, names, n_puts, clients, batch, base=10):
                     nxt[0] += batch
                 if j0 >= n_puts:
                     break
-                js = range(j0, min(n_puts, j0 + batch))
-                ops = [{"requestPut": {"key": b64("%s%s/%s/weights" % (
-                    prefix, NS, names[j % len(names)])), "value": b64(weights_value(base + j))}}
-                    for j in js]
-                t_send = time.time()
-                status, data = kv.http.request("POST", "/v3/kv/txn", json.dumps(
-                    {"success": ops}), {"Content-Type": "application/json"})
-                t_ack = time.time()
-                if status != 200:
-                    raise RuntimeError("etcd txn -> %d %r" % (status, data[:200]))
-                rev = int(json.loads(data)["header"]["revision"])
-                mine.extend((names[j % len(names)], base + j, rev, t_send, t_ack) for j in js)
+                mine.extend(send(kv, range(j0, min(n_puts, j0 + batch))))
         except Exception as e:      # noqa: BLE001
             errors.append(e)
         finally:
@@ -849,8 +800,40 @@ def burst_txn(etcd, prefix, names, n_puts, clients, batch, base=10):
     for t in threads:
         t.join(600)
     if errors:
-        raise RuntimeError("burst txn failed: %r" % errors[0])
+        raise RuntimeError("burst %s failed: %r" % (what, errors[0]))
     return results
+
+
+def burst_puts(etcd, prefix, names, n_puts, clients, base=10):
+    """n_puts weight puts round-robin over names, one per gateway request.
+    -> [(name, weight, revision, t_send, t_ack)]"""
+    def send(kv, js):
+        out = []
+        for j in js:
+            name, w = names[j % len(names)], base + j
+            t_send, t_ack, rev = kv.put("%s%s/%s/weights" % (prefix, NS, name),
+                                        weights_value(w))
+            out.append((name, w, rev, t_send, t_ack))
+        return out
+    return parallel_batches(etcd, n_puts, clients, 1, send, "put")
+
+
+def burst_txn(etcd, prefix, names, n_puts, clients, batch, base=10):
+    """The same puts, `batch` at a time in one etcd transaction each (consecutive puts go to
+    distinct routes, so a batch never names a key twice)."""
+    def send(kv, js):
+        ops = [{"requestPut": {"key": b64("%s%s/%s/weights" % (
+            prefix, NS, names[j % len(names)])), "value": b64(weights_value(base + j))}}
+            for j in js]
+        t_send = time.time()
+        status, data = kv.http.request("POST", "/v3/kv/txn", json.dumps(
+            {"success": ops}), {"Content-Type": "application/json"})
+        t_ack = time.time()
+        if status != 200:
+            raise RuntimeError("etcd txn -> %d %r" % (status, data[:200]))
+        rev = int(json.loads(data)["header"]["revision"])
+        return [(names[j % len(names)], base + j, rev, t_send, t_ack) for j in js]
+    return parallel_batches(etcd, n_puts, clients, batch, send, "txn")
 
 
 def quiet(bridge, seconds=1.0, timeout=60):
