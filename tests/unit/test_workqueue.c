@@ -11,6 +11,7 @@
 #include "bridge/workqueue.h"
 
 struct rec {
+    uv_loop_t loop; /* each test runs its own loop */
     struct workqueue q;
     char seen[64][32];
     size_t n;
@@ -28,9 +29,9 @@ static void process(void *user, const char *key) {
 
 /* Run the loop until cond holds or the loop runs dry (bounded iterations:
  * a test failure, never a hang). */
-static void run_until(uv_loop_t *loop, bool (*cond)(struct rec *), struct rec *r) {
+static void run_until(struct rec *r, bool (*cond)(struct rec *)) {
     for (int i = 0; i < 100000 && !cond(r); i++)
-        uv_run(loop, UV_RUN_ONCE);
+        uv_run(&r->loop, UV_RUN_ONCE);
 }
 
 static bool drained(struct rec *r) {
@@ -40,174 +41,153 @@ static bool seen3(struct rec *r) {
     return r->n >= 3;
 }
 
-static void setup_rec(struct rec *r, uv_loop_t *loop, size_t max) {
+static void setup_rec(struct rec *r, size_t max) {
     memset(r, 0, sizeof *r);
-    assert_int_equal(wq_init(&r->q, loop, max, process, r), 0);
+    assert_int_equal(uv_loop_init(&r->loop), 0);
+    assert_int_equal(wq_init(&r->q, &r->loop, max, process, r), 0);
 }
 
-static void teardown_rec(struct rec *r, uv_loop_t *loop) {
+static void teardown_rec(struct rec *r) {
     wq_close(&r->q);
-    uv_run(loop, UV_RUN_DEFAULT);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
     wq_free(&r->q);
+    assert_int_equal(uv_loop_close(&r->loop), 0);
 }
 
 static void test_coalesce(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 4);
+    setup_rec(&r, 4);
     r.auto_done = true;
     for (int i = 0; i < 5; i++)
         assert_int_equal(wq_add(&r.q, "ns/a"), 0);
     assert_int_equal(wq_add(&r.q, "ns/b"), 0);
     assert_int_equal(wq_pending(&r.q), 2);
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_int_equal(r.n, 2); /* five adds of ns/a became one pass */
     assert_string_equal(r.seen[0], "ns/a");
     assert_string_equal(r.seen[1], "ns/b");
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 static void test_dirty_requeue(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 4);
+    setup_rec(&r, 4);
     wq_add(&r.q, "k");
-    run_until(&loop, seen3, &r); /* runs until nothing is left to do */
+    run_until(&r, seen3); /* runs until nothing is left to do */
     assert_int_equal(r.n, 1);
     /* Added while in flight: not handed out twice, but runs again after. */
     wq_add(&r.q, "k");
     wq_add(&r.q, "k");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 1);
     wq_done(&r.q, "k", false);
     r.auto_done = true;
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_int_equal(r.n, 2);
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 static void test_max_in_flight(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 2);
+    setup_rec(&r, 2);
     wq_add(&r.q, "a");
     wq_add(&r.q, "b");
     wq_add(&r.q, "c");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
     assert_int_equal(r.q.in_flight, 2);
     wq_done(&r.q, "a", false);
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 3);
     assert_string_equal(r.seen[2], "c");
     wq_done(&r.q, "b", false);
     wq_done(&r.q, "c", false);
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 static void test_retry_backoff(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 1);
+    setup_rec(&r, 1);
     r.q.base_backoff_ms = 1;
     r.q.max_backoff_ms = 4;
     r.auto_done = true;
     r.retry = true;
     wq_add(&r.q, "x");
-    run_until(&loop, seen3, &r);
+    run_until(&r, seen3);
     assert_true(r.n >= 3); /* came back twice by itself after failing */
     assert_true(wq_failures(&r.q, "x") >= 3);
     r.retry = false;
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_int_equal(wq_failures(&r.q, "x"), 0); /* success forgets */
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 static void test_add_after_then_add_now(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 1);
+    setup_rec(&r, 1);
     r.auto_done = true;
     wq_add_after(&r.q, "late", 3600 * 1000);
     assert_int_equal(wq_delayed(&r.q), 1);
     wq_add(&r.q, "late"); /* an edit arrives: it runs now, not in an hour */
     assert_int_equal(wq_delayed(&r.q), 0);
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_int_equal(r.n, 1);
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 /* A server's Retry-After holds even when new input arrives meanwhile; our
  * own backoff does not (new input may fix what failed). */
 static void test_retry_after_holds_against_new_input(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 1);
+    setup_rec(&r, 1);
     wq_add(&r.q, "k");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 1);
     wq_done_after(&r.q, "k", 3600 * 1000); /* 429, Retry-After: 3600 */
     wq_add(&r.q, "k");                     /* an edit arrives */
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 1); /* still waiting */
     assert_int_equal(wq_delayed(&r.q), 1);
     assert_int_equal(wq_pending(&r.q), 0);
     /* Our own backoff gives way to new input. */
     wq_add(&r.q, "other");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
     wq_done(&r.q, "other", true);
     wq_add(&r.q, "other");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 3);
     wq_done(&r.q, "other", false);
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 static void test_pause(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 1);
+    setup_rec(&r, 1);
     r.auto_done = true;
     wq_pause(&r.q, true);
     wq_add(&r.q, "p");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 0);
     wq_pause(&r.q, false);
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_int_equal(r.n, 1);
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 /* Source changes go before re-checks: an edit made during a resync of every
  * route does not wait for the resync to get through the queue. */
 static void test_changes_before_rechecks(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 1);
+    setup_rec(&r, 1);
     r.auto_done = true;
     wq_add(&r.q, "r1");
     wq_add(&r.q, "r2");
@@ -216,7 +196,7 @@ static void test_changes_before_rechecks(void **state) {
     wq_add_change(&r.q, "edit");
     wq_add_change(&r.q, "moved"); /* queued as a re-check, now a change */
     assert_int_equal(wq_pending(&r.q), 5);
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_int_equal(r.n, 5);
     assert_string_equal(r.seen[0], "edit");
     assert_string_equal(r.seen[1], "moved");
@@ -226,11 +206,10 @@ static void test_changes_before_rechecks(void **state) {
     /* Once handed out, a key is a plain re-check again. */
     wq_add(&r.q, "r1");
     wq_add(&r.q, "edit");
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_string_equal(r.seen[5], "r1");
     assert_string_equal(r.seen[6], "edit");
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 /* ---- burst settling ---- */
@@ -261,10 +240,8 @@ static bool hold_ended(struct rec *r) {
  * the changes pause, then hands out each key once. */
 static void test_settle_holds_until_quiet(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 4);
+    setup_rec(&r, 4);
     r.auto_done = true;
     memset(&g_holds, 0, sizeof g_holds);
     /* Two changes, no refill to speak of, 20 ms of quiet ends a hold. */
@@ -273,20 +250,20 @@ static void test_settle_holds_until_quiet(void **state) {
     wq_add_change(&r.q, "a"); /* the same key again: not new work */
     wq_add_change(&r.q, "b");
     assert_false(wq_holding(&r.q));
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2); /* a single edit (or two) never waits */
     wq_add_change(&r.q, "c");
     assert_true(wq_holding(&r.q));
     assert_int_equal(g_holds.began, 1);
     wq_add_change(&r.q, "d");
     wq_add_change(&r.q, "c");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2); /* held */
     /* A plain add (resync, drift) is held too, but does not count. */
     wq_add(&r.q, "e");
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
-    run_until(&loop, hold_ended, &r);
+    run_until(&r, hold_ended);
     assert_int_equal(g_holds.ended, 1);
     assert_int_equal(g_holds.changes, 3); /* c (trip), d, c again */
     assert_int_equal(r.n, 5);
@@ -297,26 +274,23 @@ static void test_settle_holds_until_quiet(void **state) {
     wq_add_change(&r.q, "f");
     wq_add_change(&r.q, "g");
     assert_false(wq_holding(&r.q));
-    run_until(&loop, drained, &r);
+    run_until(&r, drained);
     assert_int_equal(r.n, 7);
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 /* Changes that never pause are still written: max_hold ends the hold, and
  * everything held is handed out before a new hold may begin. */
 static void test_settle_max_hold(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 1);
+    setup_rec(&r, 1);
     memset(&g_holds, 0, sizeof g_holds);
     wq_settle(&r.q, 1, 3600 * 1000, 3600 * 1000, 20, on_settle);
     wq_add_change(&r.q, "a");
     wq_add_change(&r.q, "b"); /* trips: quiet would take an hour */
     assert_true(wq_holding(&r.q));
-    run_until(&loop, seen3, &r); /* runs until the loop has nothing left */
+    run_until(&r, seen3); /* runs until the loop has nothing left */
     assert_false(wq_holding(&r.q));
     assert_int_equal(g_holds.ended, 1);
     /* max_in_flight 1 and nobody calls wq_done: a is in flight, b waits.
@@ -326,40 +300,37 @@ static void test_settle_max_hold(void **state) {
     wq_add_change(&r.q, "d");
     assert_false(wq_holding(&r.q));
     wq_done(&r.q, "a", false);
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
     wq_done(&r.q, "b", false);
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     wq_done(&r.q, "c", false);
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 4);
     assert_string_equal(r.seen[3], "d");
     /* Drained: the next burst may hold again, past a full bucket. */
     wq_done(&r.q, "d", false);
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     wq_add_change(&r.q, "e");
     assert_false(wq_holding(&r.q));
     wq_add_change(&r.q, "f");
     assert_true(wq_holding(&r.q));
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 /* One key rewritten in a loop is not a burst: each pass sees the latest
  * state and one pass per key is in flight, so it never holds. */
 static void test_settle_one_hot_key_never_holds(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 4);
+    setup_rec(&r, 4);
     r.auto_done = true;
     memset(&g_holds, 0, sizeof g_holds);
     wq_settle(&r.q, 2, 3600 * 1000, 20, 60 * 1000, on_settle);
     for (int i = 0; i < 20; i++) {
         wq_add_change(&r.q, "hot");
         assert_false(wq_holding(&r.q));
-        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_run(&r.loop, UV_RUN_NOWAIT);
     }
     assert_int_equal(r.n, 20); /* every change was its own pass, at once */
     assert_int_equal(g_holds.began, 0);
@@ -368,17 +339,14 @@ static void test_settle_one_hot_key_never_holds(void **state) {
     assert_false(wq_holding(&r.q));
     wq_add_change(&r.q, "y");
     assert_true(wq_holding(&r.q));
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 /* max_hold 0 (reconcile.burst_hold: 0) turns settling off. */
 static void test_settle_off(void **state) {
     (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     struct rec r;
-    setup_rec(&r, &loop, 8);
+    setup_rec(&r, 8);
     r.auto_done = true;
     wq_settle(&r.q, 1, 3600 * 1000, 20, 0, NULL);
     char key[8];
@@ -387,10 +355,9 @@ static void test_settle_off(void **state) {
         wq_add_change(&r.q, key);
     }
     assert_false(wq_holding(&r.q));
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 5);
-    teardown_rec(&r, &loop);
-    uv_loop_close(&loop);
+    teardown_rec(&r);
 }
 
 int main(void) {
