@@ -803,8 +803,8 @@ static bool namespace_allowed(const struct config *cfg, const char *ns) {
  * route instead of parsing, rendering and comparing each one
  * (bench/RESULTS.md). Anything else (a hand edit, a deleted object, a
  * leftover Middleware, an error, a new revision) takes the full pass. */
-static bool unchanged_since_applied(struct reconciler *r, struct job *j, uint64_t revision) {
-    struct route_status *s = map_get(&r->status, j->id);
+static bool unchanged_since_applied(struct reconciler *r, const struct job *j,
+                                    const struct route_status *s, uint64_t revision) {
     if (!s || s->state != ROUTE_APPLIED || !s->simple || s->revision != revision ||
         !s->resource_version)
         return false;
@@ -815,7 +815,6 @@ static bool unchanged_since_applied(struct reconciler *r, struct job *j, uint64_
     for (size_t i = 0; set && i < set->n; i++)
         if (set->keys[i][0] - '0' != OBJ_INGRESSROUTE)
             return false;
-    s->changed_ns = 0;
     return true;
 }
 
@@ -841,7 +840,9 @@ static void process(void *user, const char *id) {
             job_finish(j, true, false, 0);
         return;
     }
-    if (present == 0 && unchanged_since_applied(r, j, in.revision)) {
+    struct route_status *st = map_get(&r->status, id);
+    if (present == 0 && unchanged_since_applied(r, j, st, in.revision)) {
+        st->changed_ns = 0; /* nothing left to propagate */
         r->stats.noops++;
         job_finish(j, true, false, 0);
         return;
