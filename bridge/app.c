@@ -7,9 +7,6 @@
  * POSTs, no GET per route). */
 #include "bridge/app.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,7 +22,6 @@
 
 #define ONE_SHOT_TIMEOUT_MS 30000
 #define SHUTDOWN_GRACE_MS 10000
-#define TRIM_AFTER_PASSES 256
 
 static void app_stop(struct app *a, int code);
 
@@ -158,16 +154,6 @@ static void on_drained(void *user) {
         }
         if (a->source_connected)
             set_status(a, "in sync: %zu routes applied, %zu failing", applied, failed);
-#ifdef __GLIBC__
-        /* After a pass over many routes (first sync, resync, burst), give
-         * the freed heap back: the transient parse trees and bodies of
-         * thousands of passes otherwise stay resident. Not after single
-         * edits, where there is nothing to gain. */
-        if (a->rec.stats.passes - a->passes_at_trim >= TRIM_AFTER_PASSES) {
-            a->passes_at_trim = a->rec.stats.passes;
-            malloc_trim(0);
-        }
-#endif
     }
     if (a->cmd == CMD_SYNC && a->working && !a->stopping) {
         unsigned failed = a->rec.one_shot_failed;

@@ -40,7 +40,6 @@ struct app {
     struct bridge_metrics bm;
     uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
     bool ready_notified;     /* READY=1 sent for this generation */
-    uint64_t passes_at_trim; /* reconcile passes when the heap was last trimmed */
     char last_status[256];   /* last STATUS= sent */
 
     /* A generation: everything below is rebuilt when SIGHUP brings a valid

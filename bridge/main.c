@@ -2,9 +2,6 @@
  * hand over to the application context. Exit 0 success, 1 runtime failure,
  * 2 usage or configuration error. */
 #include <curl/curl.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,14 +91,6 @@ int main(int argc, char **argv) {
      * everything that needs it. Static storage because it is large; nothing
      * but main refers to it by name. */
     static struct app app;
-#ifdef __GLIBC__
-    /* A fixed mmap threshold: buffers above it (list answers of thousands of
-     * objects, their parse) are mapped and go back to the system when freed.
-     * glibc's default raises the threshold after the first such free, after
-     * which they stay in the heap for good (bench/RESULTS.md, RSS). */
-    if (mallopt(M_MMAP_THRESHOLD, 256 * 1024) != 1)
-        fprintf(stderr, "canary-bridge: mallopt(M_MMAP_THRESHOLD) failed; continuing\n");
-#endif
     const char *config_path = CONFIG_DEFAULT_PATH;
     bool verbose = false;
     logger_init(&app.log, LOG_LVL_INFO);
