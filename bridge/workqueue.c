@@ -319,8 +319,8 @@ int wq_add_change(struct workqueue *q, const char *key) {
         fifo_unlink(q, it); /* queued by a re-check: move it ahead */
         fifo_push(q, it);
     }
-    if (wq_add(q, key) < 0)
-        return -1;
+    enqueue(q, it);
+    timer_rearm(q);
     settle_change(q, fresh);
     return 0;
 }
