@@ -14,6 +14,12 @@
  * re-list and send a fresh snapshot. Expired auth tokens are renewed
  * transparently.
  *
+ * A watched member can go bad without closing the stream, so two checks end
+ * such a watch (and the source moves to the next endpoint): the watch
+ * requires a leader, so a member cut off from its peers ends it itself, and
+ * a periodic status request with a deadline (the liveness check) catches a
+ * member that is frozen and sends nothing at all.
+ *
  * Re-entrancy: the consumer's callbacks may call stop(), resync(), put() or
  * even destroy() on this source. Every step that calls out therefore checks
  * afterwards whether it was stopped or superseded (s->gen) before touching
