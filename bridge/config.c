@@ -133,6 +133,7 @@ static const struct field source_fields[] = {
     OPTIONAL("datacenter", source.datacenter),
     ENUM_STRING("consistency", source.consistency, consistency_modes),
     DURATION("wait", source.wait_ms),
+    DURATION("liveness_check", source.liveness_ms),
     SECTION("tls", tls_fields),
     END,
 };
@@ -774,7 +775,7 @@ static int check_urls(struct parse *p) {
  * them so that a token meant for Consul is not believed to protect etcd. */
 static int check_source_type_keys(struct parse *p) {
     static const char *const etcd_only[] = {"source.username", "source.password",
-                                            "source.password_file", NULL};
+                                            "source.password_file", "source.liveness_check", NULL};
     static const char *const consul_only[] = {"source.token", "source.token_file",
                                               "source.datacenter", NULL};
     bool etcd = p->cfg->source.type == SOURCE_ETCD;
@@ -833,6 +834,9 @@ static int check_source(struct parse *p) {
     uint64_t wait = p->cfg->source.wait_ms;
     if (wait < 1000 || wait > 10 * 60 * 1000)
         return invalid(p, "source.wait", "must be between 1s and 10m");
+    uint64_t live = p->cfg->source.liveness_ms;
+    if (live != 0 && (live < 1000 || live > 10 * 60 * 1000))
+        return invalid(p, "source.liveness_check", "must be 0 (off) or between 1s and 10m");
     return 0;
 }
 
@@ -1010,6 +1014,7 @@ int config_defaults(struct config *cfg) {
         return -1;
     cfg->source.n_endpoints = 1;
     cfg->source.wait_ms = 5 * 60 * 1000;
+    cfg->source.liveness_ms = 5000;
     cfg->traefik.rule_syntax = RULE_SYNTAX_V3;
     cfg->reconcile.policy = POLICY_UPSERT_ONLY;
     cfg->reconcile.resync_ms = 5 * 60 * 1000;

@@ -42,6 +42,7 @@ struct config {
         char *datacenter;     /* consul ?dc= */
         char *consistency;    /* consul: default|stale|consistent */
         uint64_t wait_ms;     /* consul blocking wait; default 5m */
+        uint64_t liveness_ms; /* etcd: check the watched member this often; 5s; 0 = off */
         struct tls_files tls; /* keys ca_file, cert_file, key_file, insecure_skip_verify */
     } source;
 
