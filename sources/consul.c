@@ -261,6 +261,25 @@ const struct consul_kv *consul_list_find(const struct consul_list *l, const char
     return NULL;
 }
 
+bool consul_list_drops(const struct consul_list *old, const struct consul_list *cur) {
+    /* Both sorted by strcmp: one merge pass. */
+    size_t j = 0;
+    for (size_t i = 0; i < old->n; i++) {
+        int c = 1;
+        while (j < cur->n && (c = strcmp(cur->kvs[j].key, old->kvs[i].key)) < 0)
+            j++;
+        if (j >= cur->n || c != 0)
+            return true;
+    }
+    return false;
+}
+
+enum consul_probe_verdict consul_probe_result(long status) {
+    if (status == 200 || status == 404)
+        return CONSUL_PROBE_READABLE;
+    return status == 403 ? CONSUL_PROBE_DENIED : CONSUL_PROBE_ERROR;
+}
+
 /* ---- diff ---- */
 
 static int change_cmp(const void *a, const void *b) {
@@ -469,9 +488,16 @@ struct consul {
 
     struct tbucket idle, churn;
     struct consul_put *puts;
+
+    /* An answer held while the read permission probe is in flight. */
+    struct consul_list held;
+    bool have_held;
+    uint64_t held_index, held_t;
+    bool policy_deny; /* X-Consul-Default-Acl-Policy: deny, on the last answer */
 };
 
 static void consul_run(struct consul *s);
+static void probe_begin(struct consul *s);
 
 static void secret_free(char *p) {
     if (p) {
@@ -502,11 +528,18 @@ static void timer_disarm(struct consul *s) {
         log_error(s->base.log, "consul: uv_timer_stop: %s", uv_strerror(rc));
 }
 
+static void held_drop(struct consul *s) {
+    if (s->have_held)
+        consul_list_free(&s->held);
+    s->have_held = false;
+}
+
 /* Drop whatever step is in flight, silently. */
 static void consul_abandon(struct consul *s) {
     s->gen++;
     http_req_cancel(s->req);
     s->req = NULL;
+    held_drop(s);
     if (s->tokread) {
         file_read_detach(s->tokread);
         s->tokread = NULL;
@@ -541,10 +574,14 @@ static void consul_fail_kind(struct consul *s, enum fail_kind kind, const char *
     bool report = !s->down_reported;
     s->down_reported = true;
     if (kind == FAIL_DENIED && !s->denied_reported) {
-        /* Worth a warning even when the outage began with something else. */
+        /* Worth a warning, and a state change the consumer counts as ACL,
+         * even when the outage began with something else. */
         s->denied_reported = true;
+        report = true;
+        s->base.fault = SOURCE_FAULT_ACL;
         log_warn(s->base.log, "consul: %s: %s; retrying with backoff", s->addr_log, reason);
     } else if (report) {
+        s->base.fault = SOURCE_FAULT_UNREACHABLE;
         log_warn(s->base.log, "consul: %s: %s; retrying with backoff", s->addr_log, reason);
     } else {
         log_debug(s->base.log, "consul: %s: %s; next try in %" PRIu64 " ms", s->addr_log, reason,
@@ -745,6 +782,7 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
         s->ever_up = true;
         s->down_reported = false;
         s->denied_reported = false;
+        s->base.fault = SOURCE_FAULT_NONE;
         unsigned gen = s->gen;
         if (s->base.cb.on_state)
             s->base.cb.on_state(s->base.cb.user, true, NULL);
@@ -774,6 +812,68 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
     }
 }
 
+/* ---- the read permission probe (consul.h) ---- */
+
+static void probe_done(struct http_req *r, const struct http_result *res) {
+    struct consul *s = http_req_user(r);
+    s->req = NULL;
+    if (res->curl != CURLE_OK) {
+        consul_fail(s, "checking read permission on '%s': %s", consul_prefix(s), res->error);
+        return;
+    }
+    enum consul_probe_verdict v = consul_probe_result(res->status);
+    if (v == CONSUL_PROBE_DENIED) {
+        char text[200], reason[600];
+        copy_text(text, sizeof text, res->body ? res->body : "", res->body ? res->body_len : 0);
+        bool anonymous = !s->token || !*s->token;
+        snprintf(reason, sizeof reason,
+                 "ACL: permission denied reading %s%s%s: the prefix cannot be read, so its "
+                 "keys are not taken as deleted (give the token key_prefix \"%s\" read)%s%s",
+                 consul_prefix(s),
+                 anonymous ? " with the anonymous token (no token set, or an empty token_file)"
+                           : "",
+                 anonymous && s->policy_deny ? " under Consul's default ACL policy deny" : "",
+                 consul_prefix(s), text[0] ? "; Consul: " : "", text);
+        consul_fail_kind(s, FAIL_DENIED, reason);
+        return;
+    }
+    if (v == CONSUL_PROBE_ERROR) {
+        char text[200];
+        copy_text(text, sizeof text, res->body ? res->body : "", res->body ? res->body_len : 0);
+        consul_fail(s, "checking read permission on '%s': HTTP %ld%s%s", consul_prefix(s),
+                    res->status, text[0] ? ": " : "", text);
+        return;
+    }
+    struct consul_list cur = s->held;
+    s->have_held = false;
+    memset(&s->held, 0, sizeof s->held);
+    consul_answer(s, &cur, s->held_index, s->held_t);
+}
+
+static void probe_begin(struct consul *s) {
+    const struct config *cfg = s->base.cfg;
+    char *url = consul_url_key(cfg->source.address, consul_prefix(s));
+    const char *dc = cfg->source.datacenter;
+    if (url && dc && *dc) {
+        buf_t b = BUF_INIT;
+        bool ok = buf_puts(&b, url) == 0 && buf_puts(&b, "?dc=") == 0 &&
+                  buf_put_urlencoded(&b, dc, false) == 0;
+        free(url);
+        url = ok ? buf_steal(&b) : NULL;
+        if (!ok)
+            buf_free(&b);
+    }
+    struct http_req *r = consul_request(s, "GET", url, CONSUL_UNARY_TIMEOUT_MS);
+    if (!r || http_req_start(r, probe_done) < 0) {
+        http_req_free(r);
+        consul_fail(s, "checking read permission on '%s': cannot start a request",
+                    consul_prefix(s));
+        return;
+    }
+    s->req = r;
+    s->phase = PH_QUERY;
+}
+
 /* ---- the query ---- */
 
 static void query_done(struct http_req *r, const struct http_result *res) {
@@ -793,9 +893,11 @@ static void query_done(struct http_req *r, const struct http_result *res) {
                                      sizeof filtered) == 0 &&
                   strcasecmp(filtered, "true") == 0;
     if (res->status == 403 || hidden) {
-        char reason[300];
-        snprintf(reason, sizeof reason, "permission denied reading %s (check the ACL token)%s",
-                 consul_prefix(s), hidden ? ": Consul left keys out of the answer" : "");
+        char text[200], reason[400];
+        copy_text(text, sizeof text, res->body ? res->body : "", res->body ? res->body_len : 0);
+        snprintf(reason, sizeof reason,
+                 "ACL: permission denied reading %s (check the ACL token)%s%s", consul_prefix(s),
+                 hidden ? ": Consul left keys out of the answer" : ": ", hidden ? "" : text);
         consul_fail_kind(s, FAIL_DENIED, reason);
         return;
     }
@@ -816,11 +918,26 @@ static void query_done(struct http_req *r, const struct http_result *res) {
                     consul_prefix(s), res->status);
         return;
     }
+    char policy[16];
+    s->policy_deny =
+        http_result_header(res, "X-Consul-Default-Acl-Policy", policy, sizeof policy) == 0 &&
+        strcasecmp(policy, "deny") == 0;
     struct consul_list cur = {NULL, 0};
     char err[256];
     if (res->status == 200 &&
         consul_list_parse(res->body, res->body_len, &cur, err, sizeof err) < 0) {
         consul_fail(s, "reading '%s': bad answer: %s", consul_prefix(s), err);
+        return;
+    }
+    /* An answer that replaces everything or loses a key may be what a
+     * token that may not read looks like: ask first (consul.h). */
+    bool replaces = s->need_snapshot || !s->have_state || index < s->index;
+    if (replaces || consul_list_drops(&s->state, &cur)) {
+        s->held = cur;
+        s->have_held = true;
+        s->held_index = index;
+        s->held_t = t_received;
+        probe_begin(s);
         return;
     }
     consul_answer(s, &cur, index, t_received);
@@ -963,6 +1080,7 @@ static void consul_resync(struct source *src) {
 }
 
 static void consul_free(struct consul *s) {
+    held_drop(s);
     secret_free(s->token);
     consul_list_free(&s->state);
     free(s);

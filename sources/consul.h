@@ -65,6 +65,27 @@ void consul_list_free(struct consul_list *l);
 /* Binary search; NULL when absent. */
 const struct consul_kv *consul_list_find(const struct consul_list *l, const char *key);
 
+/* True when a key of old is missing from cur: the answer would delete. */
+bool consul_list_drops(const struct consul_list *old, const struct consul_list *cur);
+
+/* ---- read permission ----
+ *
+ * A recursive read cannot tell "denied" from "empty" for the anonymous token:
+ * Consul filters out the keys the token may not read and, for an empty token
+ * only, clears X-Consul-Results-Filtered-By-ACLs (maskResultsFilteredByACLs),
+ * so an anonymous read under default-deny is 404 + X-Consul-Index, exactly as
+ * for an empty prefix. A single-key read checks key:read before it looks the
+ * key up, so GET /v1/kv/<prefix> (the prefix itself, not recursive) answers
+ * 403 when the token may not read the prefix and 200/404 when it may. The
+ * source asks that before it trusts an answer that would delete a key or
+ * replace everything (a snapshot). */
+enum consul_probe_verdict {
+    CONSUL_PROBE_READABLE, /* 200 or 404: key_prefix read on the prefix */
+    CONSUL_PROBE_DENIED,   /* 403 */
+    CONSUL_PROBE_ERROR,    /* anything else: proves nothing, retry */
+};
+enum consul_probe_verdict consul_probe_result(long status);
+
 /* ---- diff ---- */
 
 struct consul_change {

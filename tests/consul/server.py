@@ -2,6 +2,7 @@
 """A Consul KV HTTP API stand-in for canary-bridge tests (Python standard library only).
 
     /usr/bin/python3 tests/consul/server.py --dir DIR [--acl-token T] [--acl-read-token T]
+                                            [--acl-prefix-token T=PREFIX] [--acl-anonymous-read P]
                                             [--tls [--tls-client-auth]] [--port N]
 
 Binds 127.0.0.1:0 (or --port N, used by the harness to restart on the same port), persists
@@ -423,36 +424,54 @@ class Faults:
 
 
 class Acl:
-    """Token roles: "management" (everything), "read" (key:read everywhere, no write),
-    "anonymous" (no token: default_policy deny, nothing allowed).  A token that is not
-    known gets "ACL not found", like Consul."""
+    """Token roles, as Consul resolves them under default_policy deny:
+    "management" (everything), "read" (key_prefix "" read, no write), "prefix" (key_prefix
+    read on some prefixes only, no write) and "anonymous" (no token: the anonymous token's
+    policy, by default nothing; anonymous_read gives it key_prefix read rules).  A token
+    that is not known gets "ACL not found", like Consul."""
 
-    def __init__(self, token=None, read_tokens=()):
+    def __init__(self, token=None, read_tokens=(), prefix_tokens=None, anonymous_read=()):
         self.lock = threading.Lock()
-        self.set(token, read_tokens)
+        self.set(token, read_tokens, prefix_tokens, anonymous_read)
 
-    def set(self, token=None, read_tokens=()):
+    def set(self, token=None, read_tokens=(), prefix_tokens=None, anonymous_read=()):
         with self.lock:
             self.enabled = bool(token)
             self.token = token
             self.read_tokens = [t for t in read_tokens if t]
+            self.prefix_tokens = {t: list(p) for t, p in (prefix_tokens or {}).items() if t}
+            self.anonymous_read = list(anonymous_read or ())
 
     def role(self, secret):
+        """-> (role, read prefixes, may write), or None for an unknown token."""
         with self.lock:
             if not self.enabled:
-                return "management"
+                return ("management", [""], True)
             if not secret:
-                return "anonymous"
+                return ("anonymous", list(self.anonymous_read), False)
             if secret == self.token:
-                return "management"
+                return ("management", [""], True)
             if secret in self.read_tokens:
-                return "read"
+                return ("read", [""], False)
+            if secret in self.prefix_tokens:
+                return ("prefix", list(self.prefix_tokens[secret]), False)
             return None
+
+    def default_policy(self):
+        with self.lock:
+            return "deny" if self.enabled else "allow"
 
     def state(self):
         with self.lock:
             return {"enabled": self.enabled, "token_set": bool(self.token),
-                    "read_tokens": len(self.read_tokens)}
+                    "read_tokens": len(self.read_tokens),
+                    "prefix_tokens": len(self.prefix_tokens),
+                    "anonymous_read": list(self.anonymous_read)}
+
+
+def may_read(role, key):
+    """key_prefix read rules (every rule here allows)."""
+    return any(key.startswith(p) for p in role[1])
 
 
 def accessor_id(secret):
@@ -460,7 +479,7 @@ def accessor_id(secret):
 
 
 def permission_denied(role, secret, access, key):
-    if role == "anonymous":
+    if role[0] == "anonymous":
         return ("Permission denied: anonymous token lacks permission 'key:%s' on %s%s"
                 % (access, go_quote(key), ANON_SUFFIX))
     return ("Permission denied: token with AccessorID '%s' lacks permission 'key:%s' on %s"
@@ -510,6 +529,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         h = []
         if api:
             h.append(("Vary", "Accept-Encoding"))
+            # agent/http.go sets it on every API answer (1.9+), "allow" with ACLs off.
+            h.append(("X-Consul-Default-Acl-Policy", self.server.acl.default_policy()))
         for k, v in (headers or {}).items():
             h.append((k, v))
         if body and ctype is None:
@@ -780,16 +801,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         role = self.rpc_prelude(dc, secret)
         if role is None:
             return
-        if not keys and not recurse and role == "anonymous":
+        # KVS.Get checks KeyReadAllowed whether or not the key exists: 403 without meta.
+        if not keys and not recurse and not may_read(role, key):
             return self.send(403, permission_denied(role, secret, "read", key))
         store = self.server.store
-        visible = role != "anonymous"
 
         def compute():          # runs with the store lock held: copy what we keep
             if keys or recurse:
+                # KVS.List / ListKeys: FilterDirEnt, ResultsFilteredByACLs = total != kept,
+                # then SetQueryMeta's maskResultsFilteredByACLs clears the flag for the
+                # anonymous token (an empty token): it gets a silently shorter list, or 404.
                 idx, ents = store.list(key)
-                filtered = bool(ents) and not visible
-                return idx, ([dict(e) for e in ents] if visible else []), filtered
+                kept = [dict(e) for e in ents if may_read(role, e["Key"])]
+                filtered = len(kept) != len(ents) and secret != ""
+                return idx, kept, filtered
             idx, e = store.get(key)
             return idx, ([dict(e)] if e else []), False
 
@@ -860,7 +885,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         role = self.rpc_prelude(dc, secret)
         if role is None:
             return
-        if role != "management":
+        if not role[2]:
             return self.send(403, permission_denied(role, secret, "write", key))
         if "acquire" in q or "release" in q:
             sess = q.get("acquire", q.get("release"))[0]
@@ -884,7 +909,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         role = self.rpc_prelude(dc, secret)
         if role is None:
             return
-        if role != "management":
+        if not role[2]:
             return self.send(403, permission_denied(role, secret, "write", key))
         store = self.server.store
         if recurse:
@@ -935,7 +960,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if what == "kv" and m == "GET":
                 return ok(srv.store.dump())
             if what == "acl" and m == "POST":
-                srv.acl.set(args.get("token"), args.get("read_tokens") or ())
+                srv.acl.set(args.get("token"), args.get("read_tokens") or (),
+                            args.get("prefix_tokens") or {}, args.get("anonymous_read") or ())
                 return ok(srv.acl.state())
             if what == "acl" and m == "GET":
                 return ok(srv.acl.state())
@@ -1082,6 +1108,10 @@ def main(argv=None):
     ap.add_argument("--acl-token", help="enable ACLs (default deny); this token may do all")
     ap.add_argument("--acl-read-token", action="append", default=[],
                     help="a token with key:read on everything and no write (repeatable)")
+    ap.add_argument("--acl-prefix-token", action="append", default=[], metavar="T=PREFIX",
+                    help="a token with key_prefix read on PREFIX only (repeatable)")
+    ap.add_argument("--acl-anonymous-read", action="append", default=[], metavar="PREFIX",
+                    help="give the anonymous token key_prefix read on PREFIX (repeatable)")
     ap.add_argument("--tls", action="store_true", help="HTTPS (writes DIR/ca.crt)")
     ap.add_argument("--tls-client-auth", action="store_true",
                     help="require a client certificate signed by the CA (DIR/client.crt)")
@@ -1105,7 +1135,11 @@ def main(argv=None):
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(os.path.join(d, "ca.crt"))
     store = Store(os.path.join(d, "state.json"), args.start_index)
-    acl = Acl(args.acl_token, args.acl_read_token)
+    prefix_tokens = {}
+    for spec in args.acl_prefix_token:
+        t, _, prefix = spec.partition("=")
+        prefix_tokens.setdefault(t, []).append(prefix)
+    acl = Acl(args.acl_token, args.acl_read_token, prefix_tokens, args.acl_anonymous_read)
     srv = bind(args.port, store, acl, ctx)
     port = srv.server_address[1]
 

@@ -697,13 +697,50 @@ class TestAcl(Base):
         self.assertEqual(h["Content-Type"], "text/plain; charset=utf-8")
         self.assertNotIn("X-Consul-Index", h)
 
-    def test_anonymous_recurse_is_filtered_to_404(self):
+    def test_anonymous_recurse_is_a_plain_404(self):
+        # KVS.List filters, then maskResultsFilteredByACLs clears the flag for an empty
+        # token: the anonymous token cannot tell "denied" from "empty".
         s, h, b = self.c.request("GET", "/v1/kv/canary/?recurse", token=None)
         self.assertEqual((s, b), (404, b""))
-        self.assertEqual(h["X-Consul-Results-Filtered-By-ACLs"], "true")
+        self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+        self.assertEqual(h["X-Consul-Default-ACL-Policy"], "deny")
         self.assertMeta(h)
-        s, _, b = self.c.request("GET", "/v1/kv/?keys", token=None)
+        s, h, b = self.c.request("GET", "/v1/kv/?keys", token=None)
         self.assertEqual((s, json.loads(b)), (200, []))
+        self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+        # A single key that does not even exist is still 403: the check comes first.
+        s, h, b = self.c.request("GET", "/v1/kv/canary/", token=None)
+        self.assertEqual(s, 403)
+        self.assertIn(b"anonymous token lacks permission 'key:read' on \"canary/\"", b)
+
+    def test_partial_tokens_get_a_shorter_list(self):
+        self.c.put("canary/other/cart/route", "x")
+        try:
+            self.c.set_acl(self.TOKEN, [self.READ], {"part": ["canary/default/"]},
+                           anonymous_read=["canary/other/"])
+            # A real token: the keys it may not read are left out, and it is told so.
+            s, h, b = self.c.request("GET", "/v1/kv/canary/?recurse", token="part")
+            self.assertEqual(s, 200)
+            got = [e["Key"] for e in json.loads(b)]
+            self.assertIn("canary/default/shop/weights", got)
+            self.assertTrue(all(k.startswith("canary/default/") for k in got), got)
+            self.assertEqual(h["X-Consul-Results-Filtered-By-ACLs"], "true")
+            s, h, _ = self.c.request("GET", "/v1/kv/canary/other/?recurse", token="part")
+            self.assertEqual(s, 404)
+            self.assertEqual(h["X-Consul-Results-Filtered-By-ACLs"], "true")
+            self.assertEqual(self.c.request("GET", "/v1/kv/canary/", token="part")[0], 403)
+            # The anonymous token with some rights: silently filtered.
+            s, h, b = self.c.request("GET", "/v1/kv/canary/?recurse", token=None)
+            self.assertEqual(s, 200)
+            self.assertEqual([e["Key"] for e in json.loads(b)], ["canary/other/cart/route"])
+            self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+            # Everything visible: no header.
+            s, h, _ = self.c.request("GET", "/v1/kv/canary/?recurse", token=self.READ)
+            self.assertEqual(s, 200)
+            self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+        finally:
+            self.c.set_acl(self.TOKEN, [self.READ])
+            self.c.delete("canary/other/cart/route")
 
     def test_unknown_token(self):
         for hdrs in ({"X-Consul-Token": "wrong"}, {"Authorization": "Bearer wrong"}):

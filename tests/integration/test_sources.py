@@ -14,9 +14,10 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
 from consul import Consul  # noqa: E402
 
 G = "traefik.io"
@@ -414,8 +415,8 @@ class ConsulCase(unittest.TestCase):
     def config(self, **sections):
         return bridge_config(consul_address=self.consul.url, kube=self.kube, **sections)
 
-    def start_bridge(self, env=None, wait_ready=True, **sections):
-        self.bridge = Bridge(self.tmp.name, self.config(**sections), env=env)
+    def start_bridge(self, env=None, wait_ready=True, name="bridge", **sections):
+        self.bridge = Bridge(self.tmp.name, self.config(**sections), env=env, name=name)
         self.addCleanup(self.bridge.stop)
         if wait_ready:
             self.bridge.wait_log(r"ready: ", timeout=20)
@@ -634,21 +635,121 @@ class ConsulACL(ConsulCase):
         self.assertNotIn("secret-wrong", self.bridge.log_text())
         self.assertIsNone(self.ir())
 
-    def test_no_token_is_permission_denied_not_an_empty_prefix(self):
-        # Anonymous recurse reads are filtered (404 + X-Consul-Results-Filtered-By-Acls),
-        # which must not pass for "there are no keys".
+    def metric(self, name):
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                      timeout=5).read().decode()
+        m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+        return float(m.group(1)) if m else None
+
+    def acl_warnings(self):
+        return [l for l in self.bridge.log_text().splitlines()
+                if re.search(r"\bwarn\b.*consul: .*ACL: permission denied reading canary/", l)]
+
+    def probes(self, status=None):
+        """The bridge's single-key reads of the prefix itself (its read permission check)."""
+        return [r for r in self.consul.requests()
+                if r["method"] == "GET" and r["path"] == "/v1/kv/canary/" and
+                "recurse" not in r["query"] and (status is None or r["status"] == status)]
+
+    def kube_deletes(self):
+        return [r for r in self.kube.requests() if r["method"] == "DELETE"]
+
+    def test_no_token_is_an_acl_error_not_an_empty_prefix(self):
+        # Consul answers an anonymous recursive read under default-deny with a plain 404 +
+        # X-Consul-Index (maskResultsFilteredByACLs drops the filtered header for an empty
+        # token): only the single-key read of the prefix (403) tells denied from empty.
         self.consul.put("canary/default/shop/route", ROUTE)
-        self.start_bridge(wait_ready=False, source={"wait": "30s"}, reconcile={"policy": "sync"})
-        self.bridge.wait_log(r"permission denied reading canary/")
+        self.metrics_port = free_port()
+        self.start_bridge(wait_ready=False, source={"wait": "30s"}, reconcile={"policy": "sync"},
+                          metrics_port=self.metrics_port)
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ with the anonymous token")
         wait_until(lambda: len([r for r in self.consul.requests()
                                 if "recurse" in r["query"] and r["status"] == 404]) >= 3,
-                   what="three filtered answers")
-        warned = [l for l in self.bridge.log_text().splitlines()
-                  if re.search(r"\bwarn\b.*consul: .*permission denied reading", l)]
-        self.assertEqual(len(warned), 1, warned)     # once per outage, not per retry
+                   what="three anonymous recursive reads")
+        wait_until(lambda: len(self.probes(403)) >= 3, what="three refused permission checks")
+        for r in self.consul.requests():    # as real Consul: nothing says "filtered"
+            self.assertNotIn("filtered", json.dumps(r).lower())
+        self.assertEqual(len(self.acl_warnings()), 1, self.acl_warnings())  # once per outage
+        self.assertRegex(self.acl_warnings()[0], r"default ACL policy deny")
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 1)
+        self.assertEqual(self.metric("canary_bridge_source_connected"), 0)
         self.assertIsNone(self.ir())
-        self.assertNotRegex(self.bridge.log_text(), r"ready: ")
+        self.assertNotRegex(self.bridge.log_text(), r"ready: |initial list")
         self.assertTrue(self.bridge.alive())
+
+    def test_sync_restart_with_an_empty_token_file_deletes_nothing(self):
+        for name in ("shop", "cart"):
+            self.consul.put("canary/default/%s/route" % name, route_doc(name))
+        token_file = self.token_file(MGMT_TOKEN)
+        self.start_bridge(source={"token_file": token_file, "wait": "30s"},
+                          reconcile={"policy": "sync"})
+        for name in ("shop", "cart"):
+            self.wait_weights({"%s-v1" % name: 80, "%s-v2" % name: 20}, name=name)
+        self.bridge.stop()
+        with open(token_file, "w") as f:
+            f.write("\n")                  # emptied (a secret mount not populated yet)
+        self.start_bridge(wait_ready=False, name="bridge2", reconcile={"policy": "sync"},
+                          source={"token_file": token_file, "wait": "30s"})
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ with the anonymous token")
+        wait_until(lambda: len(self.probes(403)) >= 3, what="three refused permission checks")
+        self.assertEqual(self.kube_deletes(), [])
+        for name in ("shop", "cart"):
+            self.assertEqual(weights_of(self.ir(name)), {"%s-v1" % name: 80, "%s-v2" % name: 20})
+        self.assertNotRegex(self.bridge.log_text(), r"ready: |initial list")
+        # The token comes back (rotated in): the bridge reads again and carries on.
+        self.token_file(MGMT_TOKEN)
+        self.bridge.wait_log(r"ready: ", timeout=30)
+        self.consul.put("canary/default/shop/weights", "shop-v1=5, shop-v2=95")
+        self.wait_weights({"shop-v1": 5, "shop-v2": 95})
+        self.assertEqual(self.kube_deletes(), [])
+
+    def test_anonymous_rights_revoked_while_running_deletes_nothing(self):
+        # The anonymous token may read the prefix, so the bridge runs without a token; then
+        # its policy loses the rule: the parked query answers a plain 404, as if every key
+        # had been deleted.
+        for name in ("shop", "cart"):
+            self.consul.put("canary/default/%s/route" % name, route_doc(name))
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN], anonymous_read=["canary/"])
+        self.metrics_port = free_port()
+        self.start_bridge(source={"wait": "30s"}, reconcile={"policy": "sync"},
+                          metrics_port=self.metrics_port)
+        for name in ("shop", "cart"):
+            self.wait_weights({"%s-v1" % name: 80, "%s-v2" % name: 20}, name=name)
+        self.blocked()
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 0)
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN])
+        # A parked query keeps the rights it was resolved with (as in Consul): wake each
+        # one until a query under the new policy answered.
+        wait_until(lambda: self.consul.wake() is None or self.acl_warnings(), timeout=20,
+                   what="the ACL warning")
+        self.assertRegex(self.acl_warnings()[0], r"with the anonymous token")
+        wait_until(lambda: len(self.probes(403)) >= 2, what="refused permission checks")
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 1)
+        self.assertEqual(self.kube_deletes(), [])
+        for name in ("shop", "cart"):
+            self.assertEqual(weights_of(self.ir(name)), {"%s-v1" % name: 80, "%s-v2" % name: 20})
+        # Rights back: it converges again, and a real deletion still deletes.
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN], anonymous_read=["canary/"])
+        self.bridge.wait_log(r"consul: reconnected to", timeout=30)
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 0)
+        self.consul.delete("canary/default/cart/route")
+        wait_for(lambda: self.ir("cart") is None, "cart deleted", lambda: self.ir("cart"))
+        self.assertIsNotNone(self.ir("shop"))
+
+    def test_partial_rights_are_an_acl_error(self):
+        # A token that may read part of the prefix gets a shorter list: a real token is told
+        # so in a header; the anonymous token is not, and only the permission check shows it.
+        self.consul.put("canary/default/shop/route", ROUTE)
+        self.consul.put("canary/other/cart/route", route_doc("cart"))
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN], {"part-token": ["canary/default/"]},
+                            anonymous_read=["canary/default/"])
+        self.start_bridge(wait_ready=False, source={"token": "part-token"})
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ .*Consul left keys out")
+        self.bridge.stop()
+        self.start_bridge(wait_ready=False, name="bridge2")
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ with the anonymous token")
+        self.assertIsNone(self.ir())
+        self.assertNotRegex(self.bridge.log_text(), r"ready: |initial list")
 
     def test_read_only_token_status_write_fails_logged_once_and_syncing_goes_on(self):
         for name in ("shop", "cart", "blog"):
