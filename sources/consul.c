@@ -434,6 +434,14 @@ bool consul_put_result(long status, const char *body, size_t len, const char *ke
 #define CONSUL_CHURN_BURST 20u
 /* ACL tokens are UUIDs; anything near this size is not a token. */
 
+/* Consul counts every open connection of a client IP, idle keep-alive ones
+ * included, against limits.http_max_conns_per_client (200 by default) and
+ * answers 429 beyond it. So the source has its own HTTP client bounded to
+ * this many connections, shared by the blocking read, the permission check
+ * and the status writes, and queues the writes beyond CONSUL_MAX_WRITES. */
+#define CONSUL_MAX_CONNS 8L
+#define CONSUL_MAX_WRITES 6u
+
 enum consul_phase {
     PH_IDLE,  /* created, not started */
     PH_WAIT,  /* timer armed for the next step (backoff, rate limit, "soon") */
@@ -447,10 +455,14 @@ enum list_why { LIST_INITIAL, LIST_RESYNC };
 struct consul;
 
 /* An in-flight status write; owned by the source's list until it finishes. */
+/* A status write: queued (value held, req NULL) until a slot is free, then
+ * in flight (req set) on the source's list until it finishes. */
 struct consul_put {
     struct consul *s;
     struct http_req *req;
     char *key; /* for messages */
+    char *value;
+    size_t len;
     void (*done)(void *user, bool ok, const char *message);
     void *user;
     struct consul_put *prev, *next;
@@ -487,7 +499,10 @@ struct consul {
     bool nonblocking_next; /* after an error: read at once, do not block */
 
     struct tbucket idle, churn;
-    struct consul_put *puts;
+    struct http_client *http; /* the source's own, bounded (CONSUL_MAX_CONNS) */
+    struct consul_put *puts;  /* writes in flight */
+    size_t puts_running;
+    struct consul_put *queue, *queue_tail; /* writes waiting for a slot, FIFO */
 
     /* An answer held while the read permission probe is in flight. */
     struct consul_list held;
@@ -607,10 +622,15 @@ static struct http_req *consul_request(struct consul *s, const char *method, cha
                                        long total_ms) {
     if (!url)
         return NULL;
-    struct http_req *r = http_req_new(s->base.http, method, url);
+    struct http_req *r = http_req_new(s->http, method, url);
     free(url);
     if (!r)
         return NULL;
+    /* Consul offers HTTP/2 first over TLS; curl would then multiplex the
+     * blocking read and every write on one connection, where one stalled
+     * stream or a server's stream limit holds up all of them. HTTP/1.1 on a
+     * bounded pool is the path the tests run and Consul's own clients take. */
+    http_req_http11(r);
     if (s->token && *s->token) {
         buf_t h = BUF_INIT;
         bool ok =
@@ -983,15 +1003,20 @@ static void put_unlink(struct consul_put *p) {
         s->puts = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    s->puts_running--;
 }
 
 static void put_free(struct consul_put *p) {
     free(p->key);
+    free(p->value);
     free(p);
 }
 
+static void puts_pump(struct consul *s);
+
 static void put_done(struct http_req *r, const struct http_result *res) {
     struct consul_put *p = http_req_user(r);
+    struct consul *s = p->s;
     put_unlink(p);
     char msg[512];
     bool ok;
@@ -1002,10 +1027,57 @@ static void put_done(struct http_req *r, const struct http_result *res) {
         ok = consul_put_result(res->status, res->body, res->body_len, p->key, msg, sizeof msg);
     }
     if (!ok)
-        log_debug(p->s->base.log, "consul: %s", msg);
+        log_debug(s->base.log, "consul: %s", msg);
     if (p->done)
         p->done(p->user, ok, msg);
     put_free(p);
+    puts_pump(s); /* a no-op once stopped: the queue is gone */
+}
+
+/* Start a queued write. Returns 0, or -1 with p untouched. */
+static int put_start(struct consul *s, struct consul_put *p) {
+    struct http_req *r = consul_request(
+        s, "PUT", consul_url_key(s->base.cfg->source.address, p->key), CONSUL_UNARY_TIMEOUT_MS);
+    /* As the Consul UI writes: the raw text, no check-and-set. */
+    if (!r || http_req_header(r, "Content-Type: text/plain; charset=utf-8") < 0 ||
+        http_req_body(r, p->value ? p->value : "", p->len) < 0) {
+        http_req_free(r);
+        return -1;
+    }
+    http_req_set_user(r, p);
+    if (http_req_start(r, put_done) < 0) {
+        http_req_free(r);
+        return -1;
+    }
+    free(p->value); /* copied into the request */
+    p->value = NULL;
+    p->req = r;
+    p->prev = NULL;
+    p->next = s->puts;
+    if (s->puts)
+        s->puts->prev = p;
+    s->puts = p;
+    s->puts_running++;
+    return 0;
+}
+
+/* Move queued writes into free slots. From a completion, so a write that
+ * cannot start is reported through its callback. */
+static void puts_pump(struct consul *s) {
+    while (s->phase != PH_STOPPED && s->queue && s->puts_running < CONSUL_MAX_WRITES) {
+        struct consul_put *p = s->queue;
+        s->queue = p->next;
+        if (!s->queue)
+            s->queue_tail = NULL;
+        p->next = NULL;
+        if (put_start(s, p) < 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "writing %s: cannot start a request", p->key);
+            if (p->done)
+                p->done(p->user, false, msg);
+            put_free(p);
+        }
+    }
 }
 
 static int consul_put(struct source *src, const char *key, const char *value, size_t len,
@@ -1014,33 +1086,32 @@ static int consul_put(struct source *src, const char *key, const char *value, si
     if (s->phase == PH_STOPPED || !key || !*key)
         return -1;
     struct consul_put *p = calloc(1, sizeof *p);
-    if (!p || !(p->key = strdup(key))) {
+    if (!p || !(p->key = strdup(key)) || !(p->value = malloc(len + 1))) {
+        if (p)
+            free(p->key);
         free(p);
         return -1;
     }
-    struct http_req *r = consul_request(s, "PUT", consul_url_key(s->base.cfg->source.address, key),
-                                        CONSUL_UNARY_TIMEOUT_MS);
-    /* As the Consul UI writes: the raw text, no check-and-set. */
-    if (!r || http_req_header(r, "Content-Type: text/plain; charset=utf-8") < 0 ||
-        http_req_body(r, value ? value : "", value ? len : 0) < 0) {
-        http_req_free(r);
-        put_free(p);
-        return -1;
-    }
-    http_req_set_user(r, p);
-    if (http_req_start(r, put_done) < 0) {
-        http_req_free(r);
-        put_free(p);
-        return -1;
-    }
+    if (len)
+        memcpy(p->value, value, len);
+    p->value[len] = '\0';
+    p->len = len;
     p->s = s;
-    p->req = r;
     p->done = done;
     p->user = user;
-    p->next = s->puts;
-    if (s->puts)
-        s->puts->prev = p;
-    s->puts = p;
+    if (!s->queue && s->puts_running < CONSUL_MAX_WRITES) {
+        if (put_start(s, p) < 0) {
+            put_free(p);
+            return -1;
+        }
+        return 0;
+    }
+    if (s->queue_tail)
+        s->queue_tail->next = p;
+    else
+        s->queue = p;
+    s->queue_tail = p;
+    log_debug(s->base.log, "consul: %zu writes in flight: %s queued", s->puts_running, key);
     return 0;
 }
 
@@ -1105,6 +1176,15 @@ static void consul_stop(struct source *src) {
         http_req_cancel(p->req);
         put_free(p);
     }
+    while (s->queue) {
+        struct consul_put *p = s->queue;
+        s->queue = p->next;
+        put_free(p);
+    }
+    s->queue_tail = NULL;
+    /* Its handles close on the loop; it frees itself after. */
+    http_client_close(s->http);
+    s->http = NULL;
     if (!uv_is_closing((uv_handle_t *)&s->timer))
         uv_close((uv_handle_t *)&s->timer, consul_timer_closed);
 }
@@ -1194,9 +1274,17 @@ struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, stru
     if (https && t->insecure_skip_verify)
         log_warn(lg, "consul: source.tls.insecure_skip_verify is set: the Consul server's "
                      "certificate is NOT verified");
+    s->http = http_client_new(loop, lg);
+    if (!s->http || http_client_limit_connections(s->http, CONSUL_MAX_CONNS) < 0) {
+        set_err(err, errlen, "cannot create the HTTP client");
+        http_client_close(s->http);
+        consul_free(s);
+        return NULL;
+    }
     int rc = uv_timer_init(loop, &s->timer);
     if (rc < 0) {
         set_err(err, errlen, "uv_timer_init: %s", uv_strerror(rc));
+        http_client_close(s->http);
         consul_free(s);
         return NULL;
     }

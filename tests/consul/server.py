@@ -4,6 +4,7 @@
     /usr/bin/python3 tests/consul/server.py --dir DIR [--acl-token T] [--acl-read-token T]
                                             [--acl-prefix-token T=PREFIX] [--acl-anonymous-read P]
                                             [--tls [--tls-client-auth]] [--port N]
+                                            [--http-max-conns-per-client N]
 
 Binds 127.0.0.1:0 (or --port N, used by the harness to restart on the same port), persists
 the KV store to DIR/state.json on every write (a restart keeps data and indexes, like a
@@ -957,6 +958,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if what == "waiters" and m == "GET":
                 with srv.store.cond:
                     return ok(sorted(srv.store.waiters.values(), key=lambda w: w["id"]))
+            if what == "conns" and m == "GET":
+                return ok(srv.conn_stats())
+            if what == "conns" and m == "DELETE":
+                srv.reset_conn_stats()
+                return ok({"reset": True})
             if what == "kv" and m == "GET":
                 return ok(srv.store.dump())
             if what == "acl" and m == "POST":
@@ -999,13 +1005,29 @@ class Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True          # restart on the same port despite TIME_WAIT
     request_queue_size = 128
 
-    def __init__(self, addr, store, acl, ssl_ctx):
+    def __init__(self, addr, store, acl, ssl_ctx, max_conns_per_client=0):
         self.store, self.acl, self.ssl_ctx = store, acl, ssl_ctx
         self.reqlog, self.faults = RequestLog(), Faults()
         self.stop_event = threading.Event()
         self.conn_seq = 0
         self.conn_lock = threading.Lock()
+        # limits.http_max_conns_per_client: open connections per client IP, idle
+        # keep-alive ones included (go-connlimit counts from StateNew to StateClosed).
+        self.max_conns_per_client = max_conns_per_client
+        self.open_conns, self.max_open = {}, {}     # ip -> count
+        self.refused, self.alpn = 0, {}             # 429s; negotiated ALPN -> count
         super().__init__(addr, Handler)
+
+    def conn_stats(self):
+        with self.conn_lock:
+            return {"limit": self.max_conns_per_client, "open": dict(self.open_conns),
+                    "max_open": dict(self.max_open), "refused": self.refused,
+                    "alpn": dict(self.alpn)}
+
+    def reset_conn_stats(self):
+        with self.conn_lock:
+            self.max_open = dict(self.open_conns)
+            self.refused, self.alpn = 0, {}
 
     def get_request(self):
         sock, addr = self.socket.accept()
@@ -1014,9 +1036,27 @@ class Server(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request, client_address):
         """Runs in the connection's thread (the TLS handshake too)."""
+        ip = client_address[0]
         with self.conn_lock:
             self.conn_seq += 1
             conn_id = self.conn_seq
+            n = self.open_conns.get(ip, 0)
+            over = bool(self.max_conns_per_client) and n >= self.max_conns_per_client
+            if over:
+                self.refused += 1
+            else:
+                self.open_conns[ip] = n + 1
+                self.max_open[ip] = max(self.max_open.get(ip, 0), n + 1)
+        try:
+            self.serve_conn(request, client_address, conn_id, over)
+        finally:
+            if not over:
+                with self.conn_lock:
+                    self.open_conns[ip] -= 1
+                    if not self.open_conns[ip]:
+                        del self.open_conns[ip]
+
+    def serve_conn(self, request, client_address, conn_id, over):
         sock = request
         if self.ssl_ctx is not None:
             try:
@@ -1027,7 +1067,23 @@ class Server(http.server.ThreadingHTTPServer):
                 if not isinstance(e, (ssl.SSLEOFError, ConnectionResetError)):
                     log("c%d TLS handshake failed: %s" % (conn_id, e))
                 return
+            proto = sock.selected_alpn_protocol() or "none"
+            with self.conn_lock:
+                self.alpn[proto] = self.alpn.get(proto, 0) + 1
+            if proto == "h2":       # offered like Consul's Go server, but not spoken here
+                log("c%d negotiated h2; this test server speaks HTTP/1.1 only: closing"
+                    % conn_id)
+                sock.close()
+                return
         try:
+            if over:
+                # go-connlimit's default handler: a bare 429 at once, then close, with
+                # the request (if any) unread.
+                log("c%d from %s: over http_max_conns_per_client=%d: 429"
+                    % (conn_id, client_address[0], self.max_conns_per_client))
+                sock.settimeout(0.1)
+                sock.sendall(b"HTTP/1.1 429 Too Many Requests\r\n\r\n")
+                return
             handler = Handler.__new__(Handler)
             handler.conn_id = conn_id
             handler.__init__(sock, client_address, self)
@@ -1089,12 +1145,12 @@ def write_file(path, text):
     os.rename(tmp, path)
 
 
-def bind(port, store, acl, ctx):
+def bind(port, store, acl, ctx, max_conns):
     """Bind 127.0.0.1:port; a fixed port (restart) may still be held for a moment."""
     deadline = time.monotonic() + 10
     while True:
         try:
-            return Server(("127.0.0.1", port), store, acl, ctx)
+            return Server(("127.0.0.1", port), store, acl, ctx, max_conns)
         except OSError as e:
             if port == 0 or time.monotonic() >= deadline or \
                     getattr(e, "errno", None) != 98:
@@ -1115,6 +1171,9 @@ def main(argv=None):
     ap.add_argument("--tls", action="store_true", help="HTTPS (writes DIR/ca.crt)")
     ap.add_argument("--tls-client-auth", action="store_true",
                     help="require a client certificate signed by the CA (DIR/client.crt)")
+    ap.add_argument("--http-max-conns-per-client", type=int, default=200,
+                    help="limits.http_max_conns_per_client: 429 past this many open "
+                         "connections from one IP (default 200, as Consul; 0 = no limit)")
     ap.add_argument("--port", type=int, default=0, help="0 = any (default)")
     ap.add_argument("--start-index", type=int, default=10,
                     help="raft index of a fresh store (internal raft writes come first)")
@@ -1130,7 +1189,8 @@ def main(argv=None):
         make_certs(d, args.tls_client_auth)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(os.path.join(d, "server.crt"), os.path.join(d, "server.key"))
-        ctx.set_alpn_protocols(["http/1.1"])
+        # Consul's Go HTTPS server offers h2 first (setupHTTPS -> http2.ConfigureServer).
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
         if args.tls_client_auth:
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(os.path.join(d, "ca.crt"))
@@ -1140,7 +1200,7 @@ def main(argv=None):
         t, _, prefix = spec.partition("=")
         prefix_tokens.setdefault(t, []).append(prefix)
     acl = Acl(args.acl_token, args.acl_read_token, prefix_tokens, args.acl_anonymous_read)
-    srv = bind(args.port, store, acl, ctx)
+    srv = bind(args.port, store, acl, ctx, args.http_max_conns_per_client)
     port = srv.server_address[1]
 
     # Only this thread takes SIGTERM/SIGINT (threads started below inherit the blocked mask).

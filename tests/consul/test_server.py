@@ -847,7 +847,56 @@ class TestRestart(Base):
             self.assertFalse(c.alive())
 
 
+class TestConnLimit(Base):
+    def test_429_past_the_per_client_limit_idle_ones_counted(self):
+        with tempfile.TemporaryDirectory(prefix="consul-conns-") as d:
+            with Consul(d, max_conns_per_client=2) as c:
+                held = [socket.create_connection(("127.0.0.1", c.port)) for _ in range(2)]
+                try:
+                    held[0].sendall(b"GET /v1/kv/canary/?recurse HTTP/1.1\r\nHost: x\r\n\r\n")
+                    self.assertIn(b"404", held[0].recv(4096))     # kept alive, now idle
+                    wait_until(lambda: c.conns()["open"].get("127.0.0.1") == 2,
+                               what="two open connections")
+                    third = socket.create_connection(("127.0.0.1", c.port))
+                    third.sendall(b"GET /v1/kv/canary/?recurse HTTP/1.1\r\nHost: x\r\n\r\n")
+                    got = b""
+                    while True:
+                        chunk = third.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+                    third.close()
+                    self.assertEqual(got, b"HTTP/1.1 429 Too Many Requests\r\n\r\n")
+                    # The harness connects from 127.0.0.2: its own limit.
+                    self.assertTrue(c.put("canary/k", "v"))
+                    st = c.conns()
+                    self.assertEqual((st["refused"], st["max_open"]["127.0.0.1"]), (1, 2))
+                finally:
+                    for h in held:
+                        h.close()
+                # Closed ones no longer count.
+                wait_until(lambda: "127.0.0.1" not in c.conns()["open"], what="closed")
+                s = socket.create_connection(("127.0.0.1", c.port))
+                s.sendall(b"GET /v1/kv/canary/k HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertIn(b"200 OK", s.recv(4096))
+                s.close()
+
+
 class TestTls(Base):
+    def test_alpn_offers_h2_first_like_consul(self):
+        with tempfile.TemporaryDirectory(prefix="consul-alpn-") as d:
+            with Consul(d, tls=True) as c:
+                for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
+                    ctx = ssl.create_default_context(cafile=c.ca)
+                    ctx.set_alpn_protocols(offer)
+                    with socket.create_connection(("127.0.0.1", c.port)) as raw:
+                        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as t:
+                            self.assertEqual(t.selected_alpn_protocol(), want)
+                # (the harness's own connections offer no ALPN: "none")
+                wait_until(lambda: {k: v for k, v in c.conns()["alpn"].items()
+                                    if k != "none"} == {"h2": 1, "http/1.1": 1},
+                           what="both negotiations counted")
+
     def test_https_with_ca_and_client_certificates(self):
         with tempfile.TemporaryDirectory(prefix="consul-tls-") as d:
             with Consul(d, tls=True) as c:

@@ -402,6 +402,8 @@ class ConsulSource(SourceSuite, unittest.TestCase):
 class ConsulCase(unittest.TestCase):
     acl_token = None
     read_tokens = ()
+    tls = False
+    max_conns_per_client = None     # the test server's default: Consul's 200
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="cb-consul-")
@@ -409,7 +411,8 @@ class ConsulCase(unittest.TestCase):
         self.kube = KubeAPI(self.tmp.name)
         self.addCleanup(self.kube.stop)
         self.consul = Consul(self.tmp.name, acl_token=self.acl_token,
-                             read_tokens=self.read_tokens)
+                             read_tokens=self.read_tokens, tls=self.tls,
+                             max_conns_per_client=self.max_conns_per_client)
         self.addCleanup(self.consul.stop)
 
     def config(self, **sections):
@@ -580,6 +583,64 @@ class ConsulFaults(ConsulCase):
         # And it parks a blocking query again.
         self.blocked()
         self.assertTrue(self.bridge.alive())
+
+
+class ConsulConnections(ConsulCase):
+    # Consul answers 429 past limits.http_max_conns_per_client open connections from one
+    # IP, idle keep-alive ones counted. The bridge keeps at most 8 to its Consul.
+    max_conns_per_client = 10
+    ROUTES = 120
+
+    def test_many_routes_with_status_stay_under_the_connection_limit(self):
+        names = ["r%03d" % i for i in range(self.ROUTES)]
+        for n in names:
+            self.consul.put("canary/default/%s/route" % n, route_doc(n))
+        self.start_bridge(source={"wait": "30s"}, reconcile={"status": True})
+
+        def statuses():
+            return [e for e in self.consul.dump()["entries"] if e["Key"].endswith("/status")]
+        wait_for(lambda: len(statuses()) == self.ROUTES, "a status key for every route",
+                 lambda: (len(statuses()), self.consul.conns()), timeout=60)
+        self.assertTrue(all(json.loads(e["text"])["state"] == "applied" for e in statuses()))
+        # An edit to every route: another burst of writes, while the read is parked.
+        self.blocked()
+        for n in names:
+            self.consul.put("canary/default/%s/weights" % n, "%s-v1=7, %s-v2=3" % (n, n))
+        self.wait_weights({"%s-v1" % names[-1]: 7, "%s-v2" % names[-1]: 3}, name=names[-1],
+                          timeout=30)
+        def all_current():
+            ents = {e["Key"]: e for e in self.consul.dump()["entries"]}
+            return all(json.loads(e["text"])["revision"] ==
+                       ents[k[:-len("status")] + "weights"]["ModifyIndex"]
+                       for k, e in ents.items() if k.endswith("/status"))
+        wait_for(all_current, "every status naming its weights revision", self.consul.conns,
+                 timeout=60)
+        st = self.consul.conns()
+        self.assertEqual(st["refused"], 0, st)
+        self.assertLessEqual(st["max_open"]["127.0.0.1"], 8, st)
+        bad = re.findall(r".*(?:HTTP 429|Too Many Requests|cannot write).*",
+                         self.bridge.log_text())
+        self.assertEqual(bad, [])
+
+
+class ConsulHTTPS(ConsulCase):
+    # Consul's HTTPS listener offers h2 first; the bridge pins HTTP/1.1 for Consul, so the
+    # blocking read and the writes each have a connection of their own (the test server,
+    # like Python's, does not speak h2: a client that took it would get nothing).
+    tls = True
+
+    def test_https_speaks_http11_to_consul(self):
+        self.consul.put("canary/default/shop/route", ROUTE)
+        self.start_bridge(source={"wait": "30s", "tls": {"ca_file": self.consul.ca}},
+                          reconcile={"status": True})
+        self.wait_weights(ROUTE_WEIGHTS)
+        self.consul.put("canary/default/shop/weights", "shop-v1=66, shop-v2=34")
+        self.wait_weights({"shop-v1": 66, "shop-v2": 34})
+        wait_until(lambda: (parse_status(self.consul.get("canary/default/shop/status")) or
+                            {}).get("state") == "applied", what="status written over HTTPS")
+        alpn = self.consul.conns()["alpn"]
+        self.assertNotIn("h2", alpn)
+        self.assertGreaterEqual(alpn.get("http/1.1", 0), 1, alpn)
 
 
 MGMT_TOKEN = "6f1f0c8e-0b5a-4c55-9d43-secret-mgmt"
