@@ -37,6 +37,7 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,8 +126,10 @@ void consul_address_redact(const char *address, char *out, size_t outlen) {
 /* ---- recurse answers ---- */
 
 /* A non-negative integer field; absent or null is 0. Consul's indexes are
- * uint64 but stay far below 2^53, where JSON numbers are still exact. */
-static int json_u64(const cJSON *obj, const char *name, uint64_t *out) {
+ * uint64 but stay far below 2^53, where JSON numbers are still exact
+ * (max 2^53). Flags are any uint64 a client chose (`consul lock` sets
+ * 0x2ddccbc058a50c18): max 2^64, the double that 2^64-1 parses to. */
+static int json_u64(const cJSON *obj, const char *name, double max, uint64_t *out) {
     *out = 0;
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
     if (!it || cJSON_IsNull(it))
@@ -134,9 +137,21 @@ static int json_u64(const cJSON *obj, const char *name, uint64_t *out) {
     if (!cJSON_IsNumber(it))
         return -1;
     double d = it->valuedouble;
-    if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(uint64_t)d)
+    if (!(d >= 0 && d <= max) || d != floor(d))
         return -1;
-    *out = (uint64_t)d;
+    *out = d >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)d;
+    return 0;
+}
+#define JSON_EXACT_MAX 9007199254740992.0   /* 2^53 */
+#define JSON_U64_MAX 18446744073709551616.0 /* 2^64 */
+
+/* A key for a message: control bytes as \xNN, the rest as it is. */
+static int buf_put_key(buf_t *b, const char *key) {
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        int rc = *p < 0x20 || *p == 0x7f ? buf_printf(b, "\\x%02x", *p) : buf_putc(b, (char)*p);
+        if (rc < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -177,8 +192,9 @@ static int kv_parse(const cJSON *j, size_t i, struct consul_kv *kv, char *err, s
         set_err(err, errlen, "entry %zu (%s): Value is not base64", i, key->valuestring);
         return -1;
     }
-    if (json_u64(j, "CreateIndex", &kv->create_index) < 0 ||
-        json_u64(j, "ModifyIndex", &kv->modify_index) < 0 || json_u64(j, "Flags", &kv->flags) < 0) {
+    if (json_u64(j, "CreateIndex", JSON_EXACT_MAX, &kv->create_index) < 0 ||
+        json_u64(j, "ModifyIndex", JSON_EXACT_MAX, &kv->modify_index) < 0 ||
+        json_u64(j, "Flags", JSON_U64_MAX, &kv->flags) < 0) {
         set_err(err, errlen, "entry %zu (%s): malformed index or flags", i, key->valuestring);
         kv_free(kv);
         return -1;
@@ -218,24 +234,49 @@ int consul_list_parse(const char *json, size_t len, struct consul_list *out, cha
         n += (size_t)rc;
     }
     cJSON_Delete(root);
+    buf_t warn = BUF_INIT;
     if (rc >= 0) {
         qsort(kvs, n, sizeof *kvs, kv_cmp);
-        for (size_t k = 1; k < n; k++) {
-            if (strcmp(kvs[k - 1].key, kvs[k].key) == 0) {
-                set_err(err, errlen, "key %s appears twice", kvs[k].key);
-                rc = -1;
-                break;
+        /* Runs of one name: keys that differ only in bytes that are not
+         * UTF-8. None of them can be told apart, so none is kept. */
+        size_t kept = 0;
+        bool oom = false;
+        for (size_t k = 0; k < n;) {
+            size_t end = k + 1;
+            while (end < n && strcmp(kvs[k].key, kvs[end].key) == 0)
+                end++;
+            if (end - k == 1) {
+                kvs[kept++] = kvs[k];
+            } else {
+                if (buf_puts(&warn, "ignoring key ") < 0 || buf_put_key(&warn, kvs[k].key) < 0 ||
+                    buf_printf(&warn,
+                               ": %zu keys have this name in Consul's answer (keys that differ "
+                               "only in bytes that are not UTF-8, which Consul's JSON shows as "
+                               "U+FFFD); none of them is read\n",
+                               end - k) < 0)
+                    oom = true;
+                for (size_t m = k; m < end; m++)
+                    kv_free(&kvs[m]);
             }
+            k = end;
+        }
+        n = kept;
+        if (oom) {
+            set_err(err, errlen, "out of memory");
+            rc = -1;
         }
     }
     if (rc < 0) {
         for (size_t k = 0; k < n; k++)
             kv_free(&kvs[k]);
         free(kvs);
+        buf_free(&warn);
         return -1;
     }
     out->kvs = kvs;
     out->n = n;
+    out->warnings = warn.len ? buf_steal(&warn) : NULL;
+    buf_free(&warn);
     return 0;
 }
 
@@ -243,6 +284,7 @@ void consul_list_free(struct consul_list *l) {
     for (size_t i = 0; i < l->n; i++)
         kv_free(&l->kvs[i]);
     free(l->kvs);
+    free(l->warnings);
     memset(l, 0, sizeof *l);
 }
 
@@ -832,6 +874,29 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
     }
 }
 
+/* Log the keys cur leaves out, each once: only those the last delivered
+ * answer did not leave out too (every answer is the whole prefix). */
+static bool has_line(const char *lines, const char *line, size_t len) {
+    for (const char *p = lines; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t plen = nl ? (size_t)(nl - p) : strlen(p);
+        if (plen == len && memcmp(p, line, len) == 0)
+            return true;
+        p += plen + (nl ? 1 : 0);
+    }
+    return false;
+}
+
+static void warn_new(struct consul *s, const struct consul_list *cur) {
+    for (const char *line = cur->warnings; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (!has_line(s->state.warnings, line, len))
+            log_warn(s->base.log, "consul: %.*s", (int)len, line);
+        line += len + (nl ? 1 : 0);
+    }
+}
+
 /* ---- the read permission probe (consul.h) ---- */
 
 static void probe_done(struct http_req *r, const struct http_result *res) {
@@ -942,13 +1007,14 @@ static void query_done(struct http_req *r, const struct http_result *res) {
     s->policy_deny =
         http_result_header(res, "X-Consul-Default-Acl-Policy", policy, sizeof policy) == 0 &&
         strcasecmp(policy, "deny") == 0;
-    struct consul_list cur = {NULL, 0};
+    struct consul_list cur = {NULL, 0, NULL};
     char err[256];
     if (res->status == 200 &&
         consul_list_parse(res->body, res->body_len, &cur, err, sizeof err) < 0) {
         consul_fail(s, "reading '%s': bad answer: %s", consul_prefix(s), err);
         return;
     }
+    warn_new(s, &cur);
     /* An answer that replaces everything or loses a key may be what a
      * token that may not read looks like: ask first (consul.h). */
     bool replaces = s->need_snapshot || !s->have_state || index < s->index;

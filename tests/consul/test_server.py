@@ -847,6 +847,31 @@ class TestRestart(Base):
             self.assertFalse(c.alive())
 
 
+class TestRawKeyBytes(Base):
+    def test_keys_keep_their_bytes_and_json_shows_ufffd(self):
+        a, b = (self.p + "sh\xffop/weights").encode("latin-1"), \
+            (self.p + "sh\xfeop/weights").encode("latin-1")
+        trunc = self.p.encode() + b"x\xe2\x82y"        # a cut 3-byte sequence: 2 bytes
+        self.assertTrue(self.c.put(a, "a=1"))
+        self.assertTrue(self.c.put(b, "b=1"))
+        self.assertTrue(self.c.put(trunc, "t"))
+        # Two keys, one name on the wire (Go's encoding/json: one U+FFFD per bad byte).
+        s, _, body = self.get("/v1/kv/" + self.p + "?recurse")
+        self.assertEqual(s, 200)
+        keys = [e["Key"] for e in json.loads(body)]
+        self.assertEqual(sorted(keys), sorted([self.p + "sh\ufffdop/weights"] * 2 +
+                                              [self.p + "x\ufffd\ufffdy"]))
+        self.assertNotIn(b"\\udc", body)
+        s, _, body = self.get("/v1/kv/" + self.p + "?keys")
+        self.assertEqual(json.loads(body).count(self.p + "sh\ufffdop/weights"), 2)
+        # Each raw key is its own entry.
+        self.assertEqual(self.c.get(a), "a=1")
+        self.assertEqual(self.c.get(b), "b=1")
+        self.assertTrue(self.c.delete(a))
+        self.assertIsNone(self.c.get(a))
+        self.assertEqual(self.c.get(b), "b=1")
+
+
 class TestConnLimit(Base):
     def test_429_past_the_per_client_limit_idle_ones_counted(self):
         with tempfile.TemporaryDirectory(prefix="consul-conns-") as d:

@@ -585,6 +585,35 @@ class ConsulFaults(ConsulCase):
         self.assertTrue(self.bridge.alive())
 
 
+class ConsulOddKeys(ConsulCase):
+    def test_one_odd_key_costs_only_itself(self):
+        # Flags up to 2^64-1 (consul lock sets 0x2ddccbc058a50c18); two keys that differ
+        # only in bytes that are not UTF-8, which Consul's JSON shows with one name; values
+        # starting with a UTF-8 byte order mark, as Windows editors write them.
+        self.consul.put("canary/default/shop/route", "\ufeff" + ROUTE, flags=2 ** 64 - 1)
+        self.consul.put("canary/default/shop/weights", "\ufeffshop-v1=70, shop-v2=30",
+                        flags=0x2ddccbc058a50c18)
+        self.consul.put("canary/default/cart/route", "\ufeff" + json.dumps(
+            {"match": "Host(`cart.example.com`)", "services": [
+                {"name": "cart-v1", "port": 80, "weight": 60},
+                {"name": "cart-v2", "port": 80, "weight": 40}]}))
+        for raw in (b"canary/default/sh\xffop/weights", b"canary/default/sh\xfeop/weights"):
+            self.consul.put(raw, "shop-v1=1, shop-v2=99")
+        self.start_bridge(source={"wait": "30s"})
+        self.wait_weights({"shop-v1": 70, "shop-v2": 30})
+        self.wait_weights({"cart-v1": 60, "cart-v2": 40}, name="cart")
+        self.consul.put("canary/default/shop/weights", "\ufeffshop-v1: 55\nshop-v2: 45\n")
+        self.wait_weights({"shop-v1": 55, "shop-v2": 45})
+        self.consul.put("canary/default/shop/weights", "shop-v1=50, shop-v2=50")
+        self.wait_weights({"shop-v1": 50, "shop-v2": 50})
+        log = self.bridge.log_text()
+        warned = re.findall(r".*\bwarn\b.*consul: ignoring key canary/default/sh\ufffdop/weights: "
+                            r"2 keys have this name.*", log)
+        self.assertEqual(len(warned), 1, warned)      # one warning, not one per answer
+        self.assertNotRegex(log, r"bad answer|appears twice|malformed")
+        self.assertTrue(self.bridge.alive())
+
+
 class ConsulConnections(ConsulCase):
     # Consul answers 429 past limits.http_max_conns_per_client open connections from one
     # IP, idle keep-alive ones counted. The bridge keeps at most 8 to its Consul.

@@ -162,7 +162,45 @@ static void test_list_parse_errors(void **state) {
     parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":-1}]", "malformed index");
     parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":1.5}]", "malformed index");
     parse_fails("[{\"Key\":\"a\",\"Flags\":true}]", "malformed index or flags");
-    parse_fails("[{\"Key\":\"b\"},{\"Key\":\"a\"},{\"Key\":\"b\"}]", "key b appears twice");
+    parse_fails("[{\"Key\":\"a\",\"Flags\":-1}]", "malformed index or flags");
+    parse_fails("[{\"Key\":\"a\",\"Flags\":1e20}]", "malformed index or flags");
+    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":9007199254740994}]", "malformed index");
+}
+
+/* One odd key costs only itself: Flags are any uint64; two keys that differ
+ * only in bytes that are not UTF-8 arrive with one name (U+FFFD) and are
+ * left out, with a line naming them. */
+static void test_list_parse_odd_keys(void **state) {
+    (void)state;
+    const char *json = "[{\"Key\":\"c/a\",\"Flags\":18446744073709551615,\"ModifyIndex\":3},"
+                       "{\"Key\":\"c/x\\ufffd/w\",\"ModifyIndex\":4},"
+                       "{\"Key\":\"c/b\",\"Flags\":3304740253564472344,\"ModifyIndex\":5},"
+                       "{\"Key\":\"c/x\\ufffd/w\",\"ModifyIndex\":6},"
+                       "{\"Key\":\"c/\\u0001\",\"ModifyIndex\":7},"
+                       "{\"Key\":\"c/\\u0001\",\"ModifyIndex\":8},"
+                       "{\"Key\":\"c/z\",\"ModifyIndex\":9}]";
+    struct consul_list l;
+    char err[128];
+    assert_int_equal(consul_list_parse(json, strlen(json), &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.kvs[0].key, "c/a");
+    assert_true(l.kvs[0].flags == UINT64_MAX);
+    assert_string_equal(l.kvs[1].key, "c/b");
+    assert_true(l.kvs[1].flags > (1ull << 53)); /* consul lock's flag, approximately */
+    assert_string_equal(l.kvs[2].key, "c/z");
+    assert_string_equal(l.warnings,
+                        "ignoring key c/\\x01: 2 keys have this name in Consul's answer (keys "
+                        "that differ only in bytes that are not UTF-8, which Consul's JSON shows "
+                        "as U+FFFD); none of them is read\n"
+                        "ignoring key c/x\xef\xbf\xbd/w: 2 keys have this name in Consul's answer "
+                        "(keys that differ only in bytes that are not UTF-8, which Consul's JSON "
+                        "shows as U+FFFD); none of them is read\n");
+    consul_list_free(&l);
+    assert_null(l.warnings);
+    const char *plain = "[{\"Key\":\"a\"}]";
+    assert_int_equal(consul_list_parse(plain, strlen(plain), &l, err, sizeof err), 0);
+    assert_null(l.warnings);
+    consul_list_free(&l);
 }
 
 /* ---- diff ---- */
@@ -223,7 +261,7 @@ static void test_diff(void **state) {
     consul_list_free(&old);
 
     /* Everything gone (a 404): deletes in key order, all at the index. */
-    struct consul_list empty = {NULL, 0};
+    struct consul_list empty = {NULL, 0, NULL};
     assert_int_equal(consul_diff(&cur, &empty, 12, &ch, &n), 0);
     assert_int_equal(n, 4);
     const char *keys[] = {"a", "b", "d", "e"};
@@ -242,7 +280,7 @@ static void test_diff(void **state) {
 
 static void test_list_drops_and_probe(void **state) {
     (void)state;
-    struct consul_list a, b, empty = {NULL, 0};
+    struct consul_list a, b, empty = {NULL, 0, NULL};
     make_list(&a, "[{\"Key\":\"p/a\"},{\"Key\":\"p/b\"}]");
     make_list(&b, "[{\"Key\":\"p/a\"},{\"Key\":\"p/b\"},{\"Key\":\"p/c\"}]");
     assert_false(consul_list_drops(&a, &b));
@@ -1099,6 +1137,7 @@ int main(void) {
         cmocka_unit_test(test_address_redact),
         cmocka_unit_test(test_list_parse),
         cmocka_unit_test(test_list_parse_errors),
+        cmocka_unit_test(test_list_parse_odd_keys),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_list_drops_and_probe),
         cmocka_unit_test(test_index_rules),
