@@ -106,6 +106,8 @@ static void on_source_state(void *user, bool connected, const char *reason) {
     struct app *a = user;
     a->source_connected = connected;
     metric_set(a->bm.source_connected, NULL, connected ? 1 : 0);
+    metric_set(a->bm.source_acl_denied, NULL,
+               !connected && a->source && a->source->fault == SOURCE_FAULT_ACL ? 1 : 0);
     if (connected) {
         log_info(&a->log, "source: connected");
     } else {

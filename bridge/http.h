@@ -48,6 +48,14 @@ typedef void (*http_done_cb)(struct http_req *req, const struct http_result *res
 typedef int (*http_data_cb)(struct http_req *req, const char *data, size_t len);
 
 struct http_client *http_client_new(uv_loop_t *loop, struct logger *lg);
+/* Bound the connections this client opens: at most max_conns at once (idle
+ * keep-alive ones included, as servers count them), to any one host and in
+ * all. Beyond that, curl queues a request until a connection is free. For a
+ * client that talks to one server (Consul); 0 = no bound. Returns 0 or -1. */
+int http_client_limit_connections(struct http_client *c, long max_conns);
+/* Speak HTTP/1.1 only on this request (no HTTP/2 over TLS), and never wait
+ * for a connection that might multiplex. */
+void http_req_http11(struct http_req *r);
 /* Cancels every request (no callbacks), closes the uv handles; the memory is
  * released once libuv has closed them (run the loop afterwards). */
 void http_client_close(struct http_client *c);

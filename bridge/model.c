@@ -394,6 +394,11 @@ int model_parse_weights(const char *text, size_t len, struct model_weight **out,
     reason_t r;
     *out = NULL;
     *n = 0;
+    size_t bom = value_bom_len(text, len); /* in every form, the compact one too */
+    if (bom) {
+        text += bom;
+        len -= bom;
+    }
     int rc;
     if (len > VALUE_MAX_BYTES) {
         why(r, "value is %zu bytes, over the limit of %d", len, VALUE_MAX_BYTES);

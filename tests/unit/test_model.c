@@ -140,6 +140,10 @@ static void test_weights_forms_equal(void **state) {
     expect_weights("shop-v1=90 shop-v2=10");
     expect_weights("shop-v1=90\nshop-v2=10\n");
     expect_weights("  shop-v1 = 90 ,\r\n shop-v2 =10\n\n");
+    /* A leading UTF-8 byte order mark (Windows editors), in every form. */
+    expect_weights("\xEF\xBB\xBF{\"shop-v1\": 90, \"shop-v2\": 10}");
+    expect_weights("\xEF\xBB\xBFshop-v1: 90\nshop-v2: 10\n");
+    expect_weights("\xEF\xBB\xBFshop-v1=90, shop-v2=10");
 }
 
 static void expect_weights_error(const char *text, const char *msg) {
