@@ -274,6 +274,24 @@ static void object_index(struct reconciler *r, enum obj_kind kind, const char *n
         index_remove(r, objkey);
 }
 
+/* The route named in a live object's annotation (or, for objects from before
+ * the annotation, its label) when that is not route: another route's object,
+ * which this route must neither write nor delete. NULL when it is ours or
+ * carries no route at all. */
+static const char *other_route(const cJSON *live, const char *route) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(live, "metadata");
+    const char *full = kobj_str(meta, "annotations", RECONCILE_ROUTE_ANNOT);
+    if (full)
+        return strcmp(full, route) == 0 ? NULL : full;
+    const char *label = kobj_str(meta, "labels", RECONCILE_ROUTE_LABEL);
+    if (!label)
+        return NULL;
+    char *mine = traefik_shorten(route, LABEL_VALUE_MAX);
+    bool same = mine && strcmp(mine, label) == 0;
+    free(mine);
+    return same ? NULL : label;
+}
+
 static void object_changed(struct reconciler *r, enum obj_kind kind, const char *ns,
                            const char *name, const cJSON *obj) {
     char id[ROUTE_ID_MAX];
@@ -524,6 +542,12 @@ static void write_owned(struct job *j, struct job_obj *o) {
                  other ? other : "(none)", r->keys->prefix);
         return;
     }
+    const char *owner = other_route(live, j->name);
+    if (owner) {
+        job_fail(j, "%s %s/%s belongs to route %s/%s (annotation %s); refusing to overwrite it",
+                 obj_kind_name[o->kind], j->ns, o->name, j->ns, owner, RECONCILE_ROUTE_ANNOT);
+        return;
+    }
     bool changed = false;
     cJSON *merged = traefik_merge_owned(live, o->desired, &changed);
     if (!merged) {
@@ -574,8 +598,8 @@ static void write_patched(struct job *j) {
 static void delete_owned(struct job *j, struct job_obj *o) {
     struct reconciler *r = j->r;
     const cJSON *live = informer_get(r->inf[o->kind], j->ns, o->name);
-    if (!owned_here(r, live)) {
-        step_done(j); /* gone already, or no longer ours to delete */
+    if (!owned_here(r, live) || other_route(live, j->name)) {
+        step_done(j); /* gone already, or no longer this route's to delete */
         return;
     }
     /* Preconditions: delete exactly the version we judged, nothing newer. */

@@ -441,9 +441,13 @@ char *traefik_shorten(const char *s, size_t max) {
     return buf_steal(&b);
 }
 
+/* "<route>.<rule>": a rule name is a DNS-1123 label, so it never holds a
+ * '.', and the last '.' of the name always separates the two. With '-' in
+ * its place, route `api` rule `v2-beta` and route `api-v2` rule `beta` both
+ * came out as `api-v2-beta`: one Middleware shared by two routes. */
 char *traefik_middleware_name(const struct model_route *r, size_t i) {
     buf_t b = BUF_INIT;
-    if (buf_printf(&b, "%s-%s", r->name, r->rules[i].name) < 0) {
+    if (buf_printf(&b, "%s.%s", r->name, r->rules[i].name) < 0) {
         buf_free(&b);
         return NULL;
     }

@@ -505,13 +505,13 @@ static void test_middleware_name(void **state) {
     struct model_route r;
     build(ROUTE, NULL, HEADERS, &r);
     char *n = traefik_middleware_name(&r, 0);
-    assert_string_equal(n, "shop-beta");
+    assert_string_equal(n, "shop.beta");
     free(n);
     n = traefik_middleware_name(&r, 1);
-    assert_string_equal(n, "shop-h1");
+    assert_string_equal(n, "shop.h1");
     free(n);
 
-    /* A 250-character name: "<name>-beta" would be 255, too long. */
+    /* A 250-character name: "<name>.beta" would be 255, too long. */
     char longname[251];
     memset(longname, 'a', 250);
     longname[250] = '\0';
@@ -545,11 +545,42 @@ static void test_middleware_name(void **state) {
     model_route_free(&r);
 }
 
+/* Route `api` rule `v2-beta` and route `api-v2` rule `beta` once shared the
+ * Middleware `api-v2-beta`: each route's testers got the other's headers. */
+static void test_middleware_names_distinct_across_routes(void **state) {
+    (void)state;
+    static const char *const pairs[][2] = {
+        {"api", "v2-beta"}, {"api-v2", "beta"}, {"a.b", "c"}, {"a", "b-c"}, {"a-b", "c"}};
+    size_t n = sizeof pairs / sizeof pairs[0];
+    char *names[sizeof pairs / sizeof pairs[0]];
+    for (size_t i = 0; i < n; i++) {
+        char headers[256];
+        snprintf(headers, sizeof headers,
+                 "- {name: %s, header: X-A, value: a, service: shop-v2,\n"
+                 "   setRequestHeaders: {X-Canary: beta}}\n",
+                 pairs[i][1]);
+        struct model_route r;
+        build_full(pairs[i][0], false, ROUTE, NULL, headers, &r);
+        names[i] = traefik_middleware_name(&r, 0);
+        assert_non_null(names[i]);
+        assert_true(model_dns1123_subdomain(names[i]));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                fail_msg("route %s rule %s and route %s rule %s share Middleware %s", pairs[i][0],
+                         pairs[i][1], pairs[j][0], pairs[j][1], names[i]);
+        model_route_free(&r);
+    }
+    assert_string_equal(names[0], "api.v2-beta");
+    assert_string_equal(names[1], "api-v2.beta");
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+}
+
 /* Route names at the 253-character limit: every derived object name must
  * still be a valid Kubernetes name, stable, and distinct per rule. */
 static void test_long_route_name_object_names(void **state) {
     (void)state;
-    /* Cut points of "<name>-<rule>" (242 bytes kept before the hash) land
+    /* Cut points of "<name>.<rule>" (242 bytes kept before the hash) land
      * on a '-', on a '.', and inside a label. */
     static const struct {
         size_t pos;
@@ -936,6 +967,7 @@ static void test_shorten(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_middleware_names_distinct_across_routes),
         cmocka_unit_test(test_golden_owned_weights),
         cmocka_unit_test(test_golden_rules_v3),
         cmocka_unit_test(test_golden_rules_v2),
