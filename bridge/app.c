@@ -346,6 +346,7 @@ static void status_send(struct app *a, struct status_write *w) {
     char *text = NULL;
     if (doc && cJSON_AddStringToObject(doc, "state", state_name(st->state)) &&
         cJSON_AddStringToObject(doc, "message", st->message ? st->message : "") &&
+        (!st->weights_held || cJSON_AddBoolToObject(doc, "weights_held", true)) &&
         cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
         cJSON_AddStringToObject(doc, "resourceVersion",
                                 st->resource_version ? st->resource_version : "") &&

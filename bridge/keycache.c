@@ -263,6 +263,7 @@ int keycache_input(const struct keycache *kc, const char *route_id, struct model
     in->weights_len = v[KC_WEIGHTS].len;
     in->headers = v[KC_HEADERS].data;
     in->headers_len = v[KC_HEADERS].len;
+    in->route_rev = v[KC_ROUTE].rev;
     for (int i = 0; i < KC_NLEAVES; i++)
         if (v[i].data && v[i].rev > in->revision)
             in->revision = v[i].rev;

@@ -129,11 +129,24 @@ static void status_applied(struct reconciler *r, struct job *j, const char *rv) 
     struct route_status *s = status_get(r, j->id);
     if (!s)
         return;
-    bool changed = s->state != ROUTE_APPLIED || s->revision != j->model.revision ||
+    if (j->model.weights_held && !s->weights_held) {
+        buf_t w = BUF_INIT;
+        int rc = 0;
+        for (size_t i = 0; rc == 0 && i < j->model.n_services; i++)
+            rc = buf_printf(&w, " %s=%ld", j->model.services[i].name, j->model.services[i].weight);
+        log_info(r->log,
+                 "route %s: weights key gone: keeping the weights in force%s until a new "
+                 "weights key or route document says otherwise",
+                 j->id, rc == 0 && w.data ? w.data : "");
+        buf_free(&w);
+    }
+    bool changed = s->weights_held != j->model.weights_held || s->state != ROUTE_APPLIED ||
+                   s->revision != j->model.revision ||
                    (rv && (!s->resource_version || strcmp(rv, s->resource_version) != 0));
     if (s->state == ROUTE_ERROR)
         log_info(r->log, "route %s: recovered", j->id);
     s->state = ROUTE_APPLIED;
+    s->weights_held = j->model.weights_held;
     free(s->message);
     s->message = NULL;
     s->revision = j->model.revision;
@@ -1026,6 +1039,58 @@ static bool unchanged_since_applied(struct reconciler *r, const struct job *j,
     return true;
 }
 
+/* Without a `weights` key, the weights in force stay when the live
+ * IngressRoute says they came from a weights key (or were already held):
+ * deleting a key never moves traffic, and the live object makes that hold
+ * across restarts. Fills in->held from the weighted route's services (or the
+ * TraefikService's, for a sticky route); *held is the array to free. */
+static void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
+                             struct model_weight **held) {
+    *held = NULL;
+    const cJSON *ir = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
+    if (!in->route || in->weights || !owned_here(r, ir))
+        return;
+    const char *from = kobj_str(cJSON_GetObjectItemCaseSensitive(ir, "metadata"), "annotations",
+                                TRAEFIK_ANNOT_WEIGHTS);
+    if (!from)
+        return;
+    if (strcmp(from, "weights") == 0)
+        in->held_doc_new = false;
+    else if (strncmp(from, "held:", 5) == 0)
+        in->held_doc_new = strtoull(from + 5, NULL, 10) != in->route_rev;
+    else
+        return;
+    const cJSON *routes =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ir, "spec"), "routes");
+    const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(routes, cJSON_GetArraySize(routes) - 1), "services");
+    const cJSON *first = cJSON_GetArrayItem(svcs, 0);
+    const char *kind = kobj_str(first, "kind", NULL);
+    if (kind && strcmp(kind, "TraefikService") == 0) {
+        const cJSON *ts = informer_get(r->inf[OBJ_TRAEFIKSERVICE], j->ns, j->name);
+        svcs = owned_here(r, ts)
+                   ? cJSON_GetObjectItemCaseSensitive(
+                         cJSON_GetObjectItemCaseSensitive(
+                             cJSON_GetObjectItemCaseSensitive(ts, "spec"), "weighted"),
+                         "services")
+                   : NULL;
+    }
+    int n = cJSON_GetArraySize(svcs);
+    if (n <= 0 || !(*held = calloc((size_t)n, sizeof **held)))
+        return;
+    size_t k = 0;
+    for (const cJSON *s = svcs->child; s; s = s->next) {
+        const char *name = kobj_str(s, "name", NULL);
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(s, "weight");
+        if (!name || !cJSON_IsNumber(w) || w->valuedouble < 0 || w->valuedouble > MODEL_WEIGHT_MAX)
+            continue;
+        (*held)[k].service = (char *)name; /* borrowed: valid for this pass's model_build */
+        (*held)[k++].weight = (long)w->valuedouble;
+    }
+    in->held = *held;
+    in->n_held = k;
+}
+
 static void process(void *user, const char *id) {
     struct reconciler *r = user;
     size_t idlen = strlen(id);
@@ -1066,7 +1131,11 @@ static void process(void *user, const char *id) {
     }
     in.allow_cross_namespace = r->cfg->reconcile.allow_cross_namespace;
     char err[1024];
+    struct model_weight *held = NULL;
+    if (present == 0)
+        weights_in_force(r, j, &in, &held);
     int rc = present == 0 ? model_build(&in, &j->model, err, sizeof err) : 1;
+    free(held);
     if (rc < 0) {
         job_fail(j, "%s", err);
         return;

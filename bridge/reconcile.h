@@ -49,6 +49,7 @@ struct route_status {
     char *resource_version; /* of the IngressRoute after the last pass */
     uint64_t changed_ns;    /* uv_hrtime() of the first unapplied source change, 0 none */
     bool simple;            /* applied as one IngressRoute, nothing else */
+    bool weights_held;      /* the weights key is gone; the weights in force stay */
 };
 
 struct reconcile_stats {

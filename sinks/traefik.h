@@ -19,6 +19,11 @@
 #define TRAEFIK_ANNOT_PREFIX "canary-bridge.io/source-prefix"
 #define TRAEFIK_ANNOT_REVISION "canary-bridge.io/source-revision"
 #define TRAEFIK_ANNOT_SOURCE "canary-bridge.io/source" /* "etcd" | "consul" */
+/* On an owned IngressRoute: where its weights come from: "route" (the route
+ * document), "weights" (the weights key), or "held:<revision of the route
+ * key>" (the weights key was deleted; the weights in force stay until the
+ * route document changes or a new weights key comes). */
+#define TRAEFIK_ANNOT_WEIGHTS "canary-bridge.io/weights-from"
 
 struct render_opts {
     const char *api_group;   /* "traefik.io" | "traefik.containo.us" */

@@ -217,20 +217,32 @@ class GuardSuite:
         self.delete("canary/default/shop/route")
         return mark
 
+    def assert_never_moved(self, mark, want):
+        """Every write of shop since mark kept the weights want (the only PUT is the
+        one that marks the weights as held, in the annotation)."""
+        writes = ts.kube_writes(self.kube, since=mark, name="shop")
+        self.assertTrue([w for w in writes if w["method"] == "PUT" and w["body"]["metadata"]
+                         ["annotations"]["canary-bridge.io/weights-from"].startswith("held:")],
+                        "the hold is recorded on the live object")
+        for w in writes:
+            if w["method"] in ("POST", "PUT"):
+                self.assertEqual(ts.weights_of(w["body"]), want)
+        return writes
+
     def test_promotion_cleanup_upsert_only(self):
         mark = self.promotion_cleanup("upsert-only")
         self.put("canary/default/cart/weights", "cart-v1=1, cart-v2=3")      # barrier
         self.wait_weights({"cart-v1": 1, "cart-v2": 3}, "cart")
         self.assertEqual(self.weights(), {"shop-v1": 0, "shop-v2": 100})
-        self.assertEqual([r for r in ts.kube_writes(self.kube, since=mark, name="shop")
-                          if r["method"] != "DELETE" or "/shop" in r["path"]], [])
+        writes = self.assert_never_moved(mark, {"shop-v1": 0, "shop-v2": 100})
+        self.assertNotIn("DELETE", [w["method"] for w in writes])
 
     def test_promotion_cleanup_sync(self):
         mark = self.promotion_cleanup("sync")
         wait_until(lambda: self.ir() is None, what="shop deleted with its last key")
-        # Until then, it only ever held 0/100: no write of shop but the delete.
-        writes = ts.kube_writes(self.kube, since=mark, name="shop")
-        self.assertEqual([w["method"] for w in writes], ["DELETE"])
+        # Until then, it only ever held 0/100.
+        writes = self.assert_never_moved(mark, {"shop-v1": 0, "shop-v2": 100})
+        self.assertEqual(writes[-1]["method"], "DELETE")
 
     def test_new_route_weights_after_a_deleted_weights_key_apply(self):
         self.put("canary/default/shop/route", ROUTE)

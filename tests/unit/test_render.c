@@ -166,7 +166,7 @@ static void golden_check(const char *name, const cJSON *obj) {
 static void test_golden_owned_weights(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", NULL, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", NULL, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     golden_check("ingressroute-owned-weights", ir);
     cJSON_Delete(ir);
@@ -176,7 +176,7 @@ static void test_golden_owned_weights(void **state) {
 static void test_golden_rules_v3(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     golden_check("ingressroute-rules-v3", ir);
     cJSON_Delete(ir);
@@ -186,7 +186,7 @@ static void test_golden_rules_v3(void **state) {
 static void test_golden_rules_v2(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V2);
     golden_check("ingressroute-rules-v2-containo", ir);
     cJSON_Delete(ir);
@@ -226,7 +226,7 @@ static void test_api_groups(void **state) {
 static void test_golden_sticky_v3(void **state) {
     (void)state;
     struct model_route r;
-    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     cJSON *ts = traefik_render_traefikservice(&r, &V3);
     golden_check("ingressroute-sticky-v3", ir);
@@ -239,7 +239,7 @@ static void test_golden_sticky_v3(void **state) {
 static void test_golden_sticky_v2(void **state) {
     (void)state;
     struct model_route r;
-    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V2);
     cJSON *ts = traefik_render_traefikservice(&r, &V2);
     golden_check("ingressroute-sticky-v2-containo", ir);
@@ -257,8 +257,8 @@ static void test_golden_sticky_v2(void **state) {
 static void test_sticky_weighted_route(void **state) {
     (void)state;
     struct model_route r, plain;
-    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &plain);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &plain);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     cJSON *ir_plain = traefik_render_ingressroute(&plain, &V3);
     int n = cJSON_GetArraySize(at(ir, "spec", "routes"));
@@ -291,8 +291,13 @@ static void test_sticky_weighted_route(void **state) {
     assert_true(cJSON_Compare(at(at(ts, "spec", "weighted"), "services", NULL),
                               cJSON_GetObjectItem(weighted_plain, "services"), 1));
     assert_true(cJSON_Compare(at(ts, "metadata", "labels"), at(ir, "metadata", "labels"), 1));
-    assert_true(
-        cJSON_Compare(at(ts, "metadata", "annotations"), at(ir, "metadata", "annotations"), 1));
+    /* The same annotations, but for where the weights come from: that one is
+     * the IngressRoute's, which the bridge reads. */
+    cJSON *ir_ann = cJSON_Duplicate(at(ir, "metadata", "annotations"), 1);
+    assert_string_equal(cJSON_GetObjectItem(ir_ann, TRAEFIK_ANNOT_WEIGHTS)->valuestring, "weights");
+    cJSON_DeleteItemFromObject(ir_ann, TRAEFIK_ANNOT_WEIGHTS);
+    assert_true(cJSON_Compare(at(ts, "metadata", "annotations"), ir_ann, 1));
+    cJSON_Delete(ir_ann);
     cJSON_Delete(ts);
     cJSON_Delete(ir);
     cJSON_Delete(ir_plain);
@@ -676,7 +681,7 @@ static const char *label(const cJSON *obj, const char *group, const char *key) {
 static void test_merge_owned_unchanged(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *desired = traefik_render_ingressroute(&r, &V3);
     cJSON *live = live_from(desired);
     /* Only the revision annotation differs: no write. */
@@ -727,7 +732,7 @@ static void test_merge_owned_key_order(void **state) {
 static void test_merge_owned_changed(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", NULL, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", NULL, &r);
     cJSON *desired = traefik_render_ingressroute(&r, &V3);
     bool changed = false;
 
@@ -790,7 +795,7 @@ static void test_merge_owned_changed(void **state) {
 static void test_merge_owned_traefikservice(void **state) {
     (void)state;
     struct model_route r;
-    build_sticky("shop-v1=90, shop-v2=10", NULL, &r);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", NULL, &r);
     cJSON *desired = traefik_render_traefikservice(&r, &V3);
     assert_non_null(desired);
     bool changed = true;
