@@ -275,7 +275,7 @@ class HeaderRulesV2(CanaryCase):
     def test_v2_syntax_headers_and_headersregexp_pass_crd_validation(self):
         self.put("route", ROUTE3 + "sticky: {cookie: cb, secure: true, httpOnly: true, "
                           "sameSite: strict, maxAge: 3600}\n")
-        self.put("weights", "shop-v1=90, shop-v2=10")
+        self.put("weights", "shop-v1=90, shop-v2=10, shop-v3=0")
         self.put("headers", RULES3.replace("service: shop-v2\n", "service: shop-v2\n"
                                            "  setRequestHeaders: {X-Canary-Route: beta}\n", 1))
         self.start_bridge()
@@ -349,13 +349,13 @@ class HeaderMiddlewares(CanaryCase):
         doc.append({"name": "gamma", "header": "X-Gamma", "value": "1", "service": "shop-v1",
                     "setResponseHeaders": {"X-Gamma": "yes"}})
         self.put("headers", yaml.safe_dump(doc))
-        self.wait_routes(lambda rs: len(rs) == 4 and mw_refs(rs[2]) == ["shop-gamma"],
+        self.wait_routes(lambda rs: len(rs) == 4 and mw_refs(rs[2]) == ["shop.gamma"],
                          what="gamma route")
         w = self.writes(mark)
-        post = self.one(w, "POST", "middlewares", "shop-gamma")
-        ref = [r for r in w if r.references(mw="shop-gamma")][0]
+        post = self.one(w, "POST", "middlewares", "shop.gamma")
+        ref = [r for r in w if r.references(mw="shop.gamma")][0]
         self.assertLess(post.seq, ref.seq, w)
-        self.assertEqual(self.mw("shop-gamma")["spec"]["headers"],
+        self.assertEqual(self.mw("shop.gamma")["spec"]["headers"],
                          {"customResponseHeaders": {"X-Gamma": "yes"}})
         # shop-beta was already right: not written again.
         self.assertEqual([r for r in w if r.name == "shop.beta"], [])
@@ -619,7 +619,7 @@ class Ownership(CanaryCase):
         self.put("headers", RULES_MW)
         self.put("route", ROUTE.replace("shop", "cart"), "cart")
         self.start_bridge()
-        self.bridge.wait_log(r"route default/shop: Middleware default/shop-beta exists and is not "
+        self.bridge.wait_log(r"route default/shop: Middleware default/shop\.beta exists and is not "
                              r"managed by canary-bridge")
         self.wait_obj("ingressroutes", "cart")
         self.put("weights", "cart-v1=20, cart-v2=80", "cart")
@@ -651,7 +651,7 @@ class Ownership(CanaryCase):
         self.put("route", ROUTE)
         self.put("headers", RULES_MW)
         self.start_bridge()
-        self.bridge.wait_log(r"route default/shop: (IngressRoute shop created|.*shop-beta)")
+        self.bridge.wait_log(r"route default/shop: (IngressRoute shop created|.*shop\.beta)")
         self.put("route", ROUTE.replace("shop", "cart"), "cart")
         self.wait_obj("ingressroutes", "cart")   # later work done: shop's pass is over
         after = self.mw("shop.beta")
@@ -660,7 +660,7 @@ class Ownership(CanaryCase):
         self.assertEqual(after["spec"], before["spec"])
         self.assertEqual(after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"])
         self.assertEqual([r for r in self.writes() if r.name == "shop.beta"], [])
-        self.assertRegex(self.bridge.log_text(), r"route default/shop: .*shop-beta")
+        self.assertRegex(self.bridge.log_text(), r"route default/shop: .*shop\.beta")
 
 
 # --------------------------------------------------------------------------------------------
@@ -867,12 +867,12 @@ class LongNames(CanaryCase):
     def test_route_name_over_63_chars_with_rules(self):
         name = "canary-" + "x" * 70          # 77 chars: a valid name, too long for a label
         mw_name = self.check_long_route_with_rules(name)
-        self.assertEqual(mw_name, name + "-beta")
+        self.assertEqual(mw_name, name + ".beta")
 
     def test_route_name_near_253_chars_gets_a_hashed_middleware_name(self):
-        name = ("a" * 60 + ".") * 4 + "b" * 8   # 252 chars; "<name>-beta" would be 257
+        name = ("a" * 60 + ".") * 4 + "b" * 8   # 252 chars; "<name>.beta" would be 257
         mw_name = self.check_long_route_with_rules(name)
-        self.assertNotEqual(mw_name, name + "-beta")
+        self.assertNotEqual(mw_name, name + ".beta")
         self.assertEqual(len(mw_name), 253)
 
     def test_route_name_over_63_chars_without_rules(self):
@@ -880,7 +880,7 @@ class LongNames(CanaryCase):
 
     def test_route_name_of_63_chars_with_rules(self):
         name = "canary-" + "z" * 56            # 63: the longest that fits a label
-        self.assertEqual(self.check_long_route_with_rules(name), name + "-beta")
+        self.assertEqual(self.check_long_route_with_rules(name), name + ".beta")
 
 
 # --------------------------------------------------------------------------------------------
@@ -900,7 +900,7 @@ class Render(CanaryCase):
         self.assertEqual(code, 0, err)
         docs = [d for d in yaml.safe_load_all(out) if d]
         self.assertEqual([(d["kind"], d["metadata"]["name"]) for d in docs],
-                         [("Middleware", "shop.beta"), ("Middleware", "shop-gamma"),
+                         [("Middleware", "shop.beta"), ("Middleware", "shop.gamma"),
                           ("TraefikService", "shop"), ("IngressRoute", "shop")])
         self.assertNotIn("cart", out)
         self.assertEqual(out.count("\n---\n") + out.startswith("---\n"), 4)
@@ -911,7 +911,7 @@ class Render(CanaryCase):
         self.assertEqual(weights_of(ts["spec"]["weighted"]), {"shop-v1": 90, "shop-v2": 10})
         self.assertEqual(ts["spec"]["weighted"]["sticky"]["cookie"]["name"], "canary_sticky")
         routes = ir["spec"]["routes"]
-        self.assertEqual([mw_refs(r) for r in routes], [["shop.beta"], [], ["shop-gamma"], []])
+        self.assertEqual([mw_refs(r) for r in routes], [["shop.beta"], [], ["shop.gamma"], []])
         self.assertEqual(routes[-1]["services"], [{"name": "shop", "kind": "TraefikService"}])
         # Nothing was written; render does not even talk to the API server.
         self.assertEqual(self.reqs(), [])
@@ -920,7 +920,7 @@ class Render(CanaryCase):
         # What render shows is what the daemon writes.
         self.start_bridge()
         self.wait_routes(lambda rs: len(rs) == 4, what="written IngressRoute")
-        self.wait_obj("middlewares", "shop-gamma")
+        self.wait_obj("middlewares", "shop.gamma")
         for d in docs:
             live = self.get({"Middleware": "middlewares", "TraefikService": "traefikservices",
                              "IngressRoute": "ingressroutes"}[d["kind"]], d["metadata"]["name"])

@@ -257,6 +257,57 @@ class GuardSuite:
         self.put("canary/default/shop/route", ROUTE.replace("weight: 20", "weight: 30"))
         self.wait_weights({"shop-v1": 80, "shop-v2": 30})
 
+    # ---- defect 15: one Middleware per route and rule
+    def mw(self, name):
+        return self.kube.get(G, "default", "middlewares", name)
+
+    def test_routes_never_share_a_middleware(self):
+        # Route api rule v2-beta and route api-v2 rule beta once both made api-v2-beta.
+        self.put("canary/default/api/route", ROUTE.replace("shop", "api"))
+        self.put("canary/default/api/headers", HEADERS.replace("shop", "api")
+                 .replace("name: beta", "name: v2-beta").replace("Route: beta", "Route: api"))
+        self.put("canary/default/api-v2/route", ROUTE.replace("shop", "api-v2"))
+        self.put("canary/default/api-v2/headers", HEADERS.replace("shop", "api-v2")
+                 .replace("Route: beta", "Route: api-v2"))
+        self.start_bridge(reconcile={"policy": "sync"})
+        a = wait_until(lambda: self.mw("api.v2-beta"), what="Middleware api.v2-beta")
+        b = wait_until(lambda: self.mw("api-v2.beta"), what="Middleware api-v2.beta")
+        self.assertEqual(a["spec"]["headers"]["customRequestHeaders"], {"X-Canary-Route": "api"})
+        self.assertEqual(b["spec"]["headers"]["customRequestHeaders"],
+                         {"X-Canary-Route": "api-v2"})
+        self.assertEqual(a["metadata"]["annotations"]["canary-bridge.io/route"], "api")
+        self.assertEqual(b["metadata"]["annotations"]["canary-bridge.io/route"], "api-v2")
+        refs = [m["name"] for r in self.ir("api")["spec"]["routes"]
+                for m in r.get("middlewares") or []]
+        self.assertEqual(refs, ["api.v2-beta"])
+        # Renaming the rule of api-v2 under sync deletes only api-v2's Middleware.
+        self.put("canary/default/api-v2/headers", HEADERS.replace("shop", "api-v2")
+                 .replace("name: beta", "name: gamma").replace("Route: beta", "Route: api-v2"))
+        wait_until(lambda: self.mw("api-v2.gamma"), what="Middleware api-v2.gamma")
+        wait_until(lambda: self.mw("api-v2.beta") is None, what="api-v2.beta deleted")
+        self.assertEqual(self.mw("api.v2-beta")["metadata"]["resourceVersion"],
+                         a["metadata"]["resourceVersion"])
+
+    def test_an_object_of_another_route_is_never_written(self):
+        # A Middleware by the name shop's rule wants, but labelled for route other.
+        self.kube.create(G, "default", "middlewares", {
+            "apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
+            "metadata": {"name": "shop.beta", "namespace": "default",
+                         "labels": {"app.kubernetes.io/managed-by": "canary-bridge",
+                                    "canary-bridge.io/route": "other"},
+                         "annotations": {"canary-bridge.io/source-prefix": "canary/",
+                                         "canary-bridge.io/route": "other"}},
+            "spec": {"headers": {"customRequestHeaders": {"X-Other": "1"}}}})
+        rv = self.mw("shop.beta")["metadata"]["resourceVersion"]
+        self.put("canary/default/shop/route", ROUTE)
+        self.put("canary/default/shop/headers", HEADERS)
+        mark = ts.last_seq(self.kube)
+        self.start_bridge()      # upsert-only: sync would prune it as route other's leftover
+        self.bridge.wait_log(r"route default/shop: Middleware default/shop\.beta belongs to "
+                             r"route default/other .*refusing to overwrite it")
+        self.assertEqual(self.mw("shop.beta")["metadata"]["resourceVersion"], rv)
+        self.assertEqual(ts.kube_writes(self.kube, since=mark, plural="middlewares"), [])
+
 
 class EtcdGuard(GuardSuite, unittest.TestCase):
     start_source = ts.EtcdSource.start_source
