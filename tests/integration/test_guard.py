@@ -173,6 +173,21 @@ class GuardSuite:
         for name in ROUTES:
             self.assertIsNotNone(self.ir(name))
 
+    def test_one_shot_sync_into_an_empty_prefix_fails_and_deletes_nothing(self):
+        self.three_routes()
+        self.assertEqual(self.bridge.stop(), 0)
+        self.delete_folder("canary/")
+        mark = ts.last_seq(self.kube)
+        cfg = ts.merged(bridge_config(kube=self.kube, **self.source_config()),
+                        {"reconcile": {"policy": "sync"}})
+        b = Bridge(self.tmp.name, cfg, name="oneshot", start=False)
+        code, out, err = b.run_once(["sync"])
+        self.assertEqual(code, 1, err)
+        self.assertRegex(out + err, r"deletion guard: .* put canary/_confirm-delete = [0-9a-f]{8}")
+        self.assertEqual(self.deletes(mark), [])
+        for name in ROUTES:
+            self.assertIsNotNone(self.ir(name))
+
     def test_deleting_one_route_of_three_is_not_held(self):
         self.three_routes()
         self.delete_folder("canary/default/alpha/")
