@@ -65,13 +65,14 @@ struct config {
         uint64_t resync_ms;           /* default 5m; 0 disables */
         char **namespaces;            /* allow-list; empty = any */
         size_t n_namespaces;
-        bool status;                 /* write P<ns>/<name>/status */
-        unsigned max_in_flight;      /* routes written concurrently; default 16 */
-        uint64_t burst_hold_ms;      /* longest write hold in a burst; 10s; 0 = off */
-        uint64_t burst_quiet_ms;     /* a pause this long ends the hold; 30ms */
-        bool allow_cross_namespace;  /* services[].namespace allowed; default false */
-        unsigned max_delete_percent; /* deletion guard: share of owned routes one
-                                        source read may delete; 0..100, default 50 */
+        bool status;                /* write P<ns>/<name>/status */
+        unsigned max_in_flight;     /* routes written concurrently; default 16 */
+        uint64_t burst_hold_ms;     /* longest write hold in a burst; 10s; 0 = off */
+        uint64_t burst_quiet_ms;    /* a pause this long ends the hold; 30ms */
+        bool allow_cross_namespace; /* services[].namespace allowed; default false */
+        /* Deletion guard: percent of the routes owning objects that one source
+         * read may delete without confirmation; 0..100, default 50. */
+        unsigned max_delete_percent;
     } reconcile;
 
     struct {
