@@ -259,6 +259,24 @@ class GuardSuite:
         writes = self.assert_never_moved(mark, {"shop-v1": 0, "shop-v2": 100})
         self.assertEqual(writes[-1]["method"], "DELETE")
 
+    def test_deleting_weights_of_a_sticky_route_keeps_them(self):
+        # A sticky route keeps its weights in the TraefikService: that is where the
+        # weights in force are read from.
+        def ts_weights():
+            t = self.kube.get(G, "default", "traefikservices", "shop")
+            return t and {x["name"]: x["weight"] for x in t["spec"]["weighted"]["services"]}
+        self.put("canary/default/shop/route", ROUTE_NO_WEIGHTS + "sticky: {cookie: cb}\n")
+        self.put("canary/default/shop/weights", "shop-v1=0, shop-v2=100")
+        self.start_bridge(reconcile={"policy": "sync"})
+        wait_until(lambda: ts_weights() == {"shop-v1": 0, "shop-v2": 100}, what="0/100")
+        since = self.bridge.log_size()
+        self.delete("canary/default/shop/weights")
+        self.bridge.wait_log(r"route default/shop: weights key gone: keeping the weights in "
+                             r"force shop-v1=0 shop-v2=100", since=since)
+        self.put("canary/default/cart/route", ROUTE.replace("shop", "cart"))     # barrier
+        self.wait_weights({"cart-v1": 80, "cart-v2": 20}, "cart")
+        self.assertEqual(ts_weights(), {"shop-v1": 0, "shop-v2": 100})
+
     def test_new_route_weights_after_a_deleted_weights_key_apply(self):
         self.put("canary/default/shop/route", ROUTE)
         self.put("canary/default/shop/weights", "shop-v1=10, shop-v2=90")
