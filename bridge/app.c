@@ -348,6 +348,7 @@ static void status_send(struct app *a, struct status_write *w) {
     char *text = NULL;
     if (doc && cJSON_AddStringToObject(doc, "state", state_name(st->state)) &&
         cJSON_AddStringToObject(doc, "message", st->message ? st->message : "") &&
+        (!st->weights_held || cJSON_AddBoolToObject(doc, "weights_held", true)) &&
         cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
         cJSON_AddStringToObject(doc, "resourceVersion",
                                 st->resource_version ? st->resource_version : "") &&
@@ -391,6 +392,9 @@ static void metrics_refresh(struct app *a) {
     metric_set(a->bm.routes, METRIC_LABELS("applied"), (double)applied);
     metric_set(a->bm.routes, METRIC_LABELS("error"), (double)failed);
     metric_set(a->bm.routes, METRIC_LABELS("pending"), (double)pending);
+    metric_set(a->bm.deletion_held, NULL, a->rec.guard.holding ? 1 : 0);
+    metric_set(a->bm.deletion_held_routes, NULL,
+               a->rec.guard.holding ? (double)a->rec.guard.gone : 0);
     if (a->rec.stats.conflicts > a->conflicts_seen) {
         metric_add(a->bm.conflicts_total, NULL,
                    (double)(a->rec.stats.conflicts - a->conflicts_seen));
@@ -405,6 +409,12 @@ static void on_http(void *user, const char *method, const char *path, struct htt
         /* Answering at all means the loop turns. */
         buf_puts(&res->body, "ok\n");
     } else if (strcmp(path, "/readyz") == 0) {
+        char held[512];
+        if (a->have_rec && reconciler_guard_describe(&a->rec, held, sizeof held)) {
+            res->status = 503; /* a person has to look: see reconcile.h */
+            buf_printf(&res->body, "%s\n", held);
+            return;
+        }
         bool ready = a->working && a->source_connected && !a->stopping;
         res->status = ready ? 200 : 503;
         buf_puts(&res->body, ready         ? "ready\n"

@@ -164,6 +164,7 @@ static const struct field reconcile_fields[] = {
     DURATION("burst_hold", reconcile.burst_hold_ms),
     DURATION("burst_quiet", reconcile.burst_quiet_ms),
     BOOLEAN("allow_cross_namespace", reconcile.allow_cross_namespace),
+    UNSIGNED("max_delete_percent", reconcile.max_delete_percent),
     END,
 };
 
@@ -883,6 +884,8 @@ static int check_reconcile(struct parse *p) {
         return invalid(p, "reconcile.burst_hold", "must be at most 5m (0 = off)");
     if (c->reconcile.burst_quiet_ms == 0 || c->reconcile.burst_quiet_ms > 60 * 1000)
         return invalid(p, "reconcile.burst_quiet", "must be between 1ms and 1m");
+    if (c->reconcile.max_delete_percent > 100)
+        return invalid(p, "reconcile.max_delete_percent", "must be between 0 and 100");
     for (size_t i = 0; i < c->reconcile.n_namespaces; i++) {
         const char *ns = c->reconcile.namespaces[i];
         if (!is_dns_label(ns, strlen(ns)))
@@ -1021,6 +1024,7 @@ int config_defaults(struct config *cfg) {
     cfg->reconcile.max_in_flight = 16;
     cfg->reconcile.burst_hold_ms = 10 * 1000;
     cfg->reconcile.burst_quiet_ms = 30;
+    cfg->reconcile.max_delete_percent = 50;
     cfg->leader_election.lease_duration_ms = 15000;
     cfg->leader_election.renew_deadline_ms = 10000;
     cfg->leader_election.retry_period_ms = 2000;

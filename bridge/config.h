@@ -71,6 +71,9 @@ struct config {
         uint64_t burst_hold_ms;     /* longest write hold in a burst; 10s; 0 = off */
         uint64_t burst_quiet_ms;    /* a pause this long ends the hold; 30ms */
         bool allow_cross_namespace; /* services[].namespace allowed; default false */
+        /* Deletion guard: percent of the routes owning objects that one source
+         * read may delete without confirmation; 0..100, default 50. */
+        unsigned max_delete_percent;
     } reconcile;
 
     struct {

@@ -36,6 +36,8 @@ static void routes_free(struct map *m) {
 
 void keycache_free(struct keycache *kc) {
     routes_free(&kc->routes);
+    free(kc->confirm.data);
+    kc->confirm.data = NULL;
     map_free(&kc->warned);
     free(kc->prefix);
     kc->prefix = NULL;
@@ -59,6 +61,11 @@ static int classify(struct keycache *kc, const char *key, char *ns, char *name, 
     case LEAF_STATUS: return 1;
     }
     return 1;
+}
+
+static bool is_confirm(const struct keycache *kc, const char *key) {
+    size_t n = strlen(kc->prefix);
+    return strncmp(key, kc->prefix, n) == 0 && strcmp(key + n, KC_CONFIRM_KEY) == 0;
 }
 
 static struct kc_route *route_get(struct map *m, const char *ns, const char *name, bool create) {
@@ -124,6 +131,12 @@ int keycache_put(struct keycache *kc, const struct source_kv *kv, kc_changed_cb 
     int leaf;
     if (kv->revision > kc->revision)
         kc->revision = kv->revision;
+    if (is_confirm(kc, kv->key)) {
+        int rc = leaf_set(&kc->confirm, kv->value, kv->value_len, kv->revision);
+        if (rc > 0 && cb)
+            cb(user, KC_CONFIRM_KEY);
+        return rc < 0 ? -1 : 0;
+    }
     if (classify(kc, kv->key, ns, name, &leaf) != 0)
         return 0;
     struct kc_route *r = route_get(&kc->routes, ns, name, true);
@@ -138,6 +151,11 @@ int keycache_put(struct keycache *kc, const struct source_kv *kv, kc_changed_cb 
 int keycache_delete(struct keycache *kc, const char *key, kc_changed_cb cb, void *user) {
     char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1];
     int leaf;
+    if (is_confirm(kc, key)) {
+        if (leaf_set(&kc->confirm, NULL, 0, 0) > 0 && cb)
+            cb(user, KC_CONFIRM_KEY);
+        return 0;
+    }
     if (classify(kc, key, ns, name, &leaf) != 0) {
         map_del(&kc->warned, key); /* warn again if it comes back */
         return 0;
@@ -169,9 +187,14 @@ static bool route_equal(const struct kc_route *a, const struct kc_route *b) {
 int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n, uint64_t revision,
                       kc_changed_cb cb, void *user) {
     struct map fresh = MAP_INIT;
+    const struct source_kv *confirm = NULL;
     for (size_t i = 0; i < n; i++) {
         char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1];
         int leaf;
+        if (is_confirm(kc, kvs[i].key)) {
+            confirm = &kvs[i];
+            continue;
+        }
         if (classify(kc, kvs[i].key, ns, name, &leaf) != 0)
             continue;
         struct kc_route *r = route_get(&fresh, ns, name, true);
@@ -181,6 +204,13 @@ int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n
         }
     }
     /* Swap first, then notify: the callback may read the cache. */
+    int confirm_changed =
+        leaf_set(&kc->confirm, confirm ? confirm->value : NULL, confirm ? confirm->value_len : 0,
+                 confirm ? confirm->revision : 0);
+    if (confirm_changed < 0) {
+        routes_free(&fresh);
+        return -1;
+    }
     struct map old = kc->routes;
     kc->routes = fresh;
     kc->revision = revision;
@@ -205,6 +235,8 @@ int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n
         if (!map_has(&kc->routes, e->key))
             notify(cb, user, e->value);
     routes_free(&old);
+    if (confirm_changed > 0 && cb)
+        cb(user, KC_CONFIRM_KEY);
     return 0;
 }
 
@@ -231,6 +263,7 @@ int keycache_input(const struct keycache *kc, const char *route_id, struct model
     in->weights_len = v[KC_WEIGHTS].len;
     in->headers = v[KC_HEADERS].data;
     in->headers_len = v[KC_HEADERS].len;
+    in->route_rev = v[KC_ROUTE].rev;
     for (int i = 0; i < KC_NLEAVES; i++)
         if (v[i].data && v[i].rev > in->revision)
             in->revision = v[i].rev;

@@ -18,6 +18,11 @@
 
 enum { KC_ROUTE, KC_WEIGHTS, KC_HEADERS, KC_NLEAVES };
 
+/* P_confirm-delete: a person's confirmation of deletions the deletion guard
+ * holds (see reconcile.h). Not a route: no namespace starts with '_'. When
+ * its value changes, the changed callback gets this name as the route id. */
+#define KC_CONFIRM_KEY "_confirm-delete"
+
 struct kc_value {
     char *data; /* NULL: key absent */
     size_t len;
@@ -37,7 +42,8 @@ struct keycache {
     struct map warned; /* stray keys already warned about */
     char *prefix;
     struct logger *log;
-    uint64_t revision; /* last source revision seen */
+    uint64_t revision;       /* last source revision seen */
+    struct kc_value confirm; /* P_confirm-delete */
 };
 
 /* Called once per route whose inputs changed. */

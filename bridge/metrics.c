@@ -570,12 +570,20 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
     out->burst_holding = metrics_gauge(
         m, "canary_bridge_burst_holding",
         "1 while writes wait for a burst of source changes to pause, else 0.", 0, NULL);
+    out->deletion_held = metrics_gauge(
+        m, "canary_bridge_deletion_held",
+        "1 while the deletion guard holds deletions that need a person's confirmation, else 0.", 0,
+        NULL);
+    out->deletion_held_routes = metrics_gauge(
+        m, "canary_bridge_deletion_held_routes",
+        "Routes whose keys are gone but whose objects the deletion guard keeps.", 0, NULL);
 
     if (!out->reconcile_total || !out->conflicts_total || !out->kube_requests_total ||
         !out->source_events_total || !out->propagation_seconds || !out->routes ||
         !out->route_weight || !out->source_connected || !out->source_acl_denied ||
         !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
-        !out->burst_holds_total || !out->burst_holding)
+        !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
+        !out->deletion_held_routes)
         return -1;
     return metric_set(out->build_info, METRIC_LABELS(version ? version : "unknown"), 1);
 }

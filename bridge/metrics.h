@@ -107,6 +107,8 @@ struct bridge_metrics {
     struct metric_family *build_info;                  /* gauge {version} = 1 */
     struct metric_family *burst_holds_total;           /* counter: bursts settled */
     struct metric_family *burst_holding;               /* gauge 0/1 */
+    struct metric_family *deletion_held;               /* gauge 0/1: the deletion guard holds */
+    struct metric_family *deletion_held_routes;        /* gauge: routes whose deletion waits */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1

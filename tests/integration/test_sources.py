@@ -155,12 +155,19 @@ class SourceSuite:
         self.assertEqual(self.ir()["metadata"]["annotations"]["canary-bridge.io/source-revision"],
                          str(rev2))
 
-    def test_deleting_weights_falls_back_to_route_weights(self):
+    def test_deleting_weights_keeps_the_weights_in_force(self):
+        # Issue 11, defect 2: deleting a key never moves traffic; the route
+        # document's 80/20 applies once the document itself changes.
         self.put("canary/default/shop/route", ROUTE)
         self.put("canary/default/shop/weights", "shop-v1=10, shop-v2=90")
         self.start_bridge()
         self.wait_weights({"shop-v1": 10, "shop-v2": 90})
+        since = self.bridge.log_size()
         self.delete("canary/default/shop/weights")
+        self.bridge.wait_log(r"route default/shop: weights key gone: keeping the weights in "
+                             r"force shop-v1=10 shop-v2=90", since=since)
+        self.assertEqual(weights_of(self.ir()), {"shop-v1": 10, "shop-v2": 90})
+        self.put("canary/default/shop/route", ROUTE + "priority: 5\n")
         self.wait_weights(ROUTE_WEIGHTS)
 
     def test_deleting_route_keys_leaves_the_object_in_upsert_only(self):

@@ -100,6 +100,7 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->reconcile.burst_hold_ms, 10000);
     assert_int_equal(c->reconcile.burst_quiet_ms, 30);
     assert_false(c->reconcile.allow_cross_namespace);
+    assert_int_equal(c->reconcile.max_delete_percent, 50);
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
     assert_string_equal(c->leader_election.namespace, "default");
@@ -613,6 +614,8 @@ static void test_error_ranges(void **state) {
                  "t.yaml:2: reconcile.burst_hold: must be at most 5m (0 = off)");
     expect_error("reconcile:\n  burst_quiet: 0\n",
                  "t.yaml:2: reconcile.burst_quiet: must be between 1ms and 1m");
+    expect_error("reconcile:\n  max_delete_percent: 101\n",
+                 "t.yaml:2: reconcile.max_delete_percent: must be between 0 and 100");
     expect_error("reconcile:\n  namespaces: [shop, Shop]\n",
                  "t.yaml:2: reconcile.namespaces: entry 1 is not a valid namespace name "
                  "(lowercase letters, digits and '-', at most 63)");

@@ -155,11 +155,57 @@ static void test_snapshot_replaces(void **state) {
     fclose(f);
 }
 
+/* P_confirm-delete (the deletion guard's confirmation) is not a stray key:
+ * its value is kept, and a change reports KC_CONFIRM_KEY, from events and
+ * snapshots alike; the route ids and the route key's revision are unaffected. */
+static void test_confirm_key(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0};
+    struct source_kv c = kv("canary/_confirm-delete", "3f09a1c2", 9);
+    assert_int_equal(keycache_put(&kc, &c, changed, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], KC_CONFIRM_KEY);
+    assert_string_equal(kc.confirm.data, "3f09a1c2");
+    assert_int_equal(kc.routes.count, 0);
+    keycache_put(&kc, &c, changed, &s); /* same bytes: no change */
+    assert_int_equal(s.n, 1);
+    assert_int_equal(count_lines(f, "ignoring key"), 0);
+    assert_int_equal(keycache_delete(&kc, "canary/_confirm-delete", changed, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_null(kc.confirm.data);
+    /* A snapshot that brings it, with a route: both reported, the confirmation
+     * last (the guard judges it against the new keys). */
+    struct source_kv all[] = {kv("canary/default/shop/route", "match: x", 11),
+                              kv("canary/_confirm-delete", "abc", 12)};
+    assert_int_equal(keycache_snapshot(&kc, all, 2, 12, changed, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.ids[2], "default/shop");
+    assert_string_equal(s.ids[3], KC_CONFIRM_KEY);
+    assert_string_equal(kc.confirm.data, "abc");
+    struct model_input in;
+    char ns[64], name[254];
+    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), 0);
+    assert_int_equal(in.route_rev, 11);
+    /* A snapshot without it takes it back. */
+    assert_int_equal(keycache_snapshot(&kc, all, 1, 13, changed, &s), 0);
+    assert_int_equal(s.n, 5);
+    assert_string_equal(s.ids[4], KC_CONFIRM_KEY);
+    assert_null(kc.confirm.data);
+    assert_int_equal(count_lines(f, "ignoring key"), 0);
+    keycache_free(&kc);
+    fclose(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_groups_and_detects_change),
         cmocka_unit_test(test_stray_keys_warn_once),
         cmocka_unit_test(test_snapshot_replaces),
+        cmocka_unit_test(test_confirm_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
