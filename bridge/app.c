@@ -943,6 +943,12 @@ static void on_informer_synced_rec(void *user) {
     on_informer_synced(r->user);
 }
 
+static void warn_open_handle(uv_handle_t *h, void *arg) {
+    struct app *a = arg;
+    log_warn(&a->log, "  a %s handle%s", uv_handle_type_name(uv_handle_get_type(h)),
+             uv_is_closing(h) ? " (closing)" : "");
+}
+
 /* One generation: build everything from a->cfg, run the loop until it is
  * all closed again, release it. */
 static int app_generation(struct app *a) {
@@ -1015,8 +1021,12 @@ static int app_generation(struct app *a) {
     for (struct map_entry *e; (e = map_iter_next(&it));)
         free(e->value);
     map_free(&a->weight_series);
-    if (uv_loop_close(&a->loop) != 0)
-        log_debug(&a->log, "event loop closed with handles still open");
+    if (uv_loop_close(&a->loop) != 0) {
+        /* teardown() missed one (only an unreferenced handle lets uv_run
+         * return with it open): the next generation would inherit it. */
+        log_warn(&a->log, "event loop closed with handles still open:");
+        uv_walk(&a->loop, warn_open_handle, a);
+    }
     return a->exit_code;
 }
 
