@@ -396,6 +396,14 @@ static void metrics_refresh(struct app *a) {
     }
 }
 
+/* Why the Kubernetes side cannot work now, or NULL. */
+static const char *kube_problem(struct app *a) {
+    const char *p = a->kube ? kube_client_problem(a->kube) : NULL;
+    for (int k = 0; !p && a->have_informers && k < OBJ_NKINDS; k++)
+        p = informer_problem(&a->inf[k]);
+    return p;
+}
+
 static void on_http(void *user, const char *method, const char *path, struct httpd_response *res) {
     struct app *a = user;
     (void)method;
@@ -403,12 +411,18 @@ static void on_http(void *user, const char *method, const char *path, struct htt
         /* Answering at all means the loop turns. */
         buf_puts(&res->body, "ok\n");
     } else if (strcmp(path, "/readyz") == 0) {
-        bool ready = a->working && a->source_connected && !a->stopping;
+        /* The sink counts as much as the source: a bridge that cannot reach
+         * the API server, or whose credentials it refuses, is not ready. */
+        const char *sink = kube_problem(a);
+        bool ready = a->working && a->source_connected && !a->stopping && !sink;
         res->status = ready ? 200 : 503;
-        buf_puts(&res->body, ready         ? "ready\n"
-                             : a->stopping ? "stopping\n"
-                             : !a->working ? "first sync not done\n"
-                                           : "source disconnected\n");
+        if (ready || a->stopping || !a->working || !a->source_connected)
+            buf_puts(&res->body, ready         ? "ready\n"
+                                 : a->stopping ? "stopping\n"
+                                 : !a->working ? "first sync not done\n"
+                                               : "source disconnected\n");
+        else
+            buf_printf(&res->body, "kubernetes: %s\n", sink);
     } else if (strcmp(path, "/metrics") == 0) {
         metrics_refresh(a);
         res->content_type = METRICS_CONTENT_TYPE;

@@ -159,6 +159,10 @@ class Endpoints(OpsCase):
         self.etcd.put("canary/default/shop/weights", "shop-v1=70, shop-v2=30")
         wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 70, "shop-v2": 30},
                    what="second change")
+        lbl = {"namespace": "default", "route": "shop"}
+        # The series is set when the write's answer arrives, just after the server stored it.
+        wait_until(lambda: metric(http_get(self.port, "/metrics")[1], "canary_bridge_route_weight",
+                                  {**lbl, "service": "shop-v1"}) == 70, what="the weight series")
         status, text = http_get(self.port, "/metrics")
         self.assertEqual(status, 200)
         for name in ("canary_bridge_reconcile_total", "canary_bridge_conflicts_total",
@@ -221,6 +225,79 @@ class Endpoints(OpsCase):
                    what="ready again")
 
 
+class SinkReadiness(OpsCase):
+    """/readyz follows the Kubernetes side as it follows the source (issue 11: defects 11, 16)."""
+
+    IR_PATH = "/apis/traefik.io/v1alpha1/ingressroutes"
+
+    def ready_bridge(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = self.bridge()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, what="ready")
+        return b
+
+    def failed_ir_reads(self, since):
+        return [r for r in self.kube.requests(since=since)
+                if r["method"] == "GET" and r["path"] == self.IR_PATH and r["status"] == 401]
+
+    def test_revoked_credentials_not_ready_with_the_reason_and_backoff(self):
+        b = self.ready_bridge()
+        mark = self.kube.requests()[-1]["seq"]
+        since = b.log_size()
+        self.kube.control("POST", "token", {"token": "someone-else"})   # ours is revoked
+        self.kube.close_watches()        # the informers watch again: 401
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready")
+        self.assertRegex(body, r"^kubernetes: the API server refuses the bridge's credentials "
+                               r"\(\w+ \w+\): HTTP 401 Unauthorized\n$")
+        # Backoff: the second attempt at the same watch waits seconds, not ~200 ms.
+        tries = wait_until(lambda: len(self.failed_ir_reads(mark)) >= 2 and
+                           self.failed_ir_reads(mark), timeout=15, what="a second attempt")
+        self.assertGreaterEqual(tries[1]["t"] - tries[0]["t"], 2.0)
+        log = b.log_text()[since:]
+        # One clear line with the reason (not "HTTP 401 )"), not one per retry.
+        self.assertEqual(len(re.findall(r"warn .*refuses the bridge's credentials.*"
+                                        r"HTTP 401 Unauthorized", log)), 1, log)
+        self.assertNotIn("HTTP 401 )", log)
+        self.assertNotRegex(log, r"warn .*watch \w+ failed \(HTTP 401")
+        # The right token again: ready again once the next attempt succeeds.
+        self.kube.control("POST", "token", {"token": self.kube.token})
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=40,
+                   what="ready with the token accepted again")
+        b.wait_log(r"kubernetes: the API server answers again", since=since)
+
+    def test_forbidden_list_is_not_ready_with_the_status_message(self):
+        b = self.ready_bridge()
+        self.kube.fault(method="GET", path_regex=self.IR_PATH + "$", status=403, count=-1,
+                        message='ingressroutes.traefik.io is forbidden: User "bridge" cannot '
+                                'watch resource "ingressroutes"')
+        self.kube.close_watches()
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready")
+        self.assertRegex(body, r"^kubernetes: .*watch ingressroutes\)?: HTTP 403 Forbidden: "
+                               r"ingressroutes\.traefik\.io is forbidden: User \"bridge\"")
+        self.kube.clear_faults()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=40,
+                   what="ready again")
+        self.assert_stops(b)
+
+    def test_api_server_unreachable_after_start_up_is_not_ready(self):
+        b = self.ready_bridge()
+        self.kube.fault(action="drop", count=-1)    # every connection closed unanswered
+        self.kube.close_watches()
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready")
+        self.assertIn("kubernetes: ", body)
+        self.kube.clear_faults()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=40,
+                   what="ready again once the watches are open")
+        self.kube.kill()                            # gone: connection refused
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready with the API server gone")
+        self.assertRegex(body, r"^kubernetes: ")
+        self.assert_stops(b)
+
+
 class SdNotify(OpsCase):
     def test_ready_after_first_sync_status_and_watchdog(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
@@ -243,7 +320,7 @@ class SdNotify(OpsCase):
         self.etcd.put("canary/default/shop/route", ROUTE)
         b = self.bridge(env=stalled.env(watchdog_usec=20000))  # a ping every 10 ms
         wait_until(lambda: self.ir(), what="first sync")
-        b.wait_log(r"sd_notify WATCHDOG: Resource temporarily unavailable")
+        b.wait_log(r"sd_notify [A-Z]+: Resource temporarily unavailable")  # the queue is full
         self.etcd.put("canary/default/shop/weights", "shop-v1=30, shop-v2=70")
         wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 30, "shop-v2": 70},
                    what="syncing with the notify queue full")
