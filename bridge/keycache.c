@@ -115,7 +115,7 @@ static int classify(struct keycache *kc, const char *key, char *ns, char *name, 
         bool typo = unknown_leaf(kc, key, ns, name, msg, msglen) == 0;
         if (!map_has(&kc->warned, key)) {
             if (typo)
-                log_warn(kc->log, "ignoring %s; the route's status says so", msg);
+                log_warn(kc->log, "ignoring %s", msg);
             else
                 log_warn(kc->log, "ignoring key %s: %s", key, err);
             (void)map_put(&kc->warned, key, NULL, NULL); /* best effort */
