@@ -99,10 +99,43 @@ static int unknown_leaf(struct keycache *kc, const char *key, char *ns, char *na
     char hint[64] = "";
     if (best)
         snprintf(hint, sizeof hint, "did you mean '%s'? ", best);
-    snprintf(msg, msglen,
-             "key %.300s: unknown leaf '%.64s' (%sexpected route, weights, headers or status)", key,
+    snprintf(msg, msglen, "unknown leaf '%.64s' (%sexpected route, weights, headers or status)",
              leaf, hint);
     return 0;
+}
+
+/* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p, size_t n) {
+    unsigned char c = p[0];
+    size_t len = c < 0x80                 ? 1
+                 : c >= 0xC2 && c <= 0xDF ? 2
+                 : c >= 0xE0 && c <= 0xEF ? 3
+                 : c >= 0xF0 && c <= 0xF4 ? 4
+                                          : 0;
+    if (!len || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] >= 0x90))
+        return 0; /* overlong, surrogate, beyond U+10FFFF */
+    return len;
+}
+
+/* The message goes into a JSON status key: control bytes and bytes that are
+ * not UTF-8 become '?'. */
+static void printable(char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = utf8_len((const unsigned char *)s + i, n - i);
+        if (!len || c < 0x20 || c == 0x7f) {
+            s[i++] = '?';
+            continue;
+        }
+        i += len;
+    }
 }
 
 /* Which route and leaf a key is; 1 = the route's status key, 2 = a key with
@@ -112,15 +145,17 @@ static int classify(struct keycache *kc, const char *key, char *ns, char *name, 
     enum model_leaf l;
     char err[256];
     if (model_parse_key(kc->prefix, key, ns, name, &l, err, sizeof err) < 0) {
-        bool typo = unknown_leaf(kc, key, ns, name, msg, msglen) == 0;
+        char detail[256];
+        bool typo = unknown_leaf(kc, key, ns, name, detail, sizeof detail) == 0;
         if (!map_has(&kc->warned, key)) {
-            if (typo)
-                log_warn(kc->log, "ignoring %s", msg);
-            else
-                log_warn(kc->log, "ignoring key %s: %s", key, err);
+            log_warn(kc->log, "ignoring key %s: %s", key, typo ? detail : err);
             (void)map_put(&kc->warned, key, NULL, NULL); /* best effort */
         }
-        return typo ? 2 : -1;
+        if (!typo)
+            return -1;
+        snprintf(msg, msglen, "key %.300s: %.200s", key, detail);
+        printable(msg);
+        return 2;
     }
     switch (l) {
     case LEAF_ROUTE: *leaf = KC_ROUTE; return 0;

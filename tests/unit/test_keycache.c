@@ -194,6 +194,14 @@ static void test_status_and_mistyped_leaves(void **state) {
     assert_non_null(strstr(msg, "unknown leaf 'notes' (expected route"));
     assert_int_equal(keycache_leaf_errors(&kc, "default/cart", msg, sizeof msg), 0);
     assert_string_equal(msg, "");
+    /* Bytes that are not UTF-8 (or control bytes) never reach the JSON status. */
+    struct source_kv bad = kv("canary/default/odd/we\xffi\x01ghts", "x", 6);
+    keycache_put(&kc, &bad, changed, &s);
+    assert_int_equal(keycache_leaf_errors(&kc, "default/odd", msg, sizeof msg), 1);
+    assert_non_null(strstr(msg, "key canary/default/odd/we?i?ghts: unknown leaf 'we?i?ghts'"));
+    typos.n = 0;
+    assert_int_equal(keycache_delete(&kc, "canary/default/odd/we\xffi\x01ghts", changed, &s), 0);
+    assert_int_equal(typos.n, 1);
 
     /* A snapshot with the same typos and a new one: only cart is news. */
     typos.n = 0;
