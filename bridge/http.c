@@ -784,6 +784,14 @@ void http_req_on_data(struct http_req *r, http_data_cb cb) {
         r->on_data = cb;
 }
 
+long http_req_status(const struct http_req *r) {
+    long status = 0;
+    if (!r || r->state != REQ_RUNNING ||
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+        return 0;
+    return status;
+}
+
 void http_req_set_user(struct http_req *r, void *user) {
     if (r)
         r->user = user;

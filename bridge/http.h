@@ -73,6 +73,9 @@ void http_req_tls(struct http_req *r, const struct http_tls *tls);
 /* Whole-transfer timeout (0 = none, for watches) and connect timeout. */
 void http_req_timeouts(struct http_req *r, long total_ms, long connect_ms);
 void http_req_on_data(struct http_req *r, http_data_cb cb);
+/* The status code of the response being received, 0 before its headers:
+ * tells a stream that is open (200) from one that is answering an error. */
+long http_req_status(const struct http_req *r);
 void http_req_set_user(struct http_req *r, void *user);
 void *http_req_user(const struct http_req *r);
 int http_req_start(struct http_req *r, http_done_cb done);

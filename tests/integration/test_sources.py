@@ -8,6 +8,7 @@ Nothing sleeps where a condition can be awaited; nothing asserts on latency."""
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
@@ -244,7 +245,9 @@ class SourceSuite:
         st = self.wait_status(lambda s: s.get("revision") == rev, what="status at %d" % rev)
         self.assertEqual(st["state"], "applied")
         self.assertEqual(st["resourceVersion"], self.ir()["metadata"]["resourceVersion"])
-        self.assertEqual(set(st), {"state", "message", "revision", "resourceVersion", "time"})
+        self.assertEqual(set(st), {"state", "message", "revision", "resourceVersion", "weights",
+                                   "time"})
+        self.assertEqual(st["weights"], {"shop-v1": 70, "shop-v2": 30})  # the weights in force
         self.assertRegex(st["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         rv = self.ir()["metadata"]["resourceVersion"]
         self.put("canary/default/shop/weights", "shop-v1=lots")
@@ -322,6 +325,72 @@ class SourceSuite:
                          % (self.status(), st, self.ir()["metadata"]["annotations"]
                             ["canary-bridge.io/source-revision"]))
 
+
+    def wait_full_sync(self, bridge, since=0):
+        """The bridge's first pass over every route is done, and any status write it made
+        has landed: a barrier edit's status comes back after them."""
+        bridge.wait_log(r"first full sync done", since=since, timeout=20)
+        self.barriers = getattr(self, "barriers", 0) + 1
+        barrier = self.put("canary/default/cart/weights", "cart-v1=%d, cart-v2=1" % self.barriers)
+        self.wait_status(lambda s: s.get("revision") == barrier, name="cart", what="cart barrier")
+
+    def test_restart_and_reload_rewrite_no_status(self):
+        """The status key already says what a new pass finds: a restart or a reload must not
+        rewrite it just to move its time (issue 11, defect 8)."""
+        self.put("canary/default/shop/route", ROUTE)
+        self.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.put("canary/default/cart/route", route_doc("cart"))
+        b = self.start_bridge(reconcile={"status": True})
+        st = self.wait_status(lambda s: s["state"] == "applied", what="shop applied")
+        self.assertEqual(st["weights"], {"shop-v1": 90, "shop-v2": 10})
+        self.wait_full_sync(b)
+        key = "canary/default/shop/status"
+        n0 = self.status_writes(key)
+        since = b.log_size()
+        b.signal(signal.SIGHUP)                                  # the same file: a reload
+        b.wait_log(r"restarting the pipeline", since=since)
+        self.wait_full_sync(b, since)
+        self.assertEqual(self.status_writes(key), n0, "reload rewrote %r" % self.status())
+        self.assertEqual(b.stop(), 0)
+        cfg = merged(bridge_config(kube=self.kube, **self.source_config()),
+                     {"reconcile": {"status": True}})
+        again = Bridge(self.tmp.name, cfg, name="bridge-again")  # a restart
+        self.addCleanup(again.stop)
+        self.wait_full_sync(again)
+        self.assertEqual(self.status_writes(key), n0, "restart rewrote %r" % self.status())
+        self.assertEqual(self.status(), st)
+        # A real change is still written, with the new weights in force.
+        rev = self.put("canary/default/shop/weights", "shop-v1=80, shop-v2=20")
+        st = self.wait_status(lambda s: s["revision"] == rev, what="status of the edit")
+        self.assertEqual(st["weights"], {"shop-v1": 80, "shop-v2": 20})
+
+    def test_mistyped_leaf_is_an_error_in_the_route_status(self):
+        """canary/default/shop/weight (no s) is not input: the route's status says so, naming
+        the key, with a did-you-mean (issue 11, defect 9)."""
+        self.put("canary/default/shop/route", ROUTE)
+        self.put("canary/default/shop/weight", "shop-v1=10, shop-v2=90")
+        self.put("canary/default/cart/wieghts", "cart-v1=10, cart-v2=90")   # nothing else
+        self.start_bridge(reconcile={"status": True})
+        st = self.wait_status(lambda s: s["state"] == "error", what="shop error")
+        self.assertIn("key canary/default/shop/weight: unknown leaf 'weight' "
+                      "(did you mean 'weights'? ", st["message"])
+        self.assertEqual(st["objects"], "applied")          # the rest of the route still works
+        self.assertEqual(weights_of(self.ir()), ROUTE_WEIGHTS)
+        st = self.wait_status(lambda s: s["state"] == "error", name="cart", what="cart error")
+        self.assertIn("key canary/default/cart/wieghts: unknown leaf 'wieghts' "
+                      "(did you mean 'weights'? ", st["message"])
+        self.assertIsNone(self.ir("cart"))
+        # A mistyped leaf made later, then the typo fixed: error, then applied again.
+        self.put("canary/default/shop/headres", "x-canary: always")
+        st = self.wait_status(lambda s: "headres" in s["message"], what="two typos")
+        self.assertIn("did you mean 'headers'?", st["message"])
+        self.delete("canary/default/shop/weight")
+        self.delete("canary/default/shop/headres")
+        rev = self.put("canary/default/shop/weights", "shop-v1=10, shop-v2=90")
+        st = self.wait_status(lambda s: s["state"] == "applied" and s["revision"] == rev,
+                              what="applied once the typos are gone")
+        self.assertEqual(st["message"], "")
+        self.assertNotIn("objects", st)
 
 class EtcdSource(SourceSuite, unittest.TestCase):
     source_name = "etcd"
