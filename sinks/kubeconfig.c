@@ -8,9 +8,11 @@
  * carry many keys the bridge has no use for (preferences, extensions,
  * proxy-url, ...), so unknown keys are ignored, but the keys the bridge does
  * use must have the right shape. Relative file paths are resolved against the
- * kubeconfig's directory, as kubectl does. Only the first file of a
- * colon-separated $KUBECONFIG is read; kubectl merges them, which is more
- * machinery than a daemon's single cluster needs.
+ * directory of the file that defines them, as kubectl does. A colon-separated
+ * $KUBECONFIG is merged as kubectl merges it: the first file that defines a
+ * named cluster/user/context wins, current-context comes from the first file
+ * that sets it, and files that do not exist are skipped. An unknown name is
+ * an error that lists the names there are.
  *
  * Credential plugins (exec, auth-provider) are refused: running a subprocess
  * that may block or prompt has no place in a single-threaded daemon. Basic
@@ -34,11 +36,24 @@
 #define SA_DIR_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount"
 #define NAME_SHOWN_MAX 64 /* longest context/cluster/user name quoted in a message */
 
-/* A loaded kubeconfig and where messages go. */
-struct kubeconfig {
-    const char *path;
+/* One file of the (possibly colon-separated) kubeconfig list. */
+struct kc_file {
+    char *path;
     char *dir; /* for relative paths; NULL when path has no '/' */
     yaml_document_t doc;
+};
+
+/* The loaded kubeconfig files, in precedence order, and where messages go.
+ * path/dir/doc are those of the file being read at the moment (`cur`):
+ * every named entry is read from the file that defines it, so its relative
+ * paths and line numbers are that file's. */
+struct kubeconfig {
+    struct kc_file *files;
+    size_t nfiles;
+    size_t cur;
+    const char *path;
+    const char *dir;
+    yaml_document_t *doc;
     char *err;
     size_t errlen;
 };
@@ -141,36 +156,50 @@ bad:
 
 /* ---- reading the kubeconfig -------------------------------------------------- */
 
-/* The file kubectl would read: the argument, else the first entry of
- * $KUBECONFIG, else ~/.kube/config. */
-static char *kubeconfig_path(const char *path, char *err, size_t errlen) {
-    if (path && *path) {
-        char *copy = strdup(path);
-        if (!copy)
-            snprintf(err, errlen, "out of memory");
-        return copy;
-    }
+/* Append one file to the list kubectl would read, once. */
+static int add_path(char ***paths, size_t *n, const char *p, size_t len) {
+    for (size_t i = 0; i < *n; i++)
+        if (strlen((*paths)[i]) == len && !strncmp((*paths)[i], p, len))
+            return 0; /* kubectl reads a repeated file once */
+    char **grown = realloc(*paths, (*n + 1) * sizeof *grown);
+    if (!grown)
+        return -1;
+    *paths = grown;
+    if (!(grown[*n] = strndup(p, len)))
+        return -1;
+    (*n)++;
+    return 0;
+}
+
+/* The files kubectl would read: the argument, else every entry of
+ * $KUBECONFIG (in order, empty entries skipped), else ~/.kube/config. */
+static int kubeconfig_paths(const char *path, char ***paths, size_t *n, char *err, size_t errlen) {
+    int rc = 0;
     const char *env = getenv("KUBECONFIG");
-    for (const char *s = env; s && *s;) {
-        size_t n = strcspn(s, ":");
-        if (n > 0) {
-            char *copy = strndup(s, n);
-            if (!copy)
-                snprintf(err, errlen, "out of memory");
-            return copy;
+    if (path && *path) {
+        rc = add_path(paths, n, path, strlen(path));
+    } else if (env && *env) {
+        for (const char *s = env; rc == 0 && *s;) {
+            size_t len = strcspn(s, ":");
+            if (len > 0)
+                rc = add_path(paths, n, s, len);
+            s += len + (s[len] == ':');
         }
-        s += *s == ':';
     }
-    const char *home = getenv("HOME");
-    if (!home || !*home) {
-        snprintf(err, errlen,
-                 "no kubeconfig: kubernetes.kubeconfig, $KUBECONFIG and $HOME are all unset");
-        return NULL;
+    if (rc == 0 && *n == 0) {
+        const char *home = getenv("HOME");
+        if (!home || !*home) {
+            snprintf(err, errlen,
+                     "no kubeconfig: kubernetes.kubeconfig, $KUBECONFIG and $HOME are all unset");
+            return -1;
+        }
+        char *p = format("%s/.kube/config", home);
+        rc = p ? add_path(paths, n, p, strlen(p)) : -1;
+        free(p);
     }
-    char *p = format("%s/.kube/config", home);
-    if (!p)
+    if (rc < 0)
         snprintf(err, errlen, "out of memory");
-    return p;
+    return rc;
 }
 
 static char *directory_of(const char *path) {
@@ -180,13 +209,21 @@ static char *directory_of(const char *path) {
     return strndup(path, (size_t)(slash - path)); /* "/config": "", and "" + "/ca" is right */
 }
 
+/* Read the entries from file i on. */
+static void use_file(struct kubeconfig *kc, size_t i) {
+    kc->cur = i;
+    kc->path = kc->files[i].path;
+    kc->dir = kc->files[i].dir;
+    kc->doc = &kc->files[i].doc;
+}
+
 static int load_document(struct kubeconfig *kc, const char *text, size_t len) {
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
         return kfail(kc, 0, "out of memory");
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     int rc = 0;
-    if (!yaml_parser_load(&parser, &kc->doc)) {
+    if (!yaml_parser_load(&parser, kc->doc)) {
         if (parser.error == YAML_MEMORY_ERROR)
             rc = kfail(kc, 0, "out of memory");
         else
@@ -197,7 +234,7 @@ static int load_document(struct kubeconfig *kc, const char *text, size_t len) {
     return rc;
 }
 
-/* Read and parse the file; on success the caller deletes kc->doc and kc->dir. */
+/* Read and parse the current file; on success it joins kc->files. */
 static int kubeconfig_open(struct kubeconfig *kc) {
     char *text;
     size_t len;
@@ -207,24 +244,73 @@ static int kubeconfig_open(struct kubeconfig *kc) {
     free(text);
     if (rc < 0)
         return -1;
-    if (strchr(kc->path, '/') && !(kc->dir = directory_of(kc->path))) {
-        yaml_document_delete(&kc->doc);
+    struct kc_file *f = &kc->files[kc->nfiles];
+    if (strchr(kc->path, '/') && !(f->dir = directory_of(kc->path))) {
+        yaml_document_delete(kc->doc);
         return kfail(kc, 0, "out of memory");
     }
+    kc->nfiles++;
     return 0;
 }
 
-static const yaml_node_t *root_mapping(struct kubeconfig *kc) {
-    const yaml_node_t *root = yaml_document_get_root_node(&kc->doc);
+/* The top-level mapping of the current file; NULL for an empty file, which
+ * is an error only when it is the one file there is. */
+static const yaml_node_t *root_mapping(struct kubeconfig *kc, bool *bad) {
+    const yaml_node_t *root = yaml_document_get_root_node(kc->doc);
+    *bad = false;
     if (!root || yaml_node_is_null(root)) {
-        kfail(kc, 0, "empty kubeconfig");
+        if (kc->nfiles == 1) {
+            *bad = true;
+            kfail(kc, 0, "empty kubeconfig");
+        }
         return NULL;
     }
     if (root->type != YAML_MAPPING_NODE) {
+        *bad = true;
         kfail(kc, yaml_node_line(root), "not a kubeconfig: the top level is not a mapping");
         return NULL;
     }
     return root;
+}
+
+/* Every file of paths, in order, into kc->files. Files of a $KUBECONFIG
+ * list that do not exist are skipped, as kubectl does, unless none does. */
+static int kubeconfig_load(struct kubeconfig *kc, char **paths, size_t n) {
+    if (!(kc->files = calloc(n, sizeof *kc->files)))
+        return kfail(kc, 0, "out of memory");
+    size_t missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        kc->files[kc->nfiles].path = paths[i];
+        use_file(kc, kc->nfiles);
+        if (n > 1 && access(paths[i], F_OK) != 0 && errno == ENOENT) {
+            missing++;
+            continue;
+        }
+        if (kubeconfig_open(kc) < 0)
+            return -1;
+    }
+    if (kc->nfiles == 0) {
+        kc->path = paths[0];
+        return kfail(kc, 0, "cannot read: none of the %zu files in $KUBECONFIG exists", missing);
+    }
+    for (size_t i = 0; i < kc->nfiles; i++) {
+        bool bad;
+        use_file(kc, i);
+        if (!root_mapping(kc, &bad) && bad)
+            return -1;
+    }
+    use_file(kc, 0);
+    return 0;
+}
+
+static void kubeconfig_close(struct kubeconfig *kc) {
+    for (size_t i = 0; i < kc->nfiles; i++) {
+        yaml_document_delete(&kc->files[i].doc);
+        free(kc->files[i].dir);
+    }
+    free(kc->files);
+    kc->files = NULL;
+    kc->nfiles = 0;
 }
 
 /* The value of key in a mapping, or NULL (also for a null value). */
@@ -233,9 +319,9 @@ static const yaml_node_t *lookup(struct kubeconfig *kc, const yaml_node_t *map, 
         return NULL;
     for (const yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
-        const yaml_node_t *k = yaml_document_get_node(&kc->doc, p->key);
+        const yaml_node_t *k = yaml_document_get_node(kc->doc, p->key);
         if (k && k->type == YAML_SCALAR_NODE && !strcmp(yaml_node_text(k), key)) {
-            const yaml_node_t *v = yaml_document_get_node(&kc->doc, p->value);
+            const yaml_node_t *v = yaml_document_get_node(kc->doc, p->value);
             return v && !yaml_node_is_null(v) ? v : NULL;
         }
     }
@@ -275,41 +361,99 @@ static int get_bool(struct kubeconfig *kc, const yaml_node_t *map, const char *k
     return kfail(kc, yaml_node_line(v), "%s: %s must be true or false", what, key);
 }
 
-/* The entry of clusters/users/contexts whose name matches, as the mapping
- * under its `inner` key (cluster/user/context). Error when not found;
- * `referrer` ("context 'x'") says who asked for it, or is NULL. */
-static const yaml_node_t *find_named(struct kubeconfig *kc, const yaml_node_t *root,
-                                     const char *list, const char *inner, const char *name,
-                                     const char *referrer) {
-    const yaml_node_t *seq = lookup(kc, root, list);
+#define NAMES_SHOWN_MAX 512 /* longest list of names quoted in a message */
+
+/* The list `list` (clusters/users/contexts) of the current file, or NULL. */
+static const yaml_node_t *named_list(struct kubeconfig *kc, const char *list, bool *bad) {
+    bool empty_bad;
+    const yaml_node_t *root = root_mapping(kc, &empty_bad);
+    const yaml_node_t *seq = root ? lookup(kc, root, list) : NULL;
+    *bad = false;
     if (seq && seq->type != YAML_SEQUENCE_NODE) {
+        *bad = true;
         kfail(kc, yaml_node_line(seq), "%s must be a list", list);
         return NULL;
     }
-    for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
-         seq && i < seq->data.sequence.items.top; i++) {
-        const yaml_node_t *entry = yaml_document_get_node(&kc->doc, *i);
-        const yaml_node_t *n = lookup(kc, entry, "name");
-        if (!n || n->type != YAML_SCALAR_NODE || strcmp(yaml_node_text(n), name) != 0)
-            continue;
-        const yaml_node_t *body = lookup(kc, entry, inner);
-        if (!body) {
-            kfail(kc, yaml_node_line(entry), "%s '%.*s' has no '%s' section", inner, NAME_SHOWN_MAX,
-                  name, inner);
-            return NULL;
+    return seq;
+}
+
+/* "; the contexts are: a, b" (every file, first definition of a name only)
+ * or "; there are no contexts", for messages that name what exists. */
+static void list_names(struct kubeconfig *kc, const char *list, buf_t *out) {
+    size_t cur = kc->cur;
+    size_t count = 0;
+    for (size_t f = 0; f < kc->nfiles; f++) {
+        bool bad;
+        use_file(kc, f);
+        const yaml_node_t *seq = named_list(kc, list, &bad);
+        for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
+             seq && i < seq->data.sequence.items.top; i++) {
+            const yaml_node_t *n = lookup(kc, yaml_document_get_node(kc->doc, *i), "name");
+            if (!n || n->type != YAML_SCALAR_NODE)
+                continue;
+            const char *name = yaml_node_text(n);
+            char quoted[NAME_SHOWN_MAX + 8];
+            snprintf(quoted, sizeof quoted, "'%.*s'", NAME_SHOWN_MAX, name);
+            if (out->data && strstr(out->data, quoted))
+                continue; /* defined in an earlier file: that one is used */
+            if (out->len > NAMES_SHOWN_MAX) {
+                if (buf_printf(out, ", ...") < 0)
+                    return;
+                goto done;
+            }
+            if (buf_printf(out, "%s%s", count++ ? ", " : "", quoted) < 0)
+                return;
         }
-        if (body->type != YAML_MAPPING_NODE) {
-            kfail(kc, yaml_node_line(body), "%s '%.*s': '%s' must be a mapping", inner,
-                  NAME_SHOWN_MAX, name, inner);
-            return NULL;
-        }
-        return body;
     }
+done:
+    use_file(kc, cur);
+}
+
+/* The entry of clusters/users/contexts whose name matches, as the mapping
+ * under its `inner` key (cluster/user/context), from the first file that
+ * defines it (which becomes the current file). Error when not found, naming
+ * the ones there are; `referrer` ("context 'x'") says who asked for it, or
+ * is NULL. */
+static const yaml_node_t *find_named(struct kubeconfig *kc, const char *list, const char *inner,
+                                     const char *name, const char *referrer) {
+    for (size_t f = 0; f < kc->nfiles; f++) {
+        bool bad;
+        use_file(kc, f);
+        const yaml_node_t *seq = named_list(kc, list, &bad);
+        if (bad)
+            return NULL;
+        for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
+             seq && i < seq->data.sequence.items.top; i++) {
+            const yaml_node_t *entry = yaml_document_get_node(kc->doc, *i);
+            const yaml_node_t *n = lookup(kc, entry, "name");
+            if (!n || n->type != YAML_SCALAR_NODE || strcmp(yaml_node_text(n), name) != 0)
+                continue;
+            const yaml_node_t *body = lookup(kc, entry, inner);
+            if (!body) {
+                kfail(kc, yaml_node_line(entry), "%s '%.*s' has no '%s' section", inner,
+                      NAME_SHOWN_MAX, name, inner);
+                return NULL;
+            }
+            if (body->type != YAML_MAPPING_NODE) {
+                kfail(kc, yaml_node_line(body), "%s '%.*s': '%s' must be a mapping", inner,
+                      NAME_SHOWN_MAX, name, inner);
+                return NULL;
+            }
+            return body;
+        }
+    }
+    use_file(kc, 0);
+    buf_t names = BUF_INIT;
+    list_names(kc, list, &names);
+    const char *shown = names.len ? names.data : "";
     if (referrer)
-        kfail(kc, 0, "%s refers to %s '%.*s', which is not defined in %s", referrer, inner,
-              NAME_SHOWN_MAX, name, list);
+        kfail(kc, 0, "%s refers to %s '%.*s', which is not defined in %s; %s%s%s%s", referrer,
+              inner, NAME_SHOWN_MAX, name, list, names.len ? "the " : "there are no ", list,
+              names.len ? " are: " : "", shown);
     else
-        kfail(kc, 0, "%s '%.*s' is not defined in %s", inner, NAME_SHOWN_MAX, name, list);
+        kfail(kc, 0, "%s '%.*s' is not defined in %s; %s%s%s%s", inner, NAME_SHOWN_MAX, name, list,
+              names.len ? "the " : "there are no ", list, names.len ? " are: " : "", shown);
+    buf_free(&names);
     return NULL;
 }
 
@@ -415,9 +559,8 @@ static int fill_user(struct kubeconfig *kc, const yaml_node_t *user, const char 
     return 0;
 }
 
-static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const char *name,
-                       struct kube_conn *c) {
-    const yaml_node_t *ctx = find_named(kc, root, "contexts", "context", name, NULL);
+static int use_context(struct kubeconfig *kc, const char *name, struct kube_conn *c) {
+    const yaml_node_t *ctx = find_named(kc, "contexts", "context", name, NULL);
     const char *cluster_name, *user_name;
     char what[2 * NAME_SHOWN_MAX + 32];
     if (!ctx)
@@ -428,7 +571,7 @@ static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const cha
         return -1;
     if (!cluster_name || !*cluster_name)
         return kfail(kc, yaml_node_line(ctx), "%s names no cluster", what);
-    const yaml_node_t *cluster = find_named(kc, root, "clusters", "cluster", cluster_name, what);
+    const yaml_node_t *cluster = find_named(kc, "clusters", "cluster", cluster_name, what);
     if (!cluster)
         return -1;
     snprintf(what, sizeof what, "cluster '%.*s' (context '%.*s')", NAME_SHOWN_MAX, cluster_name,
@@ -438,7 +581,7 @@ static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const cha
     if (!user_name || !*user_name)
         return 0; /* anonymous: allowed, the API server decides */
     snprintf(what, sizeof what, "context '%.*s'", NAME_SHOWN_MAX, name);
-    const yaml_node_t *user = find_named(kc, root, "users", "user", user_name, what);
+    const yaml_node_t *user = find_named(kc, "users", "user", user_name, what);
     if (!user)
         return -1;
     snprintf(what, sizeof what, "user '%.*s' (context '%.*s')", NAME_SHOWN_MAX, user_name,
@@ -446,34 +589,39 @@ static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const cha
     return fill_user(kc, user, user_name, what, c);
 }
 
-static int select_context(struct kubeconfig *kc, const yaml_node_t *root, const char *context,
-                          const char **name) {
+/* The named context, else current-context from the first file that sets
+ * it (kubectl's merge rule). */
+static int select_context(struct kubeconfig *kc, const char *context, const char **name) {
     if (context && *context) {
         *name = context;
         return 0;
     }
-    if (get_string(kc, root, "current-context", "kubeconfig", name) < 0)
-        return -1;
-    if (!*name || !**name)
-        return kfail(kc, 0,
-                     "no context chosen: current-context is not set and "
-                     "kubernetes.context is empty");
-    return 0;
+    for (size_t f = 0; f < kc->nfiles; f++) {
+        bool bad;
+        use_file(kc, f);
+        const yaml_node_t *root = root_mapping(kc, &bad);
+        if (root && get_string(kc, root, "current-context", "kubeconfig", name) < 0)
+            return -1;
+        if (root && *name && **name)
+            return 0;
+    }
+    use_file(kc, 0);
+    return kfail(kc, 0,
+                 "no context chosen: current-context is not set and "
+                 "kubernetes.context is empty");
 }
 
-static int read_kubeconfig(struct kubeconfig *kc, const char *context, struct kube_conn *c) {
-    if (kubeconfig_open(kc) < 0)
-        return -1;
-    const yaml_node_t *root = root_mapping(kc);
+static int read_kubeconfig(struct kubeconfig *kc, char **paths, size_t npaths, const char *context,
+                           struct kube_conn *c) {
     const char *name = NULL;
-    int rc = root && select_context(kc, root, context, &name) == 0 ? 0 : -1;
+    int rc = kubeconfig_load(kc, paths, npaths);
     if (rc == 0)
-        rc = use_context(kc, root, name, c);
+        rc = select_context(kc, context, &name);
+    if (rc == 0)
+        rc = use_context(kc, name, c);
     if (rc == 0 && !(c->context = strdup(name)))
         rc = kfail(kc, 0, "out of memory");
-    yaml_document_delete(&kc->doc);
-    free(kc->dir);
-    kc->dir = NULL;
+    kubeconfig_close(kc);
     return rc;
 }
 
@@ -483,12 +631,15 @@ int kube_conn_from_kubeconfig(const char *path, const char *context, struct kube
                               char *err, size_t errlen) {
     struct kube_conn c = {0};
     memset(out, 0, sizeof *out);
-    char *file = kubeconfig_path(path, err, errlen);
-    if (!file)
-        return -1;
-    struct kubeconfig kc = {.path = file, .err = err, .errlen = errlen};
-    int rc = read_kubeconfig(&kc, context, &c);
-    free(file);
+    char **paths = NULL;
+    size_t npaths = 0;
+    int rc = kubeconfig_paths(path, &paths, &npaths, err, errlen);
+    struct kubeconfig kc = {.err = err, .errlen = errlen};
+    if (rc == 0)
+        rc = read_kubeconfig(&kc, paths, npaths, context, &c);
+    for (size_t i = 0; i < npaths; i++)
+        free(paths[i]);
+    free(paths);
     if (rc < 0) {
         kube_conn_free(&c);
         return -1;

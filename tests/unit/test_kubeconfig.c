@@ -136,13 +136,23 @@ static void test_plain_http_without_user(void **state) {
 
 static void test_missing_context_cluster_user(void **state) {
     (void)state;
-    expect_error(KC, "staging", KC ": context 'staging' is not defined in contexts");
+    /* Unknown names: the message lists the ones there are. */
+    expect_error(KC, "staging",
+                 KC ": context 'staging' is not defined in contexts; the contexts are: 'dev', "
+                    "'prod', 'lab', 'local', 'gke', 'oidc', 'basic', 'half-cert', 'bad-b64', "
+                    "'no-server', 'missing-cluster', 'missing-user', 'no-cluster'");
     expect_error(KC, "missing-cluster",
                  KC ": context 'missing-cluster' refers to cluster 'nowhere', which is not "
-                    "defined in clusters");
-    expect_error(KC, "missing-user",
-                 KC ": context 'missing-user' refers to user 'nobody', which is not defined in "
-                    "users");
+                    "defined in clusters; the clusters are: 'dev', 'prod', 'lab', 'local', "
+                    "'bad-b64', 'no-server'");
+    expect_error(
+        KC, "missing-user",
+        KC ": context 'missing-user' refers to user 'nobody', which is not defined in "
+           "users; the users are: 'dev-user', 'prod-user', 'lab-user', 'gke-user', 'oidc-user', "
+           "'basic-user', 'half-cert-user'");
+    expect_error("fixtures/kubeconfig/no-current", "only-user",
+                 "fixtures/kubeconfig/no-current: context 'only-user' is not defined in "
+                 "contexts; the contexts are: 'only'");
     expect_error(KC, "no-cluster", KC ":94: context 'no-cluster' names no cluster");
     expect_error(KC, "no-server",
                  KC ":32: cluster 'no-server' (context 'no-server') has no server");
@@ -312,17 +322,45 @@ static void test_generated_shapes(void **state) {
 static void test_kubeconfig_env_colon_list(void **state) {
     (void)state;
     struct kube_conn c;
-    /* Only the first non-empty entry is read: the second file, which has a
-     * current-context, is not consulted. */
+    /* The files are merged as kubectl merges them: current-context comes
+     * from the first file that sets it (the second one here). */
     assert_int_equal(
         setenv("KUBECONFIG", ":fixtures/kubeconfig/no-current:fixtures/kubeconfig/second", 1), 0);
-    expect_error(NULL, NULL,
-                 "fixtures/kubeconfig/no-current: no context chosen: current-context is not set "
-                 "and kubernetes.context is empty");
+    load_ok(NULL, NULL, &c);
+    assert_string_equal(c.server, "https://second.example.com");
+    assert_string_equal(c.context, "second");
+    kube_conn_free(&c);
     load_ok(NULL, "only", &c);
     assert_string_equal(c.server, "https://only.example.com:443");
     assert_string_equal(c.context, "only");
     kube_conn_free(&c);
+
+    /* First file wins per named entry; a context may use a cluster of one
+     * file and a user of another; a missing file in the list is skipped. */
+    assert_int_equal(setenv("KUBECONFIG",
+                            "fixtures/kubeconfig/merge-first:fixtures/kubeconfig/does-not-exist:"
+                            "fixtures/kubeconfig/no-current:fixtures/kubeconfig/second",
+                            1),
+                     0);
+    load_ok(NULL, NULL, &c);
+    assert_string_equal(c.context, "second");
+    assert_string_equal(c.server, "https://first-wins.example.com");
+    kube_conn_free(&c);
+    load_ok(NULL, "mixed", &c);
+    assert_string_equal(c.server, "https://only.example.com:443");
+    assert_string_equal(c.token, "first-token");
+    kube_conn_free(&c);
+    /* An unknown context names every context of every file, once. */
+    expect_error(NULL, "staging",
+                 "fixtures/kubeconfig/merge-first: context 'staging' is not defined in "
+                 "contexts; the contexts are: 'mixed', 'only', 'second'");
+
+    /* A list none of whose files exists is an error. */
+    assert_int_equal(setenv("KUBECONFIG", "fixtures/kubeconfig/nope1:fixtures/kubeconfig/nope2", 1),
+                     0);
+    expect_error(NULL, NULL,
+                 "fixtures/kubeconfig/nope1: cannot read: none of the 2 files in $KUBECONFIG "
+                 "exists");
 
     assert_int_equal(setenv("KUBECONFIG", "fixtures/kubeconfig/second:" KC, 1), 0);
     load_ok(NULL, NULL, &c);
