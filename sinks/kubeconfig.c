@@ -14,12 +14,15 @@
  * that sets it, and files that do not exist are skipped. An unknown name is
  * an error that lists the names there are.
  *
- * Credential plugins (exec, auth-provider) are refused: running a subprocess
- * that may block or prompt has no place in a single-threaded daemon. Basic
- * auth is refused because Kubernetes removed it. Tokens and keys are secrets:
+ * exec credential plugins are read here (command, args, env, apiVersion,
+ * installHint, and the KUBERNETES_EXEC_INFO they will get) and run on the
+ * loop by sinks/execcred.c, never interactively: interactiveMode Always is
+ * refused. auth-provider plugins are refused (removed from client-go), and
+ * so is basic auth (removed from Kubernetes). Tokens and keys are secrets:
  * they never appear in messages and are wiped when freed. */
 #include "sinks/kubeconfig.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -510,19 +513,181 @@ static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const
     return 0;
 }
 
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 with padding, as Go encodes []byte in JSON. */
+static char *base64_encode(const char *in, size_t len) {
+    char *out = malloc((len + 2) / 3 * 4 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)(unsigned char)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= (uint32_t)(unsigned char)in[i + 2];
+        out[o++] = b64_alphabet[v >> 18 & 63];
+        out[o++] = b64_alphabet[v >> 12 & 63];
+        out[o++] = i + 1 < len ? b64_alphabet[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* spec.cluster of the ExecCredential (provideClusterInfo): the server, its
+ * CA as certificate-authority-data, insecure-skip-tls-verify. */
+static int add_cluster_info(struct kubeconfig *kc, cJSON *spec, const struct kube_conn *c) {
+    cJSON *cluster = cJSON_AddObjectToObject(spec, "cluster");
+    if (!cluster || !cJSON_AddStringToObject(cluster, "server", c->server))
+        return kfail(kc, 0, "out of memory");
+    char *pem = NULL, *b64 = NULL;
+    size_t len = 0;
+    if (c->ca_file &&
+        config_read_file(c->ca_file, KUBECONFIG_MAX_BYTES, &pem, &len, kc->err, kc->errlen) < 0)
+        return -1;
+    const char *ca = c->ca_pem ? c->ca_pem : pem;
+    size_t ca_len = c->ca_pem ? c->ca_pem_len : len;
+    int rc = 0;
+    if (ca && (!(b64 = base64_encode(ca, ca_len)) ||
+               !cJSON_AddStringToObject(cluster, "certificate-authority-data", b64)))
+        rc = kfail(kc, 0, "out of memory");
+    free(pem);
+    free(b64);
+    if (rc == 0 && c->insecure && !cJSON_AddTrueToObject(cluster, "insecure-skip-tls-verify"))
+        rc = kfail(kc, 0, "out of memory");
+    return rc;
+}
+
+/* A list of strings (args) as a NULL-terminated vector. */
+static int get_args(struct kubeconfig *kc, const yaml_node_t *exec, const char *what,
+                    struct kube_exec *e) {
+    const yaml_node_t *seq = lookup(kc, exec, "args");
+    if (!seq)
+        return (e->args = calloc(1, sizeof *e->args)) ? 0 : kfail(kc, 0, "out of memory");
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return kfail(kc, yaml_node_line(seq), "%s: exec: args must be a list of strings", what);
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (!(e->args = calloc(n + 1, sizeof *e->args)))
+        return kfail(kc, 0, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *v = yaml_document_get_node(kc->doc, seq->data.sequence.items.start[i]);
+        if (!v || v->type != YAML_SCALAR_NODE || strlen(yaml_node_text(v)) != v->data.scalar.length)
+            return kfail(kc, yaml_node_line(v ? v : seq),
+                         "%s: exec: args must be a list of strings", what);
+        if (!(e->args[i] = strdup(yaml_node_text(v))))
+            return kfail(kc, 0, "out of memory");
+        e->nargs++;
+    }
+    return 0;
+}
+
+/* env: a list of {name, value}, as "NAME=value". */
+static int get_env(struct kubeconfig *kc, const yaml_node_t *exec, const char *what,
+                   struct kube_exec *e) {
+    const yaml_node_t *seq = lookup(kc, exec, "env");
+    if (!seq)
+        return 0;
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return kfail(kc, yaml_node_line(seq), "%s: exec: env must be a list of name/value pairs",
+                     what);
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (!(e->env = calloc(n + 1, sizeof *e->env)))
+        return kfail(kc, 0, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *v = yaml_document_get_node(kc->doc, seq->data.sequence.items.start[i]);
+        const char *name, *value;
+        if (!v || v->type != YAML_MAPPING_NODE)
+            return kfail(kc, yaml_node_line(v ? v : seq),
+                         "%s: exec: env must be a list of name/value pairs", what);
+        if (get_string(kc, v, "name", what, &name) < 0 ||
+            get_string(kc, v, "value", what, &value) < 0)
+            return -1;
+        if (!name || !*name || strchr(name, '='))
+            return kfail(kc, yaml_node_line(v), "%s: exec: env entry %zu has no valid name", what,
+                         i + 1);
+        if (!(e->env[i] = format("%s=%s", name, value ? value : "")))
+            return kfail(kc, 0, "out of memory");
+        e->nenv++;
+    }
+    return 0;
+}
+
+/* An `exec` credential plugin, checked as client-go checks it. The bridge
+ * never runs a plugin interactively (it has no terminal), so
+ * interactiveMode Always is refused here rather than at the first request. */
+static int parse_exec(struct kubeconfig *kc, const yaml_node_t *exec, const char *name,
+                      const char *what, struct kube_conn *c) {
+    const char *command, *api_version, *mode, *hint;
+    bool cluster_info;
+    int line = yaml_node_line(exec);
+    if (exec->type != YAML_MAPPING_NODE)
+        return kfail(kc, line, "%s: exec must be a mapping", what);
+    if (get_string(kc, exec, "command", what, &command) < 0 ||
+        get_string(kc, exec, "apiVersion", what, &api_version) < 0 ||
+        get_string(kc, exec, "interactiveMode", what, &mode) < 0 ||
+        get_string(kc, exec, "installHint", what, &hint) < 0 ||
+        get_bool(kc, exec, "provideClusterInfo", what, &cluster_info) < 0)
+        return -1;
+    if (!command || !*command)
+        return kfail(kc, line, "%s: exec: command is required", what);
+    bool v1 = api_version && !strcmp(api_version, "client.authentication.k8s.io/v1");
+    if (!v1 && (!api_version || strcmp(api_version, "client.authentication.k8s.io/v1beta1")))
+        return kfail(kc, line,
+                     "%s: exec: apiVersion must be client.authentication.k8s.io/v1 or "
+                     "client.authentication.k8s.io/v1beta1, not '%.*s'",
+                     what, NAME_SHOWN_MAX, api_version ? api_version : "");
+    if (v1 && (!mode || !*mode))
+        return kfail(kc, line, "%s: exec: interactiveMode must be set for apiVersion %s", what,
+                     api_version);
+    if (mode && *mode && strcmp(mode, "Never") && strcmp(mode, "IfAvailable")) {
+        if (!strcmp(mode, "Always"))
+            return kfail(kc, line,
+                         "%s: exec: interactiveMode Always needs a terminal, and canary-bridge "
+                         "runs credential plugins without one; use Never or IfAvailable",
+                         what);
+        return kfail(kc, line,
+                     "%s: exec: interactiveMode must be Never, IfAvailable or Always, not '%.*s'",
+                     what, NAME_SHOWN_MAX, mode);
+    }
+    struct kube_exec *e = calloc(1, sizeof *e);
+    if (!e)
+        return kfail(kc, 0, "out of memory");
+    c->exec = e;
+    if (!(e->api_version = strdup(api_version)) || !(e->user = strdup(name)) ||
+        (hint && *hint && !(e->install_hint = strdup(hint))))
+        return kfail(kc, 0, "out of memory");
+    /* client-go resolves a command with a '/' against the kubeconfig's
+     * directory and looks a bare name up in $PATH. */
+    if (strchr(command, '/') ? resolve_path(kc, command, &e->command) < 0
+                             : !(e->command = strdup(command)))
+        return kfail(kc, 0, "out of memory");
+    if (get_args(kc, exec, what, e) < 0 || get_env(kc, exec, what, e) < 0)
+        return -1;
+    cJSON *info = cJSON_CreateObject(), *spec = NULL;
+    int rc = 0;
+    if (!info || !cJSON_AddStringToObject(info, "kind", "ExecCredential") ||
+        !cJSON_AddStringToObject(info, "apiVersion", api_version) ||
+        !(spec = cJSON_AddObjectToObject(info, "spec")) ||
+        !cJSON_AddFalseToObject(spec, "interactive"))
+        rc = kfail(kc, 0, "out of memory");
+    if (rc == 0 && cluster_info)
+        rc = add_cluster_info(kc, spec, c);
+    if (rc == 0 && !(e->exec_info = cJSON_PrintUnformatted(info)))
+        rc = kfail(kc, 0, "out of memory");
+    cJSON_Delete(info);
+    return rc;
+}
+
 static int refuse_plugins(struct kubeconfig *kc, const yaml_node_t *user, const char *name) {
-    const yaml_node_t *exec = lookup(kc, user, "exec");
     const yaml_node_t *provider = lookup(kc, user, "auth-provider");
     const char *username, *password;
-    if (exec)
-        return kfail(kc, yaml_node_line(exec),
-                     "user '%.*s' uses an exec plugin, which canary-bridge does not run; use a "
-                     "token or client certificate",
-                     NAME_SHOWN_MAX, name);
     if (provider)
         return kfail(kc, yaml_node_line(provider),
                      "user '%.*s' uses an auth-provider plugin, which canary-bridge does not run; "
-                     "use a token or client certificate",
+                     "use a token, a client certificate or an exec plugin",
                      NAME_SHOWN_MAX, name);
     if (get_string(kc, user, "username", "user", &username) < 0 ||
         get_string(kc, user, "password", "user", &password) < 0)
@@ -556,6 +721,11 @@ static int fill_user(struct kubeconfig *kc, const yaml_node_t *user, const char 
         return kfail(kc, yaml_node_line(user), "%s: %s needs %s as well", what,
                      cert ? "client-certificate" : "client-key",
                      cert ? "client-key" : "client-certificate");
+    /* As in client-go, a token or client certificate in the kubeconfig takes
+     * precedence and the plugin is not run. */
+    const yaml_node_t *exec = lookup(kc, user, "exec");
+    if (exec && !c->token && !c->token_file && !cert)
+        return parse_exec(kc, exec, name, what, c);
     return 0;
 }
 
@@ -742,7 +912,26 @@ static void free_secret(char *s, size_t len) {
     }
 }
 
+void kube_exec_free(struct kube_exec *e) {
+    if (!e)
+        return;
+    free(e->command);
+    for (size_t i = 0; i < e->nargs; i++)
+        free(e->args[i]);
+    free(e->args);
+    for (size_t i = 0; i < e->nenv; i++)
+        free_secret(e->env[i], strlen(e->env[i])); /* may carry secrets */
+    free(e->env);
+    free(e->api_version);
+    free(e->install_hint);
+    if (e->exec_info)
+        cJSON_free(e->exec_info);
+    free(e->user);
+    free(e);
+}
+
 void kube_conn_free(struct kube_conn *c) {
+    kube_exec_free(c->exec);
     free(c->server);
     free_secret(c->token, c->token ? strlen(c->token) : 0);
     free(c->token_file);

@@ -163,12 +163,9 @@ static void test_missing_context_cluster_user(void **state) {
 
 static void test_plugins_and_basic_auth_refused(void **state) {
     (void)state;
-    expect_error(KC, "gke",
-                 KC ":49: user 'gke-user' uses an exec plugin, which canary-bridge does not run; "
-                    "use a token or client certificate");
     expect_error(KC, "oidc",
                  KC ":54: user 'oidc-user' uses an auth-provider plugin, which canary-bridge does "
-                    "not run; use a token or client certificate");
+                    "not run; use a token, a client certificate or an exec plugin");
     struct kube_conn c;
     char err[ERRLEN];
     assert_int_equal(kube_conn_from_kubeconfig(KC, "basic", &c, err, sizeof err), -1);
@@ -176,6 +173,70 @@ static void test_plugins_and_basic_auth_refused(void **state) {
                                 "auth), which Kubernetes no longer supports; use a token or "
                                 "client certificate");
     assert_null(strstr(err, "hunter2"));
+}
+
+#define EXEC_KC "fixtures/kubeconfig/exec"
+
+static void test_exec_plugin(void **state) {
+    (void)state;
+    struct kube_conn c;
+    load_ok(EXEC_KC, NULL, &c);
+    assert_non_null(c.exec);
+    assert_null(c.token);
+    assert_string_equal(c.exec->command, "aws"); /* no '/': looked up in $PATH */
+    assert_int_equal(c.exec->nargs, 4);
+    assert_string_equal(c.exec->args[0], "eks");
+    assert_string_equal(c.exec->args[3], "prod");
+    assert_null(c.exec->args[4]);
+    assert_int_equal(c.exec->nenv, 1);
+    assert_string_equal(c.exec->env[0], "AWS_PROFILE=prod");
+    assert_string_equal(c.exec->api_version, "client.authentication.k8s.io/v1");
+    assert_string_equal(c.exec->install_hint, "Install the AWS CLI");
+    assert_string_equal(c.exec->user, "eks-user");
+    /* provideClusterInfo: the cluster goes into KUBERNETES_EXEC_INFO. */
+    assert_string_equal(
+        c.exec->exec_info,
+        "{\"kind\":\"ExecCredential\",\"apiVersion\":\"client.authentication.k8s.io/"
+        "v1\",\"spec\":{\"interactive\":false,\"cluster\":{\"server\":\"https://"
+        "eks.example.com\",\"certificate-authority-data\":\"Q0EgUEVNCg==\"}}}");
+    kube_conn_free(&c);
+
+    load_ok(EXEC_KC, "relative", &c);
+    assert_string_equal(c.exec->command, "fixtures/kubeconfig/./bin/plugin");
+    assert_int_equal(c.exec->nargs, 0);
+    assert_null(c.exec->args[0]);
+    assert_string_equal(
+        c.exec->exec_info,
+        "{\"kind\":\"ExecCredential\",\"apiVersion\":\"client.authentication.k8s.io/"
+        "v1beta1\",\"spec\":{\"interactive\":false}}");
+    kube_conn_free(&c);
+
+    /* A token in the kubeconfig wins; the plugin is not run (client-go). */
+    load_ok(EXEC_KC, "token-wins", &c);
+    assert_null(c.exec);
+    assert_string_equal(c.token, "static-token");
+    kube_conn_free(&c);
+
+    load_ok(KC, "gke", &c); /* v1beta1 without interactiveMode: IfAvailable */
+    assert_string_equal(c.exec->command, "gke-gcloud-auth-plugin");
+    kube_conn_free(&c);
+
+    expect_error(EXEC_KC, "always",
+                 EXEC_KC ":35: user 'always-user' (context 'always'): exec: interactiveMode Always "
+                         "needs a terminal, and canary-bridge runs credential plugins without one; "
+                         "use Never or IfAvailable");
+    expect_error(EXEC_KC, "v1-no-mode",
+                 EXEC_KC ":38: user 'v1-no-mode-user' (context 'v1-no-mode'): exec: "
+                         "interactiveMode must be set for apiVersion "
+                         "client.authentication.k8s.io/v1");
+    expect_error(EXEC_KC, "bad-version",
+                 EXEC_KC ":41: user 'bad-version-user' (context 'bad-version'): exec: apiVersion "
+                         "must be client.authentication.k8s.io/v1 or "
+                         "client.authentication.k8s.io/v1beta1, not "
+                         "'client.authentication.k8s.io/v1alpha1'");
+    expect_error(EXEC_KC, "bad-env",
+                 EXEC_KC ":52: user 'bad-env-user' (context 'bad-env'): exec: env entry 1 has no "
+                         "valid name");
 }
 
 static void test_invalid_data_refused(void **state) {
@@ -517,6 +578,7 @@ int main(void) {
         cmocka_unit_test_setup(test_plain_http_without_user, clear_env),
         cmocka_unit_test_setup(test_missing_context_cluster_user, clear_env),
         cmocka_unit_test_setup(test_plugins_and_basic_auth_refused, clear_env),
+        cmocka_unit_test_setup(test_exec_plugin, clear_env),
         cmocka_unit_test_setup(test_invalid_data_refused, clear_env),
         cmocka_unit_test_setup(test_unreadable_or_malformed_files, clear_env),
         cmocka_unit_test_setup(test_base64_decoding, clear_env),
