@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bridge/buf.h"
 #include "bridge/fileread.h"
+#include "sinks/execcred.h"
 
 #define KUBE_TIMEOUT_MS 15000
 #define KUBE_CONNECT_TIMEOUT_MS 5000
@@ -38,6 +40,16 @@ struct kube_client {
     bool problem_auth;    /* the problem is refused credentials (said once) */
     uint64_t problem_seq; /* calls started after this one may clear it */
     uint64_t next_seq;
+    /* exec credential plugin (conn.exec): calls wait for a credential */
+    struct exec_run *exec_run; /* running plugin, or NULL */
+    uint64_t exec_seq;         /* plugin runs started */
+    uint64_t cred_gen;         /* credentials installed */
+    bool have_cred;            /* false before the first, after a 401 */
+    bool cred_expires;
+    int64_t cred_expiry_ms;     /* Unix ms */
+    char *exec_cert, *exec_key; /* secrets */
+    size_t exec_cert_len, exec_key_len;
+    char exec_error[1024]; /* the last failure, for the waiting calls */
 };
 
 struct kube_call {
@@ -52,8 +64,18 @@ struct kube_call {
     char what[96];      /* the resource path, shortened, for messages */
     uint64_t seq;       /* start order: only a call newer than a problem clears it */
     bool failed_stream; /* a watch line could not be parsed */
+    bool waiting;       /* not started: waits for the exec plugin's run wait_seq */
+    uint64_t wait_seq;
+    uint64_t cred_gen; /* the credential it was sent with */
     struct kube_call *prev, *next;
 };
+
+static void wipe_free(char *s, size_t len) {
+    if (s) {
+        explicit_bzero(s, len);
+        free(s);
+    }
+}
 
 static int read_small_file(const char *path, char **out, char *err, size_t errlen) {
     /* Startup only: token files are a few KiB. */
@@ -230,6 +252,8 @@ void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void 
 void kube_client_cancel_all(struct kube_client *kc) {
     while (kc->calls)
         kube_call_cancel(kc->calls);
+    exec_cred_cancel(kc->exec_run);
+    kc->exec_run = NULL;
     file_read_detach(kc->token_read);
     kc->token_read = NULL;
     if (kc->token_timer_open) {
@@ -246,6 +270,8 @@ void kube_client_free(struct kube_client *kc) {
         explicit_bzero(kc->auth_header, strlen(kc->auth_header));
         free(kc->auth_header);
     }
+    wipe_free(kc->exec_cert, kc->exec_cert_len);
+    wipe_free(kc->exec_key, kc->exec_key_len);
     kube_conn_free(&kc->conn);
     free(kc);
 }
@@ -359,6 +385,7 @@ const char *kube_client_problem(struct kube_client *kc) {
         }
     return kc->problem;
 }
+static void exec_rejected(struct kube_client *kc, uint64_t gen);
 
 static void on_done(struct http_req *req, const struct http_result *res) {
     struct kube_call *c = http_req_user(req);
@@ -398,6 +425,8 @@ static void on_done(struct http_req *req, const struct http_result *res) {
     if (r.status == 401)
         token_reread(c->kc); /* the token may have rotated under us */
     track_problem(c, &r);
+    if (r.status == 401)
+        exec_rejected(c->kc, c->cred_gen);
     if (c->kc->observer)
         c->kc->observer(c->kc->observer_user, c->verb, r.status);
     if (c->done)
@@ -464,6 +493,146 @@ static void describe_path(const char *path, char *out, size_t outlen) {
     snprintf(out, outlen, "%.*s", (int)(path + n - p), p);
 }
 
+/* ---- exec credential plugin -----------------------------------------------
+ *
+ * With a kubeconfig exec plugin there is no credential at start: a call
+ * made before the first one arrives (or after it expired, or after the API
+ * server answered 401 to it) is built but not started; it waits for the
+ * plugin's run, and starts with the new credential when the run succeeds or
+ * is answered with the run's error (status 0) when it fails. One run at a
+ * time; calls already sent are not held up by a refresh. */
+
+static int64_t now_unix_ms(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool cred_usable(const struct kube_client *kc) {
+    return kc->have_cred && (!kc->cred_expires || now_unix_ms() < kc->cred_expiry_ms);
+}
+
+static void on_done(struct http_req *req, const struct http_result *res);
+
+static int launch(struct kube_client *kc, struct kube_call *c) {
+    c->waiting = false;
+    c->cred_gen = kc->cred_gen;
+    if (kc->auth_header && http_req_header(c->req, kc->auth_header) < 0)
+        return -1;
+    http_req_tls(c->req, &kc->tls);
+    return http_req_start(c->req, on_done);
+}
+
+/* Answer a call that never went out: status 0 with msg. */
+static void fail_call(struct kube_call *c, const char *msg) {
+    struct kube_client *kc = c->kc;
+    call_unlink(c);
+    if (c->req)
+        http_req_free(c->req);
+    c->req = NULL;
+    struct kube_response r = {.error = msg, .body = "", .reason = "", .message = ""};
+    if (kc->observer)
+        kc->observer(kc->observer_user, c->verb, 0);
+    if (c->done)
+        c->done(c->user, &r);
+    call_free(c);
+}
+
+static struct kube_call *first_waiting(struct kube_client *kc, uint64_t seq) {
+    for (struct kube_call *c = kc->calls; c; c = c->next)
+        if (c->waiting && c->wait_seq <= seq)
+            return c;
+    return NULL;
+}
+
+static int install_cred(struct kube_client *kc, struct exec_cred *cred) {
+    if (cred->token) {
+        if (set_token(kc, cred->token) < 0)
+            return -1;
+    } else if (kc->auth_header) {
+        wipe_free(kc->auth_header, strlen(kc->auth_header));
+        kc->auth_header = NULL;
+    }
+    wipe_free(kc->exec_cert, kc->exec_cert_len);
+    wipe_free(kc->exec_key, kc->exec_key_len);
+    kc->exec_cert = cred->cert_pem; /* taken over */
+    kc->exec_cert_len = cred->cert_pem_len;
+    kc->exec_key = cred->key_pem;
+    kc->exec_key_len = cred->key_pem_len;
+    cred->cert_pem = cred->key_pem = NULL;
+    /* Sent requests copied the old ones when they started (curl blobs). */
+    kc->tls.cert_pem = kc->exec_cert;
+    kc->tls.cert_pem_len = kc->exec_cert_len;
+    kc->tls.key_pem = kc->exec_key;
+    kc->tls.key_pem_len = kc->exec_key_len;
+    kc->have_cred = true;
+    kc->cred_expires = cred->has_expiry;
+    kc->cred_expiry_ms = cred->expiry_ms;
+    kc->cred_gen++;
+    return 0;
+}
+
+static void on_exec_done(void *user, struct exec_cred *cred, const char *err) {
+    struct kube_client *kc = user;
+    uint64_t seq = kc->exec_seq;
+    kc->exec_run = NULL;
+    if (cred && install_cred(kc, cred) < 0)
+        err = "out of memory";
+    if (cred && !err) {
+        const struct kube_exec *ex = kc->conn.exec;
+        if (kc->cred_expires) {
+            time_t t = (time_t)(kc->cred_expiry_ms / 1000);
+            struct tm tm;
+            char when[32] = "?";
+            if (gmtime_r(&t, &tm))
+                strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            log_info(kc->log, "kubernetes: exec plugin %s (user '%s') gave a %s valid until %s",
+                     ex->command, ex->user, kc->exec_cert ? "client certificate" : "token", when);
+        } else {
+            log_info(kc->log, "kubernetes: exec plugin %s (user '%s') gave a %s", ex->command,
+                     ex->user, kc->exec_cert ? "client certificate" : "token");
+        }
+        struct kube_call *c;
+        while ((c = first_waiting(kc, seq)))
+            if (launch(kc, c) < 0)
+                fail_call(c, "cannot start the request");
+        return;
+    }
+    snprintf(kc->exec_error, sizeof kc->exec_error, "%s", err);
+    log_error(kc->log, "kubernetes: %s", kc->exec_error);
+    struct kube_call *c;
+    while ((c = first_waiting(kc, seq)))
+        fail_call(c, kc->exec_error);
+}
+
+/* Make sure a run is under way; its number, or 0 when none could start. */
+static uint64_t exec_refresh(struct kube_client *kc) {
+    if (kc->exec_run)
+        return kc->exec_seq;
+    char err[256];
+    kc->exec_run = exec_cred_run(kc->loop, kc->conn.exec, EXEC_CRED_TIMEOUT_MS, on_exec_done, kc,
+                                 err, sizeof err);
+    if (!kc->exec_run) {
+        log_error(kc->log, "kubernetes: cannot run the exec credential plugin: %s", err);
+        return 0;
+    }
+    return ++kc->exec_seq;
+}
+
+/* A 401 to a call sent with credential gen: the plugin runs again, unless
+ * a newer credential is already there (or coming). */
+static void exec_rejected(struct kube_client *kc, uint64_t gen) {
+    if (!kc->conn.exec || gen != kc->cred_gen || !kc->have_cred)
+        return;
+    kc->have_cred = false;
+    log_warn(kc->log,
+             "kubernetes: the API server rejected the credential of exec plugin %s (401); "
+             "running it again",
+             kc->conn.exec->command);
+    exec_refresh(kc);
+}
+
 static struct kube_call *start(struct kube_client *kc, const char *method, const char *path,
                                const char *content_type, const char *body, size_t body_len,
                                kube_cb cb, kube_event_cb on_event, void *user, bool nodry) {
@@ -502,16 +671,19 @@ static struct kube_call *start(struct kube_client *kc, const char *method, const
     snprintf(ct, sizeof ct, "Content-Type: %s", content_type ? content_type : "application/json");
     if (http_req_header(req, "Accept: application/json") < 0 ||
         http_req_header(req, "User-Agent: canary-bridge/" CANARY_BRIDGE_VERSION) < 0 ||
-        (kc->auth_header && http_req_header(req, kc->auth_header) < 0) ||
         (body && (http_req_header(req, ct) < 0 || http_req_body(req, body, body_len) < 0)))
         goto fail;
-    http_req_tls(req, &kc->tls);
     http_req_timeouts(req, on_event ? 0 : KUBE_TIMEOUT_MS, KUBE_CONNECT_TIMEOUT_MS);
     if (on_event)
         http_req_on_data(req, on_data);
     http_req_set_user(req, c);
-    if (http_req_start(req, on_done) < 0)
+    if (kc->conn.exec && !cred_usable(kc)) {
+        c->waiting = true;
+        if (!(c->wait_seq = exec_refresh(kc)))
+            goto fail;
+    } else if (launch(kc, c) < 0) {
         goto fail;
+    }
     c->next = kc->calls;
     if (kc->calls)
         kc->calls->prev = c;

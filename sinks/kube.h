@@ -5,6 +5,10 @@
  * kube_conn. Answers come back parsed: status code, JSON body, and for
  * failures the Status reason/message, plus Retry-After for 429/503. A token
  * file is re-read every minute and after a 401, without blocking the loop.
+ * With a kubeconfig exec credential plugin, calls wait (unsent) for the
+ * plugin's credential, which is kept until its expirationTimestamp; the
+ * plugin runs again when it has expired or the API server answers 401, and
+ * a failed run is answered to the waiting calls as status 0 with its error.
  * Knows the API's conventions, nothing of Traefik or of sources. */
 #ifndef CB_KUBE_H
 #define CB_KUBE_H

@@ -8,16 +8,21 @@
  * carry many keys the bridge has no use for (preferences, extensions,
  * proxy-url, ...), so unknown keys are ignored, but the keys the bridge does
  * use must have the right shape. Relative file paths are resolved against the
- * kubeconfig's directory, as kubectl does. Only the first file of a
- * colon-separated $KUBECONFIG is read; kubectl merges them, which is more
- * machinery than a daemon's single cluster needs.
+ * directory of the file that defines them, as kubectl does. A colon-separated
+ * $KUBECONFIG is merged as kubectl merges it: the first file that defines a
+ * named cluster/user/context wins, current-context comes from the first file
+ * that sets it, and files that do not exist are skipped. An unknown name is
+ * an error that lists the names there are.
  *
- * Credential plugins (exec, auth-provider) are refused: running a subprocess
- * that may block or prompt has no place in a single-threaded daemon. Basic
- * auth is refused because Kubernetes removed it. Tokens and keys are secrets:
+ * exec credential plugins are read here (command, args, env, apiVersion,
+ * installHint, and the KUBERNETES_EXEC_INFO they will get) and run on the
+ * loop by sinks/execcred.c, never interactively: interactiveMode Always is
+ * refused. auth-provider plugins are refused (removed from client-go), and
+ * so is basic auth (removed from Kubernetes). Tokens and keys are secrets:
  * they never appear in messages and are wiped when freed. */
 #include "sinks/kubeconfig.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -34,11 +39,24 @@
 #define SA_DIR_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount"
 #define NAME_SHOWN_MAX 64 /* longest context/cluster/user name quoted in a message */
 
-/* A loaded kubeconfig and where messages go. */
-struct kubeconfig {
-    const char *path;
+/* One file of the (possibly colon-separated) kubeconfig list. */
+struct kc_file {
+    char *path;
     char *dir; /* for relative paths; NULL when path has no '/' */
     yaml_document_t doc;
+};
+
+/* The loaded kubeconfig files, in precedence order, and where messages go.
+ * path/dir/doc are those of the file being read at the moment (`cur`):
+ * every named entry is read from the file that defines it, so its relative
+ * paths and line numbers are that file's. */
+struct kubeconfig {
+    struct kc_file *files;
+    size_t nfiles;
+    size_t cur;
+    const char *path;
+    const char *dir;
+    yaml_document_t *doc;
     char *err;
     size_t errlen;
 };
@@ -141,36 +159,50 @@ bad:
 
 /* ---- reading the kubeconfig -------------------------------------------------- */
 
-/* The file kubectl would read: the argument, else the first entry of
- * $KUBECONFIG, else ~/.kube/config. */
-static char *kubeconfig_path(const char *path, char *err, size_t errlen) {
-    if (path && *path) {
-        char *copy = strdup(path);
-        if (!copy)
-            snprintf(err, errlen, "out of memory");
-        return copy;
-    }
+/* Append one file to the list kubectl would read, once. */
+static int add_path(char ***paths, size_t *n, const char *p, size_t len) {
+    for (size_t i = 0; i < *n; i++)
+        if (strlen((*paths)[i]) == len && !strncmp((*paths)[i], p, len))
+            return 0; /* kubectl reads a repeated file once */
+    char **grown = realloc(*paths, (*n + 1) * sizeof *grown);
+    if (!grown)
+        return -1;
+    *paths = grown;
+    if (!(grown[*n] = strndup(p, len)))
+        return -1;
+    (*n)++;
+    return 0;
+}
+
+/* The files kubectl would read: the argument, else every entry of
+ * $KUBECONFIG (in order, empty entries skipped), else ~/.kube/config. */
+static int kubeconfig_paths(const char *path, char ***paths, size_t *n, char *err, size_t errlen) {
+    int rc = 0;
     const char *env = getenv("KUBECONFIG");
-    for (const char *s = env; s && *s;) {
-        size_t n = strcspn(s, ":");
-        if (n > 0) {
-            char *copy = strndup(s, n);
-            if (!copy)
-                snprintf(err, errlen, "out of memory");
-            return copy;
+    if (path && *path) {
+        rc = add_path(paths, n, path, strlen(path));
+    } else if (env && *env) {
+        for (const char *s = env; rc == 0 && *s;) {
+            size_t len = strcspn(s, ":");
+            if (len > 0)
+                rc = add_path(paths, n, s, len);
+            s += len + (s[len] == ':');
         }
-        s += *s == ':';
     }
-    const char *home = getenv("HOME");
-    if (!home || !*home) {
-        snprintf(err, errlen,
-                 "no kubeconfig: kubernetes.kubeconfig, $KUBECONFIG and $HOME are all unset");
-        return NULL;
+    if (rc == 0 && *n == 0) {
+        const char *home = getenv("HOME");
+        if (!home || !*home) {
+            snprintf(err, errlen,
+                     "no kubeconfig: kubernetes.kubeconfig, $KUBECONFIG and $HOME are all unset");
+            return -1;
+        }
+        char *p = format("%s/.kube/config", home);
+        rc = p ? add_path(paths, n, p, strlen(p)) : -1;
+        free(p);
     }
-    char *p = format("%s/.kube/config", home);
-    if (!p)
+    if (rc < 0)
         snprintf(err, errlen, "out of memory");
-    return p;
+    return rc;
 }
 
 static char *directory_of(const char *path) {
@@ -180,13 +212,21 @@ static char *directory_of(const char *path) {
     return strndup(path, (size_t)(slash - path)); /* "/config": "", and "" + "/ca" is right */
 }
 
+/* Read the entries from file i on. */
+static void use_file(struct kubeconfig *kc, size_t i) {
+    kc->cur = i;
+    kc->path = kc->files[i].path;
+    kc->dir = kc->files[i].dir;
+    kc->doc = &kc->files[i].doc;
+}
+
 static int load_document(struct kubeconfig *kc, const char *text, size_t len) {
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
         return kfail(kc, 0, "out of memory");
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     int rc = 0;
-    if (!yaml_parser_load(&parser, &kc->doc)) {
+    if (!yaml_parser_load(&parser, kc->doc)) {
         if (parser.error == YAML_MEMORY_ERROR)
             rc = kfail(kc, 0, "out of memory");
         else
@@ -197,7 +237,7 @@ static int load_document(struct kubeconfig *kc, const char *text, size_t len) {
     return rc;
 }
 
-/* Read and parse the file; on success the caller deletes kc->doc and kc->dir. */
+/* Read and parse the current file; on success it joins kc->files. */
 static int kubeconfig_open(struct kubeconfig *kc) {
     char *text;
     size_t len;
@@ -207,24 +247,73 @@ static int kubeconfig_open(struct kubeconfig *kc) {
     free(text);
     if (rc < 0)
         return -1;
-    if (strchr(kc->path, '/') && !(kc->dir = directory_of(kc->path))) {
-        yaml_document_delete(&kc->doc);
+    struct kc_file *f = &kc->files[kc->nfiles];
+    if (strchr(kc->path, '/') && !(f->dir = directory_of(kc->path))) {
+        yaml_document_delete(kc->doc);
         return kfail(kc, 0, "out of memory");
     }
+    kc->nfiles++;
     return 0;
 }
 
-static const yaml_node_t *root_mapping(struct kubeconfig *kc) {
-    const yaml_node_t *root = yaml_document_get_root_node(&kc->doc);
+/* The top-level mapping of the current file; NULL for an empty file, which
+ * is an error only when it is the one file there is. */
+static const yaml_node_t *root_mapping(struct kubeconfig *kc, bool *bad) {
+    const yaml_node_t *root = yaml_document_get_root_node(kc->doc);
+    *bad = false;
     if (!root || yaml_node_is_null(root)) {
-        kfail(kc, 0, "empty kubeconfig");
+        if (kc->nfiles == 1) {
+            *bad = true;
+            kfail(kc, 0, "empty kubeconfig");
+        }
         return NULL;
     }
     if (root->type != YAML_MAPPING_NODE) {
+        *bad = true;
         kfail(kc, yaml_node_line(root), "not a kubeconfig: the top level is not a mapping");
         return NULL;
     }
     return root;
+}
+
+/* Every file of paths, in order, into kc->files. Files of a $KUBECONFIG
+ * list that do not exist are skipped, as kubectl does, unless none does. */
+static int kubeconfig_load(struct kubeconfig *kc, char **paths, size_t n) {
+    if (!(kc->files = calloc(n, sizeof *kc->files)))
+        return kfail(kc, 0, "out of memory");
+    size_t missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        kc->files[kc->nfiles].path = paths[i];
+        use_file(kc, kc->nfiles);
+        if (n > 1 && access(paths[i], F_OK) != 0 && errno == ENOENT) {
+            missing++;
+            continue;
+        }
+        if (kubeconfig_open(kc) < 0)
+            return -1;
+    }
+    if (kc->nfiles == 0) {
+        kc->path = paths[0];
+        return kfail(kc, 0, "cannot read: none of the %zu files in $KUBECONFIG exists", missing);
+    }
+    for (size_t i = 0; i < kc->nfiles; i++) {
+        bool bad;
+        use_file(kc, i);
+        if (!root_mapping(kc, &bad) && bad)
+            return -1;
+    }
+    use_file(kc, 0);
+    return 0;
+}
+
+static void kubeconfig_close(struct kubeconfig *kc) {
+    for (size_t i = 0; i < kc->nfiles; i++) {
+        yaml_document_delete(&kc->files[i].doc);
+        free(kc->files[i].dir);
+    }
+    free(kc->files);
+    kc->files = NULL;
+    kc->nfiles = 0;
 }
 
 /* The value of key in a mapping, or NULL (also for a null value). */
@@ -233,9 +322,9 @@ static const yaml_node_t *lookup(struct kubeconfig *kc, const yaml_node_t *map, 
         return NULL;
     for (const yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
-        const yaml_node_t *k = yaml_document_get_node(&kc->doc, p->key);
+        const yaml_node_t *k = yaml_document_get_node(kc->doc, p->key);
         if (k && k->type == YAML_SCALAR_NODE && !strcmp(yaml_node_text(k), key)) {
-            const yaml_node_t *v = yaml_document_get_node(&kc->doc, p->value);
+            const yaml_node_t *v = yaml_document_get_node(kc->doc, p->value);
             return v && !yaml_node_is_null(v) ? v : NULL;
         }
     }
@@ -275,41 +364,99 @@ static int get_bool(struct kubeconfig *kc, const yaml_node_t *map, const char *k
     return kfail(kc, yaml_node_line(v), "%s: %s must be true or false", what, key);
 }
 
-/* The entry of clusters/users/contexts whose name matches, as the mapping
- * under its `inner` key (cluster/user/context). Error when not found;
- * `referrer` ("context 'x'") says who asked for it, or is NULL. */
-static const yaml_node_t *find_named(struct kubeconfig *kc, const yaml_node_t *root,
-                                     const char *list, const char *inner, const char *name,
-                                     const char *referrer) {
-    const yaml_node_t *seq = lookup(kc, root, list);
+#define NAMES_SHOWN_MAX 512 /* longest list of names quoted in a message */
+
+/* The list `list` (clusters/users/contexts) of the current file, or NULL. */
+static const yaml_node_t *named_list(struct kubeconfig *kc, const char *list, bool *bad) {
+    bool empty_bad;
+    const yaml_node_t *root = root_mapping(kc, &empty_bad);
+    const yaml_node_t *seq = root ? lookup(kc, root, list) : NULL;
+    *bad = false;
     if (seq && seq->type != YAML_SEQUENCE_NODE) {
+        *bad = true;
         kfail(kc, yaml_node_line(seq), "%s must be a list", list);
         return NULL;
     }
-    for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
-         seq && i < seq->data.sequence.items.top; i++) {
-        const yaml_node_t *entry = yaml_document_get_node(&kc->doc, *i);
-        const yaml_node_t *n = lookup(kc, entry, "name");
-        if (!n || n->type != YAML_SCALAR_NODE || strcmp(yaml_node_text(n), name) != 0)
-            continue;
-        const yaml_node_t *body = lookup(kc, entry, inner);
-        if (!body) {
-            kfail(kc, yaml_node_line(entry), "%s '%.*s' has no '%s' section", inner, NAME_SHOWN_MAX,
-                  name, inner);
-            return NULL;
+    return seq;
+}
+
+/* "; the contexts are: a, b" (every file, first definition of a name only)
+ * or "; there are no contexts", for messages that name what exists. */
+static void list_names(struct kubeconfig *kc, const char *list, buf_t *out) {
+    size_t cur = kc->cur;
+    size_t count = 0;
+    for (size_t f = 0; f < kc->nfiles; f++) {
+        bool bad;
+        use_file(kc, f);
+        const yaml_node_t *seq = named_list(kc, list, &bad);
+        for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
+             seq && i < seq->data.sequence.items.top; i++) {
+            const yaml_node_t *n = lookup(kc, yaml_document_get_node(kc->doc, *i), "name");
+            if (!n || n->type != YAML_SCALAR_NODE)
+                continue;
+            const char *name = yaml_node_text(n);
+            char quoted[NAME_SHOWN_MAX + 8];
+            snprintf(quoted, sizeof quoted, "'%.*s'", NAME_SHOWN_MAX, name);
+            if (out->data && strstr(out->data, quoted))
+                continue; /* defined in an earlier file: that one is used */
+            if (out->len > NAMES_SHOWN_MAX) {
+                if (buf_printf(out, ", ...") < 0)
+                    return;
+                goto done;
+            }
+            if (buf_printf(out, "%s%s", count++ ? ", " : "", quoted) < 0)
+                return;
         }
-        if (body->type != YAML_MAPPING_NODE) {
-            kfail(kc, yaml_node_line(body), "%s '%.*s': '%s' must be a mapping", inner,
-                  NAME_SHOWN_MAX, name, inner);
-            return NULL;
-        }
-        return body;
     }
+done:
+    use_file(kc, cur);
+}
+
+/* The entry of clusters/users/contexts whose name matches, as the mapping
+ * under its `inner` key (cluster/user/context), from the first file that
+ * defines it (which becomes the current file). Error when not found, naming
+ * the ones there are; `referrer` ("context 'x'") says who asked for it, or
+ * is NULL. */
+static const yaml_node_t *find_named(struct kubeconfig *kc, const char *list, const char *inner,
+                                     const char *name, const char *referrer) {
+    for (size_t f = 0; f < kc->nfiles; f++) {
+        bool bad;
+        use_file(kc, f);
+        const yaml_node_t *seq = named_list(kc, list, &bad);
+        if (bad)
+            return NULL;
+        for (yaml_node_item_t *i = seq ? seq->data.sequence.items.start : NULL;
+             seq && i < seq->data.sequence.items.top; i++) {
+            const yaml_node_t *entry = yaml_document_get_node(kc->doc, *i);
+            const yaml_node_t *n = lookup(kc, entry, "name");
+            if (!n || n->type != YAML_SCALAR_NODE || strcmp(yaml_node_text(n), name) != 0)
+                continue;
+            const yaml_node_t *body = lookup(kc, entry, inner);
+            if (!body) {
+                kfail(kc, yaml_node_line(entry), "%s '%.*s' has no '%s' section", inner,
+                      NAME_SHOWN_MAX, name, inner);
+                return NULL;
+            }
+            if (body->type != YAML_MAPPING_NODE) {
+                kfail(kc, yaml_node_line(body), "%s '%.*s': '%s' must be a mapping", inner,
+                      NAME_SHOWN_MAX, name, inner);
+                return NULL;
+            }
+            return body;
+        }
+    }
+    use_file(kc, 0);
+    buf_t names = BUF_INIT;
+    list_names(kc, list, &names);
+    const char *shown = names.len ? names.data : "";
     if (referrer)
-        kfail(kc, 0, "%s refers to %s '%.*s', which is not defined in %s", referrer, inner,
-              NAME_SHOWN_MAX, name, list);
+        kfail(kc, 0, "%s refers to %s '%.*s', which is not defined in %s; %s%s%s%s", referrer,
+              inner, NAME_SHOWN_MAX, name, list, names.len ? "the " : "there are no ", list,
+              names.len ? " are: " : "", shown);
     else
-        kfail(kc, 0, "%s '%.*s' is not defined in %s", inner, NAME_SHOWN_MAX, name, list);
+        kfail(kc, 0, "%s '%.*s' is not defined in %s; %s%s%s%s", inner, NAME_SHOWN_MAX, name, list,
+              names.len ? "the " : "there are no ", list, names.len ? " are: " : "", shown);
+    buf_free(&names);
     return NULL;
 }
 
@@ -366,19 +513,181 @@ static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const
     return 0;
 }
 
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 with padding, as Go encodes []byte in JSON. */
+static char *base64_encode(const char *in, size_t len) {
+    char *out = malloc((len + 2) / 3 * 4 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)(unsigned char)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= (uint32_t)(unsigned char)in[i + 2];
+        out[o++] = b64_alphabet[v >> 18 & 63];
+        out[o++] = b64_alphabet[v >> 12 & 63];
+        out[o++] = i + 1 < len ? b64_alphabet[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* spec.cluster of the ExecCredential (provideClusterInfo): the server, its
+ * CA as certificate-authority-data, insecure-skip-tls-verify. */
+static int add_cluster_info(struct kubeconfig *kc, cJSON *spec, const struct kube_conn *c) {
+    cJSON *cluster = cJSON_AddObjectToObject(spec, "cluster");
+    if (!cluster || !cJSON_AddStringToObject(cluster, "server", c->server))
+        return kfail(kc, 0, "out of memory");
+    char *pem = NULL, *b64 = NULL;
+    size_t len = 0;
+    if (c->ca_file &&
+        config_read_file(c->ca_file, KUBECONFIG_MAX_BYTES, &pem, &len, kc->err, kc->errlen) < 0)
+        return -1;
+    const char *ca = c->ca_pem ? c->ca_pem : pem;
+    size_t ca_len = c->ca_pem ? c->ca_pem_len : len;
+    int rc = 0;
+    if (ca && (!(b64 = base64_encode(ca, ca_len)) ||
+               !cJSON_AddStringToObject(cluster, "certificate-authority-data", b64)))
+        rc = kfail(kc, 0, "out of memory");
+    free(pem);
+    free(b64);
+    if (rc == 0 && c->insecure && !cJSON_AddTrueToObject(cluster, "insecure-skip-tls-verify"))
+        rc = kfail(kc, 0, "out of memory");
+    return rc;
+}
+
+/* A list of strings (args) as a NULL-terminated vector. */
+static int get_args(struct kubeconfig *kc, const yaml_node_t *exec, const char *what,
+                    struct kube_exec *e) {
+    const yaml_node_t *seq = lookup(kc, exec, "args");
+    if (!seq)
+        return (e->args = calloc(1, sizeof *e->args)) ? 0 : kfail(kc, 0, "out of memory");
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return kfail(kc, yaml_node_line(seq), "%s: exec: args must be a list of strings", what);
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (!(e->args = calloc(n + 1, sizeof *e->args)))
+        return kfail(kc, 0, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *v = yaml_document_get_node(kc->doc, seq->data.sequence.items.start[i]);
+        if (!v || v->type != YAML_SCALAR_NODE || strlen(yaml_node_text(v)) != v->data.scalar.length)
+            return kfail(kc, yaml_node_line(v ? v : seq),
+                         "%s: exec: args must be a list of strings", what);
+        if (!(e->args[i] = strdup(yaml_node_text(v))))
+            return kfail(kc, 0, "out of memory");
+        e->nargs++;
+    }
+    return 0;
+}
+
+/* env: a list of {name, value}, as "NAME=value". */
+static int get_env(struct kubeconfig *kc, const yaml_node_t *exec, const char *what,
+                   struct kube_exec *e) {
+    const yaml_node_t *seq = lookup(kc, exec, "env");
+    if (!seq)
+        return 0;
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return kfail(kc, yaml_node_line(seq), "%s: exec: env must be a list of name/value pairs",
+                     what);
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (!(e->env = calloc(n + 1, sizeof *e->env)))
+        return kfail(kc, 0, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *v = yaml_document_get_node(kc->doc, seq->data.sequence.items.start[i]);
+        const char *name, *value;
+        if (!v || v->type != YAML_MAPPING_NODE)
+            return kfail(kc, yaml_node_line(v ? v : seq),
+                         "%s: exec: env must be a list of name/value pairs", what);
+        if (get_string(kc, v, "name", what, &name) < 0 ||
+            get_string(kc, v, "value", what, &value) < 0)
+            return -1;
+        if (!name || !*name || strchr(name, '='))
+            return kfail(kc, yaml_node_line(v), "%s: exec: env entry %zu has no valid name", what,
+                         i + 1);
+        if (!(e->env[i] = format("%s=%s", name, value ? value : "")))
+            return kfail(kc, 0, "out of memory");
+        e->nenv++;
+    }
+    return 0;
+}
+
+/* An `exec` credential plugin, checked as client-go checks it. The bridge
+ * never runs a plugin interactively (it has no terminal), so
+ * interactiveMode Always is refused here rather than at the first request. */
+static int parse_exec(struct kubeconfig *kc, const yaml_node_t *exec, const char *name,
+                      const char *what, struct kube_conn *c) {
+    const char *command, *api_version, *mode, *hint;
+    bool cluster_info;
+    int line = yaml_node_line(exec);
+    if (exec->type != YAML_MAPPING_NODE)
+        return kfail(kc, line, "%s: exec must be a mapping", what);
+    if (get_string(kc, exec, "command", what, &command) < 0 ||
+        get_string(kc, exec, "apiVersion", what, &api_version) < 0 ||
+        get_string(kc, exec, "interactiveMode", what, &mode) < 0 ||
+        get_string(kc, exec, "installHint", what, &hint) < 0 ||
+        get_bool(kc, exec, "provideClusterInfo", what, &cluster_info) < 0)
+        return -1;
+    if (!command || !*command)
+        return kfail(kc, line, "%s: exec: command is required", what);
+    bool v1 = api_version && !strcmp(api_version, "client.authentication.k8s.io/v1");
+    if (!v1 && (!api_version || strcmp(api_version, "client.authentication.k8s.io/v1beta1")))
+        return kfail(kc, line,
+                     "%s: exec: apiVersion must be client.authentication.k8s.io/v1 or "
+                     "client.authentication.k8s.io/v1beta1, not '%.*s'",
+                     what, NAME_SHOWN_MAX, api_version ? api_version : "");
+    if (v1 && (!mode || !*mode))
+        return kfail(kc, line, "%s: exec: interactiveMode must be set for apiVersion %s", what,
+                     api_version);
+    if (mode && *mode && strcmp(mode, "Never") && strcmp(mode, "IfAvailable")) {
+        if (!strcmp(mode, "Always"))
+            return kfail(kc, line,
+                         "%s: exec: interactiveMode Always needs a terminal, and canary-bridge "
+                         "runs credential plugins without one; use Never or IfAvailable",
+                         what);
+        return kfail(kc, line,
+                     "%s: exec: interactiveMode must be Never, IfAvailable or Always, not '%.*s'",
+                     what, NAME_SHOWN_MAX, mode);
+    }
+    struct kube_exec *e = calloc(1, sizeof *e);
+    if (!e)
+        return kfail(kc, 0, "out of memory");
+    c->exec = e;
+    if (!(e->api_version = strdup(api_version)) || !(e->user = strdup(name)) ||
+        (hint && *hint && !(e->install_hint = strdup(hint))))
+        return kfail(kc, 0, "out of memory");
+    /* client-go resolves a command with a '/' against the kubeconfig's
+     * directory and looks a bare name up in $PATH. */
+    if (strchr(command, '/') ? resolve_path(kc, command, &e->command) < 0
+                             : !(e->command = strdup(command)))
+        return kfail(kc, 0, "out of memory");
+    if (get_args(kc, exec, what, e) < 0 || get_env(kc, exec, what, e) < 0)
+        return -1;
+    cJSON *info = cJSON_CreateObject(), *spec = NULL;
+    int rc = 0;
+    if (!info || !cJSON_AddStringToObject(info, "kind", "ExecCredential") ||
+        !cJSON_AddStringToObject(info, "apiVersion", api_version) ||
+        !(spec = cJSON_AddObjectToObject(info, "spec")) ||
+        !cJSON_AddFalseToObject(spec, "interactive"))
+        rc = kfail(kc, 0, "out of memory");
+    if (rc == 0 && cluster_info)
+        rc = add_cluster_info(kc, spec, c);
+    if (rc == 0 && !(e->exec_info = cJSON_PrintUnformatted(info)))
+        rc = kfail(kc, 0, "out of memory");
+    cJSON_Delete(info);
+    return rc;
+}
+
 static int refuse_plugins(struct kubeconfig *kc, const yaml_node_t *user, const char *name) {
-    const yaml_node_t *exec = lookup(kc, user, "exec");
     const yaml_node_t *provider = lookup(kc, user, "auth-provider");
     const char *username, *password;
-    if (exec)
-        return kfail(kc, yaml_node_line(exec),
-                     "user '%.*s' uses an exec plugin, which canary-bridge does not run; use a "
-                     "token or client certificate",
-                     NAME_SHOWN_MAX, name);
     if (provider)
         return kfail(kc, yaml_node_line(provider),
                      "user '%.*s' uses an auth-provider plugin, which canary-bridge does not run; "
-                     "use a token or client certificate",
+                     "use a token, a client certificate or an exec plugin",
                      NAME_SHOWN_MAX, name);
     if (get_string(kc, user, "username", "user", &username) < 0 ||
         get_string(kc, user, "password", "user", &password) < 0)
@@ -412,12 +721,16 @@ static int fill_user(struct kubeconfig *kc, const yaml_node_t *user, const char 
         return kfail(kc, yaml_node_line(user), "%s: %s needs %s as well", what,
                      cert ? "client-certificate" : "client-key",
                      cert ? "client-key" : "client-certificate");
+    /* As in client-go, a token or client certificate in the kubeconfig takes
+     * precedence and the plugin is not run. */
+    const yaml_node_t *exec = lookup(kc, user, "exec");
+    if (exec && !c->token && !c->token_file && !cert)
+        return parse_exec(kc, exec, name, what, c);
     return 0;
 }
 
-static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const char *name,
-                       struct kube_conn *c) {
-    const yaml_node_t *ctx = find_named(kc, root, "contexts", "context", name, NULL);
+static int use_context(struct kubeconfig *kc, const char *name, struct kube_conn *c) {
+    const yaml_node_t *ctx = find_named(kc, "contexts", "context", name, NULL);
     const char *cluster_name, *user_name;
     char what[2 * NAME_SHOWN_MAX + 32];
     if (!ctx)
@@ -428,7 +741,7 @@ static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const cha
         return -1;
     if (!cluster_name || !*cluster_name)
         return kfail(kc, yaml_node_line(ctx), "%s names no cluster", what);
-    const yaml_node_t *cluster = find_named(kc, root, "clusters", "cluster", cluster_name, what);
+    const yaml_node_t *cluster = find_named(kc, "clusters", "cluster", cluster_name, what);
     if (!cluster)
         return -1;
     snprintf(what, sizeof what, "cluster '%.*s' (context '%.*s')", NAME_SHOWN_MAX, cluster_name,
@@ -438,7 +751,7 @@ static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const cha
     if (!user_name || !*user_name)
         return 0; /* anonymous: allowed, the API server decides */
     snprintf(what, sizeof what, "context '%.*s'", NAME_SHOWN_MAX, name);
-    const yaml_node_t *user = find_named(kc, root, "users", "user", user_name, what);
+    const yaml_node_t *user = find_named(kc, "users", "user", user_name, what);
     if (!user)
         return -1;
     snprintf(what, sizeof what, "user '%.*s' (context '%.*s')", NAME_SHOWN_MAX, user_name,
@@ -446,34 +759,39 @@ static int use_context(struct kubeconfig *kc, const yaml_node_t *root, const cha
     return fill_user(kc, user, user_name, what, c);
 }
 
-static int select_context(struct kubeconfig *kc, const yaml_node_t *root, const char *context,
-                          const char **name) {
+/* The named context, else current-context from the first file that sets
+ * it (kubectl's merge rule). */
+static int select_context(struct kubeconfig *kc, const char *context, const char **name) {
     if (context && *context) {
         *name = context;
         return 0;
     }
-    if (get_string(kc, root, "current-context", "kubeconfig", name) < 0)
-        return -1;
-    if (!*name || !**name)
-        return kfail(kc, 0,
-                     "no context chosen: current-context is not set and "
-                     "kubernetes.context is empty");
-    return 0;
+    for (size_t f = 0; f < kc->nfiles; f++) {
+        bool bad;
+        use_file(kc, f);
+        const yaml_node_t *root = root_mapping(kc, &bad);
+        if (root && get_string(kc, root, "current-context", "kubeconfig", name) < 0)
+            return -1;
+        if (root && *name && **name)
+            return 0;
+    }
+    use_file(kc, 0);
+    return kfail(kc, 0,
+                 "no context chosen: current-context is not set and "
+                 "kubernetes.context is empty");
 }
 
-static int read_kubeconfig(struct kubeconfig *kc, const char *context, struct kube_conn *c) {
-    if (kubeconfig_open(kc) < 0)
-        return -1;
-    const yaml_node_t *root = root_mapping(kc);
+static int read_kubeconfig(struct kubeconfig *kc, char **paths, size_t npaths, const char *context,
+                           struct kube_conn *c) {
     const char *name = NULL;
-    int rc = root && select_context(kc, root, context, &name) == 0 ? 0 : -1;
+    int rc = kubeconfig_load(kc, paths, npaths);
     if (rc == 0)
-        rc = use_context(kc, root, name, c);
+        rc = select_context(kc, context, &name);
+    if (rc == 0)
+        rc = use_context(kc, name, c);
     if (rc == 0 && !(c->context = strdup(name)))
         rc = kfail(kc, 0, "out of memory");
-    yaml_document_delete(&kc->doc);
-    free(kc->dir);
-    kc->dir = NULL;
+    kubeconfig_close(kc);
     return rc;
 }
 
@@ -483,12 +801,15 @@ int kube_conn_from_kubeconfig(const char *path, const char *context, struct kube
                               char *err, size_t errlen) {
     struct kube_conn c = {0};
     memset(out, 0, sizeof *out);
-    char *file = kubeconfig_path(path, err, errlen);
-    if (!file)
-        return -1;
-    struct kubeconfig kc = {.path = file, .err = err, .errlen = errlen};
-    int rc = read_kubeconfig(&kc, context, &c);
-    free(file);
+    char **paths = NULL;
+    size_t npaths = 0;
+    int rc = kubeconfig_paths(path, &paths, &npaths, err, errlen);
+    struct kubeconfig kc = {.err = err, .errlen = errlen};
+    if (rc == 0)
+        rc = read_kubeconfig(&kc, paths, npaths, context, &c);
+    for (size_t i = 0; i < npaths; i++)
+        free(paths[i]);
+    free(paths);
     if (rc < 0) {
         kube_conn_free(&c);
         return -1;
@@ -591,7 +912,26 @@ static void free_secret(char *s, size_t len) {
     }
 }
 
+void kube_exec_free(struct kube_exec *e) {
+    if (!e)
+        return;
+    free(e->command);
+    for (size_t i = 0; i < e->nargs; i++)
+        free(e->args[i]);
+    free(e->args);
+    for (size_t i = 0; i < e->nenv; i++)
+        free_secret(e->env[i], strlen(e->env[i])); /* may carry secrets */
+    free(e->env);
+    free(e->api_version);
+    free(e->install_hint);
+    if (e->exec_info)
+        cJSON_free(e->exec_info);
+    free(e->user);
+    free(e);
+}
+
 void kube_conn_free(struct kube_conn *c) {
+    kube_exec_free(c->exec);
     free(c->server);
     free_secret(c->token, c->token ? strlen(c->token) : 0);
     free(c->token_file);

@@ -3,8 +3,9 @@
  * account, or the explicit server/token_file/ca_file of the bridge config.
  * Only the subset a daemon needs: server, CA (file or -data), bearer token
  * (token or tokenFile), client certificate and key (file or -data),
- * insecure-skip-tls-verify. exec/auth-provider plugins are refused with a
- * clear error (they would need a blocking subprocess). */
+ * insecure-skip-tls-verify, and exec credential plugins
+ * (client.authentication.k8s.io/v1 and v1beta1; run by sinks/execcred.c,
+ * never interactively). auth-provider plugins and basic auth are refused. */
 #ifndef CB_KUBECONFIG_H
 #define CB_KUBECONFIG_H
 
@@ -12,6 +13,19 @@
 #include <stddef.h>
 
 #include "bridge/config.h"
+
+/* A user's `exec` credential plugin, as the kubeconfig gives it. */
+struct kube_exec {
+    char *command; /* resolved against the kubeconfig's directory when it has a '/' */
+    char **args;   /* NULL-terminated argv without argv[0] */
+    size_t nargs;
+    char **env; /* "NAME=value", added to the bridge's environment */
+    size_t nenv;
+    char *api_version;  /* client.authentication.k8s.io/v1 or /v1beta1 */
+    char *install_hint; /* shown when the command is missing, or NULL */
+    char *exec_info;    /* KUBERNETES_EXEC_INFO: the ExecCredential JSON passed in */
+    char *user;         /* the kubeconfig user, for messages */
+};
 
 struct kube_conn {
     char *server;     /* "https://host:port", no trailing slash */
@@ -26,9 +40,12 @@ struct kube_conn {
     char *key_file;
     char *key_pem;
     size_t key_pem_len;
-    bool insecure; /* insecure-skip-tls-verify: caller logs a loud warning */
-    char *context; /* the context used (for logs), or NULL */
+    bool insecure;          /* insecure-skip-tls-verify: caller logs a loud warning */
+    char *context;          /* the context used (for logs), or NULL */
+    struct kube_exec *exec; /* credential plugin, or NULL */
 };
+
+void kube_exec_free(struct kube_exec *e);
 
 /* kubeconfig at path (NULL: $KUBECONFIG, else $HOME/.kube/config), context
  * NULL/"" for current-context. Errors name the file and what is wrong. */

@@ -136,13 +136,23 @@ static void test_plain_http_without_user(void **state) {
 
 static void test_missing_context_cluster_user(void **state) {
     (void)state;
-    expect_error(KC, "staging", KC ": context 'staging' is not defined in contexts");
+    /* Unknown names: the message lists the ones there are. */
+    expect_error(KC, "staging",
+                 KC ": context 'staging' is not defined in contexts; the contexts are: 'dev', "
+                    "'prod', 'lab', 'local', 'gke', 'oidc', 'basic', 'half-cert', 'bad-b64', "
+                    "'no-server', 'missing-cluster', 'missing-user', 'no-cluster'");
     expect_error(KC, "missing-cluster",
                  KC ": context 'missing-cluster' refers to cluster 'nowhere', which is not "
-                    "defined in clusters");
-    expect_error(KC, "missing-user",
-                 KC ": context 'missing-user' refers to user 'nobody', which is not defined in "
-                    "users");
+                    "defined in clusters; the clusters are: 'dev', 'prod', 'lab', 'local', "
+                    "'bad-b64', 'no-server'");
+    expect_error(
+        KC, "missing-user",
+        KC ": context 'missing-user' refers to user 'nobody', which is not defined in "
+           "users; the users are: 'dev-user', 'prod-user', 'lab-user', 'gke-user', 'oidc-user', "
+           "'basic-user', 'half-cert-user'");
+    expect_error("fixtures/kubeconfig/no-current", "only-user",
+                 "fixtures/kubeconfig/no-current: context 'only-user' is not defined in "
+                 "contexts; the contexts are: 'only'");
     expect_error(KC, "no-cluster", KC ":94: context 'no-cluster' names no cluster");
     expect_error(KC, "no-server",
                  KC ":32: cluster 'no-server' (context 'no-server') has no server");
@@ -153,12 +163,9 @@ static void test_missing_context_cluster_user(void **state) {
 
 static void test_plugins_and_basic_auth_refused(void **state) {
     (void)state;
-    expect_error(KC, "gke",
-                 KC ":49: user 'gke-user' uses an exec plugin, which canary-bridge does not run; "
-                    "use a token or client certificate");
     expect_error(KC, "oidc",
                  KC ":54: user 'oidc-user' uses an auth-provider plugin, which canary-bridge does "
-                    "not run; use a token or client certificate");
+                    "not run; use a token, a client certificate or an exec plugin");
     struct kube_conn c;
     char err[ERRLEN];
     assert_int_equal(kube_conn_from_kubeconfig(KC, "basic", &c, err, sizeof err), -1);
@@ -166,6 +173,70 @@ static void test_plugins_and_basic_auth_refused(void **state) {
                                 "auth), which Kubernetes no longer supports; use a token or "
                                 "client certificate");
     assert_null(strstr(err, "hunter2"));
+}
+
+#define EXEC_KC "fixtures/kubeconfig/exec"
+
+static void test_exec_plugin(void **state) {
+    (void)state;
+    struct kube_conn c;
+    load_ok(EXEC_KC, NULL, &c);
+    assert_non_null(c.exec);
+    assert_null(c.token);
+    assert_string_equal(c.exec->command, "aws"); /* no '/': looked up in $PATH */
+    assert_int_equal(c.exec->nargs, 4);
+    assert_string_equal(c.exec->args[0], "eks");
+    assert_string_equal(c.exec->args[3], "prod");
+    assert_null(c.exec->args[4]);
+    assert_int_equal(c.exec->nenv, 1);
+    assert_string_equal(c.exec->env[0], "AWS_PROFILE=prod");
+    assert_string_equal(c.exec->api_version, "client.authentication.k8s.io/v1");
+    assert_string_equal(c.exec->install_hint, "Install the AWS CLI");
+    assert_string_equal(c.exec->user, "eks-user");
+    /* provideClusterInfo: the cluster goes into KUBERNETES_EXEC_INFO. */
+    assert_string_equal(
+        c.exec->exec_info,
+        "{\"kind\":\"ExecCredential\",\"apiVersion\":\"client.authentication.k8s.io/"
+        "v1\",\"spec\":{\"interactive\":false,\"cluster\":{\"server\":\"https://"
+        "eks.example.com\",\"certificate-authority-data\":\"Q0EgUEVNCg==\"}}}");
+    kube_conn_free(&c);
+
+    load_ok(EXEC_KC, "relative", &c);
+    assert_string_equal(c.exec->command, "fixtures/kubeconfig/./bin/plugin");
+    assert_int_equal(c.exec->nargs, 0);
+    assert_null(c.exec->args[0]);
+    assert_string_equal(
+        c.exec->exec_info,
+        "{\"kind\":\"ExecCredential\",\"apiVersion\":\"client.authentication.k8s.io/"
+        "v1beta1\",\"spec\":{\"interactive\":false}}");
+    kube_conn_free(&c);
+
+    /* A token in the kubeconfig wins; the plugin is not run (client-go). */
+    load_ok(EXEC_KC, "token-wins", &c);
+    assert_null(c.exec);
+    assert_string_equal(c.token, "static-token");
+    kube_conn_free(&c);
+
+    load_ok(KC, "gke", &c); /* v1beta1 without interactiveMode: IfAvailable */
+    assert_string_equal(c.exec->command, "gke-gcloud-auth-plugin");
+    kube_conn_free(&c);
+
+    expect_error(EXEC_KC, "always",
+                 EXEC_KC ":35: user 'always-user' (context 'always'): exec: interactiveMode Always "
+                         "needs a terminal, and canary-bridge runs credential plugins without one; "
+                         "use Never or IfAvailable");
+    expect_error(EXEC_KC, "v1-no-mode",
+                 EXEC_KC ":38: user 'v1-no-mode-user' (context 'v1-no-mode'): exec: "
+                         "interactiveMode must be set for apiVersion "
+                         "client.authentication.k8s.io/v1");
+    expect_error(EXEC_KC, "bad-version",
+                 EXEC_KC ":41: user 'bad-version-user' (context 'bad-version'): exec: apiVersion "
+                         "must be client.authentication.k8s.io/v1 or "
+                         "client.authentication.k8s.io/v1beta1, not "
+                         "'client.authentication.k8s.io/v1alpha1'");
+    expect_error(EXEC_KC, "bad-env",
+                 EXEC_KC ":52: user 'bad-env-user' (context 'bad-env'): exec: env entry 1 has no "
+                         "valid name");
 }
 
 static void test_invalid_data_refused(void **state) {
@@ -312,17 +383,45 @@ static void test_generated_shapes(void **state) {
 static void test_kubeconfig_env_colon_list(void **state) {
     (void)state;
     struct kube_conn c;
-    /* Only the first non-empty entry is read: the second file, which has a
-     * current-context, is not consulted. */
+    /* The files are merged as kubectl merges them: current-context comes
+     * from the first file that sets it (the second one here). */
     assert_int_equal(
         setenv("KUBECONFIG", ":fixtures/kubeconfig/no-current:fixtures/kubeconfig/second", 1), 0);
-    expect_error(NULL, NULL,
-                 "fixtures/kubeconfig/no-current: no context chosen: current-context is not set "
-                 "and kubernetes.context is empty");
+    load_ok(NULL, NULL, &c);
+    assert_string_equal(c.server, "https://second.example.com");
+    assert_string_equal(c.context, "second");
+    kube_conn_free(&c);
     load_ok(NULL, "only", &c);
     assert_string_equal(c.server, "https://only.example.com:443");
     assert_string_equal(c.context, "only");
     kube_conn_free(&c);
+
+    /* First file wins per named entry; a context may use a cluster of one
+     * file and a user of another; a missing file in the list is skipped. */
+    assert_int_equal(setenv("KUBECONFIG",
+                            "fixtures/kubeconfig/merge-first:fixtures/kubeconfig/does-not-exist:"
+                            "fixtures/kubeconfig/no-current:fixtures/kubeconfig/second",
+                            1),
+                     0);
+    load_ok(NULL, NULL, &c);
+    assert_string_equal(c.context, "second");
+    assert_string_equal(c.server, "https://first-wins.example.com");
+    kube_conn_free(&c);
+    load_ok(NULL, "mixed", &c);
+    assert_string_equal(c.server, "https://only.example.com:443");
+    assert_string_equal(c.token, "first-token");
+    kube_conn_free(&c);
+    /* An unknown context names every context of every file, once. */
+    expect_error(NULL, "staging",
+                 "fixtures/kubeconfig/merge-first: context 'staging' is not defined in "
+                 "contexts; the contexts are: 'mixed', 'only', 'second'");
+
+    /* A list none of whose files exists is an error. */
+    assert_int_equal(setenv("KUBECONFIG", "fixtures/kubeconfig/nope1:fixtures/kubeconfig/nope2", 1),
+                     0);
+    expect_error(NULL, NULL,
+                 "fixtures/kubeconfig/nope1: cannot read: none of the 2 files in $KUBECONFIG "
+                 "exists");
 
     assert_int_equal(setenv("KUBECONFIG", "fixtures/kubeconfig/second:" KC, 1), 0);
     load_ok(NULL, NULL, &c);
@@ -479,6 +578,7 @@ int main(void) {
         cmocka_unit_test_setup(test_plain_http_without_user, clear_env),
         cmocka_unit_test_setup(test_missing_context_cluster_user, clear_env),
         cmocka_unit_test_setup(test_plugins_and_basic_auth_refused, clear_env),
+        cmocka_unit_test_setup(test_exec_plugin, clear_env),
         cmocka_unit_test_setup(test_invalid_data_refused, clear_env),
         cmocka_unit_test_setup(test_unreadable_or_malformed_files, clear_env),
         cmocka_unit_test_setup(test_base64_decoding, clear_env),

@@ -1,0 +1,56 @@
+/* execcred.h - run a kubeconfig exec credential plugin on the loop.
+ *
+ * The command runs as a child process (uv_spawn) with its args, the
+ * bridge's environment plus the kubeconfig's env and KUBERNETES_EXEC_INFO,
+ * stdin on /dev/null (never interactive), stdout read whole (bounded) and
+ * parsed as an ExecCredential of the configured apiVersion, stderr kept for
+ * the error message. A plugin that runs longer than the timeout is killed.
+ * The credential is a secret: it never appears in a message. */
+#ifndef CB_EXECCRED_H
+#define CB_EXECCRED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sinks/kubeconfig.h"
+
+#define EXEC_CRED_TIMEOUT_MS 60000
+#define EXEC_CRED_STDOUT_MAX (1024 * 1024)
+
+struct exec_cred {
+    char *token; /* status.token, or NULL */
+    char *cert_pem;
+    size_t cert_pem_len;
+    char *key_pem;
+    size_t key_pem_len;
+    bool has_expiry;
+    int64_t expiry_ms; /* status.expirationTimestamp, Unix ms */
+};
+
+struct exec_run;
+
+/* Once per run that was not cancelled: cred on success (the callee may take
+ * its strings, setting them to NULL), else err says what went wrong. */
+typedef void (*exec_cred_cb)(void *user, struct exec_cred *cred, const char *err);
+
+/* Start the plugin. Every outcome comes through cb, from the loop: a
+ * command that is missing too (the message carries the installHint). NULL
+ * with err set only when out of memory (cb is then not called). cb gets
+ * "exec plugin CMD (user 'U'): what went wrong", with the start of the
+ * plugin's stderr when it failed. */
+struct exec_run *exec_cred_run(uv_loop_t *loop, const struct kube_exec *ex, uint64_t timeout_ms,
+                               exec_cred_cb cb, void *user, char *err, size_t errlen);
+/* No callback afterwards; a running plugin is killed. */
+void exec_cred_cancel(struct exec_run *r);
+
+/* Parse a plugin's stdout (exposed for tests). */
+int exec_cred_parse(const char *api_version, const char *out, size_t len, struct exec_cred *c,
+                    char *err, size_t errlen);
+/* Wipe and free; c is zeroed. */
+void exec_cred_clear(struct exec_cred *c);
+/* RFC 3339 ("2026-01-02T03:04:05Z", fractions, offsets) to Unix ms. */
+int exec_cred_parse_time(const char *s, int64_t *ms);
+
+#endif
