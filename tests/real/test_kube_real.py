@@ -105,6 +105,20 @@ class OwnedMode(RealKubeCase):
         self.etcd.etcdctl("put", self.key("shop", "weights"), "shop-v1=0, shop-v2=100")
         self.wait_weights({"shop-v1": 0, "shop-v2": 100})
 
+    def test_route_in_a_namespace_that_does_not_exist_yet(self):
+        # The API test server stores objects in any namespace; the real apiserver
+        # answers 404 NotFound for the namespace until it exists.
+        ns = self.ns + "-later"
+        self.etcd.etcdctl("put", "canary/%s/shop/route" % ns, ROUTE)
+        self.start_bridge()
+        self.bridge.wait_log(r"route %s/shop: writing IngressRoute %s/shop: HTTP 404 NotFound: "
+                             r"namespaces \"%s\" not found \(retrying\)" % (ns, ns, ns))
+        self.kube.apply_object({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": ns}})
+        wait_until(lambda: weights_of(self.kube.get(G, ns, "ingressroutes", "shop")) ==
+                   {"shop-v1": 80, "shop-v2": 20}, 30,
+                   what="IngressRoute created once the namespace exists")
+
 
 class PatchedMode(RealKubeCase):
     def helm_route(self):
