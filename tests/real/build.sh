@@ -51,7 +51,7 @@ download() {
         rm -f "$log"
         return 1
     fi
-    echo "  $(sort -u "$log" | grep -c @) modules; module cache now $(du -sh "$GOMODCACHE" | cut -f1)"
+    echo "  $(sort -u "$log" | grep -c @) modules in place"
     rm -f "$log"
 }
 
