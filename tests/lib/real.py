@@ -32,7 +32,6 @@ import ssl
 import subprocess
 import sys
 import unittest
-import urllib.error
 import urllib.request
 
 import yaml
