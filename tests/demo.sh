@@ -5,7 +5,7 @@
 # IngressRoute. Everything it starts is stopped when it exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/setup.sh >/dev/null
+CANARY_REAL=0 bash tests/setup.sh >/dev/null   # the demo needs none of tests/real/'s servers
 
 work=$(mktemp -d /tmp/canary-demo.XXXXXX)
 pids=()

@@ -2,7 +2,9 @@
 """run_all.py - run every test suite and print one summary line.
 
 Suites: the cmocka unit tests (through `meson test`), then every Python
-unittest module under tests/kubeapi, tests/consul and tests/integration. Each unit test
+unittest module under tests/kubeapi, tests/consul, tests/integration and tests/real (the
+bridge against real Consul, kube-apiserver and Traefik built by tests/real/build.sh;
+CANARY_REAL=0 skips those only where they are not built). Each unit test
 binary counts its cmocka cases; each Python test method counts once.
 Exit status 0 only when nothing failed and something ran.
 """
@@ -86,7 +88,8 @@ def main():
     suites = [("unit", run_unit),
               ("kubeapi", lambda: run_python("tests/kubeapi")),
               ("consul", lambda: run_python("tests/consul")),
-              ("integration", lambda: run_python("tests/integration"))]
+              ("integration", lambda: run_python("tests/integration")),
+              ("real", lambda: run_python("tests/real"))]
     if "--no-fuzz" not in sys.argv and os.environ.get("CANARY_FUZZ", "1") == "1":
         suites.append(("fuzz", run_fuzz))
     os.environ["CANARY_BRIDGE"] = os.path.join(ROOT, "build", "canary-bridge")

@@ -46,3 +46,10 @@ if [ "${CANARY_SANITIZE:-1}" = 1 ]; then
   fi
   ninja -C build-asan
 fi
+
+# The real servers the tests/real suites run against (kube-apiserver, Traefik, Consul),
+# built from pinned Go modules into build-real/bin; the first build downloads modules and
+# compiles for a while, later runs reuse build-real's caches. CANARY_REAL=0 skips it.
+if [ "${CANARY_REAL:-1}" != 0 ]; then
+  bash tests/real/build.sh
+fi
