@@ -9,12 +9,16 @@
 # Go's minimal version selection give all three the newest of every shared dependency.
 #
 # Usage: bash tests/real/build.sh [name...]   (names: kube-apiserver traefik consul)
-# Env:   GO (default /usr/local/go/bin/go), CANARY_REAL_DIR (default <repo>/build-real)
+# Env:   GO (default /usr/local/go/bin/go), CANARY_REAL_DIR (default <repo>/build-real: the
+#        binaries), CANARY_GO_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/canary-bridge/go: the
+#        Go module and build caches, outside the clone so that every clone on a machine, a
+#        fresh CI clone included, shares one download and one compile)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${CANARY_REAL_DIR:-$repo/build-real}
+cache=${CANARY_GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/canary-bridge/go}
 GO=${GO:-/usr/local/go/bin/go}
 
 if ! [ -x "$GO" ] && ! command -v "$GO" >/dev/null 2>&1; then
@@ -22,7 +26,8 @@ if ! [ -x "$GO" ] && ! command -v "$GO" >/dev/null 2>&1; then
     exit 1
 fi
 mkdir -p "$out/bin"
-export GOPATH="$out/gopath" GOMODCACHE="$out/gomodcache" GOCACHE="$out/gocache"
+mkdir -p "$cache"
+export GOPATH="$cache/gopath" GOMODCACHE="$cache/gomodcache" GOCACHE="$cache/gocache"
 export GOFLAGS="-modcacherw -mod=readonly" CGO_ENABLED=0 GOTOOLCHAIN=local
 unset GOOS GOARCH
 
@@ -106,7 +111,7 @@ start=$(now)
 echo "build.sh: building ${names[*]} into $out/bin ($("$GO" version))"
 echo "  (a first build downloads ~720 MB of module archives, 4.6 GB unpacked, in ~6 minutes,"
 echo "   then compiles for a long while on 2 cores; it prints each step. Later runs reuse"
-echo "   $out/gomodcache and $out/gocache and take seconds)"
+echo "   the caches in $cache and take seconds)"
 for n in "${names[@]}"; do
     build_one "$n"
 done
