@@ -56,6 +56,8 @@ struct job {
     uv_timer_t timer; /* backoff between conflict retries */
     bool timer_open;
     bool wrote;
+    bool failed;                        /* requeued, but the pass counts as an error, not a retry */
+    uint64_t slow_base_ms, slow_max_ms; /* retry: wq_done_slow with these, when set */
     char ns[MODEL_NS_MAX + 1];
     char name[MODEL_NAME_MAX + 1];
     char id[];
@@ -335,10 +337,12 @@ static void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
         r->one_shot_failed++;
     if (r->hooks.pass)
         r->hooks.pass(r->hooks.user, j->id,
-                      ok      ? (j->wrote ? "applied" : "unchanged")
-                      : retry ? "retry"
-                              : "error");
-    if (retry && delay_ms)
+                      ok                    ? (j->wrote ? "applied" : "unchanged")
+                      : retry && !j->failed ? "retry"
+                                            : "error");
+    if (retry && j->slow_base_ms)
+        wq_done_slow(&r->wq, j->id, j->slow_base_ms, j->slow_max_ms);
+    else if (retry && delay_ms)
         wq_done_after(&r->wq, j->id, delay_ms);
     else
         wq_done(&r->wq, j->id, retry);
@@ -548,6 +552,19 @@ static void write_patched(struct job *j) {
                  j->ns, j->name);
         return;
     }
+    if (traefik_is_managed(live)) {
+        /* A canary-bridge owns it (this one through a route key, or another
+         * from its prefix): two writers of one object fight forever. */
+        const char *owner = kobj_str(cJSON_GetObjectItemCaseSensitive(live, "metadata"),
+                                     "annotations", TRAEFIK_ANNOT_PREFIX);
+        job_fail(j,
+                 "IngressRoute %s/%s is managed by canary-bridge from prefix %s (label %s=%s); "
+                 "patched mode (weights without a route key under %s) never writes an object "
+                 "a canary-bridge owns: change the weights under %s%s/ instead",
+                 j->ns, j->name, owner ? owner : "(unknown)", TRAEFIK_LABEL_MANAGED_BY,
+                 TRAEFIK_MANAGER, r->keys->prefix, owner ? owner : "(unknown)", j->id);
+        return;
+    }
     cJSON *copy = cJSON_Duplicate(live, 1);
     if (!copy) {
         job_retry(j, "out of memory", 0);
@@ -709,6 +726,36 @@ static void fail_answer(struct job *j, const struct kube_response *res) {
         job_retry(j, what, res->retry_after_ms);
 }
 
+/* The NamespaceLifecycle admission plugin's answer to a create in a namespace
+ * that does not exist: 404 NotFound about "namespaces", not about the object
+ * (message `namespaces "x" not found`). */
+static bool namespace_missing(const struct kube_response *res) {
+    if (res->status != 404 || !res->json)
+        return false;
+    const char *kind =
+        kobj_str(cJSON_GetObjectItemCaseSensitive(res->json, "details"), "kind", NULL);
+    return kind && strcmp(kind, "namespaces") == 0;
+}
+
+/* Nothing can be written there until someone creates the namespace, and no
+ * watch tells us when: an error in the status, retried slowly (a key change
+ * retries at once), one write per pass (retrying the create at once cannot
+ * help). */
+static void namespace_absent(struct job *j, const struct kube_response *res) {
+    struct job_obj *o = current(j);
+    char msg[2048];
+    snprintf(msg, sizeof msg,
+             "namespace %s does not exist (creating %s %s/%s: HTTP 404 %s: %.500s); create "
+             "the namespace or move the route's keys; retrying after 30 s, then less often (at "
+             "most every 10 min), and at once when its keys change",
+             j->ns, obj_kind_name[o->kind], j->ns, o->name, res->reason, res->message);
+    status_problem(j->r, j->id, ROUTE_ERROR, msg, j->revision);
+    j->failed = true;
+    j->slow_base_ms = RECONCILE_NS_RETRY_MIN_MS;
+    j->slow_max_ms = RECONCILE_NS_RETRY_MAX_MS;
+    job_finish(j, false, true, 0);
+}
+
 /* "weights shop-v1=90 shop-v2=10 from etcd revision 1234" */
 static void post_applied_event(struct job *j, const cJSON *obj) {
     const struct model_route *m = &j->model;
@@ -750,6 +797,10 @@ static void on_write(void *user, const struct kube_response *res) {
     }
     if (res->status == 409) {
         conflict(j, res);
+        return;
+    }
+    if (namespace_missing(res)) {
+        namespace_absent(j, res);
         return;
     }
     if (res->status == 404 && strcmp(res->reason, "NotFound") == 0 &&

@@ -28,6 +28,10 @@
 #include "sinks/traefik.h"
 
 #define RECONCILE_CONFLICT_RETRIES 5
+/* A route whose namespace does not exist is retried after 30 s, doubling up
+ * to 10 min (with jitter), one create per retry. */
+#define RECONCILE_NS_RETRY_MIN_MS 30000
+#define RECONCILE_NS_RETRY_MAX_MS 600000
 /* Objects a route owns carry its name: in a label (shortened with a hash
  * past 63 bytes, the limit of label values) for selection by people, and in
  * full in an annotation, which is what the bridge reads. */

