@@ -106,6 +106,7 @@ struct bridge_metrics {
     struct metric_family *build_info;                  /* gauge {version} = 1 */
     struct metric_family *burst_holds_total;           /* counter: bursts settled */
     struct metric_family *burst_holding;               /* gauge 0/1 */
+    struct metric_family *undone_writes_total;         /* counter: writes another writer undid */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1

@@ -401,10 +401,8 @@ void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
     finish(q, key, true, delay_ms, true, true);
 }
 
-void wq_done_slow(struct workqueue *q, const char *key, uint64_t base_ms, uint64_t max_ms) {
-    struct wq_item *it = item_get(q, key, false);
-    unsigned failures = it ? it->failures : 0;
-    finish(q, key, true, backoff_ms(failures, base_ms, max_ms), true, false);
+void wq_done_in(struct workqueue *q, const char *key, uint64_t delay_ms) {
+    finish(q, key, true, delay_ms, true, false);
 }
 
 void wq_pause(struct workqueue *q, bool paused) {

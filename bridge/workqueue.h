@@ -100,10 +100,9 @@ int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms);
 void wq_done(struct workqueue *q, const char *key, bool retry);
 /* Same, with an explicit delay (e.g. Retry-After); counts as a failure. */
 void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms);
-/* Same, after the key's own exponential backoff from base_ms up to max_ms
- * (with jitter), which new input overrides (a wq_add runs it at once): for a
+/* Same, but new input overrides the delay (a wq_add runs it at once): for a
  * failure only time or a change can fix. */
-void wq_done_slow(struct workqueue *q, const char *key, uint64_t base_ms, uint64_t max_ms);
+void wq_done_in(struct workqueue *q, const char *key, uint64_t delay_ms);
 void wq_pause(struct workqueue *q, bool paused);
 
 /* Keys queued or in flight (delayed ones excluded). */

@@ -141,5 +141,79 @@ class PatchedModeOwnedObject(KubeCase):
         self.assertTrue(owner.alive())
 
 
+HEADERS = """
+- name: beta
+  header: X-Canary
+  value: always
+  service: shop-v2
+"""
+
+
+class TwoWriters(KubeCase):
+    """Defect 14: two bridges that disagree about one IngressRoute back off and say so."""
+
+    def writes_by(self, manager, since):
+        return [e for e in self.writes(since=since) if e["method"] in ("POST", "PUT") and
+                (e.get("query") or {}).get("fieldManager") == manager]
+
+    def undone(self, bridge):
+        return metric(self.metrics(bridge), "canary_bridge_undone_writes_total") or 0
+
+    def assert_fight_reported_and_backed_off(self, a, b, status_etcd_a, status_etcd_b):
+        for me, other, bridge in (("bridge-a", "bridge-b", a), ("bridge-b", "bridge-a", b)):
+            bridge.wait_log(r'warn +route default/shop: another writer, field manager "%s", '
+                            r"keeps undoing this bridge's writes to IngressRoute default/shop "
+                            r'\(this bridge writes as "%s"\)' % (other, me), timeout=30)
+            self.assertEqual(len(re.findall(r"warn +route default/shop: another writer",
+                                            bridge.log_text())), 1, "warned once")
+            wait_until(lambda: self.undone(bridge) >= 3, 10, what="undone writes counted")
+        for etcd in (status_etcd_a, status_etcd_b):
+            st = self.wait_status(lambda s: s["state"] == "error", etcd=etcd)
+            self.assertIn("keeps undoing this bridge's writes", st["message"])
+        events = wait_until(lambda: [e for e in self.kube.list("", "default", "events")["items"]
+                                     if e["reason"] == "WritesUndone"] or None, 10,
+                            what="WritesUndone Events")
+        self.assertTrue(all(e["type"] == "Warning" and
+                            e["involvedObject"]["kind"] == "IngressRoute" for e in events))
+        self.assertEqual({m for e in events for m in ("bridge-a", "bridge-b")
+                          if 'field manager "%s"' % m in e["message"]},
+                         {"bridge-a", "bridge-b"})
+        # Backed off: while the test touches a label of the object 200 times (each touch
+        # is a watch event and a pass in both bridges), each bridge writes only a few
+        # times. At full speed they would write hundreds of times meanwhile.
+        mark = self.kube.requests()[-1]["seq"]
+        for i in range(200):
+            self.kube.merge_patch(G, "default", "ingressroutes", "shop",
+                                  {"metadata": {"labels": {"tick": str(i)}}})
+        wait_until(lambda: all(m["t_done"] for m in self.kube.requests(since=mark)
+                               if m["method"] != "GET"), 5, what="requests answered")
+        for m in ("bridge-a", "bridge-b"):
+            self.assertLessEqual(len(self.writes_by(m, mark)), 8,
+                                 "%s kept writing: %r" % (m, self.writes_by(m, mark)))
+        self.assertTrue(a.alive() and b.alive())
+
+    def test_two_etcd_clusters_behind_one_prefix(self):
+        etcd2 = Etcd(self.tmp.name, name="cb-etcd2")
+        self.addCleanup(etcd2.stop)
+        for etcd, w in ((self.etcd, "shop-v1=90\nshop-v2=10\n"),
+                        (etcd2, "shop-v1=10\nshop-v2=90\n")):
+            etcd.put("canary/default/shop/route", ROUTE)
+            etcd.put("canary/default/shop/weights", w)
+        a = self.start_bridge("a", kubernetes={"field_manager": "bridge-a"},
+                              reconcile={"status": True})
+        b = self.start_bridge("b", etcd=etcd2, kubernetes={"field_manager": "bridge-b"},
+                              reconcile={"status": True})
+        self.assert_fight_reported_and_backed_off(a, b, self.etcd, etcd2)
+
+    def test_rule_syntax_v3_and_v2_on_one_etcd(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/headers", HEADERS)
+        a = self.start_bridge("a", kubernetes={"field_manager": "bridge-a"},
+                              traefik={"rule_syntax": "v3"}, reconcile={"status": True})
+        b = self.start_bridge("b", kubernetes={"field_manager": "bridge-b"},
+                              traefik={"rule_syntax": "v2"}, reconcile={"status": True})
+        self.assert_fight_reported_and_backed_off(a, b, self.etcd, self.etcd)
+
+
 if __name__ == "__main__":
     unittest.main()
