@@ -141,6 +141,29 @@ class PatchedModeOwnedObject(KubeCase):
         self.assertTrue(owner.alive())
 
 
+class QuickEdits(KubeCase):
+    """Defect 12: after six quick edits the IngressRoute's Event shows the newest weights."""
+
+    def test_newest_weights_are_in_the_event(self):
+        self.start_bridge()
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        for i in range(1, 7):
+            want = {"shop-v1": 100 - 10 * i, "shop-v2": 10 * i}
+            self.etcd.put("canary/default/shop/weights",
+                          "shop-v1=%d\nshop-v2=%d\n" % (100 - 10 * i, 10 * i))
+            wait_until(lambda: self.ir() and weights_of(self.ir()) == want, 10,
+                       what="weights %r" % want)
+
+        def applied():
+            return [e for e in self.kube.list("", "default", "events")["items"]
+                    if e["reason"] == "Applied" and e["involvedObject"]["name"] == "shop"]
+        ev = wait_until(lambda: [e for e in applied()
+                                 if "weights shop-v1=40 shop-v2=60 " in e["message"]], 25,
+                        what="an Applied Event with the newest weights")[0]
+        self.assertEqual(len(applied()), 1, applied())
+        self.assertEqual(ev["count"], 7)   # the create and six edits, folded
+
+
 HEADERS = """
 - name: beta
   header: X-Canary
