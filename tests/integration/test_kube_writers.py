@@ -6,6 +6,7 @@ Each test runs its own etcd(s), API test server and bridge(s) on free loopback p
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
 import unittest
@@ -105,6 +106,9 @@ class MissingNamespace(KubeCase):
         # One create per pass, not a burst of retries: a second pass (a key change)
         # makes exactly one more.
         self.assertEqual(len(self.writes(ns="nowhere")), 1, self.writes(ns="nowhere"))
+        # Writes name their writer: canary-bridge@<hostname> unless configured.
+        self.assertEqual(self.writes(ns="nowhere")[0]["query"].get("fieldManager"),
+                         "canary-bridge@" + socket.gethostname())
         self.etcd.put("canary/nowhere/shop/weights", "shop-v1=90\nshop-v2=10\n")
         wait_until(lambda: len(self.writes(ns="nowhere")) >= 2, 10, what="the second create")
         st = self.wait_status(lambda s: s["state"] == "error" and s["revision"] > st["revision"],
@@ -211,6 +215,7 @@ class TwoWriters(KubeCase):
         wait_until(lambda: all(m["t_done"] for m in self.kube.requests(since=mark)
                                if m["method"] != "GET"), 5, what="requests answered")
         for m in ("bridge-a", "bridge-b"):
+            self.assertTrue(self.writes_by(m, 0), "no write under field manager " + m)
             self.assertLessEqual(len(self.writes_by(m, mark)), 8,
                                  "%s kept writing: %r" % (m, self.writes_by(m, mark)))
         self.assertTrue(a.alive() and b.alive())
