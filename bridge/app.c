@@ -40,6 +40,7 @@ static void on_route_resynced(void *user, const char *route_id) {
 }
 
 static void maybe_start_work(struct app *a);
+static void status_request(struct app *a, const char *route_id);
 
 static void render_all(struct app *a);
 
@@ -106,6 +107,8 @@ static void on_source_state(void *user, bool connected, const char *reason) {
     struct app *a = user;
     a->source_connected = connected;
     metric_set(a->bm.source_connected, NULL, connected ? 1 : 0);
+    metric_set(a->bm.source_acl_denied, NULL,
+               !connected && a->source && a->source->fault == SOURCE_FAULT_ACL ? 1 : 0);
     if (connected) {
         log_info(&a->log, "source: connected");
     } else {
@@ -191,6 +194,12 @@ static void maybe_start_work(struct app *a) {
     reconciler_enqueue_all(&a->rec);
     wq_pause(&a->rec.wq, false);
     set_status(a, "syncing %zu routes", a->keys.routes.count);
+    /* Folders with only mistyped keys get no pass: their status says why. */
+    struct map_iter it;
+    map_iter_init(&it, &a->keys.leaves);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        if (!map_has(&a->keys.routes, e->value))
+            status_request(a, e->value);
     if (reconciler_idle(&a->rec))
         on_drained(a);
 }
@@ -299,8 +308,31 @@ static void weights_export(struct app *a, const char *route_id, const struct mod
     free(map_del(&a->weight_series, route_id));
 }
 
+/* The weights last applied to a route, kept for its status key. */
+static void weights_remember(struct app *a, const char *route_id, const struct model_route *m) {
+    cJSON *w = m && model_weight_count(m) ? cJSON_CreateObject() : NULL;
+    double v;
+    for (size_t i = 0; w && i < model_weight_count(m); i++) {
+        const char *svc = model_weight_at(m, i, &v); /* sets v */
+        if (!cJSON_AddNumberToObject(w, svc, v)) {
+            cJSON_Delete(w);
+            w = NULL;
+        }
+    }
+    char *text = w ? cJSON_PrintUnformatted(w) : NULL;
+    cJSON_Delete(w);
+    void *prev = NULL;
+    if (text && map_put(&a->weights_in_force, route_id, text, &prev) == 0) {
+        cJSON_free(prev);
+        return;
+    }
+    cJSON_free(text);
+    cJSON_free(map_del(&a->weights_in_force, route_id)); /* gone, or no memory */
+}
+
 static void hook_applied(void *user, const char *route_id, const struct model_route *m) {
     weights_export(user, route_id, m);
+    weights_remember(user, route_id, m);
 }
 
 /* ---- status feedback: P<ns>/<name>/status written back to the source ---- */
@@ -335,21 +367,64 @@ static void on_status_written(void *user, bool ok, const char *message) {
     free(w);
 }
 
+/* The status document of a route, without its time; NULL when there is
+ * nothing to say (no pass yet, no key with an unknown leaf). */
+static cJSON *status_doc(struct app *a, const char *id) {
+    const struct route_status *st = a->have_rec ? reconciler_status(&a->rec, id) : NULL;
+    char leaves[1024];
+    size_t typos = keycache_leaf_errors(&a->keys, id, leaves, sizeof leaves);
+    if (!st && !typos)
+        return NULL;
+    cJSON *doc = cJSON_CreateObject();
+    const char *wtext = map_get(&a->weights_in_force, id);
+    cJSON *weights = wtext ? cJSON_Parse(wtext) : NULL;
+    /* A mistyped leaf makes the route's status an error naming the key,
+     * whatever its objects are; "objects" then says how those are. */
+    bool ok = doc &&
+              cJSON_AddStringToObject(doc, "state", typos ? "error" : state_name(st->state)) &&
+              cJSON_AddStringToObject(doc, "message",
+                                      typos         ? leaves
+                                      : st->message ? st->message
+                                                    : "") &&
+              (!typos || !st || cJSON_AddStringToObject(doc, "objects", state_name(st->state))) &&
+              (!st || !st->weights_held || cJSON_AddBoolToObject(doc, "weights_held", true)) &&
+              (!st || (cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
+                       cJSON_AddStringToObject(doc, "resourceVersion",
+                                               st->resource_version ? st->resource_version : "")));
+    if (ok && weights) {
+        cJSON_AddItemToObject(doc, "weights", weights);
+        weights = NULL;
+    }
+    cJSON_Delete(weights);
+    if (!ok) {
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* The status key already says this (its time aside): writing it again would
+ * only move the time, on every restart and reload. */
+static bool status_unchanged(struct app *a, const char *id, const cJSON *doc) {
+    const char *cur = keycache_status(&a->keys, id);
+    cJSON *was = cur ? cJSON_Parse(cur) : NULL;
+    if (!was)
+        return false;
+    cJSON_DeleteItemFromObjectCaseSensitive(was, "time");
+    bool same = cJSON_Compare(doc, was, true);
+    cJSON_Delete(was);
+    return same;
+}
+
 static void status_send(struct app *a, struct status_write *w) {
-    const struct route_status *st = a->have_rec ? reconciler_status(&a->rec, w->id) : NULL;
-    cJSON *doc = st ? cJSON_CreateObject() : NULL;
+    cJSON *doc = status_doc(a, w->id);
     char stamp[40] = "", key[MODEL_NS_MAX + MODEL_NAME_MAX + 256];
     struct timespec ts;
     struct tm tm;
     if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && gmtime_r(&ts.tv_sec, &tm))
         strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
     char *text = NULL;
-    if (doc && cJSON_AddStringToObject(doc, "state", state_name(st->state)) &&
-        cJSON_AddStringToObject(doc, "message", st->message ? st->message : "") &&
-        cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
-        cJSON_AddStringToObject(doc, "resourceVersion",
-                                st->resource_version ? st->resource_version : "") &&
-        cJSON_AddStringToObject(doc, "time", stamp))
+    if (doc && !status_unchanged(a, w->id, doc) && cJSON_AddStringToObject(doc, "time", stamp))
         text = cJSON_PrintUnformatted(doc);
     cJSON_Delete(doc);
     snprintf(key, sizeof key, "%s%s/status", a->cfg.source.prefix, w->id);
@@ -361,23 +436,39 @@ static void status_send(struct app *a, struct status_write *w) {
     cJSON_free(text);
 }
 
+/* Write route_id's status key (one write in flight per route; a change
+ * meanwhile is written when it is done). */
+static void status_request(struct app *a, const char *route_id) {
+    if (!a->cfg.reconcile.status || a->dry_run || a->cmd == CMD_RENDER)
+        return;
+    struct status_write *w = map_get(&a->status_writes, route_id);
+    if (w) {
+        w->dirty = true; /* coalesce: one write in flight per route */
+    } else if ((w = calloc(1, sizeof *w + strlen(route_id) + 1))) {
+        w->a = a;
+        strcpy(w->id, route_id);
+        if (map_put(&a->status_writes, route_id, w, NULL) < 0)
+            free(w);
+        else
+            status_send(a, w);
+    }
+}
+
+/* A key with an unknown leaf came or went: the route's status says so. */
+static void on_leaves(void *user, const char *route_id) {
+    struct app *a = user;
+    if (a->working && a->leader && !a->stopping)
+        status_request(a, route_id);
+}
+
 static void hook_status(void *user, const char *route_id, const struct route_status *st) {
     struct app *a = user;
-    if (st && a->cfg.reconcile.status && !a->dry_run && a->cmd != CMD_RENDER) {
-        struct status_write *w = map_get(&a->status_writes, route_id);
-        if (w) {
-            w->dirty = true; /* coalesce: one write in flight per route */
-        } else if ((w = calloc(1, sizeof *w + strlen(route_id) + 1))) {
-            w->a = a;
-            strcpy(w->id, route_id);
-            if (map_put(&a->status_writes, route_id, w, NULL) < 0)
-                free(w);
-            else
-                status_send(a, w);
-        }
-    }
-    if (!st) /* the route is gone: so are its weight series */
+    if (st || keycache_leaf_errors(&a->keys, route_id, NULL, 0))
+        status_request(a, route_id);
+    if (!st) { /* the route is gone: so are its weight series */
         weights_export(a, route_id, NULL);
+        weights_remember(a, route_id, NULL);
+    }
 }
 
 /* Gauges that are cheaper to compute at scrape time than to keep current. */
@@ -389,6 +480,9 @@ static void metrics_refresh(struct app *a) {
     metric_set(a->bm.routes, METRIC_LABELS("applied"), (double)applied);
     metric_set(a->bm.routes, METRIC_LABELS("error"), (double)failed);
     metric_set(a->bm.routes, METRIC_LABELS("pending"), (double)pending);
+    metric_set(a->bm.deletion_held, NULL, a->rec.guard.holding ? 1 : 0);
+    metric_set(a->bm.deletion_held_routes, NULL,
+               a->rec.guard.holding ? (double)a->rec.guard.gone : 0);
     if (a->rec.stats.conflicts > a->conflicts_seen) {
         metric_add(a->bm.conflicts_total, NULL,
                    (double)(a->rec.stats.conflicts - a->conflicts_seen));
@@ -400,6 +494,14 @@ static void metrics_refresh(struct app *a) {
     }
 }
 
+/* Why the Kubernetes side cannot work now, or NULL. */
+static const char *kube_problem(struct app *a) {
+    const char *p = a->kube ? kube_client_problem(a->kube) : NULL;
+    for (int k = 0; !p && a->have_informers && k < OBJ_NKINDS; k++)
+        p = informer_problem(&a->inf[k]);
+    return p;
+}
+
 static void on_http(void *user, const char *method, const char *path, struct httpd_response *res) {
     struct app *a = user;
     (void)method;
@@ -407,12 +509,24 @@ static void on_http(void *user, const char *method, const char *path, struct htt
         /* Answering at all means the loop turns. */
         buf_puts(&res->body, "ok\n");
     } else if (strcmp(path, "/readyz") == 0) {
-        bool ready = a->working && a->source_connected && !a->stopping;
+        char held[512];
+        if (a->have_rec && reconciler_guard_describe(&a->rec, held, sizeof held)) {
+            res->status = 503; /* a person has to look: see reconcile.h */
+            buf_printf(&res->body, "%s\n", held);
+            return;
+        }
+        /* The sink counts as much as the source: a bridge that cannot reach
+         * the API server, or whose credentials it refuses, is not ready. */
+        const char *sink = kube_problem(a);
+        bool ready = a->working && a->source_connected && !a->stopping && !sink;
         res->status = ready ? 200 : 503;
-        buf_puts(&res->body, ready         ? "ready\n"
-                             : a->stopping ? "stopping\n"
-                             : !a->working ? "first sync not done\n"
-                                           : "source disconnected\n");
+        if (ready || a->stopping || !a->working || !a->source_connected)
+            buf_puts(&res->body, ready         ? "ready\n"
+                                 : a->stopping ? "stopping\n"
+                                 : !a->working ? "first sync not done\n"
+                                               : "source disconnected\n");
+        else
+            buf_printf(&res->body, "kubernetes: %s\n", sink);
     } else if (strcmp(path, "/metrics") == 0) {
         metrics_refresh(a);
         res->content_type = METRICS_CONTENT_TYPE;
@@ -961,6 +1075,12 @@ static void on_informer_synced_rec(void *user) {
     on_informer_synced(r->user);
 }
 
+static void warn_open_handle(uv_handle_t *h, void *arg) {
+    struct app *a = arg;
+    log_warn(&a->log, "  a %s handle%s", uv_handle_type_name(uv_handle_get_type(h)),
+             uv_is_closing(h) ? " (closing)" : "");
+}
+
 /* One generation: build everything from a->cfg, run the loop until it is
  * all closed again, release it. */
 static int app_generation(struct app *a) {
@@ -993,6 +1113,8 @@ static int app_generation(struct app *a) {
     char err[512] = "out of memory";
     bool ok = a->http && keycache_init(&a->keys, a->cfg.source.prefix, &a->log) == 0;
     a->have_keys = ok;
+    a->keys.on_leaves = on_leaves;
+    a->keys.leaves_user = a;
     if (ok && a->cmd == CMD_RUN && a->cfg.server.listen[0]) {
         a->httpd =
             httpd_start(&a->loop, &a->log, a->cfg.server.listen, on_http, a, err, sizeof err);
@@ -1033,8 +1155,16 @@ static int app_generation(struct app *a) {
     for (struct map_entry *e; (e = map_iter_next(&it));)
         free(e->value);
     map_free(&a->weight_series);
-    if (uv_loop_close(&a->loop) != 0)
-        log_debug(&a->log, "event loop closed with handles still open");
+    map_iter_init(&it, &a->weights_in_force);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        cJSON_free(e->value);
+    map_free(&a->weights_in_force);
+    if (uv_loop_close(&a->loop) != 0) {
+        /* teardown() missed one (only an unreferenced handle lets uv_run
+         * return with it open): the next generation would inherit it. */
+        log_warn(&a->log, "event loop closed with handles still open:");
+        uv_walk(&a->loop, warn_open_handle, a);
+    }
     return a->exit_code;
 }
 

@@ -58,7 +58,8 @@ struct app {
     /* route id -> the services it has route_weight series for, packed as
      * "a\0b\0\0": a pass updates its own series without scanning all. */
     struct map weight_series;
-    bool status_write_failing; /* logged once per streak of failed status writes */
+    struct map weights_in_force; /* route id -> {"svc":weight,...} last applied (JSON) */
+    bool status_write_failing;   /* logged once per streak of failed status writes */
 
     struct http_client *http;
     struct source *source;

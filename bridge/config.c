@@ -133,6 +133,7 @@ static const struct field source_fields[] = {
     OPTIONAL("datacenter", source.datacenter),
     ENUM_STRING("consistency", source.consistency, consistency_modes),
     DURATION("wait", source.wait_ms),
+    DURATION("liveness_check", source.liveness_ms),
     SECTION("tls", tls_fields),
     END,
 };
@@ -164,6 +165,7 @@ static const struct field reconcile_fields[] = {
     DURATION("burst_hold", reconcile.burst_hold_ms),
     DURATION("burst_quiet", reconcile.burst_quiet_ms),
     BOOLEAN("allow_cross_namespace", reconcile.allow_cross_namespace),
+    UNSIGNED("max_delete_percent", reconcile.max_delete_percent),
     END,
 };
 
@@ -775,7 +777,7 @@ static int check_urls(struct parse *p) {
  * them so that a token meant for Consul is not believed to protect etcd. */
 static int check_source_type_keys(struct parse *p) {
     static const char *const etcd_only[] = {"source.username", "source.password",
-                                            "source.password_file", NULL};
+                                            "source.password_file", "source.liveness_check", NULL};
     static const char *const consul_only[] = {"source.token", "source.token_file",
                                               "source.datacenter", NULL};
     bool etcd = p->cfg->source.type == SOURCE_ETCD;
@@ -834,6 +836,9 @@ static int check_source(struct parse *p) {
     uint64_t wait = p->cfg->source.wait_ms;
     if (wait < 1000 || wait > 10 * 60 * 1000)
         return invalid(p, "source.wait", "must be between 1s and 10m");
+    uint64_t live = p->cfg->source.liveness_ms;
+    if (live != 0 && (live < 1000 || live > 10 * 60 * 1000))
+        return invalid(p, "source.liveness_check", "must be 0 (off) or between 1s and 10m");
     return 0;
 }
 
@@ -891,6 +896,8 @@ static int check_reconcile(struct parse *p) {
         return invalid(p, "reconcile.burst_hold", "must be at most 5m (0 = off)");
     if (c->reconcile.burst_quiet_ms == 0 || c->reconcile.burst_quiet_ms > 60 * 1000)
         return invalid(p, "reconcile.burst_quiet", "must be between 1ms and 1m");
+    if (c->reconcile.max_delete_percent > 100)
+        return invalid(p, "reconcile.max_delete_percent", "must be between 0 and 100");
     for (size_t i = 0; i < c->reconcile.n_namespaces; i++) {
         const char *ns = c->reconcile.namespaces[i];
         if (!is_dns_label(ns, strlen(ns)))
@@ -1022,12 +1029,14 @@ int config_defaults(struct config *cfg) {
         return -1;
     cfg->source.n_endpoints = 1;
     cfg->source.wait_ms = 5 * 60 * 1000;
+    cfg->source.liveness_ms = 5000;
     cfg->traefik.rule_syntax = RULE_SYNTAX_V3;
     cfg->reconcile.policy = POLICY_UPSERT_ONLY;
     cfg->reconcile.resync_ms = 5 * 60 * 1000;
     cfg->reconcile.max_in_flight = 16;
     cfg->reconcile.burst_hold_ms = 10 * 1000;
     cfg->reconcile.burst_quiet_ms = 30;
+    cfg->reconcile.max_delete_percent = 50;
     cfg->leader_election.lease_duration_ms = 15000;
     cfg->leader_election.renew_deadline_ms = 10000;
     cfg->leader_election.retry_period_ms = 2000;

@@ -42,6 +42,7 @@ struct config {
         char *datacenter;     /* consul ?dc= */
         char *consistency;    /* consul: default|stale|consistent */
         uint64_t wait_ms;     /* consul blocking wait; default 5m */
+        uint64_t liveness_ms; /* etcd: check the watched member this often; 5s; 0 = off */
         struct tls_files tls; /* keys ca_file, cert_file, key_file, insecure_skip_verify */
     } source;
 
@@ -71,6 +72,9 @@ struct config {
         uint64_t burst_hold_ms;     /* longest write hold in a burst; 10s; 0 = off */
         uint64_t burst_quiet_ms;    /* a pause this long ends the hold; 30ms */
         bool allow_cross_namespace; /* services[].namespace allowed; default false */
+        /* Deletion guard: percent of the routes owning objects that one source
+         * read may delete without confirmation; 0..100, default 50. */
+        unsigned max_delete_percent;
     } reconcile;
 
     struct {

@@ -64,6 +64,7 @@ struct http_req {
     bool has_body;
     struct http_tls tls;
     bool has_tls;
+    bool http11; /* pinned to HTTP/1.1 */
     long total_ms;
     long connect_ms;
     http_data_cb on_data;
@@ -311,14 +312,15 @@ static CURLcode req_configure(struct http_req *r) {
     SETOPT(r, CURLOPT_TCP_KEEPINTVL, HTTP_KEEPINTVL_S);
     SETOPT(r, CURLOPT_SOCKOPTFUNCTION, req_sockopt);
     SETOPT(r, CURLOPT_SOCKOPTDATA, (void *)r->c);
-    SETOPT(r, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    SETOPT(r, CURLOPT_HTTP_VERSION,
+           (long)(r->http11 ? CURL_HTTP_VERSION_1_1 : CURL_HTTP_VERSION_2TLS));
     /* Over TLS, prefer waiting for a connection that may turn out to be
      * HTTP/2 (ALPN tells during the handshake) over opening a second one, so
      * requests to one host share one socket. Never over plain http: HTTP/2
      * is only negotiated over TLS here, yet curl would still park new
      * requests behind the first one until its response headers arrive,
      * which for a slow request is a stall of everything to that host. */
-    if (strncasecmp(r->url, "https://", 8) == 0)
+    if (!r->http11 && strncasecmp(r->url, "https://", 8) == 0)
         SETOPT(r, CURLOPT_PIPEWAIT, 1L);
     SETOPT(r, CURLOPT_WRITEFUNCTION, req_write);
     SETOPT(r, CURLOPT_WRITEDATA, (void *)r);
@@ -692,6 +694,27 @@ void http_client_close(struct http_client *c) {
         client_shutdown(c);
 }
 
+int http_client_limit_connections(struct http_client *c, long max_conns) {
+    const struct {
+        CURLMoption opt;
+        const char *name;
+    } opts[] = {
+        {CURLMOPT_MAX_HOST_CONNECTIONS, "MAX_HOST_CONNECTIONS"},
+        {CURLMOPT_MAX_TOTAL_CONNECTIONS, "MAX_TOTAL_CONNECTIONS"},
+        /* The idle cache too: a kept-alive connection is still open. */
+        {CURLMOPT_MAXCONNECTS, "MAXCONNECTS"},
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        CURLMcode mc = curl_multi_setopt(c->multi, opts[i].opt, max_conns);
+        if (mc != CURLM_OK) {
+            log_error(c->log, "http: curl_multi_setopt(%s): %s", opts[i].name,
+                      curl_multi_strerror(mc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 size_t http_client_active(const struct http_client *c) {
     return c ? c->active : 0;
 }
@@ -744,6 +767,11 @@ void http_req_tls(struct http_req *r, const struct http_tls *tls) {
     r->has_tls = true;
 }
 
+void http_req_http11(struct http_req *r) {
+    if (r)
+        r->http11 = true;
+}
+
 void http_req_timeouts(struct http_req *r, long total_ms, long connect_ms) {
     if (!r)
         return;
@@ -754,6 +782,14 @@ void http_req_timeouts(struct http_req *r, long total_ms, long connect_ms) {
 void http_req_on_data(struct http_req *r, http_data_cb cb) {
     if (r)
         r->on_data = cb;
+}
+
+long http_req_status(const struct http_req *r) {
+    long status = 0;
+    if (!r || r->state != REQ_RUNNING ||
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+        return 0;
+    return status;
 }
 
 void http_req_set_user(struct http_req *r, void *user) {

@@ -48,6 +48,14 @@ typedef void (*http_done_cb)(struct http_req *req, const struct http_result *res
 typedef int (*http_data_cb)(struct http_req *req, const char *data, size_t len);
 
 struct http_client *http_client_new(uv_loop_t *loop, struct logger *lg);
+/* Bound the connections this client opens: at most max_conns at once (idle
+ * keep-alive ones included, as servers count them), to any one host and in
+ * all. Beyond that, curl queues a request until a connection is free. For a
+ * client that talks to one server (Consul); 0 = no bound. Returns 0 or -1. */
+int http_client_limit_connections(struct http_client *c, long max_conns);
+/* Speak HTTP/1.1 only on this request (no HTTP/2 over TLS), and never wait
+ * for a connection that might multiplex. */
+void http_req_http11(struct http_req *r);
 /* Cancels every request (no callbacks), closes the uv handles; the memory is
  * released once libuv has closed them (run the loop afterwards). */
 void http_client_close(struct http_client *c);
@@ -65,6 +73,9 @@ void http_req_tls(struct http_req *r, const struct http_tls *tls);
 /* Whole-transfer timeout (0 = none, for watches) and connect timeout. */
 void http_req_timeouts(struct http_req *r, long total_ms, long connect_ms);
 void http_req_on_data(struct http_req *r, http_data_cb cb);
+/* The status code of the response being received, 0 before its headers:
+ * tells a stream that is open (200) from one that is answering an error. */
+long http_req_status(const struct http_req *r);
 void http_req_set_user(struct http_req *r, void *user);
 void *http_req_user(const struct http_req *r);
 int http_req_start(struct http_req *r, http_done_cb done);

@@ -34,23 +34,130 @@ static void routes_free(struct map *m) {
     map_free(m);
 }
 
+static void strings_free(struct map *m) {
+    struct map_iter it;
+    map_iter_init(&it, m);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        free(e->value);
+    map_free(m);
+}
+
 void keycache_free(struct keycache *kc) {
     routes_free(&kc->routes);
+    free(kc->confirm.data);
+    kc->confirm.data = NULL;
+    strings_free(&kc->status);
+    strings_free(&kc->leaves);
     map_free(&kc->warned);
     free(kc->prefix);
     kc->prefix = NULL;
 }
 
-/* Which route and leaf a key is; 1 = ignore silently (status), -1 = stray. */
-static int classify(struct keycache *kc, const char *key, char *ns, char *name, int *leaf) {
+/* Edit distance of two short words, for "did you mean". */
+static size_t distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b), row[32];
+    if (la >= 32 || lb >= 32)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* A key whose folder is a valid route but whose leaf is unknown: fills ns,
+ * name and a message with a did-you-mean. 0 when it is one. */
+static int unknown_leaf(struct keycache *kc, const char *key, char *ns, char *name, char *msg,
+                        size_t msglen) {
+    static const char *const leaves[] = {"route", "weights", "headers", "status"};
+    const char *slash = strrchr(key, '/');
+    char probe[512], err[256];
+    enum model_leaf l;
+    if (!slash ||
+        (size_t)snprintf(probe, sizeof probe, "%.*sroute", (int)(slash + 1 - key), key) >=
+            sizeof probe ||
+        model_parse_key(kc->prefix, probe, ns, name, &l, err, sizeof err) < 0)
+        return -1;
+    const char *leaf = slash + 1, *best = NULL;
+    size_t bestd = 3; /* a typo, not another word */
+    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++) {
+        size_t d = distance(leaf, leaves[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = leaves[i];
+        }
+    }
+    char hint[64] = "";
+    if (best)
+        snprintf(hint, sizeof hint, "did you mean '%s'? ", best);
+    snprintf(msg, msglen, "unknown leaf '%.64s' (%sexpected route, weights, headers or status)",
+             leaf, hint);
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p, size_t n) {
+    unsigned char c = p[0];
+    size_t len = c < 0x80                 ? 1
+                 : c >= 0xC2 && c <= 0xDF ? 2
+                 : c >= 0xE0 && c <= 0xEF ? 3
+                 : c >= 0xF0 && c <= 0xF4 ? 4
+                                          : 0;
+    if (!len || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] >= 0x90))
+        return 0; /* overlong, surrogate, beyond U+10FFFF */
+    return len;
+}
+
+/* The message goes into a JSON status key: control bytes and bytes that are
+ * not UTF-8 become '?'. */
+static void printable(char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = utf8_len((const unsigned char *)s + i, n - i);
+        if (!len || c < 0x20 || c == 0x7f) {
+            s[i++] = '?';
+            continue;
+        }
+        i += len;
+    }
+}
+
+/* Which route and leaf a key is; 1 = the route's status key, 2 = a key with
+ * an unknown leaf under a valid route folder (msg says which), -1 = stray. */
+static int classify(struct keycache *kc, const char *key, char *ns, char *name, int *leaf,
+                    char *msg, size_t msglen) {
     enum model_leaf l;
     char err[256];
     if (model_parse_key(kc->prefix, key, ns, name, &l, err, sizeof err) < 0) {
+        char detail[256];
+        bool typo = unknown_leaf(kc, key, ns, name, detail, sizeof detail) == 0;
         if (!map_has(&kc->warned, key)) {
-            log_warn(kc->log, "ignoring key %s: %s", key, err);
+            log_warn(kc->log, "ignoring key %s: %s", key, typo ? detail : err);
             (void)map_put(&kc->warned, key, NULL, NULL); /* best effort */
         }
-        return -1;
+        if (!typo)
+            return -1;
+        snprintf(msg, msglen, "key %.300s: %.200s", key, detail);
+        printable(msg);
+        return 2;
     }
     switch (l) {
     case LEAF_ROUTE: *leaf = KC_ROUTE; return 0;
@@ -59,6 +166,82 @@ static int classify(struct keycache *kc, const char *key, char *ns, char *name, 
     case LEAF_STATUS: return 1;
     }
     return 1;
+}
+
+static bool is_confirm(const struct keycache *kc, const char *key) {
+    size_t n = strlen(kc->prefix);
+    return strncmp(key, kc->prefix, n) == 0 && strcmp(key + n, KC_CONFIRM_KEY) == 0;
+}
+
+/* Remember (value non-NULL) or forget a string under key in m; returns 1
+ * when that changed what m holds, 0 when not, -1 without memory. */
+static int string_set(struct map *m, const char *key, const char *value, size_t len) {
+    char *cur = map_get(m, key);
+    if (!value) {
+        if (!cur)
+            return 0;
+        free(map_del(m, key));
+        return 1;
+    }
+    if (cur && strlen(cur) == len && memcmp(cur, value, len) == 0)
+        return 0;
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, value, len);
+    copy[len] = '\0';
+    void *prev = NULL;
+    if (map_put(m, key, copy, &prev) < 0) {
+        free(copy);
+        return -1;
+    }
+    free(prev);
+    return 1;
+}
+
+/* A status key or a key with an unknown leaf: not input, but remembered.
+ * value NULL: deleted. */
+static int side_key(struct keycache *kc, int kind, const char *key, const char *ns,
+                    const char *name, const char *msg, const char *value, size_t len) {
+    char id[ROUTE_ID_MAX];
+    keycache_route_id(id, sizeof id, ns, name);
+    if (kind == 1)
+        return string_set(&kc->status, id, value, len) < 0 ? -1 : 0;
+    char entry[ROUTE_ID_MAX + 512];
+    size_t idlen = strlen(id) + 1, n = idlen + strlen(msg);
+    memcpy(entry, id, idlen);
+    memcpy(entry + idlen, msg, n - idlen);
+    const char *cur = map_get(&kc->leaves, key);
+    if (value && cur && strcmp(cur, id) == 0 && strcmp(cur + strlen(cur) + 1, msg) == 0)
+        return 0; /* the same key again (string_set compares up to the first NUL) */
+    int rc = string_set(&kc->leaves, key, value ? entry : NULL, n);
+    if (rc > 0 && kc->on_leaves)
+        kc->on_leaves(kc->leaves_user, id);
+    return rc < 0 ? -1 : 0;
+}
+
+const char *keycache_status(const struct keycache *kc, const char *route_id) {
+    return map_get(&kc->status, route_id);
+}
+
+size_t keycache_leaf_errors(const struct keycache *kc, const char *route_id, char *out,
+                            size_t outlen) {
+    size_t n = 0, used = 0;
+    if (outlen)
+        out[0] = '\0';
+    struct map_iter it;
+    map_iter_init(&it, &kc->leaves);
+    for (struct map_entry *e; (e = map_iter_next(&it));) {
+        const char *id = e->value;
+        if (strcmp(id, route_id) != 0)
+            continue;
+        if (used < outlen) {
+            int w = snprintf(out + used, outlen - used, "%s%s", n ? "; " : "", id + strlen(id) + 1);
+            used += w > 0 ? (size_t)w : 0;
+        }
+        n++;
+    }
+    return n;
 }
 
 static struct kc_route *route_get(struct map *m, const char *ns, const char *name, bool create) {
@@ -120,11 +303,20 @@ static void notify(kc_changed_cb cb, void *user, const struct kc_route *r) {
 }
 
 int keycache_put(struct keycache *kc, const struct source_kv *kv, kc_changed_cb cb, void *user) {
-    char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1];
+    char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], msg[512];
     int leaf;
     if (kv->revision > kc->revision)
         kc->revision = kv->revision;
-    if (classify(kc, kv->key, ns, name, &leaf) != 0)
+    if (is_confirm(kc, kv->key)) {
+        int rc = leaf_set(&kc->confirm, kv->value, kv->value_len, kv->revision);
+        if (rc > 0 && cb)
+            cb(user, KC_CONFIRM_KEY);
+        return rc < 0 ? -1 : 0;
+    }
+    int kind = classify(kc, kv->key, ns, name, &leaf, msg, sizeof msg);
+    if (kind > 0)
+        return side_key(kc, kind, kv->key, ns, name, msg, kv->value, kv->value_len);
+    if (kind < 0)
         return 0;
     struct kc_route *r = route_get(&kc->routes, ns, name, true);
     if (!r)
@@ -136,11 +328,17 @@ int keycache_put(struct keycache *kc, const struct source_kv *kv, kc_changed_cb 
 }
 
 int keycache_delete(struct keycache *kc, const char *key, kc_changed_cb cb, void *user) {
-    char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1];
+    char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], msg[512];
     int leaf;
-    if (classify(kc, key, ns, name, &leaf) != 0) {
-        map_del(&kc->warned, key); /* warn again if it comes back */
+    if (is_confirm(kc, key)) {
+        if (leaf_set(&kc->confirm, NULL, 0, 0) > 0 && cb)
+            cb(user, KC_CONFIRM_KEY);
         return 0;
+    }
+    int kind = classify(kc, key, ns, name, &leaf, msg, sizeof msg);
+    if (kind != 0) {
+        map_del(&kc->warned, key); /* warn again if it comes back */
+        return kind > 0 ? side_key(kc, kind, key, ns, name, msg, NULL, 0) : 0;
     }
     struct kc_route *r = route_get(&kc->routes, ns, name, false);
     if (!r || !r->leaf[leaf].data)
@@ -169,16 +367,41 @@ static bool route_equal(const struct kc_route *a, const struct kc_route *b) {
 int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n, uint64_t revision,
                       kc_changed_cb cb, void *user) {
     struct map fresh = MAP_INIT;
+    /* Status keys and unknown leaves: the listing replaces what was seen. */
+    struct map keep_leaves = kc->leaves;
+    strings_free(&kc->status);
+    kc->leaves = (struct map)MAP_INIT;
+    const struct source_kv *confirm = NULL;
     for (size_t i = 0; i < n; i++) {
-        char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1];
+        char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], msg[512];
         int leaf;
-        if (classify(kc, kvs[i].key, ns, name, &leaf) != 0)
+        if (is_confirm(kc, kvs[i].key)) {
+            confirm = &kvs[i];
+            continue;
+        }
+        int kind = classify(kc, kvs[i].key, ns, name, &leaf, msg, sizeof msg);
+        if (kind > 0) {
+            void (*cb_leaves)(void *, const char *) = kc->on_leaves;
+            kc->on_leaves = NULL; /* reported below, against the old set */
+            (void)side_key(kc, kind, kvs[i].key, ns, name, msg, kvs[i].value, kvs[i].value_len);
+            kc->on_leaves = cb_leaves;
+        }
+        if (kind != 0)
             continue;
         struct kc_route *r = route_get(&fresh, ns, name, true);
         if (!r || leaf_set(&r->leaf[leaf], kvs[i].value, kvs[i].value_len, kvs[i].revision) < 0) {
             routes_free(&fresh);
+            strings_free(&keep_leaves);
             return -1; /* the old state stays: nothing is lost */
         }
+    }
+    int confirm_changed =
+        leaf_set(&kc->confirm, confirm ? confirm->value : NULL, confirm ? confirm->value_len : 0,
+                 confirm ? confirm->revision : 0);
+    if (confirm_changed < 0) {
+        routes_free(&fresh);
+        strings_free(&keep_leaves);
+        return -1;
     }
     /* Swap first, then notify: the callback may read the cache. */
     struct map old = kc->routes;
@@ -205,6 +428,20 @@ int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n
         if (!map_has(&kc->routes, e->key))
             notify(cb, user, e->value);
     routes_free(&old);
+    /* Routes whose unknown leaves came or went. */
+    for (int pass = 0; pass < 2 && kc->on_leaves; pass++) {
+        struct map *a = pass ? &keep_leaves : &kc->leaves, *b = pass ? &kc->leaves : &keep_leaves;
+        map_iter_init(&it, a);
+        for (struct map_entry *e; (e = map_iter_next(&it));) {
+            const char *other = map_get(b, e->key);
+            if (!other || strcmp(other + strlen(other) + 1,
+                                 (const char *)e->value + strlen(e->value) + 1) != 0)
+                kc->on_leaves(kc->leaves_user, e->value);
+        }
+    }
+    strings_free(&keep_leaves);
+    if (confirm_changed > 0 && cb)
+        cb(user, KC_CONFIRM_KEY);
     return 0;
 }
 
@@ -231,6 +468,7 @@ int keycache_input(const struct keycache *kc, const char *route_id, struct model
     in->weights_len = v[KC_WEIGHTS].len;
     in->headers = v[KC_HEADERS].data;
     in->headers_len = v[KC_HEADERS].len;
+    in->route_rev = v[KC_ROUTE].rev;
     for (int i = 0; i < KC_NLEAVES; i++)
         if (v[i].data && v[i].rev > in->revision)
             in->revision = v[i].rev;

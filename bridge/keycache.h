@@ -4,7 +4,10 @@
  * between them: it keeps the current bytes of every route's `route`, `weights`
  * and `headers` key, tells which routes changed (by content, so re-putting the
  * same value changes nothing), and warns once per stray key under the prefix.
- * `status` keys are the bridge's own output and are never input. */
+ * `status` keys are the bridge's own output and are never input: their bytes
+ * are kept only so that a status already written is not written again. A
+ * mistyped leaf (`ns/name/weight`) is remembered for its route, so the
+ * route's status can name it. */
 #ifndef CB_KEYCACHE_H
 #define CB_KEYCACHE_H
 
@@ -17,6 +20,11 @@
 #include "sources/source.h"
 
 enum { KC_ROUTE, KC_WEIGHTS, KC_HEADERS, KC_NLEAVES };
+
+/* P_confirm-delete: a person's confirmation of deletions the deletion guard
+ * holds (see reconcile.h). Not a route: no namespace starts with '_'. When
+ * its value changes, the changed callback gets this name as the route id. */
+#define KC_CONFIRM_KEY "_confirm-delete"
 
 struct kc_value {
     char *data; /* NULL: key absent */
@@ -35,9 +43,15 @@ struct kc_route {
 struct keycache {
     struct map routes; /* "ns/name" -> struct kc_route */
     struct map warned; /* stray keys already warned about */
+    struct map status; /* "ns/name" -> the bytes of its status key (NUL-terminated) */
+    struct map leaves; /* key with an unknown leaf -> "ns/name\0message" */
+    /* Called when the unknown leaves of a route change (optional). */
+    void (*on_leaves)(void *user, const char *route_id);
+    void *leaves_user;
     char *prefix;
     struct logger *log;
-    uint64_t revision; /* last source revision seen */
+    uint64_t revision;       /* last source revision seen */
+    struct kc_value confirm; /* P_confirm-delete */
 };
 
 /* Called once per route whose inputs changed. */
@@ -58,6 +72,14 @@ int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n
  * and name are still filled from route_id). */
 int keycache_input(const struct keycache *kc, const char *route_id, struct model_input *in,
                    char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]);
+
+/* The current value of the route's status key, or NULL. */
+const char *keycache_status(const struct keycache *kc, const char *route_id);
+/* The route's keys with an unknown leaf, as one message ("key P/ns/name/weight:
+ * unknown leaf 'weight' (did you mean 'weights'?)", joined by "; ") into out.
+ * Returns how many there are (0: out is ""). */
+size_t keycache_leaf_errors(const struct keycache *kc, const char *route_id, char *out,
+                            size_t outlen);
 
 /* Build "ns/name". */
 void keycache_route_id(char *out, size_t outlen, const char *ns, const char *name);

@@ -550,6 +550,10 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
     out->source_connected = metrics_gauge(
         m, "canary_bridge_source_connected",
         "1 while the watch on the source (etcd or Consul) is established, else 0.", 0, NULL);
+    out->source_acl_denied = metrics_gauge(
+        m, "canary_bridge_source_acl_denied",
+        "1 while the source refuses to read the prefix for the ACL token (Consul ACL), else 0.", 0,
+        NULL);
     out->last_sync_timestamp_seconds = metrics_gauge(
         m, "canary_bridge_last_sync_timestamp_seconds",
         "Unix time of the last complete sync of the source with the cluster.", 0, NULL);
@@ -566,6 +570,13 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
     out->burst_holding = metrics_gauge(
         m, "canary_bridge_burst_holding",
         "1 while writes wait for a burst of source changes to pause, else 0.", 0, NULL);
+    out->deletion_held = metrics_gauge(
+        m, "canary_bridge_deletion_held",
+        "1 while the deletion guard holds deletions that need a person's confirmation, else 0.", 0,
+        NULL);
+    out->deletion_held_routes = metrics_gauge(
+        m, "canary_bridge_deletion_held_routes",
+        "Routes whose keys are gone but whose objects the deletion guard keeps.", 0, NULL);
 
     out->undone_writes_total = metrics_counter(
         m, "canary_bridge_undone_writes_total",
@@ -575,9 +586,10 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
 
     if (!out->undone_writes_total || !out->reconcile_total || !out->conflicts_total ||
         !out->kube_requests_total || !out->source_events_total || !out->propagation_seconds ||
-        !out->routes || !out->route_weight || !out->source_connected ||
+        !out->routes || !out->route_weight || !out->source_connected || !out->source_acl_denied ||
         !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
-        !out->burst_holds_total || !out->burst_holding)
+        !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
+        !out->deletion_held_routes)
         return -1;
     return metric_set(out->build_info, METRIC_LABELS(version ? version : "unknown"), 1);
 }

@@ -101,11 +101,14 @@ struct bridge_metrics {
     struct metric_family *routes;                      /* gauge {state} */
     struct metric_family *route_weight;                /* gauge {namespace,route,service} */
     struct metric_family *source_connected;            /* gauge 0/1 */
+    struct metric_family *source_acl_denied;           /* gauge 0/1: the token may not read */
     struct metric_family *last_sync_timestamp_seconds; /* gauge, Unix time */
     struct metric_family *leader;                      /* gauge 0/1 */
     struct metric_family *build_info;                  /* gauge {version} = 1 */
     struct metric_family *burst_holds_total;           /* counter: bursts settled */
     struct metric_family *burst_holding;               /* gauge 0/1 */
+    struct metric_family *deletion_held;               /* gauge 0/1: the deletion guard holds */
+    struct metric_family *deletion_held_routes;        /* gauge: routes whose deletion waits */
     struct metric_family *undone_writes_total;         /* counter: writes another writer undid */
 };
 

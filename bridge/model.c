@@ -394,6 +394,11 @@ int model_parse_weights(const char *text, size_t len, struct model_weight **out,
     reason_t r;
     *out = NULL;
     *n = 0;
+    size_t bom = value_bom_len(text, len); /* in every form, the compact one too */
+    if (bom) {
+        text += bom;
+        len -= bom;
+    }
     int rc;
     if (len > VALUE_MAX_BYTES) {
         why(r, "value is %zu bytes, over the limit of %d", len, VALUE_MAX_BYTES);
@@ -1460,13 +1465,58 @@ static int priority_room(const struct model_route *rt, char *r) {
     return 0;
 }
 
+/* With a `weights` key, every service needs an explicit weight (from the key
+ * or the route document): a default of 1 next to `shop-v2=10` would send 91%
+ * to the canary without anyone having said so. */
+static int weights_complete(const struct model_route *rt, char *r) {
+    size_t n = 0, len = 0;
+    char list[sizeof(reason_t) - 160];
+    list[0] = '\0';
+    for (size_t i = 0; i < rt->n_services; i++) {
+        if (rt->services[i].has_weight)
+            continue;
+        int k =
+            snprintf(list + len, sizeof list - len, "%s%s", n ? ", " : "", rt->services[i].name);
+        if (k > 0 && (size_t)k < sizeof list - len)
+            len += (size_t)k;
+        n++;
+    }
+    if (!n)
+        return 0;
+    why(r,
+        "no explicit weight for %s: with a weights key, give every service of the route a "
+        "weight (in this key or in the route document)",
+        list);
+    return -1;
+}
+
+/* No `weights` key: the weights in force stay (see model_input.held). */
+static void weights_hold(struct model_route *rt, const struct model_input *in) {
+    for (size_t i = 0; i < rt->n_services; i++) {
+        struct model_service *svc = &rt->services[i];
+        if (in->held_doc_new && svc->has_weight)
+            continue;
+        for (size_t k = 0; k < in->n_held; k++) {
+            if (strcmp(in->held[k].service, svc->name) == 0) {
+                svc->weight = in->held[k].weight;
+                svc->has_weight = true;
+                rt->weights_held = true;
+                break;
+            }
+        }
+    }
+}
+
 static int build_owned(const struct model_input *in, struct model_route *out, char *err,
                        size_t errlen) {
     reason_t r;
     if (route_parse(in->route, in->route_len, in->allow_cross_namespace, out, r) < 0)
         return build_fail(in, LEAF_ROUTE, r, out, err, errlen);
-    if (in->weights && weights_apply(out, r) < 0)
+    out->route_rev = in->route_rev;
+    if (in->weights && (weights_apply(out, r) < 0 || weights_complete(out, r) < 0))
         return build_fail(in, LEAF_WEIGHTS, r, out, err, errlen);
+    if (!in->weights && in->n_held)
+        weights_hold(out, in);
     if (weights_all_zero(out)) {
         why(r, "every service's weight is zero (Traefik would answer 503 to every request)");
         return build_fail(in, in->weights ? LEAF_WEIGHTS : LEAF_ROUTE, r, out, err, errlen);

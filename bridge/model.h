@@ -103,7 +103,9 @@ struct model_route {
     struct model_weight *weights;
     size_t n_weights;
 
-    uint64_t revision; /* highest source revision among the route's keys */
+    uint64_t revision;  /* highest source revision among the route's keys */
+    uint64_t route_rev; /* revision of the `route` key */
+    bool weights_held;  /* a service kept its weight in force (see model_input.held) */
 };
 
 struct model_input {
@@ -120,6 +122,14 @@ struct model_input {
      * namespace. Off (zero) by default, so a key writer cannot point a route
      * at Services of namespaces they do not control. */
     bool allow_cross_namespace;
+    uint64_t route_rev; /* revision of the `route` key alone */
+    /* The weights in force (from the live objects) after a `weights` key was
+     * deleted: deleting a key must never move traffic, so without a `weights`
+     * key every service listed here keeps this weight, unless held_doc_new
+     * (the route document changed since) and the document gives it one. */
+    const struct model_weight *held;
+    size_t n_held;
+    bool held_doc_new;
 };
 
 /* Returns 0 and fills *out, or -1 with "KEY: reason" in err (out is left

@@ -16,10 +16,6 @@
 
 #include "bridge/buf.h"
 
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
-
 /* Strict decimal, no sign, no trailing junk. */
 static int parse_u64(const char *s, uint64_t *out) {
     if (!s || !*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19)
@@ -90,15 +86,15 @@ int notify_init(struct notifier *n, uv_loop_t *loop, struct logger *lg) {
         return 0; /* not started by systemd as Type=notify: nothing to say */
     if (socket_address(n, env) < 0)
         return -1;
-#ifndef HAVE_LIBSYSTEMD
-    /* Non-blocking: if systemd is not reading, a message is dropped rather
-     * than the loop stalled. */
+    /* Non-blocking: if the service manager is not reading (its queue is
+     * full), a message is dropped rather than the loop stalled. This is why
+     * the bridge does not use sd_notify(3): its socket blocks in sendmsg,
+     * and a watchdog ping would then wedge the loop (and a stop with it). */
     n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (n->fd < 0) {
         log_warn(n->log, "sd_notify socket: %s; not notifying systemd", strerror(errno));
         return -1;
     }
-#endif
     n->enabled = true;
     watchdog_from_env(n);
     return 0;
@@ -109,13 +105,6 @@ static int notify_send(struct notifier *n, const char *msg) {
     if (!n->enabled)
         return 0;
     int err = 0;
-#ifdef HAVE_LIBSYSTEMD
-    int r = sd_notify(0, msg);
-    if (r < 0)
-        err = -r;
-    else if (r == 0)
-        err = ENOENT; /* NOTIFY_SOCKET went away since init */
-#else
     ssize_t r;
     do
         r = sendto(n->fd, msg, strlen(msg), MSG_NOSIGNAL, (const struct sockaddr *)&n->addr,
@@ -123,7 +112,6 @@ static int notify_send(struct notifier *n, const char *msg) {
     while (r < 0 && errno == EINTR);
     if (r < 0)
         err = errno;
-#endif
     if (err) {
         /* Once per streak of failures: a dead socket must not turn every
          * watchdog ping into a log line. */

@@ -2,11 +2,11 @@
  *
  * Type=notify units learn from these datagrams when the daemon is ready
  * (READY=1 after the first full sync), what it is doing (STATUS=), that it is
- * reloading or stopping, and that it is alive (WATCHDOG=1). Built with
- * libsystemd (HAVE_LIBSYSTEMD) the messages go through sd_notify(3);
- * otherwise this module speaks the documented protocol itself: one datagram
- * per message on an AF_UNIX SOCK_DGRAM socket named by $NOTIFY_SOCKET (a path,
- * or "@name" for an abstract socket), sent without blocking.
+ * reloading or stopping, and that it is alive (WATCHDOG=1). This module
+ * speaks the documented protocol itself: one datagram per message on an
+ * AF_UNIX SOCK_DGRAM socket named by $NOTIFY_SOCKET (a path, or "@name" for
+ * an abstract socket), sent without blocking. (sd_notify(3) blocks while the
+ * receiver's queue is full, which would stall the one loop.)
  *
  * Everything is a no-op when NOTIFY_SOCKET is unset (not under systemd, or
  * Type=simple), so callers never need to check.
@@ -34,9 +34,7 @@ struct notifier {
     bool timer_open; /* watchdog timer initialised, to be closed */
     bool failing;    /* last send failed: log once per streak, not per ping */
     uint64_t pings;  /* WATCHDOG=1 sent, for tests and debugging */
-    /* The protocol without libsystemd (unused with it; kept so the layout
-     * does not depend on the build option). */
-    int fd; /* -1 when disabled */
+    int fd;          /* -1 when disabled */
     struct sockaddr_un addr;
     socklen_t addrlen;
 };

@@ -138,19 +138,33 @@ static void status_applied(struct reconciler *r, struct job *j, const char *rv) 
     struct route_status *s = status_get(r, j->id);
     if (!s)
         return;
+    if (j->model.weights_held && !s->weights_held) {
+        buf_t w = BUF_INIT;
+        int rc = 0;
+        for (size_t i = 0; rc == 0 && i < j->model.n_services; i++)
+            rc = buf_printf(&w, " %s=%ld", j->model.services[i].name, j->model.services[i].weight);
+        log_info(r->log,
+                 "route %s: weights key gone: keeping the weights in force%s until a new "
+                 "weights key or route document says otherwise",
+                 j->id, rc == 0 && w.data ? w.data : "");
+        buf_free(&w);
+    }
     if (s->fighting) {
         /* Written, but fought over: the status keeps saying so. */
         s->revision = j->model.revision;
+        s->weights_held = j->model.weights_held;
         s->changed_ns = 0;
         if (r->hooks.applied)
             r->hooks.applied(r->hooks.user, j->id, &j->model);
         return;
     }
-    bool changed = s->state != ROUTE_APPLIED || s->revision != j->model.revision ||
+    bool changed = s->weights_held != j->model.weights_held || s->state != ROUTE_APPLIED ||
+                   s->revision != j->model.revision ||
                    (rv && (!s->resource_version || strcmp(rv, s->resource_version) != 0));
     if (s->state == ROUTE_ERROR)
         log_info(r->log, "route %s: recovered", j->id);
     s->state = ROUTE_APPLIED;
+    s->weights_held = j->model.weights_held;
     free(s->message);
     s->message = NULL;
     s->revision = j->model.revision;
@@ -289,6 +303,24 @@ static void object_index(struct reconciler *r, enum obj_kind kind, const char *n
         index_add(r, objkey, id, kind, name);
     else
         index_remove(r, objkey);
+}
+
+/* The route named in a live object's annotation (or, for objects from before
+ * the annotation, its label) when that is not route: another route's object,
+ * which this route must neither write nor delete. NULL when it is ours or
+ * carries no route at all. */
+static const char *other_route(const cJSON *live, const char *route) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(live, "metadata");
+    const char *full = kobj_str(meta, "annotations", RECONCILE_ROUTE_ANNOT);
+    if (full)
+        return strcmp(full, route) == 0 ? NULL : full;
+    const char *label = kobj_str(meta, "labels", RECONCILE_ROUTE_LABEL);
+    if (!label)
+        return NULL;
+    char *mine = traefik_shorten(route, LABEL_VALUE_MAX);
+    bool same = mine && strcmp(mine, label) == 0;
+    free(mine);
+    return same ? NULL : label;
 }
 
 static void object_changed(struct reconciler *r, enum obj_kind kind, const char *ns,
@@ -678,6 +710,12 @@ static void write_owned(struct job *j, struct job_obj *o) {
                  other ? other : "(none)", r->keys->prefix);
         return;
     }
+    const char *owner = other_route(live, j->name);
+    if (owner) {
+        job_fail(j, "%s %s/%s belongs to route %s/%s (annotation %s); refusing to overwrite it",
+                 obj_kind_name[o->kind], j->ns, o->name, j->ns, owner, RECONCILE_ROUTE_ANNOT);
+        return;
+    }
     bool changed = false;
     cJSON *merged = traefik_merge_owned(live, o->desired, &changed);
     if (!merged) {
@@ -753,8 +791,8 @@ static void write_patched(struct job *j) {
 static void delete_owned(struct job *j, struct job_obj *o) {
     struct reconciler *r = j->r;
     const cJSON *live = informer_get(r->inf[o->kind], j->ns, o->name);
-    if (!owned_here(r, live)) {
-        step_done(j); /* gone already, or no longer ours to delete */
+    if (!owned_here(r, live) || other_route(live, j->name)) {
+        step_done(j); /* gone already, or no longer this route's to delete */
         return;
     }
     /* Preconditions: delete exactly the version we judged, nothing newer. */
@@ -798,6 +836,7 @@ static void job_next(struct job *j) {
         return;
     }
     if (j->n_objs == 0) { /* the route is gone, and so is what it owned */
+        map_del(&r->guard.approved, j->id);
         status_drop(r, j->id);
         job_finish(j, true, false, 0);
         return;
@@ -1011,6 +1050,189 @@ static bool namespace_allowed(const struct config *cfg, const char *ns) {
     return false;
 }
 
+/* ---- the deletion guard (see reconcile.h) ---- */
+
+static uint32_t guard_hash(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* Does the route own at least one object from our prefix, in a namespace we
+ * may write to? Only those routes can lose objects to a prune. */
+static bool route_owns_here(struct reconciler *r, const char *id, const struct objset *set) {
+    char ns[MODEL_NS_MAX + 1];
+    const char *slash = strchr(id, '/');
+    size_t n = slash ? (size_t)(slash - id) : 0;
+    if (!slash || n > MODEL_NS_MAX)
+        return false;
+    memcpy(ns, id, n);
+    ns[n] = '\0';
+    if (!namespace_allowed(r->cfg, ns))
+        return false;
+    for (size_t i = 0; set && i < set->n; i++) {
+        int kind = set->keys[i][0] - '0';
+        if (kind >= 0 && kind < OBJ_NKINDS &&
+            owned_here(r, informer_get(r->inf[kind], ns, set->keys[i] + 2)))
+            return true;
+    }
+    return false;
+}
+
+/* P_confirm-delete holds the token (surrounding blanks and a newline are
+ * fine: `echo` and editors add them). */
+static bool guard_confirmed(const struct reconciler *r, uint32_t token) {
+    const char *v = r->keys->confirm.data;
+    if (!v)
+        return false;
+    char want[16];
+    snprintf(want, sizeof want, "%08" PRIx32, token);
+    while (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')
+        v++;
+    size_t n = strlen(want);
+    if (strncmp(v, want, n) != 0)
+        return false;
+    for (v += n; *v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'; v++)
+        ;
+    return *v == '\0';
+}
+
+/* Routes that own objects here and have no key left, not yet confirmed:
+ * counted into gone (and hashed into *token); every owner into owned. With
+ * approve, mark each of them confirmed instead. */
+static int guard_count(struct reconciler *r, size_t *gone, size_t *owned, uint32_t *token,
+                       bool approve) {
+    struct delete_guard *g = &r->guard;
+    *gone = *owned = 0;
+    *token = 0;
+    struct map_iter it;
+    map_iter_init(&it, &r->route_objs);
+    for (struct map_entry *e; (e = map_iter_next(&it));) {
+        if (!route_owns_here(r, e->key, e->value))
+            continue;
+        ++*owned;
+        if (map_has(&r->keys->routes, e->key)) {
+            map_del(&g->approved, e->key); /* back again: a later deletion asks anew */
+            continue;
+        }
+        if (map_has(&g->approved, e->key))
+            continue;
+        ++*gone;
+        *token += guard_hash(e->key); /* a sum: independent of the map's order */
+        if (approve && map_put(&g->approved, e->key, NULL, NULL) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void guard_release(struct reconciler *r) {
+    struct map_iter it;
+    map_iter_init(&it, &r->guard.held);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        reconciler_enqueue(r, e->key);
+    map_free(&r->guard.held);
+}
+
+/* A new verdict from the key cache as it is now. */
+static void guard_eval(struct reconciler *r) {
+    struct delete_guard *g = &r->guard;
+    g->dirty = false;
+    if (r->cfg->reconcile.policy != POLICY_SYNC)
+        return;
+    size_t gone, owned;
+    uint32_t token;
+    if (guard_count(r, &gone, &owned, &token, false) < 0)
+        return;
+    unsigned pct = r->cfg->reconcile.max_delete_percent;
+    /* Once holding, keep holding while any route is still without keys: a
+     * restore in progress must not delete the routes it has not reached. */
+    bool hold = g->holding
+                    ? gone > 0
+                    : gone >= 2 && (gone == owned || (uint64_t)gone * 100 > (uint64_t)pct * owned);
+    if (hold && guard_confirmed(r, token)) {
+        if (guard_count(r, &gone, &owned, &token, true) < 0) {
+            log_error(r->log, "deletion guard: out of memory recording a confirmation");
+            return;
+        }
+        log_warn(r->log,
+                 "deletion guard: %s%s confirmed; deleting the objects of the routes "
+                 "whose keys are gone",
+                 r->keys->prefix, KC_CONFIRM_KEY);
+        hold = false;
+    }
+    if (hold) {
+        if (!g->holding || g->token != token || g->gone != gone)
+            log_warn(r->log,
+                     "deletion guard: the source's keys now lack %zu of the %zu routes that own "
+                     "objects (more than reconcile.max_delete_percent %u%%%s); deleting nothing. "
+                     "If that is meant, put %s%s = %08" PRIx32 "; if not, restore the keys (or "
+                     "fix the source's access), and the hold ends by itself",
+                     gone, owned, pct, gone == owned ? ", all of them" : "", r->keys->prefix,
+                     KC_CONFIRM_KEY, token);
+        if (!g->holding)
+            g->holds++;
+        g->holding = true;
+        g->gone = gone;
+        g->owned = owned;
+        g->token = token;
+        return;
+    }
+    if (g->holding)
+        log_info(r->log, "deletion guard: hold ended (%zu of %zu routes without keys now)", gone,
+                 owned);
+    g->holding = false;
+    g->gone = 0;
+    guard_release(r);
+}
+
+/* The pass for a route without keys is about to prune: may it? */
+static bool guard_holds(struct reconciler *r, const char *id) {
+    struct delete_guard *g = &r->guard;
+    if (r->cfg->reconcile.policy != POLICY_SYNC)
+        return false;
+    if (g->dirty)
+        guard_eval(r);
+    if (!g->holding || map_has(&g->approved, id) || map_has(&r->keys->routes, id) ||
+        !route_owns_here(r, id, map_get(&r->route_objs, id)))
+        return false;
+    if (map_has(&g->held, id))
+        return true;
+    if (map_put(&g->held, id, NULL, NULL) < 0)
+        return true; /* held all the same; only the release misses it */
+    if (r->hooks.event) {
+        char ns[MODEL_NS_MAX + 1], msg[512];
+        const char *slash = strchr(id, '/');
+        size_t n = (size_t)(slash - id) <= MODEL_NS_MAX ? (size_t)(slash - id) : 0;
+        memcpy(ns, id, n);
+        ns[n] = '\0';
+        const cJSON *live = informer_get(r->inf[OBJ_INGRESSROUTE], ns, slash + 1);
+        snprintf(msg, sizeof msg,
+                 "keys gone, but so are those of %zu of %zu routes: deletion held until %s%s "
+                 "= %08" PRIx32 " confirms it or the keys return",
+                 g->gone, g->owned, r->keys->prefix, KC_CONFIRM_KEY, g->token);
+        if (live)
+            r->hooks.event(r->hooks.user, live, "Warning", "DeletionHeld", msg);
+    }
+    return true;
+}
+
+bool reconciler_guard_describe(const struct reconciler *r, char *out, size_t outlen) {
+    const struct delete_guard *g = &r->guard;
+    if (!g->holding) {
+        if (outlen)
+            out[0] = '\0';
+        return false;
+    }
+    snprintf(out, outlen,
+             "deletion held: the keys of %zu of %zu routes are gone; to delete their objects put "
+             "%s%s = %08" PRIx32,
+             g->gone, g->owned, r->keys->prefix, KC_CONFIRM_KEY, g->token);
+    return true;
+}
+
 /* A pass would change nothing when the route was applied as a single
  * IngressRoute, from the same source revision, and that object (by its
  * resourceVersion) is still the one written, with no other object labelled
@@ -1031,6 +1253,58 @@ static bool unchanged_since_applied(struct reconciler *r, const struct job *j,
         if (set->keys[i][0] - '0' != OBJ_INGRESSROUTE)
             return false;
     return true;
+}
+
+/* Without a `weights` key, the weights in force stay when the live
+ * IngressRoute says they came from a weights key (or were already held):
+ * deleting a key never moves traffic, and the live object makes that hold
+ * across restarts. Fills in->held from the weighted route's services (or the
+ * TraefikService's, for a sticky route); *held is the array to free. */
+static void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
+                             struct model_weight **held) {
+    *held = NULL;
+    const cJSON *ir = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
+    if (!in->route || in->weights || !owned_here(r, ir))
+        return;
+    const char *from = kobj_str(cJSON_GetObjectItemCaseSensitive(ir, "metadata"), "annotations",
+                                TRAEFIK_ANNOT_WEIGHTS);
+    if (!from)
+        return;
+    if (strcmp(from, "weights") == 0)
+        in->held_doc_new = false;
+    else if (strncmp(from, "held:", 5) == 0)
+        in->held_doc_new = strtoull(from + 5, NULL, 10) != in->route_rev;
+    else
+        return;
+    const cJSON *routes =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ir, "spec"), "routes");
+    const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(routes, cJSON_GetArraySize(routes) - 1), "services");
+    const cJSON *first = cJSON_GetArrayItem(svcs, 0);
+    const char *kind = kobj_str(first, "kind", NULL);
+    if (kind && strcmp(kind, "TraefikService") == 0) {
+        const cJSON *ts = informer_get(r->inf[OBJ_TRAEFIKSERVICE], j->ns, j->name);
+        svcs = owned_here(r, ts)
+                   ? cJSON_GetObjectItemCaseSensitive(
+                         cJSON_GetObjectItemCaseSensitive(
+                             cJSON_GetObjectItemCaseSensitive(ts, "spec"), "weighted"),
+                         "services")
+                   : NULL;
+    }
+    int n = cJSON_GetArraySize(svcs);
+    if (n <= 0 || !(*held = calloc((size_t)n, sizeof **held)))
+        return;
+    size_t k = 0;
+    for (const cJSON *s = svcs->child; s; s = s->next) {
+        const char *name = kobj_str(s, "name", NULL);
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(s, "weight");
+        if (!name || !cJSON_IsNumber(w) || w->valuedouble < 0 || w->valuedouble > MODEL_WEIGHT_MAX)
+            continue;
+        (*held)[k].service = (char *)name; /* borrowed: valid for this pass's model_build */
+        (*held)[k++].weight = (long)w->valuedouble;
+    }
+    in->held = *held;
+    in->n_held = k;
 }
 
 static void process(void *user, const char *id) {
@@ -1055,6 +1329,15 @@ static void process(void *user, const char *id) {
             job_finish(j, true, false, 0);
         return;
     }
+    if (r->guard.dirty && r->guard.holding)
+        guard_eval(r); /* keys came back: the hold may end */
+    if (present != 0 && guard_holds(r, id)) {
+        /* The objects stay; the release requeues the route. `sync` fails. */
+        if (r->one_shot)
+            r->one_shot_failed++;
+        job_finish(j, true, false, 0);
+        return;
+    }
     struct route_status *st = map_get(&r->status, id);
     if (st && st->fighting && (present != 0 || in.revision != st->fight_revision))
         fight_off(r, id, st, "its keys changed");
@@ -1066,7 +1349,11 @@ static void process(void *user, const char *id) {
     }
     in.allow_cross_namespace = r->cfg->reconcile.allow_cross_namespace;
     char err[1024];
+    struct model_weight *held = NULL;
+    if (present == 0)
+        weights_in_force(r, j, &in, &held);
     int rc = present == 0 ? model_build(&in, &j->model, err, sizeof err) : 1;
+    free(held);
     if (rc < 0) {
         job_fail(j, "%s", err);
         return;
@@ -1115,6 +1402,7 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
     for (int k = 0; k < OBJ_NKINDS; k++)
         r->inf[k] = inf[k];
     r->ropts = *ropts;
+    r->guard.dirty = true; /* the first passes judge the first snapshot */
     if (wq_init(&r->wq, loop, cfg->reconcile.max_in_flight, process, r) < 0)
         return -1;
     wq_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS,
@@ -1153,6 +1441,8 @@ void reconciler_free(struct reconciler *r) {
     for (struct map_entry *e; (e = map_iter_next(&it));)
         free(e->value);
     map_free(&r->obj_route);
+    map_free(&r->guard.held);
+    map_free(&r->guard.approved);
 }
 
 void reconciler_enqueue(struct reconciler *r, const char *route_id) {
@@ -1161,6 +1451,11 @@ void reconciler_enqueue(struct reconciler *r, const char *route_id) {
 }
 
 void reconciler_source_changed(struct reconciler *r, const char *route_id, bool live) {
+    if (strcmp(route_id, KC_CONFIRM_KEY) == 0) {
+        guard_eval(r); /* a confirmation given (or taken back) */
+        return;
+    }
+    r->guard.dirty = true;
     struct route_status *s = status_get(r, route_id);
     if (s && !s->changed_ns)
         s->changed_ns = uv_hrtime();

@@ -71,6 +71,7 @@ struct route_status {
     uint64_t fight_next_ms;    /* loop time before which no write is made */
     uint64_t fight_revision;   /* source revision the fight began at */
     char *rival;               /* field manager that undid our last write */
+    bool weights_held;         /* the weights key is gone; the weights in force stay */
 };
 
 struct reconcile_stats {
@@ -79,6 +80,27 @@ struct reconcile_stats {
 };
 
 struct reconciler;
+
+/* The deletion guard (policy sync). Routes that own objects here but whose
+ * keys are all gone are deletions waiting to happen. When they are more than
+ * reconcile.max_delete_percent of the routes that own objects (or all of
+ * them), and at least two, the guard holds them: their objects stay, and one
+ * warning, a metric, an Event per route and /readyz say so, until the keys
+ * come back (the condition clears) or a person confirms by putting the token
+ * into P_confirm-delete (KC_CONFIRM_KEY). The token is a hash of the held
+ * route ids, so a stale confirmation never approves a different deletion.
+ * Counting is per evaluation of the key cache after a change, so it covers a
+ * snapshot, a resync and a burst of watch events alike. */
+struct delete_guard {
+    bool dirty;          /* the keys changed since the last verdict */
+    bool holding;        /* the verdict: deletions wait */
+    size_t gone;         /* routes whose deletion waits */
+    size_t owned;        /* routes that own objects here */
+    uint32_t token;      /* what P_confirm-delete must hold to confirm */
+    uint64_t holds;      /* times a hold began */
+    struct map held;     /* route id -> NULL: passes that found their deletion held */
+    struct map approved; /* route id -> NULL: deletions a person confirmed */
+};
 
 /* Hooks for the layers above (status keys, metrics); all optional. */
 struct reconcile_hooks {
@@ -114,6 +136,7 @@ struct reconciler {
     struct map route_objs; /* route id -> struct objset: objects labelled for it */
     struct map obj_route;  /* "<kind>/<ns>/<name>" -> route id (heap string) */
     struct reconcile_stats stats;
+    struct delete_guard guard;
     struct reconcile_hooks hooks;
     const char *field_manager; /* ours, to tell our writes from others'; may be NULL */
     bool one_shot;             /* `sync`: give up on a route after a few tries */
@@ -155,6 +178,9 @@ void reconciler_ingressroute_changed(void *user, const char *ns, const char *nam
 void reconciler_abort(struct reconciler *r);
 bool reconciler_idle(const struct reconciler *r);
 size_t reconciler_jobs_in_flight(const struct reconciler *r);
+/* While the deletion guard holds: one line saying what waits and how to
+ * confirm (for /readyz), into out; false (out empty) when nothing is held. */
+bool reconciler_guard_describe(const struct reconciler *r, char *out, size_t outlen);
 const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id);
 
 #endif

@@ -427,11 +427,23 @@ static bool all_space(const char *s, size_t len) {
     return true;
 }
 
+size_t value_bom_len(const char *text, size_t len) {
+    return text && len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+}
+
 cJSON *value_parse(const char *text, size_t len, char *err, size_t errlen) {
     if (errlen)
         err[0] = '\0';
     if (!text)
         len = 0;
+    /* With the encoding set, libyaml keeps a leading BOM and counts it as a
+     * column, so a block mapping's first key sits one column right of the
+     * rest ("did not find expected <document start>"). It carries nothing. */
+    size_t bom = value_bom_len(text, len);
+    if (bom) {
+        text += bom;
+        len -= bom;
+    }
     if (len && precheck(text, len, err, errlen) < 0)
         return NULL;
     if (all_space(text, len)) {

@@ -21,8 +21,13 @@
 
 /* Returns a new tree, or NULL with a one-line reason in err (e.g.
  * "line 3: mapping values are not allowed here"). An empty or
- * whitespace-only text gives NULL with "empty value". */
+ * whitespace-only text gives NULL with "empty value". A leading UTF-8 byte
+ * order mark (Windows editors add one) is skipped. */
 cJSON *value_parse(const char *text, size_t len, char *err, size_t errlen);
+
+/* 3 when text starts with a UTF-8 byte order mark (EF BB BF), else 0: the
+ * bytes to skip before reading a value in any form. */
+size_t value_bom_len(const char *text, size_t len);
 
 /* Append obj as a YAML block document ("---\n" first when doc_start). Strings
  * that would read back as another type, or need it, are quoted. Returns 0/-1. */

@@ -176,13 +176,30 @@ static void on_timer(uv_timer_t *t) {
         list_start(inf);
 }
 
-static void retry_later(struct informer *inf, const char *what, const char *why) {
-    uint64_t ms = backoff_ms(inf->failures, 200, 30000);
+/* status: the HTTP status of the failed answer, 0 for none. Refused
+ * credentials (401/403) back off from seconds, not milliseconds: retrying
+ * fast cannot help until a person fixes the token or the RBAC rules, and the
+ * kube client has already said so in one line (these go to debug). */
+static void retry_later(struct informer *inf, const char *what, long status, const char *why) {
+    bool auth = status == 401 || status == 403;
+    uint64_t ms =
+        auth ? backoff_ms(inf->failures, 5000, 60000) : backoff_ms(inf->failures, 200, 30000);
     if (inf->failures < 32)
         inf->failures++;
-    log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural, why,
-             (unsigned long long)ms);
+    snprintf(inf->problem, sizeof inf->problem, "%s %s: %s", what, inf->plural, why);
+    if (auth)
+        log_debug(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural,
+                  why, (unsigned long long)ms);
+    else
+        log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural,
+                 why, (unsigned long long)ms);
     uv_timer_start(&inf->timer, on_timer, ms, 0);
+}
+
+const char *informer_problem(struct informer *inf) {
+    if (inf->problem[0] && inf->call && kube_call_open(inf->call))
+        inf->problem[0] = '\0'; /* its watch is open again */
+    return inf->problem[0] ? inf->problem : NULL;
 }
 
 static void set_rv(struct informer *inf, const char *rv) {
@@ -216,11 +233,10 @@ static void on_list(void *user, const struct kube_response *res) {
         return;
     }
     if (res->status != 200 || !res->json) {
-        char why[256];
-        snprintf(why, sizeof why, "%s%s%ld %s", res->error, res->error[0] ? " " : "HTTP ",
-                 res->status, res->message);
+        char why[400];
+        kube_response_describe(res, why, sizeof why);
         list_reset(inf);
-        retry_later(inf, "list", why);
+        retry_later(inf, "list", res->status, why);
         return;
     }
     /* The answer is ours until we return: items are stored from it without
@@ -250,7 +266,7 @@ static void on_list(void *user, const struct kube_response *res) {
         char *copy = strdup(cont);
         if (!copy) {
             list_reset(inf);
-            retry_later(inf, "list", "out of memory");
+            retry_later(inf, "list", 0, "out of memory");
             return;
         }
         free(inf->cont);
@@ -275,6 +291,7 @@ static void on_list(void *user, const struct kube_response *res) {
     set_rv(inf, kobj_str(res->json, "metadata", "resourceVersion"));
     inf->relist = false;
     inf->failures = 0;
+    inf->problem[0] = '\0';
     inf->lists++;
     bool first = !inf->synced;
     inf->synced = true;
@@ -287,7 +304,7 @@ static void on_list(void *user, const struct kube_response *res) {
     return;
 oom:
     list_reset(inf);
-    retry_later(inf, "list", "out of memory");
+    retry_later(inf, "list", 0, "out of memory");
 }
 
 static void list_start(struct informer *inf) {
@@ -301,13 +318,13 @@ static void list_start(struct informer *inf) {
          (buf_puts(&q, "&continue=") < 0 || buf_put_urlencoded(&q, inf->cont, false) < 0))) {
         buf_free(&q);
         list_reset(inf);
-        retry_later(inf, "list", "out of memory");
+        retry_later(inf, "list", 0, "out of memory");
         return;
     }
     inf->call = kube_request(inf->kc, "GET", q.data, NULL, NULL, 0, on_list, inf);
     buf_free(&q);
     if (!inf->call)
-        retry_later(inf, "list", "could not start request");
+        retry_later(inf, "list", 0, "could not start request");
 }
 
 static void on_event(void *user, const char *type, const cJSON *obj) {
@@ -365,10 +382,9 @@ static void on_watch_end(void *user, const struct kube_response *res) {
         watch_start(inf); /* a clean end (timeoutSeconds): resume */
         return;
     }
-    char why[256];
-    snprintf(why, sizeof why, "%s%s%ld %s", res->error, res->error[0] ? " " : "HTTP ", res->status,
-             res->message);
-    retry_later(inf, "watch", why);
+    char why[400];
+    kube_response_describe(res, why, sizeof why);
+    retry_later(inf, "watch", res->status, why);
 }
 
 static void watch_start(struct informer *inf) {
@@ -384,7 +400,7 @@ static void watch_start(struct informer *inf) {
     inf->watches++;
     inf->call = kube_watch(inf->kc, path, on_event, on_watch_end, inf);
     if (!inf->call)
-        retry_later(inf, "watch", "could not start request");
+        retry_later(inf, "watch", 0, "could not start request");
 }
 
 int informer_start(struct informer *inf) {

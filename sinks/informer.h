@@ -48,6 +48,7 @@ struct informer {
     bool stopped;
     bool relist; /* the current watch asked for a re-list (410) */
     unsigned failures;
+    char problem[512];      /* why the last list/watch failed, "" once one works */
     struct kube_call *call; /* the list or watch in flight */
     uv_timer_t timer;       /* backoff before the next list/watch */
     informer_change_cb on_change;
@@ -62,6 +63,9 @@ int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc,
 int informer_start(struct informer *inf);
 /* Re-list now (periodic resync). */
 void informer_resync(struct informer *inf);
+/* Why this informer cannot list or watch now (its last attempt failed and
+ * none has worked since), or NULL. */
+const char *informer_problem(struct informer *inf);
 /* Stop the list/watch and close the timer; free after the loop ran. */
 void informer_stop(struct informer *inf);
 void informer_free(struct informer *inf);

@@ -11,6 +11,7 @@
 #define KUBE_TIMEOUT_MS 15000
 #define KUBE_CONNECT_TIMEOUT_MS 5000
 #define KUBE_WATCH_LINE_MAX (16 * 1024 * 1024)
+#define KUBE_ERROR_BODY_MAX (64 * 1024)
 /* Projected service-account tokens rotate hourly and kubelet refreshes the
  * file well before expiry; a minute is plenty to follow it. */
 #define KUBE_TOKEN_REREAD_MS 60000
@@ -32,6 +33,12 @@ struct kube_client {
     bool token_read_failed; /* warn once per failure streak */
     size_t writes_in_flight;
     struct kube_call *calls; /* every started call, for cancel-all on free */
+    /* Why the API server cannot be used right now (unreachable, or it
+     * refuses our credentials), "" when it can; see kube_client_problem. */
+    char problem[640];
+    bool problem_auth;    /* the problem is refused credentials (said once) */
+    uint64_t problem_seq; /* calls started after this one may clear it */
+    uint64_t next_seq;
 };
 
 struct kube_call {
@@ -43,6 +50,8 @@ struct kube_call {
     buf_t line; /* partial watch line */
     bool is_write;
     const char *verb;   /* static string, for the observer */
+    char what[96];      /* the resource path, shortened, for messages */
+    uint64_t seq;       /* start order: only a call newer than a problem clears it */
     bool failed_stream; /* a watch line could not be parsed */
     struct kube_call *prev, *next;
 };
@@ -287,6 +296,83 @@ static uint64_t parse_retry_after(const struct http_result *res) {
     return (uint64_t)s * 1000;
 }
 
+void kube_response_describe(const struct kube_response *r, char *out, size_t outlen) {
+    if (!r->status) {
+        snprintf(out, outlen, "%s", r->error[0] ? r->error : "no answer");
+        return;
+    }
+    /* "HTTP 401 Unauthorized", then the message when it says more. */
+    const char *why = r->reason[0] ? r->reason : r->message;
+    bool more = r->message[0] && strcmp(r->message, why) != 0;
+    snprintf(out, outlen, "HTTP %ld%s%.200s%s%.300s", r->status, why[0] ? " " : "", why,
+             more ? ": " : "", more ? r->message : "");
+    /* A plain-text body may end in a newline: one line only. */
+    for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
+/* The client's health, from every answer: unreachable (no answer) and
+ * refused credentials (401, or 403 to a read) make it unusable until an
+ * answer succeeds. A 403 to a write concerns that object's namespace and is
+ * the route's error, not the client's. Said once per streak. */
+static void track_problem(struct kube_call *c, const struct kube_response *r) {
+    struct kube_client *kc = c->kc;
+    if (r->status >= 200 && r->status < 300) {
+        if (c->seq <= kc->problem_seq)
+            return; /* started before the problem: proves nothing about now */
+        if (kc->problem[0])
+            log_info(kc->log, "kubernetes: the API server answers again");
+        kc->problem[0] = '\0';
+        kc->problem_auth = false;
+        return;
+    }
+    bool auth = r->status == 401 || (r->status == 403 && !c->is_write);
+    if (r->status && !auth)
+        return;
+    char why[400];
+    kube_response_describe(r, why, sizeof why);
+    bool first = !kc->problem_auth;
+    kc->problem_auth = auth;
+    kc->problem_seq = kc->next_seq;
+    if (auth)
+        snprintf(kc->problem, sizeof kc->problem,
+                 "the API server refuses the bridge's %s (%s %s): %.400s",
+                 r->status == 401 ? "credentials" : "requests", c->verb, c->what, why);
+    else
+        snprintf(kc->problem, sizeof kc->problem, "cannot reach the API server (%s %s): %.400s",
+                 c->verb, c->what, why);
+    if (first && auth)
+        log_warn(kc->log,
+                 "kubernetes: %s; not ready, retrying with backoff (check the token or "
+                 "client certificate and the RBAC rules of the bridge's account)",
+                 kc->problem);
+}
+
+bool kube_call_open(const struct kube_call *c) {
+    return c && c->on_event && c->req && http_req_status(c->req) == 200;
+}
+
+/* A watch opened since the problem was seen. */
+static bool opened_since(const struct kube_call *c) {
+    return c->seq > c->kc->problem_seq && kube_call_open(c);
+}
+
+const char *kube_client_problem(struct kube_client *kc) {
+    if (!kc->problem[0])
+        return NULL;
+    /* A watch opened since (its 200 came, no answer yet) proves the server
+     * is reachable and takes our credentials. */
+    for (struct kube_call *c = kc->calls; c; c = c->next)
+        if (opened_since(c)) {
+            log_info(kc->log, "kubernetes: the API server answers again");
+            kc->problem[0] = '\0';
+            kc->problem_auth = false;
+            return NULL;
+        }
+    return kc->problem;
+}
+
 static void on_done(struct http_req *req, const struct http_result *res) {
     struct kube_call *c = http_req_user(req);
     c->req = NULL; /* the http client frees it after we return */
@@ -296,6 +382,10 @@ static void on_done(struct http_req *req, const struct http_result *res) {
     r.error = res->curl == CURLE_OK ? "" : res->error;
     r.body = res->body ? res->body : "";
     r.body_len = res->body_len;
+    if (c->on_event && r.status != 200 && !r.body_len && c->line.len) {
+        r.body = c->line.data; /* a watch answered with an error (on_data kept it) */
+        r.body_len = c->line.len;
+    }
     r.reason = "";
     r.message = "";
     if (c->failed_stream && r.status == 200) {
@@ -320,6 +410,7 @@ static void on_done(struct http_req *req, const struct http_result *res) {
     r.retry_after_ms = parse_retry_after(res);
     if (r.status == 401)
         token_reread(c->kc); /* the token may have rotated under us */
+    track_problem(c, &r);
     if (c->kc->observer)
         c->kc->observer(c->kc->observer_user, c->verb, r.status);
     if (c->done)
@@ -332,6 +423,12 @@ static int on_data(struct http_req *req, const char *data, size_t len) {
     struct kube_call *c = http_req_user(req);
     if (buf_append(&c->line, data, len) < 0)
         return -1;
+    long status = http_req_status(req);
+    if (status && status != 200) {
+        /* Not a stream but an error answer (a Status object): keep it whole
+         * for on_done, which reports its reason and message. */
+        return c->line.len > KUBE_ERROR_BODY_MAX ? -1 : 0;
+    }
     for (;;) {
         char *nl = memchr(c->line.data, '\n', c->line.len);
         if (!nl)
@@ -356,6 +453,28 @@ static int on_data(struct http_req *req, const char *data, size_t len) {
         return -1;
     }
     return 0;
+}
+
+/* "/apis/traefik.io/v1alpha1/namespaces/x/ingressroutes/y?watch=1" ->
+ * "ingressroutes/y": the resource part of a path, for messages. */
+static void describe_path(const char *path, char *out, size_t outlen) {
+    size_t n = strcspn(path, "?");
+    const char *p = path;
+    /* past /apis/<group>/<version>/ or /api/<version>/ ... */
+    int skip = strncmp(path, "/apis/", 6) == 0 ? 3 : strncmp(path, "/api/", 5) == 0 ? 2 : 0;
+    for (int i = 0; i < skip && p < path + n; i++) {
+        const char *slash = memchr(p + 1, '/', (size_t)(path + n - p - 1));
+        p = slash ? slash : path + n;
+    }
+    /* ... and past namespaces/<ns>/ */
+    if (p < path + n && strncmp(p, "/namespaces/", 12) == 0) {
+        const char *slash = memchr(p + 12, '/', (size_t)(path + n - p - 12));
+        if (slash)
+            p = slash;
+    }
+    if (*p == '/' && p + 1 < path + n)
+        p++;
+    snprintf(out, outlen, "%.*s", (int)(path + n - p), p);
 }
 
 static struct kube_call *start(struct kube_client *kc, const char *method, const char *path,
@@ -384,10 +503,12 @@ static struct kube_call *start(struct kube_client *kc, const char *method, const
     }
     c->kc = kc;
     c->req = req;
+    c->seq = ++kc->next_seq;
     c->done = cb;
     c->on_event = on_event;
     c->user = user;
     c->is_write = is_write;
+    describe_path(path, c->what, sizeof c->what);
     c->verb = on_event                        ? "watch"
               : strcmp(method, "GET") == 0    ? "get"
               : strcmp(method, "POST") == 0   ? "create"

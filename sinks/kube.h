@@ -80,8 +80,19 @@ struct kube_call *kube_request_json_nodry(struct kube_client *kc, const char *me
 /* A streaming watch: on_event per line, then done once when it ends. */
 struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,
                              kube_cb done, void *user);
+/* A watch whose stream is open (its 200 came); false for other calls. */
+bool kube_call_open(const struct kube_call *call);
 /* Cancel: no callback is called afterwards. */
 void kube_call_cancel(struct kube_call *call);
+
+/* One line for a failed answer: the transport error, or "HTTP 401
+ * Unauthorized: <Status message>" (reason, then the message when it says
+ * more). */
+void kube_response_describe(const struct kube_response *r, char *out, size_t outlen);
+/* Why the API server cannot be used now, or NULL: no answer at all (down,
+ * unreachable), or it refuses the bridge's credentials (401, or 403 to a
+ * read). Cleared by the next successful answer, or a watch that opens. */
+const char *kube_client_problem(struct kube_client *kc);
 
 /* "/apis/<group>/v1alpha1/namespaces/<ns>/<plural>[/<name>]" into out. */
 int kube_path(char *out, size_t outlen, const char *group, const char *version, const char *ns,

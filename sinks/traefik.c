@@ -336,7 +336,17 @@ cJSON *traefik_render_ingressroute(const struct model_route *r, const struct ren
     if (!r->owned || !r->match)
         return NULL;
     cJSON *obj = object_new("IngressRoute", r->name, r, o);
-    cJSON *spec = obj ? ingressroute_spec(r, o->syntax) : NULL;
+    char from[32] = "route";
+    if (r->n_weights)
+        snprintf(from, sizeof from, "weights");
+    else if (r->weights_held)
+        snprintf(from, sizeof from, "held:%" PRIu64, r->route_rev);
+    cJSON *ann = obj ? cJSON_GetObjectItemCaseSensitive(
+                           cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations")
+                     : NULL;
+    cJSON *spec = ann && cJSON_AddStringToObject(ann, TRAEFIK_ANNOT_WEIGHTS, from)
+                      ? ingressroute_spec(r, o->syntax)
+                      : NULL;
     if (!spec || !cJSON_AddItemToObject(obj, "spec", spec)) {
         cJSON_Delete(spec);
         cJSON_Delete(obj);
@@ -441,9 +451,13 @@ char *traefik_shorten(const char *s, size_t max) {
     return buf_steal(&b);
 }
 
+/* "<route>.<rule>": a rule name is a DNS-1123 label, so it never holds a
+ * '.', and the last '.' of the name always separates the two. With '-' in
+ * its place, route `api` rule `v2-beta` and route `api-v2` rule `beta` both
+ * came out as `api-v2-beta`: one Middleware shared by two routes. */
 char *traefik_middleware_name(const struct model_route *r, size_t i) {
     buf_t b = BUF_INIT;
-    if (buf_printf(&b, "%s-%s", r->name, r->rules[i].name) < 0) {
+    if (buf_printf(&b, "%s.%s", r->name, r->rules[i].name) < 0) {
         buf_free(&b);
         return NULL;
     }
@@ -553,7 +567,8 @@ static bool owned_equal(const cJSON *live, const cJSON *desired) {
     return cJSON_Compare(field(live, "spec", NULL), field(desired, "spec", NULL), true) &&
            traefik_is_managed(live) &&
            same_string(string_at(ld, TRAEFIK_ANNOT_PREFIX), string_at(dd, TRAEFIK_ANNOT_PREFIX)) &&
-           same_string(string_at(ld, TRAEFIK_ANNOT_SOURCE), string_at(dd, TRAEFIK_ANNOT_SOURCE));
+           same_string(string_at(ld, TRAEFIK_ANNOT_SOURCE), string_at(dd, TRAEFIK_ANNOT_SOURCE)) &&
+           same_string(string_at(ld, TRAEFIK_ANNOT_WEIGHTS), string_at(dd, TRAEFIK_ANNOT_WEIGHTS));
 }
 
 static bool merge_metadata(cJSON *out, const cJSON *desired) {

@@ -37,6 +37,7 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,8 +126,10 @@ void consul_address_redact(const char *address, char *out, size_t outlen) {
 /* ---- recurse answers ---- */
 
 /* A non-negative integer field; absent or null is 0. Consul's indexes are
- * uint64 but stay far below 2^53, where JSON numbers are still exact. */
-static int json_u64(const cJSON *obj, const char *name, uint64_t *out) {
+ * uint64 but stay far below 2^53, where JSON numbers are still exact
+ * (max 2^53). Flags are any uint64 a client chose (`consul lock` sets
+ * 0x2ddccbc058a50c18): max 2^64, the double that 2^64-1 parses to. */
+static int json_u64(const cJSON *obj, const char *name, double max, uint64_t *out) {
     *out = 0;
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
     if (!it || cJSON_IsNull(it))
@@ -134,9 +137,21 @@ static int json_u64(const cJSON *obj, const char *name, uint64_t *out) {
     if (!cJSON_IsNumber(it))
         return -1;
     double d = it->valuedouble;
-    if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(uint64_t)d)
+    if (!(d >= 0 && d <= max) || d != floor(d))
         return -1;
-    *out = (uint64_t)d;
+    *out = d >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)d;
+    return 0;
+}
+#define JSON_EXACT_MAX 9007199254740992.0   /* 2^53 */
+#define JSON_U64_MAX 18446744073709551616.0 /* 2^64 */
+
+/* A key for a message: control bytes as \xNN, the rest as it is. */
+static int buf_put_key(buf_t *b, const char *key) {
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        int rc = *p < 0x20 || *p == 0x7f ? buf_printf(b, "\\x%02x", *p) : buf_putc(b, (char)*p);
+        if (rc < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -177,8 +192,9 @@ static int kv_parse(const cJSON *j, size_t i, struct consul_kv *kv, char *err, s
         set_err(err, errlen, "entry %zu (%s): Value is not base64", i, key->valuestring);
         return -1;
     }
-    if (json_u64(j, "CreateIndex", &kv->create_index) < 0 ||
-        json_u64(j, "ModifyIndex", &kv->modify_index) < 0 || json_u64(j, "Flags", &kv->flags) < 0) {
+    if (json_u64(j, "CreateIndex", JSON_EXACT_MAX, &kv->create_index) < 0 ||
+        json_u64(j, "ModifyIndex", JSON_EXACT_MAX, &kv->modify_index) < 0 ||
+        json_u64(j, "Flags", JSON_U64_MAX, &kv->flags) < 0) {
         set_err(err, errlen, "entry %zu (%s): malformed index or flags", i, key->valuestring);
         kv_free(kv);
         return -1;
@@ -218,24 +234,49 @@ int consul_list_parse(const char *json, size_t len, struct consul_list *out, cha
         n += (size_t)rc;
     }
     cJSON_Delete(root);
+    buf_t warn = BUF_INIT;
     if (rc >= 0) {
         qsort(kvs, n, sizeof *kvs, kv_cmp);
-        for (size_t k = 1; k < n; k++) {
-            if (strcmp(kvs[k - 1].key, kvs[k].key) == 0) {
-                set_err(err, errlen, "key %s appears twice", kvs[k].key);
-                rc = -1;
-                break;
+        /* Runs of one name: keys that differ only in bytes that are not
+         * UTF-8. None of them can be told apart, so none is kept. */
+        size_t kept = 0;
+        bool oom = false;
+        for (size_t k = 0; k < n;) {
+            size_t end = k + 1;
+            while (end < n && strcmp(kvs[k].key, kvs[end].key) == 0)
+                end++;
+            if (end - k == 1) {
+                kvs[kept++] = kvs[k];
+            } else {
+                if (buf_puts(&warn, "ignoring key ") < 0 || buf_put_key(&warn, kvs[k].key) < 0 ||
+                    buf_printf(&warn,
+                               ": %zu keys have this name in Consul's answer (keys that differ "
+                               "only in bytes that are not UTF-8, which Consul's JSON shows as "
+                               "U+FFFD); none of them is read\n",
+                               end - k) < 0)
+                    oom = true;
+                for (size_t m = k; m < end; m++)
+                    kv_free(&kvs[m]);
             }
+            k = end;
+        }
+        n = kept;
+        if (oom) {
+            set_err(err, errlen, "out of memory");
+            rc = -1;
         }
     }
     if (rc < 0) {
         for (size_t k = 0; k < n; k++)
             kv_free(&kvs[k]);
         free(kvs);
+        buf_free(&warn);
         return -1;
     }
     out->kvs = kvs;
     out->n = n;
+    out->warnings = warn.len ? buf_steal(&warn) : NULL;
+    buf_free(&warn);
     return 0;
 }
 
@@ -243,6 +284,7 @@ void consul_list_free(struct consul_list *l) {
     for (size_t i = 0; i < l->n; i++)
         kv_free(&l->kvs[i]);
     free(l->kvs);
+    free(l->warnings);
     memset(l, 0, sizeof *l);
 }
 
@@ -259,6 +301,25 @@ const struct consul_kv *consul_list_find(const struct consul_list *l, const char
             lo = mid + 1;
     }
     return NULL;
+}
+
+bool consul_list_drops(const struct consul_list *old, const struct consul_list *cur) {
+    /* Both sorted by strcmp: one merge pass. */
+    size_t j = 0;
+    for (size_t i = 0; i < old->n; i++) {
+        int c = 1;
+        while (j < cur->n && (c = strcmp(cur->kvs[j].key, old->kvs[i].key)) < 0)
+            j++;
+        if (j >= cur->n || c != 0)
+            return true;
+    }
+    return false;
+}
+
+enum consul_probe_verdict consul_probe_result(long status) {
+    if (status == 200 || status == 404)
+        return CONSUL_PROBE_READABLE;
+    return status == 403 ? CONSUL_PROBE_DENIED : CONSUL_PROBE_ERROR;
 }
 
 /* ---- diff ---- */
@@ -415,6 +476,14 @@ bool consul_put_result(long status, const char *body, size_t len, const char *ke
 #define CONSUL_CHURN_BURST 20u
 /* ACL tokens are UUIDs; anything near this size is not a token. */
 
+/* Consul counts every open connection of a client IP, idle keep-alive ones
+ * included, against limits.http_max_conns_per_client (200 by default) and
+ * answers 429 beyond it. So the source has its own HTTP client bounded to
+ * this many connections, shared by the blocking read, the permission check
+ * and the status writes, and queues the writes beyond CONSUL_MAX_WRITES. */
+#define CONSUL_MAX_CONNS 8L
+#define CONSUL_MAX_WRITES 6u
+
 enum consul_phase {
     PH_IDLE,  /* created, not started */
     PH_WAIT,  /* timer armed for the next step (backoff, rate limit, "soon") */
@@ -428,10 +497,14 @@ enum list_why { LIST_INITIAL, LIST_RESYNC };
 struct consul;
 
 /* An in-flight status write; owned by the source's list until it finishes. */
+/* A status write: queued (value held, req NULL) until a slot is free, then
+ * in flight (req set) on the source's list until it finishes. */
 struct consul_put {
     struct consul *s;
     struct http_req *req;
     char *key; /* for messages */
+    char *value;
+    size_t len;
     void (*done)(void *user, bool ok, const char *message);
     void *user;
     struct consul_put *prev, *next;
@@ -468,10 +541,20 @@ struct consul {
     bool nonblocking_next; /* after an error: read at once, do not block */
 
     struct tbucket idle, churn;
-    struct consul_put *puts;
+    struct http_client *http; /* the source's own, bounded (CONSUL_MAX_CONNS) */
+    struct consul_put *puts;  /* writes in flight */
+    size_t puts_running;
+    struct consul_put *queue, *queue_tail; /* writes waiting for a slot, FIFO */
+
+    /* An answer held while the read permission probe is in flight. */
+    struct consul_list held;
+    bool have_held;
+    uint64_t held_index, held_t;
+    bool policy_deny; /* X-Consul-Default-Acl-Policy: deny, on the last answer */
 };
 
 static void consul_run(struct consul *s);
+static void probe_begin(struct consul *s);
 
 static void secret_free(char *p) {
     if (p) {
@@ -502,11 +585,18 @@ static void timer_disarm(struct consul *s) {
         log_error(s->base.log, "consul: uv_timer_stop: %s", uv_strerror(rc));
 }
 
+static void held_drop(struct consul *s) {
+    if (s->have_held)
+        consul_list_free(&s->held);
+    s->have_held = false;
+}
+
 /* Drop whatever step is in flight, silently. */
 static void consul_abandon(struct consul *s) {
     s->gen++;
     http_req_cancel(s->req);
     s->req = NULL;
+    held_drop(s);
     if (s->tokread) {
         file_read_detach(s->tokread);
         s->tokread = NULL;
@@ -541,10 +631,14 @@ static void consul_fail_kind(struct consul *s, enum fail_kind kind, const char *
     bool report = !s->down_reported;
     s->down_reported = true;
     if (kind == FAIL_DENIED && !s->denied_reported) {
-        /* Worth a warning even when the outage began with something else. */
+        /* Worth a warning, and a state change the consumer counts as ACL,
+         * even when the outage began with something else. */
         s->denied_reported = true;
+        report = true;
+        s->base.fault = SOURCE_FAULT_ACL;
         log_warn(s->base.log, "consul: %s: %s; retrying with backoff", s->addr_log, reason);
     } else if (report) {
+        s->base.fault = SOURCE_FAULT_UNREACHABLE;
         log_warn(s->base.log, "consul: %s: %s; retrying with backoff", s->addr_log, reason);
     } else {
         log_debug(s->base.log, "consul: %s: %s; next try in %" PRIu64 " ms", s->addr_log, reason,
@@ -570,10 +664,15 @@ static struct http_req *consul_request(struct consul *s, const char *method, cha
                                        long total_ms) {
     if (!url)
         return NULL;
-    struct http_req *r = http_req_new(s->base.http, method, url);
+    struct http_req *r = http_req_new(s->http, method, url);
     free(url);
     if (!r)
         return NULL;
+    /* Consul offers HTTP/2 first over TLS; curl would then multiplex the
+     * blocking read and every write on one connection, where one stalled
+     * stream or a server's stream limit holds up all of them. HTTP/1.1 on a
+     * bounded pool is the path the tests run and Consul's own clients take. */
+    http_req_http11(r);
     if (s->token && *s->token) {
         buf_t h = BUF_INIT;
         bool ok =
@@ -745,6 +844,7 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
         s->ever_up = true;
         s->down_reported = false;
         s->denied_reported = false;
+        s->base.fault = SOURCE_FAULT_NONE;
         unsigned gen = s->gen;
         if (s->base.cb.on_state)
             s->base.cb.on_state(s->base.cb.user, true, NULL);
@@ -774,6 +874,91 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
     }
 }
 
+/* Log the keys cur leaves out, each once: only those the last delivered
+ * answer did not leave out too (every answer is the whole prefix). */
+static bool has_line(const char *lines, const char *line, size_t len) {
+    for (const char *p = lines; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t plen = nl ? (size_t)(nl - p) : strlen(p);
+        if (plen == len && memcmp(p, line, len) == 0)
+            return true;
+        p += plen + (nl ? 1 : 0);
+    }
+    return false;
+}
+
+static void warn_new(struct consul *s, const struct consul_list *cur) {
+    for (const char *line = cur->warnings; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (!has_line(s->state.warnings, line, len))
+            log_warn(s->base.log, "consul: %.*s", (int)len, line);
+        line += len + (nl ? 1 : 0);
+    }
+}
+
+/* ---- the read permission probe (consul.h) ---- */
+
+static void probe_done(struct http_req *r, const struct http_result *res) {
+    struct consul *s = http_req_user(r);
+    s->req = NULL;
+    if (res->curl != CURLE_OK) {
+        consul_fail(s, "checking read permission on '%s': %s", consul_prefix(s), res->error);
+        return;
+    }
+    enum consul_probe_verdict v = consul_probe_result(res->status);
+    if (v == CONSUL_PROBE_DENIED) {
+        char text[200], reason[600];
+        copy_text(text, sizeof text, res->body ? res->body : "", res->body ? res->body_len : 0);
+        bool anonymous = !s->token || !*s->token;
+        snprintf(reason, sizeof reason,
+                 "ACL: permission denied reading %s%s%s: the prefix cannot be read, so its "
+                 "keys are not taken as deleted (give the token key_prefix \"%s\" read)%s%s",
+                 consul_prefix(s),
+                 anonymous ? " with the anonymous token (no token set, or an empty token_file)"
+                           : "",
+                 anonymous && s->policy_deny ? " under Consul's default ACL policy deny" : "",
+                 consul_prefix(s), text[0] ? "; Consul: " : "", text);
+        consul_fail_kind(s, FAIL_DENIED, reason);
+        return;
+    }
+    if (v == CONSUL_PROBE_ERROR) {
+        char text[200];
+        copy_text(text, sizeof text, res->body ? res->body : "", res->body ? res->body_len : 0);
+        consul_fail(s, "checking read permission on '%s': HTTP %ld%s%s", consul_prefix(s),
+                    res->status, text[0] ? ": " : "", text);
+        return;
+    }
+    struct consul_list cur = s->held;
+    s->have_held = false;
+    memset(&s->held, 0, sizeof s->held);
+    consul_answer(s, &cur, s->held_index, s->held_t);
+}
+
+static void probe_begin(struct consul *s) {
+    const struct config *cfg = s->base.cfg;
+    char *url = consul_url_key(cfg->source.address, consul_prefix(s));
+    const char *dc = cfg->source.datacenter;
+    if (url && dc && *dc) {
+        buf_t b = BUF_INIT;
+        bool ok = buf_puts(&b, url) == 0 && buf_puts(&b, "?dc=") == 0 &&
+                  buf_put_urlencoded(&b, dc, false) == 0;
+        free(url);
+        url = ok ? buf_steal(&b) : NULL;
+        if (!ok)
+            buf_free(&b);
+    }
+    struct http_req *r = consul_request(s, "GET", url, CONSUL_UNARY_TIMEOUT_MS);
+    if (!r || http_req_start(r, probe_done) < 0) {
+        http_req_free(r);
+        consul_fail(s, "checking read permission on '%s': cannot start a request",
+                    consul_prefix(s));
+        return;
+    }
+    s->req = r;
+    s->phase = PH_QUERY;
+}
+
 /* ---- the query ---- */
 
 static void query_done(struct http_req *r, const struct http_result *res) {
@@ -793,9 +978,11 @@ static void query_done(struct http_req *r, const struct http_result *res) {
                                      sizeof filtered) == 0 &&
                   strcasecmp(filtered, "true") == 0;
     if (res->status == 403 || hidden) {
-        char reason[300];
-        snprintf(reason, sizeof reason, "permission denied reading %s (check the ACL token)%s",
-                 consul_prefix(s), hidden ? ": Consul left keys out of the answer" : "");
+        char text[200], reason[400];
+        copy_text(text, sizeof text, res->body ? res->body : "", res->body ? res->body_len : 0);
+        snprintf(reason, sizeof reason,
+                 "ACL: permission denied reading %s (check the ACL token)%s%s", consul_prefix(s),
+                 hidden ? ": Consul left keys out of the answer" : ": ", hidden ? "" : text);
         consul_fail_kind(s, FAIL_DENIED, reason);
         return;
     }
@@ -816,11 +1003,27 @@ static void query_done(struct http_req *r, const struct http_result *res) {
                     consul_prefix(s), res->status);
         return;
     }
-    struct consul_list cur = {NULL, 0};
+    char policy[16];
+    s->policy_deny =
+        http_result_header(res, "X-Consul-Default-Acl-Policy", policy, sizeof policy) == 0 &&
+        strcasecmp(policy, "deny") == 0;
+    struct consul_list cur = {NULL, 0, NULL};
     char err[256];
     if (res->status == 200 &&
         consul_list_parse(res->body, res->body_len, &cur, err, sizeof err) < 0) {
         consul_fail(s, "reading '%s': bad answer: %s", consul_prefix(s), err);
+        return;
+    }
+    warn_new(s, &cur);
+    /* An answer that replaces everything or loses a key may be what a
+     * token that may not read looks like: ask first (consul.h). */
+    bool replaces = s->need_snapshot || !s->have_state || index < s->index;
+    if (replaces || consul_list_drops(&s->state, &cur)) {
+        s->held = cur;
+        s->have_held = true;
+        s->held_index = index;
+        s->held_t = t_received;
+        probe_begin(s);
         return;
     }
     consul_answer(s, &cur, index, t_received);
@@ -866,15 +1069,20 @@ static void put_unlink(struct consul_put *p) {
         s->puts = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    s->puts_running--;
 }
 
 static void put_free(struct consul_put *p) {
     free(p->key);
+    free(p->value);
     free(p);
 }
 
+static void puts_pump(struct consul *s);
+
 static void put_done(struct http_req *r, const struct http_result *res) {
     struct consul_put *p = http_req_user(r);
+    struct consul *s = p->s;
     put_unlink(p);
     char msg[512];
     bool ok;
@@ -885,10 +1093,57 @@ static void put_done(struct http_req *r, const struct http_result *res) {
         ok = consul_put_result(res->status, res->body, res->body_len, p->key, msg, sizeof msg);
     }
     if (!ok)
-        log_debug(p->s->base.log, "consul: %s", msg);
+        log_debug(s->base.log, "consul: %s", msg);
     if (p->done)
         p->done(p->user, ok, msg);
     put_free(p);
+    puts_pump(s); /* a no-op once stopped: the queue is gone */
+}
+
+/* Start a queued write. Returns 0, or -1 with p untouched. */
+static int put_start(struct consul *s, struct consul_put *p) {
+    struct http_req *r = consul_request(
+        s, "PUT", consul_url_key(s->base.cfg->source.address, p->key), CONSUL_UNARY_TIMEOUT_MS);
+    /* As the Consul UI writes: the raw text, no check-and-set. */
+    if (!r || http_req_header(r, "Content-Type: text/plain; charset=utf-8") < 0 ||
+        http_req_body(r, p->value ? p->value : "", p->len) < 0) {
+        http_req_free(r);
+        return -1;
+    }
+    http_req_set_user(r, p);
+    if (http_req_start(r, put_done) < 0) {
+        http_req_free(r);
+        return -1;
+    }
+    free(p->value); /* copied into the request */
+    p->value = NULL;
+    p->req = r;
+    p->prev = NULL;
+    p->next = s->puts;
+    if (s->puts)
+        s->puts->prev = p;
+    s->puts = p;
+    s->puts_running++;
+    return 0;
+}
+
+/* Move queued writes into free slots. From a completion, so a write that
+ * cannot start is reported through its callback. */
+static void puts_pump(struct consul *s) {
+    while (s->phase != PH_STOPPED && s->queue && s->puts_running < CONSUL_MAX_WRITES) {
+        struct consul_put *p = s->queue;
+        s->queue = p->next;
+        if (!s->queue)
+            s->queue_tail = NULL;
+        p->next = NULL;
+        if (put_start(s, p) < 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "writing %s: cannot start a request", p->key);
+            if (p->done)
+                p->done(p->user, false, msg);
+            put_free(p);
+        }
+    }
 }
 
 static int consul_put(struct source *src, const char *key, const char *value, size_t len,
@@ -897,33 +1152,32 @@ static int consul_put(struct source *src, const char *key, const char *value, si
     if (s->phase == PH_STOPPED || !key || !*key)
         return -1;
     struct consul_put *p = calloc(1, sizeof *p);
-    if (!p || !(p->key = strdup(key))) {
+    if (!p || !(p->key = strdup(key)) || !(p->value = malloc(len + 1))) {
+        if (p)
+            free(p->key);
         free(p);
         return -1;
     }
-    struct http_req *r = consul_request(s, "PUT", consul_url_key(s->base.cfg->source.address, key),
-                                        CONSUL_UNARY_TIMEOUT_MS);
-    /* As the Consul UI writes: the raw text, no check-and-set. */
-    if (!r || http_req_header(r, "Content-Type: text/plain; charset=utf-8") < 0 ||
-        http_req_body(r, value ? value : "", value ? len : 0) < 0) {
-        http_req_free(r);
-        put_free(p);
-        return -1;
-    }
-    http_req_set_user(r, p);
-    if (http_req_start(r, put_done) < 0) {
-        http_req_free(r);
-        put_free(p);
-        return -1;
-    }
+    if (len)
+        memcpy(p->value, value, len);
+    p->value[len] = '\0';
+    p->len = len;
     p->s = s;
-    p->req = r;
     p->done = done;
     p->user = user;
-    p->next = s->puts;
-    if (s->puts)
-        s->puts->prev = p;
-    s->puts = p;
+    if (!s->queue && s->puts_running < CONSUL_MAX_WRITES) {
+        if (put_start(s, p) < 0) {
+            put_free(p);
+            return -1;
+        }
+        return 0;
+    }
+    if (s->queue_tail)
+        s->queue_tail->next = p;
+    else
+        s->queue = p;
+    s->queue_tail = p;
+    log_debug(s->base.log, "consul: %zu writes in flight: %s queued", s->puts_running, key);
     return 0;
 }
 
@@ -963,6 +1217,7 @@ static void consul_resync(struct source *src) {
 }
 
 static void consul_free(struct consul *s) {
+    held_drop(s);
     secret_free(s->token);
     consul_list_free(&s->state);
     free(s);
@@ -987,6 +1242,15 @@ static void consul_stop(struct source *src) {
         http_req_cancel(p->req);
         put_free(p);
     }
+    while (s->queue) {
+        struct consul_put *p = s->queue;
+        s->queue = p->next;
+        put_free(p);
+    }
+    s->queue_tail = NULL;
+    /* Its handles close on the loop; it frees itself after. */
+    http_client_close(s->http);
+    s->http = NULL;
     if (!uv_is_closing((uv_handle_t *)&s->timer))
         uv_close((uv_handle_t *)&s->timer, consul_timer_closed);
 }
@@ -1076,9 +1340,17 @@ struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, stru
     if (https && t->insecure_skip_verify)
         log_warn(lg, "consul: source.tls.insecure_skip_verify is set: the Consul server's "
                      "certificate is NOT verified");
+    s->http = http_client_new(loop, lg);
+    if (!s->http || http_client_limit_connections(s->http, CONSUL_MAX_CONNS) < 0) {
+        set_err(err, errlen, "cannot create the HTTP client");
+        http_client_close(s->http);
+        consul_free(s);
+        return NULL;
+    }
     int rc = uv_timer_init(loop, &s->timer);
     if (rc < 0) {
         set_err(err, errlen, "uv_timer_init: %s", uv_strerror(rc));
+        http_client_close(s->http);
         consul_free(s);
         return NULL;
     }

@@ -51,19 +51,45 @@ struct consul_kv {
 struct consul_list {
     struct consul_kv *kvs;
     size_t n;
+    char *warnings; /* keys left out, one line each ('\n'-ended); heap, NULL if none */
 };
 
 /* Parse the JSON array of a 200 answer. Folder keys (ending in '/') are
  * skipped; a null or missing Value is an empty value; missing indexes and
- * flags are 0. Errors (not an array, an entry that is not an object, no Key,
- * bad base64, a non-numeric index, a repeated key) fail the whole answer:
- * half an answer must never pass for a complete read. Returns 0 or -1 with
- * err set; *out is empty on failure. */
+ * flags are 0; Flags may be anything up to 2^64-1 (the bridge does not use
+ * them, so above 2^53 they are kept approximately). Consul keys are bytes,
+ * but its JSON shows each byte that is not UTF-8 as U+FFFD, so two keys that
+ * differ only there arrive with one name: every copy is left out, with a line
+ * naming it in warnings; such a name is no route key anyway. Errors (not an
+ * array, an entry that is not an object, no Key, bad base64, a malformed
+ * index) fail the whole answer: half an answer must never pass for a complete
+ * read. Returns 0 or -1 with err set; *out is empty on failure. */
 int consul_list_parse(const char *json, size_t len, struct consul_list *out, char *err,
                       size_t errlen);
 void consul_list_free(struct consul_list *l);
 /* Binary search; NULL when absent. */
 const struct consul_kv *consul_list_find(const struct consul_list *l, const char *key);
+
+/* True when a key of old is missing from cur: the answer would delete. */
+bool consul_list_drops(const struct consul_list *old, const struct consul_list *cur);
+
+/* ---- read permission ----
+ *
+ * A recursive read cannot tell "denied" from "empty" for the anonymous token:
+ * Consul filters out the keys the token may not read and, for an empty token
+ * only, clears X-Consul-Results-Filtered-By-ACLs (maskResultsFilteredByACLs),
+ * so an anonymous read under default-deny is 404 + X-Consul-Index, exactly as
+ * for an empty prefix. A single-key read checks key:read before it looks the
+ * key up, so GET /v1/kv/<prefix> (the prefix itself, not recursive) answers
+ * 403 when the token may not read the prefix and 200/404 when it may. The
+ * source asks that before it trusts an answer that would delete a key or
+ * replace everything (a snapshot). */
+enum consul_probe_verdict {
+    CONSUL_PROBE_READABLE, /* 200 or 404: key_prefix read on the prefix */
+    CONSUL_PROBE_DENIED,   /* 403 */
+    CONSUL_PROBE_ERROR,    /* anything else: proves nothing, retry */
+};
+enum consul_probe_verdict consul_probe_result(long status);
 
 /* ---- diff ---- */
 

@@ -14,6 +14,12 @@
  * re-list and send a fresh snapshot. Expired auth tokens are renewed
  * transparently.
  *
+ * A watched member can go bad without closing the stream, so two checks end
+ * such a watch (and the source moves to the next endpoint): the watch
+ * requires a leader, so a member cut off from its peers ends it itself, and
+ * a periodic status request with a deadline (the liveness check) catches a
+ * member that is frozen and sends nothing at all.
+ *
  * Re-entrancy: the consumer's callbacks may call stop(), resync(), put() or
  * even destroy() on this source. Every step that calls out therefore checks
  * afterwards whether it was stopped or superseded (s->gen) before touching
@@ -636,6 +642,10 @@ enum etcd_err_kind etcd_error_classify(long status, const char *body, size_t len
 /* A watch must stay up this long before the backoff starts from scratch, so
  * a server that accepts watches and then drops them at once is not hammered. */
 #define ETCD_STABLE_MS 10000u
+/* The liveness check of the watched member (source.liveness_check): its
+ * status must come back within this long, or within the interval if that is
+ * shorter. */
+#define ETCD_PROBE_TIMEOUT_MS 3000u
 
 enum etcd_phase {
     PH_IDLE,  /* created, not started */
@@ -648,7 +658,7 @@ enum etcd_phase {
 
 enum list_why { LIST_INITIAL, LIST_COMPACTED, LIST_RESYNC };
 enum watch_end { WEND_NONE, WEND_COMPACTED, WEND_AUTH, WEND_FAILED };
-enum timer_kind { TIMER_NONE, TIMER_RUN, TIMER_CREATE };
+enum timer_kind { TIMER_NONE, TIMER_RUN, TIMER_CREATE, TIMER_PROBE };
 
 struct etcd;
 
@@ -677,7 +687,7 @@ struct etcd {
     struct file_read *pwread; /* password_file being read */
 
     enum etcd_phase phase;
-    struct http_req *req;   /* auth or range in flight */
+    struct http_req *req;   /* auth or range in flight; the liveness check while watching */
     struct http_req *watch; /* watch stream */
     uv_timer_t timer;
     enum timer_kind timer_kind;
@@ -705,6 +715,7 @@ struct etcd {
 
 static void etcd_run(struct etcd *s);
 static void etcd_fail_now(struct etcd *s, const char *reason);
+static void probe_begin(struct etcd *s);
 
 static const char *etcd_url(const struct etcd *s) {
     return s->base.cfg->source.endpoints[s->ep];
@@ -741,6 +752,8 @@ static void timer_fired(uv_timer_t *t) {
          * stream): give up on this endpoint. Cancel, then finish as a
          * failed watch. */
         etcd_fail_now(s, "watch was not confirmed within 10 s");
+    } else if (kind == TIMER_PROBE && s->phase == PH_WATCH && s->watch_created && !s->req) {
+        probe_begin(s);
     }
 }
 
@@ -1102,6 +1115,8 @@ static int watch_handle(struct etcd *s, const struct etcd_watch_msg *m) {
         s->watch_created = true;
         if (s->timer_kind == TIMER_CREATE)
             timer_disarm(s);
+        if (s->base.cfg->source.liveness_ms > 0 && !s->req)
+            timer_arm(s, TIMER_PROBE, s->base.cfg->source.liveness_ms);
         s->created_at = uv_now(s->base.loop);
         s->token_fresh = false;
         if (!s->up) {
@@ -1179,7 +1194,10 @@ static int watch_data(struct http_req *r, const char *data, size_t len) {
 static void watch_done(struct http_req *r, const struct http_result *res) {
     struct etcd *s = http_req_user(r);
     s->watch = NULL;
-    if (s->timer_kind == TIMER_CREATE)
+    /* The watch's timers and its liveness check end with it. */
+    http_req_cancel(s->req);
+    s->req = NULL;
+    if (s->timer_kind == TIMER_CREATE || s->timer_kind == TIMER_PROBE)
         timer_disarm(s);
     if (s->wend == WEND_NONE) {
         size_t rest_len;
@@ -1230,6 +1248,44 @@ static void watch_done(struct http_req *r, const struct http_result *res) {
     etcd_fail_now(s, s->wreason);
 }
 
+/* ---- liveness check ----
+ *
+ * A member that is frozen (SIGSTOP, a hung disk, a stuck process) keeps the
+ * watch's TCP connection alive: the kernel still answers keepalives, so the
+ * stream just goes quiet, exactly like an idle prefix. Every liveness_ms the
+ * source asks the same member for its status with a short deadline; any HTTP
+ * answer proves the member alive, no answer in time ends the watch and the
+ * source moves on to the next endpoint, resuming from the last revision. */
+
+static void probe_done(struct http_req *r, const struct http_result *res) {
+    struct etcd *s = http_req_user(r);
+    s->req = NULL;
+    if (res->curl != CURLE_OK) {
+        etcd_fail(s, "the watched member did not answer the liveness check: %s", res->error);
+        return;
+    }
+    log_debug(s->base.log, "etcd: liveness check: %s answered HTTP %ld", etcd_url(s), res->status);
+    timer_arm(s, TIMER_PROBE, s->base.cfg->source.liveness_ms);
+}
+
+static void probe_begin(struct etcd *s) {
+    uint64_t every = s->base.cfg->source.liveness_ms;
+    char *body = strdup("{}");
+    struct http_req *r = body ? etcd_request(s, "/v3/maintenance/status", body, false) : NULL;
+    if (r) {
+        uint64_t limit = every < ETCD_PROBE_TIMEOUT_MS ? every : ETCD_PROBE_TIMEOUT_MS;
+        http_req_timeouts(r, (long)limit, (long)limit);
+        if (http_req_start(r, probe_done) == 0) {
+            s->req = r;
+            return;
+        }
+        http_req_free(r);
+    }
+    /* Out of memory: the watch itself is fine, so try again later. */
+    log_warn(s->base.log, "etcd: liveness check: cannot start request");
+    timer_arm(s, TIMER_PROBE, every);
+}
+
 static void watch_begin(struct etcd *s) {
     etcd_stream_reset(&s->stream);
     s->watch_created = false;
@@ -1238,6 +1294,14 @@ static void watch_begin(struct etcd *s) {
     s->compact_rev = 0;
     struct http_req *r = etcd_request(
         s, "/v3/watch", etcd_watch_body(s->key, s->key_len, s->end, s->end_len, s->rev + 1), true);
+    /* Require a leader (clientv3's WithRequireLeader, through the gateway's
+     * metadata header): a member that loses its leader, e.g. cut off from
+     * its peers, then ends the watch with "etcdserver: no leader" instead of
+     * keeping it open while the majority takes writes it never sees. */
+    if (r && http_req_header(r, "Grpc-Metadata-hasleader: true") < 0) {
+        http_req_free(r);
+        r = NULL;
+    }
     if (!r) {
         etcd_fail(s, "watch: cannot create request");
         return;

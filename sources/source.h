@@ -54,6 +54,10 @@ struct source_ops {
     void (*destroy)(struct source *s); /* after stop and once the loop closed its handles */
 };
 
+/* Why the source is down, set before on_state(false): the consumer counts
+ * ACL refusals apart (a token that may not read is no network blip). */
+enum source_fault { SOURCE_FAULT_NONE, SOURCE_FAULT_UNREACHABLE, SOURCE_FAULT_ACL };
+
 struct source {
     const struct source_ops *ops;
     struct source_callbacks cb;
@@ -61,6 +65,7 @@ struct source {
     struct http_client *http;
     struct logger *log;
     const struct config *cfg; /* must outlive the source */
+    enum source_fault fault;  /* of the last on_state(false); NONE while up */
 };
 
 /* Create the source that cfg->source.type names. Returns NULL with err set. */

@@ -2,7 +2,9 @@
 """A Consul KV HTTP API stand-in for canary-bridge tests (Python standard library only).
 
     /usr/bin/python3 tests/consul/server.py --dir DIR [--acl-token T] [--acl-read-token T]
+                                            [--acl-prefix-token T=PREFIX] [--acl-anonymous-read P]
                                             [--tls [--tls-client-auth]] [--port N]
+                                            [--http-max-conns-per-client N]
 
 Binds 127.0.0.1:0 (or --port N, used by the harness to restart on the same port), persists
 the KV store to DIR/state.json on every write (a restart keeps data and indexes, like a
@@ -26,6 +28,7 @@ injection, index reset (snapshot restore), tombstone reaping, wake-ups, store du
 
 import argparse
 import base64
+import codecs
 import email.utils
 import gzip
 import http.server
@@ -52,6 +55,7 @@ JITTER_FRACTION = 16
 CHUNK_THRESHOLD = 2048                 # Go net/http bufferBeforeChunkingSize
 DATACENTER = "dc1"
 REASONS = http.server.BaseHTTPRequestHandler.responses
+HARNESS_ADDRESS = "127.0.0.2"          # tests/lib/consul.py connects from here
 ANON_SUFFIX = (". The anonymous token is used implicitly when a request does not specify "
                "a token.")
 
@@ -61,9 +65,24 @@ def log(msg):
     sys.stderr.flush()
 
 
+# Keys are raw bytes in Consul (a Go string is bytes). Here a key is a str holding them
+# with surrogateescape: valid UTF-8 as characters, every other byte as U+DC80+byte.
+# Go's encoding/json writes each byte that is not part of valid UTF-8 as U+FFFD.
+codecs.register_error("go_replace", lambda e: ("\ufffd", e.start + 1))
+
+
+def key_bytes(key):
+    return key.encode("utf-8", "surrogateescape")
+
+
+def go_utf8(key):
+    """A key as Go's encoding/json renders it: invalid bytes -> U+FFFD, one each."""
+    return key_bytes(key).decode("utf-8", "go_replace")
+
+
 def go_quote(s):
     """Go's %q for the key names Consul puts in permission errors."""
-    return json.dumps(s, ensure_ascii=False)
+    return json.dumps(go_utf8(s), ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +180,8 @@ class Store:
     def list(self, prefix):
         """-> (index, [entries]) like kvsListTxn: max ModifyIndex of the entries and the
         tombstones under the prefix, else the whole KV table index; never 0."""
-        ents = [e for k, e in sorted(self.entries.items()) if k.startswith(prefix)]
+        ents = [e for k, e in sorted(self.entries.items(), key=lambda kv: key_bytes(kv[0]))
+                if k.startswith(prefix)]
         idx = self.kvs_index
         if prefix:
             lindex = max([e["ModifyIndex"] for e in ents] +
@@ -323,10 +343,12 @@ class Store:
                     "waiters": len(self.waiters)}
 
 
-def encode_entry(e, session_always=False):
+def encode_entry(e, session_always=False, wire=False):
     """DirEntry JSON: LockIndex, Key, Flags, Value (base64 | null), Session (omitempty),
-    CreateIndex, ModifyIndex, in Go's field order."""
-    d = {"LockIndex": e["LockIndex"], "Key": e["Key"], "Flags": e["Flags"],
+    CreateIndex, ModifyIndex, in Go's field order.  wire: the Key as Consul's JSON shows
+    it (U+FFFD for bytes that are not UTF-8); else raw, for the state file and the dump."""
+    d = {"LockIndex": e["LockIndex"], "Key": go_utf8(e["Key"]) if wire else e["Key"],
+         "Flags": e["Flags"],
          "Value": None if e["Value"] is None else base64.b64encode(e["Value"]).decode()}
     if e.get("Session") or session_always:
         d["Session"] = e.get("Session", "")
@@ -423,36 +445,54 @@ class Faults:
 
 
 class Acl:
-    """Token roles: "management" (everything), "read" (key:read everywhere, no write),
-    "anonymous" (no token: default_policy deny, nothing allowed).  A token that is not
-    known gets "ACL not found", like Consul."""
+    """Token roles, as Consul resolves them under default_policy deny:
+    "management" (everything), "read" (key_prefix "" read, no write), "prefix" (key_prefix
+    read on some prefixes only, no write) and "anonymous" (no token: the anonymous token's
+    policy, by default nothing; anonymous_read gives it key_prefix read rules).  A token
+    that is not known gets "ACL not found", like Consul."""
 
-    def __init__(self, token=None, read_tokens=()):
+    def __init__(self, token=None, read_tokens=(), prefix_tokens=None, anonymous_read=()):
         self.lock = threading.Lock()
-        self.set(token, read_tokens)
+        self.set(token, read_tokens, prefix_tokens, anonymous_read)
 
-    def set(self, token=None, read_tokens=()):
+    def set(self, token=None, read_tokens=(), prefix_tokens=None, anonymous_read=()):
         with self.lock:
             self.enabled = bool(token)
             self.token = token
             self.read_tokens = [t for t in read_tokens if t]
+            self.prefix_tokens = {t: list(p) for t, p in (prefix_tokens or {}).items() if t}
+            self.anonymous_read = list(anonymous_read or ())
 
     def role(self, secret):
+        """-> (role, read prefixes, may write), or None for an unknown token."""
         with self.lock:
             if not self.enabled:
-                return "management"
+                return ("management", [""], True)
             if not secret:
-                return "anonymous"
+                return ("anonymous", list(self.anonymous_read), False)
             if secret == self.token:
-                return "management"
+                return ("management", [""], True)
             if secret in self.read_tokens:
-                return "read"
+                return ("read", [""], False)
+            if secret in self.prefix_tokens:
+                return ("prefix", list(self.prefix_tokens[secret]), False)
             return None
+
+    def default_policy(self):
+        with self.lock:
+            return "deny" if self.enabled else "allow"
 
     def state(self):
         with self.lock:
             return {"enabled": self.enabled, "token_set": bool(self.token),
-                    "read_tokens": len(self.read_tokens)}
+                    "read_tokens": len(self.read_tokens),
+                    "prefix_tokens": len(self.prefix_tokens),
+                    "anonymous_read": list(self.anonymous_read)}
+
+
+def may_read(role, key):
+    """key_prefix read rules (every rule here allows)."""
+    return any(key.startswith(p) for p in role[1])
 
 
 def accessor_id(secret):
@@ -460,7 +500,7 @@ def accessor_id(secret):
 
 
 def permission_denied(role, secret, access, key):
-    if role == "anonymous":
+    if role[0] == "anonymous":
         return ("Permission denied: anonymous token lacks permission 'key:%s' on %s%s"
                 % (access, go_quote(key), ANON_SUFFIX))
     return ("Permission denied: token with AccessorID '%s' lacks permission 'key:%s' on %s"
@@ -510,6 +550,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         h = []
         if api:
             h.append(("Vary", "Accept-Encoding"))
+            # agent/http.go sets it on every API answer (1.9+), "allow" with ACLs off.
+            h.append(("X-Consul-Default-Acl-Policy", self.server.acl.default_policy()))
         for k, v in (headers or {}).items():
             h.append((k, v))
         if body and ctype is None:
@@ -605,7 +647,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         t0 = time.time()
         split = urllib.parse.urlsplit(self.path)
         self.raw_path, self.raw_query = split.path, split.query
-        path = urllib.parse.unquote(split.path)
+        # Raw bytes, kept (surrogateescape), as Go's URL parsing keeps them.
+        path = urllib.parse.unquote_to_bytes(split.path).decode("utf-8", "surrogateescape")
         q = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         log_query = re.sub(r"(^|&)token=[^&]*", r"\1token=<hidden>", split.query)
         self.fault = None
@@ -691,7 +734,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.send(200, json.dumps("127.0.0.1:8300"), "application/json")
             return self.send(404, "404 page not found\n")
 
-        if any(not c.isprintable() for c in path):       # cleanhttp.PrintablePathCheckHandler
+        # cleanhttp.PrintablePathCheckHandler ranges over runes: an invalid byte is
+        # RuneError (U+FFFD), which is printable.
+        if any(not c.isprintable() for c in go_utf8(path)):
             return self.send(400)
         if self.command not in ("GET", "PUT", "DELETE"):
             allow = "OPTIONS,GET,PUT,DELETE"
@@ -780,16 +825,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         role = self.rpc_prelude(dc, secret)
         if role is None:
             return
-        if not keys and not recurse and role == "anonymous":
+        # KVS.Get checks KeyReadAllowed whether or not the key exists: 403 without meta.
+        if not keys and not recurse and not may_read(role, key):
             return self.send(403, permission_denied(role, secret, "read", key))
         store = self.server.store
-        visible = role != "anonymous"
 
         def compute():          # runs with the store lock held: copy what we keep
             if keys or recurse:
+                # KVS.List / ListKeys: FilterDirEnt, ResultsFilteredByACLs = total != kept,
+                # then SetQueryMeta's maskResultsFilteredByACLs clears the flag for the
+                # anonymous token (an empty token): it gets a silently shorter list, or 404.
                 idx, ents = store.list(key)
-                filtered = bool(ents) and not visible
-                return idx, ([dict(e) for e in ents] if visible else []), filtered
+                kept = [dict(e) for e in ents if may_read(role, e["Key"])]
+                filtered = len(kept) != len(ents) and secret != ""
+                return idx, kept, filtered
             idx, e = store.get(key)
             return idx, ([dict(e)] if e else []), False
 
@@ -822,7 +871,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 names.append(k)
             if not names and key != "":
                 return self.send(404, headers=headers)
-            return self.send(200, js(names), "application/json", headers)
+            return self.send(200, js([go_utf8(n) for n in names]), "application/json", headers)
         if not ents:
             return self.send(404, headers=headers)
         if raw and not recurse:
@@ -830,7 +879,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                             "Content-Security-Policy": "sandbox"})
             return self.send(200, ents[0]["Value"] or b"", "text/plain", headers,
                              explicit_length=True)
-        return self.send(200, js([encode_entry(e) for e in ents]), "application/json", headers)
+        return self.send(200, js([encode_entry(e, wire=True) for e in ents]), "application/json",
+                         headers)
 
     def kv_put(self, key, q, dc, secret, body):
         if key == "":
@@ -860,7 +910,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         role = self.rpc_prelude(dc, secret)
         if role is None:
             return
-        if role != "management":
+        if not role[2]:
             return self.send(403, permission_denied(role, secret, "write", key))
         if "acquire" in q or "release" in q:
             sess = q.get("acquire", q.get("release"))[0]
@@ -884,7 +934,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         role = self.rpc_prelude(dc, secret)
         if role is None:
             return
-        if role != "management":
+        if not role[2]:
             return self.send(403, permission_denied(role, secret, "write", key))
         store = self.server.store
         if recurse:
@@ -932,10 +982,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if what == "waiters" and m == "GET":
                 with srv.store.cond:
                     return ok(sorted(srv.store.waiters.values(), key=lambda w: w["id"]))
+            if what == "conns" and m == "GET":
+                return ok(srv.conn_stats())
+            if what == "conns" and m == "DELETE":
+                srv.reset_conn_stats()
+                return ok({"reset": True})
             if what == "kv" and m == "GET":
                 return ok(srv.store.dump())
             if what == "acl" and m == "POST":
-                srv.acl.set(args.get("token"), args.get("read_tokens") or ())
+                srv.acl.set(args.get("token"), args.get("read_tokens") or (),
+                            args.get("prefix_tokens") or {}, args.get("anonymous_read") or ())
                 return ok(srv.acl.state())
             if what == "acl" and m == "GET":
                 return ok(srv.acl.state())
@@ -973,13 +1029,29 @@ class Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True          # restart on the same port despite TIME_WAIT
     request_queue_size = 128
 
-    def __init__(self, addr, store, acl, ssl_ctx):
+    def __init__(self, addr, store, acl, ssl_ctx, max_conns_per_client=0):
         self.store, self.acl, self.ssl_ctx = store, acl, ssl_ctx
         self.reqlog, self.faults = RequestLog(), Faults()
         self.stop_event = threading.Event()
         self.conn_seq = 0
         self.conn_lock = threading.Lock()
+        # limits.http_max_conns_per_client: open connections per client IP, idle
+        # keep-alive ones included (go-connlimit counts from StateNew to StateClosed).
+        self.max_conns_per_client = max_conns_per_client
+        self.open_conns, self.max_open = {}, {}     # ip -> count
+        self.refused, self.alpn = 0, {}             # 429s; negotiated ALPN -> count
         super().__init__(addr, Handler)
+
+    def conn_stats(self):
+        with self.conn_lock:
+            return {"limit": self.max_conns_per_client, "open": dict(self.open_conns),
+                    "max_open": dict(self.max_open), "refused": self.refused,
+                    "alpn": dict(self.alpn)}
+
+    def reset_conn_stats(self):
+        with self.conn_lock:
+            self.max_open = dict(self.open_conns)
+            self.refused, self.alpn = 0, {}
 
     def get_request(self):
         sock, addr = self.socket.accept()
@@ -988,9 +1060,30 @@ class Server(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request, client_address):
         """Runs in the connection's thread (the TLS handshake too)."""
+        ip = client_address[0]
         with self.conn_lock:
             self.conn_seq += 1
             conn_id = self.conn_seq
+            n = self.open_conns.get(ip, 0)
+            # The harness (tests/lib/consul.py) connects from HARNESS_ADDRESS: counted, never
+            # refused, so that its own short requests never race the limit under test.
+            over = bool(self.max_conns_per_client) and n >= self.max_conns_per_client and \
+                ip != HARNESS_ADDRESS
+            if over:
+                self.refused += 1
+            else:
+                self.open_conns[ip] = n + 1
+                self.max_open[ip] = max(self.max_open.get(ip, 0), n + 1)
+        try:
+            self.serve_conn(request, client_address, conn_id, over)
+        finally:
+            if not over:
+                with self.conn_lock:
+                    self.open_conns[ip] -= 1
+                    if not self.open_conns[ip]:
+                        del self.open_conns[ip]
+
+    def serve_conn(self, request, client_address, conn_id, over):
         sock = request
         if self.ssl_ctx is not None:
             try:
@@ -1001,7 +1094,23 @@ class Server(http.server.ThreadingHTTPServer):
                 if not isinstance(e, (ssl.SSLEOFError, ConnectionResetError)):
                     log("c%d TLS handshake failed: %s" % (conn_id, e))
                 return
+            proto = sock.selected_alpn_protocol() or "none"
+            with self.conn_lock:
+                self.alpn[proto] = self.alpn.get(proto, 0) + 1
+            if proto == "h2":       # offered like Consul's Go server, but not spoken here
+                log("c%d negotiated h2; this test server speaks HTTP/1.1 only: closing"
+                    % conn_id)
+                sock.close()
+                return
         try:
+            if over:
+                # go-connlimit's default handler: a bare 429 at once, then close, with
+                # the request (if any) unread.
+                log("c%d from %s: over http_max_conns_per_client=%d: 429"
+                    % (conn_id, client_address[0], self.max_conns_per_client))
+                sock.settimeout(0.1)
+                sock.sendall(b"HTTP/1.1 429 Too Many Requests\r\n\r\n")
+                return
             handler = Handler.__new__(Handler)
             handler.conn_id = conn_id
             handler.__init__(sock, client_address, self)
@@ -1063,12 +1172,12 @@ def write_file(path, text):
     os.rename(tmp, path)
 
 
-def bind(port, store, acl, ctx):
+def bind(port, store, acl, ctx, max_conns):
     """Bind 127.0.0.1:port; a fixed port (restart) may still be held for a moment."""
     deadline = time.monotonic() + 10
     while True:
         try:
-            return Server(("127.0.0.1", port), store, acl, ctx)
+            return Server(("127.0.0.1", port), store, acl, ctx, max_conns)
         except OSError as e:
             if port == 0 or time.monotonic() >= deadline or \
                     getattr(e, "errno", None) != 98:
@@ -1082,9 +1191,16 @@ def main(argv=None):
     ap.add_argument("--acl-token", help="enable ACLs (default deny); this token may do all")
     ap.add_argument("--acl-read-token", action="append", default=[],
                     help="a token with key:read on everything and no write (repeatable)")
+    ap.add_argument("--acl-prefix-token", action="append", default=[], metavar="T=PREFIX",
+                    help="a token with key_prefix read on PREFIX only (repeatable)")
+    ap.add_argument("--acl-anonymous-read", action="append", default=[], metavar="PREFIX",
+                    help="give the anonymous token key_prefix read on PREFIX (repeatable)")
     ap.add_argument("--tls", action="store_true", help="HTTPS (writes DIR/ca.crt)")
     ap.add_argument("--tls-client-auth", action="store_true",
                     help="require a client certificate signed by the CA (DIR/client.crt)")
+    ap.add_argument("--http-max-conns-per-client", type=int, default=200,
+                    help="limits.http_max_conns_per_client: 429 past this many open "
+                         "connections from one IP (default 200, as Consul; 0 = no limit)")
     ap.add_argument("--port", type=int, default=0, help="0 = any (default)")
     ap.add_argument("--start-index", type=int, default=10,
                     help="raft index of a fresh store (internal raft writes come first)")
@@ -1100,13 +1216,18 @@ def main(argv=None):
         make_certs(d, args.tls_client_auth)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(os.path.join(d, "server.crt"), os.path.join(d, "server.key"))
-        ctx.set_alpn_protocols(["http/1.1"])
+        # Consul's Go HTTPS server offers h2 first (setupHTTPS -> http2.ConfigureServer).
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
         if args.tls_client_auth:
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(os.path.join(d, "ca.crt"))
     store = Store(os.path.join(d, "state.json"), args.start_index)
-    acl = Acl(args.acl_token, args.acl_read_token)
-    srv = bind(args.port, store, acl, ctx)
+    prefix_tokens = {}
+    for spec in args.acl_prefix_token:
+        t, _, prefix = spec.partition("=")
+        prefix_tokens.setdefault(t, []).append(prefix)
+    acl = Acl(args.acl_token, args.acl_read_token, prefix_tokens, args.acl_anonymous_read)
+    srv = bind(args.port, store, acl, ctx, args.http_max_conns_per_client)
     port = srv.server_address[1]
 
     # Only this thread takes SIGTERM/SIGINT (threads started below inherit the blocked mask).

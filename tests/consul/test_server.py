@@ -697,13 +697,50 @@ class TestAcl(Base):
         self.assertEqual(h["Content-Type"], "text/plain; charset=utf-8")
         self.assertNotIn("X-Consul-Index", h)
 
-    def test_anonymous_recurse_is_filtered_to_404(self):
+    def test_anonymous_recurse_is_a_plain_404(self):
+        # KVS.List filters, then maskResultsFilteredByACLs clears the flag for an empty
+        # token: the anonymous token cannot tell "denied" from "empty".
         s, h, b = self.c.request("GET", "/v1/kv/canary/?recurse", token=None)
         self.assertEqual((s, b), (404, b""))
-        self.assertEqual(h["X-Consul-Results-Filtered-By-ACLs"], "true")
+        self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+        self.assertEqual(h["X-Consul-Default-ACL-Policy"], "deny")
         self.assertMeta(h)
-        s, _, b = self.c.request("GET", "/v1/kv/?keys", token=None)
+        s, h, b = self.c.request("GET", "/v1/kv/?keys", token=None)
         self.assertEqual((s, json.loads(b)), (200, []))
+        self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+        # A single key that does not even exist is still 403: the check comes first.
+        s, h, b = self.c.request("GET", "/v1/kv/canary/", token=None)
+        self.assertEqual(s, 403)
+        self.assertIn(b"anonymous token lacks permission 'key:read' on \"canary/\"", b)
+
+    def test_partial_tokens_get_a_shorter_list(self):
+        self.c.put("canary/other/cart/route", "x")
+        try:
+            self.c.set_acl(self.TOKEN, [self.READ], {"part": ["canary/default/"]},
+                           anonymous_read=["canary/other/"])
+            # A real token: the keys it may not read are left out, and it is told so.
+            s, h, b = self.c.request("GET", "/v1/kv/canary/?recurse", token="part")
+            self.assertEqual(s, 200)
+            got = [e["Key"] for e in json.loads(b)]
+            self.assertIn("canary/default/shop/weights", got)
+            self.assertTrue(all(k.startswith("canary/default/") for k in got), got)
+            self.assertEqual(h["X-Consul-Results-Filtered-By-ACLs"], "true")
+            s, h, _ = self.c.request("GET", "/v1/kv/canary/other/?recurse", token="part")
+            self.assertEqual(s, 404)
+            self.assertEqual(h["X-Consul-Results-Filtered-By-ACLs"], "true")
+            self.assertEqual(self.c.request("GET", "/v1/kv/canary/", token="part")[0], 403)
+            # The anonymous token with some rights: silently filtered.
+            s, h, b = self.c.request("GET", "/v1/kv/canary/?recurse", token=None)
+            self.assertEqual(s, 200)
+            self.assertEqual([e["Key"] for e in json.loads(b)], ["canary/other/cart/route"])
+            self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+            # Everything visible: no header.
+            s, h, _ = self.c.request("GET", "/v1/kv/canary/?recurse", token=self.READ)
+            self.assertEqual(s, 200)
+            self.assertNotIn("X-Consul-Results-Filtered-By-ACLs", h)
+        finally:
+            self.c.set_acl(self.TOKEN, [self.READ])
+            self.c.delete("canary/other/cart/route")
 
     def test_unknown_token(self):
         for hdrs in ({"X-Consul-Token": "wrong"}, {"Authorization": "Bearer wrong"}):
@@ -810,7 +847,81 @@ class TestRestart(Base):
             self.assertFalse(c.alive())
 
 
+class TestRawKeyBytes(Base):
+    def test_keys_keep_their_bytes_and_json_shows_ufffd(self):
+        a, b = (self.p + "sh\xffop/weights").encode("latin-1"), \
+            (self.p + "sh\xfeop/weights").encode("latin-1")
+        trunc = self.p.encode() + b"x\xe2\x82y"        # a cut 3-byte sequence: 2 bytes
+        self.assertTrue(self.c.put(a, "a=1"))
+        self.assertTrue(self.c.put(b, "b=1"))
+        self.assertTrue(self.c.put(trunc, "t"))
+        # Two keys, one name on the wire (Go's encoding/json: one U+FFFD per bad byte).
+        s, _, body = self.get("/v1/kv/" + self.p + "?recurse")
+        self.assertEqual(s, 200)
+        keys = [e["Key"] for e in json.loads(body)]
+        self.assertEqual(sorted(keys), sorted([self.p + "sh\ufffdop/weights"] * 2 +
+                                              [self.p + "x\ufffd\ufffdy"]))
+        self.assertNotIn(b"\\udc", body)
+        s, _, body = self.get("/v1/kv/" + self.p + "?keys")
+        self.assertEqual(json.loads(body).count(self.p + "sh\ufffdop/weights"), 2)
+        # Each raw key is its own entry.
+        self.assertEqual(self.c.get(a), "a=1")
+        self.assertEqual(self.c.get(b), "b=1")
+        self.assertTrue(self.c.delete(a))
+        self.assertIsNone(self.c.get(a))
+        self.assertEqual(self.c.get(b), "b=1")
+
+
+class TestConnLimit(Base):
+    def test_429_past_the_per_client_limit_idle_ones_counted(self):
+        with tempfile.TemporaryDirectory(prefix="consul-conns-") as d:
+            with Consul(d, max_conns_per_client=2) as c:
+                held = [socket.create_connection(("127.0.0.1", c.port)) for _ in range(2)]
+                try:
+                    held[0].sendall(b"GET /v1/kv/canary/?recurse HTTP/1.1\r\nHost: x\r\n\r\n")
+                    self.assertIn(b"404", held[0].recv(4096))     # kept alive, now idle
+                    wait_until(lambda: c.conns()["open"].get("127.0.0.1") == 2,
+                               what="two open connections")
+                    third = socket.create_connection(("127.0.0.1", c.port))
+                    third.sendall(b"GET /v1/kv/canary/?recurse HTTP/1.1\r\nHost: x\r\n\r\n")
+                    got = b""
+                    while True:
+                        chunk = third.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+                    third.close()
+                    self.assertEqual(got, b"HTTP/1.1 429 Too Many Requests\r\n\r\n")
+                    # The harness connects from 127.0.0.2: its own limit.
+                    self.assertTrue(c.put("canary/k", "v"))
+                    st = c.conns()
+                    self.assertEqual((st["refused"], st["max_open"]["127.0.0.1"]), (1, 2))
+                finally:
+                    for h in held:
+                        h.close()
+                # Closed ones no longer count.
+                wait_until(lambda: "127.0.0.1" not in c.conns()["open"], what="closed")
+                s = socket.create_connection(("127.0.0.1", c.port))
+                s.sendall(b"GET /v1/kv/canary/k HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertIn(b"200 OK", s.recv(4096))
+                s.close()
+
+
 class TestTls(Base):
+    def test_alpn_offers_h2_first_like_consul(self):
+        with tempfile.TemporaryDirectory(prefix="consul-alpn-") as d:
+            with Consul(d, tls=True) as c:
+                for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
+                    ctx = ssl.create_default_context(cafile=c.ca)
+                    ctx.set_alpn_protocols(offer)
+                    with socket.create_connection(("127.0.0.1", c.port)) as raw:
+                        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as t:
+                            self.assertEqual(t.selected_alpn_protocol(), want)
+                # (the harness's own connections offer no ALPN: "none")
+                wait_until(lambda: {k: v for k, v in c.conns()["alpn"].items()
+                                    if k != "none"} == {"h2": 1, "http/1.1": 1},
+                           what="both negotiations counted")
+
     def test_https_with_ca_and_client_certificates(self):
         with tempfile.TemporaryDirectory(prefix="consul-tls-") as d:
             with Consul(d, tls=True) as c:

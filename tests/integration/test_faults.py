@@ -65,7 +65,7 @@ def route_doc(name):
 
 
 def headers_doc(name):
-    """One header rule that sets headers: a Middleware <name>-beta besides the IngressRoute."""
+    """One header rule that sets headers: a Middleware <name>.beta besides the IngressRoute."""
     return ("- name: beta\n"
             "  header: X-Canary\n"
             "  value: always\n"
@@ -254,7 +254,7 @@ class FaultCase(unittest.TestCase):
         self.converged()
         self.before = self.objects()
         if "gamma" in self.ROUTES:
-            self.assertIn(("Middleware", NS, "gamma-beta"), self.before)
+            self.assertIn(("Middleware", NS, "gamma.beta"), self.before)
         return b
 
     # ---- the API side
@@ -426,7 +426,7 @@ class EtcdFaults(EtcdFaultCase):
             b.signal(signal.SIGCONT)
         b.wait_log(r"etcd: .*compacted", since=since, timeout=30 * SLOW)
         self.check_invariants()
-        mw = self.kube.get(G, NS, "middlewares", "gamma-beta")
+        mw = self.kube.get(G, NS, "middlewares", "gamma.beta")
         self.assertIsNotNone(mw)
 
 

@@ -4,8 +4,10 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 import urllib.request
 
@@ -46,7 +48,71 @@ def metric(text, name, labels=None):
     return None
 
 
+class Notify:
+    """A service manager's end of the sd_notify protocol: a unix datagram socket in the
+    temp dir, read all the time by a thread as systemd does (reading=False: a manager that
+    has stopped reading, so the socket's queue fills).  Messages are kept in order in .msgs."""
+
+    def __init__(self, tmpdir, name="notify.sock", reading=True):
+        self.path = os.path.join(tmpdir, name)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.msgs = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True) if reading else None
+        if self.thread:
+            self.thread.start()
+
+    def _read(self):
+        while not self.done.is_set():
+            try:
+                m = self.sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.msgs.append(m)
+
+    def close(self):
+        self.done.set()
+        if self.thread:
+            self.thread.join()
+        self.sock.close()
+
+    def env(self, watchdog_usec=200000):
+        env = dict(os.environ, NOTIFY_SOCKET=self.path, WATCHDOG_USEC=str(watchdog_usec))
+        env.pop("WATCHDOG_PID", None)
+        return env
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.msgs)
+
+    def mark(self):
+        return len(self.snapshot())
+
+    def got(self, pred, since=0):
+        """The first message from index `since` on that satisfies pred, or None."""
+        return next((m for m in self.snapshot()[since:] if pred(m)), None)
+
+    def index(self, text, since=0):
+        """Index of the first message from `since` on with `text` as a whole line, or None."""
+        return next((i for i, m in enumerate(self.snapshot()) if i >= since
+                     and text in m.split("\n")), None)
+
+    def wait(self, text, since=0, what=None, timeout=10):
+        """Wait for a message with `text` as a whole line after index `since`; its index."""
+        return wait_until(lambda: self.index(text, since) is not None and
+                          self.index(text, since) + 1, timeout=timeout, what=what or text) - 1
+
+
 class OpsCase(unittest.TestCase):
+    """Every bridge here runs as under a service manager: with NOTIFY_SOCKET and a watchdog
+    (the timer must never keep a stopped or reloaded pipeline alive)."""
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="cb-ops-")
         self.addCleanup(self.tmp.cleanup)
@@ -55,12 +121,26 @@ class OpsCase(unittest.TestCase):
         self.kube = KubeAPI(self.tmp.name)
         self.addCleanup(self.kube.stop)
         self.port = free_port()
+        self.notify = Notify(self.tmp.name)
+        self.addCleanup(self.notify.close)
 
     def bridge(self, env=None, **overrides):
         cfg = bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port, **overrides)
-        b = Bridge(self.tmp.name, cfg, env=env)
+        b = Bridge(self.tmp.name, cfg, env=env or self.notify.env())
         self.addCleanup(b.stop)
         return b
+
+    def assert_stops(self, b, code=0):
+        """SIGTERM: STOPPING=1, then the process exits with `code`."""
+        mark = self.notify.mark()
+        b.signal(signal.SIGTERM)
+        self.notify.wait("STOPPING=1", mark)
+        try:
+            self.assertEqual(b.proc.wait(timeout=15), code)
+        except subprocess.TimeoutExpired:
+            self.fail("SIGTERM: STOPPING=1 sent but the process did not exit:\n" + b.log_tail())
+        # Every generation (each reload starts one) closed every handle it opened.
+        self.assertNotRegex(b.log_text(), r"handles still open")
 
     def ir(self):
         return self.kube.get(G, "default", "ingressroutes", "shop")
@@ -79,6 +159,10 @@ class Endpoints(OpsCase):
         self.etcd.put("canary/default/shop/weights", "shop-v1=70, shop-v2=30")
         wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 70, "shop-v2": 30},
                    what="second change")
+        lbl = {"namespace": "default", "route": "shop"}
+        # The series is set when the write's answer arrives, just after the server stored it.
+        wait_until(lambda: metric(http_get(self.port, "/metrics")[1], "canary_bridge_route_weight",
+                                  {**lbl, "service": "shop-v1"}) == 70, what="the weight series")
         status, text = http_get(self.port, "/metrics")
         self.assertEqual(status, 200)
         for name in ("canary_bridge_reconcile_total", "canary_bridge_conflicts_total",
@@ -141,48 +225,137 @@ class Endpoints(OpsCase):
                    what="ready again")
 
 
+class SinkReadiness(OpsCase):
+    """/readyz follows the Kubernetes side as it follows the source (issue 11: defects 11, 16)."""
+
+    IR_PATH = "/apis/traefik.io/v1alpha1/ingressroutes"
+
+    def ready_bridge(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = self.bridge()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, what="ready")
+        return b
+
+    def failed_ir_reads(self, since):
+        return [r for r in self.kube.requests(since=since)
+                if r["method"] == "GET" and r["path"] == self.IR_PATH and r["status"] == 401]
+
+    def test_revoked_credentials_not_ready_with_the_reason_and_backoff(self):
+        b = self.ready_bridge()
+        mark = self.kube.requests()[-1]["seq"]
+        since = b.log_size()
+        self.kube.control("POST", "token", {"token": "someone-else"})   # ours is revoked
+        self.kube.close_watches()        # the informers watch again: 401
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready")
+        self.assertRegex(body, r"^kubernetes: the API server refuses the bridge's credentials "
+                               r"\(\w+ \w+\): HTTP 401 Unauthorized\n$")
+        # Backoff: the second attempt at the same watch waits seconds, not ~200 ms.
+        tries = wait_until(lambda: len(self.failed_ir_reads(mark)) >= 2 and
+                           self.failed_ir_reads(mark), timeout=15, what="a second attempt")
+        self.assertGreaterEqual(tries[1]["t"] - tries[0]["t"], 2.0)
+        log = b.log_text()[since:]
+        # One clear line with the reason (not "HTTP 401 )"), not one per retry.
+        self.assertEqual(len(re.findall(r"warn .*refuses the bridge's credentials.*"
+                                        r"HTTP 401 Unauthorized", log)), 1, log)
+        self.assertNotIn("HTTP 401 )", log)
+        self.assertNotRegex(log, r"warn .*watch \w+ failed \(HTTP 401")
+        # The right token again: ready again once the next attempt succeeds.
+        self.kube.control("POST", "token", {"token": self.kube.token})
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=40,
+                   what="ready with the token accepted again")
+        b.wait_log(r"kubernetes: the API server answers again", since=since)
+
+    def test_forbidden_list_is_not_ready_with_the_status_message(self):
+        b = self.ready_bridge()
+        self.kube.fault(method="GET", path_regex=self.IR_PATH + "$", status=403, count=-1,
+                        message='ingressroutes.traefik.io is forbidden: User "bridge" cannot '
+                                'watch resource "ingressroutes"')
+        self.kube.close_watches()
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready")
+        self.assertRegex(body, r"^kubernetes: .*watch ingressroutes\)?: HTTP 403 Forbidden: "
+                               r"ingressroutes\.traefik\.io is forbidden: User \"bridge\"")
+        self.kube.clear_faults()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=40,
+                   what="ready again")
+        self.assert_stops(b)
+
+    def test_api_server_unreachable_after_start_up_is_not_ready(self):
+        b = self.ready_bridge()
+        self.kube.fault(action="drop", count=-1)    # every connection closed unanswered
+        self.kube.close_watches()
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready")
+        self.assertIn("kubernetes: ", body)
+        self.kube.clear_faults()
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout=40,
+                   what="ready again once the watches are open")
+        self.kube.kill()                            # gone: connection refused
+        status, body = wait_until(lambda: (lambda r: r[0] == 503 and r)(
+            http_get(self.port, "/readyz")), what="not ready with the API server gone")
+        self.assertRegex(body, r"^kubernetes: ")
+        self.assert_stops(b)
+
+
 class SdNotify(OpsCase):
     def test_ready_after_first_sync_status_and_watchdog(self):
-        sock_path = os.path.join(self.tmp.name, "notify.sock")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.addCleanup(s.close)
-        s.bind(sock_path)
-        s.settimeout(0.2)
         self.etcd.put("canary/default/shop/route", ROUTE)
-        env = dict(os.environ, NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="200000")
-        env.pop("WATCHDOG_PID", None)
-        self.bridge(env=env)
-        msgs = []
-
-        def got(pred):
-            try:
-                msgs.append(s.recv(4096).decode())
-            except socket.timeout:
-                pass
-            return any(pred(m) for m in msgs)
-
-        wait_until(lambda: got(lambda m: "READY=1" in m), what="READY=1")
+        b = self.bridge()
+        n = self.notify
+        n.wait("READY=1")
         # READY only after the first full sync: the IngressRoute already exists.
         self.assertIsNotNone(self.ir())
-        wait_until(lambda: got(lambda m: "WATCHDOG=1" in m), what="watchdog ping")
-        wait_until(lambda: got(lambda m: m.startswith("STATUS=in sync")), what="STATUS")
-        ready_index = next(i for i, m in enumerate(msgs) if "READY=1" in m)
-        self.assertFalse(any("STATUS=in sync" in m for m in msgs[:ready_index]))
+        n.wait("WATCHDOG=1", what="watchdog ping")
+        wait_until(lambda: n.got(lambda m: m.startswith("STATUS=in sync")), what="STATUS")
+        ready_index = n.index("READY=1")
+        self.assertFalse(any("STATUS=in sync" in m for m in n.snapshot()[:ready_index]))
+        self.assert_stops(b)
+
+    def test_a_service_manager_that_stops_reading_never_stalls_the_loop(self):
+        """The notify socket's queue full (the manager busy): messages are dropped, the
+        loop keeps serving and syncing, and SIGTERM still ends the process."""
+        stalled = Notify(self.tmp.name, "stalled.sock", reading=False)
+        self.addCleanup(stalled.close)
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = self.bridge(env=stalled.env(watchdog_usec=20000))  # a ping every 10 ms
+        wait_until(lambda: self.ir(), what="first sync")
+        b.wait_log(r"sd_notify [A-Z]+: Resource temporarily unavailable")  # the queue is full
+        self.etcd.put("canary/default/shop/weights", "shop-v1=30, shop-v2=70")
+        wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 30, "shop-v2": 70},
+                   what="syncing with the notify queue full")
+        self.assertEqual(http_get(self.port, "/healthz"), (200, "ok\n"))
+        b.signal(signal.SIGTERM)
+        try:
+            self.assertEqual(b.proc.wait(timeout=15), 0)
+        except subprocess.TimeoutExpired:
+            self.fail("SIGTERM with the notify queue full: the process did not exit:\n"
+                      + b.log_tail())
 
 
 class Signals(OpsCase):
+    def reload(self, b, config):
+        """Write `config`, SIGHUP, and wait for the systemd side of a reload: RELOADING=1,
+        then READY=1.  Returns the index of the first message after the signal."""
+        b.write_config(config)
+        mark = self.notify.mark()
+        b.signal(signal.SIGHUP)
+        self.notify.wait("RELOADING=1", mark)
+        self.notify.wait("READY=1", mark, what="READY=1 after the reload")
+        return mark
+
     def test_sighup_with_a_broken_config_keeps_the_old_one(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
         b = self.bridge()
         wait_until(lambda: self.ir(), what="first sync")
-        b.write_config("source: {type: etcd, prefix: [not, a, string]}\n")
         since = b.log_size()
-        b.signal(signal.SIGHUP)
+        self.reload(b, "source: {type: etcd, prefix: [not, a, string]}\n")
         b.wait_log(r"reload: .*bridge\.yaml:1:.*keeping the running configuration", since=since)
         self.etcd.put("canary/default/shop/weights", "shop-v1=5, shop-v2=95")
         wait_until(lambda: weights_of(self.ir()) == {"shop-v1": 5, "shop-v2": 95},
                    what="still syncing with the old config")
         self.assertTrue(b.alive())
+        self.assert_stops(b)
 
     def test_sighup_with_a_new_prefix_relists(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
@@ -194,15 +367,48 @@ class Signals(OpsCase):
         self.assertIsNone(self.kube.get(G, "default", "ingressroutes", "cart"))
         cfg = bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port,
                             prefix="other/")
-        b.write_config(cfg)
-        b.signal(signal.SIGHUP)
+        mark = self.reload(b, cfg)
         cart = lambda: self.kube.get(G, "default", "ingressroutes", "cart")
         wait_until(lambda: weights_of(cart()) == {"cart-v1": 11, "cart-v2": 89},
                    what="the new prefix listed and applied")
         self.assertEqual(cart()["metadata"]["annotations"]["canary-bridge.io/source-prefix"],
                          "other/")
         wait_until(lambda: http_get(self.port, "/healthz")[0] == 200, what="endpoints back")
+        # A reload is not a stop, and the new pipeline pings the watchdog again.
+        self.assertIsNone(self.notify.got(lambda m: "STOPPING=1" in m, mark))
+        ready = self.notify.index("READY=1", mark)
+        self.notify.wait("WATCHDOG=1", ready + 1, what="watchdog pings after the reload")
         self.assertTrue(b.alive())
+        self.assert_stops(b)
+
+    def test_valid_reload_after_a_refused_one_restarts_and_then_stops(self):
+        """Under a service manager with a watchdog: refused reload, valid reload, SIGTERM.
+        The valid one must restart the pipeline, and the stop must end the process."""
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("other/default/cart/route", ROUTE.replace("shop", "cart"))
+        b = self.bridge()
+        self.notify.wait("READY=1")
+        wait_until(lambda: self.ir(), what="first sync")
+        since = b.log_size()
+        self.reload(b, "source: {type: etcd, prefix: [not, a, string]}\n")
+        b.wait_log(r"keeping the running configuration", since=since)
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port,
+                            prefix="other/")
+        since = b.log_size()
+        self.reload(b, cfg)
+        b.wait_log(r"restarting the pipeline", since=since)
+        wait_until(lambda: self.kube.get(G, "default", "ingressroutes", "cart"),
+                   what="the reloaded pipeline syncing the new prefix")
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, what="ready after reload")
+        self.assert_stops(b)
+
+    def test_sigterm_after_a_reload_exits(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        b = self.bridge()
+        wait_until(lambda: self.ir(), what="first sync")
+        self.reload(b, bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port))
+        wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, what="ready after reload")
+        self.assert_stops(b)
 
     def test_sigterm_finishes_the_write_in_flight_and_exits_0(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
@@ -213,8 +419,7 @@ class Signals(OpsCase):
         self.etcd.put("canary/default/shop/weights", "shop-v1=42, shop-v2=58")
         wait_until(lambda: [r for r in self.kube.requests(since=mark) if r["method"] == "PUT"],
                    what="the PUT reached the server")
-        b.signal(signal.SIGTERM)
-        self.assertEqual(b.proc.wait(timeout=15), 0)
+        self.assert_stops(b)
         self.assertEqual(weights_of(self.ir()), {"shop-v1": 42, "shop-v2": 58})
         self.assertRegex(b.log_text(), r"IngressRoute shop written")
 

@@ -414,8 +414,8 @@ class SoakCase(unittest.TestCase):
             want[name] = {name + "-v1": w[0], name + "-v2": w[1]}
         self.wait_weights(want)
         for name in want:
-            mw = self.kube.get(G, NS, "middlewares", name + "-beta")
-            self.assertIsNotNone(mw, "Middleware %s-beta" % name)
+            mw = self.kube.get(G, NS, "middlewares", name + ".beta")
+            self.assertIsNotNone(mw, "Middleware %s.beta" % name)
         deletes = [r["path"] for r in self.kube.requests() if r["method"] == "DELETE"]
         self.assertEqual(deletes, [])
         self.assertTrue(b.alive(), b.log_tail())

@@ -8,15 +8,17 @@ Nothing sleeps where a condition can be awaited; nothing asserts on latency."""
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
 from consul import Consul  # noqa: E402
 
 G = "traefik.io"
@@ -154,12 +156,19 @@ class SourceSuite:
         self.assertEqual(self.ir()["metadata"]["annotations"]["canary-bridge.io/source-revision"],
                          str(rev2))
 
-    def test_deleting_weights_falls_back_to_route_weights(self):
+    def test_deleting_weights_keeps_the_weights_in_force(self):
+        # Issue 11, defect 2: deleting a key never moves traffic; the route
+        # document's 80/20 applies once the document itself changes.
         self.put("canary/default/shop/route", ROUTE)
         self.put("canary/default/shop/weights", "shop-v1=10, shop-v2=90")
         self.start_bridge()
         self.wait_weights({"shop-v1": 10, "shop-v2": 90})
+        since = self.bridge.log_size()
         self.delete("canary/default/shop/weights")
+        self.bridge.wait_log(r"route default/shop: weights key gone: keeping the weights in "
+                             r"force shop-v1=10 shop-v2=90", since=since)
+        self.assertEqual(weights_of(self.ir()), {"shop-v1": 10, "shop-v2": 90})
+        self.put("canary/default/shop/route", ROUTE + "priority: 5\n")
         self.wait_weights(ROUTE_WEIGHTS)
 
     def test_deleting_route_keys_leaves_the_object_in_upsert_only(self):
@@ -236,7 +245,9 @@ class SourceSuite:
         st = self.wait_status(lambda s: s.get("revision") == rev, what="status at %d" % rev)
         self.assertEqual(st["state"], "applied")
         self.assertEqual(st["resourceVersion"], self.ir()["metadata"]["resourceVersion"])
-        self.assertEqual(set(st), {"state", "message", "revision", "resourceVersion", "time"})
+        self.assertEqual(set(st), {"state", "message", "revision", "resourceVersion", "weights",
+                                   "time"})
+        self.assertEqual(st["weights"], {"shop-v1": 70, "shop-v2": 30})  # the weights in force
         self.assertRegex(st["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         rv = self.ir()["metadata"]["resourceVersion"]
         self.put("canary/default/shop/weights", "shop-v1=lots")
@@ -314,6 +325,72 @@ class SourceSuite:
                          % (self.status(), st, self.ir()["metadata"]["annotations"]
                             ["canary-bridge.io/source-revision"]))
 
+
+    def wait_full_sync(self, bridge, since=0):
+        """The bridge's first pass over every route is done, and any status write it made
+        has landed: a barrier edit's status comes back after them."""
+        bridge.wait_log(r"first full sync done", since=since, timeout=20)
+        self.barriers = getattr(self, "barriers", 0) + 1
+        barrier = self.put("canary/default/cart/weights", "cart-v1=%d, cart-v2=1" % self.barriers)
+        self.wait_status(lambda s: s.get("revision") == barrier, name="cart", what="cart barrier")
+
+    def test_restart_and_reload_rewrite_no_status(self):
+        """The status key already says what a new pass finds: a restart or a reload must not
+        rewrite it just to move its time (issue 11, defect 8)."""
+        self.put("canary/default/shop/route", ROUTE)
+        self.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.put("canary/default/cart/route", route_doc("cart"))
+        b = self.start_bridge(reconcile={"status": True})
+        st = self.wait_status(lambda s: s["state"] == "applied", what="shop applied")
+        self.assertEqual(st["weights"], {"shop-v1": 90, "shop-v2": 10})
+        self.wait_full_sync(b)
+        key = "canary/default/shop/status"
+        n0 = self.status_writes(key)
+        since = b.log_size()
+        b.signal(signal.SIGHUP)                                  # the same file: a reload
+        b.wait_log(r"restarting the pipeline", since=since)
+        self.wait_full_sync(b, since)
+        self.assertEqual(self.status_writes(key), n0, "reload rewrote %r" % self.status())
+        self.assertEqual(b.stop(), 0)
+        cfg = merged(bridge_config(kube=self.kube, **self.source_config()),
+                     {"reconcile": {"status": True}})
+        again = Bridge(self.tmp.name, cfg, name="bridge-again")  # a restart
+        self.addCleanup(again.stop)
+        self.wait_full_sync(again)
+        self.assertEqual(self.status_writes(key), n0, "restart rewrote %r" % self.status())
+        self.assertEqual(self.status(), st)
+        # A real change is still written, with the new weights in force.
+        rev = self.put("canary/default/shop/weights", "shop-v1=80, shop-v2=20")
+        st = self.wait_status(lambda s: s["revision"] == rev, what="status of the edit")
+        self.assertEqual(st["weights"], {"shop-v1": 80, "shop-v2": 20})
+
+    def test_mistyped_leaf_is_an_error_in_the_route_status(self):
+        """canary/default/shop/weight (no s) is not input: the route's status says so, naming
+        the key, with a did-you-mean (issue 11, defect 9)."""
+        self.put("canary/default/shop/route", ROUTE)
+        self.put("canary/default/shop/weight", "shop-v1=10, shop-v2=90")
+        self.put("canary/default/cart/wieghts", "cart-v1=10, cart-v2=90")   # nothing else
+        self.start_bridge(reconcile={"status": True})
+        st = self.wait_status(lambda s: s["state"] == "error", what="shop error")
+        self.assertIn("key canary/default/shop/weight: unknown leaf 'weight' "
+                      "(did you mean 'weights'? ", st["message"])
+        self.assertEqual(st["objects"], "applied")          # the rest of the route still works
+        self.assertEqual(weights_of(self.ir()), ROUTE_WEIGHTS)
+        st = self.wait_status(lambda s: s["state"] == "error", name="cart", what="cart error")
+        self.assertIn("key canary/default/cart/wieghts: unknown leaf 'wieghts' "
+                      "(did you mean 'weights'? ", st["message"])
+        self.assertIsNone(self.ir("cart"))
+        # A mistyped leaf made later, then the typo fixed: error, then applied again.
+        self.put("canary/default/shop/headres", "x-canary: always")
+        st = self.wait_status(lambda s: "headres" in s["message"], what="two typos")
+        self.assertIn("did you mean 'headers'?", st["message"])
+        self.delete("canary/default/shop/weight")
+        self.delete("canary/default/shop/headres")
+        rev = self.put("canary/default/shop/weights", "shop-v1=10, shop-v2=90")
+        st = self.wait_status(lambda s: s["state"] == "applied" and s["revision"] == rev,
+                              what="applied once the typos are gone")
+        self.assertEqual(st["message"], "")
+        self.assertNotIn("objects", st)
 
 class EtcdSource(SourceSuite, unittest.TestCase):
     source_name = "etcd"
@@ -401,6 +478,8 @@ class ConsulSource(SourceSuite, unittest.TestCase):
 class ConsulCase(unittest.TestCase):
     acl_token = None
     read_tokens = ()
+    tls = False
+    max_conns_per_client = None     # the test server's default: Consul's 200
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="cb-consul-")
@@ -408,14 +487,15 @@ class ConsulCase(unittest.TestCase):
         self.kube = KubeAPI(self.tmp.name)
         self.addCleanup(self.kube.stop)
         self.consul = Consul(self.tmp.name, acl_token=self.acl_token,
-                             read_tokens=self.read_tokens)
+                             read_tokens=self.read_tokens, tls=self.tls,
+                             max_conns_per_client=self.max_conns_per_client)
         self.addCleanup(self.consul.stop)
 
     def config(self, **sections):
         return bridge_config(consul_address=self.consul.url, kube=self.kube, **sections)
 
-    def start_bridge(self, env=None, wait_ready=True, **sections):
-        self.bridge = Bridge(self.tmp.name, self.config(**sections), env=env)
+    def start_bridge(self, env=None, wait_ready=True, name="bridge", **sections):
+        self.bridge = Bridge(self.tmp.name, self.config(**sections), env=env, name=name)
         self.addCleanup(self.bridge.stop)
         if wait_ready:
             self.bridge.wait_log(r"ready: ", timeout=20)
@@ -582,6 +662,93 @@ class ConsulFaults(ConsulCase):
         self.assertTrue(self.bridge.alive())
 
 
+class ConsulOddKeys(ConsulCase):
+    def test_one_odd_key_costs_only_itself(self):
+        # Flags up to 2^64-1 (consul lock sets 0x2ddccbc058a50c18); two keys that differ
+        # only in bytes that are not UTF-8, which Consul's JSON shows with one name; values
+        # starting with a UTF-8 byte order mark, as Windows editors write them.
+        self.consul.put("canary/default/shop/route", "\ufeff" + ROUTE, flags=2 ** 64 - 1)
+        self.consul.put("canary/default/shop/weights", "\ufeffshop-v1=70, shop-v2=30",
+                        flags=0x2ddccbc058a50c18)
+        self.consul.put("canary/default/cart/route", "\ufeff" + json.dumps(
+            {"match": "Host(`cart.example.com`)", "services": [
+                {"name": "cart-v1", "port": 80, "weight": 60},
+                {"name": "cart-v2", "port": 80, "weight": 40}]}))
+        for raw in (b"canary/default/sh\xffop/weights", b"canary/default/sh\xfeop/weights"):
+            self.consul.put(raw, "shop-v1=1, shop-v2=99")
+        self.start_bridge(source={"wait": "30s"})
+        self.wait_weights({"shop-v1": 70, "shop-v2": 30})
+        self.wait_weights({"cart-v1": 60, "cart-v2": 40}, name="cart")
+        self.consul.put("canary/default/shop/weights", "\ufeffshop-v1: 55\nshop-v2: 45\n")
+        self.wait_weights({"shop-v1": 55, "shop-v2": 45})
+        self.consul.put("canary/default/shop/weights", "shop-v1=50, shop-v2=50")
+        self.wait_weights({"shop-v1": 50, "shop-v2": 50})
+        log = self.bridge.log_text()
+        warned = re.findall(r".*\bwarn\b.*consul: ignoring key canary/default/sh\ufffdop/weights: "
+                            r"2 keys have this name.*", log)
+        self.assertEqual(len(warned), 1, warned)      # one warning, not one per answer
+        self.assertNotRegex(log, r"bad answer|appears twice|malformed")
+        self.assertTrue(self.bridge.alive())
+
+
+class ConsulConnections(ConsulCase):
+    # Consul answers 429 past limits.http_max_conns_per_client open connections from one
+    # IP, idle keep-alive ones counted. The bridge keeps at most 8 to its Consul.
+    max_conns_per_client = 10
+    ROUTES = 120
+
+    def test_many_routes_with_status_stay_under_the_connection_limit(self):
+        names = ["r%03d" % i for i in range(self.ROUTES)]
+        for n in names:
+            self.consul.put("canary/default/%s/route" % n, route_doc(n))
+        self.start_bridge(source={"wait": "30s"}, reconcile={"status": True})
+
+        def statuses():
+            return [e for e in self.consul.dump()["entries"] if e["Key"].endswith("/status")]
+        wait_for(lambda: len(statuses()) == self.ROUTES, "a status key for every route",
+                 lambda: (len(statuses()), self.consul.conns()), timeout=60)
+        self.assertTrue(all(json.loads(e["text"])["state"] == "applied" for e in statuses()))
+        # An edit to every route: another burst of writes, while the read is parked.
+        self.blocked()
+        for n in names:
+            self.consul.put("canary/default/%s/weights" % n, "%s-v1=7, %s-v2=3" % (n, n))
+        self.wait_weights({"%s-v1" % names[-1]: 7, "%s-v2" % names[-1]: 3}, name=names[-1],
+                          timeout=30)
+        def all_current():
+            ents = {e["Key"]: e for e in self.consul.dump()["entries"]}
+            return all(json.loads(e["text"])["revision"] ==
+                       ents[k[:-len("status")] + "weights"]["ModifyIndex"]
+                       for k, e in ents.items() if k.endswith("/status"))
+        wait_for(all_current, "every status naming its weights revision", self.consul.conns,
+                 timeout=60)
+        st = self.consul.conns()
+        self.assertEqual(st["refused"], 0, st)
+        self.assertLessEqual(st["max_open"]["127.0.0.1"], 8, st)
+        bad = re.findall(r".*(?:HTTP 429|Too Many Requests|cannot write).*",
+                         self.bridge.log_text())
+        self.assertEqual(bad, [])
+
+
+class ConsulHTTPS(ConsulCase):
+    # Consul's HTTPS listener offers h2 first; the bridge pins HTTP/1.1 for Consul, so the
+    # blocking read and the writes each have a connection of their own (the test server,
+    # like Python's, does not speak h2: a client that took it would get nothing).
+    tls = True
+
+    def test_https_speaks_http11_to_consul(self):
+        self.consul.put("canary/default/shop/route", ROUTE)
+        self.start_bridge(source={"wait": "30s", "tls": {"ca_file": self.consul.ca}},
+                          reconcile={"status": True})
+        self.wait_weights(ROUTE_WEIGHTS)
+        self.consul.put("canary/default/shop/weights", "shop-v1=66, shop-v2=34")
+        self.wait_weights({"shop-v1": 66, "shop-v2": 34})
+        wait_until(lambda: (parse_status(self.consul.get("canary/default/shop/status")) or
+                            {}).get("state") == "applied", what="status written over HTTPS")
+        alpn = self.consul.conns()["alpn"]
+        self.assertNotIn("h2", alpn)
+        self.assertGreaterEqual(alpn.get("http/1.1", 0), 1, alpn)
+
+
 MGMT_TOKEN = "6f1f0c8e-0b5a-4c55-9d43-secret-mgmt"
 READ_TOKEN = "2b7e3d11-77aa-4c1f-8e0e-secret-read"
 
@@ -635,21 +802,121 @@ class ConsulACL(ConsulCase):
         self.assertNotIn("secret-wrong", self.bridge.log_text())
         self.assertIsNone(self.ir())
 
-    def test_no_token_is_permission_denied_not_an_empty_prefix(self):
-        # Anonymous recurse reads are filtered (404 + X-Consul-Results-Filtered-By-Acls),
-        # which must not pass for "there are no keys".
+    def metric(self, name):
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                      timeout=5).read().decode()
+        m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+        return float(m.group(1)) if m else None
+
+    def acl_warnings(self):
+        return [l for l in self.bridge.log_text().splitlines()
+                if re.search(r"\bwarn\b.*consul: .*ACL: permission denied reading canary/", l)]
+
+    def probes(self, status=None):
+        """The bridge's single-key reads of the prefix itself (its read permission check)."""
+        return [r for r in self.consul.requests()
+                if r["method"] == "GET" and r["path"] == "/v1/kv/canary/" and
+                "recurse" not in r["query"] and (status is None or r["status"] == status)]
+
+    def kube_deletes(self):
+        return [r for r in self.kube.requests() if r["method"] == "DELETE"]
+
+    def test_no_token_is_an_acl_error_not_an_empty_prefix(self):
+        # Consul answers an anonymous recursive read under default-deny with a plain 404 +
+        # X-Consul-Index (maskResultsFilteredByACLs drops the filtered header for an empty
+        # token): only the single-key read of the prefix (403) tells denied from empty.
         self.consul.put("canary/default/shop/route", ROUTE)
-        self.start_bridge(wait_ready=False, source={"wait": "30s"}, reconcile={"policy": "sync"})
-        self.bridge.wait_log(r"permission denied reading canary/")
+        self.metrics_port = free_port()
+        self.start_bridge(wait_ready=False, source={"wait": "30s"}, reconcile={"policy": "sync"},
+                          metrics_port=self.metrics_port)
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ with the anonymous token")
         wait_until(lambda: len([r for r in self.consul.requests()
                                 if "recurse" in r["query"] and r["status"] == 404]) >= 3,
-                   what="three filtered answers")
-        warned = [l for l in self.bridge.log_text().splitlines()
-                  if re.search(r"\bwarn\b.*consul: .*permission denied reading", l)]
-        self.assertEqual(len(warned), 1, warned)     # once per outage, not per retry
+                   what="three anonymous recursive reads")
+        wait_until(lambda: len(self.probes(403)) >= 3, what="three refused permission checks")
+        for r in self.consul.requests():    # as real Consul: nothing says "filtered"
+            self.assertNotIn("filtered", json.dumps(r).lower())
+        self.assertEqual(len(self.acl_warnings()), 1, self.acl_warnings())  # once per outage
+        self.assertRegex(self.acl_warnings()[0], r"default ACL policy deny")
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 1)
+        self.assertEqual(self.metric("canary_bridge_source_connected"), 0)
         self.assertIsNone(self.ir())
-        self.assertNotRegex(self.bridge.log_text(), r"ready: ")
+        self.assertNotRegex(self.bridge.log_text(), r"ready: |initial list")
         self.assertTrue(self.bridge.alive())
+
+    def test_sync_restart_with_an_empty_token_file_deletes_nothing(self):
+        for name in ("shop", "cart"):
+            self.consul.put("canary/default/%s/route" % name, route_doc(name))
+        token_file = self.token_file(MGMT_TOKEN)
+        self.start_bridge(source={"token_file": token_file, "wait": "30s"},
+                          reconcile={"policy": "sync"})
+        for name in ("shop", "cart"):
+            self.wait_weights({"%s-v1" % name: 80, "%s-v2" % name: 20}, name=name)
+        self.bridge.stop()
+        with open(token_file, "w") as f:
+            f.write("\n")                  # emptied (a secret mount not populated yet)
+        self.start_bridge(wait_ready=False, name="bridge2", reconcile={"policy": "sync"},
+                          source={"token_file": token_file, "wait": "30s"})
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ with the anonymous token")
+        wait_until(lambda: len(self.probes(403)) >= 3, what="three refused permission checks")
+        self.assertEqual(self.kube_deletes(), [])
+        for name in ("shop", "cart"):
+            self.assertEqual(weights_of(self.ir(name)), {"%s-v1" % name: 80, "%s-v2" % name: 20})
+        self.assertNotRegex(self.bridge.log_text(), r"ready: |initial list")
+        # The token comes back (rotated in): the bridge reads again and carries on.
+        self.token_file(MGMT_TOKEN)
+        self.bridge.wait_log(r"ready: ", timeout=30)
+        self.consul.put("canary/default/shop/weights", "shop-v1=5, shop-v2=95")
+        self.wait_weights({"shop-v1": 5, "shop-v2": 95})
+        self.assertEqual(self.kube_deletes(), [])
+
+    def test_anonymous_rights_revoked_while_running_deletes_nothing(self):
+        # The anonymous token may read the prefix, so the bridge runs without a token; then
+        # its policy loses the rule: the parked query answers a plain 404, as if every key
+        # had been deleted.
+        for name in ("shop", "cart"):
+            self.consul.put("canary/default/%s/route" % name, route_doc(name))
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN], anonymous_read=["canary/"])
+        self.metrics_port = free_port()
+        self.start_bridge(source={"wait": "30s"}, reconcile={"policy": "sync"},
+                          metrics_port=self.metrics_port)
+        for name in ("shop", "cart"):
+            self.wait_weights({"%s-v1" % name: 80, "%s-v2" % name: 20}, name=name)
+        self.blocked()
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 0)
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN])
+        # A parked query keeps the rights it was resolved with (as in Consul): wake each
+        # one until a query under the new policy answered.
+        wait_until(lambda: self.consul.wake() is None or self.acl_warnings(), timeout=20,
+                   what="the ACL warning")
+        self.assertRegex(self.acl_warnings()[0], r"with the anonymous token")
+        wait_until(lambda: len(self.probes(403)) >= 2, what="refused permission checks")
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 1)
+        self.assertEqual(self.kube_deletes(), [])
+        for name in ("shop", "cart"):
+            self.assertEqual(weights_of(self.ir(name)), {"%s-v1" % name: 80, "%s-v2" % name: 20})
+        # Rights back: it converges again, and a real deletion still deletes.
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN], anonymous_read=["canary/"])
+        self.bridge.wait_log(r"consul: reconnected to", timeout=30)
+        self.assertEqual(self.metric("canary_bridge_source_acl_denied"), 0)
+        self.consul.delete("canary/default/cart/route")
+        wait_for(lambda: self.ir("cart") is None, "cart deleted", lambda: self.ir("cart"))
+        self.assertIsNotNone(self.ir("shop"))
+
+    def test_partial_rights_are_an_acl_error(self):
+        # A token that may read part of the prefix gets a shorter list: a real token is told
+        # so in a header; the anonymous token is not, and only the permission check shows it.
+        self.consul.put("canary/default/shop/route", ROUTE)
+        self.consul.put("canary/other/cart/route", route_doc("cart"))
+        self.consul.set_acl(MGMT_TOKEN, [READ_TOKEN], {"part-token": ["canary/default/"]},
+                            anonymous_read=["canary/default/"])
+        self.start_bridge(wait_ready=False, source={"token": "part-token"})
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ .*Consul left keys out")
+        self.bridge.stop()
+        self.start_bridge(wait_ready=False, name="bridge2")
+        self.bridge.wait_log(r"ACL: permission denied reading canary/ with the anonymous token")
+        self.assertIsNone(self.ir())
+        self.assertNotRegex(self.bridge.log_text(), r"ready: |initial list")
 
     def test_read_only_token_status_write_fails_logged_once_and_syncing_goes_on(self):
         for name in ("shop", "cart", "blog"):

@@ -72,7 +72,7 @@ class UnderValgrind(unittest.TestCase):
                 wait_until(lambda: weights_of(ir()) == {"shop-v1": 50, "shop-v2": 50},
                            timeout=60, what="drift put back")
                 etcd.delete("canary/default/shop/headers")
-                wait_until(lambda: kube.get(G, "default", "middlewares", "shop-beta") is None,
+                wait_until(lambda: kube.get(G, "default", "middlewares", "shop.beta") is None,
                            timeout=60, what="middleware pruned")
             finally:
                 b.signal(signal.SIGTERM)

@@ -23,6 +23,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -36,7 +37,7 @@ KUBEAPI_SERVER = os.path.join(REPO, "tests", "kubeapi", "server.py")
 API_VERSIONS = {"": "v1", "coordination.k8s.io": "v1", "events.k8s.io": "v1",
                 "apiextensions.k8s.io": "v1", "authorization.k8s.io": "v1"}  # else v1alpha1
 
-__all__ = ["free_port", "wait_until", "Etcd", "KubeAPI", "Bridge", "ApiError",
+__all__ = ["free_port", "wait_until", "Etcd", "EtcdCluster", "KubeAPI", "Bridge", "ApiError",
            "bridge_config", "REPO"]
 
 
@@ -285,6 +286,221 @@ class Etcd(Proc):
         self.etcdctl("user", "grant-role", user, "root")
         self.etcdctl("auth", "enable")
         self.auth = (user, password)
+
+
+class _PeerProxy:
+    """A loopback TCP forwarder in front of one etcd member's peer listener.  The cluster
+    advertises the proxy's port as the member's peer URL, so all raft traffic TO that member
+    passes here.  The raft transport's requests carry an X-Server-From header naming the
+    sending member; a connection may open with another request (GET /members) and be reused
+    for raft later, so every request going upstream is scanned until one names its sender.
+    Knowing both ends, the proxy can cut exactly the links of one member
+    (see EtcdCluster.partition)."""
+
+    def __init__(self, cluster, target_name):
+        self.cluster, self.target = cluster, target_name
+        self.target_port = None          # the member's real peer port, set before it starts
+        self.conns = {}                  # socket pair -> sender's member id (or None)
+        self.lock = threading.Lock()
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            u = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            u.settimeout(None)
+        except OSError:
+            _reset(c)
+            return
+        pair = (c, u)
+        with self.lock:
+            self.conns[pair] = None
+        threading.Thread(target=self._pump, args=(c, u, pair, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(u, c, pair, False), daemon=True).start()
+
+    _SENDER = re.compile(rb"(?i)\r\nX-Server-From:[ \t]*([0-9a-f]+)\r\n")
+
+    def _pump(self, a, b, pair, upstream):
+        tail = b""
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                if upstream and self.conns.get(pair) is None:
+                    m = self._SENDER.search(tail + data)
+                    tail = (tail + data)[-128:]
+                    if m:
+                        with self.lock:
+                            if pair in self.conns:
+                                self.conns[pair] = m.group(1).decode()   # member id
+                if self.cluster._is_cut(self.conns.get(pair), self.target):
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        with self.lock:
+            mine = self.conns.pop(pair, "gone") != "gone"
+        if mine:
+            for s in pair:
+                _reset(s)
+
+    def cut_links(self):
+        """Reset every open connection that a partition now forbids."""
+        with self.lock:
+            doomed = [p for p, sender in self.conns.items()
+                      if self.cluster._is_cut(sender, self.target)]
+            for p in doomed:
+                del self.conns[p]
+        for p in doomed:
+            for s in p:
+                _reset(s)
+
+    def close(self):
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        with self.lock:
+            pairs, self.conns = list(self.conns), {}
+        for p in pairs:
+            for s in p:
+                _reset(s)
+
+
+def _reset(s):
+    """Abort a connection (RST); shutdown() first wakes a thread blocked in recv() on it."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+    except OSError:
+        pass
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
+
+
+class _ClusterMember(Etcd):
+    """One member of an EtcdCluster (the Etcd gateway helpers, a cluster's command line)."""
+
+    def __init__(self, tmpdir, name, proxy):
+        self.dir = os.path.join(tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.name, self.proxy, self.extra_args = name, proxy, []
+        self.auth, self._token = None, None
+        self.client_port, self.peer_port = free_port(), free_port()
+        proxy.target_port = self.peer_port
+
+    def _start_cluster(self, initial_cluster, extra_args):
+        argv = ["etcd", "--name", self.name, "--data-dir", os.path.join(self.dir, "data"),
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", "http://127.0.0.1:%d" % self.peer_port,
+                "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % self.proxy.port,
+                "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "cb-cluster"] + list(extra_args)
+        self._spawn(argv, os.path.join(self.dir, "etcd.log"))
+
+    def restart(self, timeout=10):
+        raise NotImplementedError("restart a cluster member through its EtcdCluster")
+
+
+class EtcdCluster:
+    """Three (or n) etcd members on loopback, each member's peer traffic through a
+    _PeerProxy so that a test can cut one member off from the others (partition) while the
+    rest keep their majority.  members[i] has the Etcd gateway helpers (put, get, call...);
+    a write through a member of the majority is a write to the cluster."""
+
+    def __init__(self, tmpdir, n=3, extra_args=()):
+        self.cut = set()
+        self.ids = {}          # member id (hex) -> name
+        self.proxies = [_PeerProxy(self, "m%d" % i) for i in range(n)]
+        self.members = [_ClusterMember(tmpdir, "m%d" % i, p) for i, p in enumerate(self.proxies)]
+        initial = ",".join("%s=http://127.0.0.1:%d" % (m.name, m.proxy.port)
+                           for m in self.members)
+        try:
+            for m in self.members:
+                m._start_cluster(initial, extra_args)
+            for m in self.members:
+                wait_until(lambda: m._healthy() or not m.alive() and _raise_exited(m),
+                           timeout=60, what="etcd member %s /health" % m.name,
+                           ignore=(OSError, ValueError))
+            ms = self.members[0].call("/v3/cluster/member/list", {})["members"]
+            self.ids = {"%x" % int(x["ID"]): x["name"] for x in ms}
+        except BaseException:
+            self.kill()
+            raise
+
+    def _name_of(self, member_id):
+        return self.ids.get(member_id.lstrip("0") or "0")
+
+    def _is_cut(self, sender_id, target):
+        """Whether the partition forbids a link from the member with id `sender_id` (hex, or
+        None while unknown) to the member named `target`."""
+        return bool(self.cut) and (target in self.cut or
+                                   sender_id is not None and self._name_of(sender_id) in self.cut)
+
+    @property
+    def urls(self):
+        return [m.url for m in self.members]
+
+    def partition(self, member):
+        """Cut `member` (an index or a name) off from every other member, both ways."""
+        self.cut.add(member if isinstance(member, str) else self.members[member].name)
+        for p in self.proxies:
+            p.cut_links()
+
+    def heal(self):
+        self.cut.clear()
+
+    def put(self, key, value, via, timeout=30):
+        """Write through the members in `via` (indexes), retrying until one accepts it (a
+        majority may be electing a leader); returns the new revision."""
+        def attempt():
+            for i in via:
+                try:
+                    return self.members[i].put(key, value)
+                except (OSError, RuntimeError):
+                    pass
+            return None
+        return wait_until(attempt, timeout, what="a write to %r through members %r" % (key, via))
+
+    def stop(self):
+        for m in self.members:
+            m.stop()
+        for p in self.proxies:
+            p.close()
+
+    def kill(self):
+        for m in self.members:
+            m.kill()
+        for p in self.proxies:
+            p.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.stop()
+        else:
+            self.kill()
+
+
+def _raise_exited(m):
+    raise RuntimeError("etcd member %s exited:\n%s" % (m.name, m.log_tail()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,10 +55,14 @@ class Consul:
     (DIR/ca.crt with tls), client_cert/client_key (with client_auth), log_path."""
 
     def __init__(self, tmpdir, acl_token=None, tls=False, read_tokens=(), client_auth=False,
-                 name="consul", start_index=None, start=True):
+                 name="consul", start_index=None, start=True, prefix_tokens=None,
+                 anonymous_read=(), max_conns_per_client=None):
         self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.acl_token, self.read_tokens = acl_token, list(read_tokens)
+        self.prefix_tokens = dict(prefix_tokens or {})    # token -> [key_prefix read]
+        self.anonymous_read = list(anonymous_read)       # the anonymous token's prefixes
+        self.max_conns_per_client = max_conns_per_client  # None = Consul's default, 200
         self.tls, self.client_auth = tls, client_auth
         self.start_index = start_index
         self.log_path = os.path.join(self.dir, "server.log")
@@ -91,6 +95,13 @@ class Consul:
             argv += ["--acl-token", self.acl_token]
         for t in self.read_tokens:
             argv += ["--acl-read-token", t]
+        for t, prefixes in self.prefix_tokens.items():
+            for p in prefixes:
+                argv += ["--acl-prefix-token", "%s=%s" % (t, p)]
+        for p in self.anonymous_read:
+            argv += ["--acl-anonymous-read", p]
+        if self.max_conns_per_client is not None:
+            argv += ["--http-max-conns-per-client", str(self.max_conns_per_client)]
         if self.tls:
             argv.append("--tls")
             if self.client_auth:
@@ -173,12 +184,18 @@ class Consul:
             self.kill()
 
     # ---- raw HTTP
+    # The harness connects from another loopback address, so that the server's
+    # per-client connection limit counts the bridge (127.0.0.1) alone.
+    CLIENT_ADDRESS = ("127.0.0.2", 0)
+
     def connection(self, timeout=10):
         """A fresh keep-alive http.client connection to the server."""
         if self.tls:
             return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
-                                               context=self.ssl_context)
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+                                               context=self.ssl_context,
+                                               source_address=self.CLIENT_ADDRESS)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                          source_address=self.CLIENT_ADDRESS)
 
     def request(self, method, path, body=None, headers=None, token=True, timeout=10,
                 content_type=None):
@@ -326,10 +343,22 @@ class Consul:
         return wait_until(enough, timeout, what="%d blocked quer%s" % (n, "y" if n == 1
                                                                         else "ies"))
 
-    def set_acl(self, token=None, read_tokens=()):
+    def set_acl(self, token=None, read_tokens=(), prefix_tokens=None, anonymous_read=()):
         """Change the tokens of the running server (kept for restart())."""
         self.acl_token, self.read_tokens = token, list(read_tokens)
-        return self.control("POST", "acl", {"token": token, "read_tokens": list(read_tokens)})
+        self.prefix_tokens = dict(prefix_tokens or {})
+        self.anonymous_read = list(anonymous_read)
+        return self.control("POST", "acl", {"token": token, "read_tokens": list(read_tokens),
+                                            "prefix_tokens": self.prefix_tokens,
+                                            "anonymous_read": self.anonymous_read})
+
+    def conns(self):
+        """{limit, open: {ip: n}, max_open: {ip: n}, refused, alpn: {protocol: n}}."""
+        return self.control("GET", "conns")
+
+    def reset_conns(self):
+        """max_open back to what is open now; refused and alpn to zero."""
+        return self.control("DELETE", "conns")
 
     def dump(self):
         """{raft_index, kvs_index, entries (with "text"), tombstones, waiters}."""

@@ -78,6 +78,7 @@ static void assert_defaults(const struct config *c) {
     assert_null(c->source.datacenter);
     assert_string_equal(c->source.consistency, "default");
     assert_int_equal(c->source.wait_ms, 300000);
+    assert_int_equal(c->source.liveness_ms, 5000);
     assert_null(c->source.tls.ca_file);
     assert_null(c->source.tls.cert_file);
     assert_null(c->source.tls.key_file);
@@ -99,6 +100,7 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->reconcile.burst_hold_ms, 10000);
     assert_int_equal(c->reconcile.burst_quiet_ms, 30);
     assert_false(c->reconcile.allow_cross_namespace);
+    assert_int_equal(c->reconcile.max_delete_percent, 50);
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
     assert_string_equal(c->leader_election.namespace, "default");
@@ -418,7 +420,7 @@ static void test_error_unknown_keys(void **state) {
     expect_error("source:\n  type: etcd\n  colour: red\n",
                  "t.yaml:3: unknown key 'source.colour' (known keys: type, endpoints, address, "
                  "prefix, username, password, password_file, token, token_file, datacenter, "
-                 "consistency, wait, tls)");
+                 "consistency, wait, liveness_check, tls)");
     expect_error("source:\n  tls:\n    insecure_skip_verify: false\n    ca: x\n",
                  "t.yaml:4: unknown key 'source.tls.ca' (known keys: ca_file, cert_file, "
                  "key_file, insecure_skip_verify)");
@@ -612,6 +614,20 @@ static void test_error_ranges(void **state) {
     (void)state;
     expect_error("source:\n  type: consul\n  wait: 15m\n",
                  "t.yaml:3: source.wait: must be between 1s and 10m");
+    expect_error("source:\n  liveness_check: 500ms\n",
+                 "t.yaml:2: source.liveness_check: must be 0 (off) or between 1s and 10m");
+    expect_error("source:\n  liveness_check: 11m\n",
+                 "t.yaml:2: source.liveness_check: must be 0 (off) or between 1s and 10m");
+    expect_error("source:\n  type: consul\n  liveness_check: 5s\n",
+                 "t.yaml:3: source.liveness_check: only applies to source.type etcd (source.type "
+                 "is consul)");
+    struct config cfg;
+    expect_ok("source:\n  liveness_check: 0\n", &cfg);
+    assert_int_equal(cfg.source.liveness_ms, 0);
+    config_free(&cfg);
+    expect_ok("source:\n  liveness_check: 2s\n", &cfg);
+    assert_int_equal(cfg.source.liveness_ms, 2000);
+    config_free(&cfg);
     expect_error("reconcile:\n  resync: 10ms\n",
                  "t.yaml:2: reconcile.resync: must be 0 (off) or at least 1s");
     expect_error("reconcile:\n  max_in_flight: 0\n",
@@ -620,6 +636,8 @@ static void test_error_ranges(void **state) {
                  "t.yaml:2: reconcile.burst_hold: must be at most 5m (0 = off)");
     expect_error("reconcile:\n  burst_quiet: 0\n",
                  "t.yaml:2: reconcile.burst_quiet: must be between 1ms and 1m");
+    expect_error("reconcile:\n  max_delete_percent: 101\n",
+                 "t.yaml:2: reconcile.max_delete_percent: must be between 0 and 100");
     expect_error("reconcile:\n  namespaces: [shop, Shop]\n",
                  "t.yaml:2: reconcile.namespaces: entry 1 is not a valid namespace name "
                  "(lowercase letters, digits and '-', at most 63)");

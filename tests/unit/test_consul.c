@@ -162,7 +162,45 @@ static void test_list_parse_errors(void **state) {
     parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":-1}]", "malformed index");
     parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":1.5}]", "malformed index");
     parse_fails("[{\"Key\":\"a\",\"Flags\":true}]", "malformed index or flags");
-    parse_fails("[{\"Key\":\"b\"},{\"Key\":\"a\"},{\"Key\":\"b\"}]", "key b appears twice");
+    parse_fails("[{\"Key\":\"a\",\"Flags\":-1}]", "malformed index or flags");
+    parse_fails("[{\"Key\":\"a\",\"Flags\":1e20}]", "malformed index or flags");
+    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":9007199254740994}]", "malformed index");
+}
+
+/* One odd key costs only itself: Flags are any uint64; two keys that differ
+ * only in bytes that are not UTF-8 arrive with one name (U+FFFD) and are
+ * left out, with a line naming them. */
+static void test_list_parse_odd_keys(void **state) {
+    (void)state;
+    const char *json = "[{\"Key\":\"c/a\",\"Flags\":18446744073709551615,\"ModifyIndex\":3},"
+                       "{\"Key\":\"c/x\\ufffd/w\",\"ModifyIndex\":4},"
+                       "{\"Key\":\"c/b\",\"Flags\":3304740253564472344,\"ModifyIndex\":5},"
+                       "{\"Key\":\"c/x\\ufffd/w\",\"ModifyIndex\":6},"
+                       "{\"Key\":\"c/\\u0001\",\"ModifyIndex\":7},"
+                       "{\"Key\":\"c/\\u0001\",\"ModifyIndex\":8},"
+                       "{\"Key\":\"c/z\",\"ModifyIndex\":9}]";
+    struct consul_list l;
+    char err[128];
+    assert_int_equal(consul_list_parse(json, strlen(json), &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.kvs[0].key, "c/a");
+    assert_true(l.kvs[0].flags == UINT64_MAX);
+    assert_string_equal(l.kvs[1].key, "c/b");
+    assert_true(l.kvs[1].flags > (1ull << 53)); /* consul lock's flag, approximately */
+    assert_string_equal(l.kvs[2].key, "c/z");
+    assert_string_equal(l.warnings,
+                        "ignoring key c/\\x01: 2 keys have this name in Consul's answer (keys "
+                        "that differ only in bytes that are not UTF-8, which Consul's JSON shows "
+                        "as U+FFFD); none of them is read\n"
+                        "ignoring key c/x\xef\xbf\xbd/w: 2 keys have this name in Consul's answer "
+                        "(keys that differ only in bytes that are not UTF-8, which Consul's JSON "
+                        "shows as U+FFFD); none of them is read\n");
+    consul_list_free(&l);
+    assert_null(l.warnings);
+    const char *plain = "[{\"Key\":\"a\"}]";
+    assert_int_equal(consul_list_parse(plain, strlen(plain), &l, err, sizeof err), 0);
+    assert_null(l.warnings);
+    consul_list_free(&l);
 }
 
 /* ---- diff ---- */
@@ -223,7 +261,7 @@ static void test_diff(void **state) {
     consul_list_free(&old);
 
     /* Everything gone (a 404): deletes in key order, all at the index. */
-    struct consul_list empty = {NULL, 0};
+    struct consul_list empty = {NULL, 0, NULL};
     assert_int_equal(consul_diff(&cur, &empty, 12, &ch, &n), 0);
     assert_int_equal(n, 4);
     const char *keys[] = {"a", "b", "d", "e"};
@@ -239,6 +277,25 @@ static void test_diff(void **state) {
 }
 
 /* ---- indexes ---- */
+
+static void test_list_drops_and_probe(void **state) {
+    (void)state;
+    struct consul_list a, b, empty = {NULL, 0, NULL};
+    make_list(&a, "[{\"Key\":\"p/a\"},{\"Key\":\"p/b\"}]");
+    make_list(&b, "[{\"Key\":\"p/a\"},{\"Key\":\"p/b\"},{\"Key\":\"p/c\"}]");
+    assert_false(consul_list_drops(&a, &b));
+    assert_true(consul_list_drops(&b, &a));
+    assert_true(consul_list_drops(&a, &empty));
+    assert_false(consul_list_drops(&empty, &a));
+    assert_false(consul_list_drops(&a, &a));
+    consul_list_free(&a);
+    consul_list_free(&b);
+    assert_int_equal(consul_probe_result(200), CONSUL_PROBE_READABLE);
+    assert_int_equal(consul_probe_result(404), CONSUL_PROBE_READABLE);
+    assert_int_equal(consul_probe_result(403), CONSUL_PROBE_DENIED);
+    assert_int_equal(consul_probe_result(500), CONSUL_PROBE_ERROR);
+    assert_int_equal(consul_probe_result(401), CONSUL_PROBE_ERROR);
+}
 
 static void test_index_rules(void **state) {
     (void)state;
@@ -357,6 +414,8 @@ struct fake {
     bool done;
     int puts_done;
     const char *want_token; /* X-Consul-Token every request must carry (NULL: none) */
+    int probes;             /* single-key reads of the prefix (the read permission check) */
+    int probe_status[8];    /* what the n-th one gets; 0 = 404 */
     void (*dispatch)(struct fake *f, struct fake_conn *c, const struct fake_req *rq);
 };
 
@@ -476,6 +535,17 @@ static void check_token(struct fake *f, const struct fake_req *rq) {
     assert_string_equal(got, f->want_token);
 }
 
+#define ANON_DENIED                                                                                \
+    "Permission denied: anonymous token lacks permission 'key:read' on \"canary/\". The "          \
+    "anonymous token is used implicitly when a request does not specify a token."
+
+/* The read permission check: 404 (readable, no such key) unless told. */
+static void probe_reply(struct fake *f, struct fake_conn *c) {
+    int n = f->probes++;
+    int status = n < 8 && f->probe_status[n] ? f->probe_status[n] : 404;
+    reply(c, status, status == 404 ? 30 : -1, status == 403 ? ANON_DENIED : "");
+}
+
 static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
     (void)h;
     b->base = malloc(hint);
@@ -510,7 +580,11 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
         buf_consume(&c->in, hlen + blen);
         struct fake_req rq = {method, target, headers, body, blen};
         check_token(c->f, &rq);
-        c->f->dispatch(c->f, c, &rq);
+        if (strcmp(method, "GET") == 0 && (strcmp(target, "/v1/kv/canary/") == 0 ||
+                                           strncmp(target, "/v1/kv/canary/?dc=", 18) == 0))
+            probe_reply(c->f, c);
+        else
+            c->f->dispatch(c->f, c, &rq);
         free(headers);
         free(body);
     }
@@ -805,6 +879,8 @@ static void test_source_against_fake_consul(void **state) {
                         "snapshot 4: " K_R "=match: Host(`a`)@3\n"
                         "down: reading 'canary/': HTTP 500: rpc error making call: No cluster "
                         "leader\n"
+                        "down: ACL: permission denied reading canary/ (check the ACL token): "
+                        "Permission denied\n"
                         "up\n"
                         "put ok: ok\n"
                         "put failed: Consul did not apply the write of canary/default/locked "
@@ -827,6 +903,10 @@ static void test_source_against_fake_consul(void **state) {
     assert_int_equal(
         log_count(&f, " warn ", "permission denied reading canary/ (check the ACL token)"), 1);
     assert_int_equal(log_count(&f, " debug ", "consul: put " K_H " at index 12"), 1);
+    /* The read permission was checked before every answer that replaced
+     * everything or lost a key: the initial list, the deletion at 13, the
+     * index reset, the resync; not before the others. */
+    assert_int_equal(f.probes, 4);
     fclose(f.logf);
     buf_free(&f.seen);
 }
@@ -919,8 +999,8 @@ static void run_auth(const char *token, const char *token_file, const char *env,
      * not reported again. */
     assert_int_equal(log_count(&f, " warn ", ""), 1);
     assert_int_equal(log_count(&f, " debug ", "HTTP 404 without a valid X-Consul-Index"), 1);
-    assert_string_equal(f.seen.data, "down: permission denied reading canary/ (check the ACL "
-                                     "token): Consul left keys out of the answer\n"
+    assert_string_equal(f.seen.data, "down: ACL: permission denied reading canary/ (check the "
+                                     "ACL token): Consul left keys out of the answer\n"
                                      "up\n"
                                      "snapshot 0:\n");
     fclose(f.logf);
@@ -962,6 +1042,62 @@ static void test_tokens(void **state) {
     assert_non_null(strstr(err, "source.address"));
 }
 
+/* ---- the anonymous token under default-deny: a plain 404 ---- */
+
+#define ANON_404                                                                                   \
+    "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 10\r\nX-Consul-Default-Acl-Policy: deny\r\n"        \
+    "Content-Length: 0\r\n\r\n"
+
+static void acl_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+    int step = f->step++;
+    switch (step) {
+    case 0: /* readable: the initial list (checked: probe 0 answers 404) */
+        assert_string_equal(rq->target, BASE);
+        reply_answer(c, 9, answer(entry(K_W, "a=1", 9), NULL, NULL, NULL));
+        break;
+    case 1: /* the rights are gone: Consul's anonymous answer looks like an empty prefix */
+        assert_string_equal(rq->target, BASE "&index=9&wait=2s");
+        conn_send(c, ANON_404, strlen(ANON_404));
+        break;
+    case 2: /* the retry: the same answer, but now the check (probe 2) says readable */
+        assert_string_equal(rq->target, BASE);
+        assert_int_equal(f->src->fault, SOURCE_FAULT_ACL);
+        conn_send(c, ANON_404, strlen(ANON_404));
+        break;
+    case 3:
+        assert_string_equal(rq->target, BASE "&index=10&wait=2s");
+        assert_int_equal(f->src->fault, SOURCE_FAULT_NONE);
+        fake_finish(f);
+        break;
+    default: fail_msg("unexpected request %d to %s", step, rq->target);
+    }
+}
+
+static void test_acl_denied_is_no_deletion(void **state) {
+    (void)state;
+    struct fake f;
+    uv_loop_t loop;
+    fake_setup(&f, &loop, acl_dispatch);
+    f.probe_status[1] = 403;
+    fake_make_source(&f);
+    fake_run(&f, NULL);
+    assert_int_equal(f.step, 4);
+    assert_int_equal(f.probes, 3);
+    assert_string_equal(
+        f.seen.data,
+        "up\n"
+        "snapshot 9: " K_W "=a=1@9\n"
+        "down: ACL: permission denied reading canary/ with the anonymous token (no token set, or "
+        "an empty token_file) under Consul's default ACL policy deny: the prefix cannot be read, "
+        "so its keys are not taken as deleted (give the token key_prefix \"canary/\" read); "
+        "Consul: " ANON_DENIED "\n"
+        "up\n"
+        "delete " K_W "=@10\n");
+    assert_int_equal(log_count(&f, " warn ", "consul: "), 1);
+    fclose(f.logf);
+    buf_free(&f.seen);
+}
+
 /* A token_file that cannot be read is an outage like any other; the file is
  * tried again on the retry. */
 static void tokfile_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
@@ -1001,7 +1137,9 @@ int main(void) {
         cmocka_unit_test(test_address_redact),
         cmocka_unit_test(test_list_parse),
         cmocka_unit_test(test_list_parse_errors),
+        cmocka_unit_test(test_list_parse_odd_keys),
         cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_list_drops_and_probe),
         cmocka_unit_test(test_index_rules),
         cmocka_unit_test(test_churn_refill),
         cmocka_unit_test(test_put_result),
@@ -1009,6 +1147,7 @@ int main(void) {
         cmocka_unit_test(test_no_hot_loop),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_token_file_missing),
+        cmocka_unit_test(test_acl_denied_is_no_deletion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -593,6 +593,7 @@ struct fake {
     void (*dispatch)(struct fake *f, struct fake_conn *c, const char *method, const char *path,
                      const char *body);
     struct http_req *stream_req, *slow_req;
+    char head[2048]; /* the header block of the request being dispatched */
 };
 
 static void conn_closed(uv_handle_t *h) {
@@ -740,6 +741,8 @@ static void fake_dispatch(struct fake *f, struct fake_conn *c, const char *metho
         assert_string_equal(path, "/v3/watch");
         assert_non_null(cr);
         expect_int(cr, "start_revision", "11");
+        /* The watch requires a leader (clientv3's WithRequireLeader). */
+        assert_non_null(strcasestr(f->head, "\r\nGrpc-Metadata-hasleader: true\r\n"));
         expect_b64(cr, "key", "canary/", 7);
         stream_start(c);
         stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"12\"},\"created\":true}}\n");
@@ -836,6 +839,7 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
             return;
         char method[16], path[128];
         assert_int_equal(sscanf(c->in.data, "%15s %127s HTTP/1.1", method, path), 2);
+        snprintf(c->f->head, sizeof c->f->head, "%.*s", (int)hlen, c->in.data);
         char *body = strndup(c->in.data + hlen, blen);
         assert_non_null(body);
         buf_consume(&c->in, hlen + blen);
@@ -990,6 +994,101 @@ static void test_source_against_fake_etcd(void **state) {
     buf_free(&f.seen);
 }
 
+/* ---- the liveness check of the watched member ----
+ * The watch stays open but the member stops answering (frozen): the status
+ * request that checks it gets no answer, so the source drops the watch,
+ * reports the outage and watches again from the last revision + 1. */
+
+static void probe_dispatch(struct fake *f, struct fake_conn *c, const char *method,
+                           const char *path, const char *body) {
+    assert_string_equal(method, "POST");
+    cJSON *j = cJSON_Parse(body);
+    assert_non_null(j);
+    const cJSON *cr = cJSON_GetObjectItem(j, "create_request");
+    int step = f->step++;
+    switch (step) {
+    case 0:
+        assert_string_equal(path, "/v3/kv/range");
+        send_json(c, 200, "{\"header\":{\"revision\":\"25\"}}");
+        break;
+    case 1:   /* the watch; an event, then silence */
+    case 4: { /* watched again after the failed check: resumes, no re-list */
+        assert_string_equal(path, "/v3/watch");
+        assert_non_null(strcasestr(f->head, "\r\nGrpc-Metadata-hasleader: true\r\n"));
+        expect_int(cr, "start_revision", step == 1 ? "26" : "27");
+        stream_start(c);
+        stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"25\"},\"created\":true}}\n");
+        char *e = step == 1 ? event_put("canary/x", "1", 26) : event_put("canary/y", "2", 27);
+        stream_chunk(c, e);
+        free(e);
+        break;
+    }
+    case 2: /* the first check is answered */
+        assert_string_equal(path, "/v3/maintenance/status");
+        send_json(c, 200, "{\"header\":{\"revision\":\"26\"},\"version\":\"3.4.23\"}");
+        break;
+    case 3: /* the second is not: the member froze */
+        assert_string_equal(path, "/v3/maintenance/status");
+        break;
+    default: fail_msg("unexpected request %d to %s", step, path);
+    }
+    cJSON_Delete(j);
+}
+
+static void test_liveness_check_moves_off_a_frozen_member(void **state) {
+    (void)state;
+    struct fake f;
+    memset(&f, 0, sizeof f);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    f.loop = &loop;
+    f.dispatch = probe_dispatch;
+    fake_listen(&f);
+    FILE *logf = tmpfile();
+    assert_non_null(logf);
+    logger_init(&f.log, LOG_LVL_INFO);
+    f.log.journal = false;
+    f.log.out = logf;
+    snprintf(f.url, sizeof f.url, "http://127.0.0.1:%d", f.port);
+    f.endpoints[0] = f.url;
+    f.cfg.source.type = SOURCE_ETCD;
+    f.cfg.source.endpoints = f.endpoints;
+    f.cfg.source.n_endpoints = 1;
+    f.cfg.source.prefix = "canary/";
+    f.cfg.source.liveness_ms = 300;
+    f.http = http_client_new(&loop, &f.log);
+    assert_non_null(f.http);
+    struct source_callbacks cb = {fake_on_snapshot, fake_on_event, fake_on_state, &f};
+    char err[128];
+    f.src = source_new(&loop, f.http, &f.log, &f.cfg, &cb, err, sizeof err);
+    assert_non_null(f.src);
+    assert_int_equal(uv_timer_init(&loop, &f.deadline), 0);
+    f.deadline.data = &f;
+    assert_int_equal(uv_timer_start(&f.deadline, fake_deadline, 10000, 0), 0);
+
+    assert_int_equal(f.src->ops->start(f.src), 0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    f.src->ops->destroy(f.src);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    assert_int_equal(f.step, 5);
+    assert_string_equal(f.seen.data, "snapshot 25:\n"
+                                     "up\n"
+                                     "put canary/x=1@26\n"
+                                     "down\n"
+                                     "up\n"
+                                     "put canary/y=2@27\n");
+    rewind(logf);
+    char line[1024];
+    int probe_warns = 0;
+    while (fgets(line, sizeof line, logf))
+        if (strstr(line, " warn ") && strstr(line, "did not answer the liveness check"))
+            probe_warns++;
+    fclose(logf);
+    assert_int_equal(probe_warns, 1);
+    buf_free(&f.seen);
+}
+
 /* ---- the HTTP client's re-entrancy rules, on the same fake server ---- */
 
 static void http_dispatch(struct fake *f, struct fake_conn *c, const char *method, const char *path,
@@ -1138,6 +1237,7 @@ int main(void) {
         cmocka_unit_test(test_auth_token_parse),
         cmocka_unit_test(test_http_result_header),
         cmocka_unit_test(test_source_against_fake_etcd),
+        cmocka_unit_test(test_liveness_check_moves_off_a_frozen_member),
         cmocka_unit_test(test_http_reentrancy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -155,11 +155,126 @@ static void test_snapshot_replaces(void **state) {
     fclose(f);
 }
 
+/* P_confirm-delete (the deletion guard's confirmation) is not a stray key:
+ * its value is kept, and a change reports KC_CONFIRM_KEY, from events and
+ * snapshots alike; the route ids and the route key's revision are unaffected. */
+static void test_confirm_key(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0};
+    struct source_kv c = kv("canary/_confirm-delete", "3f09a1c2", 9);
+    assert_int_equal(keycache_put(&kc, &c, changed, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], KC_CONFIRM_KEY);
+    assert_string_equal(kc.confirm.data, "3f09a1c2");
+    assert_int_equal(kc.routes.count, 0);
+    keycache_put(&kc, &c, changed, &s); /* same bytes: no change */
+    assert_int_equal(s.n, 1);
+    assert_int_equal(count_lines(f, "ignoring key"), 0);
+    assert_int_equal(keycache_delete(&kc, "canary/_confirm-delete", changed, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_null(kc.confirm.data);
+    /* A snapshot that brings it, with a route: both reported, the confirmation
+     * last (the guard judges it against the new keys). */
+    struct source_kv all[] = {kv("canary/default/shop/route", "match: x", 11),
+                              kv("canary/_confirm-delete", "abc", 12)};
+    assert_int_equal(keycache_snapshot(&kc, all, 2, 12, changed, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.ids[2], "default/shop");
+    assert_string_equal(s.ids[3], KC_CONFIRM_KEY);
+    assert_string_equal(kc.confirm.data, "abc");
+    struct model_input in;
+    char ns[64], name[254];
+    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), 0);
+    assert_int_equal(in.route_rev, 11);
+    /* A snapshot without it takes it back. */
+    assert_int_equal(keycache_snapshot(&kc, all, 1, 13, changed, &s), 0);
+    assert_int_equal(s.n, 5);
+    assert_string_equal(s.ids[4], KC_CONFIRM_KEY);
+    assert_null(kc.confirm.data);
+    assert_int_equal(count_lines(f, "ignoring key"), 0);
+    keycache_free(&kc);
+    fclose(f);
+}
+
+static void leaves_changed(void *user, const char *id) {
+    changed(user, id);
+}
+
+/* Status keys are kept (not input); a mistyped leaf is remembered for its
+ * route with a did-you-mean, reported when it comes or goes, and a snapshot
+ * reports only the routes whose mistyped leaves changed. */
+static void test_status_and_mistyped_leaves(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0}, typos = {0};
+    kc.on_leaves = leaves_changed;
+    kc.leaves_user = &typos;
+    struct source_kv st = kv("canary/default/shop/status", "{\"state\":\"applied\"}", 3);
+    keycache_put(&kc, &st, changed, &s);
+    assert_int_equal(s.n, 0); /* never input */
+    assert_string_equal(keycache_status(&kc, "default/shop"), "{\"state\":\"applied\"}");
+    assert_null(keycache_status(&kc, "default/cart"));
+
+    struct source_kv typo = kv("canary/default/shop/weight", "a=1", 4);
+    keycache_put(&kc, &typo, changed, &s);
+    keycache_put(&kc, &typo, changed, &s); /* again: no news */
+    assert_int_equal(s.n, 0);
+    assert_int_equal(typos.n, 1);
+    assert_string_equal(typos.ids[0], "default/shop");
+    char msg[512];
+    assert_int_equal(keycache_leaf_errors(&kc, "default/shop", msg, sizeof msg), 1);
+    assert_non_null(strstr(msg, "key canary/default/shop/weight: unknown leaf 'weight' "
+                                "(did you mean 'weights'?"));
+    assert_int_equal(count_lines(f, "did you mean 'weights'"), 1);
+    struct source_kv far = kv("canary/default/shop/notes", "x", 5);
+    keycache_put(&kc, &far, changed, &s);
+    assert_int_equal(keycache_leaf_errors(&kc, "default/shop", msg, sizeof msg), 2);
+    assert_non_null(strstr(msg, "unknown leaf 'notes' (expected route"));
+    assert_int_equal(keycache_leaf_errors(&kc, "default/cart", msg, sizeof msg), 0);
+    assert_string_equal(msg, "");
+    /* Bytes that are not UTF-8 (or control bytes) never reach the JSON status. */
+    struct source_kv bad = kv("canary/default/odd/we\xffi\x01ghts", "x", 6);
+    keycache_put(&kc, &bad, changed, &s);
+    assert_int_equal(keycache_leaf_errors(&kc, "default/odd", msg, sizeof msg), 1);
+    assert_non_null(strstr(msg, "key canary/default/odd/we?i?ghts: unknown leaf 'we?i?ghts'"));
+    typos.n = 0;
+    assert_int_equal(keycache_delete(&kc, "canary/default/odd/we\xffi\x01ghts", changed, &s), 0);
+    assert_int_equal(typos.n, 1);
+
+    /* A snapshot with the same typos and a new one: only cart is news. */
+    typos.n = 0;
+    struct source_kv snap[] = {typo, far, kv("canary/default/cart/headres", "x", 6),
+                               kv("canary/default/shop/status", "{}", 7)};
+    assert_int_equal(keycache_snapshot(&kc, snap, 4, 7, changed, &s), 0);
+    assert_int_equal(typos.n, 1);
+    assert_string_equal(typos.ids[0], "default/cart");
+    assert_string_equal(keycache_status(&kc, "default/shop"), "{}");
+    /* Deleted: gone, and said. */
+    typos.n = 0;
+    assert_int_equal(keycache_delete(&kc, "canary/default/shop/weight", changed, &s), 0);
+    assert_int_equal(typos.n, 1);
+    assert_int_equal(keycache_leaf_errors(&kc, "default/shop", msg, sizeof msg), 1);
+    assert_int_equal(keycache_delete(&kc, "canary/default/shop/status", changed, &s), 0);
+    assert_null(keycache_status(&kc, "default/shop"));
+    assert_int_equal(s.n, 0);
+    keycache_free(&kc);
+    fclose(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_confirm_key),
         cmocka_unit_test(test_put_groups_and_detects_change),
         cmocka_unit_test(test_stray_keys_warn_once),
         cmocka_unit_test(test_snapshot_replaces),
+        cmocka_unit_test(test_status_and_mistyped_leaves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

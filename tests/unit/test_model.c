@@ -140,6 +140,10 @@ static void test_weights_forms_equal(void **state) {
     expect_weights("shop-v1=90 shop-v2=10");
     expect_weights("shop-v1=90\nshop-v2=10\n");
     expect_weights("  shop-v1 = 90 ,\r\n shop-v2 =10\n\n");
+    /* A leading UTF-8 byte order mark (Windows editors), in every form. */
+    expect_weights("\xEF\xBB\xBF{\"shop-v1\": 90, \"shop-v2\": 10}");
+    expect_weights("\xEF\xBB\xBFshop-v1: 90\nshop-v2: 10\n");
+    expect_weights("\xEF\xBB\xBFshop-v1=90, shop-v2=10");
 }
 
 static void expect_weights_error(const char *text, const char *msg) {
@@ -235,6 +239,73 @@ static void test_build_absent(void **state) {
     assert_null(r.ns);
 }
 
+/* Issue 11, defect 2: a route document without weights plus `shop-v2=10`
+ * once gave shop-v1 Traefik's default of 1: 91% to the canary, unsaid. */
+static void test_build_partial_weights_fail(void **state) {
+    (void)state;
+    const char *doc = "match: Host(`a`)\n"
+                      "services:\n"
+                      "  - {name: shop-v1, port: 80}\n"
+                      "  - {name: shop-v2, port: 80}\n"
+                      "  - {name: shop-v3, port: 80}\n";
+    struct model_input in = input(doc, "shop-v2=10", NULL);
+    struct model_route r;
+    char err[512] = "";
+    assert_int_equal(model_build(&in, &r, err, sizeof err), -1);
+    if (!strstr(err, "canary/default/shop/weights: no explicit weight for shop-v1, shop-v3"))
+        fail_msg("unexpected error: %s", err);
+    assert_null(r.services);
+    /* Every service named: fine; and without a weights key the default of 1
+     * still applies (the document alone says "equal"). */
+    in = input(doc, "shop-v1=90, shop-v2=10, shop-v3=0", NULL);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    model_route_free(&r);
+    in = input(doc, NULL, NULL);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(r.services[0].weight, 1);
+    assert_false(r.weights_held);
+    model_route_free(&r);
+}
+
+/* Deleting `weights` never moves traffic: the weights in force (given by the
+ * caller from the live object) stay; a newer route document's own weights win. */
+static void test_build_held_weights(void **state) {
+    (void)state;
+    const char *doc = "match: Host(`a`)\n"
+                      "services:\n"
+                      "  - {name: shop-v1, port: 80, weight: 90}\n"
+                      "  - {name: shop-v2, port: 80}\n"
+                      "  - {name: shop-v3, port: 80}\n";
+    struct model_weight held[] = {{"shop-v1", 0}, {"shop-v2", 100}};
+    struct model_input in = input(doc, NULL, NULL);
+    in.held = held;
+    in.n_held = 2;
+    in.route_rev = 7;
+    struct model_route r;
+    char err[512] = "";
+    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_true(r.weights_held);
+    assert_int_equal(r.route_rev, 7);
+    assert_int_equal(r.services[0].weight, 0);
+    assert_int_equal(r.services[1].weight, 100);
+    assert_int_equal(r.services[2].weight, 1); /* new service: nothing in force */
+    model_route_free(&r);
+    in.held_doc_new = true; /* the document changed since: its weight 90 is a new value */
+    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(r.services[0].weight, 90);
+    assert_int_equal(r.services[1].weight, 100);
+    assert_true(r.weights_held);
+    model_route_free(&r);
+    /* A weights key is a new value too: nothing held. */
+    in = input(doc, "shop-v1=1, shop-v2=1, shop-v3=1", NULL);
+    in.held = held;
+    in.n_held = 2;
+    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_false(r.weights_held);
+    assert_int_equal(r.services[1].weight, 1);
+    model_route_free(&r);
+}
+
 static void test_build_owned(void **state) {
     (void)state;
     struct model_input in = input("match: Host(`a`)\n"
@@ -243,7 +314,7 @@ static void test_build_owned(void **state) {
                                   "services:\n"
                                   "  - {name: shop-v1, port: 80, weight: 100}\n"
                                   "  - {name: shop-v2, port: http}\n"
-                                  "  - {name: shop-v3, port: 8080}\n"
+                                  "  - {name: shop-v3, port: 8080, weight: 5}\n"
                                   "middlewares: [auth, strip.prefix]\n"
                                   "tls: {secretName: shop-tls}\n",
                                   "shop-v1=90, shop-v2=10", NULL);
@@ -268,9 +339,9 @@ static void test_build_owned(void **state) {
     assert_int_equal(r.services[1].weight, 10);
     assert_false(r.services[1].port_is_num);
     assert_string_equal(r.services[1].port, "http");
-    /* No weight anywhere: Traefik's default of 1. */
-    assert_false(r.services[2].has_weight);
-    assert_int_equal(r.services[2].weight, 1);
+    /* Not in the weights key: the route document's weight. */
+    assert_true(r.services[2].has_weight);
+    assert_int_equal(r.services[2].weight, 5);
     assert_int_equal(r.n_middlewares, 2);
     assert_string_equal(r.middlewares[1], "strip.prefix");
     assert_string_equal(cJSON_GetObjectItem(r.tls, "secretName")->valuestring, "shop-tls");
@@ -868,6 +939,8 @@ int main(void) {
         cmocka_unit_test(test_weights_max_ok),
         cmocka_unit_test(test_build_absent),
         cmocka_unit_test(test_build_owned),
+        cmocka_unit_test(test_build_partial_weights_fail),
+        cmocka_unit_test(test_build_held_weights),
         cmocka_unit_test(test_build_patched),
         cmocka_unit_test(test_build_weights_errors_name_key),
         cmocka_unit_test(test_build_effective_zero),

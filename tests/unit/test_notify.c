@@ -1,8 +1,9 @@
 /* test_notify.c - sd_notify against a real AF_UNIX datagram socket standing
  * in for systemd: exact datagram contents, abstract socket names, watchdog
  * pings driven by the loop, WATCHDOG_PID for another process, bad
- * environment values, and a vanished socket logged once per streak. Passes
- * with and without libsystemd (same wire format either way). */
+ * environment values, a vanished socket logged once per streak, and a
+ * service manager that stops reading (a full queue must drop messages, never
+ * block the loop). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -311,6 +312,31 @@ static void test_socket_gone_logged_once(void **state) {
     close_notifier(f, &n);
 }
 
+/* systemd not reading: its socket's queue fills up. Every send must return at
+ * once (dropped, logged once), never block: a blocked watchdog ping stalls the
+ * whole loop, and with it reloads and stops. alarm() turns a hang into a
+ * failure. */
+static void test_full_queue_never_blocks(void **state) {
+    struct fx *f = *state;
+    listen_path(f);
+    struct notifier n;
+    assert_int_equal(notify_init(&n, &f->loop, &f->log), 0);
+    alarm(10);
+    int failed = 0;
+    for (int i = 0; i < 5000 && !failed; i++)
+        failed = notify_status(&n, "filling the queue %d", i) < 0;
+    assert_true(failed); /* the queue is bounded: some send was refused */
+    assert_int_equal(notify_stopping(&n), -1);
+    alarm(0);
+    assert_int_equal(log_lines(f, "sd_notify STATUS"), 1);
+    f->nmsgs = 0;
+    for (char buf[256]; recv(f->rx, buf, sizeof buf, 0) >= 0;)
+        ; /* systemd catches up */
+    assert_int_equal(notify_stopping(&n), 0);
+    assert_string_equal(next_msg(f), "STOPPING=1");
+    close_notifier(f, &n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_disabled_without_socket, setup, teardown),
@@ -320,6 +346,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_watchdog_for_another_pid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_socket_gone_logged_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_queue_never_blocks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

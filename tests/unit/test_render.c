@@ -166,7 +166,7 @@ static void golden_check(const char *name, const cJSON *obj) {
 static void test_golden_owned_weights(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", NULL, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", NULL, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     golden_check("ingressroute-owned-weights", ir);
     cJSON_Delete(ir);
@@ -176,7 +176,7 @@ static void test_golden_owned_weights(void **state) {
 static void test_golden_rules_v3(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     golden_check("ingressroute-rules-v3", ir);
     cJSON_Delete(ir);
@@ -186,7 +186,7 @@ static void test_golden_rules_v3(void **state) {
 static void test_golden_rules_v2(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V2);
     golden_check("ingressroute-rules-v2-containo", ir);
     cJSON_Delete(ir);
@@ -226,7 +226,7 @@ static void test_api_groups(void **state) {
 static void test_golden_sticky_v3(void **state) {
     (void)state;
     struct model_route r;
-    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     cJSON *ts = traefik_render_traefikservice(&r, &V3);
     golden_check("ingressroute-sticky-v3", ir);
@@ -239,7 +239,7 @@ static void test_golden_sticky_v3(void **state) {
 static void test_golden_sticky_v2(void **state) {
     (void)state;
     struct model_route r;
-    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *ir = traefik_render_ingressroute(&r, &V2);
     cJSON *ts = traefik_render_traefikservice(&r, &V2);
     golden_check("ingressroute-sticky-v2-containo", ir);
@@ -257,8 +257,8 @@ static void test_golden_sticky_v2(void **state) {
 static void test_sticky_weighted_route(void **state) {
     (void)state;
     struct model_route r, plain;
-    build_sticky("shop-v1=90, shop-v2=10", HEADERS, &r);
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &plain);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &plain);
     cJSON *ir = traefik_render_ingressroute(&r, &V3);
     cJSON *ir_plain = traefik_render_ingressroute(&plain, &V3);
     int n = cJSON_GetArraySize(at(ir, "spec", "routes"));
@@ -291,8 +291,13 @@ static void test_sticky_weighted_route(void **state) {
     assert_true(cJSON_Compare(at(at(ts, "spec", "weighted"), "services", NULL),
                               cJSON_GetObjectItem(weighted_plain, "services"), 1));
     assert_true(cJSON_Compare(at(ts, "metadata", "labels"), at(ir, "metadata", "labels"), 1));
-    assert_true(
-        cJSON_Compare(at(ts, "metadata", "annotations"), at(ir, "metadata", "annotations"), 1));
+    /* The same annotations, but for where the weights come from: that one is
+     * the IngressRoute's, which the bridge reads. */
+    cJSON *ir_ann = cJSON_Duplicate(at(ir, "metadata", "annotations"), 1);
+    assert_string_equal(cJSON_GetObjectItem(ir_ann, TRAEFIK_ANNOT_WEIGHTS)->valuestring, "weights");
+    cJSON_DeleteItemFromObject(ir_ann, TRAEFIK_ANNOT_WEIGHTS);
+    assert_true(cJSON_Compare(at(ts, "metadata", "annotations"), ir_ann, 1));
+    cJSON_Delete(ir_ann);
     cJSON_Delete(ts);
     cJSON_Delete(ir);
     cJSON_Delete(ir_plain);
@@ -505,13 +510,13 @@ static void test_middleware_name(void **state) {
     struct model_route r;
     build(ROUTE, NULL, HEADERS, &r);
     char *n = traefik_middleware_name(&r, 0);
-    assert_string_equal(n, "shop-beta");
+    assert_string_equal(n, "shop.beta");
     free(n);
     n = traefik_middleware_name(&r, 1);
-    assert_string_equal(n, "shop-h1");
+    assert_string_equal(n, "shop.h1");
     free(n);
 
-    /* A 250-character name: "<name>-beta" would be 255, too long. */
+    /* A 250-character name: "<name>.beta" would be 255, too long. */
     char longname[251];
     memset(longname, 'a', 250);
     longname[250] = '\0';
@@ -545,11 +550,42 @@ static void test_middleware_name(void **state) {
     model_route_free(&r);
 }
 
+/* Route `api` rule `v2-beta` and route `api-v2` rule `beta` once shared the
+ * Middleware `api-v2-beta`: each route's testers got the other's headers. */
+static void test_middleware_names_distinct_across_routes(void **state) {
+    (void)state;
+    static const char *const pairs[][2] = {
+        {"api", "v2-beta"}, {"api-v2", "beta"}, {"a.b", "c"}, {"a", "b-c"}, {"a-b", "c"}};
+    size_t n = sizeof pairs / sizeof pairs[0];
+    char *names[sizeof pairs / sizeof pairs[0]];
+    for (size_t i = 0; i < n; i++) {
+        char headers[256];
+        snprintf(headers, sizeof headers,
+                 "- {name: %s, header: X-A, value: a, service: shop-v2,\n"
+                 "   setRequestHeaders: {X-Canary: beta}}\n",
+                 pairs[i][1]);
+        struct model_route r;
+        build_full(pairs[i][0], false, ROUTE, NULL, headers, &r);
+        names[i] = traefik_middleware_name(&r, 0);
+        assert_non_null(names[i]);
+        assert_true(model_dns1123_subdomain(names[i]));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                fail_msg("route %s rule %s and route %s rule %s share Middleware %s", pairs[i][0],
+                         pairs[i][1], pairs[j][0], pairs[j][1], names[i]);
+        model_route_free(&r);
+    }
+    assert_string_equal(names[0], "api.v2-beta");
+    assert_string_equal(names[1], "api-v2.beta");
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+}
+
 /* Route names at the 253-character limit: every derived object name must
  * still be a valid Kubernetes name, stable, and distinct per rule. */
 static void test_long_route_name_object_names(void **state) {
     (void)state;
-    /* Cut points of "<name>-<rule>" (242 bytes kept before the hash) land
+    /* Cut points of "<name>.<rule>" (242 bytes kept before the hash) land
      * on a '-', on a '.', and inside a label. */
     static const struct {
         size_t pos;
@@ -645,7 +681,7 @@ static const char *label(const cJSON *obj, const char *group, const char *key) {
 static void test_merge_owned_unchanged(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", HEADERS, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
     cJSON *desired = traefik_render_ingressroute(&r, &V3);
     cJSON *live = live_from(desired);
     /* Only the revision annotation differs: no write. */
@@ -696,7 +732,7 @@ static void test_merge_owned_key_order(void **state) {
 static void test_merge_owned_changed(void **state) {
     (void)state;
     struct model_route r;
-    build(ROUTE, "shop-v1=90, shop-v2=10", NULL, &r);
+    build(ROUTE, "shop-v1=90, shop-v2=10, shop-v3=1", NULL, &r);
     cJSON *desired = traefik_render_ingressroute(&r, &V3);
     bool changed = false;
 
@@ -759,7 +795,7 @@ static void test_merge_owned_changed(void **state) {
 static void test_merge_owned_traefikservice(void **state) {
     (void)state;
     struct model_route r;
-    build_sticky("shop-v1=90, shop-v2=10", NULL, &r);
+    build_sticky("shop-v1=90, shop-v2=10, shop-v3=1", NULL, &r);
     cJSON *desired = traefik_render_traefikservice(&r, &V3);
     assert_non_null(desired);
     bool changed = true;
@@ -936,6 +972,7 @@ static void test_shorten(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_middleware_names_distinct_across_routes),
         cmocka_unit_test(test_golden_owned_weights),
         cmocka_unit_test(test_golden_rules_v3),
         cmocka_unit_test(test_golden_rules_v2),

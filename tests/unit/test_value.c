@@ -59,6 +59,36 @@ static void test_yaml_equals_json(void **state) {
     cJSON_Delete(y);
 }
 
+/* Windows editors start a file with a UTF-8 byte order mark: every form
+ * reads as without it; anywhere else it stays what it was. */
+static void test_bom(void **state) {
+    (void)state;
+    const char *forms[] = {"{\"a\": 90, \"b\": 10}", "a: 90\nb: 10\n", "a: 90\r\nb: 10\r\n",
+                           "{a: 90, b: 10}"};
+    char text[64], err[256];
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        cJSON *plain = parse(forms[i], err, sizeof err);
+        snprintf(text, sizeof text, "\xEF\xBB\xBF%s", forms[i]);
+        cJSON *bom = parse(text, err, sizeof err);
+        if (!bom)
+            fail_msg("form %zu with a BOM refused: %s", i, err);
+        assert_non_null(plain);
+        assert_true(cJSON_Compare(plain, bom, 1));
+        cJSON_Delete(plain);
+        cJSON_Delete(bom);
+    }
+    expect_refused("\xEF\xBB\xBF", "empty value");
+    expect_refused("\xEF\xBB\xBF  \n", "empty value");
+    assert_int_equal(value_bom_len("\xEF\xBB\xBFx", 4), 3);
+    assert_int_equal(value_bom_len("\xEF\xBB", 2), 0);
+    assert_int_equal(value_bom_len(NULL, 0), 0);
+    /* Not at the start: part of the text, as before. */
+    cJSON *v = parse("a: \xEF\xBB\xBFx\n", err, sizeof err);
+    assert_non_null(v);
+    assert_string_equal(cJSON_GetObjectItem(v, "a")->valuestring, "\xEF\xBB\xBFx");
+    cJSON_Delete(v);
+}
+
 static void test_json_with_tabs(void **state) {
     (void)state;
     char err[256];
@@ -450,6 +480,7 @@ int main(void) {
         cmocka_unit_test(test_json_object),
         cmocka_unit_test(test_yaml_equals_json),
         cmocka_unit_test(test_json_with_tabs),
+        cmocka_unit_test(test_bom),
         cmocka_unit_test(test_plain_scalar_typing),
         cmocka_unit_test(test_quoted_stay_strings),
         cmocka_unit_test(test_get_int),
