@@ -151,6 +151,7 @@ class QuickEdits(KubeCase):
     def test_newest_weights_are_in_the_event(self):
         self.start_bridge()
         self.etcd.put("canary/default/shop/route", ROUTE)
+        wait_until(self.ir, 10, what="the IngressRoute created")
         for i in range(1, 7):
             want = {"shop-v1": 100 - 10 * i, "shop-v2": 10 * i}
             self.etcd.put("canary/default/shop/weights",
