@@ -488,6 +488,10 @@ static void metrics_refresh(struct app *a) {
                    (double)(a->rec.stats.conflicts - a->conflicts_seen));
         a->conflicts_seen = a->rec.stats.conflicts;
     }
+    if (a->rec.stats.undone > a->undone_seen) {
+        metric_add(a->bm.undone_writes_total, NULL, (double)(a->rec.stats.undone - a->undone_seen));
+        a->undone_seen = a->rec.stats.undone;
+    }
 }
 
 /* Why the Kubernetes side cannot work now, or NULL. */
@@ -884,6 +888,19 @@ static int start_kube(struct app *a) {
     }
     kube_client_set_dry_run(a->kube, a->dry_run);
     kube_client_set_observer(a->kube, on_kube_answer, a);
+    /* A name per bridge, so managedFields tell two bridges apart (fights). */
+    if (a->cfg.kubernetes.field_manager) {
+        snprintf(a->field_manager, sizeof a->field_manager, "%s", a->cfg.kubernetes.field_manager);
+    } else {
+        char host[64] = "";
+        if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+            snprintf(host, sizeof host, "localhost");
+        snprintf(a->field_manager, sizeof a->field_manager, "canary-bridge@%s", host);
+    }
+    if (kube_client_set_field_manager(a->kube, a->field_manager) < 0) {
+        log_error(&a->log, "kubernetes: out of memory");
+        return -1;
+    }
     if (!a->dry_run && a->cmd == CMD_RUN) {
         char host[256] = "";
         if (gethostname(host, sizeof host - 1) != 0)
@@ -920,6 +937,7 @@ static int start_reconciler(struct app *a) {
         return -1;
     a->have_rec = true;
     a->rec.one_shot = a->cmd == CMD_SYNC;
+    a->rec.field_manager = a->field_manager;
     a->rec.on_drained = on_drained;
     a->rec.user = a;
     a->rec.hooks = (struct reconcile_hooks){.status = hook_status,
@@ -1165,6 +1183,7 @@ static void generation_reset(struct app *a) {
     a->stopping = a->torn_down = a->ready_notified = false;
     a->informers_synced = a->discovery_failures = 0;
     a->conflicts_seen = 0; /* a new reconciler counts from zero */
+    a->undone_seen = 0;
     a->status_write_failing = false;
     memset(&a->keys, 0, sizeof a->keys);
     memset(&a->rec, 0, sizeof a->rec);

@@ -39,6 +39,7 @@ struct app {
     struct metrics *metrics;
     struct bridge_metrics bm;
     uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
+    uint64_t undone_seen;    /* rec.stats.undone already added to the counter */
     bool ready_notified;     /* READY=1 sent for this generation */
     char last_status[256];   /* last STATUS= sent */
 
@@ -67,6 +68,7 @@ struct app {
     struct informer inf[OBJ_NKINDS]; /* Middlewares, TraefikServices, IngressRoutes */
     struct reconciler rec;
     char api_group[64];
+    char field_manager[160]; /* ?fieldManager= of our writes */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t resync_timer;

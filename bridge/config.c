@@ -146,6 +146,7 @@ static const struct field kubernetes_fields[] = {
     OPTIONAL("token_file", kubernetes.token_file),
     OPTIONAL("ca_file", kubernetes.ca_file),
     BOOLEAN("insecure_skip_verify", kubernetes.insecure_skip_verify),
+    OPTIONAL("field_manager", kubernetes.field_manager),
     END,
 };
 
@@ -850,6 +851,17 @@ static bool is_set(const char *s) {
 static int check_kubernetes(struct parse *p) {
     const struct config *c = p->cfg;
     bool server = is_set(c->kubernetes.server);
+    if (c->kubernetes.field_manager) {
+        /* The API server's rule: at most 128 printable characters. */
+        const char *fm = c->kubernetes.field_manager;
+        size_t n = strlen(fm);
+        bool printable = n > 0 && n <= 128;
+        for (const unsigned char *q = (const unsigned char *)fm; printable && *q; q++)
+            printable = *q >= 0x20 && *q < 0x7f;
+        if (!printable)
+            return invalid(p, "kubernetes.field_manager",
+                           "must be 1 to 128 printable ASCII characters");
+    }
     if (c->kubernetes.in_cluster && server)
         return invalid(p, "kubernetes.server", "cannot be used together with in_cluster: true");
     if (c->kubernetes.in_cluster || server) {
@@ -1150,6 +1162,7 @@ void config_free(struct config *cfg) {
     free(cfg->kubernetes.server);
     free(cfg->kubernetes.token_file);
     free(cfg->kubernetes.ca_file);
+    free(cfg->kubernetes.field_manager);
     free(cfg->traefik.api_group);
     free_list(cfg->reconcile.namespaces, cfg->reconcile.n_namespaces);
     free(cfg->server.listen);

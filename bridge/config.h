@@ -54,6 +54,7 @@ struct config {
         char *token_file;
         char *ca_file;
         bool insecure_skip_verify;
+        char *field_manager; /* NULL: "canary-bridge@<hostname>" */
     } kubernetes;
 
     struct {

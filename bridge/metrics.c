@@ -578,9 +578,15 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         m, "canary_bridge_deletion_held_routes",
         "Routes whose keys are gone but whose objects the deletion guard keeps.", 0, NULL);
 
-    if (!out->reconcile_total || !out->conflicts_total || !out->kube_requests_total ||
-        !out->source_events_total || !out->propagation_seconds || !out->routes ||
-        !out->route_weight || !out->source_connected || !out->source_acl_denied ||
+    out->undone_writes_total = metrics_counter(
+        m, "canary_bridge_undone_writes_total",
+        "Writes of this bridge that another writer undid (two writers disagreeing about an "
+        "object; after 3 in a row the route backs off).",
+        0, NULL);
+
+    if (!out->undone_writes_total || !out->reconcile_total || !out->conflicts_total ||
+        !out->kube_requests_total || !out->source_events_total || !out->propagation_seconds ||
+        !out->routes || !out->route_weight || !out->source_connected || !out->source_acl_denied ||
         !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
         !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
         !out->deletion_held_routes)

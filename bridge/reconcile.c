@@ -56,6 +56,12 @@ struct job {
     uv_timer_t timer; /* backoff between conflict retries */
     bool timer_open;
     bool wrote;
+    bool failed;          /* requeued, but the pass counts as an error, not a retry */
+    uint64_t retry_in_ms; /* retry: after this long, or at once on new input (0: backoff) */
+    /* The IngressRoute's resourceVersion this pass wrote or found equal to
+     * desired ("" none): what the status records, not whatever the cache
+     * holds when the pass ends (another writer's version may be there). */
+    char ir_rv[64];
     char ns[MODEL_NS_MAX + 1];
     char name[MODEL_NAME_MAX + 1];
     char id[];
@@ -86,6 +92,9 @@ static void status_free(struct route_status *s) {
         return;
     free(s->message);
     free(s->resource_version);
+    free(s->written_key);
+    free(s->written_rv);
+    free(s->rival);
     free(s);
 }
 
@@ -139,6 +148,15 @@ static void status_applied(struct reconciler *r, struct job *j, const char *rv) 
                  "weights key or route document says otherwise",
                  j->id, rc == 0 && w.data ? w.data : "");
         buf_free(&w);
+    }
+    if (s->fighting) {
+        /* Written, but fought over: the status keeps saying so. */
+        s->revision = j->model.revision;
+        s->weights_held = j->model.weights_held;
+        s->changed_ns = 0;
+        if (r->hooks.applied)
+            r->hooks.applied(r->hooks.user, j->id, &j->model);
+        return;
     }
     bool changed = s->weights_held != j->model.weights_held || s->state != ROUTE_APPLIED ||
                    s->revision != j->model.revision ||
@@ -366,10 +384,12 @@ static void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
         r->one_shot_failed++;
     if (r->hooks.pass)
         r->hooks.pass(r->hooks.user, j->id,
-                      ok      ? (j->wrote ? "applied" : "unchanged")
-                      : retry ? "retry"
-                              : "error");
-    if (retry && delay_ms)
+                      ok                    ? (j->wrote ? "applied" : "unchanged")
+                      : retry && !j->failed ? "retry"
+                                            : "error");
+    if (retry && j->retry_in_ms)
+        wq_done_in(&r->wq, j->id, j->retry_in_ms);
+    else if (retry && delay_ms)
         wq_done_after(&r->wq, j->id, delay_ms);
     else
         wq_done(&r->wq, j->id, retry);
@@ -529,6 +549,141 @@ static void step_done(struct job *j) {
     job_next(j);
 }
 
+/* ---- two writers ---- */
+
+/* Remember our write of o (its answer is res_obj) for fight_hold to judge. */
+static void fight_written(struct job *j, const struct job_obj *o, const cJSON *res_obj) {
+    struct route_status *s = status_get(j->r, j->id);
+    const char *rv = kobj_str(res_obj, "metadata", "resourceVersion");
+    char key[16 + MODEL_NAME_MAX];
+    snprintf(key, sizeof key, "%d/%s", (int)o->kind, o->name);
+    if (!s || !rv)
+        return;
+    char *k = strdup(key), *v = strdup(rv);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return; /* this write goes unjudged: a fight is noticed one write later */
+    }
+    free(s->written_key);
+    free(s->written_rv);
+    s->written_key = k;
+    s->written_rv = v;
+    s->written_revision = j->model.revision;
+    s->written_ms = uv_now(j->r->loop);
+}
+
+static void fight_off(struct reconciler *r, const char *id, struct route_status *s,
+                      const char *why) {
+    s->undone = 0;
+    if (!s->fighting)
+        return;
+    s->fighting = false;
+    log_info(r->log, "route %s: %s; writing at normal speed again", id, why);
+    free(s->rival);
+    s->rival = NULL;
+    /* The state stays as it was until this pass ends (applied or an error). */
+}
+
+/* "another writer ... keeps undoing": constant while the fight lasts, so
+ * the status is written and the Event posted as one series, not per write. */
+static void fight_message(const struct job *j, const struct job_obj *o, const char *rival,
+                          char *out, size_t outlen) {
+    const char *me = j->r->field_manager ? j->r->field_manager : "canary-bridge";
+    bool same = strcmp(rival, me) == 0;
+    snprintf(out, outlen,
+             "another writer, field manager \"%s\"%s, keeps undoing this bridge's writes to "
+             "%s %s/%s (this bridge writes as \"%s\"): two bridges on prefix %s with different "
+             "sources or settings? Writing at most once per backoff period (up to %d s) until "
+             "they agree",
+             rival,
+             same ? " (the same name as this bridge's: give each bridge its own "
+                    "kubernetes.field_manager)"
+                  : "",
+             obj_kind_name[o->kind], j->ns, o->name, me, j->r->keys->prefix,
+             RECONCILE_FIGHT_MAX_MS / 1000);
+}
+
+/* Two writers that disagree about an object (two bridges on one prefix with
+ * different sources or settings, or a controller that reverts us) would each
+ * rewrite it as fast as the API server answers, forever. So each write of
+ * ours is judged once, by the next pass that finds the object differing
+ * again: if it changed since (its resourceVersion moved on) while our keys
+ * did not, within RECONCILE_FIGHT_WINDOW_MS, someone undid it (the
+ * managedFields name who). After RECONCILE_FIGHT_UNDOS in a row the route
+ * writes at most once per backoff period, doubling, says so once (log,
+ * status, an Event counted per undone write) and counts every undone write.
+ * A change of the route's keys ends it, as does a write that is not undone.
+ * Returns true when this write must wait: the pass is then finished. */
+static bool fight_hold(struct job *j, const struct job_obj *o, const cJSON *live) {
+    struct reconciler *r = j->r;
+    struct route_status *s = status_get(r, j->id);
+    if (!s)
+        return false;
+    uint64_t now = uv_now(r->loop);
+    char key[16 + MODEL_NAME_MAX];
+    snprintf(key, sizeof key, "%d/%s", (int)o->kind, o->name);
+    if (s->written_rv && s->written_key && strcmp(s->written_key, key) == 0) {
+        const char *rv = kobj_str(live, "metadata", "resourceVersion");
+        bool undone = rv && strcmp(rv, s->written_rv) != 0 &&
+                      s->written_revision == j->model.revision &&
+                      now - s->written_ms < RECONCILE_FIGHT_WINDOW_MS;
+        free(s->written_rv);
+        s->written_rv = NULL;
+        if (!undone) {
+            fight_off(r, j->id, s, "its last write was not undone");
+        } else {
+            const char *who = informer_writer(r->inf[o->kind], j->ns, o->name);
+            char *rival = strdup(who ? who : "(unknown)");
+            s->undone++;
+            r->stats.undone++;
+            log_debug(r->log, "route %s: our write to %s %s/%s was undone by %s (%u in a row)",
+                      j->id, obj_kind_name[o->kind], j->ns, o->name, who ? who : "(unknown)",
+                      s->undone);
+            bool renamed = rival && (!s->rival || strcmp(rival, s->rival) != 0);
+            if (rival) {
+                free(s->rival);
+                s->rival = rival;
+            }
+            if (s->undone >= RECONCILE_FIGHT_UNDOS && s->rival) {
+                char msg[1024];
+                fight_message(j, o, s->rival, msg, sizeof msg);
+                if (!s->fighting || renamed) {
+                    log_warn(r->log, "route %s: %s", j->id, msg);
+                    char *copy = strdup(msg);
+                    if (copy) {
+                        free(s->message);
+                        s->message = copy;
+                    }
+                    s->state = ROUTE_ERROR;
+                    s->fight_revision = j->model.revision;
+                    s->fighting = true;
+                    if (r->hooks.status)
+                        r->hooks.status(r->hooks.user, j->id, s);
+                }
+                if (r->hooks.event)
+                    r->hooks.event(r->hooks.user, live, "Warning", "WritesUndone", msg);
+                s->fight_next_ms = now + backoff_ms(s->undone - RECONCILE_FIGHT_UNDOS,
+                                                    RECONCILE_FIGHT_MIN_MS, RECONCILE_FIGHT_MAX_MS);
+            }
+        }
+    }
+    if (!s->fighting || now >= s->fight_next_ms)
+        return false;
+    log_debug(r->log, "route %s: holding the write to %s %s/%s for %llu ms (fought over)", j->id,
+              obj_kind_name[o->kind], j->ns, o->name, (unsigned long long)(s->fight_next_ms - now));
+    j->retry_in_ms = s->fight_next_ms - now;
+    job_finish(j, false, true, 0);
+    return true;
+}
+
+/* The live IngressRoute equals what the route wants: remember its version. */
+static void ir_seen(struct job *j, const struct job_obj *o, const cJSON *live) {
+    const char *rv = kobj_str(live, "metadata", "resourceVersion");
+    if (o->kind == OBJ_INGRESSROUTE)
+        snprintf(j->ir_rv, sizeof j->ir_rv, "%s", rv ? rv : "");
+}
+
 /* Owned object: create it, or update it if it is ours and differs. */
 static void write_owned(struct job *j, struct job_obj *o) {
     struct reconciler *r = j->r;
@@ -567,11 +722,17 @@ static void write_owned(struct job *j, struct job_obj *o) {
         job_retry(j, "out of memory", 0);
         return;
     }
+    if (changed && fight_hold(j, o, live)) {
+        cJSON_Delete(merged);
+        return;
+    }
     if (changed && start_call(j, "PUT", o->kind, o->name, merged, on_write))
         r->stats.writes++;
     cJSON_Delete(merged);
-    if (!changed)
+    if (!changed) {
+        ir_seen(j, o, live);
         step_done(j);
+    }
 }
 
 /* Patched mode: only the named weights of an existing IngressRoute. */
@@ -583,6 +744,19 @@ static void write_patched(struct job *j) {
                  "IngressRoute %s/%s not found: without a route key (patched mode) the bridge "
                  "only sets weights on an existing IngressRoute",
                  j->ns, j->name);
+        return;
+    }
+    if (traefik_is_managed(live)) {
+        /* A canary-bridge owns it (this one through a route key, or another
+         * from its prefix): two writers of one object fight forever. */
+        const char *owner = kobj_str(cJSON_GetObjectItemCaseSensitive(live, "metadata"),
+                                     "annotations", TRAEFIK_ANNOT_PREFIX);
+        job_fail(j,
+                 "IngressRoute %s/%s is managed by canary-bridge from prefix %s (label %s=%s); "
+                 "patched mode (weights without a route key under %s) never writes an object "
+                 "a canary-bridge owns: change the weights under %s%s/ instead",
+                 j->ns, j->name, owner ? owner : "(unknown)", TRAEFIK_LABEL_MANAGED_BY,
+                 TRAEFIK_MANAGER, r->keys->prefix, owner ? owner : "(unknown)", j->id);
         return;
     }
     cJSON *copy = cJSON_Duplicate(live, 1);
@@ -601,8 +775,14 @@ static void write_patched(struct job *j) {
      * makes this write safe. managedFields are the server's bookkeeping. */
     cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(copy, "metadata"),
                                             "managedFields");
+    if (changed && fight_hold(j, &j->objs[j->step], live)) {
+        cJSON_Delete(copy);
+        return;
+    }
     if (changed && start_call(j, "PUT", OBJ_INGRESSROUTE, j->name, copy, on_write))
         r->stats.writes++;
+    if (!changed)
+        ir_seen(j, &j->objs[j->step], copy);
     cJSON_Delete(copy);
     if (!changed)
         step_done(j);
@@ -661,8 +841,7 @@ static void job_next(struct job *j) {
         job_finish(j, true, false, 0);
         return;
     }
-    const cJSON *live = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
-    status_applied(r, j, live ? kobj_str(live, "metadata", "resourceVersion") : NULL);
+    status_applied(r, j, j->ir_rv[0] ? j->ir_rv : NULL);
     if (!j->wrote)
         r->stats.noops++;
     job_finish(j, true, false, 0);
@@ -747,6 +926,36 @@ static void fail_answer(struct job *j, const struct kube_response *res) {
         job_retry(j, what, res->retry_after_ms);
 }
 
+/* The NamespaceLifecycle admission plugin's answer to a create in a namespace
+ * that does not exist: 404 NotFound about "namespaces", not about the object
+ * (message `namespaces "x" not found`). */
+static bool namespace_missing(const struct kube_response *res) {
+    if (res->status != 404 || !res->json)
+        return false;
+    const char *kind =
+        kobj_str(cJSON_GetObjectItemCaseSensitive(res->json, "details"), "kind", NULL);
+    return kind && strcmp(kind, "namespaces") == 0;
+}
+
+/* Nothing can be written there until someone creates the namespace, and no
+ * watch tells us when: an error in the status, retried slowly (a key change
+ * retries at once), one write per pass (retrying the create at once cannot
+ * help). */
+static void namespace_absent(struct job *j, const struct kube_response *res) {
+    struct job_obj *o = current(j);
+    char msg[2048];
+    snprintf(msg, sizeof msg,
+             "namespace %s does not exist (creating %s %s/%s: HTTP 404 %s: %.500s); create "
+             "the namespace or move the route's keys; retrying after 30 s, then less often (at "
+             "most every 10 min), and at once when its keys change",
+             j->ns, obj_kind_name[o->kind], j->ns, o->name, res->reason, res->message);
+    status_problem(j->r, j->id, ROUTE_ERROR, msg, j->revision);
+    j->failed = true;
+    j->retry_in_ms = backoff_ms(wq_failures(&j->r->wq, j->id), RECONCILE_NS_RETRY_MIN_MS,
+                                RECONCILE_NS_RETRY_MAX_MS);
+    job_finish(j, false, true, 0);
+}
+
 /* "weights shop-v1=90 shop-v2=10 from etcd revision 1234" */
 static void post_applied_event(struct job *j, const cJSON *obj) {
     const struct model_route *m = &j->model;
@@ -781,6 +990,9 @@ static void on_write(void *user, const struct kube_response *res) {
                  obj_kind_name[o->kind], o->name, res->status == 201 ? "created" : "written",
                  (unsigned long long)j->model.revision, rv ? rv : "?");
         j->wrote = true;
+        fight_written(j, o, res->json);
+        if (o->kind == OBJ_INGRESSROUTE)
+            snprintf(j->ir_rv, sizeof j->ir_rv, "%s", rv ? rv : "");
         if (o->kind == OBJ_INGRESSROUTE && r->hooks.event)
             post_applied_event(j, res->json);
         step_done(j);
@@ -788,6 +1000,10 @@ static void on_write(void *user, const struct kube_response *res) {
     }
     if (res->status == 409) {
         conflict(j, res);
+        return;
+    }
+    if (namespace_missing(res)) {
+        namespace_absent(j, res);
         return;
     }
     if (res->status == 404 && strcmp(res->reason, "NotFound") == 0 &&
@@ -1123,6 +1339,8 @@ static void process(void *user, const char *id) {
         return;
     }
     struct route_status *st = map_get(&r->status, id);
+    if (st && st->fighting && (present != 0 || in.revision != st->fight_revision))
+        fight_off(r, id, st, "its keys changed");
     if (present == 0 && unchanged_since_applied(r, j, st, in.revision)) {
         st->changed_ns = 0; /* nothing left to propagate */
         r->stats.noops++;

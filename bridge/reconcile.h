@@ -28,6 +28,17 @@
 #include "sinks/traefik.h"
 
 #define RECONCILE_CONFLICT_RETRIES 5
+/* A route whose namespace does not exist is retried after 30 s, doubling up
+ * to 10 min (with jitter), one create per retry. */
+#define RECONCILE_NS_RETRY_MIN_MS 30000
+#define RECONCILE_NS_RETRY_MAX_MS 600000
+/* Two writers: after this many of our writes undone in a row, each within
+ * the window of the write, the route writes at most once per backoff period
+ * (1 s doubling up to 5 min, with jitter). */
+#define RECONCILE_FIGHT_UNDOS 3
+#define RECONCILE_FIGHT_WINDOW_MS (10 * 60 * 1000)
+#define RECONCILE_FIGHT_MIN_MS 1000
+#define RECONCILE_FIGHT_MAX_MS (5 * 60 * 1000)
 /* Objects a route owns carry its name: in a label (shortened with a hash
  * past 63 bytes, the limit of label values) for selection by people, and in
  * full in an annotation, which is what the bridge reads. */
@@ -49,11 +60,23 @@ struct route_status {
     char *resource_version; /* of the IngressRoute after the last pass */
     uint64_t changed_ns;    /* uv_hrtime() of the first unapplied source change, 0 none */
     bool simple;            /* applied as one IngressRoute, nothing else */
-    bool weights_held;      /* the weights key is gone; the weights in force stay */
+    /* Two writers (see fight_hold in reconcile.c): our last write, until a
+     * later pass judges whether someone else undid it. */
+    char *written_key;         /* "<kind>/<name>" of the object */
+    char *written_rv;          /* resourceVersion it got; NULL once judged */
+    uint64_t written_revision; /* source revision it carried */
+    uint64_t written_ms;       /* loop time of the write */
+    unsigned undone;           /* our writes undone in a row */
+    bool fighting;             /* backing off: undone >= RECONCILE_FIGHT_UNDOS */
+    uint64_t fight_next_ms;    /* loop time before which no write is made */
+    uint64_t fight_revision;   /* source revision the fight began at */
+    char *rival;               /* field manager that undid our last write */
+    bool weights_held;         /* the weights key is gone; the weights in force stay */
 };
 
 struct reconcile_stats {
     uint64_t passes, writes, deletes, conflicts, errors, noops;
+    uint64_t undone; /* our writes another writer undid */
 };
 
 struct reconciler;
@@ -115,7 +138,8 @@ struct reconciler {
     struct reconcile_stats stats;
     struct delete_guard guard;
     struct reconcile_hooks hooks;
-    bool one_shot; /* `sync`: give up on a route after a few tries */
+    const char *field_manager; /* ours, to tell our writes from others'; may be NULL */
+    bool one_shot;             /* `sync`: give up on a route after a few tries */
     unsigned one_shot_failed;
     void (*on_drained)(void *user); /* queue empty, nothing in flight or delayed */
     void *user;

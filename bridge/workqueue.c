@@ -365,7 +365,7 @@ int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
 }
 
 static void finish(struct workqueue *q, const char *key, bool retry, uint64_t delay_ms,
-                   bool explicit_delay) {
+                   bool explicit_delay, bool hold) {
     struct wq_item *it = item_get(q, key, false);
     if (!it || !(it->flags & ITEM_IN_FLIGHT))
         return;
@@ -378,7 +378,7 @@ static void finish(struct workqueue *q, const char *key, bool retry, uint64_t de
             it->failures++;
         /* A delay the server asked for (Retry-After) holds even against new
          * input; our own backoff gives way to it (new input may fix things). */
-        it->not_before = explicit_delay ? uv_now(q->loop) + delay_ms : 0;
+        it->not_before = explicit_delay && hold ? uv_now(q->loop) + delay_ms : 0;
     } else {
         it->failures = 0;
         it->not_before = 0;
@@ -394,11 +394,15 @@ static void finish(struct workqueue *q, const char *key, bool retry, uint64_t de
 }
 
 void wq_done(struct workqueue *q, const char *key, bool retry) {
-    finish(q, key, retry, 0, false);
+    finish(q, key, retry, 0, false, false);
 }
 
 void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
-    finish(q, key, true, delay_ms, true);
+    finish(q, key, true, delay_ms, true, true);
+}
+
+void wq_done_in(struct workqueue *q, const char *key, uint64_t delay_ms) {
+    finish(q, key, true, delay_ms, true, false);
 }
 
 void wq_pause(struct workqueue *q, bool paused) {

@@ -100,6 +100,9 @@ int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms);
 void wq_done(struct workqueue *q, const char *key, bool retry);
 /* Same, with an explicit delay (e.g. Retry-After); counts as a failure. */
 void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms);
+/* Same, but new input overrides the delay (a wq_add runs it at once): for a
+ * failure only time or a change can fix. */
+void wq_done_in(struct workqueue *q, const char *key, uint64_t delay_ms);
 void wq_pause(struct workqueue *q, bool paused);
 
 /* Keys queued or in flight (delayed ones excluded). */

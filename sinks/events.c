@@ -1,11 +1,12 @@
 /* events.c - rate-limited, aggregated Kubernetes Events; see events.h.
  *
  * State: two token-bucket kinds (one global, one per involved object, in a
- * bounded map), a bounded LRU of recent events ("series") for aggregation,
- * and the list of requests in flight. No uv handles: buckets refill lazily
- * from the loop's clock when an event arrives, and a series' pending count
- * is flushed when its request completes, so there is nothing to wait for on
- * close. */
+ * bounded map), a bounded LRU of recent events ("series": one per object,
+ * uid, type and reason) for aggregation, and the list of requests in flight.
+ * Buckets refill lazily from the loop's clock. A series' pending occurrences
+ * are flushed when its request completes, or, when the buckets are empty,
+ * by one timer (created on first need, freed by its own close callback, so
+ * events_free never waits for the loop). */
 #include "sinks/events.h"
 
 #include <stdbool.h>
@@ -43,11 +44,15 @@ struct ev_call;
 
 /* One Event on the server and the occurrences folded into it. */
 struct series {
-    char *key;        /* the map key: object, uid, type, reason, message */
-    char *ns;         /* the Event's namespace */
+    char *key;  /* the map key: object, uid, type, reason, apiVersion */
+    char *okey; /* the object's bucket key */
+    char *ns;   /* the Event's namespace */
+    char *api_version, *kind, *name, *uid, *type, *reason; /* for the POST */
+    char *msg;        /* the newest occurrence's message: what the Event says */
     char *event_name; /* NULL until the POST answered */
     int64_t count;    /* count on the server */
     unsigned pending; /* accepted occurrences not yet sent */
+    char first_ts[32];
     char last_ts[32]; /* lastTimestamp of the newest occurrence */
     uint64_t last_ms; /* loop time of the newest occurrence */
     struct ev_call *call;
@@ -79,6 +84,7 @@ struct event_recorder {
     uint64_t failure_logged_ms[F_COUNT];
     bool failure_logged[F_COUNT];
     uint64_t last_name_ns; /* event names stay unique within a nanosecond */
+    uv_timer_t *timer;     /* flushes series held by the rate limits; NULL until needed */
     bool closed;
 };
 
@@ -262,22 +268,45 @@ static void lru_push(struct event_recorder *rec, struct series *s) {
         rec->oldest = s;
 }
 
+static void series_free(struct series *s) {
+    free(s->key);
+    free(s->okey);
+    free(s->ns);
+    free(s->api_version);
+    free(s->kind);
+    free(s->name);
+    free(s->uid);
+    free(s->type);
+    free(s->reason);
+    free(s->msg);
+    free(s->event_name);
+    free(s);
+}
+
 static void series_remove(struct event_recorder *rec, struct series *s) {
     if (s->call)
         s->call->s = NULL;
     map_del(&rec->series, s->key);
     lru_unlink(rec, s);
-    free(s->key);
-    free(s->ns);
-    free(s->event_name);
-    free(s);
+    series_free(s);
 }
 
-static struct series *series_new(struct event_recorder *rec, const char *key, const char *ns,
-                                 uint64_t now) {
+static char *dup_or_null(const char *v, bool *ok) {
+    if (!v)
+        return NULL;
+    char *c = strdup(v);
+    if (!c)
+        *ok = false;
+    return c;
+}
+
+static struct series *series_new(struct event_recorder *rec, const char *key, const char *okey,
+                                 const char *ns, const char *api_version, const char *kind,
+                                 const char *name, const char *uid, const char *type,
+                                 const char *reason, uint64_t now) {
     if (rec->series.count >= rec->lim.max_series) {
         struct series *victim = rec->oldest;
-        while (victim && victim->call)
+        while (victim && (victim->call || victim->pending))
             victim = victim->newer;
         if (!victim)
             return NULL;
@@ -286,12 +315,18 @@ static struct series *series_new(struct event_recorder *rec, const char *key, co
     struct series *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->key = strdup(key);
-    s->ns = strdup(ns);
-    if (!s->key || !s->ns || map_put(&rec->series, key, s, NULL) < 0) {
-        free(s->key);
-        free(s->ns);
-        free(s);
+    bool ok = true;
+    s->key = dup_or_null(key, &ok);
+    s->okey = dup_or_null(okey, &ok);
+    s->ns = dup_or_null(ns, &ok);
+    s->api_version = dup_or_null(api_version, &ok);
+    s->kind = dup_or_null(kind, &ok);
+    s->name = dup_or_null(name, &ok);
+    s->uid = dup_or_null(uid, &ok);
+    s->type = dup_or_null(type, &ok);
+    s->reason = dup_or_null(reason, &ok);
+    if (!ok || map_put(&rec->series, key, s, NULL) < 0) {
+        series_free(s);
         return NULL;
     }
     s->last_ms = now;
@@ -380,28 +415,108 @@ static void call_link(struct event_recorder *rec, struct ev_call *c) {
         c->s->call = c;
 }
 
-/* PATCH count and lastTimestamp of s's Event with its pending occurrences. */
-static void send_patch(struct event_recorder *rec, struct series *s) {
+static void flush(struct event_recorder *rec, struct series *s, uint64_t now);
+static cJSON *build_event(const struct event_recorder *rec, const char *evname,
+                          const struct series *s, unsigned count);
+
+/* Send s's pending occurrences: a PATCH of its Event (count, lastTimestamp
+ * and the newest message), or its first POST. */
+static void send_series(struct event_recorder *rec, struct series *s) {
     unsigned occ = s->pending;
-    s->pending = 0;
-    char path[600];
-    buf_t body = BUF_INIT;
-    struct ev_call *c = call_new(rec, s, occ, true);
-    int n = snprintf(path, sizeof path, "/api/v1/namespaces/%s/events/%s", s->ns, s->event_name);
-    if (!c || n < 0 || (size_t)n >= sizeof path ||
-        buf_printf(&body, "{\"count\":%lld,\"lastTimestamp\":\"%s\"}", (long long)(s->count + occ),
-                   s->last_ts) < 0 ||
-        !(c->call = kube_request(rec->kc, "PATCH", path, "application/merge-patch+json", body.data,
-                                 body.len, on_done, c))) {
+    bool patch = s->event_name != NULL;
+    char evname[EVENTS_NAME_MAX + 1], path[700];
+    int n =
+        patch ? snprintf(path, sizeof path, "/api/v1/namespaces/%s/events/%s", s->ns, s->event_name)
+              : snprintf(path, sizeof path, "/api/v1/namespaces/%s/events", s->ns);
+    cJSON *body = NULL;
+    struct ev_call *c = NULL;
+    bool ok = n > 0 && (size_t)n < sizeof path;
+    if (ok && patch) {
+        body = cJSON_CreateObject();
+        ok = body && cJSON_AddNumberToObject(body, "count", (double)(s->count + occ)) &&
+             cJSON_AddStringToObject(body, "lastTimestamp", s->last_ts) &&
+             cJSON_AddStringToObject(body, "message", s->msg ? s->msg : "");
+    } else if (ok) {
+        ok = event_name(rec, s->name, evname, sizeof evname) == 0 &&
+             (body = build_event(rec, evname, s, occ)) != NULL;
+    }
+    char *text = ok ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    if (!text || !(c = call_new(rec, s, occ, patch)) ||
+        !(c->call = kube_request(rec->kc, patch ? "PATCH" : "POST", path,
+                                 patch ? "application/merge-patch+json" : NULL, text, strlen(text),
+                                 on_done, c))) {
+        cJSON_free(text);
         free(c);
-        buf_free(&body);
-        rec->st.failed += occ;
-        log_debug(rec->log, "events: cannot start a patch (out of memory?)");
+        rec->st.dropped_other += occ;
+        log_debug(rec->log, "events: cannot start a %s (out of memory?)", patch ? "patch" : "post");
         series_remove(rec, s);
         return;
     }
-    buf_free(&body);
+    cJSON_free(text);
+    s->pending = 0;
     call_link(rec, c);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+    free(h);
+}
+
+static void on_flush_timer(uv_timer_t *t) {
+    struct event_recorder *rec = t->data;
+    uint64_t now = uv_now(rec->loop);
+    /* Oldest first; flush may remove a series, so step before calling it. */
+    for (struct series *s = rec->oldest, *next; s; s = next) {
+        next = s->newer;
+        if (s->pending && !s->call)
+            flush(rec, s, now);
+        if (rec->closed)
+            return;
+    }
+}
+
+/* A series waits for tokens: wake up when the next one is due. */
+static void arm_timer(struct event_recorder *rec) {
+    if (rec->closed)
+        return;
+    if (!rec->timer) {
+        rec->timer = malloc(sizeof *rec->timer);
+        if (!rec->timer || uv_timer_init(rec->loop, rec->timer) != 0) {
+            free(rec->timer);
+            rec->timer = NULL;
+            return; /* flushed by the next occurrence or answer instead */
+        }
+        rec->timer->data = rec;
+    }
+    if (uv_is_active((uv_handle_t *)rec->timer))
+        return;
+    uint64_t ms = rec->lim.object_refill_ms < rec->lim.global_refill_ms ? rec->lim.object_refill_ms
+                                                                        : rec->lim.global_refill_ms;
+    uv_timer_start(rec->timer, on_flush_timer, ms ? ms : 1, 0);
+}
+
+/* Send s's pending occurrences when the buckets and the in-flight cap allow;
+ * otherwise they wait (newer ones fold in) for the timer: the newest state is
+ * late, never lost. */
+static void flush(struct event_recorder *rec, struct series *s, uint64_t now) {
+    if (!s->pending || s->call || rec->closed)
+        return;
+    refill(&rec->global, rec->lim.global_burst, rec->lim.global_refill_ms, now);
+    struct bucket *ob = object_bucket(rec, s->okey, now);
+    if (!ob || ob->tokens < 1 || rec->global.tokens < 1 ||
+        rec->in_flight >= rec->lim.max_in_flight) {
+        log_debug(rec->log, "events: %s event %s on %s %s/%s waits (%s)", s->type, s->reason,
+                  s->kind, s->ns, s->name,
+                  !ob || ob->tokens < 1    ? "per-object rate limit"
+                  : rec->global.tokens < 1 ? "global rate limit"
+                                           : "requests in flight");
+        rec->st.deferred++;
+        arm_timer(rec);
+        return;
+    }
+    ob->tokens -= 1;
+    rec->global.tokens -= 1;
+    send_series(rec, s);
 }
 
 static void on_done(void *user, const struct kube_response *r) {
@@ -425,25 +540,28 @@ static void on_done(void *user, const struct kube_response *r) {
         } else if (s) {
             s->count += c->occurrences;
         }
-        if (s && s->pending && !rec->closed)
-            send_patch(rec, s);
+    } else if (c->patch && r->status == 404 && s) {
+        /* The Event is gone (expired, deleted): its occurrences start a new one. */
+        log_debug(rec->log, "events: event %s/%s is gone; posting a new one", s->ns,
+                  s->event_name ? s->event_name : "?");
+        free(s->event_name);
+        s->event_name = NULL;
+        s->count = 0;
+        s->pending += c->occurrences;
     } else {
         rec->st.failed += c->occurrences + (s ? s->pending : 0);
-        if (c->patch && r->status == 404)
-            log_debug(rec->log, "events: event %s/%s is gone; the next one starts a new series",
-                      s ? s->ns : "?", s && s->event_name ? s->event_name : "?");
-        else
-            log_failure(rec, r, s ? s->ns : "?", c->patch);
+        log_failure(rec, r, s ? s->ns : "?", c->patch);
         if (s)
             series_remove(rec, s);
+        s = NULL;
     }
+    if (s && s->pending && !rec->closed)
+        flush(rec, s, uv_now(rec->loop));
     free(c);
 }
 
-static cJSON *build_event(const struct event_recorder *rec, const char *evname, const char *ns,
-                          const char *api_version, const char *kind, const char *name,
-                          const char *uid, const char *type, const char *reason,
-                          const char *message, const char *ts) {
+static cJSON *build_event(const struct event_recorder *rec, const char *evname,
+                          const struct series *s, unsigned count) {
     cJSON *ev = cJSON_CreateObject();
     cJSON *meta = ev ? cJSON_AddObjectToObject(ev, "metadata") : NULL;
     cJSON *io = ev ? cJSON_AddObjectToObject(ev, "involvedObject") : NULL;
@@ -451,20 +569,20 @@ static cJSON *build_event(const struct event_recorder *rec, const char *evname, 
     bool ok = meta && io && src && cJSON_AddStringToObject(ev, "apiVersion", "v1") &&
               cJSON_AddStringToObject(ev, "kind", "Event") &&
               cJSON_AddStringToObject(meta, "name", evname) &&
-              cJSON_AddStringToObject(meta, "namespace", ns) &&
-              (!api_version || cJSON_AddStringToObject(io, "apiVersion", api_version)) &&
-              cJSON_AddStringToObject(io, "kind", kind) &&
-              cJSON_AddStringToObject(io, "name", name) &&
-              cJSON_AddStringToObject(io, "namespace", ns) &&
-              (!uid || !*uid || cJSON_AddStringToObject(io, "uid", uid)) &&
-              cJSON_AddStringToObject(ev, "reason", reason) &&
-              cJSON_AddStringToObject(ev, "message", message) &&
-              cJSON_AddStringToObject(ev, "type", type) &&
+              cJSON_AddStringToObject(meta, "namespace", s->ns) &&
+              (!s->api_version || cJSON_AddStringToObject(io, "apiVersion", s->api_version)) &&
+              cJSON_AddStringToObject(io, "kind", s->kind) &&
+              cJSON_AddStringToObject(io, "name", s->name) &&
+              cJSON_AddStringToObject(io, "namespace", s->ns) &&
+              (!s->uid || !*s->uid || cJSON_AddStringToObject(io, "uid", s->uid)) &&
+              cJSON_AddStringToObject(ev, "reason", s->reason) &&
+              cJSON_AddStringToObject(ev, "message", s->msg ? s->msg : "") &&
+              cJSON_AddStringToObject(ev, "type", s->type) &&
               cJSON_AddStringToObject(src, "component", rec->component) &&
               cJSON_AddStringToObject(src, "host", rec->host) &&
-              cJSON_AddStringToObject(ev, "firstTimestamp", ts) &&
-              cJSON_AddStringToObject(ev, "lastTimestamp", ts) &&
-              cJSON_AddNumberToObject(ev, "count", 1) &&
+              cJSON_AddStringToObject(ev, "firstTimestamp", s->first_ts) &&
+              cJSON_AddStringToObject(ev, "lastTimestamp", s->last_ts) &&
+              cJSON_AddNumberToObject(ev, "count", count) &&
               cJSON_AddStringToObject(ev, "reportingComponent", rec->component) &&
               cJSON_AddStringToObject(ev, "reportingInstance", rec->host);
     if (!ok) {
@@ -472,30 +590,6 @@ static cJSON *build_event(const struct event_recorder *rec, const char *evname, 
         return NULL;
     }
     return ev;
-}
-
-static void send_post(struct event_recorder *rec, struct series *s, const char *ns,
-                      const char *api_version, const char *kind, const char *name, const char *uid,
-                      const char *type, const char *reason, const char *message, const char *ts) {
-    char evname[EVENTS_NAME_MAX + 1], path[400];
-    int n = snprintf(path, sizeof path, "/api/v1/namespaces/%s/events", ns);
-    cJSON *ev = NULL;
-    struct ev_call *c = NULL;
-    if (n < 0 || (size_t)n >= sizeof path || event_name(rec, name, evname, sizeof evname) < 0 ||
-        !(ev = build_event(rec, evname, ns, api_version, kind, name, uid, type, reason, message,
-                           ts)) ||
-        !(c = call_new(rec, s, 1, false)) ||
-        !(c->call = kube_request_json(rec->kc, "POST", path, ev, on_done, c))) {
-        cJSON_Delete(ev);
-        free(c);
-        rec->st.dropped_other++;
-        log_debug(rec->log, "events: cannot start a post (out of memory?)");
-        if (s)
-            series_remove(rec, s);
-        return;
-    }
-    cJSON_Delete(ev);
-    call_link(rec, c);
 }
 
 /* ---- API ---- */
@@ -568,35 +662,13 @@ void events_vpost(struct event_recorder *rec, const char *ns, const char *api_ve
     uint64_t now = uv_now(rec->loop);
 
     buf_t okey = BUF_INIT, skey = BUF_INIT;
+    /* Similar events (same object, uid, type and reason) are one series, one
+     * Event: its message is the newest occurrence's, so the Event always says
+     * the latest state however fast they come. */
     if (buf_printf(&okey, "%s\x1f%s\x1f%s", ns, kind, name) < 0 ||
-        buf_printf(&skey, "%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s", okey.data, uid ? uid : "", type, rsn,
-                   msg, api_version ? api_version : "") < 0) {
+        buf_printf(&skey, "%s\x1f%s\x1f%s\x1f%s\x1f%s", okey.data, uid ? uid : "", type, rsn,
+                   api_version ? api_version : "") < 0) {
         rec->st.dropped_other++;
-        goto out;
-    }
-    struct series *s = map_get(&rec->series, skey.data);
-    if (s && !s->call && now - s->last_ms > rec->lim.aggregate_window_ms) {
-        series_remove(rec, s); /* too old to count into: a new Event */
-        s = NULL;
-    }
-    bool needs_request = !s || !s->call;
-    refill(&rec->global, rec->lim.global_burst, rec->lim.global_refill_ms, now);
-    struct bucket *ob = object_bucket(rec, okey.data, now);
-    if (!ob) {
-        rec->st.dropped_other++;
-        log_debug(rec->log, "events: too many objects tracked; event on %s/%s dropped", ns, name);
-        goto out;
-    }
-    if (ob->tokens < 1 || rec->global.tokens < 1) {
-        rec->st.dropped_rate_limited++;
-        log_debug(rec->log, "events: rate limit (%s); %s event %s on %s %s/%s dropped",
-                  ob->tokens < 1 ? "per object" : "global", type, rsn, kind, ns, name);
-        goto out;
-    }
-    if (needs_request && rec->in_flight >= rec->lim.max_in_flight) {
-        rec->st.dropped_in_flight++;
-        log_debug(rec->log, "events: %zu requests in flight; event %s on %s %s/%s dropped",
-                  rec->in_flight, rsn, kind, ns, name);
         goto out;
     }
     char ts[32];
@@ -604,24 +676,36 @@ void events_vpost(struct event_recorder *rec, const char *ns, const char *api_ve
         rec->st.dropped_other++;
         goto out;
     }
-    ob->tokens -= 1;
-    rec->global.tokens -= 1;
-    if (s) {
-        /* The same event again: count it into the existing one. */
-        s->pending++;
-        s->last_ms = now;
-        memcpy(s->last_ts, ts, sizeof s->last_ts);
-        lru_unlink(rec, s);
-        lru_push(rec, s);
-        rec->st.aggregated++;
-        if (!s->call)
-            send_patch(rec, s);
+    struct series *s = map_get(&rec->series, skey.data);
+    if (s && !s->call && !s->pending && now - s->last_ms > rec->lim.aggregate_window_ms) {
+        series_remove(rec, s); /* too old to count into: a new Event */
+        s = NULL;
+    }
+    if (!s) {
+        s = series_new(rec, skey.data, okey.data, ns, api_version, kind, name, uid, type, rsn, now);
+        if (!s) {
+            rec->st.dropped_other++;
+            log_debug(rec->log, "events: cannot track event %s on %s %s/%s; dropped", rsn, kind, ns,
+                      name);
+            goto out;
+        }
+        memcpy(s->first_ts, ts, sizeof s->first_ts);
+    } else {
+        rec->st.aggregated++; /* counted into an existing (or coming) Event */
+    }
+    char *m = strdup(msg);
+    if (!m) {
+        rec->st.dropped_other++;
         goto out;
     }
-    s = series_new(rec, skey.data, ns, now); /* NULL: posted, not remembered */
-    if (s)
-        memcpy(s->last_ts, ts, sizeof s->last_ts);
-    send_post(rec, s, ns, api_version, kind, name, uid, type, rsn, msg, ts);
+    free(s->msg);
+    s->msg = m;
+    s->pending++;
+    s->last_ms = now;
+    memcpy(s->last_ts, ts, sizeof s->last_ts);
+    lru_unlink(rec, s);
+    lru_push(rec, s);
+    flush(rec, s, now); /* or later: the request in flight or the timer sends it */
 out:
     buf_free(&okey);
     buf_free(&skey);
@@ -633,13 +717,21 @@ void events_get_stats(const struct event_recorder *rec, struct events_stats *out
 }
 
 uint64_t events_dropped(const struct event_recorder *rec) {
-    return rec->st.dropped_rate_limited + rec->st.dropped_in_flight + rec->st.dropped_other;
+    return rec->st.dropped_other;
 }
 
 void events_close(struct event_recorder *rec) {
     if (!rec || rec->closed)
         return;
     rec->closed = true;
+    if (rec->timer) {
+        uv_close((uv_handle_t *)rec->timer, on_timer_closed); /* frees it */
+        rec->timer = NULL;
+    }
+    for (struct series *s = rec->newest; s; s = s->older) {
+        rec->st.failed += s->pending; /* never sent */
+        s->pending = 0;
+    }
     while (rec->calls) {
         struct ev_call *c = rec->calls;
         call_unlink(rec, c);

@@ -8,27 +8,32 @@
  * message (at most 1024 bytes, valid UTF-8), type, source, first/last
  * timestamps, count, reportingComponent and reportingInstance.
  *
- * Events are best effort and must never hurt the bridge:
+ * Events are best effort and must never hurt the bridge, and the newest one
+ * must always be visible:
+ *  - Aggregation: similar events (same object, uid, type and reason; the
+ *    message may differ) within the window (default 5 min) are one series,
+ *    one Event, as client-go's correlator folds repeats: the existing Event
+ *    gets the new count, lastTimestamp and the newest occurrence's message
+ *    through a JSON merge patch (RBAC: patch on events). So after six quick
+ *    weight changes the Event says the sixth, with count 6.
  *  - Rate limits: a token bucket per involved object (default burst 5, one
- *    token per 10 s) and a global one (burst 25, one per second). An event
- *    over either limit is dropped and counted, never queued.
- *  - Aggregation: an event identical to one posted within the window (same
- *    object, uid, type, reason and message; default 5 min) is not a new
- *    Event: the existing one gets count + 1 and a new lastTimestamp through
- *    a JSON merge patch (RBAC: patch on events), as client-go's correlator
- *    does. Occurrences arriving while that event's request is in flight are
- *    merged into the next patch. Aggregated occurrences take rate-limit
- *    tokens too (they cost a request).
- *  - At most max_in_flight requests at once (default 32); beyond that the
- *    event is dropped and counted. Nothing queues.
+ *    token per 10 s) and a global one (burst 25, one per second); at most
+ *    max_in_flight requests at once (default 32). Each request takes a
+ *    token. An occurrence over a limit is not dropped: it waits in its
+ *    series (later ones fold into it), sent when the series' request in
+ *    flight completes or a timer finds tokens again. At most max_series
+ *    series are tracked; an event that cannot be is dropped and counted.
  *  - Failures (403 without RBAC, 404 namespace gone, 422, 429, 5xx,
  *    transport errors) are never retried; each kind is logged at most once
- *    every 10 minutes, and counted.
+ *    every 10 minutes, and counted. A patch of an Event that is gone (404)
+ *    posts a new Event instead.
  *  - The kube client's dry-run mode applies: with --dry-run, events are
  *    validated by the server and not stored (aggregation patches then find
  *    nothing and start a new series).
  *
- * One thread, the loop's. events_close before kube_client_cancel_all/free. */
+ * One thread, the loop's. events_close before kube_client_cancel_all/free;
+ * events_close closes the recorder's timer (if it made one), which frees
+ * itself on the next loop iteration. */
 #ifndef CB_EVENTS_H
 #define CB_EVENTS_H
 
@@ -55,13 +60,12 @@ struct events_limits {
 };
 
 struct events_stats {
-    uint64_t posted;               /* Events created (POST answered) */
-    uint64_t aggregated;           /* occurrences counted into an existing Event */
-    uint64_t dropped_rate_limited; /* over the per-object or global bucket */
-    uint64_t dropped_in_flight;    /* over max_in_flight */
-    uint64_t dropped_other;        /* invalid arguments, out of memory, too many objects */
-    uint64_t failed;               /* occurrences the API refused or never answered */
-    uint64_t in_flight;            /* requests now */
+    uint64_t posted;        /* Events created (POST answered) */
+    uint64_t aggregated;    /* occurrences counted into an existing Event */
+    uint64_t deferred;      /* sends that waited for a token or for room in flight */
+    uint64_t dropped_other; /* invalid arguments, out of memory, too many objects */
+    uint64_t failed;        /* occurrences the API refused or never answered */
+    uint64_t in_flight;     /* requests now */
 };
 
 void events_limits_default(struct events_limits *lim);
@@ -88,8 +92,8 @@ void events_vpost(struct event_recorder *rec, const char *ns, const char *api_ve
     __attribute__((format(printf, 9, 0)));
 
 void events_get_stats(const struct event_recorder *rec, struct events_stats *out);
-/* Events that never reached the API: rate limited + over the in-flight cap
- * + other drops (for canary_bridge_events_dropped_total). */
+/* Events that never reached the API because they could not be tracked
+ * (invalid arguments, out of memory, too many series). */
 uint64_t events_dropped(const struct event_recorder *rec);
 
 /* Cancel the requests in flight (no callback afterwards); later posts are

@@ -33,30 +33,72 @@ bool kobj_rv_older(const char *a, const char *b) {
  * were most of the bridge's memory (bench/RESULTS.md); the reconciler reads
  * an object once per pass, and parsing 1 KB costs microseconds.
  * metadata.managedFields are dropped: they are the server's bookkeeping for
- * server-side apply, often the largest part of an object, and the bridge
- * never reads them; a PUT that omits them leaves them as they are (the API
- * server takes them from the stored object). */
+ * server-side apply, often the largest part of an object; a PUT that omits
+ * them leaves them as they are (the API server takes them from the stored
+ * object). Of them only the name of the spec's last writer is kept (who
+ * undid our write, when two writers disagree). */
 struct cached {
-    char *rv; /* points into text[], NULL when the object had none */
+    char *rv;     /* points into text[], NULL when the object had none */
+    char *writer; /* points into text[], NULL when unknown */
     char text[];
 };
 
+/* The field manager that last changed the object's spec: of the
+ * managedFields entries owning spec fields, the newest (times are RFC 3339
+ * in UTC, so they compare as text); on a tie, the one owning spec.routes or
+ * spec.weighted (what two writers of an object disagree about). */
+static const char *spec_writer(const cJSON *obj) {
+    const cJSON *mf = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "managedFields");
+    const char *best = NULL, *best_time = "";
+    bool best_lists = false;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, mf) {
+        const cJSON *spec = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(e, "fieldsV1"), "f:spec");
+        const char *mgr = kobj_str(e, "manager", NULL);
+        const char *t = kobj_str(e, "time", NULL);
+        if (!spec || !mgr)
+            continue;
+        bool lists = cJSON_GetObjectItemCaseSensitive(spec, "f:routes") ||
+                     cJSON_GetObjectItemCaseSensitive(spec, "f:weighted");
+        int cmp = strcmp(t ? t : "", best_time);
+        if (!best || cmp > 0 || (cmp == 0 && lists && !best_lists)) {
+            best = mgr;
+            best_time = t ? t : "";
+            best_lists = lists;
+        }
+    }
+    return best;
+}
+
 /* From an object the caller lets us change (managedFields are removed). */
 static struct cached *cached_take(cJSON *obj) {
+    const char *w = spec_writer(obj);
+    size_t wlen = w ? strlen(w) : 0;
+    char *writer = w ? malloc(wlen + 1) : NULL;
+    if (writer)
+        memcpy(writer, w, wlen + 1);
     cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
                                             "managedFields");
     char *json = cJSON_PrintUnformatted(obj);
     const char *rv = kobj_str(obj, "metadata", "resourceVersion");
     size_t jlen = json ? strlen(json) : 0, rvlen = rv ? strlen(rv) : 0;
-    struct cached *c = json ? malloc(sizeof *c + jlen + 1 + rvlen + 1) : NULL;
+    struct cached *c = json ? malloc(sizeof *c + jlen + 1 + rvlen + 1 + wlen + 1) : NULL;
     if (c) {
         memcpy(c->text, json, jlen + 1);
         c->rv = NULL;
+        c->writer = NULL;
         if (rv) {
             c->rv = c->text + jlen + 1;
             memcpy(c->rv, rv, rvlen + 1);
         }
+        if (writer) {
+            c->writer = c->text + jlen + 1 + rvlen + 1;
+            memcpy(c->writer, writer, wlen + 1);
+        }
     }
+    free(writer);
     cJSON_free(json);
     return c;
 }
@@ -423,6 +465,13 @@ const char *informer_rv(const struct informer *inf, const char *ns, const char *
     snprintf(id, sizeof id, "%s/%s", ns, name);
     const struct cached *c = map_get(&inf->objects, id);
     return c ? c->rv : NULL;
+}
+
+const char *informer_writer(const struct informer *inf, const char *ns, const char *name) {
+    char id[320];
+    snprintf(id, sizeof id, "%s/%s", ns, name);
+    const struct cached *c = map_get(&inf->objects, id);
+    return c ? c->writer : NULL;
 }
 
 void informer_store(struct informer *inf, cJSON *obj) {

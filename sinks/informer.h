@@ -76,6 +76,9 @@ void informer_free(struct informer *inf);
 const cJSON *informer_get(struct informer *inf, const char *ns, const char *name);
 /* The cached object's resourceVersion, without parsing it (NULL: not cached). */
 const char *informer_rv(const struct informer *inf, const char *ns, const char *name);
+/* The field manager that last changed the cached object's spec, from its
+ * managedFields (NULL: not cached, or unknown). */
+const char *informer_writer(const struct informer *inf, const char *ns, const char *name);
 /* Store an object we just wrote (the API's answer) so the next write uses its
  * resourceVersion; ignored when the cache already holds a newer one. The
  * answer's metadata.managedFields are removed on the way (no copy is made:

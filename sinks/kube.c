@@ -26,6 +26,7 @@ struct kube_client {
     struct http_tls tls;
     char *auth_header; /* "Authorization: Bearer ..." or NULL; secret */
     bool dry_run;
+    char *field_manager; /* URL-encoded, or NULL: the server derives it from User-Agent */
     kube_observer_cb observer;
     void *observer_user;
     uv_timer_t token_timer; /* re-reads conn.token_file */
@@ -273,11 +274,23 @@ void kube_client_free(struct kube_client *kc) {
     wipe_free(kc->exec_cert, kc->exec_cert_len);
     wipe_free(kc->exec_key, kc->exec_key_len);
     kube_conn_free(&kc->conn);
+    free(kc->field_manager);
     free(kc);
 }
 
 void kube_client_set_dry_run(struct kube_client *kc, bool dry_run) {
     kc->dry_run = dry_run;
+}
+
+int kube_client_set_field_manager(struct kube_client *kc, const char *name) {
+    buf_t b = BUF_INIT;
+    if (name && (buf_put_urlencoded(&b, name, false) < 0 || !b.data)) {
+        buf_free(&b);
+        return -1;
+    }
+    free(kc->field_manager);
+    kc->field_manager = name ? buf_steal(&b) : NULL;
+    return 0;
 }
 
 size_t kube_client_writes_in_flight(const struct kube_client *kc) {
@@ -640,7 +653,12 @@ static struct kube_call *start(struct kube_client *kc, const char *method, const
     buf_t url = BUF_INIT;
     int rc = buf_printf(&url, "%s%s", kc->conn.server, path);
     if (rc == 0 && is_write && kc->dry_run && !nodry)
-        rc = buf_printf(&url, "%cdryRun=All", strchr(path, '?') ? '&' : '?');
+        rc = buf_printf(&url, "%cdryRun=All", strchr(url.data, '?') ? '&' : '?');
+    /* Who wrote which field shows in managedFields under this name; DELETE
+     * takes no fieldManager. */
+    if (rc == 0 && is_write && kc->field_manager && strcmp(method, "DELETE") != 0)
+        rc = buf_printf(&url, "%cfieldManager=%s", strchr(url.data, '?') ? '&' : '?',
+                        kc->field_manager);
     if (rc < 0) {
         buf_free(&url);
         return NULL;

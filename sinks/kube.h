@@ -56,6 +56,10 @@ void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void 
  * timer; before closing the http client. Free after the loop ran. */
 void kube_client_cancel_all(struct kube_client *kc);
 void kube_client_set_dry_run(struct kube_client *kc, bool dry_run);
+/* Send ?fieldManager=name with every POST, PUT and PATCH (NULL: none, and the
+ * API server names the writer after the User-Agent, "canary-bridge"). The
+ * name shows in the objects' managedFields. 0, or -1 out of memory. */
+int kube_client_set_field_manager(struct kube_client *kc, const char *name);
 /* Started, unfinished calls (writes in flight, for graceful shutdown). */
 size_t kube_client_writes_in_flight(const struct kube_client *kc);
 

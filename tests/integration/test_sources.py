@@ -537,6 +537,7 @@ class ConsulUI(ConsulCase):
         self.consul.put("canary/default/shop/weights", "shop-v1: 30\nshop-v2: 70\n")
         self.wait_weights({"shop-v1": 30, "shop-v2": 70})
         # A folder made while running, then a route in it.
+        self.kube.create_namespace("staging")
         self.consul.put_folder("canary/staging/")
         self.consul.put_folder("canary/staging/cart/")
         self.consul.put("canary/staging/cart/route", route_doc("cart") + "\n")

@@ -1159,6 +1159,7 @@ class Api:
                 "Required value: name or generateName is required")])
         mgr = self.manager(req)
         with self.store.cond:
+            self.namespace_lifecycle(res, ns)
             obj, warnings = self.build(req, res, ns, name, body, None)
             if mi.get("resourceVersion") and req.q("dryRun") != "All":   # etcd3 store.Create
                 msg = "resourceVersion should not be set on objects to be created"
@@ -1170,10 +1171,18 @@ class Api:
             obj = self.persist(req, res, ns, name, "ADDED", obj, None, owners)
         return Response(201, obj, warning_headers(warnings))
 
+    def namespace_lifecycle(self, res, ns):
+        """The NamespaceLifecycle admission plugin: a create in a namespace that does not
+        exist is 404 NotFound about the namespace (before any schema validation)."""
+        if res.namespaced and ("", ns) not in self.store.objs[self.res("", "namespaces").id]:
+            raise err(404, "NotFound", 'namespaces "%s" not found' % ns,
+                      dets(ns, None, "namespaces"))
+
     def persist(self, req, res, ns, name, etype, obj, prev, owners):
         """Commit (or, for dryRun=All, only pretend to)."""
         if owners is not None:
-            owners = [e for e in owners if e[2]]
+            # Empty entries go; the rest in the server's order: operation, time, manager.
+            owners = sorted((e for e in owners if e[2]), key=lambda e: (e[1], e[3], e[0]))
             obj["metadata"]["managedFields"] = [
                 {"apiVersion": res.api_version, "fieldsType": "FieldsV1",
                  "fieldsV1": fields_tree(p), "manager": m, "operation": op, "time": t}
@@ -1296,6 +1305,7 @@ class Api:
         with self.store.cond:
             cur = self.store.objs[res.id].get((ns, name))
             if cur is None:
+                self.namespace_lifecycle(res, ns)
                 obj, warnings = self.build(req, res, ns, name, cfg, None)
                 owners = [[mgr, "Apply", cfg_paths & field_paths(obj), now_rfc3339()]]
                 obj = self.persist(req, res, ns, name, "ADDED", obj, None, owners)
@@ -1441,7 +1451,9 @@ def update_owners(owners, old, new, mgr):
     if entry is not None:
         before = set(entry[2])
         entry[2] = (entry[2] | changed) - removed
-        if entry[2] != before:
+        # managedFieldsUpdater: an operation that changed any field stamps its manager's
+        # entry with the time, even when the manager owned those fields already.
+        if entry[2] != before or changed:
             entry[3] = now
     return owners
 

@@ -452,13 +452,53 @@ class TestWrites(unittest.TestCase):
         self.assertIn("resourceVersion should not be set on objects to be created",
                       body["message"])
 
-    def test_any_namespace_is_accepted(self):
+    def test_create_in_missing_namespace_is_404_about_the_namespace(self):
+        # NamespaceLifecycle admission: before schema validation, for every namespaced kind.
+        for obj in (ingressroute(uname()), ingressroute(uname(), weights=("ten",))):
+            st, _, body = kube.request("POST", kube.path(G, "nowhere", IR), obj)
+            self.assertEqual((st, body), (404, {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": 'namespaces "nowhere" not found', "reason": "NotFound",
+                "details": {"name": "nowhere", "kind": "namespaces"}, "code": 404}))
+        st, _, body = kube.request("POST", "/api/v1/namespaces/nowhere/events", {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}})
+        self.assertEqual((st, body["details"]["kind"]), (404, "namespaces"))
+        st, _, body = kube.request(
+            "PATCH", kube.path(G, "nowhere", IR, "x", fieldManager="t"),
+            ingressroute("x"), content_type="application/apply-patch+yaml")
+        self.assertEqual((st, body["message"]), (404, 'namespaces "nowhere" not found'))
+
+    def test_namespace_once_created_is_accepted(self):
+        kube.create_namespace("team-a")
         out = kube.create(G, "team-a", IR, ingressroute(uname()))
         self.assertEqual(out["metadata"]["namespace"], "team-a")
         obj = ingressroute(uname())
         obj["metadata"]["namespace"] = "elsewhere"
         st, _, body = kube.request("POST", kube.path(G, "team-a", IR), obj)
         self.assertEqual((st, body["reason"]), (400, "BadRequest"))
+
+    def test_managed_fields_per_field_manager_with_time(self):
+        name = uname()
+        kube.create(G, NS, IR, ingressroute(name), fieldManager="bridge-a")
+        cur = kube.get(G, NS, IR, name)
+        cur["spec"]["routes"][0]["services"][0]["weight"] = 50
+        out = kube.put(G, NS, IR, cur, fieldManager="bridge-b")
+        mf = {m["manager"]: m for m in out["metadata"]["managedFields"]}
+        self.assertEqual(set(mf), {"bridge-a", "bridge-b"})
+        self.assertIn("f:routes", mf["bridge-b"]["fieldsV1"]["f:spec"])
+        self.assertNotIn("f:routes", mf["bridge-a"]["fieldsV1"]["f:spec"])
+        self.assertEqual(mf["bridge-b"]["operation"], "Update")
+        # A manager that changes fields it already owns gets its entry's time renewed
+        # (times have whole seconds: wait for the clock to pass the stamped second).
+        stamped = mf["bridge-b"]["time"]
+        wait_until(lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > stamped, 3,
+                   what="the next second")
+        out["spec"]["routes"][0]["services"][0]["weight"] = 60
+        out = kube.put(G, NS, IR, out, fieldManager="bridge-b")
+        mf = {m["manager"]: m for m in out["metadata"]["managedFields"]}
+        self.assertGreater(mf["bridge-b"]["time"], stamped)
+        self.assertEqual([m["manager"] for m in out["metadata"]["managedFields"]],
+                         sorted(mf, key=lambda m: (mf[m]["time"], m)))
 
     def test_dry_run(self):
         name = uname()
@@ -627,6 +667,8 @@ class TestListAndSelectors(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.ns = uname("sel")
+        kube.create_namespace(cls.ns)
+        kube.create_namespace(cls.ns + "-other")
         for name, labels in (("a", {"app": "shop", "tier": "web"}), ("b", {"app": "shop"}),
                              ("c", {"app": "cart", "tier": "web"}), ("d", None)):
             kube.create(G, cls.ns, IR, ingressroute(name, labels=labels))
@@ -755,6 +797,7 @@ class TestWatch(unittest.TestCase):
 
     def test_rv_zero_starts_with_current_objects(self):
         ns = uname("w0")
+        kube.create_namespace(ns)
         kube.create(G, ns, IR, ingressroute("one"))
         w = WatchReader(ns=ns, resourceVersion="0")
         self.assertEqual(w.wait(1)[0]["type"], "ADDED")
@@ -767,6 +810,8 @@ class TestWatch(unittest.TestCase):
 
     def test_cluster_wide_watch_and_label_selector_transitions(self):
         name = uname()
+        kube.create_namespace("ns-x")
+        kube.create_namespace("ns-y")
         rv = kube.objects()["resourceVersion"]
         w = WatchReader(ns=None, resourceVersion=rv, labelSelector="canary=yes")
         kube.create(G, "ns-x", IR, ingressroute(name, labels={"canary": "yes"}))
@@ -834,6 +879,7 @@ class TestWatch(unittest.TestCase):
 
     def test_watch_list_initial_events_end_bookmark(self):
         ns = uname("wl")
+        kube.create_namespace(ns)
         kube.create(G, ns, IR, ingressroute("one"))
         evs = list(kube.watch(G, ns, IR, sendInitialEvents="true", allowWatchBookmarks="true",
                               resourceVersionMatch="NotOlderThan", timeoutSeconds="1"))

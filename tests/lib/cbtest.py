@@ -609,6 +609,11 @@ class KubeAPI(Proc):
     def create(self, group, ns, plural, obj, **query):
         return self._ok("POST", self.path(group, ns, plural, **query), obj)
 
+    def create_namespace(self, name):
+        """Namespaces must exist before anything is created in them (404 otherwise)."""
+        return self._ok("POST", "/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
     def put(self, group, ns, plural, obj, **query):
         return self._ok("PUT", self.path(group, ns, plural, obj["metadata"]["name"], **query),
                         obj)

@@ -384,6 +384,28 @@ static void test_allow_cross_namespace(void **state) {
                  "t.yaml:4: duplicate key 'reconcile.allow_cross_namespace' (first at line 3)");
 }
 
+static void test_field_manager(void **state) {
+    (void)state;
+    struct config cfg;
+    expect_ok("kubernetes:\n  field_manager: bridge-a@web-1\n", &cfg);
+    assert_string_equal(cfg.kubernetes.field_manager, "bridge-a@web-1");
+    config_free(&cfg);
+    expect_ok("log:\n  level: info\n", &cfg);
+    assert_null(cfg.kubernetes.field_manager);
+    config_free(&cfg);
+    char *long_name = malloc(200);
+    assert_non_null(long_name);
+    strcpy(long_name, "kubernetes:\n  field_manager: ");
+    size_t at = strlen(long_name);
+    memset(long_name + at, 'x', 129);
+    strcpy(long_name + at + 129, "\n");
+    expect_error(long_name,
+                 "t.yaml:2: kubernetes.field_manager: must be 1 to 128 printable ASCII characters");
+    free(long_name);
+    expect_error("kubernetes:\n  field_manager: \"tab\\there\"\n",
+                 "t.yaml:2: kubernetes.field_manager: must be 1 to 128 printable ASCII characters");
+}
+
 /* ---- errors --------------------------------------------------------------------- */
 
 static void test_error_unknown_keys(void **state) {
@@ -882,6 +904,7 @@ int main(void) {
         cmocka_unit_test(test_every_enum_value),
         cmocka_unit_test(test_later_sections_override_nothing_else),
         cmocka_unit_test(test_allow_cross_namespace),
+        cmocka_unit_test(test_field_manager),
         cmocka_unit_test(test_error_unknown_keys),
         cmocka_unit_test(test_error_wrong_types),
         cmocka_unit_test(test_error_bad_enums),

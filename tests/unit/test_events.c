@@ -5,10 +5,11 @@
  * test's libuv loop (real HTTPS, fault injection, request log) and the
  * recorder posts through the real kube client. Checked: every field of a
  * posted Event, message truncation on a UTF-8 boundary, aggregation of
- * identical events into count + 1 (one Event, merge patches), the per-object
- * and global token buckets and their refill, the in-flight cap, failures
- * (403, 500) logged once per kind and never retried, and close cancelling
- * what is in flight. Nothing sleeps: the loop runs until a condition holds,
+ * similar events into count + 1 with the newest message (one Event, merge
+ * patches), the per-object and global token buckets and their refill (an
+ * occurrence over a limit waits and is sent later, never dropped), the
+ * in-flight cap, failures (403, 500) logged once per kind and never retried,
+ * and close cancelling what is in flight. Nothing sleeps: the loop runs until a condition holds,
  * bounded by a deadline.
  *
  * Run from tests/ (meson's workdir) or the repository root. */
@@ -481,25 +482,80 @@ static void test_event_fields_and_aggregation(void **state) {
     events_free(rec);
 }
 
+struct newest {
+    struct kapi *k;
+    const char *name, *want;
+};
+
+/* The object's newest Event (by lastTimestamp, then count) says want. */
+static bool newest_says(void *arg) {
+    struct newest *w = arg;
+    int n;
+    cJSON *evs = events_of(w->k, "default", w->name, &n);
+    bool found = false;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) found =
+        found ||
+        strcmp(kobj_str(e, "message", NULL) ? kobj_str(e, "message", NULL) : "", w->want) == 0;
+    cJSON_Delete(evs);
+    return found;
+}
+
+/* Issue 11, defect 12: six quick weight changes on one IngressRoute. With
+ * a per-object burst of 5, the sixth used to be dropped and the newest Event
+ * said the fifth. Similar events fold into one Event whose message is the
+ * newest and whose count is 6. */
+static void test_newest_event_always_visible(void **state) {
+    struct kapi *k = *state;
+    struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-q");
+    assert_non_null(rec);
+    for (int i = 1; i <= 6; i++)
+        events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "quick", "uid-q",
+                    "Normal", "Applied", "weights shop-v1=%d shop-v2=%d from etcd revision %d",
+                    100 - 10 * i, 10 * i, 100 + i);
+    struct newest w = {k, "quick", "weights shop-v1=40 shop-v2=60 from etcd revision 106"};
+    assert_true(run_until(&k->loop, newest_says, &w, 5000));
+    settle(k, rec);
+    int n;
+    cJSON *evs = events_of(k, "default", "quick", &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(jint(cJSON_GetArrayItem(evs, 0), "count"), 6);
+    cJSON_Delete(evs);
+    events_close(rec);
+    events_free(rec);
+}
+
+struct posted_n {
+    const struct event_recorder *rec;
+    uint64_t n;
+};
+
+static bool posted_at_least(void *arg) {
+    struct posted_n *p = arg;
+    struct events_stats st;
+    events_get_stats(p->rec, &st);
+    return st.posted >= p->n && st.in_flight == 0;
+}
+
 static void test_rate_limits(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
     assert_non_null(rec);
-    /* Per object: burst 5. */
+    struct events_limits lim;
+    events_limits_default(&lim);
+    lim.global_refill_ms = 20; /* the deferred ones go out in a fraction of a second */
+    assert_int_equal(events_set_limits(rec, &lim), 0);
+    /* Ten quick occurrences on one object: one series, one POST in flight,
+     * the rest folded into one patch. Nothing dropped. */
     for (int i = 0; i < 10; i++)
         events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "burst", NULL, "Normal",
                     "WeightsChanged", "change %d", i);
     struct events_stats st;
     events_get_stats(rec, &st);
-    assert_int_equal(st.dropped_rate_limited, 5);
-    assert_int_equal(st.in_flight, 5);
-    /* Global: burst 25, 5 used. */
-    for (int i = 0; i < 30; i++)
-        events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "many", NULL, "Normal",
-                    "WeightsChanged", "object %d", i);
-    events_get_stats(rec, &st);
-    /* "many" is one object: its bucket lets 5 through, the global the rest. */
-    assert_int_equal(st.dropped_rate_limited, 5 + 25);
+    assert_int_equal(st.in_flight, 1);
+    assert_int_equal(st.aggregated, 9);
+    /* Global: burst 25, 1 used. 30 objects: 24 go at once, 6 wait for tokens
+     * and go when the timer finds them. */
     char name[32];
     for (int i = 0; i < 30; i++) {
         snprintf(name, sizeof name, "obj-%d", i);
@@ -507,48 +563,62 @@ static void test_rate_limits(void **state) {
                     "WeightsChanged", "object %d", i);
     }
     events_get_stats(rec, &st);
-    assert_int_equal(st.dropped_rate_limited, 30 + 15); /* 25 - 10 = 15 went through */
-    assert_int_equal(events_dropped(rec), 45);
-    settle(k, rec);
+    assert_int_equal(st.in_flight, 25);
+    assert_true(st.deferred >= 6);
+    struct posted_n want = {rec, 31};
+    assert_true(run_until(&k->loop, posted_at_least, &want, 5000));
     events_get_stats(rec, &st);
-    assert_int_equal(st.posted, 25);
+    assert_int_equal(st.posted, 31);
     assert_int_equal(st.failed, 0);
+    assert_int_equal(events_dropped(rec), 0);
     int n;
     cJSON *evs = events_of(k, "default", "burst", &n);
-    assert_int_equal(n, 5);
+    assert_int_equal(n, 1);
+    assert_int_equal(jint(cJSON_GetArrayItem(evs, 0), "count"), 10);
+    assert_string_equal(kobj_str(cJSON_GetArrayItem(evs, 0), "message", NULL), "change 9");
+    cJSON_Delete(evs);
+    evs = events_of(k, "default", "obj-29", &n);
+    assert_int_equal(n, 1);
     cJSON_Delete(evs);
     events_close(rec);
     events_free(rec);
 
-    /* Refill: one token per 100 ms per object. */
+    /* Per object: burst 1, one token per 100 ms. The second occurrence
+     * waits for the token (no request in flight to fold into), then is sent
+     * as a patch carrying the newest message. */
     rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
     assert_non_null(rec);
-    struct events_limits lim;
     events_limits_default(&lim);
     lim.object_burst = 1;
     lim.object_refill_ms = 100;
     assert_int_equal(events_set_limits(rec, &lim), 0);
+    int seq0 = last_seq(k);
     events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "one");
+    settle(k, rec);
     events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "two");
-    events_get_stats(rec, &st);
-    assert_int_equal(st.dropped_rate_limited, 1);
-    run_for(&k->loop, 150);
     events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "three");
     events_get_stats(rec, &st);
-    assert_int_equal(st.dropped_rate_limited, 1);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.deferred, 2);
+    struct newest w = {k, "refill", "three"};
+    assert_true(run_until(&k->loop, newest_says, &w, 5000));
     settle(k, rec);
-    events_get_stats(rec, &st);
-    assert_int_equal(st.posted, 2);
+    assert_int_equal(requests_since(k, seq0, "PATCH", "/events/"), 1);
+    evs = events_of(k, "default", "refill", &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(jint(cJSON_GetArrayItem(evs, 0), "count"), 3);
+    cJSON_Delete(evs);
     lim.object_burst = 0;
     assert_int_equal(events_set_limits(rec, &lim), -1);
     events_close(rec);
     events_free(rec);
 
-    /* At most max_in_flight requests; beyond that, drop and count. */
+    /* At most max_in_flight requests; the others wait, then go. */
     rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
     assert_non_null(rec);
     events_limits_default(&lim);
     lim.max_in_flight = 2;
+    lim.global_refill_ms = 50;
     assert_int_equal(events_set_limits(rec, &lim), 0);
     fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
     for (int i = 0; i < 5; i++) {
@@ -559,20 +629,22 @@ static void test_rate_limits(void **state) {
     events_post(rec, "default", "v1", "Service", "slow-0", NULL, "Normal", "Slow", "slow %d", 0);
     events_get_stats(rec, &st);
     assert_int_equal(st.in_flight, 2);
-    assert_int_equal(st.dropped_in_flight, 3);
+    assert_int_equal(st.deferred, 3);
     assert_int_equal(st.aggregated, 1);
-    assert_int_equal(events_dropped(rec), 3);
-    settle(k, rec);
+    assert_int_equal(events_dropped(rec), 0);
+    struct posted_n five = {rec, 5};
+    assert_true(run_until(&k->loop, posted_at_least, &five, 10000));
     faults_clear(k);
     settle(k, rec);
     events_get_stats(rec, &st);
-    assert_int_equal(st.posted, 2);
+    assert_int_equal(st.posted, 5);
     evs = events_of(k, "default", "slow-0", &n);
     assert_int_equal(n, 1);
     assert_int_equal(jint(cJSON_GetArrayItem(evs, 0), "count"), 2);
     cJSON_Delete(evs);
     events_close(rec);
     events_free(rec);
+    run_for(&k->loop, 10); /* the closed timers free themselves */
 }
 
 static void test_failures_logged_once(void **state) {
@@ -638,13 +710,14 @@ static void test_close_cancels(void **state) {
     fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
     events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "one");
     events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "two");
+    events_post(rec, "default", "v1", "Service", "other", NULL, "Normal", "X", "three");
     struct events_stats st;
     events_get_stats(rec, &st);
-    assert_int_equal(st.in_flight, 2);
+    assert_int_equal(st.in_flight, 2); /* "two" waits in its series for "one" */
     events_close(rec);
     events_get_stats(rec, &st);
     assert_int_equal(st.in_flight, 0);
-    assert_int_equal(st.failed, 2);
+    assert_int_equal(st.failed, 3); /* two in flight, one waiting */
     events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "ignored");
     events_get_stats(rec, &st);
     assert_int_equal(st.in_flight, 0);
@@ -657,8 +730,11 @@ static void test_close_cancels(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8_copy),     cmocka_unit_test(test_event_fields_and_aggregation),
-        cmocka_unit_test(test_rate_limits),   cmocka_unit_test(test_failures_logged_once),
+        cmocka_unit_test(test_utf8_copy),
+        cmocka_unit_test(test_event_fields_and_aggregation),
+        cmocka_unit_test(test_newest_event_always_visible),
+        cmocka_unit_test(test_rate_limits),
+        cmocka_unit_test(test_failures_logged_once),
         cmocka_unit_test(test_close_cancels),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
