@@ -17,6 +17,7 @@
  * Secrets (source.password, source.token) never reach a message: string
  * values are never echoed, only enum, boolean, number and duration values. */
 #include "bridge/config.h"
+#include "bridge/suggest.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -494,29 +495,6 @@ static int apply_field(struct parse *p, const struct field *f, const char *path,
 
 /* ---- the walk ---------------------------------------------------------------- */
 
-/* Edit distance between short keys, for "did you mean" hints. */
-static size_t distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b), row[KEY_PATH_MAX + 1];
-    if (la > KEY_PATH_MAX || lb > KEY_PATH_MAX)
-        return SIZE_MAX;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            diag = up;
-            row[j] = best;
-        }
-    }
-    return row[lb];
-}
-
 static int unknown_key(struct parse *p, const struct field *fields, const char *path,
                        const char *key, int line) {
     const char *close = NULL;
@@ -525,7 +503,7 @@ static int unknown_key(struct parse *p, const struct field *fields, const char *
     size_t used = 0;
     known[0] = '\0';
     for (const struct field *f = fields; f->key; f++) {
-        size_t d = distance(key, f->key);
+        size_t d = suggest_distance(key, f->key);
         if (d < best && d < strlen(key)) {
             best = d;
             close = f->key;

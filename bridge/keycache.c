@@ -1,5 +1,6 @@
 /* keycache.c - source keys grouped into route folders; see keycache.h. */
 #include "bridge/keycache.h"
+#include "bridge/suggest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,29 +54,6 @@ void keycache_free(struct keycache *kc) {
     kc->prefix = NULL;
 }
 
-/* Edit distance of two short words, for "did you mean". */
-static size_t distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b), row[32];
-    if (la >= 32 || lb >= 32)
-        return 99;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            diag = up;
-            row[j] = best;
-        }
-    }
-    return row[lb];
-}
-
 /* A key whose folder is a valid route but whose leaf is unknown: fills ns,
  * name and a message with a did-you-mean. 0 when it is one. */
 static int unknown_leaf(struct keycache *kc, const char *key, char *ns, char *name, char *msg,
@@ -92,7 +70,7 @@ static int unknown_leaf(struct keycache *kc, const char *key, char *ns, char *na
     const char *leaf = slash + 1, *best = NULL;
     size_t bestd = 3; /* a typo, not another word */
     for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++) {
-        size_t d = distance(leaf, leaves[i]);
+        size_t d = suggest_distance(leaf, leaves[i]);
         if (d < bestd) {
             bestd = d;
             best = leaves[i];
