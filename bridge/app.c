@@ -100,7 +100,7 @@ static void set_status(struct app *a, const char *fmt, ...) {
     if (strcmp(text, a->last_status) == 0)
         return; /* systemd needs to hear about changes only */
     memcpy(a->last_status, text, sizeof text);
-    notify_status(&a->notify, "%s", text);
+    notify_status(&a->notify, "%s%s", a->dry_run ? "dry-run: " : "", text);
 }
 
 static void on_source_state(void *user, bool connected, const char *reason) {
@@ -160,8 +160,10 @@ static void on_drained(void *user) {
     }
     if (a->cmd == CMD_SYNC && a->working && !a->stopping) {
         unsigned failed = a->rec.one_shot_failed;
-        log_info(&a->log, "sync: done, %llu writes, %u routes failed",
-                 (unsigned long long)a->rec.stats.writes, failed);
+        log_info(&a->log, "sync: done, %llu writes%s, %u routes failed",
+                 (unsigned long long)a->rec.stats.writes,
+                 a->dry_run ? " (dry run: validated by the API server, none persisted)" : "",
+                 failed);
         app_stop(a, failed ? EXIT_RUNTIME : EXIT_OK);
     }
 }

@@ -1,7 +1,9 @@
 """Operations (issue 5): HTTP endpoints and metrics, sd_notify readiness and
-watchdog, SIGHUP reload (good and broken), SIGTERM with a write in flight."""
+watchdog, SIGHUP reload (good and broken), SIGTERM with a write in flight; the command
+line (issue 14): options anywhere, --credentials-dir, --dry-run in every line."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,8 +13,10 @@ import threading
 import unittest
 import urllib.request
 
+import yaml
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+from cbtest import REPO, Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
 
 G = "traefik.io"
 ROUTE = """match: Host(`shop.example.com`)
@@ -331,6 +335,100 @@ class SdNotify(OpsCase):
         except subprocess.TimeoutExpired:
             self.fail("SIGTERM with the notify queue full: the process did not exit:\n"
                       + b.log_tail())
+
+
+class CommandLine(OpsCase):
+    """The one-shot commands as an operator types them (issue 14): options before or after
+    the command, a config that names ${CREDENTIALS_DIRECTORY} checked from a shell, and a
+    dry run that says so in every line."""
+
+    def config(self, name="bridge.yaml", **overrides):
+        path = os.path.join(self.tmp.name, name)
+        with open(path, "w") as f:
+            f.write(yaml.safe_dump(bridge_config(etcd=self.etcd, kube=self.kube, **overrides)))
+        return path
+
+    def cli(self, *args, env=None):
+        binary = os.environ.get("CANARY_BRIDGE") or os.path.join(REPO, "build", "canary-bridge")
+        p = subprocess.run([binary] + list(args), capture_output=True, text=True, timeout=60,
+                           env=env)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_global_options_before_or_after_the_command(self):
+        cfg = self.config(log={"level": "error"})
+        for args in (["-c", cfg, "check"], ["check", "-c", cfg], ["--config=" + cfg, "check"]):
+            code, out, err = self.cli(*args)
+            self.assertEqual(code, 0, "%s: %s%s" % (args, out, err))
+            self.assertIn("ok   config %s\n" % cfg, out)
+            self.assertIn("ok   kubernetes", out)
+            self.assertNotIn("etcd: starting", err)  # log.level error
+        for args in (["-v", "-c", cfg, "check"], ["check", "-c", cfg, "-v"]):
+            code, out, err = self.cli(*args)
+            self.assertEqual(code, 0, out + err)
+            self.assertIn("etcd: starting", err, "%s: -v logs below log.level" % args)
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        code, out, err = self.cli("--dry-run", "-c", cfg, "sync")
+        self.assertEqual(code, 0, err)
+        self.assertIsNone(self.ir())
+        code, out, err = self.cli("--dry-run", "-c", cfg, "render")
+        self.assertEqual(code, 2, err)
+        self.assertIn("--dry-run goes with run or sync", err)
+        code, out, err = self.cli("-c", cfg, "check", "extra")
+        self.assertEqual(code, 2, err)
+        self.assertIn("unexpected argument 'extra'", err)
+
+    def test_check_takes_the_credentials_directory(self):
+        creds = os.path.join(self.tmp.name, "creds")
+        os.makedirs(creds)
+        shutil.copy(self.kube.kubeconfig, os.path.join(creds, "kubeconfig"))
+        cfg = self.config(kubernetes={"kubeconfig": "${CREDENTIALS_DIRECTORY}/kubeconfig"})
+        env = dict(os.environ)
+        env.pop("CREDENTIALS_DIRECTORY", None)
+        code, out, err = self.cli("check", "-c", cfg, env=env)
+        self.assertEqual(code, 2, out + err)
+        self.assertIn("kubernetes.kubeconfig", err)
+        self.assertIn("CREDENTIALS_DIRECTORY", err)
+        for args in (["--credentials-dir", creds], ["--credentials-dir=" + creds]):
+            code, out, err = self.cli("check", "-c", cfg, *args, env=env)
+            self.assertEqual(code, 0, out + err)
+            self.assertIn("ok   kubernetes", out)
+        # It wins over the environment, as a directory that exists.
+        env["CREDENTIALS_DIRECTORY"] = self.tmp.name
+        code, out, err = self.cli("--credentials-dir", creds, "check", "-c", cfg, env=env)
+        self.assertEqual(code, 0, out + err)
+        code, out, err = self.cli("check", "-c", cfg, "--credentials-dir",
+                                  os.path.join(creds, "missing"), env=env)
+        self.assertEqual(code, 2, out + err)
+        self.assertIn("--credentials-dir %s/missing: No such file or directory" % creds, err)
+
+    def test_dry_run_says_so_in_every_log_line_and_summary(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        cfg = self.config(log={"level": "info"})
+        code, out, err = self.cli("sync", "-c", cfg, "--dry-run")
+        self.assertEqual(code, 0, err)
+        self.assertIsNone(self.ir())
+        lines = err.splitlines()
+        self.assertGreater(len(lines), 2, err)
+        for line in lines:
+            self.assertRegex(line, r"^\S+ \w+ +dry-run: ", line)
+        self.assertRegex(err, r"sync: done, [1-9]\d* writes \(dry run: validated by the API "
+                              r"server, none persisted\), 0 routes failed")
+        # The daemon too, and its systemd STATUS=.
+        b = Bridge(self.tmp.name, bridge_config(etcd=self.etcd, kube=self.kube,
+                                                log={"level": "info"}),
+                   args=("run", "--dry-run"), env=self.notify.env(), name="bridge-run")
+        self.addCleanup(b.stop)
+        b.wait_log(r"first full sync done")
+        self.notify.wait("READY=1")
+        self.assertIsNone(self.ir())
+        for line in b.log_text().splitlines():
+            self.assertRegex(line, r"^\S+ \w+ +dry-run: ", line)
+        status = [line for m in self.notify.snapshot() for line in m.splitlines()
+                  if line.startswith("STATUS=")]
+        self.assertTrue(status)
+        for m in status:
+            self.assertTrue(m.startswith("STATUS=dry-run: "), m)
 
 
 class Signals(OpsCase):
