@@ -796,6 +796,10 @@ static void on_drain_check(uv_timer_t *t) {
         teardown(a);
 }
 
+static uint64_t one_shot_timeout_ms(const struct app *a) {
+    return a->timeout_ms ? a->timeout_ms : ONE_SHOT_TIMEOUT_MS;
+}
+
 static void on_deadline(uv_timer_t *t) {
     struct app *a = t->data;
     if (a->stopping) {
@@ -804,17 +808,17 @@ static void on_deadline(uv_timer_t *t) {
         teardown(a);
         return;
     }
+    double secs = (double)one_shot_timeout_ms(a) / 1000;
     switch (a->cmd) {
     case CMD_CHECK:
         if (!a->check_source_ok)
-            printf("FAIL source %s: no answer within %d s\n", a->source->ops->name,
-                   ONE_SHOT_TIMEOUT_MS / 1000);
+            printf("FAIL source %s: no answer within %g s\n", a->source->ops->name, secs);
         if (!a->check_api_done)
-            printf("FAIL kubernetes: no answer within %d s\n", ONE_SHOT_TIMEOUT_MS / 1000);
+            printf("FAIL kubernetes: no answer within %g s\n", secs);
         break;
     default:
-        log_error(&a->log, "%s: not finished within %d s (source %s, informers %s)",
-                  a->cmd == CMD_SYNC ? "sync" : "render", ONE_SHOT_TIMEOUT_MS / 1000,
+        log_error(&a->log, "%s: not finished within %g s (source %s, informers %s)",
+                  a->cmd == CMD_SYNC ? "sync" : "render", secs,
                   a->source_synced ? "read" : "unreachable",
                   a->informers_synced >= 2 ? "listed" : "not listed");
     }
@@ -1049,7 +1053,7 @@ static int start_all(struct app *a) {
         uv_timer_start(&a->resync_timer, on_resync, a->cfg.reconcile.resync_ms,
                        a->cfg.reconcile.resync_ms);
     if (a->cmd != CMD_RUN)
-        uv_timer_start(&a->deadline, on_deadline, ONE_SHOT_TIMEOUT_MS, 0);
+        uv_timer_start(&a->deadline, on_deadline, one_shot_timeout_ms(a), 0);
     return 0;
 }
 

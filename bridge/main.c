@@ -18,7 +18,7 @@ static void usage(FILE *out) {
           "  canary-bridge [run] [-c FILE] [--dry-run]   run the daemon\n"
           "  canary-bridge sync  [-c FILE] [--dry-run]   one full reconcile pass, then exit\n"
           "  canary-bridge render [-c FILE] [NS/NAME]    read the source once, print the objects\n"
-          "  canary-bridge check [-c FILE] [--credentials-dir DIR]\n"
+          "  canary-bridge check [-c FILE] [--credentials-dir DIR] [--timeout DURATION]\n"
           "                                              validate config, reach source and API\n"
           "  canary-bridge --version | --help\n"
           "\n"
@@ -30,6 +30,8 @@ static void usage(FILE *out) {
           "                     systemd sets for a service with LoadCredential=)\n"
           "  --dry-run          run, sync: send writes with dryRun=All: validated, never\n"
           "                     persisted; every log line says dry-run\n"
+          "  --timeout DURATION check, sync, render: give up after this long, in all\n"
+          "                     (e.g. 10s; default 30s)\n"
           "  -v, --verbose      log at debug level (overrides log.level)\n"
           "\n"
           "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n",
@@ -78,12 +80,14 @@ static int option_value(int argc, char **argv, int *i, const char *shortopt, con
 static int parse_args(int argc, char **argv, struct app *a, const char **config_path, bool *verbose,
                       const char **creds_dir) {
     bool have_cmd = false;
+    const char *timeout = NULL;
     a->cmd = CMD_RUN;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         int rc;
         if ((rc = option_value(argc, argv, &i, "-c", "--config", config_path)) != 0 ||
-            (rc = option_value(argc, argv, &i, NULL, "--credentials-dir", creds_dir)) != 0) {
+            (rc = option_value(argc, argv, &i, NULL, "--credentials-dir", creds_dir)) != 0 ||
+            (rc = option_value(argc, argv, &i, NULL, "--timeout", &timeout)) != 0) {
             if (rc < 0)
                 return -1;
         } else if (strcmp(arg, "--dry-run") == 0) {
@@ -109,6 +113,16 @@ static int parse_args(int argc, char **argv, struct app *a, const char **config_
     if (a->dry_run && a->cmd != CMD_RUN && a->cmd != CMD_SYNC) {
         fprintf(stderr, "canary-bridge: --dry-run goes with run or sync (render and check never "
                         "write)\n");
+        return -1;
+    }
+    if (timeout && a->cmd == CMD_RUN) {
+        fprintf(stderr, "canary-bridge: --timeout goes with check, sync or render\n");
+        return -1;
+    }
+    if (timeout && (parse_duration_ms(timeout, &a->timeout_ms) < 0 || a->timeout_ms == 0)) {
+        fprintf(stderr,
+                "canary-bridge: --timeout: want a duration such as 10s or 1m30s, got '%s'\n",
+                timeout);
         return -1;
     }
     return 0;

@@ -401,6 +401,22 @@ class CommandLine(OpsCase):
         self.assertEqual(code, 2, out + err)
         self.assertIn("--credentials-dir %s/missing: No such file or directory" % creds, err)
 
+    def test_check_timeout_bounds_the_whole_check(self):
+        """A source that accepts connections and never answers: --timeout ends the check
+        (the default is 30 s) with a result line naming what did not answer."""
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        cfg = self.config(source={"endpoints": ["http://127.0.0.1:%d" % silent.getsockname()[1]]})
+        code, out, err = self.cli("check", "-c", cfg, "--timeout", "1500ms")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("FAIL source etcd: no answer within 1.5 s\n", out)
+        self.assertIn("ok   kubernetes", out)
+        code, out, err = self.cli("--timeout=0", "check", "-c", cfg)
+        self.assertEqual(code, 2, out + err)
+        self.assertIn("--timeout: want a duration such as 10s", err)
+
     def test_dry_run_says_so_in_every_log_line_and_summary(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
         self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
