@@ -111,6 +111,13 @@ static void on_source_state(void *user, bool connected, const char *reason) {
                !connected && a->source && a->source->fault == SOURCE_FAULT_ACL ? 1 : 0);
     if (connected) {
         log_info(&a->log, "source: connected");
+    } else if (a->cmd == CMD_CHECK && !a->check_source_ok && a->source &&
+               (a->source->fault == SOURCE_FAULT_AUTH || a->source->fault == SOURCE_FAULT_ACL)) {
+        /* Retrying cannot fix refused credentials: say what the server said. */
+        printf("FAIL source %s: %s\n", a->source->ops->name, reason ? reason : "refused");
+        a->check_source_refused = true;
+        if (a->check_api_done)
+            app_stop(a, EXIT_RUNTIME);
     } else {
         log_warn(&a->log, "source: disconnected: %s", reason ? reason : "unknown");
         set_status(a, "source %s disconnected: %.160s", a->source->ops->name,
@@ -727,8 +734,8 @@ static void on_check_api(void *user, const struct kube_response *res) {
                a->check_api_ok ? "serves ingressroutes and middlewares"
                                : "does not serve ingressroutes and middlewares (CRDs missing?)");
     }
-    if (!a->check_api_ok || a->check_source_ok)
-        app_stop(a, a->check_api_ok ? EXIT_OK : EXIT_RUNTIME);
+    if (!a->check_api_ok || a->check_source_ok || a->check_source_refused)
+        app_stop(a, a->check_api_ok && !a->check_source_refused ? EXIT_OK : EXIT_RUNTIME);
 }
 
 /* ---- signals, timers, shutdown ---- */
@@ -811,7 +818,7 @@ static void on_deadline(uv_timer_t *t) {
     double secs = (double)one_shot_timeout_ms(a) / 1000;
     switch (a->cmd) {
     case CMD_CHECK:
-        if (!a->check_source_ok)
+        if (!a->check_source_ok && !a->check_source_refused)
             printf("FAIL source %s: no answer within %g s\n", a->source->ops->name, secs);
         if (!a->check_api_done)
             printf("FAIL kubernetes: no answer within %g s\n", secs);

@@ -83,6 +83,7 @@ struct app {
     bool stopping;
     bool torn_down;
     bool check_source_ok, check_api_done, check_api_ok;
+    bool check_source_refused;   /* the source refused the credentials: FAIL printed */
     struct kube_call *discovery; /* traefik.api_group: auto */
     unsigned discovery_failures;
     int exit_code;

@@ -17,6 +17,7 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 from cbtest import REPO, Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+from consul import Consul  # noqa: E402
 
 G = "traefik.io"
 ROUTE = """match: Host(`shop.example.com`)
@@ -342,10 +343,11 @@ class CommandLine(OpsCase):
     the command, a config that names ${CREDENTIALS_DIRECTORY} checked from a shell, and a
     dry run that says so in every line."""
 
-    def config(self, name="bridge.yaml", **overrides):
+    def config(self, name="bridge.yaml", etcd=True, **overrides):
         path = os.path.join(self.tmp.name, name)
         with open(path, "w") as f:
-            f.write(yaml.safe_dump(bridge_config(etcd=self.etcd, kube=self.kube, **overrides)))
+            f.write(yaml.safe_dump(bridge_config(etcd=self.etcd if etcd else None, kube=self.kube,
+                                                 **overrides)))
         return path
 
     def cli(self, *args, env=None):
@@ -416,6 +418,30 @@ class CommandLine(OpsCase):
         code, out, err = self.cli("--timeout=0", "check", "-c", cfg)
         self.assertEqual(code, 2, out + err)
         self.assertIn("--timeout: want a duration such as 10s", err)
+
+    def test_check_fails_at_once_when_the_source_refuses_the_credentials(self):
+        """A wrong etcd password or Consul token: the FAIL line carries the server's answer
+        as soon as it comes, not "no answer" at the deadline."""
+        self.etcd.enable_auth()
+        cfg = self.config(source={"username": "root", "password": "wrong"})
+        code, out, err = self.cli("check", "-c", cfg, "--timeout", "25s")
+        self.assertEqual(code, 1, out + err)
+        self.assertRegex(out, r"FAIL source etcd: authentication failed: HTTP 400: "
+                              r"etcdserver: authentication failed, invalid user ID or password\n")
+        self.assertIn("ok   kubernetes", out)
+        self.assertNotIn("no answer", out)
+        self.assertNotIn("wrong", out + err)  # the password is never printed
+
+        consul = Consul(self.tmp.name, acl_token="the-token")
+        self.addCleanup(consul.stop)
+        cfg = self.config(name="consul.yaml", etcd=None, consul_address=consul.url,
+                          source={"type": "consul", "token": "not-the-token"})
+        code, out, err = self.cli("check", "-c", cfg, "--timeout", "25s")
+        self.assertEqual(code, 1, out + err)
+        self.assertRegex(out, r"FAIL source consul: ACL: permission denied reading canary/.*"
+                              r"ACL not found\n")
+        self.assertIn("ok   kubernetes", out)
+        self.assertNotIn("no answer", out)
 
     def test_dry_run_says_so_in_every_log_line_and_summary(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
