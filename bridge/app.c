@@ -887,8 +887,19 @@ static int start_kube(struct app *a) {
     char err[1024];
     if (kube_conn_from_config(&a->cfg, &conn, err, sizeof err) < 0) {
         log_error(&a->log, "kubernetes: %s", err);
+        if (a->cmd == CMD_CHECK)
+            printf("FAIL kubernetes: %s\n", err);
         return -1;
     }
+    if (a->cmd == CMD_CHECK) /* what it will use; never the credential itself */
+        printf("ok   kubernetes: context %s, server %s, user %s, credential %s\n",
+               conn.context ? conn.context : "(none: kubernetes.server or in-cluster)", conn.server,
+               conn.user ? conn.user : "(none)",
+               conn.exec                         ? "from exec plugin"
+               : conn.cert_pem || conn.cert_file ? "client certificate"
+               : conn.token_file                 ? "token file"
+               : conn.token                      ? "token"
+                                                 : "none (anonymous)");
     a->kube = kube_client_new(&a->loop, a->http, &a->log, &conn, err, sizeof err);
     if (!a->kube) {
         kube_conn_free(&conn);

@@ -443,6 +443,32 @@ class CommandLine(OpsCase):
         self.assertIn("ok   kubernetes", out)
         self.assertNotIn("no answer", out)
 
+    def test_check_names_the_context_server_and_user_one_result_line_each(self):
+        with open(self.kube.kubeconfig) as f:
+            kc = yaml.safe_load(f)
+        kc["contexts"][0]["name"] = "ops-ctx"
+        kc["contexts"][0]["context"]["user"] = "ops-user"
+        kc["users"][0]["name"] = "ops-user"
+        kc["current-context"] = "ops-ctx"
+        path = os.path.join(self.tmp.name, "kubeconfig")
+        with open(path, "w") as f:
+            yaml.safe_dump(kc, f)
+        cfg = self.config(kubernetes={"kubeconfig": path}, log={"level": "debug"})
+        code, out, err = self.cli("check", "-c", cfg)
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("ok   kubernetes: context ops-ctx, server %s, user ops-user, credential "
+                      "token\n" % self.kube.url, out)
+        self.assertNotIn(self.kube.token, out + err)
+        # Results only on stdout, one line per check; the log lines go to stderr.
+        self.assertEqual(len(out.splitlines()), 4, out)
+        for line in out.splitlines():
+            self.assertRegex(line, r"^(ok  |FAIL) \w+", line)
+        self.assertTrue(err)
+        cfg = self.config(name="other.yaml", kubernetes={"kubeconfig": path, "context": "nope"})
+        code, out, err = self.cli("check", "-c", cfg)
+        self.assertNotEqual(code, 0, out + err)
+        self.assertRegex(out, r"FAIL kubernetes: .*nope.*ops-ctx")
+
     def test_dry_run_says_so_in_every_log_line_and_summary(self):
         self.etcd.put("canary/default/shop/route", ROUTE)
         self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
