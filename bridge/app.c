@@ -100,7 +100,7 @@ static void set_status(struct app *a, const char *fmt, ...) {
     if (strcmp(text, a->last_status) == 0)
         return; /* systemd needs to hear about changes only */
     memcpy(a->last_status, text, sizeof text);
-    notify_status(&a->notify, "%s", text);
+    notify_status(&a->notify, "%s%s", a->dry_run ? "dry-run: " : "", text);
 }
 
 static void on_source_state(void *user, bool connected, const char *reason) {
@@ -111,6 +111,13 @@ static void on_source_state(void *user, bool connected, const char *reason) {
                !connected && a->source && a->source->fault == SOURCE_FAULT_ACL ? 1 : 0);
     if (connected) {
         log_info(&a->log, "source: connected");
+    } else if (a->cmd == CMD_CHECK && !a->check_source_ok && a->source &&
+               (a->source->fault == SOURCE_FAULT_AUTH || a->source->fault == SOURCE_FAULT_ACL)) {
+        /* Retrying cannot fix refused credentials: say what the server said. */
+        printf("FAIL source %s: %s\n", a->source->ops->name, reason ? reason : "refused");
+        a->check_source_refused = true;
+        if (a->check_api_done)
+            app_stop(a, EXIT_RUNTIME);
     } else {
         log_warn(&a->log, "source: disconnected: %s", reason ? reason : "unknown");
         set_status(a, "source %s disconnected: %.160s", a->source->ops->name,
@@ -160,8 +167,10 @@ static void on_drained(void *user) {
     }
     if (a->cmd == CMD_SYNC && a->working && !a->stopping) {
         unsigned failed = a->rec.one_shot_failed;
-        log_info(&a->log, "sync: done, %llu writes, %u routes failed",
-                 (unsigned long long)a->rec.stats.writes, failed);
+        log_info(&a->log, "sync: done, %llu writes%s, %u routes failed",
+                 (unsigned long long)a->rec.stats.writes,
+                 a->dry_run ? " (dry run: validated by the API server, none persisted)" : "",
+                 failed);
         app_stop(a, failed ? EXIT_RUNTIME : EXIT_OK);
     }
 }
@@ -729,8 +738,8 @@ static void on_check_api(void *user, const struct kube_response *res) {
                a->check_api_ok ? "serves ingressroutes and middlewares"
                                : "does not serve ingressroutes and middlewares (CRDs missing?)");
     }
-    if (!a->check_api_ok || a->check_source_ok)
-        app_stop(a, a->check_api_ok ? EXIT_OK : EXIT_RUNTIME);
+    if (!a->check_api_ok || a->check_source_ok || a->check_source_refused)
+        app_stop(a, a->check_api_ok && !a->check_source_refused ? EXIT_OK : EXIT_RUNTIME);
 }
 
 /* ---- signals, timers, shutdown ---- */
@@ -798,6 +807,10 @@ static void on_drain_check(uv_timer_t *t) {
         teardown(a);
 }
 
+static uint64_t one_shot_timeout_ms(const struct app *a) {
+    return a->timeout_ms ? a->timeout_ms : ONE_SHOT_TIMEOUT_MS;
+}
+
 static void on_deadline(uv_timer_t *t) {
     struct app *a = t->data;
     if (a->stopping) {
@@ -806,17 +819,17 @@ static void on_deadline(uv_timer_t *t) {
         teardown(a);
         return;
     }
+    double secs = (double)one_shot_timeout_ms(a) / 1000;
     switch (a->cmd) {
     case CMD_CHECK:
-        if (!a->check_source_ok)
-            printf("FAIL source %s: no answer within %d s\n", a->source->ops->name,
-                   ONE_SHOT_TIMEOUT_MS / 1000);
+        if (!a->check_source_ok && !a->check_source_refused)
+            printf("FAIL source %s: no answer within %g s\n", a->source->ops->name, secs);
         if (!a->check_api_done)
-            printf("FAIL kubernetes: no answer within %d s\n", ONE_SHOT_TIMEOUT_MS / 1000);
+            printf("FAIL kubernetes: no answer within %g s\n", secs);
         break;
     default:
-        log_error(&a->log, "%s: not finished within %d s (source %s, informers %s)",
-                  a->cmd == CMD_SYNC ? "sync" : "render", ONE_SHOT_TIMEOUT_MS / 1000,
+        log_error(&a->log, "%s: not finished within %g s (source %s, informers %s)",
+                  a->cmd == CMD_SYNC ? "sync" : "render", secs,
                   a->source_synced ? "read" : "unreachable",
                   a->informers_synced >= 2 ? "listed" : "not listed");
     }
@@ -878,8 +891,19 @@ static int start_kube(struct app *a) {
     char err[1024];
     if (kube_conn_from_config(&a->cfg, &conn, err, sizeof err) < 0) {
         log_error(&a->log, "kubernetes: %s", err);
+        if (a->cmd == CMD_CHECK)
+            printf("FAIL kubernetes: %s\n", err);
         return -1;
     }
+    if (a->cmd == CMD_CHECK) /* what it will use; never the credential itself */
+        printf("ok   kubernetes: context %s, server %s, user %s, credential %s\n",
+               conn.context ? conn.context : "(none: kubernetes.server or in-cluster)", conn.server,
+               conn.user ? conn.user : "(none)",
+               conn.exec                         ? "from exec plugin"
+               : conn.cert_pem || conn.cert_file ? "client certificate"
+               : conn.token_file                 ? "token file"
+               : conn.token                      ? "token"
+                                                 : "none (anonymous)");
     a->kube = kube_client_new(&a->loop, a->http, &a->log, &conn, err, sizeof err);
     if (!a->kube) {
         kube_conn_free(&conn);
@@ -1065,7 +1089,7 @@ static int start_all(struct app *a) {
         uv_timer_start(&a->resync_timer, on_resync, a->cfg.reconcile.resync_ms,
                        a->cfg.reconcile.resync_ms);
     if (a->cmd != CMD_RUN)
-        uv_timer_start(&a->deadline, on_deadline, ONE_SHOT_TIMEOUT_MS, 0);
+        uv_timer_start(&a->deadline, on_deadline, one_shot_timeout_ms(a), 0);
     return 0;
 }
 

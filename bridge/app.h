@@ -5,6 +5,7 @@
 #define CB_APP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "bridge/config.h"
@@ -34,6 +35,7 @@ struct app {
     bool dry_run;
     bool verbose;             /* -v: debug logs whatever log.level says */
     const char *render_route; /* `render ROUTE` filter ("ns/name"), or NULL */
+    uint64_t timeout_ms;      /* check, sync, render: --timeout; 0 = the default 30 s */
 
     /* Kept across reloads: counters must not reset when the config does. */
     struct metrics *metrics;
@@ -83,6 +85,7 @@ struct app {
     bool stopping;
     bool torn_down;
     bool check_source_ok, check_api_done, check_api_ok;
+    bool check_source_refused;   /* the source refused the credentials: FAIL printed */
     struct kube_call *discovery; /* traefik.api_group: auto */
     unsigned discovery_failures;
     int exit_code;

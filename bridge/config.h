@@ -12,7 +12,11 @@
 
 #include "bridge/log.h"
 
-#define CONFIG_DEFAULT_PATH "/etc/canary-bridge/bridge.yaml"
+/* <sysconfdir>/canary-bridge/bridge.yaml, from meson.build, so the binary
+ * looks where `meson install` put the file and the unit points. */
+#ifndef CONFIG_DEFAULT_PATH
+#error "CONFIG_DEFAULT_PATH is set by meson.build (sysconfdir)"
+#endif
 
 enum source_type { SOURCE_ETCD, SOURCE_CONSUL };
 enum reconcile_policy { POLICY_UPSERT_ONLY, POLICY_SYNC };

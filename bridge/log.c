@@ -10,6 +10,7 @@ void logger_init(struct logger *lg, enum log_level level) {
     lg->level = level;
     lg->journal = getenv("JOURNAL_STREAM") != NULL;
     lg->out = stderr;
+    lg->tag = NULL;
 }
 
 int log_level_parse(const char *s, enum log_level *out) {
@@ -44,6 +45,7 @@ void log_msg(const struct logger *lg, enum log_level l, const char *fmt, ...) {
     if (!lg || l > lg->level)
         return;
     FILE *out = lg->out ? lg->out : stderr;
+    const char *tag = lg->tag ? lg->tag : "";
     char line[4096];
     va_list ap;
     va_start(ap, fmt);
@@ -62,14 +64,15 @@ void log_msg(const struct logger *lg, enum log_level l, const char *fmt, ...) {
             *p = '?';
     }
     if (lg->journal) {
-        fprintf(out, "<%d>%s\n", (int)l, line);
+        fprintf(out, "<%d>%s%s\n", (int)l, tag, line);
     } else {
         struct timespec ts;
         struct tm tm;
         char stamp[32] = "";
         if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && gmtime_r(&ts.tv_sec, &tm))
             strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-        fprintf(out, "%s.%03ldZ %-5s %s\n", stamp, ts.tv_nsec / 1000000L, log_level_name(l), line);
+        fprintf(out, "%s.%03ldZ %-5s %s%s\n", stamp, ts.tv_nsec / 1000000L, log_level_name(l), tag,
+                line);
     }
     fflush(out);
 }

@@ -14,8 +14,9 @@ enum log_level { LOG_LVL_ERROR = 3, LOG_LVL_WARN = 4, LOG_LVL_INFO = 6, LOG_LVL_
 
 struct logger {
     enum log_level level;
-    bool journal; /* emit <N> prefixes instead of timestamps */
-    FILE *out;    /* stderr unless a test redirects it */
+    bool journal;    /* emit <N> prefixes instead of timestamps */
+    FILE *out;       /* stderr unless a test redirects it */
+    const char *tag; /* put before every message (e.g. "dry-run: "), or NULL */
 };
 
 void logger_init(struct logger *lg, enum log_level level);

@@ -2,10 +2,12 @@
  * hand over to the application context. Exit 0 success, 1 runtime failure,
  * 2 usage or configuration error. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,51 +18,86 @@ static void usage(FILE *out) {
           "  canary-bridge [run] [-c FILE] [--dry-run]   run the daemon\n"
           "  canary-bridge sync  [-c FILE] [--dry-run]   one full reconcile pass, then exit\n"
           "  canary-bridge render [-c FILE] [NS/NAME]    read the source once, print the objects\n"
-          "  canary-bridge check [-c FILE]               validate config, reach source and API\n"
+          "  canary-bridge check [-c FILE] [--credentials-dir DIR] [--timeout DURATION]\n"
+          "                                              validate config, reach source and API\n"
           "  canary-bridge --version | --help\n"
           "\n"
-          "Options:\n"
+          "Options (before or after the command):\n"
           "  -c, --config FILE  configuration file (default " CONFIG_DEFAULT_PATH ")\n"
-          "  --dry-run          send writes with dryRun=All: validated, never persisted\n"
+          "  --credentials-dir DIR\n"
+          "                     expand ${CREDENTIALS_DIRECTORY}/ in the file keys of the\n"
+          "                     config to DIR (default: $CREDENTIALS_DIRECTORY, which\n"
+          "                     systemd sets for a service with LoadCredential=)\n"
+          "  --dry-run          run, sync: send writes with dryRun=All: validated, never\n"
+          "                     persisted; every log line says dry-run\n"
+          "  --timeout DURATION check, sync, render: give up after this long, in all\n"
+          "                     (e.g. 10s; default 30s)\n"
           "  -v, --verbose      log at debug level (overrides log.level)\n"
           "\n"
           "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n",
           out);
 }
 
-static int parse_args(int argc, char **argv, struct app *a, const char **config_path,
-                      bool *verbose) {
-    int i = 1;
-    a->cmd = CMD_RUN;
-    if (i < argc && argv[i][0] != '-') {
-        const char *c = argv[i++];
-        if (strcmp(c, "run") == 0)
-            a->cmd = CMD_RUN;
-        else if (strcmp(c, "sync") == 0)
-            a->cmd = CMD_SYNC;
-        else if (strcmp(c, "render") == 0)
-            a->cmd = CMD_RENDER;
-        else if (strcmp(c, "check") == 0)
-            a->cmd = CMD_CHECK;
-        else {
-            fprintf(stderr, "canary-bridge: unknown command '%s'\n", c);
-            return -1;
+static int parse_command(const char *c, enum app_cmd *cmd) {
+    static const struct {
+        const char *name;
+        enum app_cmd cmd;
+    } cmds[] = {{"run", CMD_RUN}, {"sync", CMD_SYNC}, {"render", CMD_RENDER}, {"check", CMD_CHECK}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(c, cmds[i].name) == 0) {
+            *cmd = cmds[i].cmd;
+            return 0;
         }
     }
-    for (; i < argc; i++) {
+    fprintf(stderr, "canary-bridge: unknown command '%s'\n", c);
+    return -1;
+}
+
+/* An option that takes a value, as "--opt VALUE" or "--opt=VALUE" (or "-c
+ * VALUE"). Returns 1 and sets *value when argv[*i] is that option, 0 when it
+ * is not, -1 when the value is missing. */
+static int option_value(int argc, char **argv, int *i, const char *shortopt, const char *longopt,
+                        const char **value) {
+    const char *arg = argv[*i];
+    size_t n = strlen(longopt);
+    if (strncmp(arg, longopt, n) == 0 && arg[n] == '=') {
+        *value = arg + n + 1;
+        return 1;
+    }
+    if (strcmp(arg, longopt) != 0 && !(shortopt && strcmp(arg, shortopt) == 0))
+        return 0;
+    if (++*i >= argc) {
+        fprintf(stderr, "canary-bridge: %s needs a value\n", arg);
+        return -1;
+    }
+    *value = argv[*i];
+    return 1;
+}
+
+/* Options go before or after the command (`canary-bridge -c f.yaml check`
+ * and `canary-bridge check -c f.yaml`); the first word that is not an option
+ * or an option's value is the command. */
+static int parse_args(int argc, char **argv, struct app *a, const char **config_path, bool *verbose,
+                      const char **creds_dir) {
+    bool have_cmd = false;
+    const char *timeout = NULL;
+    a->cmd = CMD_RUN;
+    for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        if (strcmp(arg, "-c") == 0 || strcmp(arg, "--config") == 0) {
-            if (++i >= argc) {
-                fprintf(stderr, "canary-bridge: %s needs a file\n", arg);
+        int rc;
+        if ((rc = option_value(argc, argv, &i, "-c", "--config", config_path)) != 0 ||
+            (rc = option_value(argc, argv, &i, NULL, "--credentials-dir", creds_dir)) != 0 ||
+            (rc = option_value(argc, argv, &i, NULL, "--timeout", &timeout)) != 0) {
+            if (rc < 0)
                 return -1;
-            }
-            *config_path = argv[i];
-        } else if (strncmp(arg, "--config=", 9) == 0) {
-            *config_path = arg + 9;
-        } else if (strcmp(arg, "--dry-run") == 0 && (a->cmd == CMD_RUN || a->cmd == CMD_SYNC)) {
+        } else if (strcmp(arg, "--dry-run") == 0) {
             a->dry_run = true;
         } else if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) {
             *verbose = true;
+        } else if (arg[0] != '-' && !have_cmd) {
+            if (parse_command(arg, &a->cmd) < 0)
+                return -1;
+            have_cmd = true;
         } else if (arg[0] != '-' && a->cmd == CMD_RENDER && !a->render_route) {
             if (!strchr(arg, '/')) {
                 fprintf(stderr, "canary-bridge: render takes a route as NAMESPACE/NAME, got '%s'\n",
@@ -72,6 +109,45 @@ static int parse_args(int argc, char **argv, struct app *a, const char **config_
             fprintf(stderr, "canary-bridge: unexpected argument '%s'\n", arg);
             return -1;
         }
+    }
+    if (a->dry_run && a->cmd != CMD_RUN && a->cmd != CMD_SYNC) {
+        fprintf(stderr, "canary-bridge: --dry-run goes with run or sync (render and check never "
+                        "write)\n");
+        return -1;
+    }
+    if (timeout && a->cmd == CMD_RUN) {
+        fprintf(stderr, "canary-bridge: --timeout goes with check, sync or render\n");
+        return -1;
+    }
+    if (timeout && (parse_duration_ms(timeout, &a->timeout_ms) < 0 || a->timeout_ms == 0)) {
+        fprintf(stderr,
+                "canary-bridge: --timeout: want a duration such as 10s or 1m30s, got '%s'\n",
+                timeout);
+        return -1;
+    }
+    return 0;
+}
+
+/* --credentials-dir DIR: what $CREDENTIALS_DIRECTORY is under systemd, so a
+ * config naming ${CREDENTIALS_DIRECTORY}/... is read (and expanded by
+ * config_load) the same way from a shell. Set in the environment so a reload
+ * and exec credential plugins see it too, as they would under systemd. */
+static int use_credentials_dir(const char *dir) {
+    struct stat st;
+    const char *why = NULL;
+    if (!*dir)
+        why = "empty";
+    else if (stat(dir, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISDIR(st.st_mode))
+        why = "not a directory";
+    if (why) {
+        fprintf(stderr, "canary-bridge: --credentials-dir %s: %s\n", dir, why);
+        return -1;
+    }
+    if (setenv("CREDENTIALS_DIRECTORY", dir, 1) != 0) {
+        fprintf(stderr, "canary-bridge: --credentials-dir: %s\n", strerror(errno));
+        return -1;
     }
     return 0;
 }
@@ -92,12 +168,18 @@ int main(int argc, char **argv) {
      * but main refers to it by name. */
     static struct app app;
     const char *config_path = CONFIG_DEFAULT_PATH;
+    const char *creds_dir = NULL;
     bool verbose = false;
     logger_init(&app.log, LOG_LVL_INFO);
-    if (parse_args(argc, argv, &app, &config_path, &verbose) < 0) {
+    if (parse_args(argc, argv, &app, &config_path, &verbose, &creds_dir) < 0) {
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (creds_dir && use_credentials_dir(creds_dir) < 0)
+        return EXIT_USAGE;
+    /* Nothing a dry run logs may read as if it had been done. */
+    if (app.dry_run)
+        app.log.tag = "dry-run: ";
     char err[1024];
     if (config_load(config_path, &app.cfg, err, sizeof err) < 0) {
         fprintf(stderr, "canary-bridge: %s\n", err);

@@ -756,6 +756,8 @@ static int use_context(struct kubeconfig *kc, const char *name, struct kube_conn
         return -1;
     snprintf(what, sizeof what, "user '%.*s' (context '%.*s')", NAME_SHOWN_MAX, user_name,
              NAME_SHOWN_MAX, name);
+    if (!(c->user = strdup(user_name)))
+        return kfail(kc, 0, "out of memory");
     return fill_user(kc, user, user_name, what, c);
 }
 
@@ -942,5 +944,6 @@ void kube_conn_free(struct kube_conn *c) {
     free(c->key_file);
     free_secret(c->key_pem, c->key_pem_len);
     free(c->context);
+    free(c->user);
     memset(c, 0, sizeof *c);
 }

@@ -42,6 +42,7 @@ struct kube_conn {
     size_t key_pem_len;
     bool insecure;          /* insecure-skip-tls-verify: caller logs a loud warning */
     char *context;          /* the context used (for logs), or NULL */
+    char *user;             /* the kubeconfig user used (for `check`), or NULL */
     struct kube_exec *exec; /* credential plugin, or NULL */
 };
 

@@ -792,7 +792,8 @@ static void etcd_run_soon(struct etcd *s) {
 }
 
 /* A step failed: report the outage once, rotate endpoint, back off. */
-static void etcd_fail_now(struct etcd *s, const char *reason) {
+static void etcd_fail_as(struct etcd *s, enum source_fault fault, const char *reason) {
+    s->base.fault = fault;
     char url[256];
     snprintf(url, sizeof url, "%s", etcd_url(s));
     bool stable = s->phase == PH_WATCH && s->watch_created &&
@@ -819,6 +820,10 @@ static void etcd_fail_now(struct etcd *s, const char *reason) {
         log_debug(s->base.log, "etcd: %s: %s; next try %s in %" PRIu64 " ms", url, reason,
                   etcd_url(s), delay);
     }
+}
+
+static void etcd_fail_now(struct etcd *s, const char *reason) {
+    etcd_fail_as(s, SOURCE_FAULT_UNREACHABLE, reason);
 }
 
 static void etcd_fail(struct etcd *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -902,7 +907,9 @@ static void auth_done(struct http_req *r, const struct http_result *res) {
     if (res->status != 200) {
         char msg[512];
         etcd_error_classify(res->status, res->body, res->body_len, msg, sizeof msg);
-        etcd_fail(s, "authentication failed: %s", msg);
+        char reason[600];
+        snprintf(reason, sizeof reason, "authentication failed: %s", msg);
+        etcd_fail_as(s, SOURCE_FAULT_AUTH, reason);
         return;
     }
     char *tok = etcd_auth_token_parse(res->body, res->body_len);
@@ -1122,6 +1129,7 @@ static int watch_handle(struct etcd *s, const struct etcd_watch_msg *m) {
         if (!s->up) {
             s->up = true;
             s->down_reported = false;
+            s->base.fault = SOURCE_FAULT_NONE;
             log_info(s->base.log, "etcd: %s %s, watching '%s' from revision %" PRId64,
                      s->ever_up ? "reconnected to" : "connected to", etcd_url(s),
                      s->base.cfg->source.prefix, s->rev + 1);

@@ -55,8 +55,15 @@ struct source_ops {
 };
 
 /* Why the source is down, set before on_state(false): the consumer counts
- * ACL refusals apart (a token that may not read is no network blip). */
-enum source_fault { SOURCE_FAULT_NONE, SOURCE_FAULT_UNREACHABLE, SOURCE_FAULT_ACL };
+ * ACL refusals apart (a token that may not read is no network blip), and
+ * `check` fails at once on ACL and AUTH (the server refused the credentials:
+ * etcd's username/password) instead of waiting for an answer. */
+enum source_fault {
+    SOURCE_FAULT_NONE,
+    SOURCE_FAULT_UNREACHABLE,
+    SOURCE_FAULT_ACL,
+    SOURCE_FAULT_AUTH
+};
 
 struct source {
     const struct source_ops *ops;

@@ -1,7 +1,9 @@
 """Operations (issue 5): HTTP endpoints and metrics, sd_notify readiness and
-watchdog, SIGHUP reload (good and broken), SIGTERM with a write in flight."""
+watchdog, SIGHUP reload (good and broken), SIGTERM with a write in flight; the command
+line (issue 14): options anywhere, --credentials-dir, --dry-run in every line."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,8 +13,11 @@ import threading
 import unittest
 import urllib.request
 
+import yaml
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+from cbtest import REPO, Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+from consul import Consul  # noqa: E402
 
 G = "traefik.io"
 ROUTE = """match: Host(`shop.example.com`)
@@ -331,6 +336,167 @@ class SdNotify(OpsCase):
         except subprocess.TimeoutExpired:
             self.fail("SIGTERM with the notify queue full: the process did not exit:\n"
                       + b.log_tail())
+
+
+class CommandLine(OpsCase):
+    """The one-shot commands as an operator types them (issue 14): options before or after
+    the command, a config that names ${CREDENTIALS_DIRECTORY} checked from a shell, and a
+    dry run that says so in every line."""
+
+    def config(self, name="bridge.yaml", etcd=True, **overrides):
+        path = os.path.join(self.tmp.name, name)
+        with open(path, "w") as f:
+            f.write(yaml.safe_dump(bridge_config(etcd=self.etcd if etcd else None, kube=self.kube,
+                                                 **overrides)))
+        return path
+
+    def cli(self, *args, env=None):
+        binary = os.environ.get("CANARY_BRIDGE") or os.path.join(REPO, "build", "canary-bridge")
+        p = subprocess.run([binary] + list(args), capture_output=True, text=True, timeout=60,
+                           env=env)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_global_options_before_or_after_the_command(self):
+        cfg = self.config(log={"level": "error"})
+        for args in (["-c", cfg, "check"], ["check", "-c", cfg], ["--config=" + cfg, "check"]):
+            code, out, err = self.cli(*args)
+            self.assertEqual(code, 0, "%s: %s%s" % (args, out, err))
+            self.assertIn("ok   config %s\n" % cfg, out)
+            self.assertIn("ok   kubernetes", out)
+            self.assertNotIn("etcd: starting", err)  # log.level error
+        for args in (["-v", "-c", cfg, "check"], ["check", "-c", cfg, "-v"]):
+            code, out, err = self.cli(*args)
+            self.assertEqual(code, 0, out + err)
+            self.assertIn("etcd: starting", err, "%s: -v logs below log.level" % args)
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        code, out, err = self.cli("--dry-run", "-c", cfg, "sync")
+        self.assertEqual(code, 0, err)
+        self.assertIsNone(self.ir())
+        code, out, err = self.cli("--dry-run", "-c", cfg, "render")
+        self.assertEqual(code, 2, err)
+        self.assertIn("--dry-run goes with run or sync", err)
+        code, out, err = self.cli("-c", cfg, "check", "extra")
+        self.assertEqual(code, 2, err)
+        self.assertIn("unexpected argument 'extra'", err)
+
+    def test_check_takes_the_credentials_directory(self):
+        creds = os.path.join(self.tmp.name, "creds")
+        os.makedirs(creds)
+        shutil.copy(self.kube.kubeconfig, os.path.join(creds, "kubeconfig"))
+        cfg = self.config(kubernetes={"kubeconfig": "${CREDENTIALS_DIRECTORY}/kubeconfig"})
+        env = dict(os.environ)
+        env.pop("CREDENTIALS_DIRECTORY", None)
+        code, out, err = self.cli("check", "-c", cfg, env=env)
+        self.assertEqual(code, 2, out + err)
+        self.assertIn("kubernetes.kubeconfig", err)
+        self.assertIn("CREDENTIALS_DIRECTORY", err)
+        for args in (["--credentials-dir", creds], ["--credentials-dir=" + creds]):
+            code, out, err = self.cli("check", "-c", cfg, *args, env=env)
+            self.assertEqual(code, 0, out + err)
+            self.assertIn("ok   kubernetes", out)
+        # It wins over the environment, as a directory that exists.
+        env["CREDENTIALS_DIRECTORY"] = self.tmp.name
+        code, out, err = self.cli("--credentials-dir", creds, "check", "-c", cfg, env=env)
+        self.assertEqual(code, 0, out + err)
+        code, out, err = self.cli("check", "-c", cfg, "--credentials-dir",
+                                  os.path.join(creds, "missing"), env=env)
+        self.assertEqual(code, 2, out + err)
+        self.assertIn("--credentials-dir %s/missing: No such file or directory" % creds, err)
+
+    def test_check_timeout_bounds_the_whole_check(self):
+        """A source that accepts connections and never answers: --timeout ends the check
+        (the default is 30 s) with a result line naming what did not answer."""
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        cfg = self.config(source={"endpoints": ["http://127.0.0.1:%d" % silent.getsockname()[1]]})
+        code, out, err = self.cli("check", "-c", cfg, "--timeout", "1500ms")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("FAIL source etcd: no answer within 1.5 s\n", out)
+        self.assertIn("ok   kubernetes", out)
+        code, out, err = self.cli("--timeout=0", "check", "-c", cfg)
+        self.assertEqual(code, 2, out + err)
+        self.assertIn("--timeout: want a duration such as 10s", err)
+
+    def test_check_fails_at_once_when_the_source_refuses_the_credentials(self):
+        """A wrong etcd password or Consul token: the FAIL line carries the server's answer
+        as soon as it comes, not "no answer" at the deadline."""
+        self.etcd.enable_auth()
+        cfg = self.config(source={"username": "root", "password": "wrong"})
+        code, out, err = self.cli("check", "-c", cfg, "--timeout", "25s")
+        self.assertEqual(code, 1, out + err)
+        self.assertRegex(out, r"FAIL source etcd: authentication failed: HTTP 400: "
+                              r"etcdserver: authentication failed, invalid user ID or password\n")
+        self.assertIn("ok   kubernetes", out)
+        self.assertNotIn("no answer", out)
+        self.assertNotIn("wrong", out + err)  # the password is never printed
+
+        consul = Consul(self.tmp.name, acl_token="the-token")
+        self.addCleanup(consul.stop)
+        cfg = self.config(name="consul.yaml", etcd=None, consul_address=consul.url,
+                          source={"type": "consul", "token": "not-the-token"})
+        code, out, err = self.cli("check", "-c", cfg, "--timeout", "25s")
+        self.assertEqual(code, 1, out + err)
+        self.assertRegex(out, r"FAIL source consul: ACL: permission denied reading canary/.*"
+                              r"ACL not found\n")
+        self.assertIn("ok   kubernetes", out)
+        self.assertNotIn("no answer", out)
+
+    def test_check_names_the_context_server_and_user_one_result_line_each(self):
+        with open(self.kube.kubeconfig) as f:
+            kc = yaml.safe_load(f)
+        kc["contexts"][0]["name"] = "ops-ctx"
+        kc["contexts"][0]["context"]["user"] = "ops-user"
+        kc["users"][0]["name"] = "ops-user"
+        kc["current-context"] = "ops-ctx"
+        path = os.path.join(self.tmp.name, "kubeconfig")
+        with open(path, "w") as f:
+            yaml.safe_dump(kc, f)
+        cfg = self.config(kubernetes={"kubeconfig": path}, log={"level": "debug"})
+        code, out, err = self.cli("check", "-c", cfg)
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("ok   kubernetes: context ops-ctx, server %s, user ops-user, credential "
+                      "token\n" % self.kube.url, out)
+        self.assertNotIn(self.kube.token, out + err)
+        # Results only on stdout, one line per check; the log lines go to stderr.
+        self.assertEqual(len(out.splitlines()), 4, out)
+        for line in out.splitlines():
+            self.assertRegex(line, r"^(ok  |FAIL) \w+", line)
+        self.assertTrue(err)
+        cfg = self.config(name="other.yaml", kubernetes={"kubeconfig": path, "context": "nope"})
+        code, out, err = self.cli("check", "-c", cfg)
+        self.assertNotEqual(code, 0, out + err)
+        self.assertRegex(out, r"FAIL kubernetes: .*nope.*ops-ctx")
+
+    def test_dry_run_says_so_in_every_log_line_and_summary(self):
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        cfg = self.config(log={"level": "info"})
+        code, out, err = self.cli("sync", "-c", cfg, "--dry-run")
+        self.assertEqual(code, 0, err)
+        self.assertIsNone(self.ir())
+        lines = err.splitlines()
+        self.assertGreater(len(lines), 2, err)
+        for line in lines:
+            self.assertRegex(line, r"^\S+ \w+ +dry-run: ", line)
+        self.assertRegex(err, r"sync: done, [1-9]\d* writes \(dry run: validated by the API "
+                              r"server, none persisted\), 0 routes failed")
+        # The daemon too, and its systemd STATUS=.
+        b = Bridge(self.tmp.name, bridge_config(etcd=self.etcd, kube=self.kube,
+                                                log={"level": "info"}),
+                   args=("run", "--dry-run"), env=self.notify.env(), name="bridge-run")
+        self.addCleanup(b.stop)
+        b.wait_log(r"first full sync done")
+        self.notify.wait("READY=1")
+        self.assertIsNone(self.ir())
+        for line in b.log_text().splitlines():
+            self.assertRegex(line, r"^\S+ \w+ +dry-run: ", line)
+        status = [line for m in self.notify.snapshot() for line in m.splitlines()
+                  if line.startswith("STATUS=")]
+        self.assertTrue(status)
+        for m in status:
+            self.assertTrue(m.startswith("STATUS=dry-run: "), m)
 
 
 class Signals(OpsCase):
