@@ -19,6 +19,9 @@ import threading
 def handler_for(name):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body leave in two writes: without TCP_NODELAY, Nagle holds the
+        # body until the peer's delayed ACK, 40 ms per request.
+        disable_nagle_algorithm = True
 
         def _answer(self):
             length = int(self.headers.get("Content-Length") or 0)
