@@ -545,6 +545,9 @@ class NetnsBackends(Proc):
         tag = secrets.token_hex(3)
         self.netns, self.veth_host, self.veth_ns = "cb-" + tag, "cbh" + tag, "cbn" + tag
         self.created = False
+        if os.geteuid() != 0:
+            raise RuntimeError("NetnsBackends needs root (ip netns add, veth); run the "
+                               "traffic suite as root, or CANARY_REAL=0 to skip it")
         _cbtest_mod._live.add(self)   # interpreter exit: kill() (removes the netns too)
         try:
             self.subnet = self._pick_subnet()

@@ -258,6 +258,30 @@ class TrafficThroughTraefik(unittest.TestCase):
                 self.assertNotIn("X-Canary-Route", echoed, headers)
                 self.assertIsNone(resp.get("X-Served-By"), headers)
 
+    # KNOWN DEFECT (found by this suite): Traefik's kubernetesCRD provider turns a
+    # Middleware's namespace/name into its ID with provider.Normalize, which replaces every
+    # run of characters other than letters and digits by one "-".  So Middleware
+    # default/col.x-y and default/col-x.y both become "default-col-x-y": one of them
+    # serves both routes, and route col's requests get route col-x's headers.  The
+    # bridge's `<route>.<rule>` names keep Kubernetes names apart, not Traefik's IDs.
+    # Remove expectedFailure once the names differ after that normalization too.
+    @unittest.expectedFailure
+    def test_middlewares_of_two_routes_stay_apart_in_traefik(self):
+        # Route col rule x-y gives Middleware col.x-y, route col-x rule y gives col-x.y:
+        # two Kubernetes names.  Each route's requests must get its own header.
+        for route, rule in (("col", "x-y"), ("col-x", "y")):
+            self.put(route, "route", route_doc(route))
+            self.put(route, "headers", "\n- {name: %s, header: X-Col, value: 'on', "
+                     "service: shop-v2, setResponseHeaders: {X-Rule-Of: %s}}\n" % (rule, route))
+            self.shift(route, 1, 1)
+        for route in ("col", "col-x"):
+            wait_until(lambda: any(r.get("middlewares") for r in self.traefik.routers()
+                                   if r["name"].startswith("%s-%s-" % (NS, route))), 30,
+                       what="route %s's rule router with its Middleware" % route)
+        for route in ("col", "col-x"):
+            got = {resp.get("X-Rule-Of") for _, resp, _ in self.send(route, 10, {"X-Col": "on"})}
+            self.assertEqual(got, {route}, "route %s" % route)
+
     def test_sticky_route_keeps_a_client_on_one_version(self):
         self.put("sticky", "route", route_doc("sticky", "sticky: {cookie: cb_sticky}\n"))
         self.shift("sticky", 50, 50)
