@@ -25,7 +25,6 @@ No assertions: figures only."""
 import http.client
 import json
 import os
-import subprocess
 import threading
 import time
 
