@@ -20,7 +20,7 @@ deviation sqrt(N*p*(1-p)).  With N = 400:
     p = 0.90: mean 360, sd  6,                     bounds [324, 396]
     p = 0 or 1: every request to the one backend (sd 0).
 A right split falls outside with probability P(|Z| > 6) ~ 2e-9 per case, so it never
-flakes; a wrong one (90/10 swapped gives a canary mean of 360, i.e. 53 sd above the 90/10
+flakes; a wrong one (90/10 swapped gives a canary mean of 360, i.e. 47 sd above the 90/10
 bound, and 90/10 given for 50/50 is 10 sd above that bound) fails with overwhelming
 probability.  (Traefik's weighted round robin is in fact deterministic, earliest deadline
 first, so the counts come out at N*p give or take one; the bounds would hold for a
