@@ -42,13 +42,15 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until  # noqa: E402
 from consul import Consul  # noqa: E402
+sys.path.insert(0, HERE)
+import traefik_real  # noqa: E402
 
 GROUP = "traefik.io"
 IR_PATH = "/apis/traefik.io/v1alpha1"
 NS = "default"
 BASELINE_SH = os.path.join(HERE, "baseline.sh")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SECTIONS = ("propagation", "baseline", "burst", "scale", "storm")
+SECTIONS = ("propagation", "baseline", "burst", "scale", "storm", "traefik")
 
 # The route document every benchmark route uses: two services, the canary is v2.  Weights
 # are written as "v1=1, v2=W" with W unique per change, so each API write is matched to
@@ -1581,6 +1583,11 @@ def main(argv=None):
                     help="storm: second writer's total rate (50)")
     ap.add_argument("--storm-pause", type=float, default=0.5,
                     help="storm: seconds between rounds (0.5)")
+    ap.add_argument("--traefik-changes", type=int,
+                    help="traefik: changes per throttle value and pacing (10)")
+    ap.add_argument("--traefik-throttle", default="200ms",
+                    help="traefik: the providersThrottleDuration measured besides Traefik's "
+                    "default 2s (200ms, the value docs/usage.md recommends)")
     ap.add_argument("--bridge", default=os.environ.get("CANARY_BRIDGE") or
                     os.path.join(REPO, "build", "canary-bridge"), help="bridge binary")
     ap.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
@@ -1594,7 +1601,7 @@ def main(argv=None):
                     baseline_changes=(5, 100),
                     burst_puts=(1000, 10000), burst_routes=(100, 1000),
                     scale_routes=(300, 10000), idle=(5, 60), resync_probe=(5, 60),
-                    storm_routes=(10, 100), storm_rounds=(3, 10))
+                    storm_routes=(10, 100), storm_rounds=(3, 10), traefik_changes=(3, 10))
     for k, (quick, full) in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, quick if q else full)
@@ -1615,7 +1622,8 @@ def main(argv=None):
     res = {"machine": info, "args": vars(args)}
     t_start = time.time()
     funcs = {"propagation": bench_propagation, "baseline": bench_baseline,
-             "burst": bench_burst, "scale": bench_scale, "storm": bench_storm}
+             "burst": bench_burst, "scale": bench_scale, "storm": bench_storm,
+             "traefik": lambda e, a, r: traefik_real.bench_traefik(e, a, r, log, stats)}
     sys0, own0 = system_busy(), own_cpu()
     res["sections_load"] = {}
     with Env(args) as env:
@@ -1635,6 +1643,7 @@ def main(argv=None):
     print_burst(res)
     print_storm(res)
     print_scale(res)
+    traefik_real.print_traefik(res, table, ms)
     rows = verdicts(res)
     if rows:
         print("Targets (issue 6)")

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential meson ninja-build pkg-config
       libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libcmocka-dev
       libsystemd-dev scdoc systemd valgrind clang libclang-rt-14-dev clang-format
-      etcd-server etcd-client python3 python3-yaml openssl kubectl)
+      etcd-server etcd-client python3 python3-yaml openssl iproute2 kubectl)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -24,8 +24,11 @@ Readiness is awaited on a condition (a health endpoint, a leader, an Established
 never a fixed sleep.  Standard library + PyYAML only; run with /usr/bin/python3.
 """
 
+import http.client
+import ipaddress
 import json
 import os
+import random
 import secrets
 import signal
 import ssl
@@ -38,6 +41,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cbtest import REPO, Etcd, KubeAPI, Proc, free_port, wait_until  # noqa: E402
+import cbtest as _cbtest_mod  # noqa: E402
 import consul as _consul_mod  # noqa: E402
 from consul import Consul  # noqa: E402
 
@@ -47,7 +51,7 @@ RBAC = os.path.join(REPO, "deploy", "rbac.yaml")
 NAMES = ("kube-apiserver", "traefik", "consul")
 
 __all__ = ["BIN", "require_real", "binary", "RealConsul", "RealKubeAPI", "RealTraefik",
-           "free_port", "wait_until"]
+           "NetnsBackends", "free_port", "wait_until"]
 
 
 def binary(name):
@@ -410,6 +414,27 @@ class RealKubeAPI(KubeAPI):
             raise RuntimeError("TokenRequest %s/%s: %d %s" % (ns, name, status, data))
         return data["status"]["token"]
 
+    def backend_service(self, ns, name, address, target_port, port=80, port_name="http"):
+        """A core Service `name` (port -> target_port, no selector) and the
+        discovery.k8s.io/v1 EndpointSlice `<name>-test` (labelled
+        kubernetes.io/service-name) that points it at address:target_port, ready and
+        serving: what an EndpointSlice controller would write for one pod."""
+        self.apply_object({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"name": port_name, "port": port, "targetPort": target_port,
+                                "protocol": "TCP"}]}})
+        self.apply_object({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name + "-test", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": name,
+                                    "endpointslice.kubernetes.io/managed-by": "cb-real-test"}},
+            "addressType": "IPv4",
+            "ports": [{"name": port_name, "port": target_port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [address],
+                           "conditions": {"ready": True, "serving": True,
+                                          "terminating": False}}]})
+
     # The test server's /_test/ control API has no counterpart in a real apiserver.
     def control(self, *a, **kw):
         raise NotImplementedError("a real kube-apiserver has no /_test/ control API")
@@ -481,3 +506,132 @@ class RealTraefik(Proc):
 
     def routers(self):
         return self.api("/api/http/routers")
+
+
+# --------------------------------------------------------------------------------------------
+# Backends in a network namespace
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip"] + list(args), capture_output=True, text=True, check=check)
+
+
+class NetnsBackends(Proc):
+    """Test backends (tests/lib/backend.py: each answers with its name and echoes the
+    request headers) as the test's own hosts in a network namespace the test creates.
+
+    The real apiserver refuses loopback (and link-local) addresses in EndpointSlices, so
+    the backends cannot sit on 127.0.0.1.  Instead: `ip netns add cb-<random>`, a veth
+    pair `cbh<random>` (root namespace, `host_address`) / `cbn<random>` (the netns,
+    `address`) on one private /30, the backends bound to `address` inside the netns
+    (`ip netns exec`), and Traefik in the root namespace reaching them over the veth.
+    No address other than that /30 (and the netns's own loopback) is ever configured:
+    IPv6 address generation is off on both veth ends.
+
+    The /30 is drawn at random from 10.253.0.0/16: private (RFC 1918), not the apiserver's
+    service range (10.96.0.0/24), and checked against every IPv4 address and route of the
+    root namespace, so it collides with nothing here; two runs at once draw different /30s
+    (and a clash would fail the check of the second).  The ports inside the netns are
+    fixed (`backends` {name: port}); nothing else listens there.
+
+    stop()/kill() (and interpreter exit) end the backends, then delete the veth and the
+    netns.  Needs root and iproute2."""
+
+    POOL = ipaddress.ip_network("10.253.0.0/16")
+
+    def __init__(self, tmpdir, backends, name="netns"):
+        self.dir = os.path.join(tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.backends = dict(backends)
+        tag = secrets.token_hex(3)
+        self.netns, self.veth_host, self.veth_ns = "cb-" + tag, "cbh" + tag, "cbn" + tag
+        self.created = False
+        if os.geteuid() != 0:
+            raise RuntimeError("NetnsBackends needs root (ip netns add, veth); run the "
+                               "traffic suite as root, or CANARY_REAL=0 to skip it")
+        _cbtest_mod._live.add(self)   # interpreter exit: kill() (removes the netns too)
+        try:
+            self.subnet = self._pick_subnet()
+            hosts = list(self.subnet.hosts())
+            self.host_address, self.address = str(hosts[0]), str(hosts[1])
+            self._setup()
+            self._spawn(["ip", "netns", "exec", self.netns, sys.executable,
+                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend.py"),
+                         "--address", self.address] +
+                        ["%s=%d" % nv for nv in self.backends.items()],
+                        os.path.join(self.dir, "backends.log"))
+            for bname, port in self.backends.items():
+                wait_until(lambda: not self.alive() or self._answers(bname, port), 30,
+                           what="backend %s on %s:%d over the veth" % (bname, self.address,
+                                                                        port),
+                           ignore=(OSError, ValueError))
+                if not self.alive():
+                    raise RuntimeError("backends exited:\n" + self.log_tail())
+        except BaseException:
+            self.kill()
+            raise
+
+    def _pick_subnet(self):
+        used = []
+        for args in (("-4", "-o", "addr", "show"), ("-4", "route", "show", "table", "all")):
+            for line in _ip(*args).stdout.splitlines():
+                for word in line.split():
+                    try:
+                        used.append(ipaddress.ip_network(word, strict=False))
+                    except ValueError:
+                        pass
+        for _ in range(100):
+            net = ipaddress.ip_network("%s/30" % (self.POOL.network_address +
+                                                  4 * random.randrange(self.POOL.num_addresses
+                                                                       // 4)))
+            if not any(net.overlaps(u) for u in used if u.version == 4 and
+                       u.prefixlen > 0):
+                return net
+        raise RuntimeError("no free /30 in %s" % self.POOL)
+
+    def _setup(self):
+        p = "/%d" % self.subnet.prefixlen
+        _ip("netns", "add", self.netns)
+        self.created = True
+        _ip("link", "add", self.veth_host, "type", "veth", "peer", "name", self.veth_ns,
+            "netns", self.netns)
+        _ip("link", "set", "dev", self.veth_host, "addrgenmode", "none")
+        _ip("-n", self.netns, "link", "set", "dev", self.veth_ns, "addrgenmode", "none")
+        _ip("addr", "add", self.host_address + p, "dev", self.veth_host)
+        _ip("-n", self.netns, "addr", "add", self.address + p, "dev", self.veth_ns)
+        _ip("link", "set", "dev", self.veth_host, "up")
+        _ip("-n", self.netns, "link", "set", "dev", self.veth_ns, "up")
+        _ip("-n", self.netns, "link", "set", "dev", "lo", "up")
+        # The /30 must be reachable through our veth only (another run's equal /30 would
+        # show up as a second route).
+        routes = _ip("-4", "route", "show", "match", str(self.subnet)).stdout.splitlines()
+        mine = [r for r in routes if r.split()[0] == str(self.subnet)]
+        if len(mine) != 1 or ("dev %s " % self.veth_host) not in mine[0] + " ":
+            raise RuntimeError("%s is routed elsewhere too: %r" % (self.subnet, routes))
+
+    def _answers(self, name, port):
+        conn = http.client.HTTPConnection(self.address, port, timeout=2)   # never a proxy
+        try:
+            conn.request("GET", "/")
+            return json.loads(conn.getresponse().read()).get("name") == name
+        finally:
+            conn.close()
+
+    def kill(self):
+        rc = super().kill() if self.proc is not None else None
+        self._teardown()
+        return rc
+
+    def stop(self, timeout=10):
+        rc = super().stop(timeout) if self.proc is not None else None
+        self._teardown()
+        return rc
+
+    def _teardown(self):
+        _cbtest_mod._live.discard(self)
+        if not self.created:
+            return
+        # Deleting the netns takes the veth end inside it, and with it its peer; delete
+        # the root end explicitly as well in case the netns is still pinned.
+        _ip("link", "del", self.veth_host, check=False)
+        _ip("netns", "del", self.netns, check=False)
+        self.created = False

@@ -1,7 +1,7 @@
 """Real Traefik v3 reading what the bridge wrote to a real kube-apiserver (issue 12):
 the weights an etcdctl put sets reach Traefik's own dynamic configuration, as its API
 shows it (the weighted service of the IngressRoute).  Traffic through the entry point
-needs backends on non-loopback addresses (a network namespace) and is not covered here.
+(backends in a network namespace) is tests/real/test_traffic_real.py.
 
 Traefik runs with allowEmptyServices, so Services without endpoints still give the
 route and its weighted service (with no servers) instead of being dropped."""
