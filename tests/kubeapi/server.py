@@ -805,8 +805,9 @@ class RequestInfo:
 
 
 class Api:
-    def __init__(self, groups, history, tokens, bookmark_interval):
+    def __init__(self, groups, history, tokens, bookmark_interval, require_namespaces=False):
         self.tokens = tokens
+        self.require_namespaces = require_namespaces
         self.bookmark_interval = bookmark_interval
         self.store = Store(history)
         self.crds = load_crds(groups)
@@ -887,8 +888,18 @@ class Api:
             dry = req.q("dryRun")
             if dry not in (None, "All"):
                 raise bad_request("Invalid dryRun value: %s" % dry)
+        if self.require_namespaces and res.namespaced and info.verb == "create":
+            self.check_namespace(info.ns)
         handler = getattr(self, "do_" + info.verb)
         return handler(req, res, info.ns, info.name, user)
+
+    def check_namespace(self, ns):
+        """The NamespaceLifecycle admission plugin: no create in a namespace that does
+        not exist (404 NotFound naming the namespace, kind "namespaces", no group)."""
+        with self.store.cond:
+            if ("", ns) in self.store.objs[self.res("", "namespaces").id]:
+                return
+        raise err(404, "NotFound", 'namespaces "%s" not found' % ns, dets(ns, None, "namespaces"))
 
     def authenticate(self, req):
         auth = req.headers.get("Authorization")
@@ -972,8 +983,10 @@ class Api:
                 tok = json.loads(base64.b64decode(cont))
                 rv, start = tok["rv"], tuple(tok["start"])
             except Exception:
-                raise bad_request("continue key is not valid: incorrect encoded start "
-                                  "resourceVersion (version meta.k8s.io/v1)")
+                # The real server words the cause as Go's decoders do; the prefixes match.
+                raise bad_request("invalid continue token: continue key is not valid: "
+                                  "incorrect encoded start resourceVersion (version "
+                                  "meta.k8s.io/v1)")
             meta["resourceVersion"] = rv
             items = [o for o in items if (o["metadata"].get("namespace", ""),
                                           o["metadata"]["name"]) > start]
@@ -1208,7 +1221,7 @@ class Api:
         elif rv_required and res.custom:
             raise invalid(res.qualified, res.group, res.plural, name, [FieldError(
                 "metadata.resourceVersion", "FieldValueInvalid",
-                "Invalid value: 0x0: must be specified for an update")])
+                "Invalid value: 0: must be specified for an update")])
         if mi.get("uid") and mi["uid"] != cur["metadata"]["uid"]:
             raise conflict(res, name, "Precondition failed: UID in precondition: %s, UID in "
                            "object meta: %s" % (mi["uid"], cur["metadata"]["uid"]))
@@ -2026,6 +2039,9 @@ def main(argv=None):
                          "timeout and on POST /_test/bookmark)")
     ap.add_argument("--token", help="bearer token (default: random)")
     ap.add_argument("--rsa", action="store_true", help="RSA-2048 keys instead of ECDSA P-256")
+    ap.add_argument("--require-namespaces", action="store_true",
+                    help="refuse creates in a namespace that does not exist (404 NotFound), "
+                         "as the real server's NamespaceLifecycle admission does")
     args = ap.parse_args(argv)
     groups = [g for g in args.groups.split(",") if g]
     for g in groups:
@@ -2038,7 +2054,7 @@ def main(argv=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(d, "server.crt"), os.path.join(d, "server.key"))
     ctx.set_alpn_protocols(["http/1.1"])
-    api = Api(groups, args.history, [token], args.bookmark_interval)
+    api = Api(groups, args.history, [token], args.bookmark_interval, args.require_namespaces)
     srv = Server(("127.0.0.1", 0), api, ctx)
     port = srv.server_address[1]
     api.server_address = "127.0.0.1:%d" % port
