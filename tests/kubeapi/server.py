@@ -742,6 +742,25 @@ class Store:
         out.reverse()
         return out
 
+    def objects_at(self, res_id, rv):
+        """{(ns, name): obj} of one resource as it was at resourceVersion rv (lock held),
+        rebuilt from the history by undoing the later events; None when the history no
+        longer reaches back that far."""
+        if rv < self.history_start:
+            return None
+        objs = dict(self.objs[res_id])
+        for ev in reversed(self.history):
+            if ev.rv <= rv:
+                break
+            if ev.res != res_id:
+                continue
+            key = (ev.ns, ev.obj["metadata"]["name"])
+            if ev.type == "ADDED":
+                objs.pop(key, None)
+            else:                       # MODIFIED or DELETED: back to the previous object
+                objs[key] = ev.prev
+        return objs
+
     def compact(self):
         with self.cond:
             self.history.clear()
@@ -955,10 +974,11 @@ class Api:
         raise page_not_found()
 
     # ---- reads
-    def _visible(self, res, ns, req):
+    def _visible(self, res, ns, req, objs=None):
         ls = LabelSelector(req.q("labelSelector"))
         fs = FieldSelector(req.q("fieldSelector"))
-        items = [o for (ons, _), o in sorted(self.store.objs[res.id].items())
+        objs = self.store.objs[res.id] if objs is None else objs
+        items = [o for (ons, _), o in sorted(objs.items())
                  if (not ns or ons == ns) and ls.matches(o["metadata"].get("labels"))
                  and fs.matches(o)]
         return items, ls, fs
@@ -988,6 +1008,15 @@ class Api:
                                   "incorrect encoded start resourceVersion (version "
                                   "meta.k8s.io/v1)")
             meta["resourceVersion"] = rv
+            # Like the real server, the next pages show the list as it was at the first
+            # page's resourceVersion, not what was written since.
+            with self.store.cond:
+                then = self.store.objects_at(res.id, int(rv))
+                if then is None:
+                    raise err(410, "Expired", "The provided continue parameter is too old to "
+                              "display a consistent list result. You can start a new list "
+                              "without the continue parameter.")
+                items, _, _ = self._visible(res, ns, req, then)
             items = [o for o in items if (o["metadata"].get("namespace", ""),
                                           o["metadata"]["name"]) > start]
         if limit and limit.isdigit() and 0 < int(limit) < len(items):
