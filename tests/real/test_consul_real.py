@@ -1,10 +1,13 @@
 """The bridge against a real Consul agent (issue 12): the source behaviour suite that
 tests/integration/test_sources.py runs against etcd and the Consul KV test server, run
 again with `consul agent -dev` (v1.16.3, built by tests/real/build.sh) as the source,
-and a plain put through the consul CLI landing in the IngressRoute.
+a plain put through the consul CLI landing in the IngressRoute, ACLs on with default deny
+(anonymous, read-only and wrong tokens), `consul snapshot save` / `restore`, and
+`limits.http_max_conns_per_client` 12 with many routes and status feedback.
 
 The Kubernetes side is the API test server here (its request log is how the suite counts
 object writes); tests/real/test_kube_real.py puts the bridge against a real apiserver."""
+import base64
 import json
 import os
 import re
@@ -295,7 +298,6 @@ class RealConsulConnLimit(RealConsulCase):
             out = {}
             for e in entries:
                 if e["Key"].endswith("/status") and e["Value"]:
-                    import base64
                     st = json.loads(base64.b64decode(e["Value"]))
                     out[e["Key"]] = st
             return out

@@ -9,11 +9,9 @@ works in a namespace of its own."""
 import itertools
 import os
 import re
-import signal
 import sys
 import tempfile
 import threading
-import time
 import unittest
 import urllib.request
 
