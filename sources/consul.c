@@ -539,6 +539,8 @@ struct consul {
     bool need_snapshot;   /* deliver the next answer as a snapshot */
     enum list_why list_why;
     bool nonblocking_next; /* after an error: read at once, do not block */
+    bool query_blocking;   /* the query in flight blocks on block_index */
+    uint64_t query_sent;   /* uv_hrtime() when it was sent */
 
     struct tbucket idle, churn;
     struct http_client *http; /* the source's own, bounded (CONSUL_MAX_CONNS) */
@@ -834,7 +836,15 @@ static void consul_answer(struct consul *s, struct consul_list *cur, uint64_t in
     enum consul_index_verdict v =
         consul_index_next(s->have_state, s->index, index, &s->block_index);
     bool snapshot = s->need_snapshot || !s->have_state || v == CONSUL_INDEX_RESET;
-    s->nonblocking_next = false;
+    /* A snapshot restore abandons a blocked query: Consul answers it at once
+     * with the index it blocked on, not the restored (lower) one, and a query
+     * on that index then blocks for the whole wait. So an early answer that
+     * did not move the index is followed by one read that does not block: it
+     * shows an index gone backwards at once. */
+    bool early_same = s->query_blocking && v == CONSUL_INDEX_SAME &&
+                      t_received - s->query_sent < (uint64_t)s->wait_ms * 1000000u / 2;
+    s->query_blocking = false;
+    s->nonblocking_next = early_same;
     s->attempt = 0;
     if (!s->up) {
         s->up = true;
@@ -1045,6 +1055,8 @@ static void query_begin(struct consul *s) {
         consul_fail(s, "reading '%s': cannot start a request", consul_prefix(s));
         return;
     }
+    s->query_blocking = blocking;
+    s->query_sent = uv_hrtime();
     s->req = r;
     s->phase = PH_QUERY;
 }

@@ -303,7 +303,8 @@ class Store:
 
     def block(self, compute, min_index, timeout, info):
         """Run compute() (lock held) until its index is > min_index, the timeout passes,
-        a restore abandons the query, or /_test/wake fires.  -> compute()'s result."""
+        a restore abandons the query (-> the answer from before the restore), or
+        /_test/wake fires.  -> compute()'s result."""
         with self.cond:
             result = compute()
             if min_index <= 0 or result[0] > min_index:
@@ -319,9 +320,13 @@ class Store:
                     if remaining <= 0:
                         break
                     self.cond.wait(remaining)
+                    if self.epoch != epoch:
+                        # As Consul v1.16 does: the abandoned query answers at once with
+                        # what it had before the restore (its unchanged index), not with
+                        # the restored, lower index.
+                        break
                     result = compute()
-                    if result[0] > min_index or self.epoch != epoch or \
-                            self.wake_gen != gen:
+                    if result[0] > min_index or self.wake_gen != gen:
                         break
             finally:
                 del self.waiters[wid]

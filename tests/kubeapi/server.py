@@ -742,6 +742,25 @@ class Store:
         out.reverse()
         return out
 
+    def objects_at(self, res_id, rv):
+        """{(ns, name): obj} of one resource as it was at resourceVersion rv (lock held),
+        rebuilt from the history by undoing the later events; None when the history no
+        longer reaches back that far."""
+        if rv < self.history_start:
+            return None
+        objs = dict(self.objs[res_id])
+        for ev in reversed(self.history):
+            if ev.rv <= rv:
+                break
+            if ev.res != res_id:
+                continue
+            key = (ev.ns, ev.obj["metadata"]["name"])
+            if ev.type == "ADDED":
+                objs.pop(key, None)
+            else:                       # MODIFIED or DELETED: back to the previous object
+                objs[key] = ev.prev
+        return objs
+
     def compact(self):
         with self.cond:
             self.history.clear()
@@ -805,8 +824,9 @@ class RequestInfo:
 
 
 class Api:
-    def __init__(self, groups, history, tokens, bookmark_interval):
+    def __init__(self, groups, history, tokens, bookmark_interval, require_namespaces=False):
         self.tokens = tokens
+        self.require_namespaces = require_namespaces
         self.bookmark_interval = bookmark_interval
         self.store = Store(history)
         self.crds = load_crds(groups)
@@ -887,8 +907,18 @@ class Api:
             dry = req.q("dryRun")
             if dry not in (None, "All"):
                 raise bad_request("Invalid dryRun value: %s" % dry)
+        if self.require_namespaces and res.namespaced and info.verb == "create":
+            self.check_namespace(info.ns)
         handler = getattr(self, "do_" + info.verb)
         return handler(req, res, info.ns, info.name, user)
+
+    def check_namespace(self, ns):
+        """The NamespaceLifecycle admission plugin: no create in a namespace that does
+        not exist (404 NotFound naming the namespace, kind "namespaces", no group)."""
+        with self.store.cond:
+            if ("", ns) in self.store.objs[self.res("", "namespaces").id]:
+                return
+        raise err(404, "NotFound", 'namespaces "%s" not found' % ns, dets(ns, None, "namespaces"))
 
     def authenticate(self, req):
         auth = req.headers.get("Authorization")
@@ -944,10 +974,11 @@ class Api:
         raise page_not_found()
 
     # ---- reads
-    def _visible(self, res, ns, req):
+    def _visible(self, res, ns, req, objs=None):
         ls = LabelSelector(req.q("labelSelector"))
         fs = FieldSelector(req.q("fieldSelector"))
-        items = [o for (ons, _), o in sorted(self.store.objs[res.id].items())
+        objs = self.store.objs[res.id] if objs is None else objs
+        items = [o for (ons, _), o in sorted(objs.items())
                  if (not ns or ons == ns) and ls.matches(o["metadata"].get("labels"))
                  and fs.matches(o)]
         return items, ls, fs
@@ -972,9 +1003,20 @@ class Api:
                 tok = json.loads(base64.b64decode(cont))
                 rv, start = tok["rv"], tuple(tok["start"])
             except Exception:
-                raise bad_request("continue key is not valid: incorrect encoded start "
-                                  "resourceVersion (version meta.k8s.io/v1)")
+                # The real server words the cause as Go's decoders do; the prefixes match.
+                raise bad_request("invalid continue token: continue key is not valid: "
+                                  "incorrect encoded start resourceVersion (version "
+                                  "meta.k8s.io/v1)")
             meta["resourceVersion"] = rv
+            # Like the real server, the next pages show the list as it was at the first
+            # page's resourceVersion, not what was written since.
+            with self.store.cond:
+                then = self.store.objects_at(res.id, int(rv))
+                if then is None:
+                    raise err(410, "Expired", "The provided continue parameter is too old to "
+                              "display a consistent list result. You can start a new list "
+                              "without the continue parameter.")
+                items, _, _ = self._visible(res, ns, req, then)
             items = [o for o in items if (o["metadata"].get("namespace", ""),
                                           o["metadata"]["name"]) > start]
         if limit and limit.isdigit() and 0 < int(limit) < len(items):
@@ -1217,7 +1259,7 @@ class Api:
         elif rv_required and res.custom:
             raise invalid(res.qualified, res.group, res.plural, name, [FieldError(
                 "metadata.resourceVersion", "FieldValueInvalid",
-                "Invalid value: 0x0: must be specified for an update")])
+                "Invalid value: 0: must be specified for an update")])
         if mi.get("uid") and mi["uid"] != cur["metadata"]["uid"]:
             raise conflict(res, name, "Precondition failed: UID in precondition: %s, UID in "
                            "object meta: %s" % (mi["uid"], cur["metadata"]["uid"]))
@@ -2038,6 +2080,9 @@ def main(argv=None):
                          "timeout and on POST /_test/bookmark)")
     ap.add_argument("--token", help="bearer token (default: random)")
     ap.add_argument("--rsa", action="store_true", help="RSA-2048 keys instead of ECDSA P-256")
+    ap.add_argument("--require-namespaces", action="store_true",
+                    help="refuse creates in a namespace that does not exist (404 NotFound), "
+                         "as the real server's NamespaceLifecycle admission does")
     args = ap.parse_args(argv)
     groups = [g for g in args.groups.split(",") if g]
     for g in groups:
@@ -2050,7 +2095,7 @@ def main(argv=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(d, "server.crt"), os.path.join(d, "server.key"))
     ctx.set_alpn_protocols(["http/1.1"])
-    api = Api(groups, args.history, [token], args.bookmark_interval)
+    api = Api(groups, args.history, [token], args.bookmark_interval, args.require_namespaces)
     srv = Server(("127.0.0.1", 0), api, ctx)
     port = srv.server_address[1]
     api.server_address = "127.0.0.1:%d" % port

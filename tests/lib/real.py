@@ -313,6 +313,7 @@ class RealKubeAPI(KubeAPI):
                     "--profiling=false", "--v=1"] + list(extra_args)
             log_path = os.path.join(d, "kube-apiserver.log")
             offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+            self._argv = argv
             self._spawn(argv, log_path)
             try:
                 wait_until(lambda: not self.alive() or self._ready(), timeout=180,
@@ -347,6 +348,20 @@ class RealKubeAPI(KubeAPI):
     def _ready(self):
         status, _, body = self.request("GET", "/readyz", timeout=5)
         return status == 200
+
+    def restart_apiserver(self, timeout=180):
+        """Stop the apiserver (not its etcd) and start it again on the same port with the
+        same flags, as a crash or rollout does: every watch breaks, and the new watch cache
+        starts at etcd's current revision."""
+        Proc.kill(self)      # this process group only; RealKubeAPI.kill() would take etcd
+        self._spawn(self._argv, self.log_path)
+        try:
+            wait_until(lambda: not self.alive() or self._ready(), timeout,
+                       what="kube-apiserver /readyz after restart", ignore=(OSError, ValueError))
+        except AssertionError:
+            raise AssertionError("kube-apiserver not ready:\n" + self.log_tail()) from None
+        if not self.alive():
+            raise RuntimeError("kube-apiserver exited on restart:\n" + self.log_tail())
 
     def stop(self, timeout=20):
         rc = super().stop(timeout)

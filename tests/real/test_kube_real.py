@@ -8,13 +8,16 @@ serves the whole class (it takes a while to start on a busy 2-core machine); eac
 works in a namespace of its own."""
 import itertools
 import os
+import re
 import sys
 import tempfile
+import threading
 import unittest
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
-from cbtest import Bridge, Etcd, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, bridge_config, free_port, wait_until  # noqa: E402
 from real import RealKubeAPI, require_real  # noqa: E402
 
 G = "traefik.io"
@@ -61,11 +64,12 @@ class RealKubeCase(unittest.TestCase):
         self.etcd = Etcd(self.dir)
         self.addCleanup(self.etcd.stop)
 
-    def start_bridge(self, **sections):
+    def start_bridge(self, name="bridge", ready=r"ready: ", **sections):
         cfg = bridge_config(etcd=self.etcd, kube=self.kube, **sections)
-        self.bridge = Bridge(self.dir, cfg)
+        self.bridge = Bridge(self.dir, cfg, name=name)
         self.addCleanup(self.bridge.stop)
-        self.bridge.wait_log(r"ready: ", timeout=30)
+        if ready:
+            self.bridge.wait_log(ready, timeout=30)
         return self.bridge
 
     def key(self, name, what):
@@ -157,6 +161,178 @@ class PatchedMode(RealKubeCase):
                 obj["metadata"].pop(k, None)
         self.assertEqual(before, after)
         self.assertEqual(self.ir()["metadata"]["generation"], 2)
+
+
+def metric(port, name):
+    """One unlabelled series from the bridge's /metrics, or None."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r"^%s(?:\{[^}]*\})?\s+(\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+class Behaviour(RealKubeCase):
+    """What the API test server can only fake: real 409s from a rival writer, a hand edit
+    put back, a watch the restarted apiserver expires after etcd was compacted, Lease
+    leader election, Events, and the RBAC of deploy/rbac.yaml refusing what it does not
+    grant."""
+
+    def test_rbac_refuses_what_rbac_yaml_does_not_grant(self):
+        tok = self.kube.bridge_token
+        sa = "system:serviceaccount:canary-bridge:canary-bridge"
+        for verb, method, path in (
+                ("list", "GET", "/api/v1/namespaces/%s/secrets" % self.ns),
+                ("get", "GET", "/api/v1/namespaces/%s/secrets/x" % self.ns),
+                ("list", "GET", "/api/v1/namespaces/%s/configmaps" % self.ns),
+                ("list", "GET", "/apis/coordination.k8s.io/v1/namespaces/%s/leases" % self.ns),
+                ("delete", "DELETE",
+                 "/apis/coordination.k8s.io/v1/namespaces/%s/leases/x" % self.ns),
+                ("list", "GET", "/api/v1/namespaces/%s/events" % self.ns),
+                ("create", "POST", "/api/v1/namespaces")):
+            with self.subTest(verb=verb, path=path):
+                status, _, body = self.kube.request(method, path, {} if method == "POST"
+                                                    else None, token=tok)
+                self.assertEqual(status, 403, body)
+                self.assertEqual(body["reason"], "Forbidden")
+                self.assertIn('User "%s" cannot %s resource' % (sa, verb), body["message"])
+        # ... and grants what the bridge needs (the same token, the same namespace).
+        for path in (self.kube.path(G, self.ns, "ingressroutes"),
+                     self.kube.path(G, self.ns, "middlewares"),
+                     self.kube.path(G, self.ns, "traefikservices")):
+            self.assertEqual(self.kube.request("GET", path, token=tok)[0], 200, path)
+
+    def test_hand_edit_is_put_back(self):
+        self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
+        self.etcd.etcdctl("put", self.key("shop", "weights"), "shop-v1=90, shop-v2=10")
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        # kubectl edit (a full PUT by an administrator)
+        obj = self.ir()
+        obj["spec"]["routes"][-1]["services"][0]["weight"] = 0
+        obj["spec"]["routes"][-1]["services"][1]["weight"] = 100
+        self.kube.put(G, self.ns, "ingressroutes", obj)
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        # kubectl patch --type merge of the managed field
+        routes = self.ir()["spec"]["routes"]
+        routes[-1]["services"][0]["weight"] = 1
+        self.kube.merge_patch(G, self.ns, "ingressroutes", "shop", {"spec": {"routes": routes}})
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+        self.assertRegex(self.bridge.log_text(), r"route %s/shop: IngressRoute shop written"
+                         % self.ns)
+
+    def test_rival_writer_gets_real_409s_and_the_bridge_converges(self):
+        port = free_port()
+        self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
+        self.start_bridge(server={"listen": "127.0.0.1:%d" % port})
+        self.wait_weights({"shop-v1": 80, "shop-v2": 20})
+        stop, ticks = threading.Event(), {"n": 0, "error": None}
+
+        def rival():    # another controller stamping an annotation as fast as it can
+            try:
+                while not stop.is_set():
+                    n = ticks["n"] + 1
+                    self.kube.merge_patch(G, self.ns, "ingressroutes", "shop", {
+                        "metadata": {"annotations": {"example.com/rival": str(n)}}})
+                    ticks["n"] = n
+            except Exception as e:       # noqa: BLE001 - reported below
+                ticks["error"] = e
+        t = threading.Thread(target=rival, daemon=True)
+        t.start()
+        try:
+            for i in range(1, 31):
+                self.etcd.put(self.key("shop", "weights"), "shop-v1=%d, shop-v2=%d"
+                              % (i, 100 - i))
+                if (metric(port, "canary_bridge_conflicts_total") or 0) >= 1 and i >= 10:
+                    break
+            self.wait_weights({"shop-v1": i, "shop-v2": 100 - i}, timeout=60)
+        finally:
+            stop.set()
+            t.join(30)
+        self.assertIsNone(ticks["error"])
+        self.assertGreaterEqual(metric(port, "canary_bridge_conflicts_total") or 0, 1,
+                                "no conflict counted in /metrics:\n" + self.bridge.log_tail())
+        self.wait_weights({"shop-v1": i, "shop-v2": 100 - i})
+        ann = self.ir()["metadata"]["annotations"]
+        self.assertEqual(ann.get("example.com/rival"), str(ticks["n"]))
+
+    def test_watch_expired_after_compaction_relists(self):
+        self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
+        self.start_bridge()
+        self.wait_weights({"shop-v1": 80, "shop-v2": 20})
+        since = self.bridge.log_size()
+        # Writes the bridge does not watch move etcd's revision on; compact there, then
+        # restart the apiserver: its new watch cache starts past the bridge's
+        # resourceVersion, so the bridge's re-watch is answered 410 Expired.
+        for i in range(3):
+            self.kube.apply_object({"apiVersion": "v1", "kind": "Namespace",
+                                    "metadata": {"name": "%s-pad%d" % (self.ns, i)}})
+        rev = str(self.kube.etcd.revision())
+        self.kube.etcd.etcdctl("compact", rev)
+        self.kube.restart_apiserver()
+        self.bridge.wait_log(r"kubernetes: watch of ingressroutes expired \(.*too old "
+                             r"resource version.*\); re-listing", since=since, timeout=60)
+        self.etcd.etcdctl("put", self.key("shop", "weights"), "shop-v1=5, shop-v2=95")
+        self.wait_weights({"shop-v1": 5, "shop-v2": 95}, timeout=30)
+        # and a hand edit after the re-list is still seen and put back
+        obj = self.ir()
+        obj["spec"]["routes"][-1]["services"][0]["weight"] = 50
+        self.kube.put(G, self.ns, "ingressroutes", obj)
+        self.wait_weights({"shop-v1": 5, "shop-v2": 95})
+
+    def test_events_posted_by_the_bridge(self):
+        self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
+        self.start_bridge()
+        self.etcd.etcdctl("put", self.key("shop", "weights"), "shop-v1=90, shop-v2=10")
+        self.wait_weights({"shop-v1": 90, "shop-v2": 10})
+
+        def events(reason):
+            items = self.kube.list("", self.ns, "events")["items"]
+            return [e for e in items if e["reason"] == reason]
+        ev = wait_until(lambda: [e for e in events("Applied")
+                                 if "shop-v1=90 shop-v2=10" in e["message"]], 20,
+                        what="an Applied event")[0]
+        self.assertEqual(ev["involvedObject"]["kind"], "IngressRoute")
+        self.assertEqual(ev["involvedObject"]["name"], "shop")
+        self.assertEqual(ev["involvedObject"]["namespace"], self.ns)
+        self.assertEqual(ev["type"], "Normal")
+        self.etcd.etcdctl("put", self.key("shop", "weights"), "shop-v1=oops")
+        failed = wait_until(lambda: events("RouteFailed"), 20, what="a RouteFailed event")[0]
+        self.assertEqual(failed["type"], "Warning")
+        self.assertIn(self.key("shop", "weights"), failed["message"])
+        self.assertNotRegex(self.bridge.log_text(), r"(?i)event.*(403|forbidden)")
+
+    def test_lease_leader_election(self):
+        self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
+
+        def start(identity):
+            return self.start_bridge(name="bridge-" + identity, ready=None, leader_election={
+                "enabled": True, "namespace": self.ns, "name": "canary-bridge",
+                "lease_duration": "3s", "renew_deadline": "2s", "retry_period": "500ms",
+                "identity": identity})
+        a, b = start("host-a"), start("host-b")
+
+        def leader():
+            ls = [x for x in (a, b) if "became leader" in x.log_text()]
+            return ls[0] if len(ls) == 1 else None
+        first = wait_until(leader, 30, what="one leader")
+        other = b if first is a else a
+        other.wait_log(r"ready as a follower", timeout=30)
+        self.bridge = first
+        self.wait_weights({"shop-v1": 80, "shop-v2": 20})
+        lease = self.kube.get("coordination.k8s.io", self.ns, "leases", "canary-bridge")
+        self.assertEqual(lease["spec"]["holderIdentity"],
+                         "host-a" if first is a else "host-b")
+        since = other.log_size()
+        first.kill()                                   # no release: the lease runs out
+        other.wait_log(r"became leader", since=since, timeout=30)
+        self.bridge = other
+        self.etcd.etcdctl("put", self.key("shop", "weights"), "shop-v1=30, shop-v2=70")
+        self.wait_weights({"shop-v1": 30, "shop-v2": 70})
+        lease = self.kube.get("coordination.k8s.io", self.ns, "leases", "canary-bridge")
+        self.assertEqual(lease["spec"]["holderIdentity"],
+                         "host-b" if first is a else "host-a")
+        self.assertGreaterEqual(lease["spec"].get("leaseTransitions", 0), 1)
+        self.assertNotRegex(other.log_text()[:since], r"IngressRoute shop (created|written)")
 
 
 if __name__ == "__main__":
