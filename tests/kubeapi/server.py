@@ -824,9 +824,8 @@ class RequestInfo:
 
 
 class Api:
-    def __init__(self, groups, history, tokens, bookmark_interval, require_namespaces=False):
+    def __init__(self, groups, history, tokens, bookmark_interval):
         self.tokens = tokens
-        self.require_namespaces = require_namespaces
         self.bookmark_interval = bookmark_interval
         self.store = Store(history)
         self.crds = load_crds(groups)
@@ -907,18 +906,8 @@ class Api:
             dry = req.q("dryRun")
             if dry not in (None, "All"):
                 raise bad_request("Invalid dryRun value: %s" % dry)
-        if self.require_namespaces and res.namespaced and info.verb == "create":
-            self.check_namespace(info.ns)
         handler = getattr(self, "do_" + info.verb)
         return handler(req, res, info.ns, info.name, user)
-
-    def check_namespace(self, ns):
-        """The NamespaceLifecycle admission plugin: no create in a namespace that does
-        not exist (404 NotFound naming the namespace, kind "namespaces", no group)."""
-        with self.store.cond:
-            if ("", ns) in self.store.objs[self.res("", "namespaces").id]:
-                return
-        raise err(404, "NotFound", 'namespaces "%s" not found' % ns, dets(ns, None, "namespaces"))
 
     def authenticate(self, req):
         auth = req.headers.get("Authorization")
@@ -2080,9 +2069,6 @@ def main(argv=None):
                          "timeout and on POST /_test/bookmark)")
     ap.add_argument("--token", help="bearer token (default: random)")
     ap.add_argument("--rsa", action="store_true", help="RSA-2048 keys instead of ECDSA P-256")
-    ap.add_argument("--require-namespaces", action="store_true",
-                    help="refuse creates in a namespace that does not exist (404 NotFound), "
-                         "as the real server's NamespaceLifecycle admission does")
     args = ap.parse_args(argv)
     groups = [g for g in args.groups.split(",") if g]
     for g in groups:
@@ -2095,7 +2081,7 @@ def main(argv=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(d, "server.crt"), os.path.join(d, "server.key"))
     ctx.set_alpn_protocols(["http/1.1"])
-    api = Api(groups, args.history, [token], args.bookmark_interval, args.require_namespaces)
+    api = Api(groups, args.history, [token], args.bookmark_interval)
     srv = Server(("127.0.0.1", 0), api, ctx)
     port = srv.server_address[1]
     api.server_address = "127.0.0.1:%d" % port

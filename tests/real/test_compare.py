@@ -264,7 +264,7 @@ class CompareKube(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory(prefix="cb-cmp-kube-")
         try:
             cls.real = RealKubeAPI(cls.tmp.name, rbac=False)
-            cls.fake = KubeAPI(cls.tmp.name, extra_args=["--require-namespaces"])
+            cls.fake = KubeAPI(cls.tmp.name)
         except BaseException:
             cls.tearDownClass()
             raise
