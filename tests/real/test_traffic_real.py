@@ -258,17 +258,14 @@ class TrafficThroughTraefik(unittest.TestCase):
                 self.assertNotIn("X-Canary-Route", echoed, headers)
                 self.assertIsNone(resp.get("X-Served-By"), headers)
 
-    # KNOWN DEFECT (found by this suite): Traefik's kubernetesCRD provider turns a
-    # Middleware's namespace/name into its ID with provider.Normalize, which replaces every
-    # run of characters other than letters and digits by one "-".  So Middleware
-    # default/col.x-y and default/col-x.y both become "default-col-x-y": one of them
-    # serves both routes, and route col's requests get route col-x's headers.  The
-    # bridge's `<route>.<rule>` names keep Kubernetes names apart, not Traefik's IDs.
-    # Remove expectedFailure once the names differ after that normalization too.
-    @unittest.expectedFailure
+    # Found by this suite: Traefik's kubernetesCRD provider turns a Middleware's
+    # namespace/name into its ID with provider.Normalize, which replaces every run of
+    # characters other than letters and digits by one "-".  Names `col.x-y` and `col-x.y`
+    # became one middleware "default-col-x-y", and route col's requests got route col-x's
+    # headers.  Middleware names now carry a hash of the exact (route, rule) pair.
     def test_middlewares_of_two_routes_stay_apart_in_traefik(self):
-        # Route col rule x-y gives Middleware col.x-y, route col-x rule y gives col-x.y:
-        # two Kubernetes names.  Each route's requests must get its own header.
+        # Route col rule x-y and route col-x rule y: without the hash both Middlewares
+        # fold to one Traefik ID.  Each route's requests must get its own header.
         for route, rule in (("col", "x-y"), ("col-x", "y")):
             self.put(route, "route", route_doc(route))
             self.put(route, "headers", "\n- {name: %s, header: X-Col, value: 'on', "
