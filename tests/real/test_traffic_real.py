@@ -37,7 +37,7 @@ from collections import Counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
-from cbtest import Bridge, Etcd, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, bridge_config, wait_until, mw_name  # noqa: E402
 from real import NetnsBackends, RealKubeAPI, RealTraefik, require_real  # noqa: E402
 
 NS = "default"
@@ -202,10 +202,10 @@ class TrafficThroughTraefik(unittest.TestCase):
             rs = [r for r in self.traefik.routers() if r.get("provider") == "kubernetescrd"
                   and r["name"].startswith("%s-rules-" % NS)]
             mws = {m["name"] for m in self.traefik.api("/api/http/middlewares")}
-            # Traefik's ID of Middleware default/rules.beta: every run of characters
-            # other than letters and digits becomes one "-".
+            # Traefik's ID of the rule's Middleware: "<namespace>-<name>", every run of
+            # characters other than letters and digits turned into one "-".
             return len(rs) == 5 and all(r.get("status") == "enabled" for r in rs) and \
-                "%s-rules-beta@kubernetescrd" % NS in mws
+                "%s-%s@kubernetescrd" % (NS, mw_name("rules", "beta")) in mws
         try:
             wait_until(routers_enabled, 30, what="Traefik routing the 4 rules of route rules")
         except AssertionError as e:
