@@ -451,17 +451,21 @@ char *traefik_shorten(const char *s, size_t max) {
     return buf_steal(&b);
 }
 
-/* "<route>.<rule>": a rule name is a DNS-1123 label, so it never holds a
- * '.', and the last '.' of the name always separates the two. With '-' in
- * its place, route `api` rule `v2-beta` and route `api-v2` rule `beta` both
- * came out as `api-v2-beta`: one Middleware shared by two routes. */
+/* "<route>-<rule>-<hash>", the hash (40 bits of FNV-1a) taken over the exact
+ * pair "<route>/<rule>" ('/' is in neither). Unique in Kubernetes is not
+ * enough: Traefik names a Middleware "<namespace>-<name>" with every run of
+ * characters other than letters and digits turned into one '-', so route
+ * `col` rule `x-y` and route `col-x` rule `y` (and routes `a.b` and `a-b`)
+ * would be one middleware inside Traefik whatever separator we chose; the
+ * hash of the exact pair keeps them apart. */
 char *traefik_middleware_name(const struct model_route *r, size_t i) {
-    buf_t b = BUF_INIT;
-    if (buf_printf(&b, "%s.%s", r->name, r->rules[i].name) < 0) {
-        buf_free(&b);
-        return NULL;
-    }
-    char *name = traefik_shorten(b.data, MODEL_NAME_MAX);
+    buf_t pair = BUF_INIT, b = BUF_INIT;
+    char *name = NULL;
+    if (buf_printf(&pair, "%s/%s", r->name, r->rules[i].name) == 0 &&
+        buf_printf(&b, "%s-%s-%010" PRIx64, r->name, r->rules[i].name,
+                   fnv1a(pair.data) & (uint64_t)0xffffffffff) == 0)
+        name = traefik_shorten(b.data, MODEL_NAME_MAX);
+    buf_free(&pair);
     buf_free(&b);
     return name;
 }

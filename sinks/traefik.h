@@ -53,14 +53,15 @@ cJSON *traefik_render_ingressroute(const struct model_route *r, const struct ren
  * (check r->sticky.enabled to tell that from OOM), and on OOM. */
 cJSON *traefik_render_traefikservice(const struct model_route *r, const struct render_opts *o);
 
-/* The headers Middleware for rule i ("<name>.<rule>"), or NULL when i is out
+/* The headers Middleware for rule i, or NULL when i is out
  * of range, the rule sets no headers, or on OOM. Its name is
  * traefik_middleware_name(r, i). */
 cJSON *traefik_render_middleware(const struct model_route *r, size_t i,
                                  const struct render_opts *o);
-/* Name of rule i's Middleware, "<route>.<rule>": unique per route, because a
- * rule name (a DNS-1123 label) holds no '.'. Heap string, valid Kubernetes
- * name (truncated with a hash suffix of the full name when too long). */
+/* Name of rule i's Middleware, "<route>-<rule>-<hash of the exact pair>":
+ * distinct per (route, rule) even after Traefik folds '.' and '-' runs into
+ * one '-'. Heap string, valid Kubernetes name (truncated with a hash suffix
+ * of the full name when too long). */
 char *traefik_middleware_name(const struct model_route *r, size_t i);
 
 /* s itself when it fits in max bytes, else a prefix ending on an alphanumeric

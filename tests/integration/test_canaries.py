@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until, mw_name  # noqa: E402
 
 import yaml  # noqa: E402
 
@@ -293,8 +293,8 @@ class HeaderRulesV2(CanaryCase):
         self.assertGreater(beta["priority"], version["priority"])
         self.assertGreater(version["priority"], tester["priority"])
         self.assertGreater(tester["priority"], weighted["priority"])
-        self.assertEqual(mw_refs(beta), ["shop.beta"])
-        mw = self.mw("shop.beta")
+        self.assertEqual(mw_refs(beta), [mw_name("shop", "beta")])
+        mw = self.mw(mw_name("shop", "beta"))
         self.assertEqual(mw["apiVersion"], "traefik.containo.us/v1alpha1")
         self.assertEqual(mw["spec"]["headers"]["customRequestHeaders"], {"X-Canary-Route": "beta"})
         self.assertEqual(weighted["services"], [{"name": "shop", "kind": "TraefikService"}])
@@ -321,9 +321,9 @@ class HeaderMiddlewares(CanaryCase):
         self.wait_routes(lambda rs: len(rs) == 1, what="weighted route")
         mark = self.mark()
         self.put("headers", RULES_MW)
-        self.wait_routes(lambda rs: len(rs) == 3 and mw_refs(rs[0]) == ["shop.beta"],
+        self.wait_routes(lambda rs: len(rs) == 3 and mw_refs(rs[0]) == [mw_name("shop", "beta")],
                          what="rule route referencing shop.beta")
-        mw = self.mw("shop.beta")
+        mw = self.mw(mw_name("shop", "beta"))
         self.assertEqual(mw["kind"], "Middleware")
         self.assertEqual(mw["spec"]["headers"], {
             "customRequestHeaders": {"X-Canary-Route": "beta"},
@@ -336,8 +336,8 @@ class HeaderMiddlewares(CanaryCase):
         self.assertEqual(mw_refs(routes[1]), [])   # the cookie rule sets no headers
         self.assertEqual(mw_refs(routes[2]), [])   # nor does the weighted route
         w = self.writes(mark)
-        post = self.one(w, "POST", "middlewares", "shop.beta")
-        ref = [r for r in w if r.references(mw="shop.beta")][0]
+        post = self.one(w, "POST", "middlewares", mw_name("shop", "beta"))
+        ref = [r for r in w if r.references(mw=mw_name("shop", "beta"))][0]
         self.assertEqual(post.status, 201)
         self.assertLess(post.seq, ref.seq, w)
         self.assertEqual(ref.status, 200)
@@ -349,27 +349,27 @@ class HeaderMiddlewares(CanaryCase):
         doc.append({"name": "gamma", "header": "X-Gamma", "value": "1", "service": "shop-v1",
                     "setResponseHeaders": {"X-Gamma": "yes"}})
         self.put("headers", yaml.safe_dump(doc))
-        self.wait_routes(lambda rs: len(rs) == 4 and mw_refs(rs[2]) == ["shop.gamma"],
+        self.wait_routes(lambda rs: len(rs) == 4 and mw_refs(rs[2]) == [mw_name("shop", "gamma")],
                          what="gamma route")
         w = self.writes(mark)
-        post = self.one(w, "POST", "middlewares", "shop.gamma")
-        ref = [r for r in w if r.references(mw="shop.gamma")][0]
+        post = self.one(w, "POST", "middlewares", mw_name("shop", "gamma"))
+        ref = [r for r in w if r.references(mw=mw_name("shop", "gamma"))][0]
         self.assertLess(post.seq, ref.seq, w)
-        self.assertEqual(self.mw("shop.gamma")["spec"]["headers"],
+        self.assertEqual(self.mw(mw_name("shop", "gamma"))["spec"]["headers"],
                          {"customResponseHeaders": {"X-Gamma": "yes"}})
         # shop-beta was already right: not written again.
-        self.assertEqual([r for r in w if r.name == "shop.beta"], [])
+        self.assertEqual([r for r in w if r.name == mw_name("shop", "beta")], [])
 
         # A changed header value: the Middleware is updated; the IngressRoute
         # needs no write for it.
         mark = self.mark()
         doc[0]["setRequestHeaders"] = {"X-Canary-Route": "beta-2"}
         self.put("headers", yaml.safe_dump(doc))
-        self.wait_obj("middlewares", "shop.beta", pred=lambda o: o["spec"]["headers"]
+        self.wait_obj("middlewares", mw_name("shop", "beta"), pred=lambda o: o["spec"]["headers"]
                       ["customRequestHeaders"] == {"X-Canary-Route": "beta-2"})
-        self.bridge.wait_log(r"Middleware shop\.beta written")
+        self.bridge.wait_log(r"Middleware %s written" % re.escape(mw_name("shop", "beta")))
         self.assertEqual([(r.method, r.plural, r.name) for r in self.writes(mark)],
-                         [("PUT", "middlewares", "shop.beta")])
+                         [("PUT", "middlewares", mw_name("shop", "beta"))])
         self.assert_no_client_errors()
 
     def test_removed_rule_sync_dereferences_first_then_deletes_the_middleware(self):
@@ -377,17 +377,17 @@ class HeaderMiddlewares(CanaryCase):
         self.put("headers", RULES_MW)
         self.start_bridge(reconcile={"policy": "sync"})
         self.wait_routes(lambda rs: len(rs) == 3, what="rule routes")
-        mw = self.mw("shop.beta")
+        mw = self.mw(mw_name("shop", "beta"))
         mark = self.mark()
         self.put("headers", RULES_COOKIE_ONLY)
-        self.wait_gone("middlewares", "shop.beta")
+        self.wait_gone("middlewares", mw_name("shop", "beta"))
         routes = self.ir()["spec"]["routes"]
         self.assertEqual(len(routes), 2)
         self.assertFalse(any(mw_refs(r) for r in routes))
         w = self.writes(mark)
         put = self.one(w, "PUT", "ingressroutes", "shop")
-        dele = self.one(w, "DELETE", "middlewares", "shop.beta")
-        self.assertFalse(put.references(mw="shop.beta"))
+        dele = self.one(w, "DELETE", "middlewares", mw_name("shop", "beta"))
+        self.assertFalse(put.references(mw=mw_name("shop", "beta")))
         self.assertEqual(put.status, 200)
         self.assertLess(put.seq, dele.seq, w)
         self.assertEqual(dele.status, 200)
@@ -397,14 +397,14 @@ class HeaderMiddlewares(CanaryCase):
                           "resourceVersion": mw["metadata"]["resourceVersion"]})
         self.assertEqual([(r.method, r.plural) for r in w],
                          [("PUT", "ingressroutes"), ("DELETE", "middlewares")])
-        self.bridge.wait_log(r"route default/shop: Middleware shop\.beta deleted \(policy sync\)")
+        self.bridge.wait_log(r"route default/shop: Middleware %s deleted \(policy sync\)" % re.escape(mw_name("shop", "beta")))
 
     def test_removed_rule_upsert_only_keeps_the_middleware(self):
         self.put("route", ROUTE)
         self.put("headers", RULES_MW)
         self.start_bridge()   # default policy: upsert-only
         self.wait_routes(lambda rs: len(rs) == 3, what="rule routes")
-        rv = self.rv("middlewares", "shop.beta")
+        rv = self.rv("middlewares", mw_name("shop", "beta"))
         mark = self.mark()
         self.put("headers", RULES_COOKIE_ONLY)
         self.wait_routes(lambda rs: len(rs) == 2 and not any(mw_refs(r) for r in rs),
@@ -413,7 +413,7 @@ class HeaderMiddlewares(CanaryCase):
         self.put("weights", "shop-v1=70, shop-v2=30")
         self.wait_routes(lambda rs: weights_of(rs[-1]) == {"shop-v1": 70, "shop-v2": 30},
                          what="later weights")
-        self.assertEqual(self.rv("middlewares", "shop.beta"), rv)
+        self.assertEqual(self.rv("middlewares", mw_name("shop", "beta")), rv)
         self.assertEqual([r for r in self.writes(mark) if r.method == "DELETE"], [])
         self.assertEqual({r.plural for r in self.writes(mark)}, {"ingressroutes"})
 
@@ -428,7 +428,7 @@ def full_route_keys(case, route="shop", ns="default"):
 
 
 def wait_full_route(case, route="shop", ns="default"):
-    case.wait_obj("middlewares", route + ".beta", ns)
+    case.wait_obj("middlewares", mw_name(route, "beta"), ns)
     case.wait_obj("traefikservices", route, ns)
     case.wait_routes(lambda rs: len(rs) == 3 and rs[-1]["services"][0].get("kind") ==
                      "TraefikService", route, ns, what="%s/%s with rules and sticky" % (ns, route))
@@ -443,25 +443,25 @@ class Pruning(CanaryCase):
         wait_full_route(self, "cart")
         mark = self.mark()
         self.assertEqual(delete_prefix(self.etcd, "canary/default/shop/"), 3)
-        self.wait_gone("middlewares", "shop.beta")
+        self.wait_gone("middlewares", mw_name("shop", "beta"))
         self.wait_gone("traefikservices", "shop")
         self.wait_gone("ingressroutes", "shop")
         w = self.writes(mark)
         self.assertEqual([(r.method, r.plural, r.name, r.status) for r in w],
                          [("DELETE", "ingressroutes", "shop", 200),
                           ("DELETE", "traefikservices", "shop", 200),
-                          ("DELETE", "middlewares", "shop.beta", 200)])
+                          ("DELETE", "middlewares", mw_name("shop", "beta"), 200)])
         # The other route is untouched.
         self.assertIsNotNone(self.ir("cart"))
         self.assertIsNotNone(self.ts("cart"))
-        self.assertIsNotNone(self.mw("cart.beta"))
+        self.assertIsNotNone(self.mw(mw_name("cart", "beta")))
 
     def test_upsert_only_keeps_everything_when_the_keys_go(self):
         full_route_keys(self)
         self.start_bridge()
         wait_full_route(self)
         objs = (("ingressroutes", "shop"), ("traefikservices", "shop"),
-                ("middlewares", "shop.beta"))
+                ("middlewares", mw_name("shop", "beta")))
         before = {o: self.rv(*o) for o in objs}
         mark = self.mark()
         delete_prefix(self.etcd, "canary/default/shop/")
@@ -486,7 +486,7 @@ class Pruning(CanaryCase):
         self.bridge.wait_log(r"resync: re-listing", since=since, timeout=5)
         self.assertIsNotNone(self.ir())
         self.assertIsNotNone(self.ts())
-        self.assertIsNotNone(self.mw("shop.beta"))
+        self.assertIsNotNone(self.mw(mw_name("shop", "beta")))
         self.assertEqual(self.writes(mark), [])
         since = self.bridge.log_size()
         self.etcd.restart()
@@ -497,7 +497,7 @@ class Pruning(CanaryCase):
                       timeout=20)
         self.assertEqual([r for r in self.writes(mark) if r.method == "DELETE"], [])
         self.assertIsNotNone(self.ir())
-        self.assertIsNotNone(self.mw("shop.beta"))
+        self.assertIsNotNone(self.mw(mw_name("shop", "beta")))
 
     def test_sync_cleans_up_leftovers_at_start_but_not_foreign_objects(self):
         full_route_keys(self, "old")
@@ -536,7 +536,7 @@ class Pruning(CanaryCase):
         keep_rv = self.rv("ingressroutes", "keep")
         mark = self.mark()
         self.start_bridge(name="bridge2", reconcile={"policy": "sync"})
-        self.wait_gone("middlewares", "old.beta")
+        self.wait_gone("middlewares", mw_name("old", "beta"))
         self.wait_gone("traefikservices", "old")
         self.wait_gone("ingressroutes", "old")
         # A later route lands: every pass queued at start is done.
@@ -545,7 +545,7 @@ class Pruning(CanaryCase):
         w = self.writes(mark)
         self.assertEqual([(r.method, r.plural, r.name) for r in w if r.method == "DELETE"],
                          [("DELETE", "ingressroutes", "old"), ("DELETE", "traefikservices", "old"),
-                          ("DELETE", "middlewares", "old.beta")])
+                          ("DELETE", "middlewares", mw_name("old", "beta"))])
         for (plural, name), rv in foreign.items():
             self.assertEqual(self.rv(plural, name), rv, "%s %s was touched" % (plural, name))
             self.assertEqual([r for r in w if r.name == name], [])
@@ -611,7 +611,7 @@ class Sticky(CanaryCase):
 class Ownership(CanaryCase):
     def test_unlabelled_middleware_with_the_rule_name_is_refused(self):
         foreign = {"apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
-                   "metadata": {"name": "shop.beta", "namespace": "default",
+                   "metadata": {"name": mw_name("shop", "beta"), "namespace": "default",
                                 "labels": {"team": "web"}},
                    "spec": {"headers": {"customRequestHeaders": {"X-Theirs": "1"}}}}
         before = self.kube.create(G, "default", "middlewares", foreign)
@@ -619,20 +619,20 @@ class Ownership(CanaryCase):
         self.put("headers", RULES_MW)
         self.put("route", ROUTE.replace("shop", "cart"), "cart")
         self.start_bridge()
-        self.bridge.wait_log(r"route default/shop: Middleware default/shop\.beta exists and is not "
-                             r"managed by canary-bridge")
+        self.bridge.wait_log(r"route default/shop: Middleware default/%s exists and is not "
+                             r"managed by canary-bridge" % re.escape(mw_name("shop", "beta")))
         self.wait_obj("ingressroutes", "cart")
         self.put("weights", "cart-v1=20, cart-v2=80", "cart")
         self.wait_routes(lambda rs: weights_of(rs[-1]) == {"cart-v1": 20, "cart-v2": 80}, "cart",
                          what="the other route keeps working")
-        after = self.mw("shop.beta")
+        after = self.mw(mw_name("shop", "beta"))
         self.assertEqual(after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"])
         self.assertEqual(after["spec"], before["spec"])
         self.assertNotIn("app.kubernetes.io/managed-by", after["metadata"]["labels"])
-        self.assertEqual([r for r in self.writes() if r.name == "shop.beta"], [])
+        self.assertEqual([r for r in self.writes() if r.name == mw_name("shop", "beta")], [])
         # No IngressRoute may reference a Middleware the bridge could not make its own.
         ir = self.ir()
-        self.assertTrue(ir is None or not any("shop.beta" in mw_refs(r)
+        self.assertTrue(ir is None or not any(mw_name("shop", "beta") in mw_refs(r)
                                               for r in ir["spec"]["routes"]), ir)
         self.assertTrue(self.bridge.alive())
 
@@ -642,7 +642,7 @@ class Ownership(CanaryCase):
         ever updated in owned mode or deleted". A Middleware that another bridge (prefix
         team-b/) manages must not be rewritten by this one."""
         theirs = {"apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
-                  "metadata": {"name": "shop.beta", "namespace": "default",
+                  "metadata": {"name": mw_name("shop", "beta"), "namespace": "default",
                                "labels": {"app.kubernetes.io/managed-by": "canary-bridge",
                                           "canary-bridge.io/route": "shop"},
                                "annotations": {"canary-bridge.io/source-prefix": "team-b/"}},
@@ -651,16 +651,16 @@ class Ownership(CanaryCase):
         self.put("route", ROUTE)
         self.put("headers", RULES_MW)
         self.start_bridge()
-        self.bridge.wait_log(r"route default/shop: (IngressRoute shop created|.*shop\.beta)")
+        self.bridge.wait_log(r"route default/shop: (IngressRoute shop created|.*%s)" % re.escape(mw_name("shop", "beta")))
         self.put("route", ROUTE.replace("shop", "cart"), "cart")
         self.wait_obj("ingressroutes", "cart")   # later work done: shop's pass is over
-        after = self.mw("shop.beta")
+        after = self.mw(mw_name("shop", "beta"))
         self.assertEqual(after["metadata"]["annotations"]["canary-bridge.io/source-prefix"],
                          "team-b/")
         self.assertEqual(after["spec"], before["spec"])
         self.assertEqual(after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"])
-        self.assertEqual([r for r in self.writes() if r.name == "shop.beta"], [])
-        self.assertRegex(self.bridge.log_text(), r"route default/shop: .*shop\.beta")
+        self.assertEqual([r for r in self.writes() if r.name == mw_name("shop", "beta")], [])
+        self.assertRegex(self.bridge.log_text(), r"route default/shop: .*" + re.escape(mw_name("shop", "beta")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,9 +694,9 @@ class Safety(CanaryCase):
         self.put("headers", GOOD_HEADERS)
         self.start_bridge()
         self.wait_routes(lambda rs: len(rs) == 3, what="good route")
-        self.wait_obj("middlewares", "shop.beta")
+        self.wait_obj("middlewares", mw_name("shop", "beta"))
         self.rvs = {"ir": self.rv("ingressroutes", "shop"),
-                    "mw": self.rv("middlewares", "shop.beta")}
+                    "mw": self.rv("middlewares", mw_name("shop", "beta"))}
 
     def assert_refused(self, leaf, value, reason, good=None):
         """Put a bad value: the route fails with a log line naming the key and the
@@ -708,7 +708,7 @@ class Safety(CanaryCase):
         m = self.bridge.wait_log(r"route default/shop: canary/default/shop/%s: .*%s" % (leaf, reason),
                                  since=since)
         self.assertEqual(self.rv("ingressroutes", "shop"), self.rvs["ir"])
-        self.assertEqual(self.rv("middlewares", "shop.beta"), self.rvs["mw"])
+        self.assertEqual(self.rv("middlewares", mw_name("shop", "beta")), self.rvs["mw"])
         since = self.bridge.log_size()
         self.put(leaf, good if good is not None else {"route": ROUTE, "headers": GOOD_HEADERS,
                                                       "weights": "shop-v1=90, shop-v2=10"}[leaf])
@@ -792,7 +792,7 @@ class Safety(CanaryCase):
         self.put("route", ROUTE.replace("shop", "cart"), "cart")
         self.wait_obj("ingressroutes", "cart")
         self.assertIsNone(self.ir("shop", "other"))
-        self.assertIsNone(self.mw("shop.beta", "other"))
+        self.assertIsNone(self.mw(mw_name("shop", "beta"), "other"))
         self.assertEqual([r for r in self.writes() if r.ns == "other"], [])
 
     def test_value_over_64_kib_is_refused(self):
@@ -858,29 +858,29 @@ class LongNames(CanaryCase):
         ir = self.run_long_route(name)
         mws = self.kube.list(G, "default", "middlewares")["items"]
         self.assertEqual(len(mws), 1)
-        mw_name = mws[0]["metadata"]["name"]
-        self.assertLessEqual(len(mw_name), 253)
-        self.assertTrue(self.DNS1123.fullmatch(mw_name), mw_name)
-        self.assertEqual(mw_refs(ir["spec"]["routes"][0]), [mw_name])
-        return mw_name
+        got = mws[0]["metadata"]["name"]
+        self.assertLessEqual(len(got), 253)
+        self.assertTrue(self.DNS1123.fullmatch(got), got)
+        self.assertEqual(mw_refs(ir["spec"]["routes"][0]), [got])
+        return got
 
     def test_route_name_over_63_chars_with_rules(self):
         name = "canary-" + "x" * 70          # 77 chars: a valid name, too long for a label
-        mw_name = self.check_long_route_with_rules(name)
-        self.assertEqual(mw_name, name + ".beta")
+        got = self.check_long_route_with_rules(name)
+        self.assertEqual(got, mw_name(name, "beta"))
 
     def test_route_name_near_253_chars_gets_a_hashed_middleware_name(self):
         name = ("a" * 60 + ".") * 4 + "b" * 8   # 252 chars; "<name>.beta" would be 257
-        mw_name = self.check_long_route_with_rules(name)
-        self.assertNotEqual(mw_name, name + ".beta")
-        self.assertEqual(len(mw_name), 253)
+        got = self.check_long_route_with_rules(name)
+        self.assertNotEqual(got, mw_name(name, "beta"))
+        self.assertEqual(len(got), 253)
 
     def test_route_name_over_63_chars_without_rules(self):
         self.run_long_route("canary-" + "y" * 60, headers=None)   # 67 chars
 
     def test_route_name_of_63_chars_with_rules(self):
         name = "canary-" + "z" * 56            # 63: the longest that fits a label
-        self.assertEqual(self.check_long_route_with_rules(name), name + ".beta")
+        self.assertEqual(self.check_long_route_with_rules(name), mw_name(name, "beta"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -900,7 +900,7 @@ class Render(CanaryCase):
         self.assertEqual(code, 0, err)
         docs = [d for d in yaml.safe_load_all(out) if d]
         self.assertEqual([(d["kind"], d["metadata"]["name"]) for d in docs],
-                         [("Middleware", "shop.beta"), ("Middleware", "shop.gamma"),
+                         [("Middleware", mw_name("shop", "beta")), ("Middleware", mw_name("shop", "gamma")),
                           ("TraefikService", "shop"), ("IngressRoute", "shop")])
         self.assertNotIn("cart", out)
         self.assertEqual(out.count("\n---\n") + out.startswith("---\n"), 4)
@@ -911,7 +911,7 @@ class Render(CanaryCase):
         self.assertEqual(weights_of(ts["spec"]["weighted"]), {"shop-v1": 90, "shop-v2": 10})
         self.assertEqual(ts["spec"]["weighted"]["sticky"]["cookie"]["name"], "canary_sticky")
         routes = ir["spec"]["routes"]
-        self.assertEqual([mw_refs(r) for r in routes], [["shop.beta"], [], ["shop.gamma"], []])
+        self.assertEqual([mw_refs(r) for r in routes], [[mw_name("shop", "beta")], [], [mw_name("shop", "gamma")], []])
         self.assertEqual(routes[-1]["services"], [{"name": "shop", "kind": "TraefikService"}])
         # Nothing was written; render does not even talk to the API server.
         self.assertEqual(self.reqs(), [])
@@ -920,7 +920,7 @@ class Render(CanaryCase):
         # What render shows is what the daemon writes.
         self.start_bridge()
         self.wait_routes(lambda rs: len(rs) == 4, what="written IngressRoute")
-        self.wait_obj("middlewares", "shop.gamma")
+        self.wait_obj("middlewares", mw_name("shop", "gamma"))
         for d in docs:
             live = self.get({"Middleware": "middlewares", "TraefikService": "traefikservices",
                              "IngressRoute": "ingressroutes"}[d["kind"]], d["metadata"]["name"])
@@ -947,10 +947,10 @@ class Walkthrough(CanaryCase):
         self.put("route", ROUTE_STICKY)
         self.put("weights", "shop-v1=90, shop-v2=10")
         self.put("headers", yaml.safe_dump(headers))
-        self.wait_routes(lambda rs: len(rs) == 2 and mw_refs(rs[0]) == ["shop.beta"] and
+        self.wait_routes(lambda rs: len(rs) == 2 and mw_refs(rs[0]) == [mw_name("shop", "beta")] and
                          rs[1]["services"] == [{"name": "shop", "kind": "TraefikService"}],
                          what="canary set up")
-        self.assertEqual(self.mw("shop.beta")["spec"]["headers"]["customRequestHeaders"],
+        self.assertEqual(self.mw(mw_name("shop", "beta"))["spec"]["headers"]["customRequestHeaders"],
                          {"X-Canary-Route": "beta"})
 
         def ts_weights(want):
@@ -964,7 +964,7 @@ class Walkthrough(CanaryCase):
 
         # The header rule ends: its route goes, then its Middleware.
         self.etcd.delete("canary/default/shop/headers")
-        self.wait_gone("middlewares", "shop.beta")
+        self.wait_gone("middlewares", mw_name("shop", "beta"))
         self.assertEqual(len(self.ir()["spec"]["routes"]), 1)
         # Stickiness ends: direct services with the last weights, then no TraefikService.
         self.put("route", ROUTE)
@@ -982,7 +982,7 @@ class Walkthrough(CanaryCase):
         self.assertEqual([r for r in w if r.status not in (200, 201)], [])
         self.assert_no_client_errors()
         # Every referenced object existed before its first reference and outlived its last.
-        for plural, kw in (("middlewares", {"mw": "shop.beta"}),
+        for plural, kw in (("middlewares", {"mw": mw_name("shop", "beta")}),
                            ("traefikservices", {"ts": "shop"})):
             name = list(kw.values())[0]
             refs = [r.seq for r in w if r.references(**kw)]

@@ -34,7 +34,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until, mw_name  # noqa: E402
 from consul import Consul  # noqa: E402
 
 import yaml  # noqa: E402
@@ -254,7 +254,7 @@ class FaultCase(unittest.TestCase):
         self.converged()
         self.before = self.objects()
         if "gamma" in self.ROUTES:
-            self.assertIn(("Middleware", NS, "gamma.beta"), self.before)
+            self.assertIn(("Middleware", NS, mw_name("gamma", "beta")), self.before)
         return b
 
     # ---- the API side
@@ -426,7 +426,7 @@ class EtcdFaults(EtcdFaultCase):
             b.signal(signal.SIGCONT)
         b.wait_log(r"etcd: .*compacted", since=since, timeout=30 * SLOW)
         self.check_invariants()
-        mw = self.kube.get(G, NS, "middlewares", "gamma.beta")
+        mw = self.kube.get(G, NS, "middlewares", mw_name("gamma", "beta"))
         self.assertIsNotNone(mw)
 
 

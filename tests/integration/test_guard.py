@@ -19,7 +19,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cbtest import Bridge, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+from cbtest import Bridge, KubeAPI, bridge_config, free_port, wait_until, mw_name  # noqa: E402
 import test_sources as ts  # noqa: E402
 
 G = "traefik.io"
@@ -303,8 +303,8 @@ class GuardSuite:
         self.put("canary/default/api-v2/headers", HEADERS.replace("shop", "api-v2")
                  .replace("Route: beta", "Route: api-v2"))
         self.start_bridge(reconcile={"policy": "sync"})
-        a = wait_until(lambda: self.mw("api.v2-beta"), what="Middleware api.v2-beta")
-        b = wait_until(lambda: self.mw("api-v2.beta"), what="Middleware api-v2.beta")
+        a = wait_until(lambda: self.mw(mw_name("api", "v2-beta")), what="Middleware api.v2-beta")
+        b = wait_until(lambda: self.mw(mw_name("api-v2", "beta")), what="Middleware api-v2.beta")
         self.assertEqual(a["spec"]["headers"]["customRequestHeaders"], {"X-Canary-Route": "api"})
         self.assertEqual(b["spec"]["headers"]["customRequestHeaders"],
                          {"X-Canary-Route": "api-v2"})
@@ -312,33 +312,34 @@ class GuardSuite:
         self.assertEqual(b["metadata"]["annotations"]["canary-bridge.io/route"], "api-v2")
         refs = [m["name"] for r in self.ir("api")["spec"]["routes"]
                 for m in r.get("middlewares") or []]
-        self.assertEqual(refs, ["api.v2-beta"])
+        self.assertEqual(refs, [mw_name("api", "v2-beta")])
         # Renaming the rule of api-v2 under sync deletes only api-v2's Middleware.
         self.put("canary/default/api-v2/headers", HEADERS.replace("shop", "api-v2")
                  .replace("name: beta", "name: gamma").replace("Route: beta", "Route: api-v2"))
-        wait_until(lambda: self.mw("api-v2.gamma"), what="Middleware api-v2.gamma")
-        wait_until(lambda: self.mw("api-v2.beta") is None, what="api-v2.beta deleted")
-        self.assertEqual(self.mw("api.v2-beta")["metadata"]["resourceVersion"],
+        wait_until(lambda: self.mw(mw_name("api-v2", "gamma")), what="Middleware api-v2.gamma")
+        wait_until(lambda: self.mw(mw_name("api-v2", "beta")) is None, what="api-v2.beta deleted")
+        self.assertEqual(self.mw(mw_name("api", "v2-beta"))["metadata"]["resourceVersion"],
                          a["metadata"]["resourceVersion"])
 
     def test_an_object_of_another_route_is_never_written(self):
         # A Middleware by the name shop's rule wants, but labelled for route other.
         self.kube.create(G, "default", "middlewares", {
             "apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
-            "metadata": {"name": "shop.beta", "namespace": "default",
+            "metadata": {"name": mw_name("shop", "beta"), "namespace": "default",
                          "labels": {"app.kubernetes.io/managed-by": "canary-bridge",
                                     "canary-bridge.io/route": "other"},
                          "annotations": {"canary-bridge.io/source-prefix": "canary/",
                                          "canary-bridge.io/route": "other"}},
             "spec": {"headers": {"customRequestHeaders": {"X-Other": "1"}}}})
-        rv = self.mw("shop.beta")["metadata"]["resourceVersion"]
+        rv = self.mw(mw_name("shop", "beta"))["metadata"]["resourceVersion"]
         self.put("canary/default/shop/route", ROUTE)
         self.put("canary/default/shop/headers", HEADERS)
         mark = ts.last_seq(self.kube)
         self.start_bridge()      # upsert-only: sync would prune it as route other's leftover
-        self.bridge.wait_log(r"route default/shop: Middleware default/shop\.beta belongs to "
-                             r"route default/other .*refusing to overwrite it")
-        self.assertEqual(self.mw("shop.beta")["metadata"]["resourceVersion"], rv)
+        self.bridge.wait_log(r"route default/shop: Middleware default/%s belongs to "
+                             r"route default/other .*refusing to overwrite it"
+                             % re.escape(mw_name("shop", "beta")))
+        self.assertEqual(self.mw(mw_name("shop", "beta"))["metadata"]["resourceVersion"], rv)
         self.assertEqual(ts.kube_writes(self.kube, since=mark, plural="middlewares"), [])
 
 

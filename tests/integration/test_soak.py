@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until, mw_name  # noqa: E402
 from consul import Consul, ConsulError  # noqa: E402
 
 G = "traefik.io"
@@ -414,7 +414,7 @@ class SoakCase(unittest.TestCase):
             want[name] = {name + "-v1": w[0], name + "-v2": w[1]}
         self.wait_weights(want)
         for name in want:
-            mw = self.kube.get(G, NS, "middlewares", name + ".beta")
+            mw = self.kube.get(G, NS, "middlewares", mw_name(name, "beta"))
             self.assertIsNotNone(mw, "Middleware %s.beta" % name)
         deletes = [r["path"] for r in self.kube.requests() if r["method"] == "DELETE"]
         self.assertEqual(deletes, [])

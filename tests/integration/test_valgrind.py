@@ -10,7 +10,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, REPO, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, REPO, bridge_config, wait_until, mw_name  # noqa: E402
 
 G = "traefik.io"
 ROUTE = """match: Host(`shop.example.com`)
@@ -72,7 +72,7 @@ class UnderValgrind(unittest.TestCase):
                 wait_until(lambda: weights_of(ir()) == {"shop-v1": 50, "shop-v2": 50},
                            timeout=60, what="drift put back")
                 etcd.delete("canary/default/shop/headers")
-                wait_until(lambda: kube.get(G, "default", "middlewares", "shop.beta") is None,
+                wait_until(lambda: kube.get(G, "default", "middlewares", mw_name("shop", "beta")) is None,
                            timeout=60, what="middleware pruned")
             finally:
                 b.signal(signal.SIGTERM)

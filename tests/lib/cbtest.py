@@ -790,3 +790,15 @@ class Bridge(Proc):
         p = subprocess.run(self.argv(args), capture_output=True, text=True, timeout=timeout,
                            input=input, env=self.env)
         return p.returncode, p.stdout, p.stderr
+
+
+def mw_name(route, rule):
+    """The Middleware name the bridge gives rule `rule` of route `route` (sinks/traefik.c):
+    "<route>-<rule>-<40 bits of FNV-1a over "<route>/<rule>">", distinct even after
+    Traefik folds every run of characters other than letters and digits into one '-'.
+    Names longer than 253 characters are shortened by the bridge; tests of those read
+    the name from the cluster."""
+    h = 1469598103934665603
+    for c in ("%s/%s" % (route, rule)).encode():
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return "%s-%s-%010x" % (route, rule, h & 0xFFFFFFFFFF)

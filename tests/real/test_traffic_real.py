@@ -37,7 +37,7 @@ from collections import Counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
-from cbtest import Bridge, Etcd, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, bridge_config, wait_until, mw_name  # noqa: E402
 from real import NetnsBackends, RealKubeAPI, RealTraefik, require_real  # noqa: E402
 
 NS = "default"
@@ -202,10 +202,10 @@ class TrafficThroughTraefik(unittest.TestCase):
             rs = [r for r in self.traefik.routers() if r.get("provider") == "kubernetescrd"
                   and r["name"].startswith("%s-rules-" % NS)]
             mws = {m["name"] for m in self.traefik.api("/api/http/middlewares")}
-            # Traefik's ID of Middleware default/rules.beta: every run of characters
-            # other than letters and digits becomes one "-".
+            # Traefik's ID of the rule's Middleware: "<namespace>-<name>", every run of
+            # characters other than letters and digits turned into one "-".
             return len(rs) == 5 and all(r.get("status") == "enabled" for r in rs) and \
-                "%s-rules-beta@kubernetescrd" % NS in mws
+                "%s-%s@kubernetescrd" % (NS, mw_name("rules", "beta")) in mws
         try:
             wait_until(routers_enabled, 30, what="Traefik routing the 4 rules of route rules")
         except AssertionError as e:
@@ -258,17 +258,14 @@ class TrafficThroughTraefik(unittest.TestCase):
                 self.assertNotIn("X-Canary-Route", echoed, headers)
                 self.assertIsNone(resp.get("X-Served-By"), headers)
 
-    # KNOWN DEFECT (found by this suite): Traefik's kubernetesCRD provider turns a
-    # Middleware's namespace/name into its ID with provider.Normalize, which replaces every
-    # run of characters other than letters and digits by one "-".  So Middleware
-    # default/col.x-y and default/col-x.y both become "default-col-x-y": one of them
-    # serves both routes, and route col's requests get route col-x's headers.  The
-    # bridge's `<route>.<rule>` names keep Kubernetes names apart, not Traefik's IDs.
-    # Remove expectedFailure once the names differ after that normalization too.
-    @unittest.expectedFailure
+    # Found by this suite: Traefik's kubernetesCRD provider turns a Middleware's
+    # namespace/name into its ID with provider.Normalize, which replaces every run of
+    # characters other than letters and digits by one "-".  Names `col.x-y` and `col-x.y`
+    # became one middleware "default-col-x-y", and route col's requests got route col-x's
+    # headers.  Middleware names now carry a hash of the exact (route, rule) pair.
     def test_middlewares_of_two_routes_stay_apart_in_traefik(self):
-        # Route col rule x-y gives Middleware col.x-y, route col-x rule y gives col-x.y:
-        # two Kubernetes names.  Each route's requests must get its own header.
+        # Route col rule x-y and route col-x rule y: without the hash both Middlewares
+        # fold to one Traefik ID.  Each route's requests must get its own header.
         for route, rule in (("col", "x-y"), ("col-x", "y")):
             self.put(route, "route", route_doc(route))
             self.put(route, "headers", "\n- {name: %s, header: X-Col, value: 'on', "
