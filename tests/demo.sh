@@ -113,7 +113,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 CANARY_REAL=0 CANARY_SANITIZE=0 bash tests/setup.sh >/dev/null
-echo "== building the real kube-apiserver and Traefik (tests/real/build.sh)"
+echo "== building the real servers: kube-apiserver, Traefik, Consul (tests/real/build.sh)"
 echo "   a first build downloads ~720 MB of Go modules and compiles for about half an hour"
 echo "   on 2 cores; later runs take about a minute (caches in ~/.cache/canary-bridge/go)"
 bash tests/real/build.sh

@@ -53,8 +53,10 @@ def step(text):
 def main():
     require_real("kube-apiserver", "traefik")
     # SIGTERM/SIGHUP end the demo like Ctrl-C does: through the cleanup below.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda s, f: sys.exit(128 + s))
+        signal.signal(sig, interrupt)
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="canary-demo-"))
 
