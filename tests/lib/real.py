@@ -404,7 +404,8 @@ class RealKubeAPI(KubeAPI):
             _, _, crd = self.request(
                 "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/" + name)
             return any(c.get("type") == "Established" and c.get("status") == "True"
-                       for c in (crd or {}).get("status", {}).get("conditions", []))
+                       # a CRD just created may answer "conditions": null
+                       for c in ((crd or {}).get("status") or {}).get("conditions") or [])
         for n in names:
             wait_until(lambda: established(n), timeout, what="CRD %s Established" % n)
         # Established: the API serves it; wait until the group's handler answers too.
