@@ -40,7 +40,7 @@ version_of() { "$GO" list -m -f '{{.Version}}' "$1"; }
 # commit_of MODULE VERSION -> the VCS hash the module proxy recorded for that version
 commit_of() {
     "$GO" mod download -json "$1@$2" |
-        sed -n 's/.*"Hash": *"\([0-9a-f]*\)".*/\1/p' | head -n 1
+        sed -n 's/.*"Hash": *"\([0-9a-f]*\)".*/\1/p' | sed -n 1p
 }
 
 # download MODULE_DIR PKG: fetch the modules that building PKG needs (not the modules only
@@ -120,7 +120,9 @@ for n in "${names[@]}"; do
     case $n in
     kube-apiserver) "$out/bin/$n" --version ;;
     traefik) "$out/bin/$n" version | sed -n '1,3p' ;;
-    consul) "$out/bin/$n" version | head -n 1 ;;
+    # sed, not head: head exits after one line, consul may get SIGPIPE writing the rest,
+    # and with pipefail that failed the whole build (seen once).
+    consul) "$out/bin/$n" version | sed -n 1p ;;
     esac
 done
 echo "build.sh: done in $(( $(now) - start ))s"
