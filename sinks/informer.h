@@ -1,4 +1,5 @@
-/* informer.h - a cached, watched view of one resource type, cluster-wide.
+/* informer.h - a cached, watched view of one resource type, cluster-wide
+ * (or, with informer_set_scope, of one namespace and/or a label selector).
  *
  * List once, then watch from the list's resourceVersion; every change lands
  * in a local cache and is reported. This is what lets the reconciler write
@@ -22,6 +23,9 @@
 /* obj is the new live object, or NULL when it was deleted. */
 typedef void (*informer_change_cb)(void *user, const char *ns, const char *name, const cJSON *obj);
 typedef void (*informer_synced_cb)(void *user);
+struct informer;
+/* The informer's timer has closed (after informer_stop): its memory may go. */
+typedef void (*informer_closed_cb)(struct informer *inf);
 
 /* Objects per list page, as client-go's informers ask for. */
 #define INFORMER_PAGE 500
@@ -34,6 +38,8 @@ struct informer {
     struct kube_client *kc;
     struct logger *log;
     char *group, *version, *plural;
+    char *ns;                       /* list/watch this namespace only; NULL: all namespaces */
+    char *selector;                 /* labelSelector of the list/watch, or NULL */
     struct map objects;             /* "ns/name" -> compact JSON text and resourceVersion (owned) */
     cJSON *parsed[INFORMER_PARSED]; /* what informer_get handed out lately */
     size_t parsed_next;
@@ -53,6 +59,7 @@ struct informer {
     uv_timer_t timer;       /* backoff before the next list/watch */
     informer_change_cb on_change;
     informer_synced_cb on_synced;
+    informer_closed_cb on_closed; /* NULL: none (run the loop, then free) */
     void *user;
     uint64_t lists, watches; /* counters, for tests and metrics */
 };
@@ -60,13 +67,18 @@ struct informer {
 int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc, struct logger *lg,
                   const char *group, const char *version, const char *plural,
                   informer_change_cb on_change, informer_synced_cb on_synced, void *user);
+/* Before informer_start: list and watch namespace ns only (NULL: all) and
+ * only objects matching label_selector (NULL: all), e.g. "app" or "a=b".
+ * 0, or -1 out of memory (the scope is then unchanged). */
+int informer_set_scope(struct informer *inf, const char *ns, const char *label_selector);
 int informer_start(struct informer *inf);
 /* Re-list now (periodic resync). */
 void informer_resync(struct informer *inf);
 /* Why this informer cannot list or watch now (its last attempt failed and
  * none has worked since), or NULL. */
 const char *informer_problem(struct informer *inf);
-/* Stop the list/watch and close the timer; free after the loop ran. */
+/* Stop the list/watch and close the timer; free after the loop ran, or from
+ * inf->on_closed when set. */
 void informer_stop(struct informer *inf);
 void informer_free(struct informer *inf);
 

@@ -299,12 +299,15 @@ size_t kube_client_writes_in_flight(const struct kube_client *kc) {
 
 int kube_path(char *out, size_t outlen, const char *group, const char *version, const char *ns,
               const char *plural, const char *name) {
+    /* The core group ("") lives under /api/<version>. */
+    const char *root = group && *group ? "/apis/" : "/api";
+    const char *g = group && *group ? group : "";
     int n;
     if (ns)
-        n = snprintf(out, outlen, "/apis/%s/%s/namespaces/%s/%s%s%s", group, version, ns, plural,
+        n = snprintf(out, outlen, "%s%s/%s/namespaces/%s/%s%s%s", root, g, version, ns, plural,
                      name ? "/" : "", name ? name : "");
     else
-        n = snprintf(out, outlen, "/apis/%s/%s/%s%s%s", group, version, plural, name ? "/" : "",
+        n = snprintf(out, outlen, "%s%s/%s/%s%s%s", root, g, version, plural, name ? "/" : "",
                      name ? name : "");
     return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
