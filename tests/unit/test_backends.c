@@ -611,6 +611,10 @@ static int count_watches(struct kapi *k, const char *ns, int *cluster_wide) {
         if (!res ||
             (strcmp(res, "services") != 0 && strcmp(res, "endpointslices.discovery.k8s.io") != 0))
             continue;
+        /* Only the slices of Services are of interest. */
+        const char *path = kobj_str(e, "path", NULL);
+        if (strcmp(res, "services") != 0)
+            assert_non_null(strstr(path, "labelSelector=kubernetes.io%2Fservice-name"));
         if (!wns || !*wns)
             (*cluster_wide)++;
         else if (ns && strcmp(wns, ns) == 0)
