@@ -65,6 +65,8 @@ struct kube_call {
     char what[96];      /* the resource path, shortened, for messages */
     uint64_t seq;       /* start order: only a call newer than a problem clears it */
     bool failed_stream; /* a watch line could not be parsed */
+    bool in_event;      /* inside on_event: a cancel then only marks it */
+    bool cancelled;     /* cancelled from its own on_event; freed on return */
     bool waiting;       /* not started: waits for the exec plugin's run wait_seq */
     uint64_t wait_seq;
     uint64_t cred_gen; /* the credential it was sent with */
@@ -237,12 +239,16 @@ static void call_free(struct kube_call *c) {
 }
 
 void kube_call_cancel(struct kube_call *c) {
-    if (!c)
+    if (!c || c->cancelled)
         return;
     call_unlink(c);
     if (c->req)
-        http_req_cancel(c->req);
-    call_free(c);
+        http_req_cancel(c->req); /* inside curl: no more data, no done */
+    c->req = NULL;
+    if (c->in_event)
+        c->cancelled = true; /* on_data, still using it, frees it */
+    else
+        call_free(c);
 }
 
 void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void *user) {
@@ -476,9 +482,16 @@ static int on_data(struct http_req *req, const char *data, size_t len) {
         }
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(ev, "type");
         const cJSON *obj = cJSON_GetObjectItemCaseSensitive(ev, "object");
-        if (cJSON_IsString(type) && cJSON_IsObject(obj) && c->on_event)
+        if (cJSON_IsString(type) && cJSON_IsObject(obj) && c->on_event) {
+            c->in_event = true;
             c->on_event(c->user, type->valuestring, obj);
+            c->in_event = false;
+        }
         cJSON_Delete(ev);
+        if (c->cancelled) { /* by the event's handler: stop here */
+            call_free(c);
+            return -1;
+        }
     }
     if (c->line.len > KUBE_WATCH_LINE_MAX) {
         c->failed_stream = true;
