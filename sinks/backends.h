@@ -11,6 +11,8 @@
  * Scope: the caller adds and removes the namespaces in use at run time
  * (one list+watch pair per namespace), or makes the module watch all
  * namespaces with one cluster-wide pair (backends_init's all_namespaces).
+ * Once a namespace is listed, answers come from the last state seen, also
+ * while its watches reconnect after an error (retried with backoff).
  *
  * Readiness follows the EndpointSlice API: an endpoint is ready when
  * conditions.ready is true or unset (unset means ready); only endpoints of
