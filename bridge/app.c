@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/backoff.h"
-#include "bridge/value.h"
+#include "bridge/lib/backoff.h"
+#include "bridge/lib/value.h"
 #include "sinks/kubeconfig.h"
 #include "sinks/traefik.h"
 
@@ -889,7 +889,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 static int start_kube(struct app *a) {
     struct kube_conn conn;
     char err[1024];
-    if (kube_conn_from_config(&a->cfg, &conn, err, sizeof err) < 0) {
+    if (kube_conn_from_config(&a->cfg.kubernetes, &conn, err, sizeof err) < 0) {
         log_error(&a->log, "kubernetes: %s", err);
         if (a->cmd == CMD_CHECK)
             printf("FAIL kubernetes: %s\n", err);
@@ -957,7 +957,8 @@ static int start_reconciler(struct app *a) {
     a->have_informers = true;
     struct render_opts ro = {a->api_group, a->cfg.traefik.rule_syntax, a->cfg.source.prefix,
                              a->source->ops->name};
-    if (reconciler_init(&a->rec, &a->loop, &a->log, &a->cfg, &a->keys, a->kube, infs, &ro) < 0)
+    if (reconciler_init(&a->rec, &a->loop, &a->log, &a->cfg.reconcile, &a->keys, a->kube, infs,
+                        &ro) < 0)
         return -1;
     a->have_rec = true;
     a->rec.one_shot = a->cmd == CMD_SYNC;
@@ -1064,7 +1065,7 @@ static void discover_group(struct app *a) {
 static int start_all(struct app *a) {
     char err[1024];
     struct source_callbacks cb = {on_snapshot, on_event, on_source_state, a};
-    a->source = source_new(&a->loop, a->http, &a->log, &a->cfg, &cb, err, sizeof err);
+    a->source = source_new(&a->loop, a->http, &a->log, &a->cfg.source, &cb, err, sizeof err);
     if (!a->source) {
         log_error(&a->log, "source: %s", err);
         return -1;

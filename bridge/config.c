@@ -17,7 +17,7 @@
  * Secrets (source.password, source.token) never reach a message: string
  * values are never echoed, only enum, boolean, number and duration values. */
 #include "bridge/config.h"
-#include "bridge/suggest.h"
+#include "bridge/lib/suggest.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -27,8 +27,10 @@
 #include <string.h>
 #include <yaml.h>
 
-#include "bridge/buf.h"
-#include "bridge/yamlnode.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/duration.h"
+#include "bridge/lib/fileread.h"
+#include "bridge/lib/yamlnode.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define KEY_PATH_MAX 64 /* longest key path is "leader_election.lease_duration" */
@@ -1056,57 +1058,11 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
     return 0;
 }
 
-int config_read_file(const char *path, size_t max, char **text, size_t *len, char *err,
-                     size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    buf_t b = BUF_INIT;
-    char chunk[8192];
-    int rc = 0;
-    for (;;) {
-        size_t n = fread(chunk, 1, sizeof chunk, f);
-        if (n == 0)
-            break;
-        if (b.len + n > max) {
-            snprintf(err, errlen, "%s: larger than %zu bytes; refusing to read it", path, max);
-            rc = -1;
-            break;
-        }
-        if (buf_append(&b, chunk, n) < 0) {
-            snprintf(err, errlen, "%s: out of memory", path);
-            rc = -1;
-            break;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        rc = -1;
-    }
-    if (fclose(f) != 0 && rc == 0) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        rc = -1;
-    }
-    if (rc == 0 && !b.data && buf_reserve(&b, 0) < 0) { /* empty file: still return "" */
-        snprintf(err, errlen, "%s: out of memory", path);
-        rc = -1;
-    }
-    if (rc < 0) {
-        buf_free(&b);
-        return -1;
-    }
-    *len = b.len;
-    *text = buf_steal(&b);
-    return 0;
-}
-
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen) {
     char *text;
     size_t len;
     memset(cfg, 0, sizeof *cfg);
-    if (config_read_file(path, CONFIG_MAX_BYTES, &text, &len, err, errlen) < 0)
+    if (file_read_all(path, CONFIG_MAX_BYTES, &text, &len, err, errlen) < 0)
         return -1;
     int rc = config_parse(text, len, path, cfg, err, errlen);
     free(text);
@@ -1148,71 +1104,4 @@ void config_free(struct config *cfg) {
     free(cfg->leader_election.name);
     free(cfg->leader_election.identity);
     memset(cfg, 0, sizeof *cfg);
-}
-
-/* ---- durations ---------------------------------------------------------------- */
-
-/* Milliseconds per unit; "ms" is tried before "m". Units below a millisecond
- * are refused rather than rounded: nothing in the bridge is that precise. */
-static uint64_t unit_ms(const char **s) {
-    static const struct {
-        const char *name;
-        uint64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        size_t n = strlen(units[i].name);
-        if (!strncmp(*s, units[i].name, n)) {
-            *s += n;
-            return units[i].ms;
-        }
-    }
-    return 0;
-}
-
-/* One "<number>[.<fraction>]<unit>" term, added to *total. */
-static int duration_term(const char **s, uint64_t *total) {
-    uint64_t whole = 0, frac = 0, scale = 1;
-    bool digits = false;
-    for (; **s >= '0' && **s <= '9'; (*s)++, digits = true) {
-        uint64_t d = (uint64_t)(**s - '0');
-        if (whole > (UINT64_MAX - d) / 10)
-            return -1;
-        whole = whole * 10 + d;
-    }
-    if (**s == '.') {
-        for ((*s)++; **s >= '0' && **s <= '9'; (*s)++, digits = true) {
-            if (scale >= 1000000000)
-                return -1; /* more decimals than any unit here can use */
-            frac = frac * 10 + (uint64_t)(**s - '0');
-            scale *= 10;
-        }
-    }
-    uint64_t unit = digits ? unit_ms(s) : 0;
-    if (unit == 0 || whole > UINT64_MAX / unit || (frac * unit) % scale != 0)
-        return -1; /* no unit, overflow, or not a whole number of milliseconds */
-    /* frac < 10^9 and unit <= 3.6e6, so frac * unit fits; the whole part
-     * plus the fraction may not ("5124095576030.9h" would wrap to minutes). */
-    uint64_t whole_ms = whole * unit, frac_ms = frac * unit / scale;
-    if (frac_ms > UINT64_MAX - whole_ms)
-        return -1;
-    uint64_t term = whole_ms + frac_ms;
-    if (term > UINT64_MAX - *total)
-        return -1;
-    *total += term;
-    return 0;
-}
-
-int parse_duration_ms(const char *s, uint64_t *out) {
-    if (!s || !*s)
-        return -1;
-    if (!strcmp(s, "0")) {
-        *out = 0;
-        return 0;
-    }
-    uint64_t total = 0;
-    while (*s)
-        if (duration_term(&s, &total) < 0)
-            return -1;
-    *out = total;
-    return 0;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bridge/app.h"
+#include "bridge/lib/duration.h"
 
 static void usage(FILE *out) {
     fputs("Usage:\n"

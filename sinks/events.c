@@ -15,8 +15,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/buf.h"
-#include "bridge/map.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/map.h"
 #include "sinks/informer.h"
 
 #define EVENTS_REASON_MAX 128

@@ -41,7 +41,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "bridge/log.h"
+#include "bridge/lib/log.h"
 #include "sinks/kube.h"
 
 #define EVENTS_MESSAGE_MAX 1024 /* bytes, as the API's validation allows */

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 #define STDERR_KEEP 2048 /* bytes of the plugin's stderr kept for a message */
 #define STDERR_SHOWN 512

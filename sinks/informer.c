@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/backoff.h"
-#include "bridge/buf.h"
+#include "bridge/lib/backoff.h"
+#include "bridge/lib/buf.h"
 
 static void list_start(struct informer *inf);
 static void watch_start(struct informer *inf);

@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "bridge/log.h"
-#include "bridge/map.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/map.h"
 #include "sinks/kube.h"
 
 /* obj is the new live object, or NULL when it was deleted. */

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/buf.h"
-#include "bridge/fileread.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/fileread.h"
 #include "sinks/execcred.h"
 
 #define KUBE_TIMEOUT_MS 15000

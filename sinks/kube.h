@@ -19,8 +19,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "bridge/lib/http.h"
+#include "bridge/lib/log.h"
 #include "sinks/kubeconfig.h"
 
 struct kube_client;

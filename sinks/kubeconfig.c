@@ -32,8 +32,10 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#include "bridge/buf.h"
-#include "bridge/yamlnode.h"
+#include "bridge/lib/base64.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/fileread.h"
+#include "bridge/lib/yamlnode.h"
 
 #define KUBECONFIG_MAX_BYTES (4 * 1024 * 1024)
 #define SA_DIR_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -98,63 +100,6 @@ static char *server_url(const char *s) {
     while (len > 0 && s[len - 1] == '/')
         len--;
     return strndup(s, len);
-}
-
-/* ---- base64 --------------------------------------------------------------- */
-
-static int b64_digit(unsigned char c) {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Standard alphabet with padding, as Go encodes []byte fields. Line breaks
- * are skipped (Go's decoder does the same); anything else that is not part of
- * the alphabet, or padding in the wrong place, is an error. The result is
- * NUL-terminated; *outlen excludes the NUL. */
-static int base64_decode(const char *in, size_t len, char **out, size_t *outlen) {
-    char *res = malloc(len / 4 * 3 + 4);
-    if (!res)
-        return -1;
-    uint32_t acc = 0;
-    size_t o = 0, n = 0, pad = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (c == '\n' || c == '\r')
-            continue;
-        int d = b64_digit(c);
-        if (c == '=' && n % 4 >= 2) {
-            pad++;
-            d = 0;
-        } else if (d < 0 || pad) {
-            goto bad; /* foreign character, or data after padding */
-        }
-        acc = acc << 6 | (uint32_t)d;
-        if (++n % 4 == 0) {
-            res[o++] = (char)(acc >> 16);
-            res[o++] = (char)(acc >> 8);
-            res[o++] = (char)acc;
-            acc = 0;
-        }
-    }
-    if (n % 4 != 0)
-        goto bad;
-    o -= pad;
-    res[o] = '\0';
-    *out = res;
-    *outlen = o;
-    return 0;
-bad:
-    free(res);
-    return -1;
 }
 
 /* ---- reading the kubeconfig -------------------------------------------------- */
@@ -241,7 +186,7 @@ static int load_document(struct kubeconfig *kc, const char *text, size_t len) {
 static int kubeconfig_open(struct kubeconfig *kc) {
     char *text;
     size_t len;
-    if (config_read_file(kc->path, KUBECONFIG_MAX_BYTES, &text, &len, kc->err, kc->errlen) < 0)
+    if (file_read_all(kc->path, KUBECONFIG_MAX_BYTES, &text, &len, kc->err, kc->errlen) < 0)
         return -1;
     int rc = load_document(kc, text, len);
     free(text);
@@ -476,7 +421,7 @@ static int file_or_data(struct kubeconfig *kc, const yaml_node_t *map, const cha
     if (get_string(kc, map, key, what, &path) < 0 || get_string(kc, map, data_key, what, &data) < 0)
         return -1;
     if (data && *data) {
-        if (base64_decode(data, strlen(data), pem, pem_len) == 0)
+        if (base64_decode(data, strlen(data), BASE64_SKIP_NEWLINES, pem, pem_len) == 0)
             return 0;
         return kfail(kc, yaml_node_line(lookup(kc, map, data_key)), "%s: %s is not valid base64",
                      what, data_key);
@@ -513,30 +458,6 @@ static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const
     return 0;
 }
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Standard base64 with padding, as Go encodes []byte in JSON. */
-static char *base64_encode(const char *in, size_t len) {
-    char *out = malloc((len + 2) / 3 * 4 + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)(unsigned char)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= (uint32_t)(unsigned char)in[i + 2];
-        out[o++] = b64_alphabet[v >> 18 & 63];
-        out[o++] = b64_alphabet[v >> 12 & 63];
-        out[o++] = i + 1 < len ? b64_alphabet[v >> 6 & 63] : '=';
-        out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* spec.cluster of the ExecCredential (provideClusterInfo): the server, its
  * CA as certificate-authority-data, insecure-skip-tls-verify. */
 static int add_cluster_info(struct kubeconfig *kc, cJSON *spec, const struct kube_conn *c) {
@@ -546,7 +467,7 @@ static int add_cluster_info(struct kubeconfig *kc, cJSON *spec, const struct kub
     char *pem = NULL, *b64 = NULL;
     size_t len = 0;
     if (c->ca_file &&
-        config_read_file(c->ca_file, KUBECONFIG_MAX_BYTES, &pem, &len, kc->err, kc->errlen) < 0)
+        file_read_all(c->ca_file, KUBECONFIG_MAX_BYTES, &pem, &len, kc->err, kc->errlen) < 0)
         return -1;
     const char *ca = c->ca_pem ? c->ca_pem : pem;
     size_t ca_len = c->ca_pem ? c->ca_pem_len : len;
@@ -877,17 +798,17 @@ static int copy_optional(const char *src, char **dst) {
     return *dst ? 0 : -1;
 }
 
-static int explicit_server(const struct config *cfg, struct kube_conn *out, char *err,
+static int explicit_server(const struct kube_settings *cfg, struct kube_conn *out, char *err,
                            size_t errlen) {
     struct kube_conn c = {0};
-    if (!url_is_http(cfg->kubernetes.server)) {
+    if (!url_is_http(cfg->server)) {
         snprintf(err, errlen, "kubernetes.server: must be an https:// (or http://) URL");
         return -1;
     }
-    c.insecure = cfg->kubernetes.insecure_skip_verify;
-    if (!(c.server = server_url(cfg->kubernetes.server)) ||
-        copy_optional(cfg->kubernetes.token_file, &c.token_file) < 0 ||
-        copy_optional(cfg->kubernetes.ca_file, &c.ca_file) < 0) {
+    c.insecure = cfg->insecure_skip_verify;
+    if (!(c.server = server_url(cfg->server)) ||
+        copy_optional(cfg->token_file, &c.token_file) < 0 ||
+        copy_optional(cfg->ca_file, &c.ca_file) < 0) {
         kube_conn_free(&c);
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -896,15 +817,14 @@ static int explicit_server(const struct config *cfg, struct kube_conn *out, char
     return 0;
 }
 
-int kube_conn_from_config(const struct config *cfg, struct kube_conn *out, char *err,
+int kube_conn_from_config(const struct kube_settings *cfg, struct kube_conn *out, char *err,
                           size_t errlen) {
     memset(out, 0, sizeof *out);
-    if (cfg->kubernetes.server && *cfg->kubernetes.server)
+    if (cfg->server && *cfg->server)
         return explicit_server(cfg, out, err, errlen);
-    if (cfg->kubernetes.in_cluster)
+    if (cfg->in_cluster)
         return kube_conn_in_cluster(out, err, errlen);
-    return kube_conn_from_kubeconfig(cfg->kubernetes.kubeconfig, cfg->kubernetes.context, out, err,
-                                     errlen);
+    return kube_conn_from_kubeconfig(cfg->kubeconfig, cfg->context, out, err, errlen);
 }
 
 static void free_secret(char *s, size_t len) {

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/backoff.h"
-#include "bridge/buf.h"
+#include "bridge/lib/backoff.h"
+#include "bridge/lib/buf.h"
 #include "sinks/informer.h"
 
 #define LEASE_RELEASE_ATTEMPTS 3

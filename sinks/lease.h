@@ -42,7 +42,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "bridge/log.h"
+#include "bridge/lib/log.h"
 #include "sinks/kube.h"
 
 typedef void (*lease_change_cb)(void *user, bool leader);
@@ -56,6 +56,15 @@ enum lease_op {
     LEASE_OP_RENEW,       /* fast path: the leader PUTs its cached record */
     LEASE_OP_RELEASE_GET, /* release after a 409: re-read */
     LEASE_OP_RELEASE_PUT,
+};
+
+/* The config file's `leader_election` section (bridge/config.c fills it). */
+struct lease_settings {
+    bool enabled;
+    char *namespace;                                                /* default "default" */
+    char *name;                                                     /* default "canary-bridge" */
+    uint64_t lease_duration_ms, renew_deadline_ms, retry_period_ms; /* 15s 10s 2s */
+    char *identity;                                                 /* default hostname */
 };
 
 struct lease_elector {

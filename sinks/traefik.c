@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 /* ---- rule text ----------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #include "fuzz_secrets.h"
 
 #include "bridge/config.h"
+#include "bridge/lib/duration.h"
 
 typedef unsigned __int128 u128;
 

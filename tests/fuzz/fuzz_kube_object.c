@@ -28,7 +28,7 @@
  *    resourceVersion never replaces a newer one; informer_forget drops it. */
 #include "fuzz_common.h"
 
-#include "bridge/model.h"
+#include "bridge/model/model.h"
 #include "sinks/informer.h"
 #include "sinks/traefik.h"
 

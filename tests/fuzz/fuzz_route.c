@@ -1,5 +1,5 @@
 /* fuzz_route.c - a whole route folder: model_parse_key and model_build
- * (bridge/model.c) on the `route`, `weights` and `headers` keys, then
+ * (bridge/model/model.c) on the `route`, `weights` and `headers` keys, then
  * everything Traefik-side that a built route feeds (sinks/traefik.c):
  * traefik_render_ingressroute and traefik_render_middleware in both rule
  * syntaxes, the YAML that `render` prints, traefik_merge_owned and
@@ -54,9 +54,9 @@
 
 #include <ctype.h>
 
-#include "bridge/buf.h"
-#include "bridge/model.h"
-#include "bridge/value.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/value.h"
+#include "bridge/model/model.h"
 #include "sinks/traefik.h"
 
 #define PREFIX "canary/"

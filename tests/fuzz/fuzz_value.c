@@ -1,4 +1,4 @@
-/* fuzz_value.c - value_parse (bridge/value.c): the YAML/JSON loader every key
+/* fuzz_value.c - value_parse (bridge/lib/value.c): the YAML/JSON loader every key
  * value goes through, and value_emit_yaml, which `canary-bridge render`
  * prints objects with.
  *
@@ -19,8 +19,8 @@
 
 #include <limits.h>
 
-#include "bridge/buf.h"
-#include "bridge/value.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/value.h"
 
 static void same_ints(const cJSON *a, const cJSON *b) {
     if (cJSON_IsNumber(a)) {

@@ -1,4 +1,4 @@
-/* fuzz_weights.c - model_parse_weights (bridge/model.c): the `weights` key in
+/* fuzz_weights.c - model_parse_weights (bridge/model/model.c): the `weights` key in
  * all three of its forms (JSON object, YAML mapping, compact name=weight).
  *
  * Invariants beyond "no crash, no sanitizer report":
@@ -9,7 +9,7 @@
  *  - parsing is deterministic: a second parse gives the same list. */
 #include "fuzz_common.h"
 
-#include "bridge/model.h"
+#include "bridge/model/model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static struct model_weight sentinel; /* model_parse_weights must reset *out */

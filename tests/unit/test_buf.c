@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/backoff.h"
-#include "bridge/buf.h"
-#include "bridge/log.h"
-#include "bridge/map.h"
+#include "bridge/lib/backoff.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/map.h"
 
 static void test_buf_grow_and_printf(void **state) {
     (void)state;

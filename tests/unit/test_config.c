@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bridge/config.h"
+#include "bridge/lib/duration.h"
 
 #define ERRLEN 1024
 

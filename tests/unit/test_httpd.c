@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/httpd.h"
+#include "bridge/lib/httpd.h"
 
 struct client {
     uv_tcp_t tcp;

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/keycache.h"
+#include "bridge/core/keycache.h"
 
 struct seen {
     char ids[32][128];

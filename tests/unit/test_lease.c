@@ -32,8 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "bridge/lib/http.h"
+#include "bridge/lib/log.h"
 #include "sinks/informer.h"
 #include "sinks/kube.h"
 #include "sinks/kubeconfig.h"

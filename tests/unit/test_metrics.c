@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/metrics.h"
+#include "bridge/lib/metrics.h"
 
 static char *render(const struct metrics *m) {
     buf_t b = BUF_INIT;

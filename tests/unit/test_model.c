@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/model.h"
+#include "bridge/model/model.h"
 
 #define PFX "canary/"
 

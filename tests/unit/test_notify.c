@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/notify.h"
+#include "bridge/lib/notify.h"
 
 struct fx {
     uv_loop_t loop;

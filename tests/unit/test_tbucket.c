@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "bridge/tbucket.h"
+#include "bridge/lib/tbucket.h"
 
 static void test_bucket(void **state) {
     (void)state;

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/value.h"
+#include "bridge/lib/value.h"
 
 static cJSON *parse(const char *s, char *err, size_t errlen) {
     return value_parse(s, strlen(s), err, errlen);

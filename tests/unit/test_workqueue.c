@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/workqueue.h"
+#include "bridge/lib/workqueue.h"
 
 struct rec {
     uv_loop_t loop; /* each test runs its own loop */

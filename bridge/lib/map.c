@@ -1,5 +1,5 @@
 /* map.c - string-keyed hash map; see map.h. FNV-1a hashing, chaining. */
-#include "bridge/map.h"
+#include "bridge/lib/map.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -20,7 +20,7 @@
  * has no other way to write a key, so such JSON cannot be read; in YAML the
  * explicit form "? key" / ": value" works, and is what the emitter writes
  * for long keys (emit_key). No key the bridge uses comes near the limit. */
-#include "bridge/value.h"
+#include "bridge/lib/value.h"
 
 #include <errno.h>
 #include <limits.h>

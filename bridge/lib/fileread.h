@@ -27,4 +27,10 @@ struct file_read *file_read_start(uv_loop_t *loop, const char *path, file_read_c
 /* The callback will not be called; memory is released when libuv is done. */
 void file_read_detach(struct file_read *fr);
 
+/* Read a whole file of at most max bytes into a heap string (NUL-terminated;
+ * *len excludes the NUL), with stdio: it blocks, so only for start-up and
+ * one-shot commands (the config file, kubeconfigs), never on the running
+ * loop. Errors name the file: "PATH: cannot open: ...". */
+int file_read_all(const char *path, size_t max, char **text, size_t *len, char *err, size_t errlen);
+
 #endif

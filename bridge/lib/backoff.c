@@ -1,5 +1,5 @@
 /* backoff.c - exponential backoff with jitter; see backoff.h. */
-#include "bridge/backoff.h"
+#include "bridge/lib/backoff.h"
 
 #include <stdlib.h>
 

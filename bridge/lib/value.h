@@ -14,7 +14,7 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 #define VALUE_MAX_BYTES (64 * 1024)
 #define VALUE_MAX_DEPTH 32

@@ -29,7 +29,7 @@
  *   ignores any other spelling without a word, and the v3 CRD's capitalised
  *   variants mean the same thing. A negative `maxAge` (Traefik: expire at
  *   once) would silently turn stickiness off, so it is refused. */
-#include "bridge/model.h"
+#include "bridge/model/model.h"
 
 #include <limits.h>
 #include <regex.h>
@@ -38,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/value.h"
+#include "bridge/lib/value.h"
 
 #define PRIORITY_LIMIT 9007199254740992LL /* 2^53: exact in a double */
 #define SHOWN_MAX 64                      /* user text echoed in an error */

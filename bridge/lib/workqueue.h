@@ -32,8 +32,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "bridge/map.h"
-#include "bridge/tbucket.h"
+#include "bridge/lib/map.h"
+#include "bridge/lib/tbucket.h"
 
 struct wq_item;
 

@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 /* The Content-Type of metrics_render's output. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"

@@ -1,11 +1,15 @@
 /* fileread.c - non-blocking read of a small file; see fileread.h.
  * open -> read (until EOF or the limit) -> close -> deliver. */
-#include "bridge/fileread.h"
+#include "bridge/lib/fileread.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "bridge/lib/buf.h"
 
 struct file_read {
     uv_fs_t fs;
@@ -116,4 +120,50 @@ struct file_read *file_read_start(uv_loop_t *loop, const char *path, file_read_c
 void file_read_detach(struct file_read *fr) {
     if (fr)
         fr->cb = NULL;
+}
+
+int file_read_all(const char *path, size_t max, char **text, size_t *len, char *err,
+                  size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    buf_t b = BUF_INIT;
+    char chunk[8192];
+    int rc = 0;
+    for (;;) {
+        size_t n = fread(chunk, 1, sizeof chunk, f);
+        if (n == 0)
+            break;
+        if (b.len + n > max) {
+            snprintf(err, errlen, "%s: larger than %zu bytes; refusing to read it", path, max);
+            rc = -1;
+            break;
+        }
+        if (buf_append(&b, chunk, n) < 0) {
+            snprintf(err, errlen, "%s: out of memory", path);
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        rc = -1;
+    }
+    if (fclose(f) != 0 && rc == 0) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        rc = -1;
+    }
+    if (rc == 0 && !b.data && buf_reserve(&b, 0) < 0) { /* empty file: still return "" */
+        snprintf(err, errlen, "%s: out of memory", path);
+        rc = -1;
+    }
+    if (rc < 0) {
+        buf_free(&b);
+        return -1;
+    }
+    *len = b.len;
+    *text = buf_steal(&b);
+    return 0;
 }

@@ -1,10 +1,10 @@
 /* workqueue.c - coalescing, rate-limited route queue; see workqueue.h. */
-#include "bridge/workqueue.h"
+#include "bridge/lib/workqueue.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/backoff.h"
+#include "bridge/lib/backoff.h"
 
 enum { ITEM_QUEUED = 1, ITEM_IN_FLIGHT = 2, ITEM_DIRTY = 4 };
 

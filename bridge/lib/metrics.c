@@ -2,7 +2,7 @@
  * metrics.h. Series live in a hash map keyed by their label values joined as
  * "<len>:<value>" pairs: length prefixes make the key unambiguous whatever
  * bytes a value holds, without escaping on the hot path. */
-#include "bridge/metrics.h"
+#include "bridge/lib/metrics.h"
 
 #include <math.h>
 #include <stdalign.h>
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/map.h"
+#include "bridge/lib/map.h"
 
 struct metric_series {
     double value;        /* counter or gauge value; histogram sum */

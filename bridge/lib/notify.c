@@ -3,7 +3,7 @@
  * The environment is read once at init: it is fixed for the life of the
  * service, and parsing it up front means a bad value is reported once at
  * startup rather than on every message. */
-#include "bridge/notify.h"
+#include "bridge/lib/notify.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 /* Strict decimal, no sign, no trailing junk. */
 static int parse_u64(const char *s, uint64_t *out) {

@@ -23,7 +23,7 @@
 #include <sys/un.h>
 #include <uv.h>
 
-#include "bridge/log.h"
+#include "bridge/lib/log.h"
 
 struct notifier {
     uv_loop_t *loop;

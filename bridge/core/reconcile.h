@@ -18,11 +18,10 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "bridge/config.h"
-#include "bridge/keycache.h"
-#include "bridge/log.h"
-#include "bridge/map.h"
-#include "bridge/workqueue.h"
+#include "bridge/core/keycache.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/map.h"
+#include "bridge/lib/workqueue.h"
 #include "sinks/informer.h"
 #include "sinks/kube.h"
 #include "sinks/traefik.h"
@@ -52,6 +51,24 @@ extern const char *const obj_plural[OBJ_NKINDS];
 extern const char *const obj_kind_name[OBJ_NKINDS];
 
 enum route_state { ROUTE_PENDING, ROUTE_APPLIED, ROUTE_ERROR };
+
+/* The config file's `reconcile` section (bridge/config.c fills it). */
+enum reconcile_policy { POLICY_UPSERT_ONLY, POLICY_SYNC };
+
+struct reconcile_settings {
+    enum reconcile_policy policy; /* default upsert-only */
+    uint64_t resync_ms;           /* default 5m; 0 disables */
+    char **namespaces;            /* allow-list; empty = any */
+    size_t n_namespaces;
+    bool status;                /* write P<ns>/<name>/status */
+    unsigned max_in_flight;     /* routes written concurrently; default 16 */
+    uint64_t burst_hold_ms;     /* longest write hold in a burst; 10s; 0 = off */
+    uint64_t burst_quiet_ms;    /* a pause this long ends the hold; 30ms */
+    bool allow_cross_namespace; /* services[].namespace allowed; default false */
+    /* Deletion guard: percent of the routes owning objects that one source
+     * read may delete without confirmation; 0..100, default 50. */
+    unsigned max_delete_percent;
+};
 
 struct route_status {
     enum route_state state;
@@ -125,7 +142,7 @@ struct reconcile_hooks {
 struct reconciler {
     uv_loop_t *loop;
     struct logger *log;
-    const struct config *cfg;
+    const struct reconcile_settings *cfg;
     struct keycache *keys;
     struct kube_client *kube;
     struct informer *inf[OBJ_NKINDS];
@@ -146,8 +163,9 @@ struct reconciler {
 };
 
 int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
-                    const struct config *cfg, struct keycache *keys, struct kube_client *kube,
-                    struct informer *inf[OBJ_NKINDS], const struct render_opts *ropts);
+                    const struct reconcile_settings *cfg, struct keycache *keys,
+                    struct kube_client *kube, struct informer *inf[OBJ_NKINDS],
+                    const struct render_opts *ropts);
 /* Close handles, cancel jobs; free after the loop ran. */
 void reconciler_close(struct reconciler *r);
 void reconciler_free(struct reconciler *r);

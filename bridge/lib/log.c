@@ -1,5 +1,5 @@
 /* log.c - line logger with journald priority prefixes; see log.h. */
-#include "bridge/log.h"
+#include "bridge/lib/log.h"
 
 #include <stdarg.h>
 #include <stdlib.h>

@@ -14,9 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/log.h"
-#include "bridge/map.h"
-#include "bridge/model.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/map.h"
+#include "bridge/model/model.h"
 #include "sources/source.h"
 
 enum { KC_ROUTE, KC_WEIGHTS, KC_HEADERS, KC_NLEAVES };

@@ -11,7 +11,7 @@
  *                                         last close callback).
  * The server struct lives until its listener and every connection are
  * closed, so no callback ever sees freed memory. */
-#include "bridge/httpd.h"
+#include "bridge/lib/httpd.h"
 
 #include <arpa/inet.h>
 #include <stdbool.h>

@@ -1,5 +1,5 @@
 /* buf.c - growable byte buffer; see buf.h. */
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 #include <stdio.h>
 #include <stdlib.h>

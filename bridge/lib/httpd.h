@@ -24,8 +24,8 @@
 #include <sys/socket.h>
 #include <uv.h>
 
-#include "bridge/buf.h"
-#include "bridge/log.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/log.h"
 
 struct httpd;
 

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "bridge/log.h"
+#include "bridge/lib/log.h"
 
 struct http_client;
 struct http_req;

@@ -1,6 +1,6 @@
 /* keycache.c - source keys grouped into route folders; see keycache.h. */
-#include "bridge/keycache.h"
-#include "bridge/suggest.h"
+#include "bridge/core/keycache.h"
+#include "bridge/lib/suggest.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* tbucket.c - token bucket arithmetic; see tbucket.h. */
-#include "bridge/tbucket.h"
+#include "bridge/lib/tbucket.h"
 
 void tbucket_init(struct tbucket *b, unsigned burst, uint64_t refill_ms, uint64_t now_ms) {
     b->burst = burst ? burst : 1;

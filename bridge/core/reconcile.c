@@ -11,7 +11,7 @@
  * writes only on a difference. Writing referenced objects first and deleting
  * them last means Traefik never sees an IngressRoute that names a missing
  * Middleware or TraefikService. */
-#include "bridge/reconcile.h"
+#include "bridge/core/reconcile.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/backoff.h"
-#include "bridge/buf.h"
+#include "bridge/lib/backoff.h"
+#include "bridge/lib/buf.h"
 
 #define MAX_ONE_SHOT_TRIES 4
 #define ROUTE_ID_MAX (MODEL_NS_MAX + 1 + MODEL_NAME_MAX + 1)
@@ -333,7 +333,7 @@ static void object_changed(struct reconciler *r, enum obj_kind kind, const char 
      * whose keys are gone. While a pass is in flight this only marks the route
      * dirty: one more pass follows, which writes nothing if it was our echo. */
     bool ours = map_has(&r->keys->routes, id);
-    bool leftovers = r->cfg->reconcile.policy == POLICY_SYNC && obj && owned_here(r, obj);
+    bool leftovers = r->cfg->policy == POLICY_SYNC && obj && owned_here(r, obj);
     if (ours || leftovers)
         reconciler_enqueue(r, id);
 }
@@ -495,7 +495,7 @@ static bool planned(const struct job *j, enum obj_kind kind, const char *name) {
  * a TraefikService or Middleware when it goes. */
 static int plan_prunes(struct job *j) {
     struct reconciler *r = j->r;
-    if (r->cfg->reconcile.policy != POLICY_SYNC || j->patched)
+    if (r->cfg->policy != POLICY_SYNC || j->patched)
         return 0;
     const struct objset *set = map_get(&r->route_objs, j->id);
     for (int kind = OBJ_INGRESSROUTE; kind >= 0; kind--) {
@@ -1041,11 +1041,11 @@ static void on_delete(void *user, const struct kube_response *res) {
 
 /* ---- the pass ---- */
 
-static bool namespace_allowed(const struct config *cfg, const char *ns) {
-    if (!cfg->reconcile.n_namespaces)
+static bool namespace_allowed(const struct reconcile_settings *cfg, const char *ns) {
+    if (!cfg->n_namespaces)
         return true;
-    for (size_t i = 0; i < cfg->reconcile.n_namespaces; i++)
-        if (strcmp(cfg->reconcile.namespaces[i], ns) == 0)
+    for (size_t i = 0; i < cfg->n_namespaces; i++)
+        if (strcmp(cfg->namespaces[i], ns) == 0)
             return true;
     return false;
 }
@@ -1140,13 +1140,13 @@ static void guard_release(struct reconciler *r) {
 static void guard_eval(struct reconciler *r) {
     struct delete_guard *g = &r->guard;
     g->dirty = false;
-    if (r->cfg->reconcile.policy != POLICY_SYNC)
+    if (r->cfg->policy != POLICY_SYNC)
         return;
     size_t gone, owned;
     uint32_t token;
     if (guard_count(r, &gone, &owned, &token, false) < 0)
         return;
-    unsigned pct = r->cfg->reconcile.max_delete_percent;
+    unsigned pct = r->cfg->max_delete_percent;
     /* Once holding, keep holding while any route is still without keys: a
      * restore in progress must not delete the routes it has not reached. */
     bool hold = g->holding
@@ -1191,7 +1191,7 @@ static void guard_eval(struct reconciler *r) {
 /* The pass for a route without keys is about to prune: may it? */
 static bool guard_holds(struct reconciler *r, const char *id) {
     struct delete_guard *g = &r->guard;
-    if (r->cfg->reconcile.policy != POLICY_SYNC)
+    if (r->cfg->policy != POLICY_SYNC)
         return false;
     if (g->dirty)
         guard_eval(r);
@@ -1347,7 +1347,7 @@ static void process(void *user, const char *id) {
         job_finish(j, true, false, 0);
         return;
     }
-    in.allow_cross_namespace = r->cfg->reconcile.allow_cross_namespace;
+    in.allow_cross_namespace = r->cfg->allow_cross_namespace;
     char err[1024];
     struct model_weight *held = NULL;
     if (present == 0)
@@ -1379,8 +1379,8 @@ static void on_burst(void *user, bool holding, size_t changes, uint64_t held_ms)
         log_info(r->log,
                  "burst: more than %d routes changed at once or faster than one per %d ms; "
                  "writes wait until changes pause for %" PRIu64 " ms (at most %" PRIu64 " ms)",
-                 RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS,
-                 r->cfg->reconcile.burst_quiet_ms, r->cfg->reconcile.burst_hold_ms);
+                 RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS, r->cfg->burst_quiet_ms,
+                 r->cfg->burst_hold_ms);
     else
         log_info(r->log,
                  "burst: over after %" PRIu64 " ms and %zu route changes; writing each "
@@ -1391,8 +1391,9 @@ static void on_burst(void *user, bool holding, size_t changes, uint64_t held_ms)
 }
 
 int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
-                    const struct config *cfg, struct keycache *keys, struct kube_client *kube,
-                    struct informer *inf[OBJ_NKINDS], const struct render_opts *ropts) {
+                    const struct reconcile_settings *cfg, struct keycache *keys,
+                    struct kube_client *kube, struct informer *inf[OBJ_NKINDS],
+                    const struct render_opts *ropts) {
     memset(r, 0, sizeof *r);
     r->loop = loop;
     r->log = lg;
@@ -1403,10 +1404,10 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
         r->inf[k] = inf[k];
     r->ropts = *ropts;
     r->guard.dirty = true; /* the first passes judge the first snapshot */
-    if (wq_init(&r->wq, loop, cfg->reconcile.max_in_flight, process, r) < 0)
+    if (wq_init(&r->wq, loop, cfg->max_in_flight, process, r) < 0)
         return -1;
-    wq_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS,
-              cfg->reconcile.burst_quiet_ms, cfg->reconcile.burst_hold_ms, on_burst);
+    wq_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS, cfg->burst_quiet_ms,
+              cfg->burst_hold_ms, on_burst);
     return 0;
 }
 
@@ -1472,7 +1473,7 @@ void reconciler_enqueue_all(struct reconciler *r) {
     map_iter_init(&it, &r->keys->routes);
     for (struct map_entry *e; (e = map_iter_next(&it));)
         reconciler_enqueue(r, e->key);
-    if (r->cfg->reconcile.policy != POLICY_SYNC)
+    if (r->cfg->policy != POLICY_SYNC)
         return;
     map_iter_init(&it, &r->route_objs);
     for (struct map_entry *e; (e = map_iter_next(&it));)

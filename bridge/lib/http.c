@@ -22,7 +22,7 @@
  * callbacks run outside curl: each finished easy handle is first removed from
  * the multi handle, then its callback runs, then it is freed, so the callback
  * may freely start, cancel or close. */
-#include "bridge/http.h"
+#include "bridge/lib/http.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -33,7 +33,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 /* A runaway or hostile server must not make us buffer without bound. */
 #define HTTP_MAX_BODY ((size_t)256 * 1024 * 1024)

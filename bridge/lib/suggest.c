@@ -1,6 +1,6 @@
 /* suggest.c - edit distance for "did you mean" hints (see suggest.h).
  * One row of the dynamic-programming table is kept on the stack. */
-#include "bridge/suggest.h"
+#include "bridge/lib/suggest.h"
 
 #include <stdint.h>
 #include <string.h>
