@@ -42,7 +42,7 @@
 #define NAME_SHOWN_MAX 64 /* longest context/cluster/user name quoted in a message */
 
 /* One file of the (possibly colon-separated) kubeconfig list. */
-struct kc_file {
+struct kubeconfig_file {
     char *path;
     char *dir; /* for relative paths; NULL when path has no '/' */
     yaml_document_t doc;
@@ -53,7 +53,7 @@ struct kc_file {
  * every named entry is read from the file that defines it, so its relative
  * paths and line numbers are that file's. */
 struct kubeconfig {
-    struct kc_file *files;
+    struct kubeconfig_file *files;
     size_t nfiles;
     size_t cur;
     const char *path;
@@ -192,7 +192,7 @@ static int kubeconfig_open(struct kubeconfig *kc) {
     free(text);
     if (rc < 0)
         return -1;
-    struct kc_file *f = &kc->files[kc->nfiles];
+    struct kubeconfig_file *f = &kc->files[kc->nfiles];
     if (strchr(kc->path, '/') && !(f->dir = directory_of(kc->path))) {
         yaml_document_delete(kc->doc);
         return kfail(kc, 0, "out of memory");

@@ -19,14 +19,14 @@
 #include "bridge/model/model.h"
 #include "sources/source.h"
 
-enum { KC_ROUTE, KC_WEIGHTS, KC_HEADERS, KC_NLEAVES };
+enum { KEYCACHE_ROUTE, KEYCACHE_WEIGHTS, KEYCACHE_HEADERS, KEYCACHE_NLEAVES };
 
 /* P_confirm-delete: a person's confirmation of deletions the deletion guard
  * holds (see reconcile.h). Not a route: no namespace starts with '_'. When
  * its value changes, the changed callback gets this name as the route id. */
-#define KC_CONFIRM_KEY "_confirm-delete"
+#define KEYCACHE_CONFIRM_KEY "_confirm-delete"
 
-struct kc_value {
+struct keycache_value {
     char *data; /* NULL: key absent */
     size_t len;
     uint64_t rev;
@@ -34,14 +34,14 @@ struct kc_value {
 
 /* One allocation per route, sized to its names: at 10,000 routes, fixed
  * name buffers were 3 MB of the bridge's memory. */
-struct kc_route {
-    struct kc_value leaf[KC_NLEAVES];
+struct keycache_route {
+    struct keycache_value leaf[KEYCACHE_NLEAVES];
     char *name; /* points into ns[], after the namespace's NUL */
     char ns[];
 };
 
 struct keycache {
-    struct map routes; /* "ns/name" -> struct kc_route */
+    struct map routes; /* "ns/name" -> struct keycache_route */
     struct map warned; /* stray keys already warned about */
     struct map status; /* "ns/name" -> the bytes of its status key (NUL-terminated) */
     struct map leaves; /* key with an unknown leaf -> "ns/name\0message" */
@@ -50,35 +50,36 @@ struct keycache {
     void *leaves_user;
     char *prefix;
     struct logger *log;
-    uint64_t revision;       /* last source revision seen */
-    struct kc_value confirm; /* P_confirm-delete */
+    uint64_t revision;             /* last source revision seen */
+    struct keycache_value confirm; /* P_confirm-delete */
 };
 
 /* Called once per route whose inputs changed. */
-typedef void (*kc_changed_cb)(void *user, const char *route_id);
+typedef void (*keycache_changed_cb)(void *user, const char *route_id);
 
-int keycache_init(struct keycache *kc, const char *prefix, struct logger *lg);
-void keycache_free(struct keycache *kc);
+int keycache_init(struct keycache *cache, const char *prefix, struct logger *lg);
+void keycache_free(struct keycache *cache);
 
-int keycache_put(struct keycache *kc, const struct source_kv *kv, kc_changed_cb cb, void *user);
-int keycache_delete(struct keycache *kc, const char *key, kc_changed_cb cb, void *user);
+int keycache_put(struct keycache *cache, const struct source_kv *kv, keycache_changed_cb cb,
+                 void *user);
+int keycache_delete(struct keycache *cache, const char *key, keycache_changed_cb cb, void *user);
 /* Replace everything with a complete listing; routes that changed, appeared
  * or vanished are reported. */
-int keycache_snapshot(struct keycache *kc, const struct source_kv *kvs, size_t n, uint64_t revision,
-                      kc_changed_cb cb, void *user);
+int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_t n,
+                      uint64_t revision, keycache_changed_cb cb, void *user);
 
 /* Fill a model_input for route_id ("ns/name"); pointers stay valid until the
  * next change to the cache. Returns -1 when no key of the route exists (ns
  * and name are still filled from route_id). */
-int keycache_input(const struct keycache *kc, const char *route_id, struct model_input *in,
+int keycache_input(const struct keycache *cache, const char *route_id, struct model_input *in,
                    char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]);
 
 /* The current value of the route's status key, or NULL. */
-const char *keycache_status(const struct keycache *kc, const char *route_id);
+const char *keycache_status(const struct keycache *cache, const char *route_id);
 /* The route's keys with an unknown leaf, as one message ("key P/ns/name/weight:
  * unknown leaf 'weight' (did you mean 'weights'?)", joined by "; ") into out.
  * Returns how many there are (0: out is ""). */
-size_t keycache_leaf_errors(const struct keycache *kc, const char *route_id, char *out,
+size_t keycache_leaf_errors(const struct keycache *cache, const char *route_id, char *out,
                             size_t outlen);
 
 /* Build "ns/name". */

@@ -1160,7 +1160,7 @@ static void guard_eval(struct reconciler *r) {
         log_warn(r->log,
                  "deletion guard: %s%s confirmed; deleting the objects of the routes "
                  "whose keys are gone",
-                 r->keys->prefix, KC_CONFIRM_KEY);
+                 r->keys->prefix, KEYCACHE_CONFIRM_KEY);
         hold = false;
     }
     if (hold) {
@@ -1171,7 +1171,7 @@ static void guard_eval(struct reconciler *r) {
                      "If that is meant, put %s%s = %08" PRIx32 "; if not, restore the keys (or "
                      "fix the source's access), and the hold ends by itself",
                      gone, owned, pct, gone == owned ? ", all of them" : "", r->keys->prefix,
-                     KC_CONFIRM_KEY, token);
+                     KEYCACHE_CONFIRM_KEY, token);
         if (!g->holding)
             g->holds++;
         g->holding = true;
@@ -1212,7 +1212,7 @@ static bool guard_holds(struct reconciler *r, const char *id) {
         snprintf(msg, sizeof msg,
                  "keys gone, but so are those of %zu of %zu routes: deletion held until %s%s "
                  "= %08" PRIx32 " confirms it or the keys return",
-                 g->gone, g->owned, r->keys->prefix, KC_CONFIRM_KEY, g->token);
+                 g->gone, g->owned, r->keys->prefix, KEYCACHE_CONFIRM_KEY, g->token);
         if (live)
             r->hooks.event(r->hooks.user, live, "Warning", "DeletionHeld", msg);
     }
@@ -1229,7 +1229,7 @@ bool reconciler_guard_describe(const struct reconciler *r, char *out, size_t out
     snprintf(out, outlen,
              "deletion held: the keys of %zu of %zu routes are gone; to delete their objects put "
              "%s%s = %08" PRIx32,
-             g->gone, g->owned, r->keys->prefix, KC_CONFIRM_KEY, g->token);
+             g->gone, g->owned, r->keys->prefix, KEYCACHE_CONFIRM_KEY, g->token);
     return true;
 }
 
@@ -1452,7 +1452,7 @@ void reconciler_enqueue(struct reconciler *r, const char *route_id) {
 }
 
 void reconciler_source_changed(struct reconciler *r, const char *route_id, bool live) {
-    if (strcmp(route_id, KC_CONFIRM_KEY) == 0) {
+    if (strcmp(route_id, KEYCACHE_CONFIRM_KEY) == 0) {
         guard_eval(r); /* a confirmation given (or taken back) */
         return;
     }

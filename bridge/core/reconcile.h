@@ -104,7 +104,7 @@ struct reconciler;
  * them), and at least two, the guard holds them: their objects stay, and one
  * warning, a metric, an Event per route and /readyz say so, until the keys
  * come back (the condition clears) or a person confirms by putting the token
- * into P_confirm-delete (KC_CONFIRM_KEY). The token is a hash of the held
+ * into P_confirm-delete (KEYCACHE_CONFIRM_KEY). The token is a hash of the held
  * route ids, so a stale confirmation never approves a different deletion.
  * Counting is per evaluation of the key cache after a change, so it covers a
  * snapshot, a resync and a burst of watch events alike. */

@@ -156,7 +156,7 @@ static void test_snapshot_replaces(void **state) {
 }
 
 /* P_confirm-delete (the deletion guard's confirmation) is not a stray key:
- * its value is kept, and a change reports KC_CONFIRM_KEY, from events and
+ * its value is kept, and a change reports KEYCACHE_CONFIRM_KEY, from events and
  * snapshots alike; the route ids and the route key's revision are unaffected. */
 static void test_confirm_key(void **state) {
     (void)state;
@@ -168,7 +168,7 @@ static void test_confirm_key(void **state) {
     struct source_kv c = kv("canary/_confirm-delete", "3f09a1c2", 9);
     assert_int_equal(keycache_put(&kc, &c, changed, &s), 0);
     assert_int_equal(s.n, 1);
-    assert_string_equal(s.ids[0], KC_CONFIRM_KEY);
+    assert_string_equal(s.ids[0], KEYCACHE_CONFIRM_KEY);
     assert_string_equal(kc.confirm.data, "3f09a1c2");
     assert_int_equal(kc.routes.count, 0);
     keycache_put(&kc, &c, changed, &s); /* same bytes: no change */
@@ -184,7 +184,7 @@ static void test_confirm_key(void **state) {
     assert_int_equal(keycache_snapshot(&kc, all, 2, 12, changed, &s), 0);
     assert_int_equal(s.n, 4);
     assert_string_equal(s.ids[2], "default/shop");
-    assert_string_equal(s.ids[3], KC_CONFIRM_KEY);
+    assert_string_equal(s.ids[3], KEYCACHE_CONFIRM_KEY);
     assert_string_equal(kc.confirm.data, "abc");
     struct model_input in;
     char ns[64], name[254];
@@ -193,7 +193,7 @@ static void test_confirm_key(void **state) {
     /* A snapshot without it takes it back. */
     assert_int_equal(keycache_snapshot(&kc, all, 1, 13, changed, &s), 0);
     assert_int_equal(s.n, 5);
-    assert_string_equal(s.ids[4], KC_CONFIRM_KEY);
+    assert_string_equal(s.ids[4], KEYCACHE_CONFIRM_KEY);
     assert_null(kc.confirm.data);
     assert_int_equal(count_lines(f, "ignoring key"), 0);
     keycache_free(&kc);
