@@ -201,7 +201,7 @@ static void maybe_start_work(struct app *a) {
     /* Every route gets a first pass: the snapshot may have arrived before the
      * reconciler existed (api_group discovery runs concurrently). */
     reconciler_enqueue_all(&a->rec);
-    wq_pause(&a->rec.wq, false);
+    workqueue_pause(&a->rec.wq, false);
     set_status(a, "syncing %zu routes", a->keys.routes.count);
     /* Folders with only mistyped keys get no pass: their status says why. */
     struct map_iter it;
@@ -579,13 +579,13 @@ static void on_leader_change(void *user, bool leader) {
         if (a->working) {
             /* Take over from a warm cache: one pass over every route. */
             reconciler_enqueue_all(&a->rec);
-            wq_pause(&a->rec.wq, false);
+            workqueue_pause(&a->rec.wq, false);
             set_status(a, "leader: syncing %zu routes", a->keys.routes.count);
         } else {
             maybe_start_work(a);
         }
     } else {
-        wq_pause(&a->rec.wq, true);
+        workqueue_pause(&a->rec.wq, true);
         reconciler_abort(&a->rec);
         set_status(a, "standby: following leader %s",
                    lease_holder(&a->lease) ? lease_holder(&a->lease) : "?");
@@ -849,7 +849,7 @@ static void app_stop(struct app *a, int code) {
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_stop(&a->inf[k]);
     if (a->have_rec)
-        wq_pause(&a->rec.wq, true);
+        workqueue_pause(&a->rec.wq, true);
     if (!a->have_timers) {
         teardown(a);
         return;
@@ -972,7 +972,7 @@ static int start_reconciler(struct app *a) {
                                             .event = hook_event,
                                             .burst = hook_burst,
                                             .user = a};
-    wq_pause(&a->rec.wq, true);
+    workqueue_pause(&a->rec.wq, true);
     return 0;
 }
 

@@ -243,7 +243,7 @@ static bool is_plain(const yaml_node_t *n) {
 
 /* A scalar holding "\0" would be cut short by every C string function. */
 static bool has_nul(const yaml_node_t *n) {
-    return strlen(yaml_node_text(n)) != n->data.scalar.length;
+    return strlen(yamlnode_text(n)) != n->data.scalar.length;
 }
 
 /* What a node is, for "got ..." in messages. Scalars are quoted back
@@ -254,9 +254,9 @@ static const char *shown(const yaml_node_t *n, char *out, size_t outlen) {
         return "a mapping";
     if (n->type == YAML_SEQUENCE_NODE)
         return "a list";
-    if (yaml_node_is_null(n))
+    if (yamlnode_is_null(n))
         return "null";
-    const char *s = yaml_node_text(n);
+    const char *s = yamlnode_text(n);
     size_t len = strlen(s), keep = len > SHOWN_MAX ? SHOWN_MAX : len, j = 0;
     if (outlen < SHOWN_MAX + 8)
         return "a string";
@@ -276,7 +276,7 @@ static const char *kind(const yaml_node_t *n) {
         return "a mapping";
     if (n->type == YAML_SEQUENCE_NODE)
         return "a list";
-    return yaml_node_is_null(n) ? "null" : "a string";
+    return yamlnode_is_null(n) ? "null" : "a string";
 }
 
 static void remember_key(struct parse *p, const char *path, int line) {
@@ -317,7 +317,7 @@ static int replace_string(struct parse *p, char **dst, const char *src, size_t l
 static int apply_string(struct parse *p, const struct field *f, const char *path, int line,
                         const yaml_node_t *v) {
     char **dst = slot(p, f);
-    if (yaml_node_is_null(v)) {
+    if (yamlnode_is_null(v)) {
         if (!(f->flags & F_NULLABLE))
             return fail(p, line, "%s: must be a string, got null (write \"\" for empty)", path);
         free(*dst);
@@ -328,16 +328,16 @@ static int apply_string(struct parse *p, const struct field *f, const char *path
         return fail(p, line, "%s: must be a string, got %s", path, kind(v));
     if (has_nul(v))
         return fail(p, line, "%s: must not contain a NUL character", path);
-    return replace_string(p, dst, yaml_node_text(v), v->data.scalar.length);
+    return replace_string(p, dst, yamlnode_text(v), v->data.scalar.length);
 }
 
 static int apply_bool(struct parse *p, const struct field *f, const char *path, int line,
                       const yaml_node_t *v) {
     bool *dst = slot(p, f);
     char tmp[SHOWN_MAX + 8];
-    if (is_plain(v) && !strcmp(yaml_node_text(v), "true"))
+    if (is_plain(v) && !strcmp(yamlnode_text(v), "true"))
         *dst = true;
-    else if (is_plain(v) && !strcmp(yaml_node_text(v), "false"))
+    else if (is_plain(v) && !strcmp(yamlnode_text(v), "false"))
         *dst = false;
     else if (v->type == YAML_SCALAR_NODE && !is_plain(v))
         return fail(p, line, "%s: must be true or false (unquoted), got a quoted string", path);
@@ -359,10 +359,10 @@ static int apply_uint(struct parse *p, const struct field *f, const char *path, 
                       const yaml_node_t *v) {
     unsigned *dst = slot(p, f);
     char tmp[SHOWN_MAX + 8];
-    if (!is_plain(v) || !all_digits(yaml_node_text(v)))
+    if (!is_plain(v) || !all_digits(yamlnode_text(v)))
         return fail(p, line, "%s: must be a whole number, got %s", path, shown(v, tmp, sizeof tmp));
     errno = 0;
-    unsigned long long n = strtoull(yaml_node_text(v), NULL, 10);
+    unsigned long long n = strtoull(yamlnode_text(v), NULL, 10);
     if (errno == ERANGE || n > UINT_MAX)
         return fail(p, line, "%s: %s is too large", path, shown(v, tmp, sizeof tmp));
     *dst = (unsigned)n;
@@ -373,10 +373,10 @@ static int apply_duration(struct parse *p, const struct field *f, const char *pa
                           const yaml_node_t *v) {
     uint64_t *dst = slot(p, f);
     char tmp[SHOWN_MAX + 8];
-    if (v->type != YAML_SCALAR_NODE || yaml_node_is_null(v) || has_nul(v))
+    if (v->type != YAML_SCALAR_NODE || yamlnode_is_null(v) || has_nul(v))
         return fail(p, line, "%s: must be a duration such as 30s or 5m, got %s", path,
                     shown(v, tmp, sizeof tmp));
-    const char *s = yaml_node_text(v);
+    const char *s = yamlnode_text(v);
     if (parse_duration_ms(s, dst) == 0)
         return 0;
     /* A bare number is the likeliest mistake: say which unit was missing
@@ -400,7 +400,7 @@ static void free_list(char **items, size_t n) {
 static size_t list_length(const yaml_node_t *v) {
     if (v->type == YAML_SEQUENCE_NODE)
         return (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    return yaml_node_is_null(v) ? 0 : 1;
+    return yamlnode_is_null(v) ? 0 : 1;
 }
 
 static const yaml_node_t *list_item(struct parse *p, const yaml_node_t *v, size_t i) {
@@ -410,18 +410,18 @@ static const yaml_node_t *list_item(struct parse *p, const yaml_node_t *v, size_
 }
 
 static int check_list_item(struct parse *p, const char *path, size_t i, const yaml_node_t *item) {
-    if (!item || item->type != YAML_SCALAR_NODE || yaml_node_is_null(item))
-        return fail(p, item ? yaml_node_line(item) : 0, "%s[%zu]: must be a string, got %s", path,
-                    i, item ? kind(item) : "nothing");
+    if (!item || item->type != YAML_SCALAR_NODE || yamlnode_is_null(item))
+        return fail(p, item ? yamlnode_line(item) : 0, "%s[%zu]: must be a string, got %s", path, i,
+                    item ? kind(item) : "nothing");
     if (has_nul(item))
-        return fail(p, yaml_node_line(item), "%s[%zu]: must not contain a NUL character", path, i);
+        return fail(p, yamlnode_line(item), "%s[%zu]: must not contain a NUL character", path, i);
     return 0;
 }
 
 static int apply_list(struct parse *p, const struct field *f, const char *path, int line,
                       const yaml_node_t *v) {
     bool scalar_ok = (f->flags & F_SCALAR_LIST) && v->type == YAML_SCALAR_NODE;
-    if (v->type != YAML_SEQUENCE_NODE && !yaml_node_is_null(v) && !scalar_ok)
+    if (v->type != YAML_SEQUENCE_NODE && !yamlnode_is_null(v) && !scalar_ok)
         return fail(p, line, "%s: must be a list of strings, got %s", path, kind(v));
     size_t n = list_length(v);
     char **items = n ? calloc(n, sizeof *items) : NULL;
@@ -433,7 +433,7 @@ static int apply_list(struct parse *p, const struct field *f, const char *path, 
             free_list(items, n);
             return -1;
         }
-        items[i] = strndup(yaml_node_text(item), item->data.scalar.length);
+        items[i] = strndup(yamlnode_text(item), item->data.scalar.length);
         if (!items[i]) {
             free_list(items, n);
             return oom(p);
@@ -464,7 +464,7 @@ static int apply_enum(struct parse *p, const struct field *f, const char *path, 
                       const yaml_node_t *v) {
     if (v->type == YAML_SCALAR_NODE && !has_nul(v)) {
         for (const struct choice *c = f->choices; c->name; c++) {
-            if (strcmp(yaml_node_text(v), c->name) != 0)
+            if (strcmp(yamlnode_text(v), c->name) != 0)
                 continue;
             if (f->set_enum) {
                 f->set_enum(p->cfg, c->value);
@@ -535,10 +535,10 @@ static int check_duplicate(struct parse *p, const yaml_node_pair_t *start,
                            const yaml_node_pair_t *pair, const char *path, const char *key) {
     for (const yaml_node_pair_t *q = start; q < pair; q++) {
         const yaml_node_t *k = yaml_document_get_node(p->doc, q->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp(yaml_node_text(k), key)) {
+        if (k && k->type == YAML_SCALAR_NODE && !strcmp(yamlnode_text(k), key)) {
             const yaml_node_t *here = yaml_document_get_node(p->doc, pair->key);
-            return fail(p, yaml_node_line(here), "duplicate key '%s%s%.*s' (first at line %d)",
-                        path, *path ? "." : "", SHOWN_MAX, key, yaml_node_line(k));
+            return fail(p, yamlnode_line(here), "duplicate key '%s%s%.*s' (first at line %d)", path,
+                        *path ? "." : "", SHOWN_MAX, key, yamlnode_line(k));
         }
     }
     return 0;
@@ -549,12 +549,12 @@ static int walk_pair(struct parse *p, const yaml_node_t *map, const yaml_node_pa
     const yaml_node_t *k = yaml_document_get_node(p->doc, pair->key);
     const yaml_node_t *v = yaml_document_get_node(p->doc, pair->value);
     if (!k || !v)
-        return fail(p, yaml_node_line(map), "%s: malformed mapping", *path ? path : "top level");
-    int line = yaml_node_line(k);
-    if (k->type != YAML_SCALAR_NODE || yaml_node_is_null(k) || has_nul(k))
+        return fail(p, yamlnode_line(map), "%s: malformed mapping", *path ? path : "top level");
+    int line = yamlnode_line(k);
+    if (k->type != YAML_SCALAR_NODE || yamlnode_is_null(k) || has_nul(k))
         return fail(p, line, "%s%skeys must be plain names, got %s", path, *path ? ": " : "",
                     kind(k));
-    const char *key = yaml_node_text(k);
+    const char *key = yamlnode_text(k);
     if (check_duplicate(p, map->data.mapping.pairs.start, pair, path, key) < 0)
         return -1;
     const struct field *f = find_field(fields, key);
@@ -568,11 +568,11 @@ static int walk_pair(struct parse *p, const yaml_node_t *map, const yaml_node_pa
 
 static int walk_mapping(struct parse *p, const yaml_node_t *map, const struct field *fields,
                         const char *path, int line) {
-    if (yaml_node_is_null(map))
+    if (yamlnode_is_null(map))
         return 0; /* `section:` with everything commented out: all defaults */
     if (map->type != YAML_MAPPING_NODE) {
         if (!*path)
-            return fail(p, yaml_node_line(map),
+            return fail(p, yamlnode_line(map),
                         "the top level must be a mapping of sections (source:, kubernetes:, "
                         "...), got %s",
                         kind(map));

@@ -206,7 +206,7 @@ static int kubeconfig_open(struct kubeconfig *kc) {
 static const yaml_node_t *root_mapping(struct kubeconfig *kc, bool *bad) {
     const yaml_node_t *root = yaml_document_get_root_node(kc->doc);
     *bad = false;
-    if (!root || yaml_node_is_null(root)) {
+    if (!root || yamlnode_is_null(root)) {
         if (kc->nfiles == 1) {
             *bad = true;
             kfail(kc, 0, "empty kubeconfig");
@@ -215,7 +215,7 @@ static const yaml_node_t *root_mapping(struct kubeconfig *kc, bool *bad) {
     }
     if (root->type != YAML_MAPPING_NODE) {
         *bad = true;
-        kfail(kc, yaml_node_line(root), "not a kubeconfig: the top level is not a mapping");
+        kfail(kc, yamlnode_line(root), "not a kubeconfig: the top level is not a mapping");
         return NULL;
     }
     return root;
@@ -268,9 +268,9 @@ static const yaml_node_t *lookup(struct kubeconfig *kc, const yaml_node_t *map, 
     for (const yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
         const yaml_node_t *k = yaml_document_get_node(kc->doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp(yaml_node_text(k), key)) {
+        if (k && k->type == YAML_SCALAR_NODE && !strcmp(yamlnode_text(k), key)) {
             const yaml_node_t *v = yaml_document_get_node(kc->doc, p->value);
-            return v && !yaml_node_is_null(v) ? v : NULL;
+            return v && !yamlnode_is_null(v) ? v : NULL;
         }
     }
     return NULL;
@@ -283,9 +283,9 @@ static int get_string(struct kubeconfig *kc, const yaml_node_t *map, const char 
     *out = NULL;
     if (!v)
         return 0;
-    if (v->type != YAML_SCALAR_NODE || strlen(yaml_node_text(v)) != v->data.scalar.length)
-        return kfail(kc, yaml_node_line(v), "%s: %s must be a string", what, key);
-    *out = yaml_node_text(v);
+    if (v->type != YAML_SCALAR_NODE || strlen(yamlnode_text(v)) != v->data.scalar.length)
+        return kfail(kc, yamlnode_line(v), "%s: %s must be a string", what, key);
+    *out = yamlnode_text(v);
     return 0;
 }
 
@@ -299,14 +299,14 @@ static int get_bool(struct kubeconfig *kc, const yaml_node_t *map, const char *k
     if (!v)
         return 0;
     for (size_t i = 0; v->type == YAML_SCALAR_NODE && yes[i]; i++) {
-        if (!strcmp(yaml_node_text(v), yes[i])) {
+        if (!strcmp(yamlnode_text(v), yes[i])) {
             *out = true;
             return 0;
         }
-        if (!strcmp(yaml_node_text(v), no[i]))
+        if (!strcmp(yamlnode_text(v), no[i]))
             return 0;
     }
-    return kfail(kc, yaml_node_line(v), "%s: %s must be true or false", what, key);
+    return kfail(kc, yamlnode_line(v), "%s: %s must be true or false", what, key);
 }
 
 #define NAMES_SHOWN_MAX 512 /* longest list of names quoted in a message */
@@ -319,7 +319,7 @@ static const yaml_node_t *named_list(struct kubeconfig *kc, const char *list, bo
     *bad = false;
     if (seq && seq->type != YAML_SEQUENCE_NODE) {
         *bad = true;
-        kfail(kc, yaml_node_line(seq), "%s must be a list", list);
+        kfail(kc, yamlnode_line(seq), "%s must be a list", list);
         return NULL;
     }
     return seq;
@@ -339,7 +339,7 @@ static void list_names(struct kubeconfig *kc, const char *list, buf_t *out) {
             const yaml_node_t *n = lookup(kc, yaml_document_get_node(kc->doc, *i), "name");
             if (!n || n->type != YAML_SCALAR_NODE)
                 continue;
-            const char *name = yaml_node_text(n);
+            const char *name = yamlnode_text(n);
             char quoted[NAME_SHOWN_MAX + 8];
             snprintf(quoted, sizeof quoted, "'%.*s'", NAME_SHOWN_MAX, name);
             if (out->data && strstr(out->data, quoted))
@@ -374,16 +374,16 @@ static const yaml_node_t *find_named(struct kubeconfig *kc, const char *list, co
              seq && i < seq->data.sequence.items.top; i++) {
             const yaml_node_t *entry = yaml_document_get_node(kc->doc, *i);
             const yaml_node_t *n = lookup(kc, entry, "name");
-            if (!n || n->type != YAML_SCALAR_NODE || strcmp(yaml_node_text(n), name) != 0)
+            if (!n || n->type != YAML_SCALAR_NODE || strcmp(yamlnode_text(n), name) != 0)
                 continue;
             const yaml_node_t *body = lookup(kc, entry, inner);
             if (!body) {
-                kfail(kc, yaml_node_line(entry), "%s '%.*s' has no '%s' section", inner,
+                kfail(kc, yamlnode_line(entry), "%s '%.*s' has no '%s' section", inner,
                       NAME_SHOWN_MAX, name, inner);
                 return NULL;
             }
             if (body->type != YAML_MAPPING_NODE) {
-                kfail(kc, yaml_node_line(body), "%s '%.*s': '%s' must be a mapping", inner,
+                kfail(kc, yamlnode_line(body), "%s '%.*s': '%s' must be a mapping", inner,
                       NAME_SHOWN_MAX, name, inner);
                 return NULL;
             }
@@ -423,7 +423,7 @@ static int file_or_data(struct kubeconfig *kc, const yaml_node_t *map, const cha
     if (data && *data) {
         if (base64_decode(data, strlen(data), BASE64_SKIP_NEWLINES, pem, pem_len) == 0)
             return 0;
-        return kfail(kc, yaml_node_line(lookup(kc, map, data_key)), "%s: %s is not valid base64",
+        return kfail(kc, yamlnode_line(lookup(kc, map, data_key)), "%s: %s is not valid base64",
                      what, data_key);
     }
     if (path && *path)
@@ -439,9 +439,9 @@ static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const
     if (get_string(kc, cluster, "server", what, &server) < 0)
         return -1;
     if (!server || !*server)
-        return kfail(kc, yaml_node_line(cluster), "%s has no server", what);
+        return kfail(kc, yamlnode_line(cluster), "%s has no server", what);
     if (!url_is_http(server))
-        return kfail(kc, yaml_node_line(lookup(kc, cluster, "server")),
+        return kfail(kc, yamlnode_line(lookup(kc, cluster, "server")),
                      "%s: server must be an https:// (or http://) URL", what);
     if (!(c->server = server_url(server)))
         return kfail(kc, 0, "out of memory");
@@ -451,7 +451,7 @@ static int fill_cluster(struct kubeconfig *kc, const yaml_node_t *cluster, const
         return -1;
     /* client-go refuses this combination; so do we, rather than pick one. */
     if (c->insecure && (c->ca_file || c->ca_pem))
-        return kfail(kc, yaml_node_line(cluster),
+        return kfail(kc, yamlnode_line(cluster),
                      "%s: insecure-skip-tls-verify cannot be combined with a certificate "
                      "authority",
                      what);
@@ -489,16 +489,16 @@ static int get_args(struct kubeconfig *kc, const yaml_node_t *exec, const char *
     if (!seq)
         return (e->args = calloc(1, sizeof *e->args)) ? 0 : kfail(kc, 0, "out of memory");
     if (seq->type != YAML_SEQUENCE_NODE)
-        return kfail(kc, yaml_node_line(seq), "%s: exec: args must be a list of strings", what);
+        return kfail(kc, yamlnode_line(seq), "%s: exec: args must be a list of strings", what);
     size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
     if (!(e->args = calloc(n + 1, sizeof *e->args)))
         return kfail(kc, 0, "out of memory");
     for (size_t i = 0; i < n; i++) {
         const yaml_node_t *v = yaml_document_get_node(kc->doc, seq->data.sequence.items.start[i]);
-        if (!v || v->type != YAML_SCALAR_NODE || strlen(yaml_node_text(v)) != v->data.scalar.length)
-            return kfail(kc, yaml_node_line(v ? v : seq),
-                         "%s: exec: args must be a list of strings", what);
-        if (!(e->args[i] = strdup(yaml_node_text(v))))
+        if (!v || v->type != YAML_SCALAR_NODE || strlen(yamlnode_text(v)) != v->data.scalar.length)
+            return kfail(kc, yamlnode_line(v ? v : seq), "%s: exec: args must be a list of strings",
+                         what);
+        if (!(e->args[i] = strdup(yamlnode_text(v))))
             return kfail(kc, 0, "out of memory");
         e->nargs++;
     }
@@ -512,7 +512,7 @@ static int get_env(struct kubeconfig *kc, const yaml_node_t *exec, const char *w
     if (!seq)
         return 0;
     if (seq->type != YAML_SEQUENCE_NODE)
-        return kfail(kc, yaml_node_line(seq), "%s: exec: env must be a list of name/value pairs",
+        return kfail(kc, yamlnode_line(seq), "%s: exec: env must be a list of name/value pairs",
                      what);
     size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
     if (!(e->env = calloc(n + 1, sizeof *e->env)))
@@ -521,13 +521,13 @@ static int get_env(struct kubeconfig *kc, const yaml_node_t *exec, const char *w
         const yaml_node_t *v = yaml_document_get_node(kc->doc, seq->data.sequence.items.start[i]);
         const char *name, *value;
         if (!v || v->type != YAML_MAPPING_NODE)
-            return kfail(kc, yaml_node_line(v ? v : seq),
+            return kfail(kc, yamlnode_line(v ? v : seq),
                          "%s: exec: env must be a list of name/value pairs", what);
         if (get_string(kc, v, "name", what, &name) < 0 ||
             get_string(kc, v, "value", what, &value) < 0)
             return -1;
         if (!name || !*name || strchr(name, '='))
-            return kfail(kc, yaml_node_line(v), "%s: exec: env entry %zu has no valid name", what,
+            return kfail(kc, yamlnode_line(v), "%s: exec: env entry %zu has no valid name", what,
                          i + 1);
         if (!(e->env[i] = format("%s=%s", name, value ? value : "")))
             return kfail(kc, 0, "out of memory");
@@ -543,7 +543,7 @@ static int parse_exec(struct kubeconfig *kc, const yaml_node_t *exec, const char
                       const char *what, struct kube_conn *c) {
     const char *command, *api_version, *mode, *hint;
     bool cluster_info;
-    int line = yaml_node_line(exec);
+    int line = yamlnode_line(exec);
     if (exec->type != YAML_MAPPING_NODE)
         return kfail(kc, line, "%s: exec must be a mapping", what);
     if (get_string(kc, exec, "command", what, &command) < 0 ||
@@ -606,7 +606,7 @@ static int refuse_plugins(struct kubeconfig *kc, const yaml_node_t *user, const 
     const yaml_node_t *provider = lookup(kc, user, "auth-provider");
     const char *username, *password;
     if (provider)
-        return kfail(kc, yaml_node_line(provider),
+        return kfail(kc, yamlnode_line(provider),
                      "user '%.*s' uses an auth-provider plugin, which canary-bridge does not run; "
                      "use a token, a client certificate or an exec plugin",
                      NAME_SHOWN_MAX, name);
@@ -614,7 +614,7 @@ static int refuse_plugins(struct kubeconfig *kc, const yaml_node_t *user, const 
         get_string(kc, user, "password", "user", &password) < 0)
         return -1;
     if ((username && *username) || (password && *password))
-        return kfail(kc, yaml_node_line(user),
+        return kfail(kc, yamlnode_line(user),
                      "user '%.*s' uses a username and password (basic auth), which Kubernetes "
                      "no longer supports; use a token or client certificate",
                      NAME_SHOWN_MAX, name);
@@ -639,7 +639,7 @@ static int fill_user(struct kubeconfig *kc, const yaml_node_t *user, const char 
         return -1;
     bool cert = c->cert_file || c->cert_pem, key = c->key_file || c->key_pem;
     if (cert != key)
-        return kfail(kc, yaml_node_line(user), "%s: %s needs %s as well", what,
+        return kfail(kc, yamlnode_line(user), "%s: %s needs %s as well", what,
                      cert ? "client-certificate" : "client-key",
                      cert ? "client-key" : "client-certificate");
     /* As in client-go, a token or client certificate in the kubeconfig takes
@@ -661,7 +661,7 @@ static int use_context(struct kubeconfig *kc, const char *name, struct kube_conn
         get_string(kc, ctx, "user", what, &user_name) < 0)
         return -1;
     if (!cluster_name || !*cluster_name)
-        return kfail(kc, yaml_node_line(ctx), "%s names no cluster", what);
+        return kfail(kc, yamlnode_line(ctx), "%s names no cluster", what);
     const yaml_node_t *cluster = find_named(kc, "clusters", "cluster", cluster_name, what);
     if (!cluster)
         return -1;

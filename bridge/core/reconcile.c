@@ -376,7 +376,7 @@ static void on_timer_closed(uv_handle_t *h) {
 static void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
     struct reconciler *r = j->r;
     map_del(&r->jobs, j->id);
-    if (r->one_shot && retry && wq_failures(&r->wq, j->id) + 1 >= MAX_ONE_SHOT_TRIES) {
+    if (r->one_shot && retry && workqueue_failures(&r->wq, j->id) + 1 >= MAX_ONE_SHOT_TRIES) {
         retry = false; /* `sync` must end: report this route as failed */
         ok = false;
     }
@@ -388,11 +388,11 @@ static void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
                       : retry && !j->failed ? "retry"
                                             : "error");
     if (retry && j->retry_in_ms)
-        wq_done_in(&r->wq, j->id, j->retry_in_ms);
+        workqueue_done_in(&r->wq, j->id, j->retry_in_ms);
     else if (retry && delay_ms)
-        wq_done_after(&r->wq, j->id, delay_ms);
+        workqueue_done_after(&r->wq, j->id, delay_ms);
     else
-        wq_done(&r->wq, j->id, retry);
+        workqueue_done(&r->wq, j->id, retry);
     if (j->timer_open)
         uv_close((uv_handle_t *)&j->timer, on_timer_closed);
     else
@@ -951,7 +951,7 @@ static void namespace_absent(struct job *j, const struct kube_response *res) {
              j->ns, obj_kind_name[o->kind], j->ns, o->name, res->reason, res->message);
     status_problem(j->r, j->id, ROUTE_ERROR, msg, j->revision);
     j->failed = true;
-    j->retry_in_ms = backoff_ms(wq_failures(&j->r->wq, j->id), RECONCILE_NS_RETRY_MIN_MS,
+    j->retry_in_ms = backoff_ms(workqueue_failures(&j->r->wq, j->id), RECONCILE_NS_RETRY_MIN_MS,
                                 RECONCILE_NS_RETRY_MAX_MS);
     job_finish(j, false, true, 0);
 }
@@ -1313,7 +1313,7 @@ static void process(void *user, const char *id) {
     struct job *j = calloc(1, sizeof *j + idlen + 1);
     if (!j || map_put(&r->jobs, id, j, NULL) < 0) {
         free(j);
-        wq_done(&r->wq, id, true);
+        workqueue_done(&r->wq, id, true);
         return;
     }
     memcpy(j->id, id, idlen + 1);
@@ -1404,10 +1404,10 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
         r->inf[k] = inf[k];
     r->ropts = *ropts;
     r->guard.dirty = true; /* the first passes judge the first snapshot */
-    if (wq_init(&r->wq, loop, cfg->max_in_flight, process, r) < 0)
+    if (workqueue_init(&r->wq, loop, cfg->max_in_flight, process, r) < 0)
         return -1;
-    wq_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS, cfg->burst_quiet_ms,
-              cfg->burst_hold_ms, on_burst);
+    workqueue_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS, cfg->burst_quiet_ms,
+                     cfg->burst_hold_ms, on_burst);
     return 0;
 }
 
@@ -1424,11 +1424,11 @@ void reconciler_close(struct reconciler *r) {
             job_free(j);
     }
     map_free(&r->jobs);
-    wq_close(&r->wq);
+    workqueue_close(&r->wq);
 }
 
 void reconciler_free(struct reconciler *r) {
-    wq_free(&r->wq);
+    workqueue_free(&r->wq);
     struct map_iter it;
     map_iter_init(&it, &r->status);
     for (struct map_entry *e; (e = map_iter_next(&it));)
@@ -1447,7 +1447,7 @@ void reconciler_free(struct reconciler *r) {
 }
 
 void reconciler_enqueue(struct reconciler *r, const char *route_id) {
-    if (wq_add(&r->wq, route_id) < 0)
+    if (workqueue_add(&r->wq, route_id) < 0)
         log_error(r->log, "route %s: out of memory queueing it", route_id);
 }
 
@@ -1464,7 +1464,7 @@ void reconciler_source_changed(struct reconciler *r, const char *route_id, bool 
         reconciler_enqueue(r, route_id);
         return;
     }
-    if (wq_add_change(&r->wq, route_id) < 0)
+    if (workqueue_add_change(&r->wq, route_id) < 0)
         log_error(r->log, "route %s: out of memory queueing it", route_id);
 }
 
@@ -1503,7 +1503,7 @@ void reconciler_abort(struct reconciler *r) {
 }
 
 bool reconciler_idle(const struct reconciler *r) {
-    return wq_pending(&r->wq) == 0 && wq_delayed(&r->wq) == 0;
+    return workqueue_pending(&r->wq) == 0 && workqueue_delayed(&r->wq) == 0;
 }
 
 size_t reconciler_jobs_in_flight(const struct reconciler *r) {

@@ -134,7 +134,7 @@ struct reconcile_hooks {
                   const char *message);
     /* One pass ended: result is "applied", "unchanged", "error" or "retry". */
     void (*pass)(void *user, const char *route_id, const char *result);
-    /* A burst hold began (holding) or ended; see wq_settle_cb. */
+    /* A burst hold began (holding) or ended; see workqueue_settle_cb. */
     void (*burst)(void *user, bool holding, size_t changes, uint64_t held_ms);
     void *user;
 };

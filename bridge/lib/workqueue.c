@@ -9,12 +9,12 @@
 enum { ITEM_QUEUED = 1, ITEM_IN_FLIGHT = 2, ITEM_DIRTY = 4 };
 
 /* A key changed again within this long counts once towards a burst. */
-#define WQ_RECENT_MS 1000
+#define WORKQUEUE_RECENT_MS 1000
 
 enum { FIFO_CHANGES, FIFO_RECHECKS };
 
-struct wq_item {
-    struct wq_item *next, *prev; /* FIFO links while queued */
+struct workqueue_item {
+    struct workqueue_item *next, *prev; /* FIFO links while queued */
     unsigned flags;
     bool urgent;   /* a source change: goes to FIFO_CHANGES when queued */
     unsigned fifo; /* the FIFO it is in while ITEM_QUEUED */
@@ -22,7 +22,7 @@ struct wq_item {
     size_t heap_idx;     /* SIZE_MAX when not delayed */
     uint64_t due;        /* loop time (ms) when delayed */
     uint64_t not_before; /* loop time before which it must not run (Retry-After) */
-    uint64_t changed;    /* loop time of its last change (wq_add_change), 0 never */
+    uint64_t changed;    /* loop time of its last change (workqueue_add_change), 0 never */
     char key[];          /* own copy: handed to the consumer while in flight */
 };
 
@@ -30,8 +30,8 @@ static void on_idle(uv_idle_t *h);
 static void on_timer(uv_timer_t *h);
 static void on_settle_timer(uv_timer_t *h);
 
-int wq_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight, wq_process_cb process,
-            void *user) {
+int workqueue_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight,
+                   workqueue_process_cb process, void *user) {
     memset(q, 0, sizeof *q);
     q->loop = loop;
     q->max_in_flight = max_in_flight ? max_in_flight : 1;
@@ -56,7 +56,7 @@ int wq_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight, wq_proce
     return 0;
 }
 
-void wq_close(struct workqueue *q) {
+void workqueue_close(struct workqueue *q) {
     q->closing = true;
     if (!uv_is_closing((uv_handle_t *)&q->idle))
         uv_close((uv_handle_t *)&q->idle, NULL);
@@ -66,7 +66,7 @@ void wq_close(struct workqueue *q) {
         uv_close((uv_handle_t *)&q->settle.timer, NULL);
 }
 
-void wq_free(struct workqueue *q) {
+void workqueue_free(struct workqueue *q) {
     struct map_iter it;
     map_iter_init(&it, &q->items);
     for (struct map_entry *e; (e = map_iter_next(&it));)
@@ -76,8 +76,8 @@ void wq_free(struct workqueue *q) {
     q->heap = NULL;
 }
 
-static struct wq_item *item_get(struct workqueue *q, const char *key, bool create) {
-    struct wq_item *it = map_get(&q->items, key);
+static struct workqueue_item *item_get(struct workqueue *q, const char *key, bool create) {
+    struct workqueue_item *it = map_get(&q->items, key);
     if (it || !create)
         return it;
     size_t klen = strlen(key);
@@ -96,7 +96,7 @@ static struct wq_item *item_get(struct workqueue *q, const char *key, bool creat
 /* ---- delayed keys: a binary min-heap on `due` ---- */
 
 static void heap_swap(struct workqueue *q, size_t a, size_t b) {
-    struct wq_item *t = q->heap[a];
+    struct workqueue_item *t = q->heap[a];
     q->heap[a] = q->heap[b];
     q->heap[b] = t;
     q->heap[a]->heap_idx = a;
@@ -124,7 +124,7 @@ static void heap_down(struct workqueue *q, size_t i) {
     }
 }
 
-static void heap_remove(struct workqueue *q, struct wq_item *it) {
+static void heap_remove(struct workqueue *q, struct workqueue_item *it) {
     size_t i = it->heap_idx;
     if (i == SIZE_MAX)
         return;
@@ -138,7 +138,7 @@ static void heap_remove(struct workqueue *q, struct wq_item *it) {
     it->heap_idx = SIZE_MAX;
 }
 
-static struct wq_item *fifo_first(const struct workqueue *q) {
+static struct workqueue_item *fifo_first(const struct workqueue *q) {
     return q->head[FIFO_CHANGES] ? q->head[FIFO_CHANGES] : q->head[FIFO_RECHECKS];
 }
 
@@ -164,7 +164,7 @@ static void idle_rearm(struct workqueue *q) {
         uv_idle_stop(&q->idle);
 }
 
-static void fifo_push(struct workqueue *q, struct wq_item *it) {
+static void fifo_push(struct workqueue *q, struct workqueue_item *it) {
     unsigned f = it->urgent ? FIFO_CHANGES : FIFO_RECHECKS;
     it->flags |= ITEM_QUEUED;
     it->fifo = f;
@@ -178,7 +178,7 @@ static void fifo_push(struct workqueue *q, struct wq_item *it) {
     q->queued++;
 }
 
-static void fifo_unlink(struct workqueue *q, struct wq_item *it) {
+static void fifo_unlink(struct workqueue *q, struct workqueue_item *it) {
     unsigned f = it->fifo;
     if (it->prev)
         it->prev->next = it->next;
@@ -193,9 +193,9 @@ static void fifo_unlink(struct workqueue *q, struct wq_item *it) {
     q->queued--;
 }
 
-static int delay_item(struct workqueue *q, struct wq_item *it, uint64_t delay_ms);
+static int delay_item(struct workqueue *q, struct workqueue_item *it, uint64_t delay_ms);
 
-static void enqueue(struct workqueue *q, struct wq_item *it) {
+static void enqueue(struct workqueue *q, struct workqueue_item *it) {
     uint64_t now = uv_now(q->loop);
     if (it->not_before > now && !(it->flags & (ITEM_QUEUED | ITEM_IN_FLIGHT))) {
         /* The server asked us to wait: new input waits with it, then runs. */
@@ -216,8 +216,8 @@ static void enqueue(struct workqueue *q, struct wq_item *it) {
     idle_rearm(q);
 }
 
-int wq_add(struct workqueue *q, const char *key) {
-    struct wq_item *it = item_get(q, key, true);
+int workqueue_add(struct workqueue *q, const char *key) {
+    struct workqueue_item *it = item_get(q, key, true);
     if (!it)
         return -1;
     enqueue(q, it);
@@ -227,21 +227,21 @@ int wq_add(struct workqueue *q, const char *key) {
 
 /* ---- burst settling ---- */
 
-void wq_settle(struct workqueue *q, unsigned burst, uint64_t refill_ms, uint64_t quiet_ms,
-               uint64_t max_hold_ms, wq_settle_cb cb) {
-    struct wq_settle *st = &q->settle;
+void workqueue_settle(struct workqueue *q, unsigned burst, uint64_t refill_ms, uint64_t quiet_ms,
+                      uint64_t max_hold_ms, workqueue_settle_cb cb) {
+    struct workqueue_settle *st = &q->settle;
     tbucket_init(&st->rate, burst, refill_ms, uv_now(q->loop));
     st->quiet_ms = quiet_ms ? quiet_ms : 1;
     st->max_hold_ms = max_hold_ms;
     st->cb = cb;
 }
 
-bool wq_holding(const struct workqueue *q) {
+bool workqueue_holding(const struct workqueue *q) {
     return q->settle.holding;
 }
 
 static void settle_rearm(struct workqueue *q) {
-    struct wq_settle *st = &q->settle;
+    struct workqueue_settle *st = &q->settle;
     if (q->closing || !st->holding)
         return;
     uint64_t end = st->last_change + st->quiet_ms, cap = st->since + st->max_hold_ms;
@@ -255,7 +255,7 @@ static void settle_rearm(struct workqueue *q) {
  * already waiting). Any change keeps a hold going; fresh ones draw from the
  * bucket and may start one. */
 static void settle_change(struct workqueue *q, bool fresh) {
-    struct wq_settle *st = &q->settle;
+    struct workqueue_settle *st = &q->settle;
     if (st->max_hold_ms == 0 || q->closing)
         return;
     uint64_t now = uv_now(q->loop);
@@ -278,7 +278,7 @@ static void settle_change(struct workqueue *q, bool fresh) {
 }
 
 static void settle_release(struct workqueue *q) {
-    struct wq_settle *st = &q->settle;
+    struct workqueue_settle *st = &q->settle;
     uint64_t now = uv_now(q->loop);
     st->holding = false;
     st->flushing = fifo_first(q) != NULL;
@@ -291,7 +291,7 @@ static void settle_release(struct workqueue *q) {
 
 static void on_settle_timer(uv_timer_t *h) {
     struct workqueue *q = h->data;
-    struct wq_settle *st = &q->settle;
+    struct workqueue_settle *st = &q->settle;
     if (!st->holding || q->closing)
         return;
     uint64_t now = uv_now(q->loop);
@@ -301,18 +301,18 @@ static void on_settle_timer(uv_timer_t *h) {
         settle_rearm(q); /* changes kept coming: wait for quiet again */
 }
 
-int wq_add_change(struct workqueue *q, const char *key) {
+int workqueue_add_change(struct workqueue *q, const char *key) {
     /* Only another key counts: the keys of one route written together, or
      * a route changed again before its pass began, are one change; and one
      * route rewritten in a loop is bounded already (one pass in flight per
      * key), so a key that changed within the last second counts once. It is
      * many routes changing together that makes a burst. */
-    struct wq_item *it = item_get(q, key, true);
+    struct workqueue_item *it = item_get(q, key, true);
     if (!it)
         return -1;
     uint64_t now = uv_now(q->loop);
     bool fresh = !(it->flags & (ITEM_QUEUED | ITEM_DIRTY)) &&
-                 (it->changed == 0 || now - it->changed >= WQ_RECENT_MS);
+                 (it->changed == 0 || now - it->changed >= WORKQUEUE_RECENT_MS);
     it->changed = now ? now : 1;
     it->urgent = true;
     if ((it->flags & ITEM_QUEUED) && it->fifo != FIFO_CHANGES) {
@@ -325,7 +325,7 @@ int wq_add_change(struct workqueue *q, const char *key) {
     return 0;
 }
 
-static int delay_item(struct workqueue *q, struct wq_item *it, uint64_t delay_ms) {
+static int delay_item(struct workqueue *q, struct workqueue_item *it, uint64_t delay_ms) {
     if (it->flags & (ITEM_QUEUED | ITEM_DIRTY))
         return 0; /* already going to run sooner */
     uint64_t due = uv_now(q->loop) + delay_ms;
@@ -339,7 +339,7 @@ static int delay_item(struct workqueue *q, struct wq_item *it, uint64_t delay_ms
     }
     if (q->heap_len == q->heap_cap) {
         size_t cap = q->heap_cap ? q->heap_cap * 2 : 16;
-        struct wq_item **h = realloc(q->heap, cap * sizeof *h);
+        struct workqueue_item **h = realloc(q->heap, cap * sizeof *h);
         if (!h)
             return -1;
         q->heap = h;
@@ -353,10 +353,10 @@ static int delay_item(struct workqueue *q, struct wq_item *it, uint64_t delay_ms
     return 0;
 }
 
-int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
+int workqueue_add_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
     if (delay_ms == 0)
-        return wq_add(q, key);
-    struct wq_item *it = item_get(q, key, true);
+        return workqueue_add(q, key);
+    struct workqueue_item *it = item_get(q, key, true);
     if (!it)
         return -1;
     if (it->flags & ITEM_IN_FLIGHT)
@@ -366,7 +366,7 @@ int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
 
 static void finish(struct workqueue *q, const char *key, bool retry, uint64_t delay_ms,
                    bool explicit_delay, bool hold) {
-    struct wq_item *it = item_get(q, key, false);
+    struct workqueue_item *it = item_get(q, key, false);
     if (!it || !(it->flags & ITEM_IN_FLIGHT))
         return;
     it->flags &= ~ITEM_IN_FLIGHT;
@@ -393,47 +393,47 @@ static void finish(struct workqueue *q, const char *key, bool retry, uint64_t de
     idle_rearm(q);
 }
 
-void wq_done(struct workqueue *q, const char *key, bool retry) {
+void workqueue_done(struct workqueue *q, const char *key, bool retry) {
     finish(q, key, retry, 0, false, false);
 }
 
-void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
+void workqueue_done_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
     finish(q, key, true, delay_ms, true, true);
 }
 
-void wq_done_in(struct workqueue *q, const char *key, uint64_t delay_ms) {
+void workqueue_done_in(struct workqueue *q, const char *key, uint64_t delay_ms) {
     finish(q, key, true, delay_ms, true, false);
 }
 
-void wq_pause(struct workqueue *q, bool paused) {
+void workqueue_pause(struct workqueue *q, bool paused) {
     q->paused = paused;
     idle_rearm(q);
 }
 
-size_t wq_pending(const struct workqueue *q) {
+size_t workqueue_pending(const struct workqueue *q) {
     return q->queued + q->in_flight;
 }
 
-size_t wq_delayed(const struct workqueue *q) {
+size_t workqueue_delayed(const struct workqueue *q) {
     return q->heap_len;
 }
 
-unsigned wq_failures(const struct workqueue *q, const char *key) {
-    struct wq_item *it = map_get(&q->items, key);
+unsigned workqueue_failures(const struct workqueue *q, const char *key) {
+    struct workqueue_item *it = map_get(&q->items, key);
     return it ? it->failures : 0;
 }
 
 static void on_idle(uv_idle_t *h) {
     struct workqueue *q = h->data;
-    struct wq_item *it;
+    struct workqueue_item *it;
     while (!q->paused && !q->settle.holding && !q->closing && (it = fifo_first(q)) &&
            q->in_flight < q->max_in_flight) {
         fifo_unlink(q, it);
         it->urgent = false;
         it->flags |= ITEM_IN_FLIGHT;
         q->in_flight++;
-        /* process may call wq_done synchronously; the item stays valid
-         * because items are only freed by wq_free. */
+        /* process may call workqueue_done synchronously; the item stays valid
+         * because items are only freed by workqueue_free. */
         q->process(q->user, it->key);
     }
     if (!fifo_first(q))
@@ -445,7 +445,7 @@ static void on_timer(uv_timer_t *h) {
     struct workqueue *q = h->data;
     uint64_t now = uv_now(q->loop);
     while (q->heap_len && q->heap[0]->due <= now) {
-        struct wq_item *it = q->heap[0];
+        struct workqueue_item *it = q->heap[0];
         heap_remove(q, it);
         enqueue(q, it);
     }

@@ -8,17 +8,17 @@
  *  - a failing key comes back after an exponential backoff with jitter, while
  *    other keys proceed;
  *  - at most `max_in_flight` keys are processed at once.
- * Keys queued by wq_add_change (source changes) go before keys queued by
- * wq_add (re-checks), so a weight change never waits behind a periodic
+ * Keys queued by workqueue_add_change (source changes) go before keys queued by
+ * workqueue_add (re-checks), so a weight change never waits behind a periodic
  * resync of 10,000 routes.
  * Processing starts from a uv_idle handle, i.e. on the next loop iteration
  * after an add: every event already read in this iteration lands in the queue
  * first, and nothing waits on a timer.
  *
- * Burst settling (wq_settle): a single edit is handed out at once, but a
+ * Burst settling (workqueue_settle): a single edit is handed out at once, but a
  * stream of source changes faster than any person types (a script or a
  * transaction rewriting many routes) would otherwise become one write per
- * change. Changes added with wq_add_change to keys that did not change in
+ * change. Changes added with workqueue_add_change to keys that did not change in
  * the last second draw from a token bucket; when it runs dry the queue
  * holds: nothing new is handed out (passes in flight finish) until the
  * changes stop for `quiet_ms`, or `max_hold_ms` has passed.
@@ -35,16 +35,16 @@
 #include "bridge/lib/map.h"
 #include "bridge/lib/tbucket.h"
 
-struct wq_item;
+struct workqueue_item;
 
-/* Called for each key handed out; the consumer must call wq_done(key) exactly
+/* Called for each key handed out; the consumer must call workqueue_done(key) exactly
  * once when its pass ends (possibly much later, from an I/O callback). */
-typedef void (*wq_process_cb)(void *user, const char *key);
+typedef void (*workqueue_process_cb)(void *user, const char *key);
 /* Told when a hold begins (holding=true) and when it ends (changes = the
  * adds from the one that began it on, held_ms = how long it lasted). */
-typedef void (*wq_settle_cb)(void *user, bool holding, size_t changes, uint64_t held_ms);
+typedef void (*workqueue_settle_cb)(void *user, bool holding, size_t changes, uint64_t held_ms);
 
-struct wq_settle {
+struct workqueue_settle {
     struct tbucket rate;            /* changes within the rate draw from it */
     uint64_t quiet_ms, max_hold_ms; /* max_hold_ms 0 = settling off */
     uv_timer_t timer;               /* ends the hold */
@@ -52,63 +52,63 @@ struct wq_settle {
     bool flushing;               /* released: no new hold until the FIFO has drained */
     uint64_t since, last_change; /* loop times (ms) */
     size_t changes;              /* adds during this hold */
-    wq_settle_cb cb;
+    workqueue_settle_cb cb;
 };
 
 struct workqueue {
     uv_loop_t *loop;
     uv_idle_t idle;   /* drains the queue on the next iteration */
     uv_timer_t timer; /* fires when the earliest delayed key is due */
-    struct map items; /* key -> struct wq_item */
+    struct map items; /* key -> struct workqueue_item */
     /* Queued keys, two FIFOs: source changes first, then re-checks
      * (resync, drift, retries), so an edit never waits behind a resync of
      * every route. */
-    struct wq_item *head[2], *tail[2];
-    struct wq_item **heap; /* delayed keys, min-heap on due time */
+    struct workqueue_item *head[2], *tail[2];
+    struct workqueue_item **heap; /* delayed keys, min-heap on due time */
     size_t heap_len, heap_cap;
     size_t queued, in_flight, max_in_flight;
     bool paused; /* hold processing (e.g. until caches are synced) */
-    struct wq_settle settle;
+    struct workqueue_settle settle;
     bool closing;
     uint64_t base_backoff_ms, max_backoff_ms;
-    wq_process_cb process;
+    workqueue_process_cb process;
     void *user;
 };
 
-int wq_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight, wq_process_cb process,
-            void *user);
-/* Close the uv handles; free with wq_free from the loop afterwards (or after
+int workqueue_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight,
+                   workqueue_process_cb process, void *user);
+/* Close the uv handles; free with workqueue_free from the loop afterwards (or after
  * uv_run drained the close callbacks). */
-void wq_close(struct workqueue *q);
-void wq_free(struct workqueue *q);
+void workqueue_close(struct workqueue *q);
+void workqueue_free(struct workqueue *q);
 
 /* Queue key now (no-op if already queued; dirty if in flight). 0 / -1 ENOMEM. */
-int wq_add(struct workqueue *q, const char *key);
+int workqueue_add(struct workqueue *q, const char *key);
 /* The same, for a change that came from the source: it counts towards
  * burst detection and may start or extend a hold. */
-int wq_add_change(struct workqueue *q, const char *key);
+int workqueue_add_change(struct workqueue *q, const char *key);
 /* Configure burst settling: at most `burst` changes at once and one more
  * every `refill_ms` pass without a hold; a hold ends after `quiet_ms`
  * without changes or after `max_hold_ms` (0 turns settling off). cb may be
  * NULL. */
-void wq_settle(struct workqueue *q, unsigned burst, uint64_t refill_ms, uint64_t quiet_ms,
-               uint64_t max_hold_ms, wq_settle_cb cb);
+void workqueue_settle(struct workqueue *q, unsigned burst, uint64_t refill_ms, uint64_t quiet_ms,
+                      uint64_t max_hold_ms, workqueue_settle_cb cb);
 /* Queue key after delay_ms unless it gets queued sooner. */
-int wq_add_after(struct workqueue *q, const char *key, uint64_t delay_ms);
+int workqueue_add_after(struct workqueue *q, const char *key, uint64_t delay_ms);
 /* End a pass. retry=true requeues with the key's backoff (its failure count
  * grows); retry=false forgets the failures. A dirty key is requeued now. */
-void wq_done(struct workqueue *q, const char *key, bool retry);
+void workqueue_done(struct workqueue *q, const char *key, bool retry);
 /* Same, with an explicit delay (e.g. Retry-After); counts as a failure. */
-void wq_done_after(struct workqueue *q, const char *key, uint64_t delay_ms);
-/* Same, but new input overrides the delay (a wq_add runs it at once): for a
+void workqueue_done_after(struct workqueue *q, const char *key, uint64_t delay_ms);
+/* Same, but new input overrides the delay (a workqueue_add runs it at once): for a
  * failure only time or a change can fix. */
-void wq_done_in(struct workqueue *q, const char *key, uint64_t delay_ms);
-void wq_pause(struct workqueue *q, bool paused);
+void workqueue_done_in(struct workqueue *q, const char *key, uint64_t delay_ms);
+void workqueue_pause(struct workqueue *q, bool paused);
 
 /* Keys queued or in flight (delayed ones excluded). */
-size_t wq_pending(const struct workqueue *q);
-size_t wq_delayed(const struct workqueue *q);
-bool wq_holding(const struct workqueue *q);
-unsigned wq_failures(const struct workqueue *q, const char *key);
+size_t workqueue_pending(const struct workqueue *q);
+size_t workqueue_delayed(const struct workqueue *q);
+bool workqueue_holding(const struct workqueue *q);
+unsigned workqueue_failures(const struct workqueue *q, const char *key);
 
 #endif

@@ -9,19 +9,19 @@
 #include <yaml.h>
 
 /* 1-based line of a node, for "FILE:LINE: ..." messages. */
-static inline int yaml_node_line(const yaml_node_t *n) {
+static inline int yamlnode_line(const yaml_node_t *n) {
     return (int)n->start_mark.line + 1;
 }
 
-static inline const char *yaml_node_text(const yaml_node_t *n) {
+static inline const char *yamlnode_text(const yaml_node_t *n) {
     return (const char *)n->data.scalar.value;
 }
 
 /* A plain (unquoted) null scalar: empty, ~, null, Null, NULL. */
-static inline bool yaml_node_is_null(const yaml_node_t *n) {
+static inline bool yamlnode_is_null(const yaml_node_t *n) {
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
-    const char *s = yaml_node_text(n);
+    const char *s = yamlnode_text(n);
     return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
