@@ -1,6 +1,6 @@
 """End to end on real etcd and the Kubernetes API test server: header and cookie
 canaries, header Middlewares, sticky sessions, pruning, ownership and the safety
-rules (issue 4).
+rules.
 
 Ordering claims (create-before-reference, delete-after-dereference) are proven from
 the API test server's request log: `seq` is the order in which requests arrived."""

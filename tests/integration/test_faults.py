@@ -1,4 +1,4 @@
-"""Fault injection (issue 7): the source dies, stalls, compacts or resets; the Kubernetes API
+"""Fault injection: the source dies, stalls, compacts or resets; the Kubernetes API
 answers 503/429, hangs, drops connections mid-answer, conflicts, or goes away; the bridge is
 SIGKILLed mid-burst or reloaded mid-write.
 

@@ -1,4 +1,4 @@
-"""Two bridges, one Lease (issue 5): exactly one writes; the other keeps its
+"""Two bridges, one Lease: exactly one writes; the other keeps its
 caches warm, takes over when the leader dies (within about one lease
 duration) or hands over (at once, on SIGTERM); Events record what changed."""
 import os

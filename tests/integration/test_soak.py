@@ -1,4 +1,4 @@
-"""Garbage soak (issue 7): thousands of hostile values pushed into every key kind (route,
+"""Garbage soak: thousands of hostile values pushed into every key kind (route,
 weights, headers and stray keys, including badly named ones) while the daemon runs (CI runs
 this a second time against the ASan+UBSan build).  Then:
   - the daemon is alive and still serving /healthz;
