@@ -72,8 +72,8 @@ void plan_paused_at(const struct plan *p, uint64_t start_ms, uint64_t pause_ms,
                     struct plan_pos *out);
 
 /* The start that resumes a plan paused at pause_ms, at resume_ms, where it
- * stopped: start + (resume - pause), saturating; a resume before the pause
- * (a clock step back) keeps the start. */
+ * stopped: start + (resume - pause), never past resume_ms; a resume before
+ * the pause (a clock step back) keeps the start. */
 uint64_t plan_resumed_start(uint64_t start_ms, uint64_t pause_ms, uint64_t resume_ms);
 
 #endif

@@ -351,7 +351,7 @@ static void test_pause(void **state) {
     assert_true(plan_resumed_start(START, START + MIN, START) == START);
     assert_true(plan_resumed_start(START, START - MIN, START + MIN) == START + MIN);
     assert_true(plan_resumed_start(START, START, UINT64_MAX) == UINT64_MAX);
-    assert_true(plan_resumed_start(UINT64_MAX - 1, UINT64_MAX - 1, UINT64_MAX) == UINT64_MAX);
+    assert_true(plan_resumed_start(UINT64_MAX - 9, UINT64_MAX - 5, UINT64_MAX) == UINT64_MAX - 4);
     plan_free(&p);
 }
 
