@@ -1,6 +1,6 @@
-/* main.c - command line (SPEC section 4): parse arguments, load the config,
- * hand over to the application context. Exit 0 success, 1 runtime failure,
- * 2 usage or configuration error. */
+/* main.c - the command line (docs/usage.md, the man page): parse arguments,
+ * load the config, hand over to the application context. Exit 0 success,
+ * 1 runtime failure, 2 usage or configuration error. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
