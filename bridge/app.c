@@ -535,7 +535,7 @@ int app_start_objects(struct generation *g) {
 
 /* ---- a generation's lifecycle ---- */
 
-/* The loop, its signals and timers, the notifier, the HTTP client and the
+/* The loop's signals and timers, the notifier, the HTTP client and the
  * key cache: no I/O yet. Returns 0 or -1 with the reason in err. */
 static int generation_init(struct generation *g, char *err, size_t errlen) {
     struct app *a = g->app;
@@ -551,18 +551,13 @@ static int generation_init(struct generation *g, char *err, size_t errlen) {
     rc = rc ? rc : uv_signal_init(&g->loop, &g->sig_term);
     rc = rc ? rc : uv_signal_init(&g->loop, &g->sig_int);
     rc = rc ? rc : uv_signal_init(&g->loop, &g->sig_hup);
-    if (rc == 0) {
-        g->sig_term.data = g->sig_int.data = g->sig_hup.data = g;
-        rc = uv_signal_start(&g->sig_term, on_signal, SIGTERM);
-        rc = rc ? rc : uv_signal_start(&g->sig_int, on_signal, SIGINT);
-        rc = rc ? rc : uv_signal_start(&g->sig_hup, on_signal, SIGHUP);
-    }
     if (rc != 0) {
         snprintf(err, errlen, "%s", uv_strerror(rc));
         return -1;
     }
-    if (notify_init(&g->notify, &g->loop, &a->log) == 0)
-        notify_watchdog_start(&g->notify); /* pings come from the loop: a wedged loop stops them */
+    g->sig_term.data = g->sig_int.data = g->sig_hup.data = g;
+    /* A notifier that cannot be set up is disabled (and says so): run on. */
+    (void)notify_init(&g->notify, &g->loop, &a->log);
     g->http = http_client_new(&g->loop, &a->log);
     g->have_keys = g->http && keycache_init(&g->keys, a->cfg.source.prefix, &a->log) == 0;
     g->keys.on_leaves = app_status_on_leaves;
@@ -574,11 +569,19 @@ static int generation_init(struct generation *g, char *err, size_t errlen) {
     return 0;
 }
 
-/* Start the work: the HTTP server, the source, the Kubernetes side (at once,
+/* Start the work: signals, the watchdog, the HTTP server, the source, the Kubernetes side (at once,
  * or once the API group is discovered), the timers. 0 or -1 (logged). */
 static int generation_start(struct generation *g) {
     struct app *a = g->app;
     char err[1024];
+    int rc = uv_signal_start(&g->sig_term, on_signal, SIGTERM);
+    rc = rc ? rc : uv_signal_start(&g->sig_int, on_signal, SIGINT);
+    rc = rc ? rc : uv_signal_start(&g->sig_hup, on_signal, SIGHUP);
+    if (rc != 0) {
+        log_error(&a->log, "cannot start: %s", uv_strerror(rc));
+        return -1;
+    }
+    notify_watchdog_start(&g->notify); /* pings come from the loop: a wedged loop stops them */
     if (a->cmd == CMD_RUN && a->cfg.server.listen[0]) {
         g->httpd = httpd_start(&g->loop, &a->log, a->cfg.server.listen, app_http_serve, g, err,
                                sizeof err);
