@@ -155,8 +155,7 @@ static void test_example_config_parses_to_defaults(void **state) {
     config_free(&cfg);
 }
 
-/* A complete file in the shape operators copy: every section, a comment
- * after each value, `context: ""`, api_group spelled out. */
+/* A complete file as operators copy it: every section, comments after values. */
 static void test_commented_example_parses(void **state) {
     (void)state;
     static const char example[] =
