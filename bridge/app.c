@@ -569,8 +569,9 @@ static int generation_init(struct generation *g, char *err, size_t errlen) {
     return 0;
 }
 
-/* Start the work: signals, the watchdog, the HTTP server, the source, the Kubernetes side (at once,
- * or once the API group is discovered), the timers. 0 or -1 (logged). */
+/* Start the work: signals, the watchdog, the HTTP server, the source, the
+ * Kubernetes side (at once, or once the API group is discovered), the
+ * timers. Returns 0 or -1 (logged). */
 static int generation_start(struct generation *g) {
     struct app *a = g->app;
     char err[1024];
