@@ -151,7 +151,7 @@ static void test_disabled_without_socket(void **state) {
     close_notifier(f, &n);
 }
 
-static void test_messages(void **state) {
+static void test_each_message_one_datagram(void **state) {
     struct fx *f = *state;
     listen_path(f);
     struct notifier n;
@@ -340,7 +340,7 @@ static void test_full_queue_never_blocks(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_disabled_without_socket, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_message_one_datagram, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abstract_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_pings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_for_another_pid, setup, teardown),
