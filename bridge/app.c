@@ -1141,9 +1141,8 @@ static int app_generation(struct app *a) {
     a->keys.on_leaves = on_leaves;
     a->keys.leaves_user = a;
     if (ok && a->cmd == CMD_RUN && a->cfg.server.listen[0]) {
-        a->httpd =
-            httpd_start(&a->loop, &a->log, a->cfg.server.listen, on_http, a, err, sizeof err);
-        if (!a->httpd)
+        a->httpd = httpd_new(&a->loop, &a->log, on_http, a);
+        if (!a->httpd || httpd_start(a->httpd, a->cfg.server.listen, err, sizeof err) < 0)
             ok = false;
         else
             log_info(&a->log, "serving /metrics, /healthz and /readyz on %s", a->cfg.server.listen);
