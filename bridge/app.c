@@ -1133,7 +1133,7 @@ static int app_generation(struct app *a) {
         rc = rc ? rc : uv_signal_start(&a->sig_hup, on_signal, SIGHUP);
     }
     if (rc == 0 && notify_init(&a->notify, &a->loop, &a->log) == 0)
-        notify_watchdog_start(&a->notify); /* pings come from the loop: a wedged loop stops them */
+        notify_start(&a->notify); /* pings come from the loop: a wedged loop stops them */
     a->http = rc == 0 ? http_client_new(&a->loop, &a->log) : NULL;
     char err[512] = "out of memory";
     bool ok = a->http && keycache_init(&a->keys, a->cfg.source.prefix, &a->log) == 0;

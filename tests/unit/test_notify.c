@@ -145,7 +145,7 @@ static void test_disabled_without_socket(void **state) {
     assert_int_equal(notify_status(&n, "x %d", 1), 0);
     assert_int_equal(notify_reloading(&n), 0);
     assert_int_equal(notify_stopping(&n), 0);
-    assert_int_equal(notify_watchdog_start(&n), 0);
+    assert_int_equal(notify_start(&n), 0);
     assert_int_equal(notify_watchdog_usec(&n), 0);
     assert_false(n.timer_open);
     close_notifier(f, &n);
@@ -227,9 +227,9 @@ static void test_watchdog_pings(void **state) {
     struct notifier n;
     assert_int_equal(notify_init(&n, &f->loop, &f->log), 0);
     assert_int_equal(notify_watchdog_usec(&n), 20000);
-    assert_int_equal(notify_watchdog_start(&n), 0);
-    assert_int_equal(notify_watchdog_start(&n), 0); /* idempotent */
-    assert_int_equal(n.pings, 1);                   /* the first one right away */
+    assert_int_equal(notify_start(&n), 0);
+    assert_int_equal(notify_start(&n), 0); /* idempotent */
+    assert_int_equal(n.pings, 1);          /* the first one right away */
 
     /* Only the loop sends the next ones: drive it until three arrived. */
     assert_int_equal(uv_poll_init(&f->loop, &f->poll, f->rx), 0);
@@ -263,7 +263,7 @@ static void test_watchdog_for_another_pid(void **state) {
     struct notifier n;
     assert_int_equal(notify_init(&n, &f->loop, &f->log), 0);
     assert_int_equal(notify_watchdog_usec(&n), 0);
-    assert_int_equal(notify_watchdog_start(&n), 0);
+    assert_int_equal(notify_start(&n), 0);
     assert_false(n.timer_open);
     f->nmsgs = 0;
     drain(f);
