@@ -150,27 +150,27 @@ static bool number_text_valid(const cJSON *item, struct number_lit *n) {
     return n->d == item->valuedouble;
 }
 
-int value_get_int(const cJSON *n, long long min, long long max, long long *out) {
+bool value_get_int(const cJSON *n, long long min, long long max, long long *out) {
     if (!cJSON_IsNumber(n))
-        return 0;
+        return false;
     struct number_lit lit;
     long long v;
     if (number_text_valid(n, &lit)) {
         if (!lit.is_int || !lit.ll_ok)
-            return 0;
+            return false;
         v = lit.ll;
     } else {
         double d = n->valuedouble;
         /* 9223372036854775808.0 is the first double past LLONG_MAX. */
         if (!isfinite(d) || d != trunc(d) || d < -9223372036854775808.0 ||
             d >= 9223372036854775808.0)
-            return 0;
+            return false;
         v = (long long)d;
     }
     if (v < min || v > max)
-        return 0;
+        return false;
     *out = v;
-    return 1;
+    return true;
 }
 
 /* ---- parsing ------------------------------------------------------------ */
@@ -686,7 +686,7 @@ static int emit_block(buf_t *out, const cJSON *n, int indent, bool first_inline)
     return 0;
 }
 
-int value_emit_yaml(const cJSON *obj, buf_t *out, int doc_start) {
+int value_emit_yaml(const cJSON *obj, buf_t *out, bool doc_start) {
     if (!obj)
         return -1;
     if (doc_start && buf_puts(out, "---\n") < 0)
