@@ -60,7 +60,7 @@
 #include "sinks/traefik.h"
 
 #define PREFIX "canary/"
-#define PRIORITY_LIMIT 9007199254740992LL /* 2^53, as model.c */
+#define PRIORITY_LIMIT 9007199254740992LL /* 2^53, as bridge/model/parse.h */
 
 static const struct render_opts V3 = {"traefik.io", RULE_SYNTAX_V3, PREFIX, "etcd"};
 static const struct render_opts V2 = {"traefik.containo.us", RULE_SYNTAX_V2, PREFIX, "consul"};
