@@ -582,11 +582,15 @@ static int generation_start(struct generation *g) {
         log_error(&a->log, "cannot start: %s", uv_strerror(rc));
         return -1;
     }
-    notify_watchdog_start(&g->notify); /* pings come from the loop: a wedged loop stops them */
+    notify_start(&g->notify); /* pings come from the loop: a wedged loop stops them */
     if (a->cmd == CMD_RUN && a->cfg.server.listen[0]) {
-        g->httpd = httpd_start(&g->loop, &a->log, a->cfg.server.listen, app_http_serve, g, err,
-                               sizeof err);
+        /* A server whose start failed is closed by generation_close. */
+        g->httpd = httpd_new(&g->loop, &a->log, app_http_serve, g);
         if (!g->httpd) {
+            log_error(&a->log, "cannot start: out of memory");
+            return -1;
+        }
+        if (httpd_start(g->httpd, a->cfg.server.listen, err, sizeof err) < 0) {
             log_error(&a->log, "cannot start: %s", err);
             return -1;
         }

@@ -11,8 +11,11 @@
 #include <stddef.h>
 
 typedef struct buf {
+    /* public: read data[0..len); change it through the functions below (or
+     * shorten it: lower len and put a NUL at data[len]) */
     char *data; /* NUL-terminated when non-NULL */
     size_t len;
+    /* private */
     size_t cap;
 } buf_t;
 

@@ -34,6 +34,8 @@
 #include <sys/socket.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/list.h"
+#include "bridge/lib/timer.h"
 
 /* A runaway or hostile server must not make us buffer without bound. */
 #define HTTP_MAX_BODY ((size_t)256 * 1024 * 1024)
@@ -74,9 +76,9 @@ struct http_req {
     buf_t resp_headers;
     char errbuf[CURL_ERROR_SIZE];
     enum req_state state;
-    bool too_large;               /* the buffered body or headers hit their limit */
-    int poll_error;               /* uv error while watching one of its sockets; 0 = none */
-    struct http_req *prev, *next; /* the client's list of started requests */
+    bool too_large;        /* the buffered body or headers hit their limit */
+    int poll_error;        /* uv error while watching one of its sockets; 0 = none */
+    struct list_node link; /* in the client's list of started requests */
 };
 
 struct http_sock {
@@ -84,17 +86,17 @@ struct http_sock {
     curl_socket_t fd;
     struct http_client *c;
     bool closing;
-    struct http_sock *prev, *next;
+    struct list_node link; /* in the client's list of watched sockets */
 };
 
 struct http_client {
     uv_loop_t *loop;
     struct logger *log;
     CURLM *multi;
-    uv_timer_t timer;        /* curl's own timeout (CURLMOPT_TIMERFUNCTION) */
-    uv_timer_t defer;        /* runs work that must not happen inside a curl call */
-    struct http_req *reqs;   /* started and not yet finished */
-    struct http_sock *socks; /* sockets curl asked us to watch */
+    uv_timer_t timer;       /* curl's own timeout (CURLMOPT_TIMERFUNCTION) */
+    uv_timer_t defer;       /* runs work that must not happen inside a curl call */
+    struct list_node reqs;  /* started and not yet finished (struct http_req) */
+    struct list_node socks; /* sockets curl asked us to watch (struct http_sock) */
     size_t active;
     unsigned in_curl;      /* depth of curl_multi_socket_action() calls */
     unsigned open_handles; /* uv handles not yet closed; free at zero */
@@ -103,12 +105,12 @@ struct http_client {
     bool global_ok;        /* curl_global_init() succeeded: balance it */
 };
 
-static void client_process(struct http_client *c);
-static void client_shutdown(struct http_client *c);
+static void client_run_pending(struct http_client *c);
+static void client_close_now(struct http_client *c);
 
 /* ---- client memory ---------------------------------------------------- */
 
-static void client_release(struct http_client *c) {
+static void client_free_when_closed(struct http_client *c) {
     if (!c->closing || c->open_handles > 0)
         return;
     bool global_ok = c->global_ok;
@@ -120,34 +122,22 @@ static void client_release(struct http_client *c) {
 static void client_handle_closed(uv_handle_t *h) {
     struct http_client *c = h->data;
     c->open_handles--;
-    client_release(c);
+    client_free_when_closed(c);
 }
 
 /* ---- request list ----------------------------------------------------- */
 
 static void req_link(struct http_req *r) {
-    struct http_client *c = r->c;
-    r->prev = NULL;
-    r->next = c->reqs;
-    if (c->reqs)
-        c->reqs->prev = r;
-    c->reqs = r;
-    c->active++;
+    list_push_front(&r->c->reqs, &r->link);
+    r->c->active++;
 }
 
 static void req_unlink(struct http_req *r) {
-    struct http_client *c = r->c;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        c->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->prev = r->next = NULL;
-    c->active--;
+    list_remove(&r->link);
+    r->c->active--;
 }
 
-static void req_destroy(struct http_req *r) {
+static void req_free(struct http_req *r) {
     if (r->easy)
         curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
@@ -194,7 +184,7 @@ static void req_finish(struct http_req *r, CURLcode code, const char *why) {
     };
     if (r->done)
         r->done(r, &res);
-    req_destroy(r);
+    req_free(r);
 }
 
 /* ---- curl callbacks on an easy handle --------------------------------- */
@@ -363,21 +353,14 @@ static void sock_closed(uv_handle_t *h) {
     struct http_client *c = s->c;
     free(s);
     c->open_handles--;
-    client_release(c);
+    client_free_when_closed(c);
 }
 
 static void sock_close(struct http_sock *s) {
-    struct http_client *c = s->c;
     if (s->closing)
         return; /* uv_close() twice on one handle is fatal */
     s->closing = true;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        c->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
+    list_remove(&s->link);
     /* uv_close() stops polling at once, so curl may reuse the descriptor
      * number for a new socket before this close callback runs. */
     uv_close((uv_handle_t *)&s->poll, sock_closed);
@@ -393,10 +376,10 @@ static void client_action(struct http_client *c, curl_socket_t fd, int flags) {
         log_error(c->log, "http: curl_multi_socket_action: %s", curl_multi_strerror(mc));
     if (c->closing) {
         if (!c->shut && c->in_curl == 0)
-            client_shutdown(c);
+            client_close_now(c);
         return;
     }
-    client_process(c);
+    client_run_pending(c);
 }
 
 static void sock_ready(uv_poll_t *h, int status, int events) {
@@ -422,7 +405,7 @@ static struct http_req *easy_req(CURL *easy) {
 }
 
 static void client_defer_fired(uv_timer_t *t) {
-    client_process(t->data);
+    client_run_pending(t->data);
 }
 
 /* A socket we cannot watch would hang its transfer forever: fail it from
@@ -433,14 +416,12 @@ static void sock_fail(struct http_client *c, CURL *easy, int uverr) {
     if (!r)
         return;
     r->poll_error = uverr;
-    int rc = uv_timer_start(&c->defer, client_defer_fired, 0, 0);
-    if (rc < 0)
-        log_error(c->log, "http: uv_timer_start: %s", uv_strerror(rc));
+    timer_arm(&c->defer, client_defer_fired, 0, 0);
 }
 
 /* CURLMOPT_SOCKETFUNCTION. Always returns 0: with curl >= 7.81 an error here
  * would kill the whole multi handle, not just this transfer. */
-static int client_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
+static int client_watch_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
     struct http_client *c = userp;
     struct http_sock *s = socketp;
     if (what == CURL_POLL_REMOVE) {
@@ -473,10 +454,7 @@ static int client_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
         s->fd = fd;
         s->c = c;
         s->poll.data = s;
-        s->next = c->socks;
-        if (c->socks)
-            c->socks->prev = s;
-        c->socks = s;
+        list_push_front(&c->socks, &s->link);
         c->open_handles++;
         CURLMcode mc = curl_multi_assign(c->multi, fd, s);
         if (mc != CURLM_OK) {
@@ -497,35 +475,35 @@ static int client_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
     return 0;
 }
 
-static void client_timer_fired(uv_timer_t *t) {
+static void client_timeout_fired(uv_timer_t *t) {
     client_action(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
 /* CURLMOPT_TIMERFUNCTION: -1 stops the timer, 0 means "as soon as possible"
  * (a 0 ms uv timer, because we must not call curl back from in here). */
-static int client_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
+static int client_set_timeout(CURLM *multi, long timeout_ms, void *userp) {
     (void)multi;
     struct http_client *c = userp;
     if (c->shut)
         return 0;
-    int rc = timeout_ms < 0
-                 ? uv_timer_stop(&c->timer)
-                 : uv_timer_start(&c->timer, client_timer_fired, (uint64_t)timeout_ms, 0);
-    if (rc < 0)
-        log_error(c->log, "http: curl timer: %s", uv_strerror(rc));
+    if (timeout_ms < 0)
+        uv_timer_stop(&c->timer);
+    else
+        timer_arm(&c->timer, client_timeout_fired, (uint64_t)timeout_ms, 0);
     return 0;
 }
 
 /* ---- deferred work ---------------------------------------------------- */
 
-static bool req_add(struct http_req *r) {
+/* Hand a request to curl: 0, or -1 (logged) when curl refuses it. */
+static int req_add(struct http_req *r) {
     CURLMcode mc = curl_multi_add_handle(r->c->multi, r->easy);
     if (mc != CURLM_OK) {
         log_error(r->c->log, "http: curl_multi_add_handle: %s", curl_multi_strerror(mc));
-        return false;
+        return -1;
     }
     r->state = REQ_RUNNING;
-    return true;
+    return 0;
 }
 
 /* Everything that waits for "outside curl": cancellations and starts made
@@ -533,22 +511,23 @@ static bool req_add(struct http_req *r) {
  * Any done callback may close the client, so re-check after each one. Lists
  * are rescanned from the head after each callback, since callbacks may
  * reshape them. */
-static void client_process(struct http_client *c) {
+static void client_run_pending(struct http_client *c) {
     if (c->closing || c->in_curl)
         return;
     bool again = true;
     while (again && !c->closing) {
         again = false;
-        for (struct http_req *r = c->reqs; r; r = r->next) {
+        list_for_each(n, &c->reqs) {
+            struct http_req *r = list_entry(n, struct http_req, link);
             if (r->state == REQ_DOOMED) {
                 req_detach(r);
                 req_unlink(r);
-                req_destroy(r);
+                req_free(r);
                 again = true;
                 break;
             }
             if (r->state == REQ_QUEUED) {
-                if (!req_add(r))
+                if (req_add(r) < 0)
                     req_finish(r, CURLE_FAILED_INIT, "cannot start transfer");
                 again = true;
                 break;
@@ -579,7 +558,7 @@ static void client_process(struct http_client *c) {
         req_detach(r);
         if (r->state == REQ_DOOMED) {
             req_unlink(r);
-            req_destroy(r);
+            req_free(r);
             continue;
         }
         req_finish(r, code, NULL);
@@ -594,6 +573,8 @@ struct http_client *http_client_new(uv_loop_t *loop, struct logger *lg) {
         return NULL;
     c->loop = loop;
     c->log = lg;
+    list_init(&c->reqs);
+    list_init(&c->socks);
     /* Reference-counted and thread-safe since curl 7.84; balanced when the
      * client is freed. */
     CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -648,8 +629,8 @@ struct http_client *http_client_new(uv_loop_t *loop, struct logger *lg) {
         CURLMcode mc;
         switch (opts[i].kind) {
         case 1: mc = curl_multi_setopt(c->multi, opts[i].opt, (void *)c); break;
-        case 2: mc = curl_multi_setopt(c->multi, opts[i].opt, client_socket_cb); break;
-        case 3: mc = curl_multi_setopt(c->multi, opts[i].opt, client_timer_cb); break;
+        case 2: mc = curl_multi_setopt(c->multi, opts[i].opt, client_watch_socket); break;
+        case 3: mc = curl_multi_setopt(c->multi, opts[i].opt, client_set_timeout); break;
         default: mc = curl_multi_setopt(c->multi, opts[i].opt, opts[i].v); break;
         }
         if (mc != CURLM_OK) {
@@ -663,14 +644,14 @@ struct http_client *http_client_new(uv_loop_t *loop, struct logger *lg) {
 
 /* Cancel every request without callbacks, drop curl, close uv handles. Only
  * outside curl. The memory goes when the last close callback has run. */
-static void client_shutdown(struct http_client *c) {
+static void client_close_now(struct http_client *c) {
     c->shut = true;
-    while (c->reqs) {
-        struct http_req *r = c->reqs;
+    while (!list_empty(&c->reqs)) {
+        struct http_req *r = list_entry(c->reqs.next, struct http_req, link);
         if (r->state == REQ_RUNNING || r->state == REQ_DOOMED)
             req_detach(r);
         req_unlink(r);
-        req_destroy(r);
+        req_free(r);
     }
     if (c->multi) {
         /* May report CURL_POLL_REMOVE for cached connections; handled. */
@@ -679,8 +660,8 @@ static void client_shutdown(struct http_client *c) {
             log_error(c->log, "http: curl_multi_cleanup: %s", curl_multi_strerror(mc));
         c->multi = NULL;
     }
-    while (c->socks)
-        sock_close(c->socks);
+    while (!list_empty(&c->socks))
+        sock_close(list_entry(c->socks.next, struct http_sock, link));
     uv_close((uv_handle_t *)&c->timer, client_handle_closed);
     uv_close((uv_handle_t *)&c->defer, client_handle_closed);
 }
@@ -691,7 +672,7 @@ void http_client_close(struct http_client *c) {
     c->closing = true;
     /* Inside curl (from on_data) the shutdown waits for the action to end. */
     if (c->in_curl == 0)
-        client_shutdown(c);
+        client_close_now(c);
 }
 
 int http_client_limit_connections(struct http_client *c, long max_conns) {
@@ -728,13 +709,14 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
     if (!r)
         return NULL;
     r->c = c;
+    list_init(&r->link);
     r->state = REQ_NEW;
     r->connect_ms = 10000;
     r->method = strdup(method);
     r->url = strdup(url);
     r->easy = curl_easy_init();
     if (!r->method || !r->url || !r->easy) {
-        req_destroy(r);
+        req_free(r);
         return NULL;
     }
     return r;
@@ -814,7 +796,7 @@ int http_req_start(struct http_req *r, http_done_cb done) {
         req_link(r);
         return 0;
     }
-    if (!req_add(r))
+    if (req_add(r) < 0)
         return -1;
     req_link(r);
     return 0;
@@ -824,10 +806,10 @@ void http_req_cancel(struct http_req *r) {
     if (!r)
         return;
     switch (r->state) {
-    case REQ_NEW: req_destroy(r); return;
+    case REQ_NEW: req_free(r); return;
     case REQ_QUEUED:
         req_unlink(r);
-        req_destroy(r);
+        req_free(r);
         return;
     case REQ_RUNNING:
         if (r->c->in_curl) {
@@ -840,7 +822,7 @@ void http_req_cancel(struct http_req *r) {
         }
         req_detach(r);
         req_unlink(r);
-        req_destroy(r);
+        req_free(r);
         return;
     case REQ_DOOMED: return;
     case REQ_DONE: return; /* in its own done callback: freed right after */

@@ -2,6 +2,11 @@
  * socket interface (uv_poll per socket + one uv_timer, as in curl's
  * docs/examples/multi-uv.c). One thread, nothing blocks.
  *
+ * Lifecycle of the client: http_client_new (memory, curl, the two timers; no
+ * I/O until a request starts), then http_client_close, which cancels every
+ * request without callbacks and closes the handles; the memory goes in the
+ * last close callback.
+ *
  * Ownership: a request belongs to the client from http_req_start() until its
  * done callback returns; the client frees it right after. http_req_cancel()
  * frees a started request WITHOUT calling its done callback. A request that

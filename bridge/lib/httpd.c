@@ -20,10 +20,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "bridge/lib/list.h"
+#include "bridge/lib/timer.h"
+
 enum conn_state { C_READING, C_WRITING, C_DRAINING, C_CLOSING };
 
 struct conn {
-    struct conn *prev, *next; /* the server's list, for httpd_close */
+    struct list_node link; /* in the server's list, for httpd_close */
     struct httpd *srv;
     uv_tcp_t tcp;
     uv_timer_t timer; /* head deadline, slow-reader and linger bound */
@@ -46,7 +49,7 @@ struct httpd {
     httpd_handler handler;
     void *user;
     struct httpd_limits lim;
-    struct conn *conns;
+    struct list_node conns; /* struct conn */
     unsigned nconns;
     int port;
     bool closing;
@@ -140,7 +143,7 @@ int httpd_parse_listen(const char *listen, struct sockaddr_storage *out, char *e
 
 /* ---- lifetime ---- */
 
-static void srv_maybe_free(struct httpd *h) {
+static void server_free_if_closed(struct httpd *h) {
     if (h->closing && h->listener_closed && h->nconns == 0)
         free(h);
 }
@@ -148,7 +151,7 @@ static void srv_maybe_free(struct httpd *h) {
 static void on_listener_closed(uv_handle_t *handle) {
     struct httpd *h = handle->data;
     h->listener_closed = true;
-    srv_maybe_free(h);
+    server_free_if_closed(h);
 }
 
 static void on_conn_handle_closed(uv_handle_t *handle) {
@@ -156,18 +159,13 @@ static void on_conn_handle_closed(uv_handle_t *handle) {
     if (--c->open_handles > 0)
         return;
     struct httpd *h = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        h->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_remove(&c->link);
     h->nconns--;
     buf_free(&c->out_head);
     buf_free(&c->out_body);
     free(c->head);
     free(c);
-    srv_maybe_free(h);
+    server_free_if_closed(h);
 }
 
 static void conn_close(struct conn *c) {
@@ -185,22 +183,22 @@ void httpd_close(struct httpd *h) {
         return;
     h->closing = true;
     uv_close((uv_handle_t *)&h->listener, on_listener_closed);
-    for (struct conn *c = h->conns; c; c = c->next)
-        conn_close(c);
+    list_for_each(n, &h->conns) /* each leaves the list in its close callback */
+        conn_close(list_entry(n, struct conn, link));
 }
 
 /* ---- timers and reading ---- */
 
-static void on_timeout(uv_timer_t *t) {
+static void conn_deadline_passed(uv_timer_t *t) {
     struct conn *c = t->data;
     if (c->state == C_READING && c->head_len)
         log_debug(c->srv->log, "http: request head not received in time; closing connection");
     conn_close(c);
 }
 
-static void timer_restart(struct conn *c) {
-    if (uv_timer_start(&c->timer, on_timeout, c->srv->lim.read_timeout_ms, 0) != 0)
-        conn_close(c);
+/* The connection must make progress within read_timeout_ms from now. */
+static void conn_deadline_restart(struct conn *c) {
+    timer_arm(&c->timer, conn_deadline_passed, c->srv->lim.read_timeout_ms, 0);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
@@ -230,7 +228,7 @@ static void read_stop(struct conn *c) {
 
 /* ---- writing ---- */
 
-static const char *reason(int status) {
+static const char *status_reason(int status) {
     switch (status) {
     case 200: return "OK";
     case 204: return "No Content";
@@ -263,7 +261,7 @@ static void conn_drain(struct conn *c) {
         conn_close(c);
         return;
     }
-    timer_restart(c);
+    conn_deadline_restart(c);
     read_start(c);
 }
 
@@ -286,7 +284,7 @@ static void on_write(uv_write_t *req, int status) {
     c->head_len -= c->req_len;
     c->req_len = 0;
     c->state = C_READING;
-    timer_restart(c);
+    conn_deadline_restart(c);
     read_start(c);
     if (c->state == C_READING)
         conn_try_parse(c);
@@ -303,7 +301,7 @@ static void conn_respond(struct conn *c, int status, const char *ctype, buf_t *b
     c->out_body = *body;
     *body = (buf_t)BUF_INIT;
     buf_reset(&c->out_head);
-    int rc = buf_printf(&c->out_head, "HTTP/1.1 %d %s\r\n", status, reason(status));
+    int rc = buf_printf(&c->out_head, "HTTP/1.1 %d %s\r\n", status, status_reason(status));
     if (rc == 0 && !no_body)
         rc = buf_printf(&c->out_head, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype,
                         c->out_body.len);
@@ -322,14 +320,14 @@ static void conn_respond(struct conn *c, int status, const char *ctype, buf_t *b
         conn_close(c);
         return;
     }
-    timer_restart(c); /* a client that stops reading is dropped too */
+    conn_deadline_restart(c); /* a client that stops reading is dropped too */
 }
 
 /* An error answer with a short text body; the connection closes after it. */
 static void conn_fail(struct conn *c, int status, const char *extra_headers) {
     buf_t body = BUF_INIT;
     c->keep_alive = false;
-    if (buf_printf(&body, "%s\n", reason(status)) < 0) {
+    if (buf_printf(&body, "%s\n", status_reason(status)) < 0) {
         conn_close(c);
         return;
     }
@@ -572,7 +570,7 @@ static void on_reject_closed(uv_handle_t *handle) {
 
 /* Over the connection limit: accept (libuv stops accepting until we do) and
  * close at once. */
-static void reject(struct httpd *h) {
+static void reject_connection(struct httpd *h) {
     uv_tcp_t *t = malloc(sizeof *t);
     if (!t) {
         log_error(h->log, "http: out of memory rejecting a connection");
@@ -596,14 +594,14 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     if (h->nconns >= h->lim.max_conns) {
         log_debug(h->log, "http: %u connections open, refusing another", h->nconns);
-        reject(h);
+        reject_connection(h);
         return;
     }
     struct conn *c = calloc(1, sizeof *c);
     if (!c || !(c->head = malloc(h->lim.max_head + 1))) {
         free(c);
         log_error(h->log, "http: out of memory accepting a connection");
-        reject(h);
+        reject_connection(h);
         return;
     }
     c->srv = h;
@@ -612,21 +610,18 @@ static void on_connection(uv_stream_t *server, int status) {
     if (uv_timer_init(h->loop, &c->timer) != 0) {
         free(c->head);
         free(c);
-        reject(h);
+        reject_connection(h);
         return;
     }
     c->timer.data = c;
     c->open_handles = 1;
-    c->next = h->conns;
-    if (h->conns)
-        h->conns->prev = c;
-    h->conns = c;
+    list_push_front(&h->conns, &c->link);
     h->nconns++;
     if (uv_tcp_init(h->loop, &c->tcp) != 0) {
         /* Only the timer exists: close it alone; its callback frees c. */
         c->state = C_CLOSING;
         uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
-        reject(h);
+        reject_connection(h);
         return;
     }
     c->tcp.data = c;
@@ -635,35 +630,35 @@ static void on_connection(uv_stream_t *server, int status) {
         conn_close(c);
         return;
     }
-    timer_restart(c);
+    conn_deadline_restart(c);
     read_start(c);
 }
 
 /* ---- starting ---- */
 
-struct httpd *httpd_start(uv_loop_t *loop, struct logger *lg, const char *listen,
-                          httpd_handler handler, void *user, char *err, size_t errlen) {
-    struct sockaddr_storage ss;
-    if (httpd_parse_listen(listen, &ss, err, errlen) < 0)
-        return NULL;
+struct httpd *httpd_new(uv_loop_t *loop, struct logger *lg, httpd_handler handler, void *user) {
     struct httpd *h = calloc(1, sizeof *h);
-    if (!h) {
-        snprintf(err, errlen, "out of memory");
+    if (!h)
         return NULL;
-    }
     h->loop = loop;
     h->log = lg;
     h->handler = handler;
     h->user = user;
     h->lim = default_limits;
-    int rc = uv_tcp_init(loop, &h->listener);
-    if (rc != 0) {
-        snprintf(err, errlen, "listen %s: %s", listen, uv_strerror(rc));
+    list_init(&h->conns);
+    if (uv_tcp_init(loop, &h->listener) != 0) {
         free(h);
         return NULL;
     }
     h->listener.data = h;
-    rc = uv_tcp_bind(&h->listener, (const struct sockaddr *)&ss, 0);
+    return h;
+}
+
+int httpd_start(struct httpd *h, const char *listen, char *err, size_t errlen) {
+    struct sockaddr_storage ss;
+    if (httpd_parse_listen(listen, &ss, err, errlen) < 0)
+        return -1;
+    int rc = uv_tcp_bind(&h->listener, (const struct sockaddr *)&ss, 0);
     if (rc == UV_EAFNOSUPPORT && listen[0] == ':') {
         /* ":port" on a host without IPv6: all IPv4 interfaces instead. No
          * socket was created by the failed bind, so the handle is reusable. */
@@ -680,14 +675,11 @@ struct httpd *httpd_start(uv_loop_t *loop, struct logger *lg, const char *listen
         rc = uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &blen);
     if (rc != 0) {
         snprintf(err, errlen, "listen %s: %s", listen, uv_strerror(rc));
-        /* Freed by the close callback once the loop runs. */
-        h->closing = true;
-        uv_close((uv_handle_t *)&h->listener, on_listener_closed);
-        return NULL;
+        return -1;
     }
     h->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
                                           : ntohs(((struct sockaddr_in *)&bound)->sin_port);
-    return h;
+    return 0;
 }
 
 void httpd_set_limits(struct httpd *h, const struct httpd_limits *limits) {

@@ -30,6 +30,7 @@
 struct httpd;
 
 struct httpd_response {
+    /* public: the handler fills these */
     int status;               /* preset to 200 */
     const char *content_type; /* static string; preset to "text/plain; charset=utf-8" */
     buf_t body;               /* empty; the server frees it */
@@ -42,6 +43,7 @@ typedef void (*httpd_handler)(void *user, const char *method, const char *path,
                               struct httpd_response *res);
 
 struct httpd_limits {
+    /* public */
     unsigned max_conns;       /* default 64 */
     uint64_t read_timeout_ms; /* default 10000 */
     size_t max_head;          /* default 8192 */
@@ -53,10 +55,15 @@ struct httpd_limits {
  * asks the kernel for a free port. 0, or -1 with a message in err. */
 int httpd_parse_listen(const char *listen, struct sockaddr_storage *out, char *err, size_t errlen);
 
-/* Bind and listen on `listen`. lg must outlive the server. Returns the server,
- * or NULL with a message in err (bad address, address in use, ...). */
-struct httpd *httpd_start(uv_loop_t *loop, struct logger *lg, const char *listen,
-                          httpd_handler handler, void *user, char *err, size_t errlen);
+/* Lifecycle: httpd_new, httpd_start, httpd_close (also after a failed
+ * start, or none).
+ *
+ * A server that will call handler(user, ...) for each request; it does not
+ * listen yet. lg must outlive it. NULL when out of memory. */
+struct httpd *httpd_new(uv_loop_t *loop, struct logger *lg, httpd_handler handler, void *user);
+/* Bind and listen on `listen` (once). 0, or -1 with a message in err (bad
+ * address, address in use, ...). */
+int httpd_start(struct httpd *h, const char *listen, char *err, size_t errlen);
 /* Change the bounds (zero fields keep their value); applies to connections
  * accepted afterwards, and to every next request for the timeout. */
 void httpd_set_limits(struct httpd *h, const struct httpd_limits *limits);

@@ -13,6 +13,7 @@
 enum log_level { LOG_LVL_ERROR = 3, LOG_LVL_WARN = 4, LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
 
 struct logger {
+    /* public: set after logger_init */
     enum log_level level;
     bool journal;    /* emit <N> prefixes instead of timestamps */
     FILE *out;       /* stderr unless a test redirects it */

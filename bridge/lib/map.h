@@ -17,8 +17,10 @@ struct map_entry {
 };
 
 struct map {
+    /* private */
     struct map_entry **buckets;
     size_t nbuckets; /* 0 or a power of two */
+    /* read-only */
     size_t count;
 };
 

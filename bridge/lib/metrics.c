@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/lib/list.h"
 #include "bridge/lib/map.h"
 
 struct metric_series {
@@ -21,7 +22,7 @@ struct metric_series {
 };
 
 struct metric_family {
-    struct metric_family *next; /* registration order, which is render order */
+    struct list_node link; /* in registration order, which is render order */
     enum metric_type type;
     char *name, *help;
     size_t nlabels;
@@ -33,8 +34,8 @@ struct metric_family {
 };
 
 struct metrics {
-    struct metric_family *head, *tail;
-    struct map names; /* name -> family, to refuse duplicates */
+    struct list_node families; /* struct metric_family */
+    struct map names;          /* name -> family, to refuse duplicates */
 };
 
 /* Keys up to this size are built on the stack: the common case costs no
@@ -42,7 +43,10 @@ struct metrics {
 enum { KEY_STACK = 256 };
 
 struct metrics *metrics_new(void) {
-    return calloc(1, sizeof(struct metrics));
+    struct metrics *m = calloc(1, sizeof *m);
+    if (m)
+        list_init(&m->families);
+    return m;
 }
 
 static void series_free_all(struct metric_family *f) {
@@ -70,10 +74,8 @@ static void family_free(struct metric_family *f) {
 void metrics_free(struct metrics *m) {
     if (!m)
         return;
-    for (struct metric_family *f = m->head, *next; f; f = next) {
-        next = f->next;
-        family_free(f);
-    }
+    list_for_each_safe(n, next, &m->families)
+        family_free(list_entry(n, struct metric_family, link));
     map_free(&m->names);
     free(m);
 }
@@ -235,11 +237,7 @@ static struct metric_family *family_add(struct metrics *m, enum metric_type type
         goto fail;
     if (map_put(&m->names, name, f, NULL) < 0)
         goto fail;
-    if (m->tail)
-        m->tail->next = f;
-    else
-        m->head = f;
-    m->tail = f;
+    list_push_back(&m->families, &f->link);
     return f;
 fail:
     family_free(f);
@@ -508,9 +506,8 @@ static int render_family(buf_t *out, const struct metric_family *f) {
 int metrics_render(const struct metrics *m, buf_t *out) {
     if (!m)
         return -1;
-    for (const struct metric_family *f = m->head; f; f = f->next)
-        if (render_family(out, f) < 0)
-            return -1;
+    list_for_each(n, &m->families) if (render_family(out, list_entry(n, const struct metric_family,
+                                                                     link)) < 0) return -1;
     return 0;
 }
 

@@ -90,7 +90,7 @@ size_t metric_series_count(const struct metric_family *f);
  * memory (out then holds a partial page; reset it). */
 int metrics_render(const struct metrics *m, buf_t *out);
 
-/* ---- canary-bridge's standard set (SPEC section 5, issue 5) ---- */
+/* ---- canary-bridge's standard set (docs/usage.md section 8 shows them in use) ---- */
 
 struct bridge_metrics {
     struct metric_family *reconcile_total;             /* counter {result} */

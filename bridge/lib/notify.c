@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/timer.h"
 
 /* Strict decimal, no sign, no trailing junk. */
 static int parse_u64(const char *s, uint64_t *out) {
@@ -97,6 +98,17 @@ int notify_init(struct notifier *n, uv_loop_t *loop, struct logger *lg) {
     }
     n->enabled = true;
     watchdog_from_env(n);
+    if (!n->watchdog_usec)
+        return 0;
+    int rc = uv_timer_init(n->loop, &n->watchdog);
+    if (rc != 0) {
+        log_warn(n->log, "watchdog timer: %s", uv_strerror(rc));
+        return -1;
+    }
+    n->watchdog.data = n;
+    n->timer_open = true;
+    /* The pings alone must not keep the daemon from exiting. */
+    uv_unref((uv_handle_t *)&n->watchdog);
     return 0;
 }
 
@@ -171,36 +183,27 @@ int notify_reloading(struct notifier *n) {
     return notify_send(n, msg);
 }
 
-static void on_watchdog(uv_timer_t *t) {
+static void watchdog_ping(uv_timer_t *t) {
     struct notifier *n = t->data;
     if (notify_send(n, "WATCHDOG=1") == 0)
         n->pings++;
 }
 
-int notify_watchdog_start(struct notifier *n) {
-    if (!n->enabled || !n->watchdog_usec || n->timer_open)
+int notify_start(struct notifier *n) {
+    if (!n->enabled || !n->watchdog_usec)
+        return 0;
+    if (!n->timer_open)
+        return -1; /* notify_init logged why */
+    if (uv_is_active((uv_handle_t *)&n->watchdog))
         return 0;
     /* Half the timeout, as sd_watchdog_enabled(3) advises: one late ping
      * is not yet a missed deadline. */
     uint64_t ms = n->watchdog_usec / 2 / 1000;
     if (ms == 0)
         ms = 1;
-    int rc = uv_timer_init(n->loop, &n->watchdog);
-    if (rc != 0) {
-        log_warn(n->log, "watchdog timer: %s", uv_strerror(rc));
-        return -1;
-    }
-    n->watchdog.data = n;
-    n->timer_open = true;
-    rc = uv_timer_start(&n->watchdog, on_watchdog, ms, ms);
-    if (rc != 0) {
-        log_warn(n->log, "watchdog timer: %s", uv_strerror(rc));
-        return -1;
-    }
-    /* The pings alone must not keep the daemon from exiting. */
-    uv_unref((uv_handle_t *)&n->watchdog);
+    timer_arm(&n->watchdog, watchdog_ping, ms, ms);
     log_debug(n->log, "watchdog: pinging systemd every %llu ms", (unsigned long long)ms);
-    on_watchdog(&n->watchdog);
+    watchdog_ping(&n->watchdog);
     return 0;
 }
 

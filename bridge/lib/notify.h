@@ -25,24 +25,31 @@
 
 #include "bridge/lib/log.h"
 
+/* Lifecycle: notify_init, notify_start (the watchdog pings), notify_close
+ * (then let the loop run once before n goes away). The messages work from
+ * notify_init on. */
 struct notifier {
-    uv_loop_t *loop;
-    struct logger *log;
+    /* read-only */
     bool enabled;           /* NOTIFY_SOCKET set and usable */
     uint64_t watchdog_usec; /* 0: no watchdog for this process */
+    uint64_t pings;         /* WATCHDOG=1 sent, for tests and debugging */
+    /* private */
+    uv_loop_t *loop;
+    struct logger *log;
     uv_timer_t watchdog;
     bool timer_open; /* watchdog timer initialised, to be closed */
     bool failing;    /* last send failed: log once per streak, not per ping */
-    uint64_t pings;  /* WATCHDOG=1 sent, for tests and debugging */
     int fd;          /* -1 when disabled */
     struct sockaddr_un addr;
     socklen_t addrlen;
 };
 
 /* Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (a watchdog meant for
- * another process is ignored). A malformed value is logged and disables that
- * part. Returns 0, or -1 only on a failure to set up a valid socket (the
- * notifier is then disabled; the daemon can run on). lg must outlive n. */
+ * another process is ignored) and, with a watchdog, set up its timer. A
+ * malformed value is logged and disables that part. Returns 0, or -1 on a
+ * failure to set up a valid socket (the notifier is then disabled; the
+ * daemon can run on) or the watchdog timer (logged; the messages still
+ * work). lg must outlive n. */
 int notify_init(struct notifier *n, uv_loop_t *loop, struct logger *lg);
 
 /* READY=1: startup finished (first full sync), or a reload finished. */
@@ -56,8 +63,9 @@ int notify_reloading(struct notifier *n);
 /* STOPPING=1: shutdown began. */
 int notify_stopping(struct notifier *n);
 /* Start pinging WATCHDOG=1 every WATCHDOG_USEC/2, first ping now. No-op
- * without a watchdog. The timer does not keep the loop alive. */
-int notify_watchdog_start(struct notifier *n);
+ * without a watchdog, or when started already. The timer does not keep the
+ * loop alive. 0, or -1 when notify_init could not set up the timer. */
+int notify_start(struct notifier *n);
 /* The watchdog interval in microseconds, 0 when none. */
 uint64_t notify_watchdog_usec(const struct notifier *n);
 /* Stop the watchdog and release the socket; the timer handle is closed, so

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 struct tbucket {
+    /* read-only: the functions below keep these consistent */
     uint64_t burst;     /* tokens when full, >= 1 */
     uint64_t refill_ms; /* one token comes back every refill_ms, >= 1 */
     int64_t level;      /* ms of refill banked; burst * refill_ms = full */

@@ -150,27 +150,27 @@ static bool number_text_valid(const cJSON *item, struct number_lit *n) {
     return n->d == item->valuedouble;
 }
 
-int value_get_int(const cJSON *n, long long min, long long max, long long *out) {
+bool value_get_int(const cJSON *n, long long min, long long max, long long *out) {
     if (!cJSON_IsNumber(n))
-        return 0;
+        return false;
     struct number_lit lit;
     long long v;
     if (number_text_valid(n, &lit)) {
         if (!lit.is_int || !lit.ll_ok)
-            return 0;
+            return false;
         v = lit.ll;
     } else {
         double d = n->valuedouble;
         /* 9223372036854775808.0 is the first double past LLONG_MAX. */
         if (!isfinite(d) || d != trunc(d) || d < -9223372036854775808.0 ||
             d >= 9223372036854775808.0)
-            return 0;
+            return false;
         v = (long long)d;
     }
     if (v < min || v > max)
-        return 0;
+        return false;
     *out = v;
-    return 1;
+    return true;
 }
 
 /* ---- parsing ------------------------------------------------------------ */
@@ -364,27 +364,30 @@ static int on_collection_start(struct loader *ld, const yaml_event_t *e, size_t 
     return 0;
 }
 
-/* Returns 1 at stream end, 0 to go on, -1 on error. */
-static int on_event(struct loader *ld, const yaml_event_t *e) {
+/* What one event means for the loading loop. */
+enum event_step { EVENT_ERROR = -1, EVENT_MORE = 0, EVENT_END = 1 };
+
+static enum event_step on_event(struct loader *ld, const yaml_event_t *e) {
     size_t line = e->start_mark.line + 1;
     if (e->type == YAML_ALIAS_EVENT || anchored(e)) {
         fail(ld, line, "aliases and anchors are not allowed");
-        return -1;
+        return EVENT_ERROR;
     }
     switch (e->type) {
     case YAML_DOCUMENT_START_EVENT:
         if (++ld->docs > 1) {
             fail(ld, line, "only one document is allowed");
-            return -1;
+            return EVENT_ERROR;
         }
-        return 0;
-    case YAML_SCALAR_EVENT: return on_scalar(ld, e, line);
+        return EVENT_MORE;
+    case YAML_SCALAR_EVENT: return on_scalar(ld, e, line) < 0 ? EVENT_ERROR : EVENT_MORE;
     case YAML_MAPPING_START_EVENT:
-    case YAML_SEQUENCE_START_EVENT: return on_collection_start(ld, e, line);
+    case YAML_SEQUENCE_START_EVENT:
+        return on_collection_start(ld, e, line) < 0 ? EVENT_ERROR : EVENT_MORE;
     case YAML_MAPPING_END_EVENT:
-    case YAML_SEQUENCE_END_EVENT: ld->depth--; return 0;
-    case YAML_STREAM_END_EVENT: return 1;
-    default: return 0;
+    case YAML_SEQUENCE_END_EVENT: ld->depth--; return EVENT_MORE;
+    case YAML_STREAM_END_EVENT: return EVENT_END;
+    default: return EVENT_MORE;
     }
 }
 
@@ -395,10 +398,10 @@ static int load_events(struct loader *ld) {
             fail_libyaml(ld);
             return -1;
         }
-        int rc = on_event(ld, &e);
+        enum event_step step = on_event(ld, &e);
         yaml_event_delete(&e);
-        if (rc)
-            return rc < 0 ? -1 : 0;
+        if (step != EVENT_MORE)
+            return step == EVENT_ERROR ? -1 : 0;
     }
 }
 
@@ -686,7 +689,7 @@ static int emit_block(buf_t *out, const cJSON *n, int indent, bool first_inline)
     return 0;
 }
 
-int value_emit_yaml(const cJSON *obj, buf_t *out, int doc_start) {
+int value_emit_yaml(const cJSON *obj, buf_t *out, bool doc_start) {
     if (!obj)
         return -1;
     if (doc_start && buf_puts(out, "---\n") < 0)

@@ -12,6 +12,7 @@
 #define CB_VALUE_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "bridge/lib/buf.h"
@@ -31,10 +32,10 @@ size_t value_bom_len(const char *text, size_t len);
 
 /* Append obj as a YAML block document ("---\n" first when doc_start). Strings
  * that would read back as another type, or need it, are quoted. Returns 0/-1. */
-int value_emit_yaml(const cJSON *obj, buf_t *out, int doc_start);
+int value_emit_yaml(const cJSON *obj, buf_t *out, bool doc_start);
 
 /* Whole number check for cJSON numbers: true and *out set when the number is
  * an integer in [min, max] and was not written with a fraction/exponent. */
-int value_get_int(const cJSON *n, long long min, long long max, long long *out);
+bool value_get_int(const cJSON *n, long long min, long long max, long long *out);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bridge/lib/backoff.h"
+#include "bridge/lib/timer.h"
 
 enum { ITEM_QUEUED = 1, ITEM_IN_FLIGHT = 2, ITEM_DIRTY = 4 };
 
@@ -14,7 +15,7 @@ enum { ITEM_QUEUED = 1, ITEM_IN_FLIGHT = 2, ITEM_DIRTY = 4 };
 enum { FIFO_CHANGES, FIFO_RECHECKS };
 
 struct workqueue_item {
-    struct workqueue_item *next, *prev; /* FIFO links while queued */
+    struct list_node link; /* in its FIFO while queued */
     unsigned flags;
     bool urgent;   /* a source change: goes to FIFO_CHANGES when queued */
     unsigned fifo; /* the FIFO it is in while ITEM_QUEUED */
@@ -26,9 +27,9 @@ struct workqueue_item {
     char key[];          /* own copy: handed to the consumer while in flight */
 };
 
-static void on_idle(uv_idle_t *h);
-static void on_timer(uv_timer_t *h);
-static void on_settle_timer(uv_timer_t *h);
+static void idle_hand_out(uv_idle_t *h);
+static void delay_timer_fired(uv_timer_t *h);
+static void settle_timer_fired(uv_timer_t *h);
 
 int workqueue_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight,
                    workqueue_process_cb process, void *user) {
@@ -39,6 +40,8 @@ int workqueue_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight,
     q->user = user;
     q->base_backoff_ms = 50;
     q->max_backoff_ms = 30000;
+    list_init(&q->fifo[FIFO_CHANGES]);
+    list_init(&q->fifo[FIFO_RECHECKS]);
     if (uv_idle_init(loop, &q->idle) != 0)
         return -1;
     if (uv_timer_init(loop, &q->timer) != 0) {
@@ -85,6 +88,7 @@ static struct workqueue_item *item_get(struct workqueue *q, const char *key, boo
     if (!it)
         return NULL;
     memcpy(it->key, key, klen + 1);
+    list_init(&it->link);
     it->heap_idx = SIZE_MAX;
     if (map_put(&q->items, key, it, NULL) < 0) {
         free(it);
@@ -139,10 +143,14 @@ static void heap_remove(struct workqueue *q, struct workqueue_item *it) {
 }
 
 static struct workqueue_item *fifo_first(const struct workqueue *q) {
-    return q->head[FIFO_CHANGES] ? q->head[FIFO_CHANGES] : q->head[FIFO_RECHECKS];
+    struct list_node *n = list_first(&q->fifo[FIFO_CHANGES]);
+    if (!n)
+        n = list_first(&q->fifo[FIFO_RECHECKS]);
+    return n ? list_entry(n, struct workqueue_item, link) : NULL;
 }
 
-static void timer_rearm(struct workqueue *q) {
+/* Fire when the earliest delayed key is due. */
+static void delay_timer_rearm(struct workqueue *q) {
     if (q->closing)
         return;
     if (!q->heap_len) {
@@ -150,7 +158,7 @@ static void timer_rearm(struct workqueue *q) {
         return;
     }
     uint64_t now = uv_now(q->loop), due = q->heap[0]->due;
-    uv_timer_start(&q->timer, on_timer, due > now ? due - now : 0, 0);
+    timer_arm(&q->timer, delay_timer_fired, due > now ? due - now : 0, 0);
 }
 
 static void idle_rearm(struct workqueue *q) {
@@ -159,7 +167,7 @@ static void idle_rearm(struct workqueue *q) {
     bool want =
         !q->paused && !q->settle.holding && fifo_first(q) && q->in_flight < q->max_in_flight;
     if (want && !uv_is_active((uv_handle_t *)&q->idle))
-        uv_idle_start(&q->idle, on_idle);
+        uv_idle_start(&q->idle, idle_hand_out);
     else if (!want && uv_is_active((uv_handle_t *)&q->idle))
         uv_idle_stop(&q->idle);
 }
@@ -168,27 +176,12 @@ static void fifo_push(struct workqueue *q, struct workqueue_item *it) {
     unsigned f = it->urgent ? FIFO_CHANGES : FIFO_RECHECKS;
     it->flags |= ITEM_QUEUED;
     it->fifo = f;
-    it->next = NULL;
-    it->prev = q->tail[f];
-    if (q->tail[f])
-        q->tail[f]->next = it;
-    else
-        q->head[f] = it;
-    q->tail[f] = it;
+    list_push_back(&q->fifo[f], &it->link);
     q->queued++;
 }
 
 static void fifo_unlink(struct workqueue *q, struct workqueue_item *it) {
-    unsigned f = it->fifo;
-    if (it->prev)
-        it->prev->next = it->next;
-    else
-        q->head[f] = it->next;
-    if (it->next)
-        it->next->prev = it->prev;
-    else
-        q->tail[f] = it->prev;
-    it->next = it->prev = NULL;
+    list_remove(&it->link);
     it->flags &= ~ITEM_QUEUED;
     q->queued--;
 }
@@ -221,7 +214,7 @@ int workqueue_add(struct workqueue *q, const char *key) {
     if (!it)
         return -1;
     enqueue(q, it);
-    timer_rearm(q);
+    delay_timer_rearm(q);
     return 0;
 }
 
@@ -248,7 +241,7 @@ static void settle_rearm(struct workqueue *q) {
     if (cap < end)
         end = cap;
     uint64_t now = uv_now(q->loop);
-    uv_timer_start(&st->timer, on_settle_timer, end > now ? end - now : 0, 0);
+    timer_arm(&st->timer, settle_timer_fired, end > now ? end - now : 0, 0);
 }
 
 /* A change arrived now; `fresh` when it is new work for the queue (not a key
@@ -289,7 +282,7 @@ static void settle_release(struct workqueue *q) {
         st->cb(q->user, false, st->changes, now - st->since);
 }
 
-static void on_settle_timer(uv_timer_t *h) {
+static void settle_timer_fired(uv_timer_t *h) {
     struct workqueue *q = h->data;
     struct workqueue_settle *st = &q->settle;
     if (!st->holding || q->closing)
@@ -320,7 +313,7 @@ int workqueue_add_change(struct workqueue *q, const char *key) {
         fifo_push(q, it);
     }
     enqueue(q, it);
-    timer_rearm(q);
+    delay_timer_rearm(q);
     settle_change(q, fresh);
     return 0;
 }
@@ -334,7 +327,7 @@ static int delay_item(struct workqueue *q, struct workqueue_item *it, uint64_t d
             return 0; /* keep the earlier time */
         it->due = due;
         heap_up(q, it->heap_idx);
-        timer_rearm(q);
+        delay_timer_rearm(q);
         return 0;
     }
     if (q->heap_len == q->heap_cap) {
@@ -349,7 +342,7 @@ static int delay_item(struct workqueue *q, struct workqueue_item *it, uint64_t d
     it->heap_idx = q->heap_len;
     q->heap[q->heap_len++] = it;
     heap_up(q, it->heap_idx);
-    timer_rearm(q);
+    delay_timer_rearm(q);
     return 0;
 }
 
@@ -364,8 +357,8 @@ int workqueue_add_after(struct workqueue *q, const char *key, uint64_t delay_ms)
     return delay_item(q, it, delay_ms);
 }
 
-static void finish(struct workqueue *q, const char *key, bool retry, uint64_t delay_ms,
-                   bool explicit_delay, bool hold) {
+static void pass_end(struct workqueue *q, const char *key, bool retry, uint64_t delay_ms,
+                     bool explicit_delay, bool hold) {
     struct workqueue_item *it = item_get(q, key, false);
     if (!it || !(it->flags & ITEM_IN_FLIGHT))
         return;
@@ -394,15 +387,15 @@ static void finish(struct workqueue *q, const char *key, bool retry, uint64_t de
 }
 
 void workqueue_done(struct workqueue *q, const char *key, bool retry) {
-    finish(q, key, retry, 0, false, false);
+    pass_end(q, key, retry, 0, false, false);
 }
 
 void workqueue_done_after(struct workqueue *q, const char *key, uint64_t delay_ms) {
-    finish(q, key, true, delay_ms, true, true);
+    pass_end(q, key, true, delay_ms, true, true);
 }
 
 void workqueue_done_in(struct workqueue *q, const char *key, uint64_t delay_ms) {
-    finish(q, key, true, delay_ms, true, false);
+    pass_end(q, key, true, delay_ms, true, false);
 }
 
 void workqueue_pause(struct workqueue *q, bool paused) {
@@ -423,7 +416,7 @@ unsigned workqueue_failures(const struct workqueue *q, const char *key) {
     return it ? it->failures : 0;
 }
 
-static void on_idle(uv_idle_t *h) {
+static void idle_hand_out(uv_idle_t *h) {
     struct workqueue *q = h->data;
     struct workqueue_item *it;
     while (!q->paused && !q->settle.holding && !q->closing && (it = fifo_first(q)) &&
@@ -441,7 +434,7 @@ static void on_idle(uv_idle_t *h) {
     idle_rearm(q);
 }
 
-static void on_timer(uv_timer_t *h) {
+static void delay_timer_fired(uv_timer_t *h) {
     struct workqueue *q = h->data;
     uint64_t now = uv_now(q->loop);
     while (q->heap_len && q->heap[0]->due <= now) {
@@ -449,5 +442,5 @@ static void on_timer(uv_timer_t *h) {
         heap_remove(q, it);
         enqueue(q, it);
     }
-    timer_rearm(q);
+    delay_timer_rearm(q);
 }

@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "bridge/lib/list.h"
 #include "bridge/lib/map.h"
 #include "bridge/lib/tbucket.h"
 
@@ -44,6 +45,7 @@ typedef void (*workqueue_process_cb)(void *user, const char *key);
  * adds from the one that began it on, held_ms = how long it lasted). */
 typedef void (*workqueue_settle_cb)(void *user, bool holding, size_t changes, uint64_t held_ms);
 
+/* Burst settling state; private to workqueue.c. */
 struct workqueue_settle {
     struct tbucket rate;            /* changes within the rate draw from it */
     uint64_t quiet_ms, max_hold_ms; /* max_hold_ms 0 = settling off */
@@ -55,31 +57,39 @@ struct workqueue_settle {
     workqueue_settle_cb cb;
 };
 
+/* Embedded by its owner. Lifecycle: workqueue_init, workqueue_close (the
+ * handles), then workqueue_free (the memory) once the loop has run the close
+ * callbacks; processing starts with the first add. */
 struct workqueue {
+    /* public: may be changed after workqueue_init */
+    uint64_t base_backoff_ms, max_backoff_ms; /* retry backoff bounds */
+    /* read-only */
     uv_loop_t *loop;
+    size_t queued, in_flight, max_in_flight;
+    bool paused; /* hold processing (e.g. until caches are synced) */
+    /* private */
     uv_idle_t idle;   /* drains the queue on the next iteration */
     uv_timer_t timer; /* fires when the earliest delayed key is due */
     struct map items; /* key -> struct workqueue_item */
     /* Queued keys, two FIFOs: source changes first, then re-checks
      * (resync, drift, retries), so an edit never waits behind a resync of
      * every route. */
-    struct workqueue_item *head[2], *tail[2];
+    struct list_node fifo[2];
     struct workqueue_item **heap; /* delayed keys, min-heap on due time */
     size_t heap_len, heap_cap;
-    size_t queued, in_flight, max_in_flight;
-    bool paused; /* hold processing (e.g. until caches are synced) */
     struct workqueue_settle settle;
     bool closing;
-    uint64_t base_backoff_ms, max_backoff_ms;
     workqueue_process_cb process;
     void *user;
 };
 
+/* 0, or -1 when a handle cannot be set up (those set up already are closing:
+ * keep q until the loop has run; no workqueue_close). */
 int workqueue_init(struct workqueue *q, uv_loop_t *loop, size_t max_in_flight,
                    workqueue_process_cb process, void *user);
-/* Close the uv handles; free with workqueue_free from the loop afterwards (or after
- * uv_run drained the close callbacks). */
+/* Close the uv handles: nothing is handed out after it. */
 void workqueue_close(struct workqueue *q);
+/* Free the queue's memory, after the close callbacks have run. */
 void workqueue_free(struct workqueue *q);
 
 /* Queue key now (no-op if already queued; dirty if in flight). 0 / -1 ENOMEM. */

@@ -1,9 +1,11 @@
-/* model.h - keys -> per-route desired state (SPEC section 1).
+/* model.h - keys -> per-route desired state.
  *
  * A route folder P<ns>/<name>/ holds up to three input keys: `route` (owned
- * mode), `weights` and `headers`. model_build() parses and validates them all
- * and produces one struct model_route, or one error naming the key and the
- * reason. It is pure: no I/O, no logging, no Kubernetes. */
+ * mode), `weights` and `headers` (docs/usage.md sections 1 to 5 show them as
+ * users write them), and the `status` key the bridge writes back.
+ * model_build() parses and validates the input keys and produces one struct
+ * model_route, or one error naming the key and the reason. It is pure: no
+ * I/O, no logging, no Kubernetes. */
 #ifndef CB_MODEL_H
 #define CB_MODEL_H
 
@@ -132,10 +134,16 @@ struct model_input {
     bool held_doc_new;
 };
 
-/* Returns 0 and fills *out, or -1 with "KEY: reason" in err (out is left
- * zeroed). With neither route nor weights present the route is "absent":
- * returns 1 (nothing desired) and out stays zeroed. */
-int model_build(const struct model_input *in, struct model_route *out, char *err, size_t errlen);
+/* What model_build made of a route folder. The values are fixed: callers may
+ * test `< 0` for an error. */
+enum model_build_result {
+    MODEL_INVALID = -1, /* err holds "KEY: reason"; out is left zeroed */
+    MODEL_BUILT = 0,    /* *out is filled; free it with model_route_free */
+    MODEL_ABSENT = 1,   /* neither route nor weights: nothing desired; out stays zeroed */
+};
+
+enum model_build_result model_build(const struct model_input *in, struct model_route *out,
+                                    char *err, size_t errlen);
 void model_route_free(struct model_route *r);
 
 /* Exposed for unit tests and the patched-mode sink: parse a `weights` value in

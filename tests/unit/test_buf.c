@@ -36,7 +36,7 @@ static void test_buf_grow_and_printf(void **state) {
     free(s);
 }
 
-static void test_map_basic(void **state) {
+static void test_map_put_replace_delete_iterate(void **state) {
     (void)state;
     struct map m = MAP_INIT;
     char key[32];
@@ -99,7 +99,7 @@ static void test_log_line_is_clean(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_grow_and_printf),
-        cmocka_unit_test(test_map_basic),
+        cmocka_unit_test(test_map_put_replace_delete_iterate),
         cmocka_unit_test(test_backoff_bounds),
         cmocka_unit_test(test_log_line_is_clean),
     };

@@ -198,8 +198,9 @@ static int setup(void **state) {
     assert_int_equal(uv_timer_init(&f->loop, &f->guard), 0);
     f->guard.data = f;
     char err[256];
-    f->h = httpd_start(&f->loop, &f->log, "127.0.0.1:0", handler, f, err, sizeof err);
-    if (!f->h)
+    f->h = httpd_new(&f->loop, &f->log, handler, f);
+    assert_non_null(f->h);
+    if (httpd_start(f->h, "127.0.0.1:0", err, sizeof err) < 0)
         fail_msg("httpd_start: %s", err);
     assert_true(httpd_port(f->h) > 0);
     *state = f;
@@ -450,17 +451,19 @@ static void test_address_in_use(void **state) {
     struct fx *f = *state;
     char listen[64], err[256] = "";
     snprintf(listen, sizeof listen, "127.0.0.1:%d", httpd_port(f->h));
-    struct httpd *h2 = httpd_start(&f->loop, &f->log, listen, handler, f, err, sizeof err);
-    assert_null(h2);
+    struct httpd *h2 = httpd_new(&f->loop, &f->log, handler, f);
+    assert_non_null(h2);
+    assert_int_equal(httpd_start(h2, listen, err, sizeof err), -1);
     assert_non_null(strstr(err, listen));
-    /* The failed listener is released by the loop in teardown. */
+    httpd_close(h2); /* released by the loop in teardown */
 }
 
 static void test_any_address(void **state) {
     struct fx *f = *state;
     char err[256];
-    struct httpd *h2 = httpd_start(&f->loop, &f->log, ":0", handler, f, err, sizeof err);
-    if (!h2)
+    struct httpd *h2 = httpd_new(&f->loop, &f->log, handler, f);
+    assert_non_null(h2);
+    if (httpd_start(h2, ":0", err, sizeof err) < 0)
         fail_msg("httpd_start(:0): %s", err);
     assert_true(httpd_port(h2) > 0);
     assert_int_not_equal(httpd_port(h2), httpd_port(f->h));

@@ -54,7 +54,7 @@ static void teardown_rec(struct rec *r) {
     assert_int_equal(uv_loop_close(&r->loop), 0);
 }
 
-static void test_coalesce(void **state) {
+static void test_adds_of_one_key_coalesce(void **state) {
     (void)state;
     struct rec r;
     setup_rec(&r, 4);
@@ -167,7 +167,7 @@ static void test_retry_after_holds_against_new_input(void **state) {
     teardown_rec(&r);
 }
 
-static void test_pause(void **state) {
+static void test_pause_holds_keys(void **state) {
     (void)state;
     struct rec r;
     setup_rec(&r, 1);
@@ -362,12 +362,12 @@ static void test_settle_off(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_coalesce),
+        cmocka_unit_test(test_adds_of_one_key_coalesce),
         cmocka_unit_test(test_dirty_requeue),
         cmocka_unit_test(test_max_in_flight),
         cmocka_unit_test(test_retry_backoff),
         cmocka_unit_test(test_add_after_then_add_now),
-        cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_pause_holds_keys),
         cmocka_unit_test(test_retry_after_holds_against_new_input),
         cmocka_unit_test(test_changes_before_rechecks),
         cmocka_unit_test(test_settle_holds_until_quiet),
