@@ -201,7 +201,7 @@ static void maybe_start_work(struct app *a) {
     /* Every route gets a first pass: the snapshot may have arrived before the
      * reconciler existed (api_group discovery runs concurrently). */
     reconciler_enqueue_all(&a->rec);
-    workqueue_pause(&a->rec.wq, false);
+    reconciler_start(&a->rec);
     set_status(a, "syncing %zu routes", a->keys.routes.count);
     /* Folders with only mistyped keys get no pass: their status says why. */
     struct map_iter it;
@@ -579,14 +579,13 @@ static void on_leader_change(void *user, bool leader) {
         if (a->working) {
             /* Take over from a warm cache: one pass over every route. */
             reconciler_enqueue_all(&a->rec);
-            workqueue_pause(&a->rec.wq, false);
+            reconciler_start(&a->rec);
             set_status(a, "leader: syncing %zu routes", a->keys.routes.count);
         } else {
             maybe_start_work(a);
         }
     } else {
-        workqueue_pause(&a->rec.wq, true);
-        reconciler_abort(&a->rec);
+        reconciler_stop(&a->rec);
         set_status(a, "standby: following leader %s",
                    lease_holder(&a->lease) ? lease_holder(&a->lease) : "?");
     }
@@ -626,7 +625,7 @@ static int render_route(struct app *a, const char *id, buf_t *out) {
     struct model_input in;
     char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], err[1024];
     struct model_route m;
-    if (keycache_input(&a->keys, id, &in, ns, name) < 0)
+    if (!keycache_input(&a->keys, id, &in, ns, name))
         return 0;
     int rc = model_build(&in, &m, err, sizeof err);
     if (rc < 0) {
@@ -849,7 +848,7 @@ static void app_stop(struct app *a, int code) {
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_stop(&a->inf[k]);
     if (a->have_rec)
-        workqueue_pause(&a->rec.wq, true);
+        reconciler_pause(&a->rec);
     if (!a->have_timers) {
         teardown(a);
         return;
@@ -972,7 +971,6 @@ static int start_reconciler(struct app *a) {
                                             .event = hook_event,
                                             .burst = hook_burst,
                                             .user = a};
-    workqueue_pause(&a->rec.wq, true);
     return 0;
 }
 

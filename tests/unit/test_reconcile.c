@@ -173,11 +173,10 @@ static void rig_start(struct rig *r, const char *ns, bool create_ns) {
     r->rec.field_manager = "canary-bridge";
     r->rec.hooks = (struct reconcile_hooks){.event = hook_event, .status = hook_status, .user = r};
     r->started = true;
-    workqueue_pause(&r->rec.wq, true);
     for (int i = 0; i < OBJ_NKINDS; i++)
         assert_int_equal(informer_start(&r->inf[i]), 0);
     assert_true(support_run_until(&r->k->loop, all_synced, r, WAIT_MS));
-    workqueue_pause(&r->rec.wq, false);
+    reconciler_start(&r->rec);
 }
 
 static int rig_teardown(void **state) {
