@@ -109,7 +109,7 @@ static int count_substr(const char *hay, const char *needle) {
 
 /* ---- tests ---- */
 
-static void test_utf8_copy(void **state) {
+static void test_utf8_copy_never_splits_a_character(void **state) {
     (void)state;
     char out[16];
     events_utf8_copy(out, sizeof out, "plain", 100);
@@ -134,7 +134,7 @@ static void test_utf8_copy(void **state) {
     assert_string_equal(out, "ab??");
 }
 
-static void test_event_fields_and_aggregation(void **state) {
+static void test_event_fields_and_repeats_folded_into_one_event(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-a");
     assert_non_null(rec);
@@ -272,11 +272,11 @@ static bool newest_says(void *arg) {
     return found;
 }
 
-/* Issue 11, defect 12: six quick weight changes on one IngressRoute. With
- * a per-object burst of 5, the sixth used to be dropped and the newest Event
- * said the fifth. Similar events fold into one Event whose message is the
- * newest and whose count is 6. */
-static void test_newest_event_always_visible(void **state) {
+/* Six quick weight changes on one IngressRoute. With a per-object burst of
+ * 5, the sixth was once dropped and the newest Event said the fifth.
+ * Similar events fold into one Event whose message is the newest and whose
+ * count is 6. */
+static void test_newest_of_quick_repeats_is_always_visible(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-q");
     assert_non_null(rec);
@@ -308,7 +308,7 @@ static bool posted_at_least(void *arg) {
     return st.posted >= p->n && st.in_flight == 0;
 }
 
-static void test_rate_limits(void **state) {
+static void test_rate_limits_defer_events_never_drop_them(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
     assert_non_null(rec);
@@ -419,7 +419,7 @@ static void test_rate_limits(void **state) {
     support_run_for(&k->loop, 10); /* the closed timers free themselves */
 }
 
-static void test_failures_logged_once(void **state) {
+static void test_failures_logged_once_per_kind_never_retried(void **state) {
     struct kapi *k = *state;
     char *text = NULL;
     size_t len = 0;
@@ -476,7 +476,7 @@ static void test_failures_logged_once(void **state) {
     free(text);
 }
 
-static void test_close_cancels(void **state) {
+static void test_close_cancels_events_in_flight_and_waiting(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-c");
     assert_non_null(rec);
@@ -504,12 +504,12 @@ static void test_close_cancels(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8_copy),
-        cmocka_unit_test(test_event_fields_and_aggregation),
-        cmocka_unit_test(test_newest_event_always_visible),
-        cmocka_unit_test(test_rate_limits),
-        cmocka_unit_test(test_failures_logged_once),
-        cmocka_unit_test(test_close_cancels),
+        cmocka_unit_test(test_utf8_copy_never_splits_a_character),
+        cmocka_unit_test(test_event_fields_and_repeats_folded_into_one_event),
+        cmocka_unit_test(test_newest_of_quick_repeats_is_always_visible),
+        cmocka_unit_test(test_rate_limits_defer_events_never_drop_them),
+        cmocka_unit_test(test_failures_logged_once_per_kind_never_retried),
+        cmocka_unit_test(test_close_cancels_events_in_flight_and_waiting),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
 }

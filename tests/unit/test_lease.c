@@ -233,7 +233,7 @@ static int lease_requests(struct kapi *k, int since, const char *lease, char out
 
 /* ---- tests ---- */
 
-static void test_microtime(void **state) {
+static void test_microtime_format(void **state) {
     (void)state;
     char t[40];
     assert_int_equal(lease_microtime_now(t, sizeof t), 0);
@@ -242,7 +242,7 @@ static void test_microtime(void **state) {
     assert_int_equal(lease_microtime_now(small, sizeof small), -1);
 }
 
-static void test_invalid_settings(void **state) {
+static void test_invalid_timings_and_identity_refused(void **state) {
     struct kapi *k = *state;
     struct lease_elector e;
     struct logger quiet;
@@ -269,7 +269,7 @@ static void test_invalid_settings(void **state) {
 /* One candidate creates the Lease, leads, and renews every retry period,
  * keeping acquireTime. Its kube client is in dry-run mode: the Lease must
  * be written for real anyway. */
-static void test_single_leader_renews(void **state) {
+static void test_single_leader_renews_keeping_acquire_time(void **state) {
     struct kapi *k = *state;
     struct world *w = k->data;
     int seq0 = kapi_last_seq(k);
@@ -323,7 +323,7 @@ static void test_single_leader_renews(void **state) {
  * leader stops renewing (lease_stop, no release): the follower takes over no
  * sooner than a lease duration after the last renewal and soon after it.
  * A third joins; the new leader releases: the third takes over at once. */
-static void test_failover_and_release(void **state) {
+static void test_takeover_after_expiry_and_at_once_after_release(void **state) {
     struct kapi *k = *state;
     struct world *w = k->data;
     struct cand *a = cand_start(w, "pair", "host-a", false);
@@ -387,7 +387,7 @@ static void test_failover_and_release(void **state) {
 
 /* 409s: on create (another candidate created it first), on the leader's
  * renewal (the record changed under it) and on a takeover (lost the race). */
-static void test_conflicts(void **state) {
+static void test_conflicts_reread_and_retry(void **state) {
     struct kapi *k = *state;
     struct world *w = k->data;
     char seen[32][16];
@@ -461,7 +461,7 @@ static void test_conflicts(void **state) {
 /* A leader whose renewals fail (500s, then hanging requests) steps down
  * renew_deadline after its last successful renewal: before the Lease can
  * expire for anyone else. When the API recovers it leads again. */
-static void test_renew_failures_step_down(void **state) {
+static void test_failing_renewals_step_down_before_expiry(void **state) {
     struct kapi *k = *state;
     struct world *w = k->data;
     struct cand *a = cand_start(w, "flaky", "host-a", false);
@@ -515,7 +515,7 @@ static void test_renew_failures_step_down(void **state) {
 
 /* Release by a follower: nothing to hand over, done comes on the next loop
  * iteration. A release cut short by lease_stop never calls done. */
-static void test_release_edge_cases(void **state) {
+static void test_release_by_follower_and_release_cut_short_by_stop(void **state) {
     struct kapi *k = *state;
     struct world *w = k->data;
     struct cand *a = cand_start(w, "misc", "host-a", false);
@@ -550,13 +550,19 @@ static void test_release_edge_cases(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_microtime),
-        cmocka_unit_test_setup_teardown(test_invalid_settings, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_single_leader_renews, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_failover_and_release, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_conflicts, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_renew_failures_step_down, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_release_edge_cases, world_setup, world_teardown),
+        cmocka_unit_test(test_microtime_format),
+        cmocka_unit_test_setup_teardown(test_invalid_timings_and_identity_refused, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_single_leader_renews_keeping_acquire_time, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_takeover_after_expiry_and_at_once_after_release,
+                                        world_setup, world_teardown),
+        cmocka_unit_test_setup_teardown(test_conflicts_reread_and_retry, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_failing_renewals_step_down_before_expiry, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_release_by_follower_and_release_cut_short_by_stop,
+                                        world_setup, world_teardown),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
 }
