@@ -377,9 +377,16 @@ static void print_writes(char seen[][128], int n) {
 }
 
 static const struct route_status *status_of(struct rig *r, const char *route) {
-    char id[200];
+    char id[KEYCACHE_ROUTE_ID_MAX];
     keycache_route_id(id, sizeof id, r->ns, route);
     return reconciler_status(&r->rec, id);
+}
+
+/* The route's status record, which must exist. */
+static const struct route_status *must_status(struct rig *r, const char *route) {
+    const struct route_status *s = status_of(r, route);
+    assert_non_null(s);
+    return s;
 }
 
 struct route_is {
@@ -430,8 +437,7 @@ static void test_owned_route_creates_middleware_before_ingressroute(void **state
     assert_string_equal(kobj_str(meta, "annotations", TRAEFIK_ANNOT_PREFIX), r->prefix);
     assert_int_equal(weight_of(ir, "shop-v1"), 90);
     assert_int_equal(weight_of(ir, "shop-v2"), 10);
-    const struct route_status *s = status_of(r, "shop");
-    assert_non_null(s);
+    const struct route_status *s = must_status(r, "shop");
     assert_int_equal(s->state, ROUTE_APPLIED);
     assert_null(s->message);
     assert_int_equal(s->revision, r->rev);
@@ -534,7 +540,7 @@ static void test_conflict_rereads_and_retries_with_fresh_resource_version(void *
     assert_int_equal(weight_of(ir, "shop-v1"), 70);
     assert_string_equal(kobj_str(cJSON_GetObjectItem(ir, "metadata"), "labels", "team"), "web");
     cJSON_Delete(ir);
-    assert_int_equal(status_of(r, "shop")->state, ROUTE_APPLIED);
+    assert_int_equal(must_status(r, "shop")->state, ROUTE_APPLIED);
 }
 
 static bool ir_gone(void *arg) {
@@ -707,8 +713,7 @@ static void test_namespace_outside_allow_list_is_refused_without_a_request(void 
     int seq = kapi_last_seq(r->k);
     put_route(r, "shop", 90, 10);
     settle(r);
-    const struct route_status *s = status_of(r, "shop");
-    assert_non_null(s);
+    const struct route_status *s = must_status(r, "shop");
     assert_int_equal(s->state, ROUTE_ERROR);
     assert_string_equal(s->message, "namespace rc-allow is not in reconcile.namespaces");
     char seen[16][128];
@@ -728,7 +733,7 @@ static void test_missing_namespace_is_an_error_retried_later(void **state) {
     put_route(r, "shop", 90, 10);
     struct route_is err = {r, "shop", ROUTE_ERROR};
     assert_true(support_run_until(&r->k->loop, route_state_is, &err, WAIT_MS));
-    const struct route_status *s = status_of(r, "shop");
+    const struct route_status *s = must_status(r, "shop");
     assert_int_equal(reconciler_jobs_in_flight(&r->rec), 0);
     assert_non_null(s->message);
     assert_non_null(strstr(s->message, "namespace rc-nowhere does not exist"));
@@ -790,7 +795,7 @@ static void test_patched_mode_sets_only_weights_on_a_foreign_ingressroute(void *
     assert_null(kobj_str(meta, "labels", TRAEFIK_LABEL_MANAGED_BY));
     assert_null(kobj_str(meta, "annotations", TRAEFIK_ANNOT_PREFIX));
     cJSON_Delete(ir);
-    assert_int_equal(status_of(r, "shop")->state, ROUTE_APPLIED);
+    assert_int_equal(must_status(r, "shop")->state, ROUTE_APPLIED);
     assert_int_equal(events_with(r, "Applied"), 1);
 }
 
@@ -805,7 +810,7 @@ static void test_owned_mode_refuses_to_take_over_a_foreign_ingressroute(void **s
     int seq = kapi_last_seq(r->k);
     put_route(r, "shop", 90, 10);
     settle(r);
-    const struct route_status *s = status_of(r, "shop");
+    const struct route_status *s = must_status(r, "shop");
     assert_int_equal(s->state, ROUTE_ERROR);
     assert_non_null(strstr(s->message, "is not managed by canary-bridge"));
     char seen[16][128];
@@ -831,7 +836,7 @@ static void test_bad_weights_fail_the_route_and_keep_its_objects(void **state) {
     int seq = kapi_last_seq(r->k);
     put_key(r, "shop", "weights", "shop-v1=lots, shop-v2=10");
     settle(r);
-    const struct route_status *s = status_of(r, "shop");
+    const struct route_status *s = must_status(r, "shop");
     assert_int_equal(s->state, ROUTE_ERROR);
     char key[200];
     key_of(r, "shop", "weights", key, sizeof key);
@@ -846,7 +851,7 @@ static void test_bad_weights_fail_the_route_and_keep_its_objects(void **state) {
     put_key(r, "shop", "weights", "shop-v1=80, shop-v2=20");
     settle(r);
     wait_weight(r, "shop", 80);
-    assert_int_equal(status_of(r, "shop")->state, ROUTE_APPLIED);
+    assert_int_equal(must_status(r, "shop")->state, ROUTE_APPLIED);
 }
 
 /* Another writer (field manager "rival") keeps setting other weights on
@@ -877,7 +882,7 @@ static void test_rival_writer_is_named_and_slowed_down(void **state) {
         if (i < RECONCILE_FIGHT_UNDOS) {
             wait_weight(r, "shop", 90); /* undone at once */
             settle(r);
-            assert_int_equal(status_of(r, "shop")->state, ROUTE_APPLIED);
+            assert_int_equal(must_status(r, "shop")->state, ROUTE_APPLIED);
         }
     }
     /* The third undo: judged, named, and the pass that judged it held its
@@ -889,7 +894,7 @@ static void test_rival_writer_is_named_and_slowed_down(void **state) {
     cJSON_Delete(ir);
     assert_int_equal(reconciler_jobs_in_flight(&r->rec), 0);
     assert_int_equal(workqueue_delayed(&r->rec.wq), 1);
-    const struct route_status *s = status_of(r, "shop");
+    const struct route_status *s = must_status(r, "shop");
     assert_int_equal(s->state, ROUTE_ERROR);
     assert_non_null(strstr(s->message, "another writer, field manager \"rival\""));
     assert_string_equal(s->rival, "rival");
@@ -900,8 +905,8 @@ static void test_rival_writer_is_named_and_slowed_down(void **state) {
     put_key(r, "shop", "weights", "shop-v1=80, shop-v2=20");
     settle(r);
     wait_weight(r, "shop", 80);
-    assert_false(status_of(r, "shop")->fighting);
-    assert_int_equal(status_of(r, "shop")->state, ROUTE_APPLIED);
+    assert_false(must_status(r, "shop")->fighting);
+    assert_int_equal(must_status(r, "shop")->state, ROUTE_APPLIED);
 }
 
 #define RIG_TEST(t) cmocka_unit_test_setup_teardown(t, rig_setup, rig_teardown)
