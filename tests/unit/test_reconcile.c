@@ -663,7 +663,7 @@ static void test_deletion_guard_holds_a_mass_deletion_until_confirmed(void **sta
     assert_true(r->rec.guard.holding);
     assert_int_equal(count_objs(r, "ingressroutes"), 3);
 
-    char value[16];
+    char value[24];
     snprintf(value, sizeof value, "%s\n", token); /* as `echo` writes it */
     kv = (struct source_kv){confirm, value, strlen(value), ++r->rev};
     assert_int_equal(keycache_put(&r->keys, &kv, on_key, r), 0);
