@@ -10,17 +10,10 @@
  * namespace and key prefix, so objects of earlier tests in the shared
  * server are neither its own nor counted by its deletion guard.
  *
- * Checked: an owned route's objects created Middleware first; a weight
- * change written as one PUT, unchanged keys writing nothing; a 409 with a
- * stale resourceVersion re-read and retried with the fresh one; policy sync
- * deleting the IngressRoute before its Middleware, upsert-only deleting
- * nothing; the deletion guard holding a mass deletion until confirmed, and
- * ending by itself when the keys return; the namespace allow-list refusing
- * a route without a request; a missing namespace reported and retried
- * later; patched mode setting only weights on an IngressRoute it does not
- * own, owned mode refusing to take one over; bad input failing its route
- * and keeping the objects; a rival writer undoing our writes detected,
- * named, and slowed down.
+ * The test names say what each checks; together they cover create and
+ * update order, 409 retries, both deletion policies, the deletion guard,
+ * the namespace rules, patched mode, ownership refusals, bad input and a
+ * rival writer.
  *
  * Run from tests/ (meson's workdir) or the repository root. */
 #include <setjmp.h>
@@ -29,7 +22,6 @@
 
 #include <cmocka.h>
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,10 +321,21 @@ static void wait_weight(struct rig *r, const char *name, int v1) {
     assert_true(support_run_until(&r->k->loop, ir_weight_is, &w, WAIT_MS));
 }
 
+/* Route shop at 90/10 (with HEADERS_DOC when headers) applied, and the
+ * watch echoes of our own writes settled too. */
+static void apply_shop(struct rig *r, bool headers) {
+    put_route(r, "shop", 90, 10);
+    if (headers)
+        put_key(r, "shop", "headers", HEADERS_DOC);
+    settle(r);
+    wait_weight(r, "shop", 90);
+    settle(r);
+}
+
 /* The requests to Traefik kinds in the test's namespace since seq, as
- * "METHOD plural/name STATUS", in arrival order; returns how many. GETs
- * only with gets (the test's own reads are GETs too). Bodies (or NULL) into
- * bodies[] when given (caller frees each). */
+ * "METHOD plural/name STATUS", in arrival order (printed too); returns how
+ * many. GETs only with gets (the test's own reads are GETs too). Bodies (or
+ * NULL) into bodies[] when given (caller frees each). */
 static int requests_since(struct rig *r, int seq, bool gets, char out[][128], cJSON **bodies,
                           int max) {
     char q[64], base[160];
@@ -354,7 +357,7 @@ static int requests_since(struct rig *r, int seq, bool gets, char out[][128], cJ
                  name ? name : "", cJSON_IsNumber(st) ? (int)st->valuedouble : 0);
         if (bodies)
             bodies[n] = body ? cJSON_Duplicate(body, 1) : NULL;
-        n++;
+        print_message("  %s\n", out[n++]); /* for the reader of a failure */
     }
     cJSON_Delete(log);
     return n;
@@ -369,11 +372,6 @@ static int count_method(char seen[][128], int n, const char *method) {
     for (int i = 0; i < n; i++)
         c += strncmp(seen[i], method, strlen(method)) == 0 && seen[i][strlen(method)] == ' ';
     return c;
-}
-
-static void print_writes(char seen[][128], int n) {
-    for (int i = 0; i < n; i++)
-        print_message("  %s\n", seen[i]);
 }
 
 static const struct route_status *status_of(struct rig *r, const char *route) {
@@ -424,7 +422,6 @@ static void test_owned_route_creates_middleware_before_ingressroute(void **state
 
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 2);
     assert_int_equal(strncmp(seen[0], "POST middlewares/shop-beta-", 27), 0);
     assert_string_equal(seen[1], "POST ingressroutes/shop 201");
@@ -456,11 +453,7 @@ static void test_owned_route_creates_middleware_before_ingressroute(void **state
 static void test_weight_change_is_one_put_and_unchanged_keys_write_nothing(void **state) {
     struct rig *r = ((struct kapi *)*state)->data;
     rig_start(r, "rc-update", true);
-    put_route(r, "shop", 90, 10);
-    put_key(r, "shop", "headers", HEADERS_DOC);
-    settle(r);
-    wait_weight(r, "shop", 90);
-    settle(r); /* the watch echoes of our own writes */
+    apply_shop(r, true);
 
     int seq = kapi_last_seq(r->k);
     put_key(r, "shop", "weights", "shop-v1=50, shop-v2=50");
@@ -468,7 +461,6 @@ static void test_weight_change_is_one_put_and_unchanged_keys_write_nothing(void 
     wait_weight(r, "shop", 50);
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 1);
     assert_string_equal(seen[0], "PUT ingressroutes/shop 200");
     cJSON *ir = must_get(r, "ingressroutes", "shop");
@@ -484,7 +476,6 @@ static void test_weight_change_is_one_put_and_unchanged_keys_write_nothing(void 
     settle(r);
     assert_true(r->rec.stats.passes > passes);
     n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 0);
 }
 
@@ -495,10 +486,7 @@ static void test_weight_change_is_one_put_and_unchanged_keys_write_nothing(void 
 static void test_conflict_rereads_and_retries_with_fresh_resource_version(void **state) {
     struct rig *r = ((struct kapi *)*state)->data;
     rig_start(r, "rc-conflict", true);
-    put_route(r, "shop", 90, 10);
-    settle(r);
-    wait_weight(r, "shop", 90);
-    settle(r);
+    apply_shop(r, false);
 
     informer_stop(&r->inf[OBJ_INGRESSROUTE]); /* the cache keeps the old version */
     cJSON *ir = must_get(r, "ingressroutes", "shop");
@@ -526,7 +514,6 @@ static void test_conflict_rereads_and_retries_with_fresh_resource_version(void *
     char seen[16][128];
     cJSON *bodies[16] = {0};
     int n = requests_since(r, seq, true, seen, bodies, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 3);
     assert_string_equal(seen[0], "PUT ingressroutes/shop 409");
     assert_string_equal(seen[1], "GET ingressroutes/shop 200");
@@ -555,12 +542,8 @@ static void test_sync_deletes_ingressroute_before_its_middleware(void **state) {
     struct rig *r = ((struct kapi *)*state)->data;
     r->cfg.policy = POLICY_SYNC;
     rig_start(r, "rc-sync", true);
-    put_route(r, "shop", 90, 10);
-    put_key(r, "shop", "headers", HEADERS_DOC);
     put_route(r, "cart", 90, 10); /* one route of two: the guard lets it go */
-    settle(r);
-    wait_weight(r, "shop", 90);
-    settle(r);
+    apply_shop(r, true);
     assert_int_equal(count_objs(r, "middlewares"), 1);
 
     int seq = kapi_last_seq(r->k);
@@ -572,7 +555,6 @@ static void test_sync_deletes_ingressroute_before_its_middleware(void **state) {
     char seen[16][128];
     cJSON *bodies[16] = {0};
     int n = writes_since(r, seq, seen, bodies, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 2);
     assert_string_equal(seen[0], "DELETE ingressroutes/shop 200");
     assert_int_equal(strncmp(seen[1], "DELETE middlewares/shop-beta-", 29), 0);
@@ -590,17 +572,13 @@ static void test_sync_deletes_ingressroute_before_its_middleware(void **state) {
 static void test_upsert_only_keeps_objects_when_keys_go(void **state) {
     struct rig *r = ((struct kapi *)*state)->data;
     rig_start(r, "rc-upsert", true);
-    put_route(r, "shop", 90, 10);
-    settle(r);
-    wait_weight(r, "shop", 90);
-    settle(r);
+    apply_shop(r, false);
     int seq = kapi_last_seq(r->k);
     delete_key(r, "shop", "weights");
     delete_key(r, "shop", "route");
     settle(r);
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 0);
     assert_true(exists(r, "ingressroutes", "shop"));
     assert_null(status_of(r, "shop"));
@@ -644,7 +622,6 @@ static void test_deletion_guard_holds_a_mass_deletion_until_confirmed(void **sta
     settle(r);
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(count_method(seen, n, "DELETE"), 0);
     assert_int_equal(count_objs(r, "ingressroutes"), 3);
     assert_true(r->rec.guard.holding);
@@ -671,7 +648,6 @@ static void test_deletion_guard_holds_a_mass_deletion_until_confirmed(void **sta
     settle(r);
     assert_false(r->rec.guard.holding);
     n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(count_method(seen, n, "DELETE"), 3);
 }
 
@@ -696,7 +672,6 @@ static void test_deletion_guard_ends_when_the_keys_return(void **state) {
     assert_false(reconciler_guard_describe(&r->rec, line, sizeof line));
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(count_method(seen, n, "DELETE"), 0);
     assert_int_equal(count_objs(r, "ingressroutes"), 3);
     assert_int_equal(r->rec.guard.holds, 1);
@@ -718,7 +693,6 @@ static void test_namespace_outside_allow_list_is_refused_without_a_request(void 
     assert_string_equal(s->message, "namespace rc-allow is not in reconcile.namespaces");
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 0);
     assert_false(exists(r, "ingressroutes", "shop"));
 }
@@ -740,7 +714,6 @@ static void test_missing_namespace_is_an_error_retried_later(void **state) {
     assert_int_equal(workqueue_delayed(&r->rec.wq), 1);
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 1);
     assert_string_equal(seen[0], "POST ingressroutes/shop 404");
 }
@@ -785,7 +758,6 @@ static void test_patched_mode_sets_only_weights_on_a_foreign_ingressroute(void *
     wait_weight(r, "shop", 70);
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 1);
     assert_string_equal(seen[0], "PUT ingressroutes/shop 200");
     cJSON *ir = must_get(r, "ingressroutes", "shop");
@@ -815,7 +787,6 @@ static void test_owned_mode_refuses_to_take_over_a_foreign_ingressroute(void **s
     assert_non_null(strstr(s->message, "is not managed by canary-bridge"));
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 0);
     cJSON *ir = must_get(r, "ingressroutes", "shop");
     assert_int_equal(weight_of(ir, "shop-v1"), 1);
@@ -829,10 +800,7 @@ static void test_owned_mode_refuses_to_take_over_a_foreign_ingressroute(void **s
 static void test_bad_weights_fail_the_route_and_keep_its_objects(void **state) {
     struct rig *r = ((struct kapi *)*state)->data;
     rig_start(r, "rc-bad", true);
-    put_route(r, "shop", 90, 10);
-    settle(r);
-    wait_weight(r, "shop", 90);
-    settle(r);
+    apply_shop(r, false);
     int seq = kapi_last_seq(r->k);
     put_key(r, "shop", "weights", "shop-v1=lots, shop-v2=10");
     settle(r);
@@ -843,7 +811,6 @@ static void test_bad_weights_fail_the_route_and_keep_its_objects(void **state) {
     assert_non_null(strstr(s->message, key));
     char seen[16][128];
     int n = writes_since(r, seq, seen, NULL, 16);
-    print_writes(seen, n);
     assert_int_equal(n, 0);
     cJSON *ir = must_get(r, "ingressroutes", "shop");
     assert_int_equal(weight_of(ir, "shop-v1"), 90);
@@ -862,10 +829,7 @@ static void test_bad_weights_fail_the_route_and_keep_its_objects(void **state) {
 static void test_rival_writer_is_named_and_slowed_down(void **state) {
     struct rig *r = ((struct kapi *)*state)->data;
     rig_start(r, "rc-rival", true);
-    put_route(r, "shop", 90, 10);
-    settle(r);
-    wait_weight(r, "shop", 90);
-    settle(r);
+    apply_shop(r, false);
     for (int i = 1; i <= RECONCILE_FIGHT_UNDOS; i++) {
         cJSON *ir = must_get(r, "ingressroutes", "shop");
         cJSON *routes = cJSON_GetObjectItem(cJSON_GetObjectItem(ir, "spec"), "routes");
