@@ -187,7 +187,7 @@ static void maybe_start_work(struct generation *g) {
     /* Every route gets a first pass: the snapshot may have arrived before the
      * reconciler existed (api_group discovery runs concurrently). */
     reconciler_enqueue_all(&g->rec);
-    workqueue_pause(&g->rec.wq, false);
+    reconciler_start(&g->rec);
     app_set_status(g, "syncing %zu routes", g->keys.routes.count);
     /* Folders with only mistyped keys get no pass: their status says why. */
     struct map_iter it;
@@ -259,14 +259,13 @@ static void on_leader_change(void *user, bool leader) {
         if (g->working) {
             /* Take over from a warm cache: one pass over every route. */
             reconciler_enqueue_all(&g->rec);
-            workqueue_pause(&g->rec.wq, false);
+            reconciler_start(&g->rec);
             app_set_status(g, "leader: syncing %zu routes", g->keys.routes.count);
         } else {
             maybe_start_work(g);
         }
     } else {
-        workqueue_pause(&g->rec.wq, true);
-        reconciler_abort(&g->rec);
+        reconciler_stop(&g->rec);
         app_set_status(g, "standby: following leader %s",
                        lease_holder(&g->lease) ? lease_holder(&g->lease) : "?");
     }
@@ -387,7 +386,7 @@ void app_stop(struct generation *g, int code) {
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_stop(&g->inf[k]);
     if (g->have_rec)
-        workqueue_pause(&g->rec.wq, true);
+        reconciler_pause(&g->rec);
     if (!g->have_timers) {
         generation_close(g);
         return;
@@ -509,7 +508,6 @@ static int start_reconciler(struct generation *g) {
                                             .event = on_route_event,
                                             .burst = app_http_on_burst,
                                             .user = g};
-    workqueue_pause(&g->rec.wq, true);
     return 0;
 }
 

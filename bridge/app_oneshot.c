@@ -88,7 +88,7 @@ static int render_route(struct generation *g, const char *id, buf_t *out) {
     struct model_input in;
     char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], err[1024];
     struct model_route m;
-    if (keycache_input(&g->keys, id, &in, ns, name) < 0)
+    if (!keycache_input(&g->keys, id, &in, ns, name))
         return 0;
     int rc = model_build(&in, &m, err, sizeof err);
     if (rc < 0) {

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUTE_ID_MAX (MODEL_NS_MAX + 1 + MODEL_NAME_MAX + 1)
-
 void keycache_route_id(char *out, size_t outlen, const char *ns, const char *name) {
     snprintf(out, outlen, "%s/%s", ns, name);
 }
@@ -105,7 +103,7 @@ static size_t utf8_len(const unsigned char *p, size_t n) {
 
 /* The message goes into a JSON status key: control bytes and bytes that are
  * not UTF-8 become '?'. */
-static void printable(char *s) {
+static void make_printable(char *s) {
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
@@ -134,7 +132,7 @@ static int classify(struct keycache *cache, const char *key, char *ns, char *nam
         if (!typo)
             return -1;
         snprintf(msg, msglen, "key %.300s: %.200s", key, detail);
-        printable(msg);
+        make_printable(msg);
         return 2;
     }
     switch (l) {
@@ -181,11 +179,11 @@ static int string_set(struct map *m, const char *key, const char *value, size_t 
  * value NULL: deleted. */
 static int side_key(struct keycache *cache, int kind, const char *key, const char *ns,
                     const char *name, const char *msg, const char *value, size_t len) {
-    char id[ROUTE_ID_MAX];
+    char id[KEYCACHE_ROUTE_ID_MAX];
     keycache_route_id(id, sizeof id, ns, name);
     if (kind == 1)
         return string_set(&cache->status, id, value, len) < 0 ? -1 : 0;
-    char entry[ROUTE_ID_MAX + 512];
+    char entry[KEYCACHE_ROUTE_ID_MAX + 512];
     size_t idlen = strlen(id) + 1, n = idlen + strlen(msg);
     memcpy(entry, id, idlen);
     memcpy(entry + idlen, msg, n - idlen);
@@ -224,7 +222,7 @@ size_t keycache_leaf_errors(const struct keycache *cache, const char *route_id, 
 
 static struct keycache_route *route_get(struct map *m, const char *ns, const char *name,
                                         bool create) {
-    char id[ROUTE_ID_MAX];
+    char id[KEYCACHE_ROUTE_ID_MAX];
     keycache_route_id(id, sizeof id, ns, name);
     struct keycache_route *r = map_get(m, id);
     if (r || !create)
@@ -274,8 +272,8 @@ static bool route_empty(const struct keycache_route *r) {
     return true;
 }
 
-static void notify(keycache_changed_cb cb, void *user, const struct keycache_route *r) {
-    char id[ROUTE_ID_MAX];
+static void report_changed(keycache_changed_cb cb, void *user, const struct keycache_route *r) {
+    char id[KEYCACHE_ROUTE_ID_MAX];
     keycache_route_id(id, sizeof id, r->ns, r->name);
     if (cb)
         cb(user, id);
@@ -303,7 +301,7 @@ int keycache_put(struct keycache *cache, const struct source_kv *kv, keycache_ch
         return -1;
     int rc = leaf_set(&r->leaf[leaf], kv->value, kv->value_len, kv->revision);
     if (rc > 0)
-        notify(cb, user, r);
+        report_changed(cb, user, r);
     return rc < 0 ? -1 : 0;
 }
 
@@ -324,9 +322,9 @@ int keycache_delete(struct keycache *cache, const char *key, keycache_changed_cb
     if (!r || !r->leaf[leaf].data)
         return 0;
     leaf_set(&r->leaf[leaf], NULL, 0, 0);
-    notify(cb, user, r);
+    report_changed(cb, user, r);
     if (route_empty(r)) {
-        char id[ROUTE_ID_MAX];
+        char id[KEYCACHE_ROUTE_ID_MAX];
         keycache_route_id(id, sizeof id, ns, name);
         route_free(map_del(&cache->routes, id));
     }
@@ -401,12 +399,12 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
                 y->rev = x->rev;
         }
         if (!was || !route_equal(was, now))
-            notify(cb, user, now);
+            report_changed(cb, user, now);
     }
     map_iter_init(&it, &old);
     for (struct map_entry *e; (e = map_iter_next(&it));)
         if (!map_has(&cache->routes, e->key))
-            notify(cb, user, e->value);
+            report_changed(cb, user, e->value);
     routes_free(&old);
     /* Routes whose unknown leaves came or went. */
     for (int pass = 0; pass < 2 && cache->on_leaves; pass++) {
@@ -426,8 +424,8 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
     return 0;
 }
 
-int keycache_input(const struct keycache *cache, const char *route_id, struct model_input *in,
-                   char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]) {
+bool keycache_input(const struct keycache *cache, const char *route_id, struct model_input *in,
+                    char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]) {
     memset(in, 0, sizeof *in);
     const char *slash = strchr(route_id, '/');
     size_t nslen = slash ? (size_t)(slash - route_id) : 0;
@@ -441,7 +439,7 @@ int keycache_input(const struct keycache *cache, const char *route_id, struct mo
     in->name = name;
     const struct keycache_route *r = map_get(&cache->routes, route_id);
     if (!r)
-        return -1;
+        return false;
     const struct keycache_value *v = r->leaf;
     in->route = v[KEYCACHE_ROUTE].data;
     in->route_len = v[KEYCACHE_ROUTE].len;
@@ -453,5 +451,5 @@ int keycache_input(const struct keycache *cache, const char *route_id, struct mo
     for (int i = 0; i < KEYCACHE_NLEAVES; i++)
         if (v[i].data && v[i].rev > in->revision)
             in->revision = v[i].rev;
-    return 0;
+    return true;
 }

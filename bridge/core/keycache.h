@@ -11,6 +11,7 @@
 #ifndef CB_KEYCACHE_H
 #define CB_KEYCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,25 +42,31 @@ struct keycache_route {
 };
 
 struct keycache {
-    struct map routes; /* "ns/name" -> struct keycache_route */
-    struct map warned; /* stray keys already warned about */
-    struct map status; /* "ns/name" -> the bytes of its status key (NUL-terminated) */
-    struct map leaves; /* key with an unknown leaf -> "ns/name\0message" */
+    /* public: set after keycache_init */
     /* Called when the unknown leaves of a route change (optional). */
     void (*on_leaves)(void *user, const char *route_id);
     void *leaves_user;
-    char *prefix;
-    struct logger *log;
+    /* read-only */
+    struct map routes;             /* "ns/name" -> struct keycache_route */
+    struct map leaves;             /* key with an unknown leaf -> "ns/name\0message" */
+    char *prefix;                  /* the source prefix, ending in '/' */
     uint64_t revision;             /* last source revision seen */
     struct keycache_value confirm; /* P_confirm-delete */
+    /* private */
+    struct map warned; /* stray keys already warned about */
+    struct map status; /* "ns/name" -> the bytes of its status key (NUL-terminated) */
+    struct logger *log;
 };
 
 /* Called once per route whose inputs changed. */
 typedef void (*keycache_changed_cb)(void *user, const char *route_id);
 
+/* The cache owns no handles: init (0, or -1 without memory) and free. */
 int keycache_init(struct keycache *cache, const char *prefix, struct logger *lg);
 void keycache_free(struct keycache *cache);
 
+/* A key put or deleted; cb is called for the route whose inputs changed
+ * (if any). 0, or -1 without memory (the cache is as it was). */
 int keycache_put(struct keycache *cache, const struct source_kv *kv, keycache_changed_cb cb,
                  void *user);
 int keycache_delete(struct keycache *cache, const char *key, keycache_changed_cb cb, void *user);
@@ -69,10 +76,10 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
                       uint64_t revision, keycache_changed_cb cb, void *user);
 
 /* Fill a model_input for route_id ("ns/name"); pointers stay valid until the
- * next change to the cache. Returns -1 when no key of the route exists (ns
- * and name are still filled from route_id). */
-int keycache_input(const struct keycache *cache, const char *route_id, struct model_input *in,
-                   char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]);
+ * next change to the cache. Returns whether a key of the route exists (when
+ * not, ns and name are still filled from route_id). */
+bool keycache_input(const struct keycache *cache, const char *route_id, struct model_input *in,
+                    char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]);
 
 /* The current value of the route's status key, or NULL. */
 const char *keycache_status(const struct keycache *cache, const char *route_id);
@@ -82,7 +89,8 @@ const char *keycache_status(const struct keycache *cache, const char *route_id);
 size_t keycache_leaf_errors(const struct keycache *cache, const char *route_id, char *out,
                             size_t outlen);
 
-/* Build "ns/name". */
+/* Build "ns/name" (KEYCACHE_ROUTE_ID_MAX bytes hold any). */
+#define KEYCACHE_ROUTE_ID_MAX (MODEL_NS_MAX + 1 + MODEL_NAME_MAX + 1)
 void keycache_route_id(char *out, size_t outlen, const char *ns, const char *name);
 
 #endif

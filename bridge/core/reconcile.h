@@ -43,7 +43,7 @@
  * full in an annotation, which is what the bridge reads. */
 #define RECONCILE_ROUTE_LABEL "canary-bridge.io/route"
 #define RECONCILE_ROUTE_ANNOT "canary-bridge.io/route"
-#define LABEL_VALUE_MAX 63
+#define RECONCILE_LABEL_VALUE_MAX 63
 
 /* The kinds the bridge writes, in the order a pass writes them. */
 enum obj_kind { OBJ_MIDDLEWARE, OBJ_TRAEFIKSERVICE, OBJ_INGRESSROUTE, OBJ_NKINDS };
@@ -77,7 +77,7 @@ struct route_status {
     char *resource_version; /* of the IngressRoute after the last pass */
     uint64_t changed_ns;    /* uv_hrtime() of the first unapplied source change, 0 none */
     bool simple;            /* applied as one IngressRoute, nothing else */
-    /* Two writers (see fight_hold in reconcile.c): our last write, until a
+    /* Two writers (see reconcile_fight.c): our last write, until a
      * later pass judges whether someone else undid it. */
     char *written_key;         /* "<kind>/<name>" of the object */
     char *written_rv;          /* resourceVersion it got; NULL once judged */
@@ -140,6 +140,19 @@ struct reconcile_hooks {
 };
 
 struct reconciler {
+    /* public: set after reconciler_init, before reconciler_start */
+    struct reconcile_hooks hooks;
+    const char *field_manager;      /* ours, to tell our writes from others'; may be NULL */
+    bool one_shot;                  /* `sync`: give up on a route after a few tries */
+    void (*on_drained)(void *user); /* queue empty, nothing in flight or delayed */
+    void *user;
+    /* read-only */
+    struct reconcile_stats stats;
+    struct delete_guard guard;
+    unsigned one_shot_failed;
+    struct map status;   /* route id -> struct route_status */
+    struct workqueue wq; /* the routes waiting for a pass */
+    /* private */
     uv_loop_t *loop;
     struct logger *log;
     const struct reconcile_settings *cfg;
@@ -147,26 +160,27 @@ struct reconciler {
     struct kube_client *kube;
     struct informer *inf[OBJ_NKINDS];
     struct render_opts ropts;
-    struct workqueue wq;
-    struct map status;     /* route id -> struct route_status */
     struct map jobs;       /* route id -> struct job in flight */
     struct map route_objs; /* route id -> struct objset: objects labelled for it */
     struct map obj_route;  /* "<kind>/<ns>/<name>" -> route id (heap string) */
-    struct reconcile_stats stats;
-    struct delete_guard guard;
-    struct reconcile_hooks hooks;
-    const char *field_manager; /* ours, to tell our writes from others'; may be NULL */
-    bool one_shot;             /* `sync`: give up on a route after a few tries */
-    unsigned one_shot_failed;
-    void (*on_drained)(void *user); /* queue empty, nothing in flight or delayed */
-    void *user;
 };
 
+/* Lifecycle. init: memory and the queue's handles, no pass yet (routes
+ * queued meanwhile wait); 0, or -1 without memory. start: passes begin, or
+ * resume after pause/stop. pause: no new pass begins; passes in flight run
+ * to their end (a shutdown waits for them: reconciler_jobs_in_flight).
+ * stop: no new pass begins and every pass in flight ends now, its requests
+ * cancelled, nothing requeued and no hook called (a leader that lost its
+ * lease must not write another byte). close: every pass in flight is
+ * cancelled the same way and the handles closed; reconciler_free once the
+ * loop has run their close callbacks. */
 int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
                     const struct reconcile_settings *cfg, struct keycache *keys,
                     struct kube_client *kube, struct informer *inf[OBJ_NKINDS],
                     const struct render_opts *ropts);
-/* Close handles, cancel jobs; free after the loop ran. */
+void reconciler_start(struct reconciler *r);
+void reconciler_pause(struct reconciler *r);
+void reconciler_stop(struct reconciler *r);
 void reconciler_close(struct reconciler *r);
 void reconciler_free(struct reconciler *r);
 
@@ -191,9 +205,6 @@ void reconciler_traefikservice_changed(void *user, const char *ns, const char *n
                                        const cJSON *obj);
 void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,
                                      const cJSON *obj);
-/* Stop every pass in flight now (their requests are cancelled, nothing is
- * requeued): a leader that lost its lease must not write another byte. */
-void reconciler_abort(struct reconciler *r);
 bool reconciler_idle(const struct reconciler *r);
 size_t reconciler_jobs_in_flight(const struct reconciler *r);
 /* While the deletion guard holds: one line saying what waits and how to

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bridge/lib/workqueue.h"
+#include "support.h"
 
 struct rec {
     uv_loop_t loop; /* each test runs its own loop */
@@ -27,18 +28,12 @@ static void process(void *user, const char *key) {
         workqueue_done(&r->q, key, r->retry);
 }
 
-/* Run the loop until cond holds or the loop runs dry (bounded iterations:
- * a test failure, never a hang). */
-static void run_until(struct rec *r, bool (*cond)(struct rec *)) {
-    for (int i = 0; i < 100000 && !cond(r); i++)
-        uv_run(&r->loop, UV_RUN_ONCE);
-}
-
-static bool drained(struct rec *r) {
+static bool drained(void *arg) {
+    struct rec *r = arg;
     return workqueue_pending(&r->q) == 0 && workqueue_delayed(&r->q) == 0;
 }
-static bool seen3(struct rec *r) {
-    return r->n >= 3;
+static bool seen3(void *arg) {
+    return ((struct rec *)arg)->n >= 3;
 }
 
 static void setup_rec(struct rec *r, size_t max) {
@@ -63,7 +58,7 @@ static void test_adds_of_one_key_coalesce(void **state) {
         assert_int_equal(workqueue_add(&r.q, "ns/a"), 0);
     assert_int_equal(workqueue_add(&r.q, "ns/b"), 0);
     assert_int_equal(workqueue_pending(&r.q), 2);
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 2); /* five adds of ns/a became one pass */
     assert_string_equal(r.seen[0], "ns/a");
     assert_string_equal(r.seen[1], "ns/b");
@@ -75,7 +70,7 @@ static void test_dirty_requeue(void **state) {
     struct rec r;
     setup_rec(&r, 4);
     workqueue_add(&r.q, "k");
-    run_until(&r, seen3); /* runs until nothing is left to do */
+    support_run_until_idle(&r.loop, seen3, &r); /* runs until nothing is left to do */
     assert_int_equal(r.n, 1);
     /* Added while in flight: not handed out twice, but runs again after. */
     workqueue_add(&r.q, "k");
@@ -84,7 +79,7 @@ static void test_dirty_requeue(void **state) {
     assert_int_equal(r.n, 1);
     workqueue_done(&r.q, "k", false);
     r.auto_done = true;
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 2);
     teardown_rec(&r);
 }
@@ -117,11 +112,11 @@ static void test_retry_backoff(void **state) {
     r.auto_done = true;
     r.retry = true;
     workqueue_add(&r.q, "x");
-    run_until(&r, seen3);
+    support_run_until_idle(&r.loop, seen3, &r);
     assert_true(r.n >= 3); /* came back twice by itself after failing */
     assert_true(workqueue_failures(&r.q, "x") >= 3);
     r.retry = false;
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(workqueue_failures(&r.q, "x"), 0); /* success forgets */
     teardown_rec(&r);
 }
@@ -135,7 +130,7 @@ static void test_add_after_then_add_now(void **state) {
     assert_int_equal(workqueue_delayed(&r.q), 1);
     workqueue_add(&r.q, "late"); /* an edit arrives: it runs now, not in an hour */
     assert_int_equal(workqueue_delayed(&r.q), 0);
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 1);
     teardown_rec(&r);
 }
@@ -177,7 +172,7 @@ static void test_pause_holds_keys(void **state) {
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 0);
     workqueue_pause(&r.q, false);
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 1);
     teardown_rec(&r);
 }
@@ -196,7 +191,7 @@ static void test_changes_before_rechecks(void **state) {
     workqueue_add_change(&r.q, "edit");
     workqueue_add_change(&r.q, "moved"); /* queued as a re-check, now a change */
     assert_int_equal(workqueue_pending(&r.q), 5);
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 5);
     assert_string_equal(r.seen[0], "edit");
     assert_string_equal(r.seen[1], "moved");
@@ -206,7 +201,7 @@ static void test_changes_before_rechecks(void **state) {
     /* Once handed out, a key is a plain re-check again. */
     workqueue_add(&r.q, "r1");
     workqueue_add(&r.q, "edit");
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_string_equal(r.seen[5], "r1");
     assert_string_equal(r.seen[6], "edit");
     teardown_rec(&r);
@@ -232,7 +227,8 @@ static void on_settle(void *user, bool holding, size_t changes, uint64_t held_ms
     }
 }
 
-static bool hold_ended(struct rec *r) {
+static bool hold_ended(void *arg) {
+    struct rec *r = arg;
     return !workqueue_holding(&r->q) && drained(r);
 }
 
@@ -263,7 +259,7 @@ static void test_settle_holds_until_quiet(void **state) {
     workqueue_add(&r.q, "e");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
-    run_until(&r, hold_ended);
+    support_run_until_idle(&r.loop, hold_ended, &r);
     assert_int_equal(g_holds.ended, 1);
     assert_int_equal(g_holds.changes, 3); /* c (trip), d, c again */
     assert_int_equal(r.n, 5);
@@ -274,7 +270,7 @@ static void test_settle_holds_until_quiet(void **state) {
     workqueue_add_change(&r.q, "f");
     workqueue_add_change(&r.q, "g");
     assert_false(workqueue_holding(&r.q));
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 7);
     teardown_rec(&r);
 }
@@ -290,7 +286,7 @@ static void test_settle_max_hold(void **state) {
     workqueue_add_change(&r.q, "a");
     workqueue_add_change(&r.q, "b"); /* trips: quiet would take an hour */
     assert_true(workqueue_holding(&r.q));
-    run_until(&r, seen3); /* runs until the loop has nothing left */
+    support_run_until_idle(&r.loop, seen3, &r); /* runs until the loop has nothing left */
     assert_false(workqueue_holding(&r.q));
     assert_int_equal(g_holds.ended, 1);
     /* max_in_flight 1 and nobody calls workqueue_done: a is in flight, b waits.
