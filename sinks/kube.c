@@ -42,10 +42,10 @@ struct kube_client {
     uint64_t problem_seq; /* calls started after this one may clear it */
     uint64_t next_seq;
     /* exec credential plugin (conn.exec): calls wait for a credential */
-    struct exec_run *exec_run; /* running plugin, or NULL */
-    uint64_t exec_seq;         /* plugin runs started */
-    uint64_t cred_gen;         /* credentials installed */
-    bool have_cred;            /* false before the first, after a 401 */
+    struct execcred_run *exec_run; /* running plugin, or NULL */
+    uint64_t exec_seq;             /* plugin runs started */
+    uint64_t cred_gen;             /* credentials installed */
+    bool have_cred;                /* false before the first, after a 401 */
     bool cred_expires;
     int64_t cred_expiry_ms;     /* Unix ms */
     char *exec_cert, *exec_key; /* secrets */
@@ -253,7 +253,7 @@ void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void 
 void kube_client_cancel_all(struct kube_client *kc) {
     while (kc->calls)
         kube_call_cancel(kc->calls);
-    exec_cred_cancel(kc->exec_run);
+    execcred_close(kc->exec_run);
     kc->exec_run = NULL;
     file_read_detach(kc->token_read);
     kc->token_read = NULL;
@@ -559,7 +559,7 @@ static struct kube_call *first_waiting(struct kube_client *kc, uint64_t seq) {
     return NULL;
 }
 
-static int install_cred(struct kube_client *kc, struct exec_cred *cred) {
+static int install_cred(struct kube_client *kc, struct execcred *cred) {
     if (cred->token) {
         if (set_token(kc, cred->token) < 0)
             return -1;
@@ -586,7 +586,7 @@ static int install_cred(struct kube_client *kc, struct exec_cred *cred) {
     return 0;
 }
 
-static void on_exec_done(void *user, struct exec_cred *cred, const char *err) {
+static void on_exec_done(void *user, struct execcred *cred, const char *err) {
     struct kube_client *kc = user;
     uint64_t seq = kc->exec_seq;
     kc->exec_run = NULL;
@@ -624,8 +624,8 @@ static uint64_t exec_refresh(struct kube_client *kc) {
     if (kc->exec_run)
         return kc->exec_seq;
     char err[256];
-    kc->exec_run = exec_cred_run(kc->loop, kc->conn.exec, EXEC_CRED_TIMEOUT_MS, on_exec_done, kc,
-                                 err, sizeof err);
+    kc->exec_run = execcred_start(kc->loop, kc->conn.exec, EXECCRED_TIMEOUT_MS, on_exec_done, kc,
+                                  err, sizeof err);
     if (!kc->exec_run) {
         log_error(kc->log, "kubernetes: cannot run the exec credential plugin: %s", err);
         return 0;
