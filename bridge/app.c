@@ -767,7 +767,7 @@ static void teardown(struct app *a) {
     if (a->events)
         events_close(a->events);
     if (a->kube)
-        kube_client_cancel_all(a->kube); /* before the http client goes */
+        kube_client_close(a->kube); /* before the http client goes */
     if (a->http)
         http_client_close(a->http);
     if (a->httpd) {

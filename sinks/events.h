@@ -31,7 +31,7 @@
  *    validated by the server and not stored (aggregation patches then find
  *    nothing and start a new series).
  *
- * One thread, the loop's. events_close before kube_client_cancel_all/free;
+ * One thread, the loop's. events_close before kube_client_close/free;
  * events_close closes the recorder's timer (if it made one), which frees
  * itself on the next loop iteration. */
 #ifndef CB_EVENTS_H
