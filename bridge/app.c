@@ -759,7 +759,7 @@ static void teardown(struct app *a) {
         reconciler_close(&a->rec);
     if (a->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
-            informer_stop(&a->inf[k]);
+            informer_close(&a->inf[k], NULL);
     kube_call_cancel(a->discovery);
     a->discovery = NULL;
     if (a->have_lease)
@@ -949,7 +949,7 @@ static int start_reconciler(struct app *a) {
         if (informer_init(&a->inf[k], &a->loop, a->kube, &a->log, a->api_group, "v1alpha1",
                           obj_plural[k], changed[k], on_informer_synced_rec, &a->rec) < 0) {
             for (int i = 0; i < k; i++)
-                informer_stop(&a->inf[i]);
+                informer_close(&a->inf[i], NULL);
             return -1;
         }
         infs[k] = &a->inf[k];
@@ -1162,9 +1162,6 @@ static int app_generation(struct app *a) {
     /* Every handle is closed: release memory in reverse order. */
     if (a->have_rec)
         reconciler_free(&a->rec);
-    if (a->have_informers)
-        for (int k = 0; k < OBJ_NKINDS; k++)
-            informer_free(&a->inf[k]);
     events_free(a->events);
     kube_client_free(a->kube);
     if (a->source)

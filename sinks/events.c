@@ -19,7 +19,7 @@
 #include "bridge/lib/list.h"
 #include "bridge/lib/map.h"
 #include "bridge/lib/timer.h"
-#include "sinks/informer.h"
+#include "sinks/kobj.h"
 
 #define EVENTS_REASON_MAX 128
 #define EVENTS_HOST_MAX 128

@@ -14,7 +14,7 @@
 
 #include "bridge/lib/backoff.h"
 #include "bridge/lib/buf.h"
-#include "sinks/informer.h"
+#include "sinks/kobj.h"
 
 #define LEASE_RELEASE_ATTEMPTS 3
 #define LEASE_RELEASE_MAX_MS 5000
