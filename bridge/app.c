@@ -763,7 +763,7 @@ static void teardown(struct app *a) {
     kube_call_cancel(a->discovery);
     a->discovery = NULL;
     if (a->have_lease)
-        lease_stop(&a->lease);
+        lease_close(&a->lease);
     if (a->events)
         events_close(a->events);
     if (a->kube)

@@ -347,7 +347,7 @@ static void cand_stop(struct cand *c) {
         return;
     c->active = false;
     c->leader = false;
-    lease_stop(&c->e);
+    lease_close(&c->e);
 }
 
 static int world_setup(void **state) {
@@ -490,7 +490,7 @@ static void test_invalid_settings(void **state) {
     assert_int_equal(
         lease_init(&e, &k->loop, k->ctl, &quiet, "default", "x", "", 1000, 700, 200, NULL, NULL),
         -1);
-    lease_stop(&e); /* a no-op after a failed init */
+    lease_close(&e); /* a no-op after a failed init */
     assert_false(lease_is_leader(&e));
     assert_string_equal(lease_holder(&e), "");
 }
@@ -549,7 +549,7 @@ static void test_single_leader_renews(void **state) {
 }
 
 /* Two candidates: one leads, the other follows and knows who leads. The
- * leader stops renewing (lease_stop, no release): the follower takes over no
+ * leader stops renewing (lease_close, no release): the follower takes over no
  * sooner than a lease duration after the last renewal and soon after it.
  * A third joins; the new leader releases: the third takes over at once. */
 static void test_failover_and_release(void **state) {
@@ -741,7 +741,7 @@ static void test_renew_failures_step_down(void **state) {
 }
 
 /* Release by a follower: nothing to hand over, done comes on the next loop
- * iteration. A release cut short by lease_stop never calls done. */
+ * iteration. A release cut short by lease_close never calls done. */
 static void test_release_edge_cases(void **state) {
     struct kapi *k = *state;
     struct world *w = k->w;
