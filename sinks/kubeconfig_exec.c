@@ -40,8 +40,8 @@ static int add_cluster_info(struct kubeconfig *kcfg, cJSON *spec, const struct k
 }
 
 /* A list of strings (args) as a NULL-terminated vector. */
-static int get_args(struct kubeconfig *kcfg, const yaml_node_t *exec, const char *what,
-                    struct kube_exec *e) {
+static int read_args(struct kubeconfig *kcfg, const yaml_node_t *exec, const char *what,
+                     struct kube_exec *e) {
     const yaml_node_t *seq = kubeconfig_lookup(kcfg, exec, "args");
     if (!seq)
         return (e->args = calloc(1, sizeof *e->args)) ? 0
@@ -65,8 +65,8 @@ static int get_args(struct kubeconfig *kcfg, const yaml_node_t *exec, const char
 }
 
 /* env: a list of {name, value}, as "NAME=value". */
-static int get_env(struct kubeconfig *kcfg, const yaml_node_t *exec, const char *what,
-                   struct kube_exec *e) {
+static int read_env(struct kubeconfig *kcfg, const yaml_node_t *exec, const char *what,
+                    struct kube_exec *e) {
     const yaml_node_t *seq = kubeconfig_lookup(kcfg, exec, "env");
     if (!seq)
         return 0;
@@ -147,7 +147,7 @@ int kubeconfig_exec_parse(struct kubeconfig *kcfg, const yaml_node_t *exec, cons
     if (strchr(command, '/') ? kubeconfig_path(kcfg, command, &e->command) < 0
                              : !(e->command = strdup(command)))
         return kubeconfig_fail(kcfg, 0, "out of memory");
-    if (get_args(kcfg, exec, what, e) < 0 || get_env(kcfg, exec, what, e) < 0)
+    if (read_args(kcfg, exec, what, e) < 0 || read_env(kcfg, exec, what, e) < 0)
         return -1;
     cJSON *info = cJSON_CreateObject(), *spec = NULL;
     int rc = 0;
