@@ -1,4 +1,5 @@
-/* config.h - the daemon's YAML configuration (SPEC section 3).
+/* config.h - the daemon's YAML configuration (conf/bridge.yaml documents
+ * every key and its default).
  *
  * Loaded with libyaml's document API so every error names FILE:LINE. Unknown
  * keys, wrong types and missing required values are errors; everything has a
@@ -43,7 +44,7 @@ struct config {
     } log;
 };
 
-/* Fill *cfg with defaults (heap strings) . Returns 0 or -1 on ENOMEM. */
+/* Fill *cfg with defaults (heap strings). Returns 0, or -1 when out of memory. */
 int config_defaults(struct config *cfg);
 /* Parse YAML text. `name` is used in messages ("name:LINE: ..."). On error,
  * returns -1, writes one message into err and leaves *cfg freed/zeroed. */
