@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""bench/run.py - canary-bridge benchmarks (issue 6).  See bench/README.md.
+"""bench/run.py - canary-bridge benchmarks.  See bench/README.md.
 
     /usr/bin/python3 bench/run.py                    # full run (about 10 minutes on 2 cores)
     /usr/bin/python3 bench/run.py --quick            # small counts, under 2 minutes
@@ -1646,7 +1646,7 @@ def main(argv=None):
     traefik_real.print_traefik(res, table, ms)
     rows = verdicts(res)
     if rows:
-        print("Targets (issue 6)")
+        print("Targets")
         print(table(["target", "measured", "verdict"], rows))
         print()
     ld = res["load"]

@@ -1,4 +1,4 @@
-"""bench/traefik_real.py - the `traefik` section of bench/run.py (issue 12): how long from
+"""bench/traefik_real.py - the `traefik` section of bench/run.py: how long from
 an `etcdctl put` of new weights until real Traefik serves a request with the new split,
 at Traefik's default providersThrottleDuration (2 s) and at the value docs/usage.md
 recommends.  See bench/README.md, section 6.

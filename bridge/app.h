@@ -1,94 +1,44 @@
-/* app.h - the application context: the one struct that holds the daemon's
- * state (loop, config, logger, source, key cache, Kubernetes client,
- * informers, reconciler), and the commands of SPEC section 4 built on it. */
+/* app.h - the application: what main hands over (the command line, the
+ * loaded configuration, the logger) and the little that lives across reloads
+ * (the metrics registry, the last status told to systemd).
+ *
+ * Everything one configuration builds (the loop, the source, the key cache,
+ * the Kubernetes client, the informers, the reconciler, the HTTP server) is
+ * a generation: allocated when the daemon starts and again on every reload,
+ * freed when it ends (bridge/app_internal.h). app_main runs generations until
+ * one ends without a reload. */
 #ifndef CB_APP_H
 #define CB_APP_H
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <uv.h>
 
 #include "bridge/config.h"
-#include "bridge/http.h"
-#include "bridge/httpd.h"
-#include "bridge/keycache.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
-#include "bridge/notify.h"
-#include "bridge/reconcile.h"
-#include "sinks/events.h"
-#include "sinks/informer.h"
-#include "sinks/kube.h"
-#include "sinks/lease.h"
-#include "sources/source.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/metrics.h"
 
+/* The daemon, and the commands an operator runs once by hand. */
 enum app_cmd { CMD_RUN, CMD_SYNC, CMD_RENDER, CMD_CHECK };
 
-/* Exit statuses (SPEC section 4). */
+/* Exit statuses: success, a runtime failure, a usage or configuration error. */
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 struct app {
-    uv_loop_t loop;
+    /* public: set by main before app_main */
     struct logger log;
-    struct config cfg;
+    struct config cfg; /* loaded by main; a reload replaces it */
     enum app_cmd cmd;
     bool dry_run;
     bool verbose;             /* -v: debug logs whatever log.level says */
     const char *render_route; /* `render ROUTE` filter ("ns/name"), or NULL */
     uint64_t timeout_ms;      /* check, sync, render: --timeout; 0 = the default 30 s */
 
-    /* Kept across reloads: counters must not reset when the config does. */
+    /* private: kept across reloads (counters must not reset when the config does) */
     struct metrics *metrics;
     struct bridge_metrics bm;
-    uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
-    uint64_t undone_seen;    /* rec.stats.undone already added to the counter */
-    bool ready_notified;     /* READY=1 sent for this generation */
-    char last_status[256];   /* last STATUS= sent */
-
-    /* A generation: everything below is rebuilt when SIGHUP brings a valid
-     * new configuration (stop gracefully, then start again). */
-    bool reload; /* start a new generation with next_cfg */
-    struct config next_cfg;
-    struct notifier notify;
-    struct httpd *httpd;
-    bool source_connected;
-    struct lease_elector lease; /* leader_election.enabled */
-    bool have_lease, lease_releasing;
-    bool leader;                   /* may write: elected, or no election configured */
-    struct event_recorder *events; /* NULL in dry-run */
-    struct map status_writes;      /* route id -> struct status_write in flight */
-    /* route id -> the services it has route_weight series for, packed as
-     * "a\0b\0\0": a pass updates its own series without scanning all. */
-    struct map weight_series;
-    struct map weights_in_force; /* route id -> {"svc":weight,...} last applied (JSON) */
-    bool status_write_failing;   /* logged once per streak of failed status writes */
-
-    struct http_client *http;
-    struct source *source;
-    struct keycache keys;
-    struct kube_client *kube;
-    struct informer inf[OBJ_NKINDS]; /* Middlewares, TraefikServices, IngressRoutes */
-    struct reconciler rec;
-    char api_group[64];
-    char field_manager[160]; /* ?fieldManager= of our writes */
-
-    uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t resync_timer;
-    uv_timer_t deadline; /* one-shot commands and shutdown */
-    uv_timer_t drain_timer;
-    uv_timer_t discovery_timer; /* retries of traefik.api_group: auto */
-
-    bool have_keys, have_informers, have_rec, have_timers;
-    bool source_synced;
-    unsigned informers_synced;
-    bool working; /* workqueue released */
-    bool stopping;
-    bool torn_down;
-    bool check_source_ok, check_api_done, check_api_ok;
-    bool check_source_refused;   /* the source refused the credentials: FAIL printed */
-    struct kube_call *discovery; /* traefik.api_group: auto */
-    unsigned discovery_failures;
-    int exit_code;
+    char last_status[256];  /* last STATUS= sent */
+    bool reload;            /* the generation stopped for a reload: next is next_cfg */
+    struct config next_cfg; /* loaded and valid, swapped in between generations */
 };
 
 /* Run a command with a loaded config; returns the process exit status. */

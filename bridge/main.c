@@ -1,6 +1,6 @@
-/* main.c - command line (SPEC section 4): parse arguments, load the config,
- * hand over to the application context. Exit 0 success, 1 runtime failure,
- * 2 usage or configuration error. */
+/* main.c - the command line (docs/usage.md, the man page): parse arguments,
+ * load the config, hand over to the application context. Exit 0 success,
+ * 1 runtime failure, 2 usage or configuration error. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bridge/app.h"
+#include "bridge/lib/duration.h"
 
 static void usage(FILE *out) {
     fputs("Usage:\n"
@@ -53,25 +54,30 @@ static int parse_command(const char *c, enum app_cmd *cmd) {
     return -1;
 }
 
+enum option_match {
+    OPTION_OTHER,        /* argv[*i] is not this option */
+    OPTION_TAKEN,        /* it is, and *value is set */
+    OPTION_MISSING_VALUE /* it is, without a value (said on stderr) */
+};
+
 /* An option that takes a value, as "--opt VALUE" or "--opt=VALUE" (or "-c
- * VALUE"). Returns 1 and sets *value when argv[*i] is that option, 0 when it
- * is not, -1 when the value is missing. */
-static int option_value(int argc, char **argv, int *i, const char *shortopt, const char *longopt,
-                        const char **value) {
+ * VALUE"); *i moves past the value when it is a separate word. */
+static enum option_match option_value(int argc, char **argv, int *i, const char *shortopt,
+                                      const char *longopt, const char **value) {
     const char *arg = argv[*i];
     size_t n = strlen(longopt);
     if (strncmp(arg, longopt, n) == 0 && arg[n] == '=') {
         *value = arg + n + 1;
-        return 1;
+        return OPTION_TAKEN;
     }
     if (strcmp(arg, longopt) != 0 && !(shortopt && strcmp(arg, shortopt) == 0))
-        return 0;
+        return OPTION_OTHER;
     if (++*i >= argc) {
         fprintf(stderr, "canary-bridge: %s needs a value\n", arg);
-        return -1;
+        return OPTION_MISSING_VALUE;
     }
     *value = argv[*i];
-    return 1;
+    return OPTION_TAKEN;
 }
 
 /* Options go before or after the command (`canary-bridge -c f.yaml check`
@@ -84,11 +90,12 @@ static int parse_args(int argc, char **argv, struct app *a, const char **config_
     a->cmd = CMD_RUN;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        int rc;
-        if ((rc = option_value(argc, argv, &i, "-c", "--config", config_path)) != 0 ||
-            (rc = option_value(argc, argv, &i, NULL, "--credentials-dir", creds_dir)) != 0 ||
-            (rc = option_value(argc, argv, &i, NULL, "--timeout", &timeout)) != 0) {
-            if (rc < 0)
+        enum option_match m;
+        if ((m = option_value(argc, argv, &i, "-c", "--config", config_path)) != OPTION_OTHER ||
+            (m = option_value(argc, argv, &i, NULL, "--credentials-dir", creds_dir)) !=
+                OPTION_OTHER ||
+            (m = option_value(argc, argv, &i, NULL, "--timeout", &timeout)) != OPTION_OTHER) {
+            if (m == OPTION_MISSING_VALUE)
                 return -1;
         } else if (strcmp(arg, "--dry-run") == 0) {
             a->dry_run = true;

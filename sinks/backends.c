@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 
 #define SERVICE_NAME_LABEL "kubernetes.io/service-name"
 
@@ -266,10 +266,6 @@ static void scope_free(struct backends_scope *s) {
     for (struct map_entry *e; (e = map_iter_next(&mi));)
         free(e->value);
     map_free(&s->sums);
-    if (s->have_svcs)
-        informer_free(&s->svcs);
-    if (s->have_slices)
-        informer_free(&s->slices);
     free(s->ns);
     free(s);
 }
@@ -281,9 +277,12 @@ static void finish_close(struct backends *b) {
         scope_free(e->value);
     map_free(&b->scopes);
     b->closed = true;
+    if (b->on_closed)
+        b->on_closed(b); /* last: it may free b */
 }
 
-static void on_timer_closed(struct informer *inf) {
+/* An informer has closed and freed its cache. */
+static void on_informer_closed(struct informer *inf) {
     struct backends_scope *s = inf->user;
     struct backends *b = s->b;
     s->open--;
@@ -308,14 +307,22 @@ static void scope_stop(struct backends_scope *s) {
         informer_stop(&s->slices);
 }
 
-/* Unhook s (already out of b->scopes) and free it once its timers closed. */
+static void scope_close(struct backends_scope *s) {
+    if (s->have_svcs)
+        informer_close(&s->svcs, on_informer_closed);
+    if (s->have_slices)
+        informer_close(&s->slices, on_informer_closed);
+}
+
+/* Unhook s (already out of b->scopes) and free it once its informers have
+ * closed. */
 static void scope_kill(struct backends_scope *s) {
     struct backends *b = s->b;
     s->dead = true;
     s->next_dying = b->dying;
     b->dying = s;
-    scope_stop(s);
-    if (s->open == 0) { /* no timer was ever opened */
+    scope_close(s);
+    if (s->open == 0) { /* no informer was ever made */
         b->dying = s->next_dying;
         scope_free(s);
     }
@@ -326,7 +333,6 @@ static int informer_open(struct backends_scope *s, struct informer *inf, const c
     struct backends *b = s->b;
     if (informer_init(inf, b->loop, b->kc, b->log, group, "v1", plural, cb, on_part_synced, s) < 0)
         return -1;
-    inf->on_closed = on_timer_closed;
     s->open++;
     b->open++;
     return informer_set_scope(inf, s->ns, selector);
@@ -438,11 +444,16 @@ void backends_stop(struct backends *b) {
         scope_stop(e->value);
 }
 
-void backends_close(struct backends *b) {
+void backends_close(struct backends *b, backends_close_cb cb) {
     if (b->closing)
         return;
     backends_stop(b);
     b->closing = true;
+    b->on_closed = cb;
+    struct map_iter mi;
+    map_iter_init(&mi, &b->scopes);
+    for (struct map_entry *e; (e = map_iter_next(&mi));)
+        scope_close(e->value);
     if (b->open == 0)
         finish_close(b);
 }

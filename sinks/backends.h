@@ -33,9 +33,9 @@
  * Lifetime: the struct is embedded by the caller. backends_init, then
  * backends_add_namespace (any time), backends_start, ..., backends_stop
  * (cancels every request; no callback afterwards; the caches stay readable)
- * and backends_close (frees everything, partly from the close callbacks of
- * the informers' timers: run the loop until backends_closed() before freeing
- * the struct). Call backends_stop before kube_client_cancel_all/free. */
+ * and backends_close (frees everything from the informers' close callbacks,
+ * then calls its callback: the struct's memory may go then). Call
+ * backends_stop or backends_close before kube_client_close. */
 #ifndef CB_BACKENDS_H
 #define CB_BACKENDS_H
 
@@ -43,8 +43,8 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "bridge/log.h"
-#include "bridge/map.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/map.h"
 #include "sinks/informer.h"
 #include "sinks/kube.h"
 
@@ -63,20 +63,28 @@ enum backend_result {
 /* ns NULL: every namespace; service NULL: every service of ns. */
 typedef void (*backends_change_cb)(void *user, const char *ns, const char *service);
 
+struct backends;
+/* Everything is freed: b's memory may go. */
+typedef void (*backends_close_cb)(struct backends *b);
+
 struct backends_scope;
 
+/* Embedded by its owner. */
 struct backends {
+    /* read-only */
+    bool all_namespaces;
+    struct map scopes; /* namespace ("" with all_namespaces) -> struct backends_scope */
+    /* private */
     uv_loop_t *loop;
     struct kube_client *kc;
     struct logger *log;
     backends_change_cb on_change;
     void *user;
-    bool all_namespaces;
-    struct map scopes;            /* namespace ("" with all_namespaces) -> struct backends_scope */
-    struct backends_scope *dying; /* removed, waiting for their timers to close */
+    struct backends_scope *dying;     /* removed, waiting for their informers to close */
     struct informer *traefikservices; /* the caller's, or NULL: not checked */
-    unsigned open;                    /* informer timers not closed yet */
+    unsigned open;                    /* informers not closed yet */
     bool started, stopped, closing, closed;
+    backends_close_cb on_closed;
 };
 
 /* 0, or -1 (out of memory). With all_namespaces the add/remove calls are
@@ -93,8 +101,12 @@ bool backends_watching(const struct backends *b, const char *ns);
  * traefikservices (it must outlive this module), NULL for none. */
 void backends_set_traefikservices(struct backends *b, struct informer *inf);
 int backends_start(struct backends *b);
+/* Cancel every list and watch; no callback afterwards; the caches stay
+ * readable. */
 void backends_stop(struct backends *b);
-void backends_close(struct backends *b);
+/* backends_stop, then close every informer; once all have closed and
+ * everything is freed, cb(b) (cb may be NULL). A second call does nothing. */
+void backends_close(struct backends *b, backends_close_cb cb);
 /* Everything freed (after backends_close and the loop ran). */
 bool backends_closed(const struct backends *b);
 

@@ -12,7 +12,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "bridge/config.h"
+/* The config file's `kubernetes` section (bridge/config.c fills it). */
+struct kube_settings {
+    char *kubeconfig; /* default $KUBECONFIG, else ~/.kube/config */
+    char *context;    /* NULL or "": current-context */
+    bool in_cluster;
+    char *server; /* explicit: server + token_file + ca_file */
+    char *token_file;
+    char *ca_file;
+    bool insecure_skip_verify;
+    char *field_manager; /* NULL: "canary-bridge@<hostname>" */
+};
 
 /* A user's `exec` credential plugin, as the kubeconfig gives it. */
 struct kube_exec {
@@ -55,9 +65,9 @@ int kube_conn_from_kubeconfig(const char *path, const char *context, struct kube
 /* KUBERNETES_SERVICE_HOST/PORT + /var/run/secrets/kubernetes.io/serviceaccount/
  * (root overridable for tests via CANARY_BRIDGE_SA_DIR). */
 int kube_conn_in_cluster(struct kube_conn *out, char *err, size_t errlen);
-/* Dispatch on cfg->kubernetes: server set -> explicit; in_cluster -> in-cluster;
+/* Dispatch on the settings: server set -> explicit; in_cluster -> in-cluster;
  * else kubeconfig. */
-int kube_conn_from_config(const struct config *cfg, struct kube_conn *out, char *err,
+int kube_conn_from_config(const struct kube_settings *cfg, struct kube_conn *out, char *err,
                           size_t errlen);
 void kube_conn_free(struct kube_conn *c);
 

@@ -11,8 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "bridge/config.h"
-#include "bridge/model.h"
+#include "bridge/model/model.h"
 
 #define TRAEFIK_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
 #define TRAEFIK_MANAGER "canary-bridge"
@@ -24,6 +23,14 @@
  * key>" (the weights key was deleted; the weights in force stay until the
  * route document changes or a new weights key comes). */
 #define TRAEFIK_ANNOT_WEIGHTS "canary-bridge.io/weights-from"
+
+/* The config file's `traefik` section (bridge/config.c fills it). */
+enum rule_syntax { RULE_SYNTAX_V3, RULE_SYNTAX_V2 };
+
+struct traefik_settings {
+    char *api_group;              /* "traefik.io" (default) | "traefik.containo.us" | "auto" */
+    enum rule_syntax rule_syntax; /* default v3 */
+};
 
 struct render_opts {
     const char *api_group;   /* "traefik.io" | "traefik.containo.us" */

@@ -32,8 +32,9 @@
  * and never reaches a log line or an error message. */
 #include "sources/consul.h"
 
-#include "bridge/fileread.h"
-#include "bridge/tbucket.h"
+#include "bridge/lib/base64.h"
+#include "bridge/lib/fileread.h"
+#include "bridge/lib/tbucket.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -44,8 +45,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "bridge/buf.h"
-#include "sources/etcd.h" /* base64 */
+#include "bridge/lib/buf.h"
 
 /* ======================================================================
  * Pure helpers
@@ -188,7 +188,7 @@ static int kv_parse(const cJSON *j, size_t i, struct consul_kv *kv, char *err, s
     }
     /* Value is []byte without omitempty: an empty value is null. */
     const char *b64 = cJSON_IsString(val) ? val->valuestring : "";
-    if (etcd_b64_decode(b64, strlen(b64), &kv->value, &kv->value_len) < 0) {
+    if (base64_decode(b64, strlen(b64), BASE64_PAD_OPTIONAL, &kv->value, &kv->value_len) < 0) {
         set_err(err, errlen, "entry %zu (%s): Value is not base64", i, key->valuestring);
         return -1;
     }
@@ -566,7 +566,7 @@ static void secret_free(char *p) {
 }
 
 static const char *consul_prefix(const struct consul *s) {
-    return s->base.cfg->source.prefix;
+    return s->base.cfg->prefix;
 }
 
 static void timer_fired(uv_timer_t *t) {
@@ -621,7 +621,7 @@ static void consul_fail_kind(struct consul *s, enum fail_kind kind, const char *
     consul_abandon(s);
     s->up = false;
     s->nonblocking_next = true;
-    if (kind == FAIL_DENIED && s->base.cfg->source.token_file)
+    if (kind == FAIL_DENIED && s->base.cfg->token_file)
         s->need_token = true; /* it may have been rotated */
     uint64_t delay = source_backoff_ms(s->attempt, CONSUL_BACKOFF_BASE_MS, CONSUL_BACKOFF_MAX_MS);
     uint64_t limit = tbucket_reserve(&s->idle, uv_now(s->base.loop));
@@ -708,7 +708,7 @@ static bool token_valid(const char *t, size_t len) {
 static void tok_read(void *user, int err, const char *data, size_t len) {
     struct consul *s = user;
     s->tokread = NULL;
-    const char *file = s->base.cfg->source.token_file;
+    const char *file = s->base.cfg->token_file;
     if (err) {
         consul_fail(s, "cannot read source.token_file %s: %s", file, uv_strerror(err));
         return;
@@ -740,7 +740,7 @@ static void tok_read(void *user, int err, const char *data, size_t len) {
 
 /* Through libuv's fs requests: the loop never blocks on a slow disk. */
 static void token_begin(struct consul *s) {
-    const char *file = s->base.cfg->source.token_file;
+    const char *file = s->base.cfg->token_file;
     int err = 0;
     s->tokread = file_read_start(s->base.loop, file, tok_read, s, &err);
     if (!s->tokread) {
@@ -946,9 +946,9 @@ static void probe_done(struct http_req *r, const struct http_result *res) {
 }
 
 static void probe_begin(struct consul *s) {
-    const struct config *cfg = s->base.cfg;
-    char *url = consul_url_key(cfg->source.address, consul_prefix(s));
-    const char *dc = cfg->source.datacenter;
+    const struct source_settings *cfg = s->base.cfg;
+    char *url = consul_url_key(cfg->address, consul_prefix(s));
+    const char *dc = cfg->datacenter;
     if (url && dc && *dc) {
         buf_t b = BUF_INIT;
         bool ok = buf_puts(&b, url) == 0 && buf_puts(&b, "?dc=") == 0 &&
@@ -1040,15 +1040,15 @@ static void query_done(struct http_req *r, const struct http_result *res) {
 }
 
 static void query_begin(struct consul *s) {
-    const struct config *cfg = s->base.cfg;
+    const struct source_settings *cfg = s->base.cfg;
     bool blocking = !s->need_snapshot && !s->nonblocking_next && s->have_state;
     uint64_t index = blocking ? s->block_index : 0;
     /* Past wait plus Consul's jitter of up to wait/16, with room to spare. */
     long total = blocking ? (long)(s->wait_ms + s->wait_ms / 16 + 5000) : CONSUL_UNARY_TIMEOUT_MS;
     struct http_req *r =
         consul_request(s, "GET",
-                       consul_url_list(cfg->source.address, consul_prefix(s), index, s->wait_ms,
-                                       cfg->source.datacenter, cfg->source.consistency),
+                       consul_url_list(cfg->address, consul_prefix(s), index, s->wait_ms,
+                                       cfg->datacenter, cfg->consistency),
                        total);
     if (!r || http_req_start(r, query_done) < 0) {
         http_req_free(r);
@@ -1114,8 +1114,8 @@ static void put_done(struct http_req *r, const struct http_result *res) {
 
 /* Start a queued write. Returns 0, or -1 with p untouched. */
 static int put_start(struct consul *s, struct consul_put *p) {
-    struct http_req *r = consul_request(
-        s, "PUT", consul_url_key(s->base.cfg->source.address, p->key), CONSUL_UNARY_TIMEOUT_MS);
+    struct http_req *r = consul_request(s, "PUT", consul_url_key(s->base.cfg->address, p->key),
+                                        CONSUL_UNARY_TIMEOUT_MS);
     /* As the Consul UI writes: the raw text, no check-and-set. */
     if (!r || http_req_header(r, "Content-Type: text/plain; charset=utf-8") < 0 ||
         http_req_body(r, p->value ? p->value : "", p->len) < 0) {
@@ -1199,15 +1199,15 @@ static int consul_start(struct source *src) {
     struct consul *s = (struct consul *)src;
     if (s->phase != PH_IDLE)
         return -1;
-    const struct config *cfg = s->base.cfg;
-    const char *dc = cfg->source.datacenter;
+    const struct source_settings *cfg = s->base.cfg;
+    const char *dc = cfg->datacenter;
     log_info(s->base.log, "consul: starting on %s%s%s, prefix '%s', wait %" PRIu64 " ms",
              s->addr_log, dc && *dc ? ", datacenter " : "", dc && *dc ? dc : "", consul_prefix(s),
              s->wait_ms);
     s->need_snapshot = true;
     s->list_why = LIST_INITIAL;
     /* The file is read on every start, so a reload picks up a new token. */
-    s->need_token = cfg->source.token_file && *cfg->source.token_file;
+    s->need_token = cfg->token_file && *cfg->token_file;
     consul_run(s);
     return 0;
 }
@@ -1288,27 +1288,27 @@ static const struct source_ops consul_ops = {
 };
 
 struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
-                                 const struct config *cfg, const struct source_callbacks *cb,
-                                 char *err, size_t errlen) {
-    const char *addr = cfg->source.address;
+                                 const struct source_settings *cfg,
+                                 const struct source_callbacks *cb, char *err, size_t errlen) {
+    const char *addr = cfg->address;
     bool https = addr && strncmp(addr, "https://", 8) == 0;
     if (!addr || (!https && strncmp(addr, "http://", 7) != 0)) {
         set_err(err, errlen, "source.address: '%s' is not an http:// or https:// URL",
                 addr ? addr : "");
         return NULL;
     }
-    if (!cfg->source.prefix) {
+    if (!cfg->prefix) {
         set_err(err, errlen, "source.prefix is not set");
         return NULL;
     }
     /* Precedence as in Consul's own tools: explicit token, token file,
      * then the environment. */
-    const char *token = cfg->source.token;
-    if (!token && !(cfg->source.token_file && *cfg->source.token_file))
+    const char *token = cfg->token;
+    if (!token && !(cfg->token_file && *cfg->token_file))
         token = getenv("CONSUL_HTTP_TOKEN");
     if (token && !token_valid(token, strlen(token))) {
         set_err(err, errlen, "%s holds characters that cannot be sent in an HTTP header",
-                cfg->source.token ? "source.token" : "CONSUL_HTTP_TOKEN");
+                cfg->token ? "source.token" : "CONSUL_HTTP_TOKEN");
         return NULL;
     }
 
@@ -1331,7 +1331,7 @@ struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, stru
         consul_free(s);
         return NULL;
     }
-    s->wait_ms = cfg->source.wait_ms ? cfg->source.wait_ms : CONSUL_DEFAULT_WAIT_MS;
+    s->wait_ms = cfg->wait_ms ? cfg->wait_ms : CONSUL_DEFAULT_WAIT_MS;
     if (s->wait_ms > CONSUL_MAX_WAIT_MS)
         s->wait_ms = CONSUL_MAX_WAIT_MS;
     uint64_t refill = s->wait_ms / 30;
@@ -1343,7 +1343,7 @@ struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, stru
     tbucket_init(&s->idle, CONSUL_IDLE_BURST, refill, now);
     tbucket_init(&s->churn, CONSUL_CHURN_BURST, CONSUL_CHURN_REFILL_MIN_MS, now);
 
-    const struct tls_files *t = &cfg->source.tls;
+    const struct tls_files *t = &cfg->tls;
     s->use_tls = https;
     s->tls.ca_file = t->ca_file;
     s->tls.cert_file = t->cert_file;

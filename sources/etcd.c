@@ -28,7 +28,8 @@
  * The pure helpers (framing, base64, JSON) come first; see etcd.h. */
 #include "sources/etcd.h"
 
-#include "bridge/fileread.h"
+#include "bridge/lib/base64.h"
+#include "bridge/lib/fileread.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -41,93 +42,6 @@
 /* ======================================================================
  * Pure helpers
  * ====================================================================== */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-char *etcd_b64_encode(const void *data, size_t len) {
-    const unsigned char *in = data;
-    if (len > ((size_t)-1 - 1) / 4 * 3 - 3)
-        return NULL;
-    size_t olen = (len + 2) / 3 * 4;
-    char *out = malloc(olen + 1);
-    if (!out)
-        return NULL;
-    char *o = out;
-    size_t i = 0;
-    for (; i + 3 <= len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        *o++ = b64_alphabet[v >> 18 & 63];
-        *o++ = b64_alphabet[v >> 12 & 63];
-        *o++ = b64_alphabet[v >> 6 & 63];
-        *o++ = b64_alphabet[v & 63];
-    }
-    if (len - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        *o++ = b64_alphabet[v >> 18 & 63];
-        *o++ = b64_alphabet[v >> 12 & 63];
-        *o++ = '=';
-        *o++ = '=';
-    } else if (len - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        *o++ = b64_alphabet[v >> 18 & 63];
-        *o++ = b64_alphabet[v >> 12 & 63];
-        *o++ = b64_alphabet[v >> 6 & 63];
-        *o++ = '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-static int b64_value(unsigned char ch) {
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+')
-        return 62;
-    if (ch == '/')
-        return 63;
-    return -1;
-}
-
-int etcd_b64_decode(const char *in, size_t inlen, char **out, size_t *outlen) {
-    *out = NULL;
-    *outlen = 0;
-    /* Strip padding (at most two '='), then everything left must be data. */
-    size_t n = inlen;
-    for (int pad = 0; pad < 2 && n > 0 && in[n - 1] == '='; pad++)
-        n--;
-    if (n % 4 == 1)
-        return -1;
-    if (n < inlen && (n + (inlen - n)) % 4 != 0)
-        return -1; /* padding present but not to a multiple of four */
-    char *buf = malloc(n / 4 * 3 + 3 + 1);
-    if (!buf)
-        return -1;
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value((unsigned char)in[i]);
-        if (v < 0) {
-            free(buf);
-            return -1;
-        }
-        acc = (acc << 6 | (unsigned)v) & 0xffffff;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (char)(acc >> bits & 0xff);
-        }
-    }
-    buf[o] = '\0';
-    *out = buf;
-    *outlen = o;
-    return 0;
-}
 
 int etcd_prefix_end(const char *key, size_t len, char **out, size_t *outlen) {
     *out = NULL;
@@ -253,7 +167,7 @@ static char *json_print(cJSON *root) {
 }
 
 static bool json_add_b64(cJSON *obj, const char *name, const char *data, size_t len) {
-    char *b = etcd_b64_encode(data, len);
+    char *b = base64_encode(data, len);
     if (!b)
         return false;
     bool ok = cJSON_AddStringToObject(obj, name, b) != NULL;
@@ -348,12 +262,12 @@ static int kv_parse(const cJSON *j, struct etcd_kv *kv, char *err, size_t errlen
         set_err(err, errlen, "kv without key");
         return -1;
     }
-    if (etcd_b64_decode(key, strlen(key), &kv->key, &kv->key_len) < 0) {
+    if (base64_decode(key, strlen(key), BASE64_PAD_OPTIONAL, &kv->key, &kv->key_len) < 0) {
         set_err(err, errlen, "kv key is not base64");
         return -1;
     }
-    if (etcd_b64_decode(value ? value : "", value ? strlen(value) : 0, &kv->value, &kv->value_len) <
-        0) {
+    if (base64_decode(value ? value : "", value ? strlen(value) : 0, BASE64_PAD_OPTIONAL,
+                      &kv->value, &kv->value_len) < 0) {
         set_err(err, errlen, "kv value is not base64");
         kv_free(kv);
         return -1;
@@ -718,7 +632,7 @@ static void etcd_fail_now(struct etcd *s, const char *reason);
 static void probe_begin(struct etcd *s);
 
 static const char *etcd_url(const struct etcd *s) {
-    return s->base.cfg->source.endpoints[s->ep];
+    return s->base.cfg->endpoints[s->ep];
 }
 
 static const char *list_why_name(enum list_why w) {
@@ -804,8 +718,8 @@ static void etcd_fail_as(struct etcd *s, enum source_fault fault, const char *re
         s->attempt = 0;
     bool report = !s->down_reported;
     s->down_reported = true;
-    if (s->base.cfg->source.n_endpoints > 1)
-        s->ep = (s->ep + 1) % s->base.cfg->source.n_endpoints;
+    if (s->base.cfg->n_endpoints > 1)
+        s->ep = (s->ep + 1) % s->base.cfg->n_endpoints;
     uint64_t delay = source_backoff_ms(s->attempt, ETCD_BACKOFF_BASE_MS, ETCD_BACKOFF_MAX_MS);
     if (s->attempt < 16)
         s->attempt++;
@@ -920,14 +834,14 @@ static void auth_done(struct http_req *r, const struct http_result *res) {
     secret_free(s->token);
     s->token = tok;
     s->token_fresh = true;
-    log_debug(s->base.log, "etcd: authenticated as %s", s->base.cfg->source.username);
+    log_debug(s->base.log, "etcd: authenticated as %s", s->base.cfg->username);
     puts_resend(s);
     etcd_run(s);
 }
 
 static void auth_send(struct etcd *s, const char *password) {
-    struct http_req *r = etcd_request(
-        s, "/v3/auth/authenticate", etcd_auth_body(s->base.cfg->source.username, password), false);
+    struct http_req *r = etcd_request(s, "/v3/auth/authenticate",
+                                      etcd_auth_body(s->base.cfg->username, password), false);
     if (!r || http_req_start(r, auth_done) < 0) {
         http_req_free(r);
         etcd_fail(s, "authenticate: cannot start request");
@@ -942,7 +856,7 @@ static void pw_read(void *user, int err, const char *data, size_t len) {
     (void)len;
     s->pwread = NULL;
     if (err)
-        etcd_fail(s, "cannot read source.password_file %s: %s", s->base.cfg->source.password_file,
+        etcd_fail(s, "cannot read source.password_file %s: %s", s->base.cfg->password_file,
                   uv_strerror(err));
     else
         auth_send(s, data);
@@ -952,9 +866,9 @@ static void pw_read(void *user, int err, const char *data, size_t len) {
  * picked up; through libuv's fs requests, so the loop never blocks. */
 static void auth_begin(struct etcd *s) {
     s->phase = PH_AUTH;
-    const char *file = s->base.cfg->source.password_file;
+    const char *file = s->base.cfg->password_file;
     if (!file || !*file) {
-        const char *pw = s->base.cfg->source.password;
+        const char *pw = s->base.cfg->password;
         auth_send(s, pw ? pw : "");
         return;
     }
@@ -1050,7 +964,7 @@ static void list_done(struct http_req *r, const struct http_result *res) {
     s->rev = s->list_rev;
     s->need_list = false;
     log_info(s->base.log, "etcd: %s: %zu keys under '%s' at revision %" PRId64 " from %s",
-             list_why_name(s->list_why), n, s->base.cfg->source.prefix, s->list_rev, etcd_url(s));
+             list_why_name(s->list_why), n, s->base.cfg->prefix, s->list_rev, etcd_url(s));
     unsigned gen = s->gen;
     if (s->base.cb.on_snapshot)
         s->base.cb.on_snapshot(s->base.cb.user, kvs, n, (uint64_t)s->list_rev);
@@ -1122,8 +1036,8 @@ static int watch_handle(struct etcd *s, const struct etcd_watch_msg *m) {
         s->watch_created = true;
         if (s->timer_kind == TIMER_CREATE)
             timer_disarm(s);
-        if (s->base.cfg->source.liveness_ms > 0 && !s->req)
-            timer_arm(s, TIMER_PROBE, s->base.cfg->source.liveness_ms);
+        if (s->base.cfg->liveness_ms > 0 && !s->req)
+            timer_arm(s, TIMER_PROBE, s->base.cfg->liveness_ms);
         s->created_at = uv_now(s->base.loop);
         s->token_fresh = false;
         if (!s->up) {
@@ -1132,7 +1046,7 @@ static int watch_handle(struct etcd *s, const struct etcd_watch_msg *m) {
             s->base.fault = SOURCE_FAULT_NONE;
             log_info(s->base.log, "etcd: %s %s, watching '%s' from revision %" PRId64,
                      s->ever_up ? "reconnected to" : "connected to", etcd_url(s),
-                     s->base.cfg->source.prefix, s->rev + 1);
+                     s->base.cfg->prefix, s->rev + 1);
             s->ever_up = true;
             unsigned gen = s->gen;
             if (s->base.cb.on_state)
@@ -1273,11 +1187,11 @@ static void probe_done(struct http_req *r, const struct http_result *res) {
         return;
     }
     log_debug(s->base.log, "etcd: liveness check: %s answered HTTP %ld", etcd_url(s), res->status);
-    timer_arm(s, TIMER_PROBE, s->base.cfg->source.liveness_ms);
+    timer_arm(s, TIMER_PROBE, s->base.cfg->liveness_ms);
 }
 
 static void probe_begin(struct etcd *s) {
-    uint64_t every = s->base.cfg->source.liveness_ms;
+    uint64_t every = s->base.cfg->liveness_ms;
     char *body = strdup("{}");
     struct http_req *r = body ? etcd_request(s, "/v3/maintenance/status", body, false) : NULL;
     if (r) {
@@ -1455,8 +1369,8 @@ static int etcd_start(struct source *src) {
     if (s->phase != PH_IDLE)
         return -1;
     log_info(s->base.log, "etcd: starting on %s (%zu endpoint%s), prefix '%s'", etcd_url(s),
-             s->base.cfg->source.n_endpoints, s->base.cfg->source.n_endpoints == 1 ? "" : "s",
-             s->base.cfg->source.prefix);
+             s->base.cfg->n_endpoints, s->base.cfg->n_endpoints == 1 ? "" : "s",
+             s->base.cfg->prefix);
     s->need_list = true;
     s->list_why = LIST_INITIAL;
     etcd_run(s);
@@ -1531,15 +1445,15 @@ static const struct source_ops etcd_ops = {
 };
 
 struct source *source_etcd_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
-                               const struct config *cfg, const struct source_callbacks *cb,
+                               const struct source_settings *cfg, const struct source_callbacks *cb,
                                char *err, size_t errlen) {
-    if (!cfg->source.n_endpoints || !cfg->source.endpoints) {
+    if (!cfg->n_endpoints || !cfg->endpoints) {
         set_err(err, errlen, "source.endpoints: at least one etcd endpoint is required");
         return NULL;
     }
     bool https = false;
-    for (size_t i = 0; i < cfg->source.n_endpoints; i++) {
-        const char *ep = cfg->source.endpoints[i];
+    for (size_t i = 0; i < cfg->n_endpoints; i++) {
+        const char *ep = cfg->endpoints[i];
         if (ep && strncmp(ep, "https://", 8) == 0) {
             https = true;
         } else if (!ep || strncmp(ep, "http://", 7) != 0) {
@@ -1548,12 +1462,12 @@ struct source *source_etcd_new(uv_loop_t *loop, struct http_client *http, struct
             return NULL;
         }
     }
-    if (!cfg->source.prefix) {
+    if (!cfg->prefix) {
         set_err(err, errlen, "source.prefix is not set");
         return NULL;
     }
-    bool auth = cfg->source.username && *cfg->source.username;
-    if (auth && !cfg->source.password && !cfg->source.password_file) {
+    bool auth = cfg->username && *cfg->username;
+    if (auth && !cfg->password && !cfg->password_file) {
         set_err(err, errlen, "source.username needs source.password or source.password_file");
         return NULL;
     }
@@ -1573,14 +1487,14 @@ struct source *source_etcd_new(uv_loop_t *loop, struct http_client *http, struct
     s->auth = auth;
     s->phase = PH_IDLE;
     etcd_stream_init(&s->stream, ETCD_MAX_MESSAGE);
-    s->key_len = strlen(cfg->source.prefix);
-    s->key = strdup(cfg->source.prefix);
+    s->key_len = strlen(cfg->prefix);
+    s->key = strdup(cfg->prefix);
     if (!s->key || etcd_prefix_end(s->key, s->key_len, &s->end, &s->end_len) < 0) {
         set_err(err, errlen, "out of memory");
         etcd_free(s);
         return NULL;
     }
-    const struct tls_files *t = &cfg->source.tls;
+    const struct tls_files *t = &cfg->tls;
     s->use_tls = https || t->ca_file || t->cert_file || t->key_file;
     s->tls.ca_file = t->ca_file;
     s->tls.cert_file = t->cert_file;

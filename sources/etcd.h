@@ -16,20 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/buf.h"
+#include "bridge/lib/buf.h"
 #include "sources/source.h"
 
 /* Largest single watch message we accept (etcd's own default request limit
  * is 1.5 MiB; a response carrying many events can be larger). */
 #define ETCD_MAX_MESSAGE ((size_t)64 * 1024 * 1024)
-
-/* ---- base64 (standard alphabet, padded) ---- */
-
-/* Returns a heap NUL-terminated string, or NULL on ENOMEM. */
-char *etcd_b64_encode(const void *data, size_t len);
-/* Decode; padding is optional. *out is heap, NUL-terminated (values may hold
- * NULs, so use *outlen). Returns 0, or -1 on bad input or ENOMEM. */
-int etcd_b64_decode(const char *in, size_t inlen, char **out, size_t *outlen);
 
 /* ---- prefix range ---- */
 

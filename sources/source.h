@@ -20,10 +20,37 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "bridge/backoff.h"
-#include "bridge/config.h"
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "bridge/lib/backoff.h"
+#include "bridge/lib/http.h"
+#include "bridge/lib/log.h"
+
+/* The config file's `source` section (bridge/config.c fills it). */
+enum source_type { SOURCE_ETCD, SOURCE_CONSUL };
+
+struct tls_files {
+    char *ca_file;   /* NULL: system trust store */
+    char *cert_file; /* client certificate (PEM) */
+    char *key_file;  /* client key (PEM) */
+    bool insecure_skip_verify;
+};
+
+struct source_settings {
+    enum source_type type; /* default etcd */
+    char **endpoints;      /* etcd; default [http://127.0.0.1:2379] */
+    size_t n_endpoints;
+    char *address;        /* consul; default http://127.0.0.1:8500 */
+    char *prefix;         /* default "canary/"; must end in '/' */
+    char *username;       /* etcd auth */
+    char *password;       /* etcd auth (secret; never log) */
+    char *password_file;  /* etcd auth, alternative to password */
+    char *token;          /* consul ACL token (secret; never log) */
+    char *token_file;     /* consul ACL token file */
+    char *datacenter;     /* consul ?dc= */
+    char *consistency;    /* consul: default|stale|consistent */
+    uint64_t wait_ms;     /* consul blocking wait; default 5m */
+    uint64_t liveness_ms; /* etcd: check the watched member this often; 5s; 0 = off */
+    struct tls_files tls; /* keys ca_file, cert_file, key_file, insecure_skip_verify */
+};
 
 struct source_kv {
     const char *key;   /* full key, NUL-terminated */
@@ -71,21 +98,21 @@ struct source {
     uv_loop_t *loop;
     struct http_client *http;
     struct logger *log;
-    const struct config *cfg; /* must outlive the source */
-    enum source_fault fault;  /* of the last on_state(false); NONE while up */
+    const struct source_settings *cfg; /* must outlive the source */
+    enum source_fault fault;           /* of the last on_state(false); NONE while up */
 };
 
-/* Create the source that cfg->source.type names. Returns NULL with err set. */
+/* Create the source that cfg->type names. Returns NULL with err set. */
 struct source *source_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
-                          const struct config *cfg, const struct source_callbacks *cb, char *err,
-                          size_t errlen);
+                          const struct source_settings *cfg, const struct source_callbacks *cb,
+                          char *err, size_t errlen);
 struct source *source_etcd_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
-                               const struct config *cfg, const struct source_callbacks *cb,
+                               const struct source_settings *cfg, const struct source_callbacks *cb,
                                char *err, size_t errlen);
 
 struct source *source_consul_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
-                                 const struct config *cfg, const struct source_callbacks *cb,
-                                 char *err, size_t errlen);
+                                 const struct source_settings *cfg,
+                                 const struct source_callbacks *cb, char *err, size_t errlen);
 
 /* Helpers shared by sources. */
 /* Exponential backoff with full jitter: base * 2^attempt capped at max, then a

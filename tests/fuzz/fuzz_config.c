@@ -3,11 +3,12 @@
  *
  * Invariants beyond "no crash, no sanitizer report":
  *  - on failure: -1, a message starting with the file name, *cfg zeroed;
- *  - on success, every rule of SPEC section 3 and config.h holds on the
- *    result (the checks config.c runs must not be bypassable): URLs, prefix
- *    shape, enum values, wait 1s..10m, resync 0 or >= 1s, max_in_flight >= 1,
- *    namespaces are DNS labels, auth and TLS combinations, the client-go
- *    leader election rules computed without overflow;
+ *  - on success, every rule of conf/bridge.yaml and config.h holds on the
+ *    result (the checks config_rules.c runs must not be bypassable): URLs,
+ *    prefix shape, enum values, wait 1s..10m, resync 0 or >= 1s,
+ *    max_in_flight >= 1, namespaces are DNS labels, auth and TLS
+ *    combinations, the client-go leader election rules computed without
+ *    overflow;
  *  - source.password and source.token values never appear in a message;
  *  - parse_duration_ms agrees with an exact (128-bit) reference reading of
  *    the same grammar: it accepts exactly what fits in 64 bits, with the
@@ -19,6 +20,7 @@
 #include "fuzz_secrets.h"
 
 #include "bridge/config.h"
+#include "bridge/lib/duration.h"
 
 typedef unsigned __int128 u128;
 
@@ -144,7 +146,7 @@ static bool ref_term(const char **s, u128 *total) {
     if (**s == '.') {
         for ((*s)++; **s >= '0' && **s <= '9'; (*s)++, digits = true) {
             if (scale >= 1000000000)
-                return false; /* config.c's documented limit: nine decimals */
+                return false; /* parse_duration_ms reads at most nine decimals */
             frac = frac * 10 + (u128)(**s - '0');
             scale *= 10;
         }

@@ -29,6 +29,7 @@
  *  - request bodies are JSON whose base64 key decodes back to the key. */
 #include "fuzz_common.h"
 
+#include "bridge/lib/base64.h"
 #include "sources/etcd.h"
 
 /* ---- the parsers, on one message ----------------------------------------- */
@@ -90,24 +91,24 @@ static void check_error(long status, const char *msg, size_t len) {
 }
 
 static void check_b64(const char *msg, size_t len) {
-    char *enc = etcd_b64_encode(msg, len), *dec = NULL;
+    char *enc = base64_encode(msg, len), *dec = NULL;
     size_t dlen = 0;
     FUZZ_CHECK(enc && strlen(enc) == (len + 2) / 3 * 4, "encode length");
-    FUZZ_CHECK(etcd_b64_decode(enc, strlen(enc), &dec, &dlen) == 0 && dlen == len &&
-                   !memcmp(dec, msg, len) && dec[dlen] == '\0',
+    FUZZ_CHECK(base64_decode(enc, strlen(enc), BASE64_PAD_OPTIONAL, &dec, &dlen) == 0 &&
+                   dlen == len && !memcmp(dec, msg, len) && dec[dlen] == '\0',
                "decode(encode(x)) != x");
     free(enc);
     free(dec);
-    if (etcd_b64_decode(msg, len, &dec, &dlen) != 0) {
+    if (base64_decode(msg, len, BASE64_PAD_OPTIONAL, &dec, &dlen) != 0) {
         FUZZ_CHECK(!dec, "failed decode returned data");
         return;
     }
     FUZZ_CHECK(dec[dlen] == '\0' && dlen <= len, "decoded length");
-    enc = etcd_b64_encode(dec, dlen);
+    enc = base64_encode(dec, dlen);
     char *again = NULL;
     size_t alen = 0;
-    FUZZ_CHECK(enc && etcd_b64_decode(enc, strlen(enc), &again, &alen) == 0 && alen == dlen &&
-                   !memcmp(again, dec, dlen),
+    FUZZ_CHECK(enc && base64_decode(enc, strlen(enc), BASE64_PAD_OPTIONAL, &again, &alen) == 0 &&
+                   alen == dlen && !memcmp(again, dec, dlen),
                "re-encoded value decodes differently");
     free(again);
     free(enc);
@@ -141,7 +142,8 @@ static void check_body(char *body, const char *key, size_t len) {
     char *dec = NULL;
     size_t dlen = 0;
     FUZZ_CHECK(cJSON_IsString(k) &&
-                   etcd_b64_decode(k->valuestring, strlen(k->valuestring), &dec, &dlen) == 0 &&
+                   base64_decode(k->valuestring, strlen(k->valuestring), BASE64_PAD_OPTIONAL, &dec,
+                                 &dlen) == 0 &&
                    dlen == len && !memcmp(dec, key, len),
                "request body does not carry the key: %s", body ? body : "(null)");
     free(dec);

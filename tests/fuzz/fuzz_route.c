@@ -1,5 +1,5 @@
 /* fuzz_route.c - a whole route folder: model_parse_key and model_build
- * (bridge/model.c) on the `route`, `weights` and `headers` keys, then
+ * (bridge/model/) on the `route`, `weights` and `headers` keys, then
  * everything Traefik-side that a built route feeds (sinks/traefik.c):
  * traefik_render_ingressroute and traefik_render_middleware in both rule
  * syntaxes, the YAML that `render` prints, traefik_merge_owned and
@@ -14,10 +14,10 @@
  * Invariants beyond "no crash, no sanitizer report":
  *  - model_parse_key: on success ns/name are valid Kubernetes names and
  *    prefix + ns/name/leaf is exactly the key;
- *  - model_build: returns 1 exactly when route and weights are absent and
- *    headers too; on error a reason naming the key and a zeroed route; on
- *    success every field obeys SPEC section 1 (names, ports, weights 0..max
- *    and not all zero, rule services among the route's, unique names, no
+ *  - model_build: returns MODEL_ABSENT exactly when route, weights and
+ *    headers are all absent; on error a reason naming the key and a zeroed
+ *    route; on success every field obeys the model's rules (names, ports,
+ *    weights 0..max and not all zero, rule services among the route's, unique names, no
  *    control characters or backticks where a rule literal would carry them);
  *  - rendering: one route per header rule plus the weighted one; every
  *    `match` free of raw control characters; each header route is exactly
@@ -54,13 +54,13 @@
 
 #include <ctype.h>
 
-#include "bridge/buf.h"
-#include "bridge/model.h"
-#include "bridge/value.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/value.h"
+#include "bridge/model/model.h"
 #include "sinks/traefik.h"
 
 #define PREFIX "canary/"
-#define PRIORITY_LIMIT 9007199254740992LL /* 2^53, as model.c */
+#define PRIORITY_LIMIT 9007199254740992LL /* 2^53, as bridge/model/parse.h */
 
 static const struct render_opts V3 = {"traefik.io", RULE_SYNTAX_V3, PREFIX, "etcd"};
 static const struct render_opts V2 = {"traefik.containo.us", RULE_SYNTAX_V2, PREFIX, "consul"};
@@ -834,7 +834,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[1024] = "";
     int rc = model_build(&in, &r, err, sizeof err);
     FUZZ_CHECK(rc >= -1 && rc <= 1, "rc %d", rc);
-    FUZZ_CHECK((rc == 1) == (!in.route && !in.weights && !in.headers), "rc %d", rc);
+    FUZZ_CHECK((rc == MODEL_ABSENT) == (!in.route && !in.weights && !in.headers), "rc %d", rc);
     if (rc != 0) {
         FUZZ_CHECK(!memcmp(&r, &zero, sizeof r), "route not zeroed after rc %d", rc);
         if (rc < 0)

@@ -1,4 +1,4 @@
-/* fuzz_value.c - value_parse (bridge/value.c): the YAML/JSON loader every key
+/* fuzz_value.c - value_parse (bridge/lib/value.c): the YAML/JSON loader every key
  * value goes through, and value_emit_yaml, which `canary-bridge render`
  * prints objects with.
  *
@@ -19,14 +19,14 @@
 
 #include <limits.h>
 
-#include "bridge/buf.h"
-#include "bridge/value.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/value.h"
 
 static void same_ints(const cJSON *a, const cJSON *b) {
     if (cJSON_IsNumber(a)) {
         long long x = 0, y = 0;
-        int ra = value_get_int(a, LLONG_MIN, LLONG_MAX, &x);
-        int rb = value_get_int(b, LLONG_MIN, LLONG_MAX, &y);
+        bool ra = value_get_int(a, LLONG_MIN, LLONG_MAX, &x);
+        bool rb = value_get_int(b, LLONG_MIN, LLONG_MAX, &y);
         FUZZ_CHECK(ra == rb && x == y, "integer-ness changed: %s (%d, %lld) vs %s (%d, %lld)",
                    a->valuestring ? a->valuestring : "?", ra, x,
                    b->valuestring ? b->valuestring : "?", rb, y);
@@ -35,7 +35,7 @@ static void same_ints(const cJSON *a, const cJSON *b) {
         same_ints(x, y);
 }
 
-static void round_trip(const cJSON *v, int doc_start) {
+static void round_trip(const cJSON *v, bool doc_start) {
     buf_t out = BUF_INIT;
     FUZZ_CHECK(value_emit_yaml(v, &out, doc_start) == 0, "emit failed");
     char err[256];
@@ -62,8 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(err[0] != '\0', "a failed parse gave no reason");
         return 0;
     }
-    round_trip(v, 0);
-    round_trip(v, 1);
+    round_trip(v, false);
+    round_trip(v, true);
     cJSON_Delete(v);
     return 0;
 }

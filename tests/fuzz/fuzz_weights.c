@@ -1,15 +1,16 @@
-/* fuzz_weights.c - model_parse_weights (bridge/model.c): the `weights` key in
+/* fuzz_weights.c - model_parse_weights (bridge/model/weights.c): the `weights` key in
  * all three of its forms (JSON object, YAML mapping, compact name=weight).
  *
  * Invariants beyond "no crash, no sanitizer report":
  *  - on success: at least one weight, every weight in 0..MODEL_WEIGHT_MAX,
- *    at least one of them above zero (all-zero is an error per SPEC), every
- *    service name a DNS-1123 label and no name twice;
+ *    at least one of them above zero (all zero is an error: Traefik would
+ *    answer 503 to every request), every service name a DNS-1123 label and
+ *    no name twice;
  *  - on failure: a reason in err, and *out / *n left empty;
  *  - parsing is deterministic: a second parse gives the same list. */
 #include "fuzz_common.h"
 
-#include "bridge/model.h"
+#include "bridge/model/model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static struct model_weight sentinel; /* model_parse_weights must reset *out */

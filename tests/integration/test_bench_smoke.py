@@ -1,4 +1,4 @@
-"""Smoke test of the benchmarks (issue 6): `bench/run.py --quick --only propagation` runs to
+"""Smoke test of the benchmarks: `bench/run.py --quick --only propagation` runs to
 the end and prints its table with numbers in it.  No timing is asserted here: how fast the
 bridge is belongs to bench/, and a slow CI machine must not fail over a figure."""
 import os
@@ -28,7 +28,7 @@ class BenchSmoke(unittest.TestCase):
             # label, a count, then p50 p90 p99 max as numbers
             self.assertRegex(out, r"(?m)^\s*%s\s+\d+\s+%s\s+%s\s+%s\s+%s" % (
                 row, NUM, NUM, NUM, NUM), "no numeric row %r in:\n%s" % (row, out))
-        self.assertIn("Targets (issue 6)", out)
+        self.assertIn("Targets", out)
         self.assertRegex(out, r"(?m)^total \d+ s$")
 
 

@@ -1,6 +1,6 @@
 """End to end on real etcd and the Kubernetes API test server: header and cookie
 canaries, header Middlewares, sticky sessions, pruning, ownership and the safety
-rules (issue 4).
+rules.
 
 Ordering claims (create-before-reference, delete-after-dereference) are proven from
 the API test server's request log: `seq` is the order in which requests arrived."""
@@ -833,11 +833,9 @@ class CrossNamespaceAllowed(CanaryCase):
 
 class LongNames(CanaryCase):
     """Route names are DNS-1123 subdomains (up to 253 characters); every object name the
-    bridge derives from one must still be valid, and the server must accept the objects.
-
-    BRIDGE BUG (expected failures below): reconcile.c label_route() labels every object
-    canary-bridge.io/route=<route name>, but a label value is at most 63 characters, so
-    the API server answers 422 to every write of a route whose name is longer."""
+    bridge derives from one must still be valid, and the server must accept the objects:
+    a label value is at most 63 characters, so a longer route name cannot be its label as
+    it is (bridge/core/reconcile_pass.c shortens it)."""
     DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
     def run_long_route(self, name, headers=RULES_MW):

@@ -1,5 +1,5 @@
 """End to end on real etcd and the Kubernetes API test server: what a user does
-with etcdctl, and what must then be true of the IngressRoutes (issue 2)."""
+with etcdctl, and what must then be true of the IngressRoutes."""
 import base64
 import json
 import os
@@ -267,7 +267,7 @@ class NoNeedlessWrites(BridgeCase):
 
 class Bursts(BridgeCase):
     """A script rewriting many routes in a row is written once per route, with the last
-    state, not once per change (issue 6: API writes <= routes + retries)."""
+    state, not once per change (API writes <= routes + retries)."""
     # A quiet period far above the gap between back-to-back transactions, so the test
     # does not depend on how fast this machine is.
     config_overrides = {"reconcile": {"burst_quiet": "2s", "burst_hold": "1m"}}

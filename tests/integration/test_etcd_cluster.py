@@ -1,4 +1,4 @@
-"""A three-member etcd cluster on loopback (issue 11, defect 4): the watched member stops
+"""A three-member etcd cluster on loopback: the watched member stops
 being worth watching while the rest of the cluster carries on, and the bridge must move.
 
   - Partition: the watched member is cut off from its two peers (its raft links go through

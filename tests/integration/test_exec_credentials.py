@@ -1,5 +1,5 @@
-"""kubeconfig exec credential plugins against the Kubernetes API test server
-(issue 14): the bridge gets its token from a plugin script, keeps it while it
+"""kubeconfig exec credential plugins against the Kubernetes API test server:
+the bridge gets its token from a plugin script, keeps it while it
 is valid, runs the plugin again after a 401 (token rotation) and after the
 credential's expirationTimestamp, and never logs the token."""
 import json

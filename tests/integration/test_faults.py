@@ -1,4 +1,4 @@
-"""Fault injection (issue 7): the source dies, stalls, compacts or resets; the Kubernetes API
+"""Fault injection: the source dies, stalls, compacts or resets; the Kubernetes API
 answers 503/429, hangs, drops connections mid-answer, conflicts, or goes away; the bridge is
 SIGKILLed mid-burst or reloaded mid-write.
 
@@ -42,7 +42,7 @@ import yaml  # noqa: E402
 OUTAGE_S = float(os.environ.get("CB_FAULT_OUTAGE_S", "6"))
 # The client's per-request timeout (sinks/kube.c KUBE_TIMEOUT_MS): a hung request ends then.
 KUBE_TIMEOUT_S = 15
-# The reconcile workqueue's backoff (bridge/workqueue.c): base 50 ms, doubling, jitter in
+# The reconcile workqueue's backoff (bridge/lib/workqueue.c): base 50 ms, doubling, jitter in
 # [half, full]; used to bound how many requests an outage may cost.
 WQ_BACKOFF_BASE_S = 0.050
 # How long the concurrent writer of the 409 storm keeps patching (the weights change 20

@@ -1,6 +1,5 @@
-"""The bridge against what a real kube-apiserver does to its writes (issue 11, defects
-10, 12, 13, 14): a namespace that does not exist, Events on quick edits, an object
-another canary-bridge owns, and two bridges that disagree about one object.
+"""The bridge against what a real kube-apiserver does to its writes: a namespace that
+does not exist, Events on quick edits, an object another canary-bridge owns, and two bridges that disagree about one object.
 
 Each test runs its own etcd(s), API test server and bridge(s) on free loopback ports."""
 import json

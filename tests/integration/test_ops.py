@@ -1,6 +1,6 @@
-"""Operations (issue 5): HTTP endpoints and metrics, sd_notify readiness and
+"""Operations: HTTP endpoints and metrics, sd_notify readiness and
 watchdog, SIGHUP reload (good and broken), SIGTERM with a write in flight; the command
-line (issue 14): options anywhere, --credentials-dir, --dry-run in every line."""
+line: options anywhere, --credentials-dir, --dry-run in every line."""
 import os
 import re
 import shutil
@@ -231,7 +231,7 @@ class Endpoints(OpsCase):
 
 
 class SinkReadiness(OpsCase):
-    """/readyz follows the Kubernetes side as it follows the source (issue 11: defects 11, 16)."""
+    """/readyz follows the Kubernetes side as it follows the source (defects 11, 16)."""
 
     IR_PATH = "/apis/traefik.io/v1alpha1/ingressroutes"
 
@@ -339,7 +339,7 @@ class SdNotify(OpsCase):
 
 
 class CommandLine(OpsCase):
-    """The one-shot commands as an operator types them (issue 14): options before or after
+    """The one-shot commands as an operator types them: options before or after
     the command, a config that names ${CREDENTIALS_DIRECTORY} checked from a shell, and a
     dry run that says so in every line."""
 

@@ -1,4 +1,4 @@
-"""Garbage soak (issue 7): thousands of hostile values pushed into every key kind (route,
+"""Garbage soak: thousands of hostile values pushed into every key kind (route,
 weights, headers and stray keys, including badly named ones) while the daemon runs (CI runs
 this a second time against the ASan+UBSan build).  Then:
   - the daemon is alive and still serving /healthz;
@@ -33,7 +33,7 @@ TRAEFIK = ("IngressRoute", "Middleware", "TraefikService")
 SANITIZED = os.environ.get("CANARY_SANITIZED") == "1"
 SLOW = 3 if SANITIZED else 1       # wait budgets only
 N_VALUES = int(os.environ.get("CB_SOAK_VALUES", "2000"))
-VALUE_LIMIT = 64 * 1024            # bridge/value.h VALUE_MAX_BYTES
+VALUE_LIMIT = 64 * 1024            # bridge/lib/value.h VALUE_MAX_BYTES
 
 
 def seed_from_env():
@@ -233,7 +233,7 @@ def bad_key_names(rng):
 
 def log_form(key):
     """How a key shows in the bridge's log read back as text: line breaks and
-    tabs folded to spaces, other control bytes shown as '?' (bridge/log.c)."""
+    tabs folded to spaces, other control bytes shown as '?' (bridge/lib/log.c)."""
     out = bytearray()
     for c in key:
         out += b" " if c in (0x0a, 0x0d, 0x09) else b"?" if c < 0x20 or c == 0x7f else bytes([c])

@@ -1,4 +1,4 @@
-"""Both key sources, end to end (issue 3): the same behavioural suite against a real
+"""Both key sources, end to end: the same behavioural suite against a real
 etcd and against the Consul KV test server, so the two stay equal; then what only
 Consul has (UI-style writes, the idle long poll, index resets, faults, ACL tokens)
 and etcd authentication with a token that expires mid-watch.
@@ -336,7 +336,7 @@ class SourceSuite:
 
     def test_restart_and_reload_rewrite_no_status(self):
         """The status key already says what a new pass finds: a restart or a reload must not
-        rewrite it just to move its time (issue 11, defect 8)."""
+        rewrite it just to move its time."""
         self.put("canary/default/shop/route", ROUTE)
         self.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
         self.put("canary/default/cart/route", route_doc("cart"))
@@ -366,7 +366,7 @@ class SourceSuite:
 
     def test_mistyped_leaf_is_an_error_in_the_route_status(self):
         """canary/default/shop/weight (no s) is not input: the route's status says so, naming
-        the key, with a did-you-mean (issue 11, defect 9)."""
+        the key, with a did-you-mean."""
         self.put("canary/default/shop/route", ROUTE)
         self.put("canary/default/shop/weight", "shop-v1=10, shop-v2=90")
         self.put("canary/default/cart/wieghts", "cart-v1=10, cart-v2=90")   # nothing else

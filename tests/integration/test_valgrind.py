@@ -1,4 +1,4 @@
-"""The daemon through a whole scenario under valgrind (issue 7): start,
+"""The daemon through a whole scenario under valgrind: start,
 initial sync, edits, a bad value, a 409, drift, then SIGTERM. memcheck must
 report no errors and no definite or indirect leaks (valgrind's exit code)."""
 import os

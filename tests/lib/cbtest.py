@@ -718,7 +718,7 @@ def _deep_update(base, over):
 
 def bridge_config(etcd=None, kube=None, consul_address=None, prefix="canary/", metrics_port=None,
                   **sections):
-    """A config dict (SPEC section 3) for the given servers; `sections` deep-merge on top,
+    """A config dict (the bridge.yaml schema, docs/usage.md) for the given servers; `sections` deep-merge on top,
     e.g. reconcile={"policy": "sync"}, log={"level": "debug"}."""
     cfg = {"source": {"prefix": prefix}, "traefik": {"api_group": "auto",
                                                      "rule_syntax": "v3"},

@@ -1,4 +1,4 @@
-"""Hold the test servers to the real ones (issue 12): the same requests go to
+"""Hold the test servers to the real ones: the same requests go to
 tests/kubeapi/server.py and a real kube-apiserver v1.37, and to tests/consul/server.py and a
 real Consul v1.16 agent, and every answer is reduced to what canary-bridge reads from it:
 the status code, the Status body's status/reason/code/details (causes included) and message,

@@ -1,4 +1,4 @@
-"""The bridge against a real Consul agent (issue 12): the source behaviour suite that
+"""The bridge against a real Consul agent: the source behaviour suite that
 tests/integration/test_sources.py runs against etcd and the Consul KV test server, run
 again with `consul agent -dev` (v1.16.3, built by tests/real/build.sh) as the source,
 a plain put through the consul CLI landing in the IngressRoute, ACLs on with default deny

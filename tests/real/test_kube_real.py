@@ -1,4 +1,4 @@
-"""The bridge against a real kube-apiserver (issue 12): v1.37 built by tests/real/build.sh,
+"""The bridge against a real kube-apiserver: v1.37 built by tests/real/build.sh,
 on its own etcd, RBAC on, the Traefik v3 CRDs from tests/kubeapi/crds/ applied and
 deploy/rbac.yaml applied; the bridge authenticates as the canary-bridge ServiceAccount
 with a token the apiserver issued, so it holds exactly the permissions rbac.yaml grants.

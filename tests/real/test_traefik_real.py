@@ -1,4 +1,4 @@
-"""Real Traefik v3 reading what the bridge wrote to a real kube-apiserver (issue 12):
+"""Real Traefik v3 reading what the bridge wrote to a real kube-apiserver:
 the weights an etcdctl put sets reach Traefik's own dynamic configuration, as its API
 shows it (the weighted service of the IngressRoute).  Traffic through the entry point
 (backends in a network namespace) is tests/real/test_traffic_real.py.

@@ -1,4 +1,4 @@
-"""Traffic through real Traefik (issue 12, item 3): HTTP requests sent to Traefik v3's
+"""Traffic through real Traefik: HTTP requests sent to Traefik v3's
 entry point land on the backend the bridge's weights and rules choose.
 
 One real kube-apiserver (its own etcd, Traefik CRDs, deploy/rbac.yaml), one real Traefik

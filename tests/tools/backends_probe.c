@@ -15,8 +15,8 @@
 #include <string.h>
 #include <uv.h>
 
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "bridge/lib/http.h"
+#include "bridge/lib/log.h"
 #include "sinks/backends.h"
 #include "sinks/kube.h"
 #include "sinks/kubeconfig.h"
@@ -51,7 +51,7 @@ static void on_change(void *user, const char *ns, const char *svc) {
 static void on_signal(uv_signal_t *s, int signum) {
     struct probe *p = s->data;
     (void)signum;
-    backends_close(&p->b);
+    backends_close(&p->b, NULL);
     uv_close((uv_handle_t *)&p->sigterm, NULL);
     uv_close((uv_handle_t *)&p->sigint, NULL);
 }
@@ -91,8 +91,9 @@ int main(int argc, char **argv) {
     uv_signal_start(&p.sigint, on_signal, SIGINT);
     while (!backends_closed(&p.b))
         uv_run(&p.loop, UV_RUN_ONCE);
-    kube_client_free(kc);
+    kube_client_close(kc);
     http_client_close(http);
     uv_run(&p.loop, UV_RUN_DEFAULT);
+    kube_client_free(kc);
     return uv_loop_close(&p.loop) == 0 ? 0 : 1;
 }

@@ -17,8 +17,8 @@
 #include <string.h>
 #include <uv.h>
 
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "bridge/lib/http.h"
+#include "bridge/lib/log.h"
 #include "sources/source.h"
 
 struct demo {

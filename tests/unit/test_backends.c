@@ -1,8 +1,8 @@
 /* test_backends.c - Services and EndpointSlices in caches (sinks/backends.h)
  * against the Kubernetes API test server.
  *
- * tests/kubeapi/server.py runs on the test's libuv loop (as in
- * test_lease.c); the module talks to it through the real kube client. The
+ * tests/kubeapi/server.py runs on the test's libuv loop (tests/unit/kapi.h);
+ * the module talks to it through the real kube client. The
  * server has no controllers, so the tests write Services and EndpointSlices
  * themselves, as a Deployment's controllers would. Nothing sleeps: the loop
  * runs until a condition holds, bounded by a deadline. To show that
@@ -17,239 +17,13 @@
 
 #include <cmocka.h>
 
-#include <fcntl.h>
-#include <ftw.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "kapi.h"
 #include "sinks/backends.h"
 #include "sinks/informer.h"
-#include "sinks/kube.h"
-#include "sinks/kubeconfig.h"
-
-/* ---- the API test server on the loop ---- */
-
-struct kapi {
-    uv_loop_t loop;
-    uv_process_t proc;
-    bool proc_open, exited;
-    char dir[256];
-    char kubeconfig[300];
-    struct logger log;
-    struct http_client *http;
-    struct kube_client *ctl; /* for /_test/ and writing objects */
-    struct world *w;         /* the current test's module */
-};
-
-static uint64_t mono_ms(void) {
-    return uv_hrtime() / 1000000u;
-}
-
-static void on_wake(uv_timer_t *t) {
-    (void)t;
-}
-
-/* Run the loop until pred(arg) holds or timeout_ms passed; a 10 ms timer
- * wakes the loop so that conditions on outside state are seen too. */
-static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, uint64_t timeout_ms) {
-    uv_timer_t wake;
-    assert_int_equal(uv_timer_init(loop, &wake), 0);
-    assert_int_equal(uv_timer_start(&wake, on_wake, 10, 10), 0);
-    uint64_t end = mono_ms() + timeout_ms;
-    bool ok;
-    while (!(ok = pred && pred(arg)) && mono_ms() < end)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&wake, NULL);
-    uv_run(loop, UV_RUN_NOWAIT); /* completes the close */
-    return ok;
-}
-
-/* Let closing handles and cancelled transfers finish. */
-static void drain(uv_loop_t *loop) {
-    for (int i = 0; i < 50; i++)
-        uv_run(loop, UV_RUN_NOWAIT);
-}
-
-static bool file_exists(void *path) {
-    return access(path, F_OK) == 0;
-}
-
-static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
-    struct kapi *k = p->data;
-    (void)status;
-    (void)sig;
-    k->exited = true;
-}
-
-static bool proc_exited(void *arg) {
-    return ((struct kapi *)arg)->exited;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static struct kube_client *client_new(struct kapi *k, bool dry_run) {
-    struct kube_conn conn;
-    char err[256];
-    if (kube_conn_from_kubeconfig(k->kubeconfig, NULL, &conn, err, sizeof err) != 0) {
-        print_error("kubeconfig: %s\n", err);
-        return NULL;
-    }
-    struct kube_client *kc = kube_client_new(&k->loop, k->http, &k->log, &conn, err, sizeof err);
-    if (!kc) {
-        kube_conn_free(&conn);
-        print_error("kube client: %s\n", err);
-        return NULL;
-    }
-    kube_client_set_dry_run(kc, dry_run);
-    return kc;
-}
-
-static int kapi_setup(void **state) {
-    struct kapi *k = calloc(1, sizeof *k);
-    if (!k)
-        return -1;
-    logger_init(&k->log, LOG_LVL_INFO);
-    k->log.out = stderr;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(k->dir, sizeof k->dir, "%s/cb-backends-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(k->dir) || uv_loop_init(&k->loop) != 0) {
-        free(k);
-        return -1;
-    }
-    const char *script =
-        access("kubeapi/server.py", R_OK) == 0 ? "kubeapi/server.py" : "tests/kubeapi/server.py";
-    char logpath[320], portpath[320];
-    snprintf(logpath, sizeof logpath, "%s/server.log", k->dir);
-    snprintf(portpath, sizeof portpath, "%s/port", k->dir);
-    snprintf(k->kubeconfig, sizeof k->kubeconfig, "%s/kubeconfig", k->dir);
-    int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (logfd < 0)
-        return -1;
-    char *args[] = {"/usr/bin/python3", (char *)script, "--dir", k->dir, NULL};
-    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                     {.flags = UV_INHERIT_FD, .data.fd = logfd},
-                                     {.flags = UV_INHERIT_FD, .data.fd = logfd}};
-    uv_process_options_t opt = {0};
-    opt.file = args[0];
-    opt.args = args;
-    opt.exit_cb = on_proc_exit;
-    opt.stdio = stdio;
-    opt.stdio_count = 3;
-    k->proc.data = k;
-    int rc = uv_spawn(&k->loop, &k->proc, &opt);
-    close(logfd);
-    if (rc != 0) {
-        print_error("cannot start %s: %s\n", script, uv_strerror(rc));
-        uv_close((uv_handle_t *)&k->proc, NULL);
-        drain(&k->loop);
-        return -1;
-    }
-    k->proc_open = true;
-    uv_unref((uv_handle_t *)&k->proc); /* never what keeps the loop alive */
-    if (!run_until(&k->loop, file_exists, portpath, 30000)) {
-        print_error("the API test server did not start; see %s\n", logpath);
-        return -1;
-    }
-    k->http = http_client_new(&k->loop, &k->log);
-    k->ctl = k->http ? client_new(k, false) : NULL;
-    if (!k->ctl)
-        return -1;
-    *state = k;
-    return 0;
-}
-
-static int kapi_teardown(void **state) {
-    struct kapi *k = *state;
-    if (!k)
-        return 0;
-    if (k->ctl)
-        kube_client_free(k->ctl);
-    if (k->http)
-        http_client_close(k->http);
-    if (k->proc_open && !k->exited) {
-        uv_process_kill(&k->proc, SIGTERM);
-        if (!run_until(&k->loop, proc_exited, k, 10000))
-            uv_process_kill(&k->proc, SIGKILL);
-        run_until(&k->loop, proc_exited, k, 5000);
-    }
-    if (k->proc_open)
-        uv_close((uv_handle_t *)&k->proc, NULL);
-    drain(&k->loop);
-    if (uv_loop_close(&k->loop) != 0)
-        print_error("loop still has handles at teardown\n");
-    nftw(k->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(k);
-    return 0;
-}
-
-struct ctl_result {
-    bool done;
-    long status;
-    cJSON *json;
-};
-
-static void on_ctl(void *user, const struct kube_response *r) {
-    struct ctl_result *c = user;
-    c->done = true;
-    c->status = r->status;
-    c->json = r->json ? cJSON_Duplicate(r->json, 1) : NULL;
-}
-
-static bool ctl_done(void *arg) {
-    return ((struct ctl_result *)arg)->done;
-}
-
-/* A synchronous request (the loop runs meanwhile). Returns the JSON answer
- * (caller frees) and the status. */
-static cJSON *ctl(struct kapi *k, const char *method, const char *path, const char *body,
-                  long *status) {
-    struct ctl_result res = {0};
-    struct kube_call *c =
-        kube_request(k->ctl, method, path, NULL, body, body ? strlen(body) : 0, on_ctl, &res);
-    assert_non_null(c);
-    if (!run_until(&k->loop, ctl_done, &res, 10000)) {
-        kube_call_cancel(c);
-        fail_msg("%s %s: no answer", method, path);
-    }
-    if (status)
-        *status = res.status;
-    return res.json;
-}
-
-static void ctl_ok(struct kapi *k, const char *method, const char *path, const char *body) {
-    long status;
-    cJSON *j = ctl(k, method, path, body, &status);
-    cJSON_Delete(j);
-    assert_in_range(status, 200, 201);
-}
-
-static void fault(struct kapi *k, const char *rule) {
-    ctl_ok(k, "POST", "/_test/faults", rule);
-}
-
-static void faults_clear(struct kapi *k) {
-    ctl_ok(k, "DELETE", "/_test/faults", NULL);
-}
-
-static int last_seq(struct kapi *k) {
-    cJSON *log = ctl(k, "GET", "/_test/requests", NULL, NULL);
-    int n = cJSON_GetArraySize(log);
-    const cJSON *last = n ? cJSON_GetArrayItem(log, n - 1) : NULL;
-    int seq = last ? (int)cJSON_GetObjectItem(last, "seq")->valuedouble : 0;
-    cJSON_Delete(log);
-    return seq;
-}
 
 /* ---- objects ---- */
 
@@ -257,7 +31,7 @@ static void mkns(struct kapi *k, const char *ns) {
     char body[200];
     snprintf(body, sizeof body,
              "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"%s\"}}", ns);
-    ctl_ok(k, "POST", "/api/v1/namespaces", body);
+    kapi_ctl_ok(k, "POST", "/api/v1/namespaces", body);
 }
 
 /* Create or replace (built-in kinds take a PUT without resourceVersion). */
@@ -265,10 +39,10 @@ static void put_obj(struct kapi *k, const char *coll, const char *name, const ch
     char path[300];
     snprintf(path, sizeof path, "%s/%s", coll, name);
     long status;
-    cJSON *j = ctl(k, "PUT", path, body, &status);
+    cJSON *j = kapi_ctl(k, "PUT", path, body, &status);
     cJSON_Delete(j);
     if (status == 404)
-        ctl_ok(k, "POST", coll, body);
+        kapi_ctl_ok(k, "POST", coll, body);
     else
         assert_int_equal(status, 200);
 }
@@ -303,7 +77,7 @@ static void del(struct kapi *k, const char *ns, const char *group_path, const ch
                 const char *name) {
     char path[300];
     snprintf(path, sizeof path, "%s/namespaces/%s/%s/%s", group_path, ns, plural, name);
-    ctl_ok(k, "DELETE", path, NULL);
+    kapi_ctl_ok(k, "DELETE", path, NULL);
 }
 
 #define HTTP80 "[{\"name\":\"http\",\"port\":80,\"targetPort\":8080}]"
@@ -352,7 +126,7 @@ static bool has_call(void *arg) {
 
 static void await_call(struct world *w, const char *what) {
     struct wait_call c = {w, what};
-    if (!run_until(&w->k->loop, has_call, &c, 10000))
+    if (!support_run_until(&w->k->loop, has_call, &c, 10000))
         fail_msg("no callback for %s", what);
 }
 
@@ -364,7 +138,7 @@ static int world_setup(void **state) {
     if (!w)
         return -1;
     w->k = k;
-    k->w = w;
+    k->data = w;
     return 0;
 }
 
@@ -376,20 +150,20 @@ static bool closed(void *arg) {
  * build checks that nothing leaks). */
 static int world_teardown(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     int rc = 0;
     if (w->inited) {
-        backends_close(&w->b);
-        if (!run_until(&k->loop, closed, &w->b, 5000)) {
+        backends_close(&w->b, NULL);
+        if (!support_run_until(&k->loop, closed, &w->b, 5000)) {
             print_error("backends did not close\n");
             rc = -1; /* a test can not see this; its teardown fails instead */
         }
     }
-    drain(&k->loop);
-    k->w = NULL;
+    support_drain(&k->loop);
+    k->data = NULL;
     if (rc == 0)
         free(w); /* else its handles may still point into it */
-    faults_clear(k);
+    kapi_faults_clear(k);
     return rc;
 }
 
@@ -429,10 +203,20 @@ static bool check_is(void *arg) {
 static int api_requests_since(struct kapi *k, int since) {
     char q[64];
     snprintf(q, sizeof q, "/_test/requests?since=%d", since);
-    cJSON *log = ctl(k, "GET", q, NULL, NULL);
+    cJSON *log = kapi_ctl(k, "GET", q, NULL, NULL);
     int n = cJSON_GetArraySize(log);
     cJSON_Delete(log);
     return n;
+}
+
+static bool ts_closed;
+static void on_ts_closed(struct informer *inf) {
+    (void)inf;
+    ts_closed = true;
+}
+
+static bool is_true(void *arg) {
+    return *(bool *)arg;
 }
 
 static bool inf_synced(void *arg) {
@@ -445,7 +229,7 @@ static bool inf_synced(void *arg) {
  * the way. */
 static void test_results(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     mkns(k, "r1");
     mkns(k, "r1b");
     service(k, "r1", "web",
@@ -467,15 +251,15 @@ static void test_results(void **state) {
     service(k, "r1", "ext", "[]", "\"type\":\"ExternalName\",\"externalName\":\"db.example.com\"");
     service(k, "r1b", "web", HTTP80, NULL);
     eps(k, "r1b", "web-a", "web", EP_HTTP, READY);
-    ctl_ok(k, "POST", "/apis/traefik.io/v1alpha1/namespaces/r1/traefikservices",
-           "{\"apiVersion\":\"traefik.io/v1alpha1\",\"kind\":\"TraefikService\",\"metadata\":"
-           "{\"name\":\"ts1\"},\"spec\":{\"weighted\":{\"services\":[{\"name\":\"web\","
-           "\"port\":80}]}}}");
+    kapi_ctl_ok(k, "POST", "/apis/traefik.io/v1alpha1/namespaces/r1/traefikservices",
+                "{\"apiVersion\":\"traefik.io/v1alpha1\",\"kind\":\"TraefikService\",\"metadata\":"
+                "{\"name\":\"ts1\"},\"spec\":{\"weighted\":{\"services\":[{\"name\":\"web\","
+                "\"port\":80}]}}}");
 
     start(w, false, "r1");
     expect(w, "r1", "web", "80", true, BACKEND_NOT_SYNCED, "Services of namespace r1 not listed");
     await_call(w, "r1/*");
-    int seq = last_seq(k);
+    int seq = kapi_last_seq(k);
 
     expect(w, "r1", "web", "80", true, BACKEND_OK, "web has 1 ready endpoint on port 80");
     expect(w, "r1", "web", "http", true, BACKEND_OK, "web has 1 ready endpoint on port http");
@@ -514,33 +298,33 @@ static void test_results(void **state) {
     r = backends_check(&w->b, "r1", "ts1", "80", BACKEND_TRAEFIKSERVICE, true, msg, sizeof msg);
     assert_int_equal(r, BACKEND_NOT_SYNCED);
     informer_start(&ts);
-    assert_true(run_until(&k->loop, inf_synced, &ts, 10000));
+    assert_true(support_run_until(&k->loop, inf_synced, &ts, 10000));
     r = backends_check(&w->b, "r1", "ts1", "80", BACKEND_TRAEFIKSERVICE, true, msg, sizeof msg);
     assert_int_equal(r, BACKEND_OK_NO_ENDPOINTS);
     r = backends_check(&w->b, "r1", "ts2", "80", BACKEND_TRAEFIKSERVICE, true, msg, sizeof msg);
     assert_int_equal(r, BACKEND_MISSING);
     assert_string_equal(msg, "TraefikService ts2 not found in namespace r1");
     backends_set_traefikservices(&w->b, NULL);
-    informer_stop(&ts);
-    drain(&k->loop);
-    informer_free(&ts);
+    ts_closed = false;
+    informer_close(&ts, on_ts_closed);
+    assert_true(support_run_until(&k->loop, is_true, &ts_closed, 5000));
 }
 
 /* Nothing is answered nor reported before a namespace is listed: a failed
  * list says why; objects already there are announced by one call for the namespace. */
 static void test_not_synced(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     mkns(k, "s1");
     service(k, "s1", "web", HTTP80, NULL);
     eps(k, "s1", "web-a", "web", EP_HTTP, READY);
-    fault(k, "{\"method\":\"GET\",\"path_regex\":\"^/api/v1/namespaces/s1/services$\","
-             "\"count\":1,\"status\":500}");
+    kapi_fault(k, "{\"method\":\"GET\",\"path_regex\":\"^/api/v1/namespaces/s1/services$\","
+                  "\"count\":1,\"status\":500}");
     start(w, false, "s1");
     expect(w, "s1", "web", "80", true, BACKEND_NOT_SYNCED,
            "Services of namespace s1 not listed yet");
     struct wait_check c = {w, "s1", "web", "80", BACKEND_NOT_SYNCED, "HTTP 500"};
-    assert_true(run_until(&k->loop, check_is, &c, 10000));
+    assert_true(support_run_until(&k->loop, check_is, &c, 10000));
     await_call(w, "s1/*");
     assert_int_equal(w->n, 1); /* no per-object call before it */
     expect(w, "s1", "web", "80", true, BACKEND_OK, "web has 1 ready endpoint");
@@ -549,7 +333,7 @@ static void test_not_synced(void **state) {
 /* Watch-driven: endpoints coming and going, ports and Services changing. */
 static void test_watch_changes(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     mkns(k, "w1");
     service(k, "w1", "shop-v2", HTTP80, NULL);
     eps(k, "w1", "shop-v2-a", "shop-v2", EP_HTTP, NOT_READY);
@@ -605,7 +389,7 @@ struct ns_watch {
 };
 
 static int count_watches(struct kapi *k, const char *ns, int *cluster_wide) {
-    cJSON *ws = ctl(k, "GET", "/_test/watches", NULL, NULL);
+    cJSON *ws = kapi_ctl(k, "GET", "/_test/watches", NULL, NULL);
     int n = 0;
     *cluster_wide = 0;
     const cJSON *e;
@@ -638,7 +422,7 @@ static bool watches_are(void *arg) {
  * one is forgotten and reports nothing more. */
 static void test_namespaces_add_remove(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     mkns(k, "n1");
     mkns(k, "n2");
     service(k, "n1", "a", HTTP80, NULL);
@@ -652,15 +436,15 @@ static void test_namespaces_add_remove(void **state) {
     await_call(w, "n2/*");
     expect(w, "n2", "b", "80", true, BACKEND_OK, "b has 1 ready endpoint");
     struct ns_watch q1 = {k, "n1", 2}, q2 = {k, "n2", 2}, qall = {k, NULL, 0};
-    assert_true(run_until(&k->loop, watches_are, &q1, 10000));
-    assert_true(run_until(&k->loop, watches_are, &q2, 10000));
+    assert_true(support_run_until(&k->loop, watches_are, &q1, 10000));
+    assert_true(support_run_until(&k->loop, watches_are, &q2, 10000));
     assert_true(watches_are(&qall)); /* no cluster-wide watch */
 
     backends_remove_namespace(&w->b, "n1");
     assert_false(backends_watching(&w->b, "n1"));
     expect(w, "n1", "a", "80", true, BACKEND_NOT_SYNCED, "namespace n1 is not watched");
     q1.want = 0;
-    assert_true(run_until(&k->loop, watches_are, &q1, 10000));
+    assert_true(support_run_until(&k->loop, watches_are, &q1, 10000));
     w->n = 0;
     eps(k, "n1", "a-1", "a", EP_HTTP, NOT_READY);
     eps(k, "n2", "b-1", "b", EP_HTTP, NOT_READY);
@@ -686,7 +470,7 @@ static void test_namespaces_add_remove(void **state) {
  * After backends_stop nothing is reported. */
 static void test_all_namespaces_and_stop(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     mkns(k, "a1");
     mkns(k, "a2");
     service(k, "a1", "x", HTTP80, NULL);
@@ -699,17 +483,17 @@ static void test_all_namespaces_and_stop(void **state) {
     expect(w, "a1", "x", "80", true, BACKEND_OK, "x has 1 ready endpoint");
     expect(w, "a2", "y", "80", true, BACKEND_NOT_READY, "y has no ready endpoints");
     struct ns_watch qall = {k, NULL, 2};
-    assert_true(run_until(&k->loop, watches_are, &qall, 10000));
+    assert_true(support_run_until(&k->loop, watches_are, &qall, 10000));
     eps(k, "a2", "y-1", "y", EP_HTTP, READY);
     await_call(w, "a2/y");
     expect(w, "a2", "y", "80", true, BACKEND_OK, "y has 1 ready endpoint");
 
     backends_stop(&w->b);
     qall.want = 0;
-    assert_true(run_until(&k->loop, watches_are, &qall, 10000));
+    assert_true(support_run_until(&k->loop, watches_are, &qall, 10000));
     w->n = 0;
     eps(k, "a2", "y-1", "y", EP_HTTP, NOT_READY);
-    drain(&k->loop);
+    support_drain(&k->loop);
     assert_int_equal(w->n, 0);
     /* The caches stay readable until backends_close. */
     expect(w, "a2", "y", "80", true, BACKEND_OK, "y has 1 ready endpoint");

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/backoff.h"
-#include "bridge/buf.h"
-#include "bridge/log.h"
-#include "bridge/map.h"
+#include "bridge/lib/backoff.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/map.h"
 
 static void test_buf_grow_and_printf(void **state) {
     (void)state;
@@ -36,7 +36,7 @@ static void test_buf_grow_and_printf(void **state) {
     free(s);
 }
 
-static void test_map_basic(void **state) {
+static void test_map_put_replace_delete_iterate(void **state) {
     (void)state;
     struct map m = MAP_INIT;
     char key[32];
@@ -99,7 +99,7 @@ static void test_log_line_is_clean(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_grow_and_printf),
-        cmocka_unit_test(test_map_basic),
+        cmocka_unit_test(test_map_put_replace_delete_iterate),
         cmocka_unit_test(test_backoff_bounds),
         cmocka_unit_test(test_log_line_is_clean),
     };

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bridge/config.h"
+#include "bridge/lib/duration.h"
 
 #define ERRLEN 1024
 
@@ -154,10 +155,10 @@ static void test_example_config_parses_to_defaults(void **state) {
     config_free(&cfg);
 }
 
-/* The block in SPEC.md section 3, as users will copy it. */
-static void test_spec_example_parses(void **state) {
+/* A complete file as operators copy it: every section, comments after values. */
+static void test_commented_example_parses(void **state) {
     (void)state;
-    static const char spec[] =
+    static const char example[] =
         "source:\n"
         "  type: etcd                         # etcd | consul\n"
         "  endpoints: [http://127.0.0.1:2379] # etcd: one or more, failover\n"
@@ -184,7 +185,7 @@ static void test_spec_example_parses(void **state) {
         "log:\n"
         "  level: info\n";
     struct config cfg;
-    expect_ok(spec, &cfg);
+    expect_ok(example, &cfg);
     assert_string_equal(cfg.kubernetes.kubeconfig, "/root/.kube/config");
     assert_string_equal(cfg.kubernetes.context, "");
     /* everything else is a default */
@@ -192,7 +193,7 @@ static void test_spec_example_parses(void **state) {
     free(cfg.kubernetes.context);
     cfg.kubernetes.kubeconfig = NULL;
     cfg.kubernetes.context = NULL;
-    /* SPEC's example names traefik.io; the default is auto (issue 4). */
+    /* The example names traefik.io; the default is auto. */
     assert_string_equal(cfg.traefik.api_group, "traefik.io");
     free(cfg.traefik.api_group);
     cfg.traefik.api_group = strdup("auto");
@@ -896,7 +897,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_empty_inputs_mean_defaults),
         cmocka_unit_test(test_example_config_parses_to_defaults),
-        cmocka_unit_test(test_spec_example_parses),
+        cmocka_unit_test(test_commented_example_parses),
         cmocka_unit_test(test_full_consul_config),
         cmocka_unit_test(test_etcd_auth_config),
         cmocka_unit_test(test_endpoints_scalar_or_list),

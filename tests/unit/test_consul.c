@@ -24,8 +24,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bridge/buf.h"
-#include "bridge/http.h"
+#include "bridge/lib/base64.h"
+#include "bridge/lib/buf.h"
+#include "bridge/lib/http.h"
 #include "sources/consul.h"
 #include "sources/etcd.h"
 
@@ -404,7 +405,7 @@ struct fake {
     struct fake_conn *conns;
     struct logger log;
     FILE *logf;
-    struct config cfg;
+    struct source_settings cfg;
     char url[64];
     struct http_client *http;
     struct source *src;
@@ -469,7 +470,7 @@ static void reply(struct fake_conn *c, int status, long long index, const char *
 
 /* A JSON entry of a recurse answer; value NULL = null. Heap. */
 static char *entry(const char *key, const char *value, int modify_index) {
-    char *v = value ? etcd_b64_encode(value, strlen(value)) : NULL;
+    char *v = value ? base64_encode(value, strlen(value)) : NULL;
     buf_t b = BUF_INIT;
     assert_int_equal(buf_printf(&b,
                                 "{\"LockIndex\":0,\"Key\":\"%s\",\"Flags\":0,\"Value\":%s%s%s,"
@@ -701,10 +702,10 @@ static void fake_setup(struct fake *f, uv_loop_t *loop,
     f->log.journal = false;
     f->log.out = f->logf;
     snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/", f->port);
-    f->cfg.source.type = SOURCE_CONSUL;
-    f->cfg.source.address = f->url;
-    f->cfg.source.prefix = "canary/";
-    f->cfg.source.wait_ms = 2000; /* the idle bucket's floor: 1 token/s */
+    f->cfg.type = SOURCE_CONSUL;
+    f->cfg.address = f->url;
+    f->cfg.prefix = "canary/";
+    f->cfg.wait_ms = 2000; /* the idle bucket's floor: 1 token/s */
     f->http = http_client_new(loop, &f->log);
     assert_non_null(f->http);
     assert_int_equal(uv_timer_init(loop, &f->deadline), 0);
@@ -867,9 +868,9 @@ static void test_source_against_fake_consul(void **state) {
     struct fake f;
     uv_loop_t loop;
     fake_setup(&f, &loop, main_dispatch);
-    f.cfg.source.token = SECRET;
-    f.cfg.source.datacenter = "dc2";
-    f.cfg.source.consistency = "stale";
+    f.cfg.token = SECRET;
+    f.cfg.datacenter = "dc2";
+    f.cfg.consistency = "stale";
     f.want_token = SECRET;
     fake_make_source(&f);
     fake_run(&f, SECRET);
@@ -993,8 +994,8 @@ static void run_auth(const char *token, const char *token_file, const char *env,
     struct fake f;
     uv_loop_t loop;
     fake_setup(&f, &loop, auth_dispatch);
-    f.cfg.source.token = (char *)token;
-    f.cfg.source.token_file = (char *)token_file;
+    f.cfg.token = (char *)token;
+    f.cfg.token_file = (char *)token_file;
     if (env)
         assert_int_equal(setenv("CONSUL_HTTP_TOKEN", env, 1), 0);
     else
@@ -1033,19 +1034,19 @@ static void test_tokens(void **state) {
 
     /* A token that would split the header line is refused up front, and
      * the message does not show it. */
-    struct config cfg;
+    struct source_settings cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.source.type = SOURCE_CONSUL;
-    cfg.source.address = "http://127.0.0.1:8500";
-    cfg.source.prefix = "canary/";
-    cfg.source.token = "abc\r\nX-Evil: 1";
+    cfg.type = SOURCE_CONSUL;
+    cfg.address = "http://127.0.0.1:8500";
+    cfg.prefix = "canary/";
+    cfg.token = "abc\r\nX-Evil: 1";
     char err[256];
     struct logger lg;
     logger_init(&lg, LOG_LVL_ERROR);
     assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
     assert_string_equal(err, "source.token holds characters that cannot be sent in an HTTP header");
-    cfg.source.token = NULL;
-    cfg.source.address = "ftp://x";
+    cfg.token = NULL;
+    cfg.address = "ftp://x";
     assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
     assert_non_null(strstr(err, "source.address"));
 }
@@ -1126,7 +1127,7 @@ static void test_token_file_missing(void **state) {
     struct fake f;
     uv_loop_t loop;
     fake_setup(&f, &loop, tokfile_dispatch);
-    f.cfg.source.token_file = "/nonexistent/consul-token";
+    f.cfg.token_file = "/nonexistent/consul-token";
     struct source_callbacks cb = {on_snapshot, on_event, tokfile_state, &f};
     char err[128];
     f.src = source_new(&loop, f.http, &f.log, &f.cfg, &cb, err, sizeof err);

@@ -21,7 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/http.h"
+#include "bridge/lib/base64.h"
+#include "bridge/lib/http.h"
 #include "sources/etcd.h"
 
 /* ---- base64 ---- */
@@ -32,13 +33,13 @@ static void test_b64_vectors(void **state) {
     const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
     const char *enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (size_t i = 0; i < 7; i++) {
-        char *e = etcd_b64_encode(plain[i], strlen(plain[i]));
+        char *e = base64_encode(plain[i], strlen(plain[i]));
         assert_non_null(e);
         assert_string_equal(e, enc[i]);
         free(e);
         char *d;
         size_t dlen;
-        assert_int_equal(etcd_b64_decode(enc[i], strlen(enc[i]), &d, &dlen), 0);
+        assert_int_equal(base64_decode(enc[i], strlen(enc[i]), BASE64_PAD_OPTIONAL, &d, &dlen), 0);
         assert_int_equal(dlen, strlen(plain[i]));
         assert_memory_equal(d, plain[i], dlen);
         assert_int_equal(d[dlen], '\0');
@@ -52,12 +53,12 @@ static void test_b64_binary_roundtrip(void **state) {
     for (int i = 0; i < 256; i++)
         all[i] = (unsigned char)i;
     for (size_t len = 0; len <= sizeof all; len += 37) {
-        char *e = etcd_b64_encode(all, len);
+        char *e = base64_encode(all, len);
         assert_non_null(e);
         assert_int_equal(strlen(e), (len + 2) / 3 * 4);
         char *d;
         size_t dlen;
-        assert_int_equal(etcd_b64_decode(e, strlen(e), &d, &dlen), 0);
+        assert_int_equal(base64_decode(e, strlen(e), BASE64_PAD_OPTIONAL, &d, &dlen), 0);
         assert_int_equal(dlen, len);
         assert_memory_equal(d, all, len);
         free(d);
@@ -70,17 +71,21 @@ static void test_b64_decode_rejects(void **state) {
     char *d;
     size_t dlen;
     /* Unpadded input is accepted (some writers drop padding). */
-    assert_int_equal(etcd_b64_decode("Zm8", 3, &d, &dlen), 0);
+    assert_int_equal(base64_decode("Zm8", 3, BASE64_PAD_OPTIONAL, &d, &dlen), 0);
     assert_int_equal(dlen, 2);
     assert_memory_equal(d, "fo", 2);
     free(d);
-    assert_int_equal(etcd_b64_decode("Zm9v!A==", 8, &d, &dlen), -1);
+    assert_int_equal(base64_decode("Zm9v!A==", 8, BASE64_PAD_OPTIONAL, &d, &dlen), -1);
     assert_null(d);
-    assert_int_equal(etcd_b64_decode("Z", 1, &d, &dlen), -1);      /* impossible length */
-    assert_int_equal(etcd_b64_decode("Zm8==", 5, &d, &dlen), -1);  /* wrong padding */
-    assert_int_equal(etcd_b64_decode("Zm=v", 4, &d, &dlen), -1);   /* '=' inside */
-    assert_int_equal(etcd_b64_decode("Zm9v\n", 5, &d, &dlen), -1); /* whitespace */
-    assert_int_equal(etcd_b64_decode("Zm-_", 4, &d, &dlen), -1);   /* URL alphabet */
+    assert_int_equal(base64_decode("Z", 1, BASE64_PAD_OPTIONAL, &d, &dlen),
+                     -1); /* impossible length */
+    assert_int_equal(base64_decode("Zm8==", 5, BASE64_PAD_OPTIONAL, &d, &dlen),
+                     -1); /* wrong padding */
+    assert_int_equal(base64_decode("Zm=v", 4, BASE64_PAD_OPTIONAL, &d, &dlen), -1); /* '=' inside */
+    assert_int_equal(base64_decode("Zm9v\n", 5, BASE64_PAD_OPTIONAL, &d, &dlen),
+                     -1); /* whitespace */
+    assert_int_equal(base64_decode("Zm-_", 4, BASE64_PAD_OPTIONAL, &d, &dlen),
+                     -1); /* URL alphabet */
 }
 
 /* ---- prefix range end ---- */
@@ -224,7 +229,8 @@ static char *b64_field(const cJSON *obj, const char *name, size_t *len) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
     assert_true(cJSON_IsString(it));
     char *out;
-    assert_int_equal(etcd_b64_decode(it->valuestring, strlen(it->valuestring), &out, len), 0);
+    assert_int_equal(
+        base64_decode(it->valuestring, strlen(it->valuestring), BASE64_PAD_OPTIONAL, &out, len), 0);
     return out;
 }
 
@@ -581,7 +587,7 @@ struct fake {
     struct fake_conn *conns;
     bool listener_closed;
     struct logger log;
-    struct config cfg;
+    struct source_settings cfg;
     char *endpoints[1];
     char url[64];
     struct http_client *http;
@@ -659,8 +665,8 @@ static void stream_chunk(struct fake_conn *c, const char *data) {
 }
 
 static char *kv_json(const char *key, const char *value, int rev) {
-    char *k = etcd_b64_encode(key, strlen(key));
-    char *v = etcd_b64_encode(value, strlen(value));
+    char *k = base64_encode(key, strlen(key));
+    char *v = base64_encode(value, strlen(value));
     char *out = malloc(256);
     assert_non_null(out);
     snprintf(out, 256, "{\"key\":\"%s\",\"mod_revision\":\"%d\",\"value\":\"%s\"}", k, rev, v);
@@ -943,10 +949,10 @@ static void test_source_against_fake_etcd(void **state) {
     f.log.out = logf;
     snprintf(f.url, sizeof f.url, "http://127.0.0.1:%d/", f.port);
     f.endpoints[0] = f.url;
-    f.cfg.source.type = SOURCE_ETCD;
-    f.cfg.source.endpoints = f.endpoints;
-    f.cfg.source.n_endpoints = 1;
-    f.cfg.source.prefix = "canary/";
+    f.cfg.type = SOURCE_ETCD;
+    f.cfg.endpoints = f.endpoints;
+    f.cfg.n_endpoints = 1;
+    f.cfg.prefix = "canary/";
 
     f.http = http_client_new(&loop, &f.log);
     assert_non_null(f.http);
@@ -1051,11 +1057,11 @@ static void test_liveness_check_moves_off_a_frozen_member(void **state) {
     f.log.out = logf;
     snprintf(f.url, sizeof f.url, "http://127.0.0.1:%d", f.port);
     f.endpoints[0] = f.url;
-    f.cfg.source.type = SOURCE_ETCD;
-    f.cfg.source.endpoints = f.endpoints;
-    f.cfg.source.n_endpoints = 1;
-    f.cfg.source.prefix = "canary/";
-    f.cfg.source.liveness_ms = 300;
+    f.cfg.type = SOURCE_ETCD;
+    f.cfg.endpoints = f.endpoints;
+    f.cfg.n_endpoints = 1;
+    f.cfg.prefix = "canary/";
+    f.cfg.liveness_ms = 300;
     f.http = http_client_new(&loop, &f.log);
     assert_non_null(f.http);
     struct source_callbacks cb = {fake_on_snapshot, fake_on_event, fake_on_state, &f};

@@ -1,8 +1,8 @@
 /* test_events.c - Kubernetes Events (sinks/events.h) against the Kubernetes
  * API test server.
  *
- * Like test_lease.c, the group setup spawns tests/kubeapi/server.py on the
- * test's libuv loop (real HTTPS, fault injection, request log) and the
+ * The group setup (kapi.h) spawns tests/kubeapi/server.py on the test's
+ * libuv loop (real HTTPS, fault injection, request log) and the
  * recorder posts through the real kube client. Checked: every field of a
  * posted Event, message truncation on a UTF-8 boundary, aggregation of
  * similar events into count + 1 with the newest message (one Event, merge
@@ -19,242 +19,13 @@
 
 #include <cmocka.h>
 
-#include <fcntl.h>
-#include <ftw.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "kapi.h"
 #include "sinks/events.h"
 #include "sinks/informer.h"
-#include "sinks/kube.h"
-#include "sinks/kubeconfig.h"
-
-/* ---- the API test server on the loop ---- */
-
-struct kapi {
-    uv_loop_t loop;
-    uv_process_t proc;
-    bool proc_open, exited;
-    char dir[256];
-    char kubeconfig[300];
-    struct logger log;
-    struct http_client *http;
-    struct kube_client *ctl; /* for /_test/ and reading objects */
-};
-
-static uint64_t mono_ms(void) {
-    return uv_hrtime() / 1000000u;
-}
-
-static void on_wake(uv_timer_t *t) {
-    (void)t;
-}
-
-/* Run the loop until pred(arg) holds or timeout_ms passed; a 10 ms timer
- * wakes the loop so that conditions on outside state are seen too. */
-static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, uint64_t timeout_ms) {
-    uv_timer_t wake;
-    assert_int_equal(uv_timer_init(loop, &wake), 0);
-    assert_int_equal(uv_timer_start(&wake, on_wake, 10, 10), 0);
-    uint64_t end = mono_ms() + timeout_ms;
-    bool ok;
-    while (!(ok = pred && pred(arg)) && mono_ms() < end)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&wake, NULL);
-    uv_run(loop, UV_RUN_NOWAIT); /* completes the close */
-    return ok;
-}
-
-static void run_for(uv_loop_t *loop, uint64_t ms) {
-    (void)run_until(loop, NULL, NULL, ms);
-}
-
-/* Let closing handles and cancelled transfers finish. */
-static void drain(uv_loop_t *loop) {
-    for (int i = 0; i < 50; i++)
-        uv_run(loop, UV_RUN_NOWAIT);
-}
-
-static bool file_exists(void *path) {
-    return access(path, F_OK) == 0;
-}
-
-static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
-    struct kapi *k = p->data;
-    (void)status;
-    (void)sig;
-    k->exited = true;
-}
-
-static bool proc_exited(void *arg) {
-    return ((struct kapi *)arg)->exited;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static struct kube_client *client_new(struct kapi *k, bool dry_run) {
-    struct kube_conn conn;
-    char err[256];
-    if (kube_conn_from_kubeconfig(k->kubeconfig, NULL, &conn, err, sizeof err) != 0) {
-        print_error("kubeconfig: %s\n", err);
-        return NULL;
-    }
-    struct kube_client *kc = kube_client_new(&k->loop, k->http, &k->log, &conn, err, sizeof err);
-    if (!kc) {
-        kube_conn_free(&conn);
-        print_error("kube client: %s\n", err);
-        return NULL;
-    }
-    kube_client_set_dry_run(kc, dry_run);
-    return kc;
-}
-
-static int kapi_setup(void **state) {
-    struct kapi *k = calloc(1, sizeof *k);
-    if (!k)
-        return -1;
-    logger_init(&k->log, LOG_LVL_INFO);
-    k->log.out = stderr;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(k->dir, sizeof k->dir, "%s/cb-events-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(k->dir) || uv_loop_init(&k->loop) != 0) {
-        free(k);
-        return -1;
-    }
-    const char *script =
-        access("kubeapi/server.py", R_OK) == 0 ? "kubeapi/server.py" : "tests/kubeapi/server.py";
-    char logpath[320], portpath[320];
-    snprintf(logpath, sizeof logpath, "%s/server.log", k->dir);
-    snprintf(portpath, sizeof portpath, "%s/port", k->dir);
-    snprintf(k->kubeconfig, sizeof k->kubeconfig, "%s/kubeconfig", k->dir);
-    int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (logfd < 0)
-        return -1;
-    char *args[] = {"/usr/bin/python3", (char *)script, "--dir", k->dir, NULL};
-    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                     {.flags = UV_INHERIT_FD, .data.fd = logfd},
-                                     {.flags = UV_INHERIT_FD, .data.fd = logfd}};
-    uv_process_options_t opt = {0};
-    opt.file = args[0];
-    opt.args = args;
-    opt.exit_cb = on_proc_exit;
-    opt.stdio = stdio;
-    opt.stdio_count = 3;
-    k->proc.data = k;
-    int rc = uv_spawn(&k->loop, &k->proc, &opt);
-    close(logfd);
-    if (rc != 0) {
-        print_error("cannot start %s: %s\n", script, uv_strerror(rc));
-        uv_close((uv_handle_t *)&k->proc, NULL);
-        drain(&k->loop);
-        return -1;
-    }
-    k->proc_open = true;
-    uv_unref((uv_handle_t *)&k->proc); /* never what keeps the loop alive */
-    if (!run_until(&k->loop, file_exists, portpath, 30000)) {
-        print_error("the API test server did not start; see %s\n", logpath);
-        return -1;
-    }
-    k->http = http_client_new(&k->loop, &k->log);
-    k->ctl = k->http ? client_new(k, false) : NULL;
-    if (!k->ctl)
-        return -1;
-    *state = k;
-    return 0;
-}
-
-static int kapi_teardown(void **state) {
-    struct kapi *k = *state;
-    if (!k)
-        return 0;
-    if (k->ctl)
-        kube_client_free(k->ctl);
-    if (k->http)
-        http_client_close(k->http);
-    if (k->proc_open && !k->exited) {
-        uv_process_kill(&k->proc, SIGTERM);
-        if (!run_until(&k->loop, proc_exited, k, 10000))
-            uv_process_kill(&k->proc, SIGKILL);
-        run_until(&k->loop, proc_exited, k, 5000);
-    }
-    if (k->proc_open)
-        uv_close((uv_handle_t *)&k->proc, NULL);
-    drain(&k->loop);
-    if (uv_loop_close(&k->loop) != 0)
-        print_error("loop still has handles at teardown\n");
-    nftw(k->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(k);
-    return 0;
-}
-
-struct ctl_result {
-    bool done;
-    long status;
-    cJSON *json;
-};
-
-static void on_ctl(void *user, const struct kube_response *r) {
-    struct ctl_result *c = user;
-    c->done = true;
-    c->status = r->status;
-    c->json = r->json ? cJSON_Duplicate(r->json, 1) : NULL;
-}
-
-static bool ctl_done(void *arg) {
-    return ((struct ctl_result *)arg)->done;
-}
-
-/* A synchronous request (the loop runs meanwhile). Returns the JSON answer
- * (caller frees) and the status. */
-static cJSON *ctl(struct kapi *k, const char *method, const char *path, const char *body,
-                  long *status) {
-    struct ctl_result res = {0};
-    struct kube_call *c =
-        kube_request(k->ctl, method, path, NULL, body, body ? strlen(body) : 0, on_ctl, &res);
-    assert_non_null(c);
-    if (!run_until(&k->loop, ctl_done, &res, 10000)) {
-        kube_call_cancel(c);
-        fail_msg("%s %s: no answer", method, path);
-    }
-    if (status)
-        *status = res.status;
-    return res.json;
-}
-
-static void ctl_ok(struct kapi *k, const char *method, const char *path, const char *body) {
-    long status;
-    cJSON *j = ctl(k, method, path, body, &status);
-    cJSON_Delete(j);
-    assert_in_range(status, 200, 201);
-}
-
-static void fault(struct kapi *k, const char *rule) {
-    ctl_ok(k, "POST", "/_test/faults", rule);
-}
-
-static void faults_clear(struct kapi *k) {
-    ctl_ok(k, "DELETE", "/_test/faults", NULL);
-}
-
-static int last_seq(struct kapi *k) {
-    cJSON *log = ctl(k, "GET", "/_test/requests", NULL, NULL);
-    int n = cJSON_GetArraySize(log);
-    const cJSON *last = n ? cJSON_GetArrayItem(log, n - 1) : NULL;
-    int seq = last ? (int)cJSON_GetObjectItem(last, "seq")->valuedouble : 0;
-    cJSON_Delete(log);
-    return seq;
-}
 
 /* ---- helpers ---- */
 
@@ -272,7 +43,7 @@ static bool settled(void *arg) {
 
 static void settle(struct kapi *k, const struct event_recorder *rec) {
     struct quiet q = {rec};
-    assert_true(run_until(&k->loop, settled, &q, 5000));
+    assert_true(support_run_until(&k->loop, settled, &q, 5000));
 }
 
 /* The stored Events whose involvedObject.name is name (caller frees). */
@@ -280,7 +51,7 @@ static cJSON *events_of(struct kapi *k, const char *ns, const char *name, int *n
     char path[200];
     snprintf(path, sizeof path, "/api/v1/namespaces/%s/events", ns);
     long status;
-    cJSON *list = ctl(k, "GET", path, NULL, &status);
+    cJSON *list = kapi_ctl(k, "GET", path, NULL, &status);
     assert_int_equal(status, 200);
     cJSON *out = cJSON_CreateArray();
     assert_non_null(out);
@@ -298,7 +69,7 @@ static cJSON *events_of(struct kapi *k, const char *ns, const char *name, int *n
 static int requests_since(struct kapi *k, int since, const char *method, const char *suffix) {
     char q[64];
     snprintf(q, sizeof q, "/_test/requests?since=%d", since);
-    cJSON *log = ctl(k, "GET", q, NULL, NULL);
+    cJSON *log = kapi_ctl(k, "GET", q, NULL, NULL);
     int n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, log) {
@@ -338,7 +109,7 @@ static int count_substr(const char *hay, const char *needle) {
 
 /* ---- tests ---- */
 
-static void test_utf8_copy(void **state) {
+static void test_utf8_copy_never_splits_a_character(void **state) {
     (void)state;
     char out[16];
     events_utf8_copy(out, sizeof out, "plain", 100);
@@ -363,7 +134,7 @@ static void test_utf8_copy(void **state) {
     assert_string_equal(out, "ab??");
 }
 
-static void test_event_fields_and_aggregation(void **state) {
+static void test_event_fields_and_repeats_folded_into_one_event(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-a");
     assert_non_null(rec);
@@ -411,7 +182,7 @@ static void test_event_fields_and_aggregation(void **state) {
     /* The same event twice more: one Event, count 3. The third occurrence
      * arrives while the patch for the second is in flight: it is folded
      * into the next patch, not a request of its own. */
-    int seq0 = last_seq(k);
+    int seq0 = kapi_last_seq(k);
     for (int i = 0; i < 2; i++)
         events_post(rec, "default", "traefik.io/v1alpha1", "IngressRoute", "shop", "uid-1",
                     "Normal", "WeightsChanged",
@@ -501,11 +272,11 @@ static bool newest_says(void *arg) {
     return found;
 }
 
-/* Issue 11, defect 12: six quick weight changes on one IngressRoute. With
- * a per-object burst of 5, the sixth used to be dropped and the newest Event
- * said the fifth. Similar events fold into one Event whose message is the
- * newest and whose count is 6. */
-static void test_newest_event_always_visible(void **state) {
+/* Six quick weight changes on one IngressRoute. With a per-object burst of
+ * 5, the sixth was once dropped and the newest Event said the fifth.
+ * Similar events fold into one Event whose message is the newest and whose
+ * count is 6. */
+static void test_newest_of_quick_repeats_is_always_visible(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-q");
     assert_non_null(rec);
@@ -514,7 +285,7 @@ static void test_newest_event_always_visible(void **state) {
                     "Normal", "Applied", "weights shop-v1=%d shop-v2=%d from etcd revision %d",
                     100 - 10 * i, 10 * i, 100 + i);
     struct newest w = {k, "quick", "weights shop-v1=40 shop-v2=60 from etcd revision 106"};
-    assert_true(run_until(&k->loop, newest_says, &w, 5000));
+    assert_true(support_run_until(&k->loop, newest_says, &w, 5000));
     settle(k, rec);
     int n;
     cJSON *evs = events_of(k, "default", "quick", &n);
@@ -537,7 +308,7 @@ static bool posted_at_least(void *arg) {
     return st.posted >= p->n && st.in_flight == 0;
 }
 
-static void test_rate_limits(void **state) {
+static void test_rate_limits_defer_events_never_drop_them(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-rl");
     assert_non_null(rec);
@@ -566,7 +337,7 @@ static void test_rate_limits(void **state) {
     assert_int_equal(st.in_flight, 25);
     assert_true(st.deferred >= 6);
     struct posted_n want = {rec, 31};
-    assert_true(run_until(&k->loop, posted_at_least, &want, 5000));
+    assert_true(support_run_until(&k->loop, posted_at_least, &want, 5000));
     events_get_stats(rec, &st);
     assert_int_equal(st.posted, 31);
     assert_int_equal(st.failed, 0);
@@ -592,7 +363,7 @@ static void test_rate_limits(void **state) {
     lim.object_burst = 1;
     lim.object_refill_ms = 100;
     assert_int_equal(events_set_limits(rec, &lim), 0);
-    int seq0 = last_seq(k);
+    int seq0 = kapi_last_seq(k);
     events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "one");
     settle(k, rec);
     events_post(rec, "default", "v1", "Service", "refill", NULL, "Normal", "R", "two");
@@ -601,7 +372,7 @@ static void test_rate_limits(void **state) {
     assert_int_equal(st.in_flight, 0);
     assert_int_equal(st.deferred, 2);
     struct newest w = {k, "refill", "three"};
-    assert_true(run_until(&k->loop, newest_says, &w, 5000));
+    assert_true(support_run_until(&k->loop, newest_says, &w, 5000));
     settle(k, rec);
     assert_int_equal(requests_since(k, seq0, "PATCH", "/events/"), 1);
     evs = events_of(k, "default", "refill", &n);
@@ -620,7 +391,8 @@ static void test_rate_limits(void **state) {
     lim.max_in_flight = 2;
     lim.global_refill_ms = 50;
     assert_int_equal(events_set_limits(rec, &lim), 0);
-    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
+    kapi_fault(k,
+               "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
     for (int i = 0; i < 5; i++) {
         snprintf(name, sizeof name, "slow-%d", i);
         events_post(rec, "default", "v1", "Service", name, NULL, "Normal", "Slow", "slow %d", i);
@@ -633,8 +405,8 @@ static void test_rate_limits(void **state) {
     assert_int_equal(st.aggregated, 1);
     assert_int_equal(events_dropped(rec), 0);
     struct posted_n five = {rec, 5};
-    assert_true(run_until(&k->loop, posted_at_least, &five, 10000));
-    faults_clear(k);
+    assert_true(support_run_until(&k->loop, posted_at_least, &five, 10000));
+    kapi_faults_clear(k);
     settle(k, rec);
     events_get_stats(rec, &st);
     assert_int_equal(st.posted, 5);
@@ -644,10 +416,10 @@ static void test_rate_limits(void **state) {
     cJSON_Delete(evs);
     events_close(rec);
     events_free(rec);
-    run_for(&k->loop, 10); /* the closed timers free themselves */
+    support_run_for(&k->loop, 10); /* the closed timers free themselves */
 }
 
-static void test_failures_logged_once(void **state) {
+static void test_failures_logged_once_per_kind_never_retried(void **state) {
     struct kapi *k = *state;
     char *text = NULL;
     size_t len = 0;
@@ -659,31 +431,32 @@ static void test_failures_logged_once(void **state) {
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &lg, "canary-bridge", "host-f");
     assert_non_null(rec);
 
-    int seq0 = last_seq(k);
-    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"status\":403,"
-             "\"message\":\"events is forbidden: User \\\"system:serviceaccount:x:y\\\" cannot "
-             "create resource \\\"events\\\"\"}");
+    int seq0 = kapi_last_seq(k);
+    kapi_fault(k,
+               "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"status\":403,"
+               "\"message\":\"events is forbidden: User \\\"system:serviceaccount:x:y\\\" cannot "
+               "create resource \\\"events\\\"\"}");
     char name[32];
     for (int i = 0; i < 3; i++) {
         snprintf(name, sizeof name, "denied-%d", i);
         events_post(rec, "default", "v1", "Service", name, NULL, "Normal", "X", "x %d", i);
         settle(k, rec); /* one after another: each failure is seen */
     }
-    faults_clear(k);
-    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"status\":500}");
+    kapi_faults_clear(k);
+    kapi_fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"status\":500}");
     for (int i = 0; i < 2; i++) {
         snprintf(name, sizeof name, "broken-%d", i);
         events_post(rec, "default", "v1", "Service", name, NULL, "Normal", "X", "x %d", i);
         settle(k, rec);
     }
-    faults_clear(k);
+    kapi_faults_clear(k);
     struct events_stats st;
     events_get_stats(rec, &st);
     assert_int_equal(st.failed, 5);
     assert_int_equal(st.posted, 0);
     assert_int_equal(events_dropped(rec), 0);
     /* Never retried: exactly one request per event, also a while later. */
-    run_for(&k->loop, 300);
+    support_run_for(&k->loop, 300);
     assert_int_equal(requests_since(k, seq0, "POST", "/events"), 5);
 
     fflush(mem);
@@ -703,11 +476,12 @@ static void test_failures_logged_once(void **state) {
     free(text);
 }
 
-static void test_close_cancels(void **state) {
+static void test_close_cancels_events_in_flight_and_waiting(void **state) {
     struct kapi *k = *state;
     struct event_recorder *rec = events_new(&k->loop, k->ctl, &k->log, "canary-bridge", "host-c");
     assert_non_null(rec);
-    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
+    kapi_fault(k,
+               "{\"method\":\"POST\",\"path_regex\":\"/events$\",\"count\":-1,\"delay_ms\":300}");
     events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "one");
     events_post(rec, "default", "v1", "Service", "closing", NULL, "Normal", "X", "two");
     events_post(rec, "default", "v1", "Service", "other", NULL, "Normal", "X", "three");
@@ -722,20 +496,20 @@ static void test_close_cancels(void **state) {
     events_get_stats(rec, &st);
     assert_int_equal(st.in_flight, 0);
     events_free(rec);
-    run_for(&k->loop, 400); /* the cancelled transfers never call back */
-    faults_clear(k);
+    support_run_for(&k->loop, 400); /* the cancelled transfers never call back */
+    kapi_faults_clear(k);
     events_free(NULL);
     events_close(NULL);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8_copy),
-        cmocka_unit_test(test_event_fields_and_aggregation),
-        cmocka_unit_test(test_newest_event_always_visible),
-        cmocka_unit_test(test_rate_limits),
-        cmocka_unit_test(test_failures_logged_once),
-        cmocka_unit_test(test_close_cancels),
+        cmocka_unit_test(test_utf8_copy_never_splits_a_character),
+        cmocka_unit_test(test_event_fields_and_repeats_folded_into_one_event),
+        cmocka_unit_test(test_newest_of_quick_repeats_is_always_visible),
+        cmocka_unit_test(test_rate_limits_defer_events_never_drop_them),
+        cmocka_unit_test(test_failures_logged_once_per_kind_never_retried),
+        cmocka_unit_test(test_close_cancels_events_in_flight_and_waiting),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
 }

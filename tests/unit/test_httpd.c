@@ -2,8 +2,8 @@
  * same loop: routing (query ignored), HEAD, 405, 400/431/505, keep-alive with
  * pipelining, Connection: close, the head timeout, the connection limit,
  * closing with clients attached, and listen-address parsing. The loop is
- * driven until a condition holds, bounded by a guard timer: a failure, never
- * a hang, and no sleeps. */
+ * driven until a condition holds, bounded by a deadline (support.h): a
+ * failure, never a hang, and no sleeps. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/httpd.h"
+#include "bridge/lib/httpd.h"
+#include "support.h"
 
 struct client {
     uv_tcp_t tcp;
@@ -30,8 +31,6 @@ struct fx {
     uv_loop_t loop;
     struct logger log;
     struct httpd *h;
-    uv_timer_t guard;
-    bool timed_out;
     int calls;
     char method[16], path[256];
     struct client c[4];
@@ -58,24 +57,6 @@ static void handler(void *user, const char *method, const char *path, struct htt
         res->status = 404;
         assert_int_equal(buf_puts(&res->body, "not found\n"), 0);
     }
-}
-
-/* ---- loop driving ---- */
-
-static void on_guard(uv_timer_t *t) {
-    struct fx *f = t->data;
-    f->timed_out = true;
-}
-
-typedef bool (*cond_fn)(struct fx *f, void *arg);
-
-static void run_until(struct fx *f, cond_fn cond, void *arg) {
-    f->timed_out = false;
-    assert_int_equal(uv_timer_start(&f->guard, on_guard, 5000, 0), 0);
-    while (!cond(f, arg) && !f->timed_out)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    uv_timer_stop(&f->guard);
-    assert_false(f->timed_out);
 }
 
 /* ---- the client ---- */
@@ -145,8 +126,7 @@ static void client_open(struct fx *f, struct client *c, const char *data) {
         0);
 }
 
-static bool client_eof(struct fx *f, void *arg) {
-    (void)f;
+static bool client_eof(void *arg) {
     return ((struct client *)arg)->eof;
 }
 
@@ -174,14 +154,19 @@ struct want {
     int n;
 };
 
-static bool has_responses(struct fx *f, void *arg) {
-    (void)f;
+static bool has_responses(void *arg) {
     struct want *w = arg;
     return responses(w->c, false) >= w->n;
 }
 
-static bool conns_are(struct fx *f, void *arg) {
-    return httpd_connections(f->h) == *(unsigned *)arg;
+struct conns {
+    struct fx *f;
+    unsigned n;
+};
+
+static bool conns_are(void *arg) {
+    struct conns *c = arg;
+    return httpd_connections(c->f->h) == c->n;
 }
 
 static bool starts_with(const char *s, const char *prefix) {
@@ -195,11 +180,10 @@ static int setup(void **state) {
     assert_non_null(f);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     logger_init(&f->log, LOG_LVL_ERROR);
-    assert_int_equal(uv_timer_init(&f->loop, &f->guard), 0);
-    f->guard.data = f;
     char err[256];
-    f->h = httpd_start(&f->loop, &f->log, "127.0.0.1:0", handler, f, err, sizeof err);
-    if (!f->h)
+    f->h = httpd_new(&f->loop, &f->log, handler, f);
+    assert_non_null(f->h);
+    if (httpd_start(f->h, "127.0.0.1:0", err, sizeof err) < 0)
         fail_msg("httpd_start: %s", err);
     assert_true(httpd_port(f->h) > 0);
     *state = f;
@@ -214,7 +198,6 @@ static int teardown(void **state) {
         if (c->tcp.loop && !c->closed && !uv_is_closing((uv_handle_t *)&c->tcp))
             uv_close((uv_handle_t *)&c->tcp, on_client_closed);
     }
-    uv_close((uv_handle_t *)&f->guard, NULL);
     assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&f->loop), 0); /* every handle closed */
     for (size_t i = 0; i < 4; i++) {
@@ -231,7 +214,7 @@ static void test_get_routes_without_query(void **state) {
     struct fx *f = *state;
     struct client *c = &f->c[0];
     client_open(f, c, "GET /healthz?verbose=1#x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    run_until(f, client_eof, c);
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
     assert_string_equal(c->in.data, "HTTP/1.1 200 OK\r\n"
                                     "Content-Type: text/plain; charset=utf-8\r\n"
                                     "Content-Length: 3\r\n"
@@ -248,7 +231,7 @@ static void test_head_has_length_but_no_body(void **state) {
     struct fx *f = *state;
     struct client *c = &f->c[0];
     client_open(f, c, "HEAD /metrics HTTP/1.0\r\n\r\n"); /* 1.0: closes by default */
-    run_until(f, client_eof, c);
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
     assert_string_equal(c->in.data, "HTTP/1.1 200 OK\r\n"
                                     "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                                     "Content-Length: 5\r\n"
@@ -266,7 +249,7 @@ static void test_keepalive_and_pipelining(void **state) {
                 "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
                 "GET /missing HTTP/1.1\r\nHost: t\r\n\r\n");
     struct want w = {c, 2};
-    run_until(f, has_responses, &w);
+    assert_true(support_run_until(&f->loop, has_responses, &w, 5000));
     assert_int_equal(f->calls, 2);
     assert_string_equal(f->path, "/missing");
     const char *first = strstr(c->in.data, "HTTP/1.1 200 OK\r\n");
@@ -281,12 +264,12 @@ static void test_keepalive_and_pipelining(void **state) {
 
     /* A third request on the same connection, then it closes as asked. */
     client_send(c, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    run_until(f, client_eof, c);
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
     assert_int_equal(responses(c, false), 3);
     assert_int_equal(f->calls, 3);
     assert_non_null(strstr(c->in.data, "Connection: close\r\n\r\nup 1\n"));
-    unsigned zero = 0;
-    run_until(f, conns_are, &zero);
+    struct conns zero = {f, 0};
+    assert_true(support_run_until(&f->loop, conns_are, &zero, 5000));
 }
 
 static void test_method_not_allowed(void **state) {
@@ -294,7 +277,7 @@ static void test_method_not_allowed(void **state) {
     struct client *c = &f->c[0];
     /* A body is announced and never read: the server answers and closes. */
     client_open(f, c, "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
-    run_until(f, client_eof, c);
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
     assert_true(starts_with(c->in.data, "HTTP/1.1 405 Method Not Allowed\r\n"));
     assert_non_null(strstr(c->in.data, "\r\nAllow: GET, HEAD\r\n"));
     assert_non_null(strstr(c->in.data, "\r\nConnection: close\r\n"));
@@ -310,7 +293,7 @@ static void test_head_too_large(void **state) {
         assert_int_equal(buf_putc(&req, 'a'), 0);
     client_open(f, c, req.data); /* no end of head within 8 KiB */
     buf_free(&req);
-    run_until(f, client_eof, c);
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
     assert_non_null(c->in.data);
     assert_true(starts_with(c->in.data, "HTTP/1.1 431 Request Header Fields Too Large\r\n"));
     assert_int_equal(f->calls, 0);
@@ -335,7 +318,7 @@ static void test_malformed_requests(void **state) {
         struct client *c = &f->c[0];
         buf_free(&c->in);
         client_open(f, c, cases[i].req);
-        run_until(f, client_eof, c);
+        assert_true(support_run_until(&f->loop, client_eof, c, 5000));
         if (!starts_with(c->in.data, cases[i].status))
             fail_msg("case %zu: got \"%s\"", i, c->in.data ? c->in.data : "");
         assert_non_null(strstr(c->in.data, "\r\nConnection: close\r\n"));
@@ -350,7 +333,7 @@ static void test_absolute_form_and_leading_crlf(void **state) {
     struct client *c = &f->c[0];
     client_open(f, c,
                 "\r\nGET http://t:9464/metrics?x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    run_until(f, client_eof, c);
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
     assert_true(starts_with(c->in.data, "HTTP/1.1 200 OK\r\n"));
     assert_string_equal(f->path, "/metrics");
 }
@@ -362,12 +345,12 @@ static void test_head_timeout(void **state) {
     /* A partial request line is never completed: dropped without answer. */
     struct client *c = &f->c[0];
     client_open(f, c, "GET /metr");
-    run_until(f, client_eof, c);
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
     assert_int_equal(c->in.len, 0);
     /* An idle persistent connection is dropped after its answer too. */
     struct client *d = &f->c[1];
     client_open(f, d, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
-    run_until(f, client_eof, d);
+    assert_true(support_run_until(&f->loop, client_eof, d, 5000));
     assert_int_equal(responses(d, false), 1);
     assert_int_equal(f->calls, 1);
 }
@@ -378,24 +361,24 @@ static void test_connection_limit(void **state) {
     httpd_set_limits(f->h, &lim);
     client_open(f, &f->c[0], NULL);
     client_open(f, &f->c[1], NULL);
-    unsigned two = 2;
-    run_until(f, conns_are, &two);
+    struct conns two = {f, 2};
+    assert_true(support_run_until(&f->loop, conns_are, &two, 5000));
     /* The third is accepted and closed at once, without an answer. */
     client_open(f, &f->c[2], "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
-    run_until(f, client_eof, &f->c[2]);
+    assert_true(support_run_until(&f->loop, client_eof, &f->c[2], 5000));
     assert_int_equal(f->c[2].in.len, 0);
     assert_int_equal(f->calls, 0);
     /* The two admitted ones still work. */
     client_send(&f->c[0], "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     client_send(&f->c[1], "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
     struct want w0 = {&f->c[0], 1}, w1 = {&f->c[1], 1};
-    run_until(f, has_responses, &w0);
-    run_until(f, has_responses, &w1);
+    assert_true(support_run_until(&f->loop, has_responses, &w0, 5000));
+    assert_true(support_run_until(&f->loop, has_responses, &w1, 5000));
     assert_int_equal(f->calls, 2);
 }
 
-static bool both_eof(struct fx *f, void *arg) {
-    (void)arg;
+static bool both_eof(void *arg) {
+    struct fx *f = arg;
     return f->c[0].eof && f->c[1].eof;
 }
 
@@ -403,10 +386,10 @@ static void test_close_drops_connections(void **state) {
     struct fx *f = *state;
     client_open(f, &f->c[0], NULL);
     client_open(f, &f->c[1], "GET /health"); /* mid-request */
-    unsigned two = 2;
-    run_until(f, conns_are, &two);
+    struct conns two = {f, 2};
+    assert_true(support_run_until(&f->loop, conns_are, &two, 5000));
     httpd_close(f->h);
-    run_until(f, both_eof, NULL);
+    assert_true(support_run_until(&f->loop, both_eof, f, 5000));
     assert_int_equal(f->calls, 0);
     f->h = NULL; /* freed by its own close callbacks; teardown runs the loop dry */
 }
@@ -415,8 +398,8 @@ static void test_close_from_handler(void **state) {
     struct fx *f = *state;
     client_open(f, &f->c[0], "GET /quit HTTP/1.1\r\nHost: t\r\n\r\n");
     client_open(f, &f->c[1], NULL);
-    run_until(f, client_eof, &f->c[0]);
-    run_until(f, client_eof, &f->c[1]);
+    assert_true(support_run_until(&f->loop, client_eof, &f->c[0], 5000));
+    assert_true(support_run_until(&f->loop, client_eof, &f->c[1], 5000));
     assert_null(f->h);
     assert_int_equal(f->calls, 1);
     assert_int_equal(f->c[0].in.len, 0); /* the answer is dropped with the server */
@@ -450,17 +433,19 @@ static void test_address_in_use(void **state) {
     struct fx *f = *state;
     char listen[64], err[256] = "";
     snprintf(listen, sizeof listen, "127.0.0.1:%d", httpd_port(f->h));
-    struct httpd *h2 = httpd_start(&f->loop, &f->log, listen, handler, f, err, sizeof err);
-    assert_null(h2);
+    struct httpd *h2 = httpd_new(&f->loop, &f->log, handler, f);
+    assert_non_null(h2);
+    assert_int_equal(httpd_start(h2, listen, err, sizeof err), -1);
     assert_non_null(strstr(err, listen));
-    /* The failed listener is released by the loop in teardown. */
+    httpd_close(h2); /* released by the loop in teardown */
 }
 
 static void test_any_address(void **state) {
     struct fx *f = *state;
     char err[256];
-    struct httpd *h2 = httpd_start(&f->loop, &f->log, ":0", handler, f, err, sizeof err);
-    if (!h2)
+    struct httpd *h2 = httpd_new(&f->loop, &f->log, handler, f);
+    assert_non_null(h2);
+    if (httpd_start(h2, ":0", err, sizeof err) < 0)
         fail_msg("httpd_start(:0): %s", err);
     assert_true(httpd_port(h2) > 0);
     assert_int_not_equal(httpd_port(h2), httpd_port(f->h));

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/keycache.h"
+#include "bridge/core/keycache.h"
 
 struct seen {
     char ids[32][128];
@@ -45,7 +45,7 @@ static size_t count_lines(FILE *f, const char *needle) {
     return n;
 }
 
-static void test_put_groups_and_detects_change(void **state) {
+static void test_put_groups_keys_by_route_and_reports_changed_bytes_only(void **state) {
     (void)state;
     struct logger lg;
     FILE *f = quiet_log(&lg);
@@ -63,14 +63,14 @@ static void test_put_groups_and_detects_change(void **state) {
     assert_int_equal(s.n, 1);
     struct model_input in0;
     char ns0[64], name0[254];
-    assert_int_equal(keycache_input(&kc, "default/shop", &in0, ns0, name0), 0);
+    assert_true(keycache_input(&kc, "default/shop", &in0, ns0, name0));
     assert_int_equal(in0.revision, 5);
     struct source_kv r = kv("canary/default/shop/route", "match: x", 7);
     keycache_put(&kc, &r, changed, &s);
     assert_int_equal(s.n, 2);
     struct model_input in;
     char ns[64], name[254];
-    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), 0);
+    assert_true(keycache_input(&kc, "default/shop", &in, ns, name));
     assert_string_equal(in.ns, "default");
     assert_string_equal(in.name, "shop");
     assert_string_equal(in.weights, "a=1");
@@ -83,16 +83,16 @@ static void test_put_groups_and_detects_change(void **state) {
     assert_int_equal(s.n, 2);
     keycache_delete(&kc, "canary/default/shop/route", changed, &s);
     assert_int_equal(s.n, 3);
-    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), 0);
+    assert_true(keycache_input(&kc, "default/shop", &in, ns, name));
     assert_null(in.route);
     keycache_delete(&kc, "canary/default/shop/weights", changed, &s);
-    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), -1);
+    assert_false(keycache_input(&kc, "default/shop", &in, ns, name));
     assert_int_equal(count_lines(f, "warn"), 0);
     keycache_free(&kc);
     fclose(f);
 }
 
-static void test_stray_keys_warn_once(void **state) {
+static void test_stray_keys_are_ignored_with_one_warning_each(void **state) {
     (void)state;
     struct logger lg;
     FILE *f = quiet_log(&lg);
@@ -112,7 +112,7 @@ static void test_stray_keys_warn_once(void **state) {
     fclose(f);
 }
 
-static void test_snapshot_replaces(void **state) {
+static void test_snapshot_replaces_all_and_reports_changed_gone_and_new_routes(void **state) {
     (void)state;
     struct logger lg;
     FILE *f = quiet_log(&lg);
@@ -140,25 +140,25 @@ static void test_snapshot_replaces(void **state) {
     assert_true(two && three && four);
     struct model_input in;
     char ns[64], name[254];
-    assert_int_equal(keycache_input(&kc, "a/three", &in, ns, name), -1);
+    assert_false(keycache_input(&kc, "a/three", &in, ns, name));
     assert_int_equal(kc.revision, 10);
     /* A re-list gives unchanged keys their current mod_revision; the route
      * still names the revision its objects were built from. */
-    assert_int_equal(keycache_input(&kc, "a/one", &in, ns, name), 0);
+    assert_true(keycache_input(&kc, "a/one", &in, ns, name));
     assert_int_equal(in.revision, 1);
     s.n = 0;
     struct source_kv third[] = {kv("canary/a/one/weights", "x=1", 42)};
     keycache_snapshot(&kc, third, 1, 42, changed, &s);
-    assert_int_equal(keycache_input(&kc, "a/one", &in, ns, name), 0);
+    assert_true(keycache_input(&kc, "a/one", &in, ns, name));
     assert_int_equal(in.revision, 1);
     keycache_free(&kc);
     fclose(f);
 }
 
 /* P_confirm-delete (the deletion guard's confirmation) is not a stray key:
- * its value is kept, and a change reports KC_CONFIRM_KEY, from events and
+ * its value is kept, and a change reports KEYCACHE_CONFIRM_KEY, from events and
  * snapshots alike; the route ids and the route key's revision are unaffected. */
-static void test_confirm_key(void **state) {
+static void test_confirm_key_is_kept_and_reported_but_is_no_route(void **state) {
     (void)state;
     struct logger lg;
     FILE *f = quiet_log(&lg);
@@ -168,7 +168,7 @@ static void test_confirm_key(void **state) {
     struct source_kv c = kv("canary/_confirm-delete", "3f09a1c2", 9);
     assert_int_equal(keycache_put(&kc, &c, changed, &s), 0);
     assert_int_equal(s.n, 1);
-    assert_string_equal(s.ids[0], KC_CONFIRM_KEY);
+    assert_string_equal(s.ids[0], KEYCACHE_CONFIRM_KEY);
     assert_string_equal(kc.confirm.data, "3f09a1c2");
     assert_int_equal(kc.routes.count, 0);
     keycache_put(&kc, &c, changed, &s); /* same bytes: no change */
@@ -184,16 +184,16 @@ static void test_confirm_key(void **state) {
     assert_int_equal(keycache_snapshot(&kc, all, 2, 12, changed, &s), 0);
     assert_int_equal(s.n, 4);
     assert_string_equal(s.ids[2], "default/shop");
-    assert_string_equal(s.ids[3], KC_CONFIRM_KEY);
+    assert_string_equal(s.ids[3], KEYCACHE_CONFIRM_KEY);
     assert_string_equal(kc.confirm.data, "abc");
     struct model_input in;
     char ns[64], name[254];
-    assert_int_equal(keycache_input(&kc, "default/shop", &in, ns, name), 0);
+    assert_true(keycache_input(&kc, "default/shop", &in, ns, name));
     assert_int_equal(in.route_rev, 11);
     /* A snapshot without it takes it back. */
     assert_int_equal(keycache_snapshot(&kc, all, 1, 13, changed, &s), 0);
     assert_int_equal(s.n, 5);
-    assert_string_equal(s.ids[4], KC_CONFIRM_KEY);
+    assert_string_equal(s.ids[4], KEYCACHE_CONFIRM_KEY);
     assert_null(kc.confirm.data);
     assert_int_equal(count_lines(f, "ignoring key"), 0);
     keycache_free(&kc);
@@ -207,7 +207,7 @@ static void leaves_changed(void *user, const char *id) {
 /* Status keys are kept (not input); a mistyped leaf is remembered for its
  * route with a did-you-mean, reported when it comes or goes, and a snapshot
  * reports only the routes whose mistyped leaves changed. */
-static void test_status_and_mistyped_leaves(void **state) {
+static void test_status_keys_are_no_input_and_mistyped_leaves_are_reported(void **state) {
     (void)state;
     struct logger lg;
     FILE *f = quiet_log(&lg);
@@ -270,11 +270,11 @@ static void test_status_and_mistyped_leaves(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_confirm_key),
-        cmocka_unit_test(test_put_groups_and_detects_change),
-        cmocka_unit_test(test_stray_keys_warn_once),
-        cmocka_unit_test(test_snapshot_replaces),
-        cmocka_unit_test(test_status_and_mistyped_leaves),
+        cmocka_unit_test(test_confirm_key_is_kept_and_reported_but_is_no_route),
+        cmocka_unit_test(test_put_groups_keys_by_route_and_reports_changed_bytes_only),
+        cmocka_unit_test(test_stray_keys_are_ignored_with_one_warning_each),
+        cmocka_unit_test(test_snapshot_replaces_all_and_reports_changed_gone_and_new_routes),
+        cmocka_unit_test(test_status_keys_are_no_input_and_mistyped_leaves_are_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

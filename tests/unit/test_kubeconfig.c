@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bridge/config.h" /* test_from_config builds a whole config */
 #include "sinks/kubeconfig.h"
 
 #define KC "fixtures/kubeconfig/config"
@@ -531,7 +532,7 @@ static void test_from_config(void **state) {
     assert_non_null(cfg.kubernetes.token_file);
     assert_non_null(cfg.kubernetes.ca_file);
     cfg.kubernetes.insecure_skip_verify = true;
-    assert_int_equal(kube_conn_from_config(&cfg, &c, err, sizeof err), 0);
+    assert_int_equal(kube_conn_from_config(&cfg.kubernetes, &c, err, sizeof err), 0);
     assert_string_equal(c.server, "https://api.internal:6443");
     assert_string_equal(c.token_file, "/etc/canary-bridge/token");
     assert_string_equal(c.ca_file, "/etc/canary-bridge/ca.pem");
@@ -542,7 +543,7 @@ static void test_from_config(void **state) {
     free(cfg.kubernetes.server);
     cfg.kubernetes.server = strdup("tcp://api");
     assert_non_null(cfg.kubernetes.server);
-    assert_int_equal(kube_conn_from_config(&cfg, &c, err, sizeof err), -1);
+    assert_int_equal(kube_conn_from_config(&cfg.kubernetes, &c, err, sizeof err), -1);
     assert_string_equal(err, "kubernetes.server: must be an https:// (or http://) URL");
 
     /* in-cluster */
@@ -552,7 +553,7 @@ static void test_from_config(void **state) {
     assert_int_equal(setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1", 1), 0);
     assert_int_equal(setenv("KUBERNETES_SERVICE_PORT", "443", 1), 0);
     assert_int_equal(setenv("CANARY_BRIDGE_SA_DIR", "fixtures/kubeconfig/sa", 1), 0);
-    assert_int_equal(kube_conn_from_config(&cfg, &c, err, sizeof err), 0);
+    assert_int_equal(kube_conn_from_config(&cfg.kubernetes, &c, err, sizeof err), 0);
     assert_string_equal(c.server, "https://10.0.0.1:443");
     assert_string_equal(c.token_file, "fixtures/kubeconfig/sa/token");
     kube_conn_free(&c);
@@ -563,7 +564,7 @@ static void test_from_config(void **state) {
     cfg.kubernetes.context = strdup("prod");
     assert_non_null(cfg.kubernetes.kubeconfig);
     assert_non_null(cfg.kubernetes.context);
-    assert_int_equal(kube_conn_from_config(&cfg, &c, err, sizeof err), 0);
+    assert_int_equal(kube_conn_from_config(&cfg.kubernetes, &c, err, sizeof err), 0);
     assert_string_equal(c.server, "https://prod.example.com");
     assert_string_equal(c.context, "prod");
     kube_conn_free(&c);

@@ -1,11 +1,10 @@
 /* test_lease.c - leader election (sinks/lease.h) against the Kubernetes API
  * test server.
  *
- * The most faithful stand-in for a kube-apiserver we have is
- * tests/kubeapi/server.py (the same one the integration tests use): real
- * HTTPS, resourceVersion conflicts, AlreadyExists, fault injection and a
- * request log. So the group setup spawns it on the test's libuv loop and
- * the electors talk to it through the real kube client; several electors
+ * The group setup (kapi.h) spawns tests/kubeapi/server.py on the test's
+ * libuv loop: real HTTPS, resourceVersion conflicts, AlreadyExists, fault
+ * injection and a request log. The electors talk to it through the real
+ * kube client; several electors
  * share one loop, which makes "exactly one leader at any time" checkable
  * in their callbacks. Nothing sleeps: the loop runs until a condition holds,
  * bounded by a deadline.
@@ -23,252 +22,23 @@
 
 #include <cmocka.h>
 
-#include <fcntl.h>
-#include <ftw.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "bridge/http.h"
-#include "bridge/log.h"
+#include "kapi.h"
 #include "sinks/informer.h"
-#include "sinks/kube.h"
-#include "sinks/kubeconfig.h"
 #include "sinks/lease.h"
 
 #define LEASE_MS 1000
 #define RENEW_MS 700
 #define RETRY_MS 200
 
-/* ---- the API test server on the loop ---- */
-
-struct kapi {
-    uv_loop_t loop;
-    uv_process_t proc;
-    bool proc_open, exited;
-    char dir[256];
-    char kubeconfig[300];
-    struct logger log;
-    struct http_client *http;
-    struct kube_client *ctl; /* for /_test/ and reading objects */
-    struct world *w;         /* the current test's electors */
-};
-
-static uint64_t mono_ms(void) {
-    return uv_hrtime() / 1000000u;
-}
-
 static double wall_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void on_wake(uv_timer_t *t) {
-    (void)t;
-}
-
-/* Run the loop until pred(arg) holds or timeout_ms passed; a 10 ms timer
- * wakes the loop so that conditions on outside state are seen too. */
-static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, uint64_t timeout_ms) {
-    uv_timer_t wake;
-    assert_int_equal(uv_timer_init(loop, &wake), 0);
-    assert_int_equal(uv_timer_start(&wake, on_wake, 10, 10), 0);
-    uint64_t end = mono_ms() + timeout_ms;
-    bool ok;
-    while (!(ok = pred && pred(arg)) && mono_ms() < end)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&wake, NULL);
-    uv_run(loop, UV_RUN_NOWAIT); /* completes the close */
-    return ok;
-}
-
-static void run_for(uv_loop_t *loop, uint64_t ms) {
-    (void)run_until(loop, NULL, NULL, ms);
-}
-
-/* Let closing handles and cancelled transfers finish. */
-static void drain(uv_loop_t *loop) {
-    for (int i = 0; i < 50; i++)
-        uv_run(loop, UV_RUN_NOWAIT);
-}
-
-static bool file_exists(void *path) {
-    return access(path, F_OK) == 0;
-}
-
-static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
-    struct kapi *k = p->data;
-    (void)status;
-    (void)sig;
-    k->exited = true;
-}
-
-static bool proc_exited(void *arg) {
-    return ((struct kapi *)arg)->exited;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static struct kube_client *client_new(struct kapi *k, bool dry_run) {
-    struct kube_conn conn;
-    char err[256];
-    if (kube_conn_from_kubeconfig(k->kubeconfig, NULL, &conn, err, sizeof err) != 0) {
-        print_error("kubeconfig: %s\n", err);
-        return NULL;
-    }
-    struct kube_client *kc = kube_client_new(&k->loop, k->http, &k->log, &conn, err, sizeof err);
-    if (!kc) {
-        kube_conn_free(&conn);
-        print_error("kube client: %s\n", err);
-        return NULL;
-    }
-    kube_client_set_dry_run(kc, dry_run);
-    return kc;
-}
-
-static int kapi_setup(void **state) {
-    struct kapi *k = calloc(1, sizeof *k);
-    if (!k)
-        return -1;
-    logger_init(&k->log, LOG_LVL_INFO);
-    k->log.out = stderr;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(k->dir, sizeof k->dir, "%s/cb-lease-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(k->dir) || uv_loop_init(&k->loop) != 0) {
-        free(k);
-        return -1;
-    }
-    const char *script =
-        access("kubeapi/server.py", R_OK) == 0 ? "kubeapi/server.py" : "tests/kubeapi/server.py";
-    char logpath[320], portpath[320];
-    snprintf(logpath, sizeof logpath, "%s/server.log", k->dir);
-    snprintf(portpath, sizeof portpath, "%s/port", k->dir);
-    snprintf(k->kubeconfig, sizeof k->kubeconfig, "%s/kubeconfig", k->dir);
-    int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (logfd < 0)
-        return -1;
-    char *args[] = {"/usr/bin/python3", (char *)script, "--dir", k->dir, NULL};
-    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                     {.flags = UV_INHERIT_FD, .data.fd = logfd},
-                                     {.flags = UV_INHERIT_FD, .data.fd = logfd}};
-    uv_process_options_t opt = {0};
-    opt.file = args[0];
-    opt.args = args;
-    opt.exit_cb = on_proc_exit;
-    opt.stdio = stdio;
-    opt.stdio_count = 3;
-    k->proc.data = k;
-    int rc = uv_spawn(&k->loop, &k->proc, &opt);
-    close(logfd);
-    if (rc != 0) {
-        print_error("cannot start %s: %s\n", script, uv_strerror(rc));
-        uv_close((uv_handle_t *)&k->proc, NULL);
-        drain(&k->loop);
-        return -1;
-    }
-    k->proc_open = true;
-    uv_unref((uv_handle_t *)&k->proc); /* never what keeps the loop alive */
-    if (!run_until(&k->loop, file_exists, portpath, 30000)) {
-        print_error("the API test server did not start; see %s\n", logpath);
-        return -1;
-    }
-    k->http = http_client_new(&k->loop, &k->log);
-    k->ctl = k->http ? client_new(k, false) : NULL;
-    if (!k->ctl)
-        return -1;
-    *state = k;
-    return 0;
-}
-
-static int kapi_teardown(void **state) {
-    struct kapi *k = *state;
-    if (!k)
-        return 0;
-    if (k->ctl)
-        kube_client_free(k->ctl);
-    if (k->http)
-        http_client_close(k->http);
-    if (k->proc_open && !k->exited) {
-        uv_process_kill(&k->proc, SIGTERM);
-        if (!run_until(&k->loop, proc_exited, k, 10000))
-            uv_process_kill(&k->proc, SIGKILL);
-        run_until(&k->loop, proc_exited, k, 5000);
-    }
-    if (k->proc_open)
-        uv_close((uv_handle_t *)&k->proc, NULL);
-    drain(&k->loop);
-    if (uv_loop_close(&k->loop) != 0)
-        print_error("loop still has handles at teardown\n");
-    nftw(k->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(k);
-    return 0;
-}
-
-struct ctl_result {
-    bool done;
-    long status;
-    cJSON *json;
-};
-
-static void on_ctl(void *user, const struct kube_response *r) {
-    struct ctl_result *c = user;
-    c->done = true;
-    c->status = r->status;
-    c->json = r->json ? cJSON_Duplicate(r->json, 1) : NULL;
-}
-
-static bool ctl_done(void *arg) {
-    return ((struct ctl_result *)arg)->done;
-}
-
-/* A synchronous request (the loop runs meanwhile). Returns the JSON answer
- * (caller frees) and the status. */
-static cJSON *ctl(struct kapi *k, const char *method, const char *path, const char *body,
-                  long *status) {
-    struct ctl_result res = {0};
-    struct kube_call *c =
-        kube_request(k->ctl, method, path, NULL, body, body ? strlen(body) : 0, on_ctl, &res);
-    assert_non_null(c);
-    if (!run_until(&k->loop, ctl_done, &res, 10000)) {
-        kube_call_cancel(c);
-        fail_msg("%s %s: no answer", method, path);
-    }
-    if (status)
-        *status = res.status;
-    return res.json;
-}
-
-static void ctl_ok(struct kapi *k, const char *method, const char *path, const char *body) {
-    long status;
-    cJSON *j = ctl(k, method, path, body, &status);
-    cJSON_Delete(j);
-    assert_in_range(status, 200, 201);
-}
-
-static void fault(struct kapi *k, const char *rule) {
-    ctl_ok(k, "POST", "/_test/faults", rule);
-}
-
-static void faults_clear(struct kapi *k) {
-    ctl_ok(k, "DELETE", "/_test/faults", NULL);
-}
-
-static int last_seq(struct kapi *k) {
-    cJSON *log = ctl(k, "GET", "/_test/requests", NULL, NULL);
-    int n = cJSON_GetArraySize(log);
-    const cJSON *last = n ? cJSON_GetArrayItem(log, n - 1) : NULL;
-    int seq = last ? (int)cJSON_GetObjectItem(last, "seq")->valuedouble : 0;
-    cJSON_Delete(log);
-    return seq;
 }
 
 /* ---- electors ---- */
@@ -301,10 +71,10 @@ static void on_change(void *user, bool leader) {
     c->changes++;
     c->leader = leader;
     if (leader) {
-        c->became_ms = mono_ms();
+        c->became_ms = support_mono_ms();
         c->became_wall = wall_s();
     } else {
-        c->lost_ms = mono_ms();
+        c->lost_ms = support_mono_ms();
         c->lost_wall = wall_s();
     }
     if (lease_is_leader(&c->e) != leader)
@@ -330,7 +100,7 @@ static struct cand *cand_start(struct world *w, const char *lease, const char *i
     c->id = id;
     c->lease = lease;
     c->w = w;
-    c->kc = client_new(w->k, dry_run);
+    c->kc = kapi_client_new(w->k, dry_run);
     assert_non_null(c->kc);
     w->n++;
     assert_int_equal(lease_init(&c->e, &w->k->loop, c->kc, &w->k->log, "default", lease, id,
@@ -347,33 +117,34 @@ static void cand_stop(struct cand *c) {
         return;
     c->active = false;
     c->leader = false;
-    lease_stop(&c->e);
+    lease_close(&c->e);
 }
 
 static int world_setup(void **state) {
     struct kapi *k = *state;
-    k->w = calloc(1, sizeof *k->w);
-    if (!k->w)
+    struct world *w = calloc(1, sizeof *w);
+    if (!w)
         return -1;
-    k->w->k = k;
+    w->k = k;
+    k->data = w;
     return 0;
 }
 
 /* Stop every elector, let the loop close their timers, free their clients. */
 static int world_teardown(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     if (!w)
         return 0;
     for (size_t i = 0; i < w->n; i++)
         cand_stop(&w->c[i]);
-    drain(&k->loop);
+    support_drain(&k->loop);
     for (size_t i = 0; i < w->n; i++)
         kube_client_free(w->c[i].kc);
-    drain(&k->loop);
+    support_drain(&k->loop);
     free(w);
-    k->w = NULL;
-    faults_clear(k);
+    k->data = NULL;
+    kapi_faults_clear(k);
     return 0;
 }
 
@@ -405,7 +176,7 @@ static cJSON *get_lease(struct kapi *k, const char *name) {
     char path[200];
     snprintf(path, sizeof path, LEASE_PATH "%s", name);
     long status;
-    cJSON *j = ctl(k, "GET", path, NULL, &status);
+    cJSON *j = kapi_ctl(k, "GET", path, NULL, &status);
     assert_int_equal(status, 200);
     return j;
 }
@@ -440,7 +211,7 @@ static int lease_requests(struct kapi *k, int since, const char *lease, char out
     char q[64], suffix[128];
     snprintf(q, sizeof q, "/_test/requests?since=%d", since);
     snprintf(suffix, sizeof suffix, "/leases/%s", lease);
-    cJSON *log = ctl(k, "GET", q, NULL, NULL);
+    cJSON *log = kapi_ctl(k, "GET", q, NULL, NULL);
     int n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, log) {
@@ -462,7 +233,7 @@ static int lease_requests(struct kapi *k, int since, const char *lease, char out
 
 /* ---- tests ---- */
 
-static void test_microtime(void **state) {
+static void test_microtime_format(void **state) {
     (void)state;
     char t[40];
     assert_int_equal(lease_microtime_now(t, sizeof t), 0);
@@ -471,7 +242,7 @@ static void test_microtime(void **state) {
     assert_int_equal(lease_microtime_now(small, sizeof small), -1);
 }
 
-static void test_invalid_settings(void **state) {
+static void test_invalid_timings_and_identity_refused(void **state) {
     struct kapi *k = *state;
     struct lease_elector e;
     struct logger quiet;
@@ -490,7 +261,7 @@ static void test_invalid_settings(void **state) {
     assert_int_equal(
         lease_init(&e, &k->loop, k->ctl, &quiet, "default", "x", "", 1000, 700, 200, NULL, NULL),
         -1);
-    lease_stop(&e); /* a no-op after a failed init */
+    lease_close(&e); /* a no-op after a failed init */
     assert_false(lease_is_leader(&e));
     assert_string_equal(lease_holder(&e), "");
 }
@@ -498,12 +269,12 @@ static void test_invalid_settings(void **state) {
 /* One candidate creates the Lease, leads, and renews every retry period,
  * keeping acquireTime. Its kube client is in dry-run mode: the Lease must
  * be written for real anyway. */
-static void test_single_leader_renews(void **state) {
+static void test_single_leader_renews_keeping_acquire_time(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
-    int seq0 = last_seq(k);
+    struct world *w = k->data;
+    int seq0 = kapi_last_seq(k);
     struct cand *a = cand_start(w, "solo", "host-a", true);
-    assert_true(run_until(&k->loop, is_leader, a, 5000));
+    assert_true(support_run_until(&k->loop, is_leader, a, 5000));
     assert_true(lease_is_leader(&a->e));
     assert_string_equal(lease_holder(&a->e), "host-a");
 
@@ -514,12 +285,12 @@ static void test_single_leader_renews(void **state) {
     assert_microtime(spec_str(l1, "acquireTime"));
     assert_microtime(spec_str(l1, "renewTime"));
 
-    run_for(&k->loop, 3 * RETRY_MS);
+    support_run_for(&k->loop, 3 * RETRY_MS);
     cJSON *l2 = get_lease(k, "solo");
     assert_string_not_equal(spec_str(l2, "renewTime"), spec_str(l1, "renewTime"));
     assert_string_equal(spec_str(l2, "acquireTime"), spec_str(l1, "acquireTime"));
     assert_int_equal(spec_int(l2, "leaseTransitions"), 0);
-    run_for(&k->loop, 3 * RETRY_MS);
+    support_run_for(&k->loop, 3 * RETRY_MS);
     cJSON *l3 = get_lease(k, "solo");
     assert_string_not_equal(spec_str(l3, "renewTime"), spec_str(l2, "renewTime"));
     assert_string_equal(spec_str(l3, "acquireTime"), spec_str(l1, "acquireTime"));
@@ -530,7 +301,7 @@ static void test_single_leader_renews(void **state) {
     /* Never dry-run; the renewals are plain PUTs of the cached record. */
     char q[64];
     snprintf(q, sizeof q, "/_test/requests?since=%d", seq0);
-    cJSON *log = ctl(k, "GET", q, NULL, NULL);
+    cJSON *log = kapi_ctl(k, "GET", q, NULL, NULL);
     const cJSON *e;
     int puts = 0;
     cJSON_ArrayForEach(e, log) {
@@ -549,20 +320,20 @@ static void test_single_leader_renews(void **state) {
 }
 
 /* Two candidates: one leads, the other follows and knows who leads. The
- * leader stops renewing (lease_stop, no release): the follower takes over no
+ * leader stops renewing (lease_close, no release): the follower takes over no
  * sooner than a lease duration after the last renewal and soon after it.
  * A third joins; the new leader releases: the third takes over at once. */
-static void test_failover_and_release(void **state) {
+static void test_takeover_after_expiry_and_at_once_after_release(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     struct cand *a = cand_start(w, "pair", "host-a", false);
     struct cand *b = cand_start(w, "pair", "host-b", false);
     struct two t = {a, b};
-    assert_true(run_until(&k->loop, either_leader, &t, 5000));
+    assert_true(support_run_until(&k->loop, either_leader, &t, 5000));
     struct cand *leader = a->leader ? a : b, *follower = a->leader ? b : a;
 
     /* Stable for longer than a lease duration. */
-    run_for(&k->loop, LEASE_MS + 5 * RETRY_MS);
+    support_run_for(&k->loop, LEASE_MS + 5 * RETRY_MS);
     assert_true(leader->leader);
     assert_false(follower->leader);
     assert_int_equal(leader->changes, 1);
@@ -572,8 +343,8 @@ static void test_failover_and_release(void **state) {
 
     /* The leader dies without releasing. */
     cand_stop(leader);
-    uint64_t t0 = mono_ms();
-    assert_true(run_until(&k->loop, is_leader, follower, LEASE_MS + 4 * RETRY_MS + 1000));
+    uint64_t t0 = support_mono_ms();
+    assert_true(support_run_until(&k->loop, is_leader, follower, LEASE_MS + 4 * RETRY_MS + 1000));
     uint64_t took = follower->became_ms - t0;
     print_message("takeover %llu ms after the leader stopped\n", (unsigned long long)took);
     assert_true(took + RETRY_MS + 100 >= LEASE_MS); /* never before the lease could expire */
@@ -585,20 +356,20 @@ static void test_failover_and_release(void **state) {
 
     /* A third candidate joins and follows. */
     struct cand *c = cand_start(w, "pair", "host-c", false);
-    run_for(&k->loop, 3 * RETRY_MS);
+    support_run_for(&k->loop, 3 * RETRY_MS);
     assert_false(c->leader);
     assert_string_equal(lease_holder(&c->e), follower->id);
 
     /* Release: the leader steps down first, then the third takes over at
      * its next retry, far sooner than a lease duration. */
-    uint64_t t1 = mono_ms();
+    uint64_t t1 = support_mono_ms();
     lease_release(&follower->e, on_released, follower);
     assert_false(follower->leader);
     assert_false(lease_is_leader(&follower->e));
     assert_int_equal(follower->changes, 2);
     assert_int_equal(follower->done_calls, 0); /* never from inside lease_release */
     struct two r = {follower, c};
-    assert_true(run_until(&k->loop, leader_and_released, &r, 3000));
+    assert_true(support_run_until(&k->loop, leader_and_released, &r, 3000));
     uint64_t took2 = c->became_ms - t1;
     print_message("takeover %llu ms after the release\n", (unsigned long long)took2);
     assert_true(took2 < LEASE_MS);
@@ -608,7 +379,7 @@ static void test_failover_and_release(void **state) {
     assert_string_equal(spec_str(l, "holderIdentity"), "host-c");
     assert_int_equal(spec_int(l, "leaseTransitions"), 2);
     cJSON_Delete(l);
-    run_for(&k->loop, 2 * RETRY_MS);
+    support_run_for(&k->loop, 2 * RETRY_MS);
     assert_int_equal(follower->done_calls, 1);
     assert_false(follower->leader);
     assert_int_equal(w->violations, 0);
@@ -616,20 +387,20 @@ static void test_failover_and_release(void **state) {
 
 /* 409s: on create (another candidate created it first), on the leader's
  * renewal (the record changed under it) and on a takeover (lost the race). */
-static void test_conflicts(void **state) {
+static void test_conflicts_reread_and_retry(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     char seen[32][16];
 
-    int seq0 = last_seq(k);
-    fault(k, "{\"method\":\"POST\",\"path_regex\":\"/namespaces/default/leases$\","
-             "\"count\":1,\"status\":409}");
+    int seq0 = kapi_last_seq(k);
+    kapi_fault(k, "{\"method\":\"POST\",\"path_regex\":\"/namespaces/default/leases$\","
+                  "\"count\":1,\"status\":409}");
     struct cand *a = cand_start(w, "race", "host-a", false);
-    assert_true(run_until(&k->loop, is_leader, a, 5000));
+    assert_true(support_run_until(&k->loop, is_leader, a, 5000));
     assert_int_equal(a->changes, 1);
     char q[64];
     snprintf(q, sizeof q, "/_test/requests?since=%d", seq0);
-    cJSON *log = ctl(k, "GET", q, NULL, NULL);
+    cJSON *log = kapi_ctl(k, "GET", q, NULL, NULL);
     int posts409 = 0, posts201 = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, log) {
@@ -647,9 +418,10 @@ static void test_conflicts(void **state) {
     assert_int_equal(posts201, 1);
 
     /* A 409 on renewal: read again, renew, stay leader (no transition). */
-    int seq1 = last_seq(k);
-    fault(k, "{\"method\":\"PUT\",\"path_regex\":\"/leases/race$\",\"count\":1,\"status\":409}");
-    run_for(&k->loop, 4 * RETRY_MS);
+    int seq1 = kapi_last_seq(k);
+    kapi_fault(k,
+               "{\"method\":\"PUT\",\"path_regex\":\"/leases/race$\",\"count\":1,\"status\":409}");
+    support_run_for(&k->loop, 4 * RETRY_MS);
     int n = lease_requests(k, seq1, "race", seen, 32, NULL);
     int i409 = -1;
     for (int i = 0; i < n; i++)
@@ -663,14 +435,15 @@ static void test_conflicts(void **state) {
     assert_int_equal(a->changes, 1);
 
     /* A takeover of a released Lease that loses a race, then wins. */
-    ctl_ok(k, "POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases",
-           "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
-           "\"metadata\":{\"name\":\"race2\"},\"spec\":{\"holderIdentity\":\"\","
-           "\"leaseDurationSeconds\":1,\"leaseTransitions\":4}}");
-    int seq2 = last_seq(k);
-    fault(k, "{\"method\":\"PUT\",\"path_regex\":\"/leases/race2$\",\"count\":1,\"status\":409}");
+    kapi_ctl_ok(k, "POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+                "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
+                "\"metadata\":{\"name\":\"race2\"},\"spec\":{\"holderIdentity\":\"\","
+                "\"leaseDurationSeconds\":1,\"leaseTransitions\":4}}");
+    int seq2 = kapi_last_seq(k);
+    kapi_fault(k,
+               "{\"method\":\"PUT\",\"path_regex\":\"/leases/race2$\",\"count\":1,\"status\":409}");
     struct cand *b = cand_start(w, "race2", "host-b", false);
-    assert_true(run_until(&k->loop, is_leader, b, 5000));
+    assert_true(support_run_until(&k->loop, is_leader, b, 5000));
     n = lease_requests(k, seq2, "race2", seen, 32, NULL);
     assert_true(n >= 4);
     assert_string_equal(seen[0], "GET 200");
@@ -688,17 +461,17 @@ static void test_conflicts(void **state) {
 /* A leader whose renewals fail (500s, then hanging requests) steps down
  * renew_deadline after its last successful renewal: before the Lease can
  * expire for anyone else. When the API recovers it leads again. */
-static void test_renew_failures_step_down(void **state) {
+static void test_failing_renewals_step_down_before_expiry(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     struct cand *a = cand_start(w, "flaky", "host-a", false);
-    assert_true(run_until(&k->loop, is_leader, a, 5000));
-    run_for(&k->loop, 2 * RETRY_MS);
+    assert_true(support_run_until(&k->loop, is_leader, a, 5000));
+    support_run_for(&k->loop, 2 * RETRY_MS);
     cJSON *l0 = get_lease(k, "flaky");
 
-    int seq0 = last_seq(k);
-    fault(k, "{\"path_regex\":\"/leases/flaky$\",\"count\":-1,\"status\":500}");
-    assert_true(run_until(&k->loop, is_follower, a, RENEW_MS + 2 * RETRY_MS + 1000));
+    int seq0 = kapi_last_seq(k);
+    kapi_fault(k, "{\"path_regex\":\"/leases/flaky$\",\"count\":-1,\"status\":500}");
+    assert_true(support_run_until(&k->loop, is_follower, a, RENEW_MS + 2 * RETRY_MS + 1000));
     assert_int_equal(a->changes, 2);
     /* The last successful renewal, as the server saw it. */
     char seen[64][16];
@@ -716,24 +489,24 @@ static void test_renew_failures_step_down(void **state) {
 
     /* The API recovers: the record still names us, so we renew it (same
      * acquireTime, no transition). */
-    faults_clear(k);
-    assert_true(run_until(&k->loop, is_leader, a, 3000));
+    kapi_faults_clear(k);
+    assert_true(support_run_until(&k->loop, is_leader, a, 3000));
     assert_int_equal(a->changes, 3);
     cJSON *l1 = get_lease(k, "flaky");
     assert_int_equal(spec_int(l1, "leaseTransitions"), 0);
     assert_string_equal(spec_str(l1, "acquireTime"), spec_str(l0, "acquireTime"));
 
     /* Renewals that hang: the deadline steps the leader down all the same. */
-    run_for(&k->loop, 2 * RETRY_MS);
-    fault(k, "{\"method\":\"PUT\",\"path_regex\":\"/leases/flaky$\",\"count\":-1,"
-             "\"action\":\"hang\"}");
-    uint64_t t0 = mono_ms();
-    assert_true(run_until(&k->loop, is_follower, a, RENEW_MS + 2 * RETRY_MS + 1000));
+    support_run_for(&k->loop, 2 * RETRY_MS);
+    kapi_fault(k, "{\"method\":\"PUT\",\"path_regex\":\"/leases/flaky$\",\"count\":-1,"
+                  "\"action\":\"hang\"}");
+    uint64_t t0 = support_mono_ms();
+    assert_true(support_run_until(&k->loop, is_follower, a, RENEW_MS + 2 * RETRY_MS + 1000));
     print_message("stepped down %llu ms after renewals started hanging\n",
                   (unsigned long long)(a->lost_ms - t0));
     assert_true(a->lost_ms - t0 <= RENEW_MS + RETRY_MS + 300);
-    faults_clear(k);
-    assert_true(run_until(&k->loop, is_leader, a, RENEW_MS + 4 * RETRY_MS + 2000));
+    kapi_faults_clear(k);
+    assert_true(support_run_until(&k->loop, is_leader, a, RENEW_MS + 4 * RETRY_MS + 2000));
     assert_int_equal(a->changes, 5);
     assert_int_equal(w->violations, 0);
     cJSON_Delete(l0);
@@ -741,24 +514,24 @@ static void test_renew_failures_step_down(void **state) {
 }
 
 /* Release by a follower: nothing to hand over, done comes on the next loop
- * iteration. A release cut short by lease_stop never calls done. */
-static void test_release_edge_cases(void **state) {
+ * iteration. A release cut short by lease_close never calls done. */
+static void test_release_by_follower_and_release_cut_short_by_close(void **state) {
     struct kapi *k = *state;
-    struct world *w = k->w;
+    struct world *w = k->data;
     struct cand *a = cand_start(w, "misc", "host-a", false);
-    assert_true(run_until(&k->loop, is_leader, a, 5000));
+    assert_true(support_run_until(&k->loop, is_leader, a, 5000));
     struct cand *b = cand_start(w, "misc", "host-b", false);
-    run_for(&k->loop, 3 * RETRY_MS);
+    support_run_for(&k->loop, 3 * RETRY_MS);
     assert_false(b->leader);
 
     lease_release(&b->e, on_released, b);
     assert_int_equal(b->done_calls, 0);
-    uint64_t t0 = mono_ms();
-    assert_true(run_until(&k->loop, release_done, b, 1000));
-    assert_true(mono_ms() - t0 < 200);
+    uint64_t t0 = support_mono_ms();
+    assert_true(support_run_until(&k->loop, release_done, b, 1000));
+    assert_true(support_mono_ms() - t0 < 200);
     assert_int_equal(b->changes, 0);
     lease_release(&b->e, on_released, b); /* a second release is ignored */
-    run_for(&k->loop, RETRY_MS);
+    support_run_for(&k->loop, RETRY_MS);
     assert_int_equal(b->done_calls, 1);
     cJSON *l = get_lease(k, "misc");
     assert_string_equal(spec_str(l, "holderIdentity"), "host-a");
@@ -769,7 +542,7 @@ static void test_release_edge_cases(void **state) {
     lease_release(&a->e, on_released, a);
     assert_int_equal(a->changes, 2);
     cand_stop(a);
-    run_for(&k->loop, RENEW_MS + RETRY_MS);
+    support_run_for(&k->loop, RENEW_MS + RETRY_MS);
     assert_int_equal(a->done_calls, 0);
     assert_int_equal(a->changes, 2);
     assert_int_equal(w->violations, 0);
@@ -777,13 +550,19 @@ static void test_release_edge_cases(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_microtime),
-        cmocka_unit_test_setup_teardown(test_invalid_settings, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_single_leader_renews, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_failover_and_release, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_conflicts, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_renew_failures_step_down, world_setup, world_teardown),
-        cmocka_unit_test_setup_teardown(test_release_edge_cases, world_setup, world_teardown),
+        cmocka_unit_test(test_microtime_format),
+        cmocka_unit_test_setup_teardown(test_invalid_timings_and_identity_refused, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_single_leader_renews_keeping_acquire_time, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_takeover_after_expiry_and_at_once_after_release,
+                                        world_setup, world_teardown),
+        cmocka_unit_test_setup_teardown(test_conflicts_reread_and_retry, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_failing_renewals_step_down_before_expiry, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_release_by_follower_and_release_cut_short_by_close,
+                                        world_setup, world_teardown),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
 }

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/metrics.h"
+#include "bridge/lib/metrics.h"
 
 static char *render(const struct metrics *m) {
     buf_t b = BUF_INIT;
@@ -65,7 +65,7 @@ static void test_counter_and_gauge_text(void **state) {
     metrics_free(m);
 }
 
-static void test_escaping(void **state) {
+static void test_help_and_label_escaping(void **state) {
     (void)state;
     struct metrics *m = metrics_new();
     static const char *const l[] = {"path"};
@@ -81,7 +81,7 @@ static void test_escaping(void **state) {
     metrics_free(m);
 }
 
-static void test_histogram(void **state) {
+static void test_histogram_buckets_inclusive(void **state) {
     (void)state;
     struct metrics *m = metrics_new();
     static const char *const l[] = {"op"};
@@ -170,7 +170,7 @@ static void test_misuse_rejected(void **state) {
     metrics_free(m);
 }
 
-static void test_remove(void **state) {
+static void test_remove_series_and_prefixes(void **state) {
     (void)state;
     struct metrics *m = metrics_new();
     static const char *const l[] = {"namespace", "route", "service"};
@@ -297,11 +297,11 @@ static void test_standard_set(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter_and_gauge_text),
-        cmocka_unit_test(test_escaping),
-        cmocka_unit_test(test_histogram),
+        cmocka_unit_test(test_help_and_label_escaping),
+        cmocka_unit_test(test_histogram_buckets_inclusive),
         cmocka_unit_test(test_histogram_no_labels),
         cmocka_unit_test(test_misuse_rejected),
-        cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_remove_series_and_prefixes),
         cmocka_unit_test(test_long_label_values),
         cmocka_unit_test(test_number_format),
         cmocka_unit_test(test_standard_set),

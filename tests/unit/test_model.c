@@ -1,9 +1,9 @@
-/* test_model.c - keys and values -> struct model_route (SPEC section 1).
+/* test_model.c - keys and values -> struct model_route (bridge/model).
  *
- * Covers key parsing, the three equivalent weights forms, every bad-input
- * class the SPEC names, the route (with sticky and cross-namespace services)
- * and headers documents, and that every error message starts with the full
- * key it is about. */
+ * Covers key parsing, the three equivalent weights forms, every class of bad
+ * input the model refuses (see the top comment of bridge/model/model.c), the
+ * route (with sticky and cross-namespace services) and headers documents,
+ * and that every error message starts with the full key it is about. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/model.h"
+#include "bridge/model/model.h"
 
 #define PFX "canary/"
 
@@ -221,7 +221,7 @@ static void expect_build_error(const char *route, const char *weights, const cha
     struct model_input in = input(route, weights, headers);
     struct model_route r;
     char err[512] = "", want[64];
-    if (model_build(&in, &r, err, sizeof err) != -1)
+    if (model_build(&in, &r, err, sizeof err) != MODEL_INVALID)
         fail_msg("accepted; expected '%s'", msg);
     snprintf(want, sizeof want, PFX "default/shop/%s: ", leaf);
     if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, msg))
@@ -235,7 +235,7 @@ static void test_build_absent(void **state) {
     struct model_input in = input(NULL, NULL, NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 1);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_ABSENT);
     assert_null(r.ns);
 }
 
@@ -251,17 +251,17 @@ static void test_build_partial_weights_fail(void **state) {
     struct model_input in = input(doc, "shop-v2=10", NULL);
     struct model_route r;
     char err[512] = "";
-    assert_int_equal(model_build(&in, &r, err, sizeof err), -1);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_INVALID);
     if (!strstr(err, "canary/default/shop/weights: no explicit weight for shop-v1, shop-v3"))
         fail_msg("unexpected error: %s", err);
     assert_null(r.services);
     /* Every service named: fine; and without a weights key the default of 1
      * still applies (the document alone says "equal"). */
     in = input(doc, "shop-v1=90, shop-v2=10, shop-v3=0", NULL);
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     model_route_free(&r);
     in = input(doc, NULL, NULL);
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_int_equal(r.services[0].weight, 1);
     assert_false(r.weights_held);
     model_route_free(&r);
@@ -283,7 +283,7 @@ static void test_build_held_weights(void **state) {
     in.route_rev = 7;
     struct model_route r;
     char err[512] = "";
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_true(r.weights_held);
     assert_int_equal(r.route_rev, 7);
     assert_int_equal(r.services[0].weight, 0);
@@ -291,7 +291,7 @@ static void test_build_held_weights(void **state) {
     assert_int_equal(r.services[2].weight, 1); /* new service: nothing in force */
     model_route_free(&r);
     in.held_doc_new = true; /* the document changed since: its weight 90 is a new value */
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_int_equal(r.services[0].weight, 90);
     assert_int_equal(r.services[1].weight, 100);
     assert_true(r.weights_held);
@@ -300,7 +300,7 @@ static void test_build_held_weights(void **state) {
     in = input(doc, "shop-v1=1, shop-v2=1, shop-v3=1", NULL);
     in.held = held;
     in.n_held = 2;
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_false(r.weights_held);
     assert_int_equal(r.services[1].weight, 1);
     model_route_free(&r);
@@ -320,7 +320,7 @@ static void test_build_owned(void **state) {
                                   "shop-v1=90, shop-v2=10", NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_true(r.owned);
     assert_string_equal(r.ns, "default");
     assert_string_equal(r.name, "shop");
@@ -354,7 +354,7 @@ static void test_build_patched(void **state) {
     struct model_input in = input(NULL, "{\"shop-v2\": 25}", NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_false(r.owned);
     assert_int_equal(r.n_weights, 1);
     assert_string_equal(r.weights[0].service, "shop-v2");
@@ -368,7 +368,7 @@ static void test_build_weights_errors_name_key(void **state) {
     char err[512];
     struct model_input in = input(ROUTE, "shop-v1: 90\nshop-v2: 1.5\n", NULL);
     struct model_route r;
-    assert_int_equal(model_build(&in, &r, err, sizeof err), -1);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_INVALID);
     assert_string_equal(err, "canary/default/shop/weights: weight for 'shop-v2' must be a "
                              "non-negative integer, got 1.5");
     expect_build_error(ROUTE, "shop-v1=90, shop-v3=10", NULL, "weights",
@@ -397,7 +397,7 @@ static void test_build_effective_zero(void **state) {
                                   NULL, NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_int_equal(r.services[0].weight, 0);
     assert_int_equal(r.services[1].weight, 1);
     model_route_free(&r);
@@ -499,7 +499,7 @@ static void test_match_syntax(void **state) {
         struct model_input in = input(doc, NULL, NULL);
         struct model_route r;
         char err[512];
-        if (model_build(&in, &r, err, sizeof err) != 0)
+        if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
             fail_msg("%s: %s", cases[i].match, err);
         model_route_free(&r);
     }
@@ -512,7 +512,7 @@ static void test_route_json_form(void **state) {
     struct model_input in = input(doc, NULL, NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_int_equal(r.priority, -3);
     assert_int_equal(r.services[0].port_num, 443);
     assert_true(r.services[0].has_weight);
@@ -539,7 +539,7 @@ static void test_headers_good(void **state) {
     struct model_input in = input(ROUTE, NULL, hdr);
     struct model_route r;
     char err[256];
-    if (model_build(&in, &r, err, sizeof err) != 0)
+    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
         fail_msg("%s", err);
     assert_int_equal(r.n_rules, 3);
     assert_string_equal(r.rules[0].name, "beta");
@@ -664,7 +664,7 @@ static void test_headers_regex_cost(void **state) {
         struct model_input in = input(ROUTE, NULL, doc);
         struct model_route r;
         char err[512];
-        if (model_build(&in, &r, err, sizeof err) != 0)
+        if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
             fail_msg("%s: %s", cases[i].regex, err);
         model_route_free(&r);
     }
@@ -705,7 +705,7 @@ static void test_priority_room(void **state) {
     struct model_input in = input(doc, NULL, NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     model_route_free(&r);
 }
 
@@ -718,7 +718,7 @@ static void test_sticky_short_form(void **state) {
     struct model_input in = input(doc, NULL, NULL);
     struct model_route r;
     char err[256];
-    if (model_build(&in, &r, err, sizeof err) != 0)
+    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
         fail_msg("%s", err);
     assert_true(r.sticky.enabled);
     assert_string_equal(r.sticky.cookie, "shop_canary");
@@ -733,7 +733,7 @@ static void test_sticky_short_form(void **state) {
 
     /* No sticky: not enabled. */
     in = input(ROUTE, NULL, NULL);
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_false(r.sticky.enabled);
     assert_null(r.sticky.cookie);
     model_route_free(&r);
@@ -758,7 +758,7 @@ static void test_sticky_full_form(void **state) {
         struct model_input in = input(doc, NULL, NULL);
         struct model_route r;
         char err[256];
-        if (model_build(&in, &r, err, sizeof err) != 0)
+        if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
             fail_msg("%s", err);
         assert_true(r.sticky.enabled);
         assert_string_equal(r.sticky.cookie, "__Host-canary");
@@ -779,14 +779,14 @@ static void test_sticky_full_form(void **state) {
     struct model_input in = input(json, NULL, NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_true(r.sticky.has_max_age);
     assert_int_equal(r.sticky.max_age, 0);
     model_route_free(&r);
     char doc[512];
     snprintf(doc, sizeof doc, "%ssticky: {cookie: c, maxAge: 2147483647}\n", ROUTE);
     in = input(doc, NULL, NULL);
-    assert_int_equal(model_build(&in, &r, err, sizeof err), 0);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
     assert_int_equal(r.sticky.max_age, MODEL_MAX_AGE_MAX);
     model_route_free(&r);
 }
@@ -879,7 +879,7 @@ static void test_cross_namespace_allowed(void **state) {
     struct model_input in =
         input(XNS_ROUTE, "shop-v1=90, shop-v2=10", "- {header: X-A, value: a, service: shop-v2}\n");
     in.allow_cross_namespace = true;
-    if (model_build(&in, &r, err, sizeof err) != 0)
+    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
         fail_msg("%s", err);
     assert_int_equal(r.services[1].weight, 10);
     assert_string_equal(r.rules[0].service, "shop-v2");
@@ -924,7 +924,7 @@ static void test_error_shows_no_control_chars(void **state) {
         input("match: a\n\"x\\ny\": 1\nservices: [{name: a, port: 80}]\n", NULL, NULL);
     struct model_route r;
     char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), -1);
+    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_INVALID);
     assert_null(strchr(err, '\n'));
     assert_non_null(strstr(err, "unknown field 'x?y'"));
 }

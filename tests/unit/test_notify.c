@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/notify.h"
+#include "bridge/lib/notify.h"
 
 struct fx {
     uv_loop_t loop;
@@ -145,13 +145,13 @@ static void test_disabled_without_socket(void **state) {
     assert_int_equal(notify_status(&n, "x %d", 1), 0);
     assert_int_equal(notify_reloading(&n), 0);
     assert_int_equal(notify_stopping(&n), 0);
-    assert_int_equal(notify_watchdog_start(&n), 0);
+    assert_int_equal(notify_start(&n), 0);
     assert_int_equal(notify_watchdog_usec(&n), 0);
     assert_false(n.timer_open);
     close_notifier(f, &n);
 }
 
-static void test_messages(void **state) {
+static void test_each_message_one_datagram(void **state) {
     struct fx *f = *state;
     listen_path(f);
     struct notifier n;
@@ -227,9 +227,9 @@ static void test_watchdog_pings(void **state) {
     struct notifier n;
     assert_int_equal(notify_init(&n, &f->loop, &f->log), 0);
     assert_int_equal(notify_watchdog_usec(&n), 20000);
-    assert_int_equal(notify_watchdog_start(&n), 0);
-    assert_int_equal(notify_watchdog_start(&n), 0); /* idempotent */
-    assert_int_equal(n.pings, 1);                   /* the first one right away */
+    assert_int_equal(notify_start(&n), 0);
+    assert_int_equal(notify_start(&n), 0); /* idempotent */
+    assert_int_equal(n.pings, 1);          /* the first one right away */
 
     /* Only the loop sends the next ones: drive it until three arrived. */
     assert_int_equal(uv_poll_init(&f->loop, &f->poll, f->rx), 0);
@@ -263,7 +263,7 @@ static void test_watchdog_for_another_pid(void **state) {
     struct notifier n;
     assert_int_equal(notify_init(&n, &f->loop, &f->log), 0);
     assert_int_equal(notify_watchdog_usec(&n), 0);
-    assert_int_equal(notify_watchdog_start(&n), 0);
+    assert_int_equal(notify_start(&n), 0);
     assert_false(n.timer_open);
     f->nmsgs = 0;
     drain(f);
@@ -340,7 +340,7 @@ static void test_full_queue_never_blocks(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_disabled_without_socket, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_message_one_datagram, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abstract_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_pings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_for_another_pid, setup, teardown),

@@ -21,8 +21,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bridge/model.h"
-#include "bridge/value.h"
+#include "bridge/lib/value.h"
+#include "bridge/model/model.h"
 #include "sinks/traefik.h"
 
 #define PFX "canary/"

@@ -7,9 +7,9 @@
 
 #include <stdint.h>
 
-#include "bridge/tbucket.h"
+#include "bridge/lib/tbucket.h"
 
-static void test_bucket(void **state) {
+static void test_reserve_queues_behind_debt(void **state) {
     (void)state;
     struct tbucket b;
     tbucket_init(&b, 2, 1000, 100);
@@ -94,7 +94,7 @@ static void test_take_and_fill(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bucket),
+        cmocka_unit_test(test_reserve_queues_behind_debt),
         cmocka_unit_test(test_bucket_set_refill),
         cmocka_unit_test(test_take_and_fill),
     };

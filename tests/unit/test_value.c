@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/value.h"
+#include "bridge/lib/value.h"
 
 static cJSON *parse(const char *s, char *err, size_t errlen) {
     return value_parse(s, strlen(s), err, errlen);
@@ -33,7 +33,7 @@ static void expect_refused(const char *s, const char *needle) {
     cJSON_Delete(v);
 }
 
-static void test_json_object(void **state) {
+static void test_json_object_weights(void **state) {
     (void)state;
     char err[256];
     cJSON *v = parse("{\"shop-v1\": 90, \"shop-v2\":10}", err, sizeof err);
@@ -61,7 +61,7 @@ static void test_yaml_equals_json(void **state) {
 
 /* Windows editors start a file with a UTF-8 byte order mark: every form
  * reads as without it; anywhere else it stays what it was. */
-static void test_bom(void **state) {
+static void test_leading_bom_skipped(void **state) {
     (void)state;
     const char *forms[] = {"{\"a\": 90, \"b\": 10}", "a: 90\nb: 10\n", "a: 90\r\nb: 10\r\n",
                            "{a: 90, b: 10}"};
@@ -134,7 +134,7 @@ static void test_quoted_stay_strings(void **state) {
     cJSON_Delete(v);
 }
 
-static void test_get_int(void **state) {
+static void test_get_int_whole_numbers_only(void **state) {
     (void)state;
     char err[256];
     cJSON *v = parse("[10, 10.0, 1e1, 1.5, -3, \"10\", 9007199254740993, 99999999999999999999, "
@@ -277,7 +277,7 @@ static void test_multi_document(void **state) {
     cJSON_Delete(v);
 }
 
-static void test_empty(void **state) {
+static void test_empty_value_refused(void **state) {
     (void)state;
     char err[256];
     assert_null(value_parse("", 0, err, sizeof err));
@@ -477,13 +477,13 @@ static void test_emit_null_input(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_object),
+        cmocka_unit_test(test_json_object_weights),
         cmocka_unit_test(test_yaml_equals_json),
         cmocka_unit_test(test_json_with_tabs),
-        cmocka_unit_test(test_bom),
+        cmocka_unit_test(test_leading_bom_skipped),
         cmocka_unit_test(test_plain_scalar_typing),
         cmocka_unit_test(test_quoted_stay_strings),
-        cmocka_unit_test(test_get_int),
+        cmocka_unit_test(test_get_int_whole_numbers_only),
         cmocka_unit_test(test_get_int_after_set),
         cmocka_unit_test(test_aliases_refused),
         cmocka_unit_test(test_alias_bomb_refused_quickly),
@@ -493,7 +493,7 @@ int main(void) {
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_multi_document),
-        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_empty_value_refused),
         cmocka_unit_test(test_tags_and_keys),
         cmocka_unit_test(test_emit_exact),
         cmocka_unit_test(test_emit_numbers),

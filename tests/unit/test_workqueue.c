@@ -8,14 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/workqueue.h"
+#include "bridge/lib/workqueue.h"
+#include "support.h"
 
 struct rec {
     uv_loop_t loop; /* each test runs its own loop */
     struct workqueue q;
     char seen[64][32];
     size_t n;
-    bool auto_done; /* call wq_done from inside process */
+    bool auto_done; /* call workqueue_done from inside process */
     bool retry;     /* ... with retry */
 };
 
@@ -24,46 +25,40 @@ static void process(void *user, const char *key) {
     if (r->n < 64)
         snprintf(r->seen[r->n++], sizeof r->seen[0], "%s", key);
     if (r->auto_done)
-        wq_done(&r->q, key, r->retry);
+        workqueue_done(&r->q, key, r->retry);
 }
 
-/* Run the loop until cond holds or the loop runs dry (bounded iterations:
- * a test failure, never a hang). */
-static void run_until(struct rec *r, bool (*cond)(struct rec *)) {
-    for (int i = 0; i < 100000 && !cond(r); i++)
-        uv_run(&r->loop, UV_RUN_ONCE);
+static bool drained(void *arg) {
+    struct rec *r = arg;
+    return workqueue_pending(&r->q) == 0 && workqueue_delayed(&r->q) == 0;
 }
-
-static bool drained(struct rec *r) {
-    return wq_pending(&r->q) == 0 && wq_delayed(&r->q) == 0;
-}
-static bool seen3(struct rec *r) {
-    return r->n >= 3;
+static bool seen3(void *arg) {
+    return ((struct rec *)arg)->n >= 3;
 }
 
 static void setup_rec(struct rec *r, size_t max) {
     memset(r, 0, sizeof *r);
     assert_int_equal(uv_loop_init(&r->loop), 0);
-    assert_int_equal(wq_init(&r->q, &r->loop, max, process, r), 0);
+    assert_int_equal(workqueue_init(&r->q, &r->loop, max, process, r), 0);
 }
 
 static void teardown_rec(struct rec *r) {
-    wq_close(&r->q);
+    workqueue_close(&r->q);
     uv_run(&r->loop, UV_RUN_DEFAULT);
-    wq_free(&r->q);
+    workqueue_free(&r->q);
     assert_int_equal(uv_loop_close(&r->loop), 0);
 }
 
-static void test_coalesce(void **state) {
+static void test_adds_of_one_key_coalesce(void **state) {
     (void)state;
     struct rec r;
     setup_rec(&r, 4);
     r.auto_done = true;
     for (int i = 0; i < 5; i++)
-        assert_int_equal(wq_add(&r.q, "ns/a"), 0);
-    assert_int_equal(wq_add(&r.q, "ns/b"), 0);
-    assert_int_equal(wq_pending(&r.q), 2);
-    run_until(&r, drained);
+        assert_int_equal(workqueue_add(&r.q, "ns/a"), 0);
+    assert_int_equal(workqueue_add(&r.q, "ns/b"), 0);
+    assert_int_equal(workqueue_pending(&r.q), 2);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 2); /* five adds of ns/a became one pass */
     assert_string_equal(r.seen[0], "ns/a");
     assert_string_equal(r.seen[1], "ns/b");
@@ -74,17 +69,17 @@ static void test_dirty_requeue(void **state) {
     (void)state;
     struct rec r;
     setup_rec(&r, 4);
-    wq_add(&r.q, "k");
-    run_until(&r, seen3); /* runs until nothing is left to do */
+    workqueue_add(&r.q, "k");
+    support_run_until_idle(&r.loop, seen3, &r); /* runs until nothing is left to do */
     assert_int_equal(r.n, 1);
     /* Added while in flight: not handed out twice, but runs again after. */
-    wq_add(&r.q, "k");
-    wq_add(&r.q, "k");
+    workqueue_add(&r.q, "k");
+    workqueue_add(&r.q, "k");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 1);
-    wq_done(&r.q, "k", false);
+    workqueue_done(&r.q, "k", false);
     r.auto_done = true;
-    run_until(&r, drained);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 2);
     teardown_rec(&r);
 }
@@ -93,18 +88,18 @@ static void test_max_in_flight(void **state) {
     (void)state;
     struct rec r;
     setup_rec(&r, 2);
-    wq_add(&r.q, "a");
-    wq_add(&r.q, "b");
-    wq_add(&r.q, "c");
+    workqueue_add(&r.q, "a");
+    workqueue_add(&r.q, "b");
+    workqueue_add(&r.q, "c");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
     assert_int_equal(r.q.in_flight, 2);
-    wq_done(&r.q, "a", false);
+    workqueue_done(&r.q, "a", false);
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 3);
     assert_string_equal(r.seen[2], "c");
-    wq_done(&r.q, "b", false);
-    wq_done(&r.q, "c", false);
+    workqueue_done(&r.q, "b", false);
+    workqueue_done(&r.q, "c", false);
     teardown_rec(&r);
 }
 
@@ -116,13 +111,13 @@ static void test_retry_backoff(void **state) {
     r.q.max_backoff_ms = 4;
     r.auto_done = true;
     r.retry = true;
-    wq_add(&r.q, "x");
-    run_until(&r, seen3);
+    workqueue_add(&r.q, "x");
+    support_run_until_idle(&r.loop, seen3, &r);
     assert_true(r.n >= 3); /* came back twice by itself after failing */
-    assert_true(wq_failures(&r.q, "x") >= 3);
+    assert_true(workqueue_failures(&r.q, "x") >= 3);
     r.retry = false;
-    run_until(&r, drained);
-    assert_int_equal(wq_failures(&r.q, "x"), 0); /* success forgets */
+    support_run_until_idle(&r.loop, drained, &r);
+    assert_int_equal(workqueue_failures(&r.q, "x"), 0); /* success forgets */
     teardown_rec(&r);
 }
 
@@ -131,11 +126,11 @@ static void test_add_after_then_add_now(void **state) {
     struct rec r;
     setup_rec(&r, 1);
     r.auto_done = true;
-    wq_add_after(&r.q, "late", 3600 * 1000);
-    assert_int_equal(wq_delayed(&r.q), 1);
-    wq_add(&r.q, "late"); /* an edit arrives: it runs now, not in an hour */
-    assert_int_equal(wq_delayed(&r.q), 0);
-    run_until(&r, drained);
+    workqueue_add_after(&r.q, "late", 3600 * 1000);
+    assert_int_equal(workqueue_delayed(&r.q), 1);
+    workqueue_add(&r.q, "late"); /* an edit arrives: it runs now, not in an hour */
+    assert_int_equal(workqueue_delayed(&r.q), 0);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 1);
     teardown_rec(&r);
 }
@@ -146,38 +141,38 @@ static void test_retry_after_holds_against_new_input(void **state) {
     (void)state;
     struct rec r;
     setup_rec(&r, 1);
-    wq_add(&r.q, "k");
+    workqueue_add(&r.q, "k");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 1);
-    wq_done_after(&r.q, "k", 3600 * 1000); /* 429, Retry-After: 3600 */
-    wq_add(&r.q, "k");                     /* an edit arrives */
+    workqueue_done_after(&r.q, "k", 3600 * 1000); /* 429, Retry-After: 3600 */
+    workqueue_add(&r.q, "k");                     /* an edit arrives */
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 1); /* still waiting */
-    assert_int_equal(wq_delayed(&r.q), 1);
-    assert_int_equal(wq_pending(&r.q), 0);
+    assert_int_equal(workqueue_delayed(&r.q), 1);
+    assert_int_equal(workqueue_pending(&r.q), 0);
     /* Our own backoff gives way to new input. */
-    wq_add(&r.q, "other");
+    workqueue_add(&r.q, "other");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
-    wq_done(&r.q, "other", true);
-    wq_add(&r.q, "other");
+    workqueue_done(&r.q, "other", true);
+    workqueue_add(&r.q, "other");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 3);
-    wq_done(&r.q, "other", false);
+    workqueue_done(&r.q, "other", false);
     teardown_rec(&r);
 }
 
-static void test_pause(void **state) {
+static void test_pause_holds_keys(void **state) {
     (void)state;
     struct rec r;
     setup_rec(&r, 1);
     r.auto_done = true;
-    wq_pause(&r.q, true);
-    wq_add(&r.q, "p");
+    workqueue_pause(&r.q, true);
+    workqueue_add(&r.q, "p");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 0);
-    wq_pause(&r.q, false);
-    run_until(&r, drained);
+    workqueue_pause(&r.q, false);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 1);
     teardown_rec(&r);
 }
@@ -189,14 +184,14 @@ static void test_changes_before_rechecks(void **state) {
     struct rec r;
     setup_rec(&r, 1);
     r.auto_done = true;
-    wq_add(&r.q, "r1");
-    wq_add(&r.q, "r2");
-    wq_add(&r.q, "moved");
-    wq_add(&r.q, "r3");
-    wq_add_change(&r.q, "edit");
-    wq_add_change(&r.q, "moved"); /* queued as a re-check, now a change */
-    assert_int_equal(wq_pending(&r.q), 5);
-    run_until(&r, drained);
+    workqueue_add(&r.q, "r1");
+    workqueue_add(&r.q, "r2");
+    workqueue_add(&r.q, "moved");
+    workqueue_add(&r.q, "r3");
+    workqueue_add_change(&r.q, "edit");
+    workqueue_add_change(&r.q, "moved"); /* queued as a re-check, now a change */
+    assert_int_equal(workqueue_pending(&r.q), 5);
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 5);
     assert_string_equal(r.seen[0], "edit");
     assert_string_equal(r.seen[1], "moved");
@@ -204,9 +199,9 @@ static void test_changes_before_rechecks(void **state) {
     assert_string_equal(r.seen[3], "r2");
     assert_string_equal(r.seen[4], "r3");
     /* Once handed out, a key is a plain re-check again. */
-    wq_add(&r.q, "r1");
-    wq_add(&r.q, "edit");
-    run_until(&r, drained);
+    workqueue_add(&r.q, "r1");
+    workqueue_add(&r.q, "edit");
+    support_run_until_idle(&r.loop, drained, &r);
     assert_string_equal(r.seen[5], "r1");
     assert_string_equal(r.seen[6], "edit");
     teardown_rec(&r);
@@ -232,8 +227,9 @@ static void on_settle(void *user, bool holding, size_t changes, uint64_t held_ms
     }
 }
 
-static bool hold_ended(struct rec *r) {
-    return !wq_holding(&r->q) && drained(r);
+static bool hold_ended(void *arg) {
+    struct rec *r = arg;
+    return !workqueue_holding(&r->q) && drained(r);
 }
 
 /* Changes within the burst go out at once; past it the queue holds until
@@ -245,25 +241,25 @@ static void test_settle_holds_until_quiet(void **state) {
     r.auto_done = true;
     memset(&g_holds, 0, sizeof g_holds);
     /* Two changes, no refill to speak of, 20 ms of quiet ends a hold. */
-    wq_settle(&r.q, 2, 3600 * 1000, 20, 60 * 1000, on_settle);
-    wq_add_change(&r.q, "a");
-    wq_add_change(&r.q, "a"); /* the same key again: not new work */
-    wq_add_change(&r.q, "b");
-    assert_false(wq_holding(&r.q));
+    workqueue_settle(&r.q, 2, 3600 * 1000, 20, 60 * 1000, on_settle);
+    workqueue_add_change(&r.q, "a");
+    workqueue_add_change(&r.q, "a"); /* the same key again: not new work */
+    workqueue_add_change(&r.q, "b");
+    assert_false(workqueue_holding(&r.q));
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2); /* a single edit (or two) never waits */
-    wq_add_change(&r.q, "c");
-    assert_true(wq_holding(&r.q));
+    workqueue_add_change(&r.q, "c");
+    assert_true(workqueue_holding(&r.q));
     assert_int_equal(g_holds.began, 1);
-    wq_add_change(&r.q, "d");
-    wq_add_change(&r.q, "c");
+    workqueue_add_change(&r.q, "d");
+    workqueue_add_change(&r.q, "c");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2); /* held */
     /* A plain add (resync, drift) is held too, but does not count. */
-    wq_add(&r.q, "e");
+    workqueue_add(&r.q, "e");
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
-    run_until(&r, hold_ended);
+    support_run_until_idle(&r.loop, hold_ended, &r);
     assert_int_equal(g_holds.ended, 1);
     assert_int_equal(g_holds.changes, 3); /* c (trip), d, c again */
     assert_int_equal(r.n, 5);
@@ -271,10 +267,10 @@ static void test_settle_holds_until_quiet(void **state) {
     assert_string_equal(r.seen[3], "d");
     assert_string_equal(r.seen[4], "e");
     /* The bucket is full again after a hold: the next edits go at once. */
-    wq_add_change(&r.q, "f");
-    wq_add_change(&r.q, "g");
-    assert_false(wq_holding(&r.q));
-    run_until(&r, drained);
+    workqueue_add_change(&r.q, "f");
+    workqueue_add_change(&r.q, "g");
+    assert_false(workqueue_holding(&r.q));
+    support_run_until_idle(&r.loop, drained, &r);
     assert_int_equal(r.n, 7);
     teardown_rec(&r);
 }
@@ -286,35 +282,35 @@ static void test_settle_max_hold(void **state) {
     struct rec r;
     setup_rec(&r, 1);
     memset(&g_holds, 0, sizeof g_holds);
-    wq_settle(&r.q, 1, 3600 * 1000, 3600 * 1000, 20, on_settle);
-    wq_add_change(&r.q, "a");
-    wq_add_change(&r.q, "b"); /* trips: quiet would take an hour */
-    assert_true(wq_holding(&r.q));
-    run_until(&r, seen3); /* runs until the loop has nothing left */
-    assert_false(wq_holding(&r.q));
+    workqueue_settle(&r.q, 1, 3600 * 1000, 3600 * 1000, 20, on_settle);
+    workqueue_add_change(&r.q, "a");
+    workqueue_add_change(&r.q, "b"); /* trips: quiet would take an hour */
+    assert_true(workqueue_holding(&r.q));
+    support_run_until_idle(&r.loop, seen3, &r); /* runs until the loop has nothing left */
+    assert_false(workqueue_holding(&r.q));
     assert_int_equal(g_holds.ended, 1);
-    /* max_in_flight 1 and nobody calls wq_done: a is in flight, b waits.
+    /* max_in_flight 1 and nobody calls workqueue_done: a is in flight, b waits.
      * New changes while b waits join the flush instead of holding it. */
     assert_int_equal(r.n, 1);
-    wq_add_change(&r.q, "c");
-    wq_add_change(&r.q, "d");
-    assert_false(wq_holding(&r.q));
-    wq_done(&r.q, "a", false);
+    workqueue_add_change(&r.q, "c");
+    workqueue_add_change(&r.q, "d");
+    assert_false(workqueue_holding(&r.q));
+    workqueue_done(&r.q, "a", false);
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 2);
-    wq_done(&r.q, "b", false);
+    workqueue_done(&r.q, "b", false);
     uv_run(&r.loop, UV_RUN_NOWAIT);
-    wq_done(&r.q, "c", false);
+    workqueue_done(&r.q, "c", false);
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 4);
     assert_string_equal(r.seen[3], "d");
     /* Drained: the next burst may hold again, past a full bucket. */
-    wq_done(&r.q, "d", false);
+    workqueue_done(&r.q, "d", false);
     uv_run(&r.loop, UV_RUN_NOWAIT);
-    wq_add_change(&r.q, "e");
-    assert_false(wq_holding(&r.q));
-    wq_add_change(&r.q, "f");
-    assert_true(wq_holding(&r.q));
+    workqueue_add_change(&r.q, "e");
+    assert_false(workqueue_holding(&r.q));
+    workqueue_add_change(&r.q, "f");
+    assert_true(workqueue_holding(&r.q));
     teardown_rec(&r);
 }
 
@@ -326,19 +322,19 @@ static void test_settle_one_hot_key_never_holds(void **state) {
     setup_rec(&r, 4);
     r.auto_done = true;
     memset(&g_holds, 0, sizeof g_holds);
-    wq_settle(&r.q, 2, 3600 * 1000, 20, 60 * 1000, on_settle);
+    workqueue_settle(&r.q, 2, 3600 * 1000, 20, 60 * 1000, on_settle);
     for (int i = 0; i < 20; i++) {
-        wq_add_change(&r.q, "hot");
-        assert_false(wq_holding(&r.q));
+        workqueue_add_change(&r.q, "hot");
+        assert_false(workqueue_holding(&r.q));
         uv_run(&r.loop, UV_RUN_NOWAIT);
     }
     assert_int_equal(r.n, 20); /* every change was its own pass, at once */
     assert_int_equal(g_holds.began, 0);
     /* Other keys still draw: one more fits the bucket, the next trips. */
-    wq_add_change(&r.q, "x");
-    assert_false(wq_holding(&r.q));
-    wq_add_change(&r.q, "y");
-    assert_true(wq_holding(&r.q));
+    workqueue_add_change(&r.q, "x");
+    assert_false(workqueue_holding(&r.q));
+    workqueue_add_change(&r.q, "y");
+    assert_true(workqueue_holding(&r.q));
     teardown_rec(&r);
 }
 
@@ -348,13 +344,13 @@ static void test_settle_off(void **state) {
     struct rec r;
     setup_rec(&r, 8);
     r.auto_done = true;
-    wq_settle(&r.q, 1, 3600 * 1000, 20, 0, NULL);
+    workqueue_settle(&r.q, 1, 3600 * 1000, 20, 0, NULL);
     char key[8];
     for (int i = 0; i < 5; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        wq_add_change(&r.q, key);
+        workqueue_add_change(&r.q, key);
     }
-    assert_false(wq_holding(&r.q));
+    assert_false(workqueue_holding(&r.q));
     uv_run(&r.loop, UV_RUN_NOWAIT);
     assert_int_equal(r.n, 5);
     teardown_rec(&r);
@@ -362,12 +358,12 @@ static void test_settle_off(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_coalesce),
+        cmocka_unit_test(test_adds_of_one_key_coalesce),
         cmocka_unit_test(test_dirty_requeue),
         cmocka_unit_test(test_max_in_flight),
         cmocka_unit_test(test_retry_backoff),
         cmocka_unit_test(test_add_after_then_add_now),
-        cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_pause_holds_keys),
         cmocka_unit_test(test_retry_after_holds_against_new_input),
         cmocka_unit_test(test_changes_before_rechecks),
         cmocka_unit_test(test_settle_holds_until_quiet),

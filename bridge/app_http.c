@@ -1,0 +1,182 @@
+/* app_http.c - the HTTP endpoints and the metrics they serve.
+ *
+ * /healthz answers as long as the loop turns; /readyz says whether the bridge
+ * is doing its job (first sync done, source connected, the API server
+ * reachable with accepted credentials, no deletion held for a person to
+ * look at); /metrics renders the registry. The registry itself lives in
+ * struct app, so counters survive reloads; the reconciler and the Kubernetes
+ * client feed it through the hooks below, and gauges that are cheaper to
+ * compute at scrape time than to keep current are set when scraped. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/app_internal.h"
+
+void app_http_on_pass(void *user, const char *route_id, const char *result) {
+    struct generation *g = user;
+    (void)route_id;
+    metric_add(g->app->bm.reconcile_total, METRIC_LABELS(result), 1);
+}
+
+void app_http_on_burst(void *user, bool holding, size_t changes, uint64_t held_ms) {
+    struct generation *g = user;
+    (void)changes;
+    (void)held_ms;
+    if (holding)
+        metric_add(g->app->bm.burst_holds_total, NULL, 1);
+    metric_set(g->app->bm.burst_holding, NULL, holding ? 1 : 0);
+}
+
+void app_http_on_propagated(void *user, const char *route_id, double seconds) {
+    struct generation *g = user;
+    (void)route_id;
+    metric_observe(g->app->bm.propagation_seconds, NULL, seconds);
+}
+
+void app_http_on_kube_answer(void *user, const char *verb, long status) {
+    struct generation *g = user;
+    char code[16];
+    snprintf(code, sizeof code, "%ld", status);
+    metric_add(g->app->bm.kube_requests_total, METRIC_LABELS(verb, status ? code : "error"), 1);
+}
+
+static void split_id(const char *id, char *ns, size_t nslen, const char **name) {
+    const char *slash = strchr(id, '/');
+    size_t n = slash ? (size_t)(slash - id) : 0;
+    if (n >= nslen)
+        n = nslen - 1;
+    memcpy(ns, id, n);
+    ns[n] = '\0';
+    *name = slash ? slash + 1 : id;
+}
+
+/* The services a route had series for are kept per route, so a pass touches
+ * only its own series: removing by label prefix scans every series, and at
+ * 10,000 routes that scan was half of the CPU of a full sync (perf,
+ * bench/RESULTS.md). */
+void app_http_export_weights(struct generation *g, const char *route_id,
+                             const struct model_route *m) {
+    struct bridge_metrics *bm = &g->app->bm;
+    char ns[MODEL_NS_MAX + 1];
+    const char *name;
+    split_id(route_id, ns, sizeof ns, &name);
+    size_t n = app_weight_count(m);
+    double w;
+    char *old = map_get(&g->weight_series, route_id);
+    for (const char *o = old; o && *o; o += strlen(o) + 1) {
+        size_t i = 0;
+        while (i < n && strcmp(app_weight_at(m, i, &w), o) != 0)
+            i++;
+        if (i == n)
+            metric_remove(bm->route_weight, METRIC_LABELS(ns, name, o));
+    }
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++) {
+        const char *svc = app_weight_at(m, i, &w);
+        metric_set(bm->route_weight, METRIC_LABELS(ns, name, svc), w);
+        len += strlen(svc) + 1;
+    }
+    char *packed = n ? malloc(len) : NULL;
+    if (packed) {
+        char *p = packed;
+        for (size_t i = 0; i < n; i++) {
+            const char *svc = app_weight_at(m, i, &w);
+            size_t l = strlen(svc) + 1;
+            memcpy(p, svc, l);
+            p += l;
+        }
+        *p = '\0';
+        void *prev = NULL;
+        if (map_put(&g->weight_series, route_id, packed, &prev) == 0) {
+            free(prev);
+            return;
+        }
+        free(packed);
+    }
+    /* Gone, or no memory to remember the list: forget it (a later pass of
+     * this route then cannot drop series of services it no longer has;
+     * better than a scan at every pass). */
+    free(map_del(&g->weight_series, route_id));
+}
+
+void app_http_free(struct generation *g) {
+    struct map_iter it;
+    map_iter_init(&it, &g->weight_series);
+    for (struct map_entry *e; (e = map_iter_next(&it));)
+        free(e->value);
+    map_free(&g->weight_series);
+}
+
+/* Gauges that are cheaper to compute at scrape time than to keep current. */
+static void metrics_refresh(struct generation *g) {
+    struct bridge_metrics *bm = &g->app->bm;
+    if (!g->have_rec)
+        return;
+    size_t applied, failed, pending;
+    app_count_routes(g, &applied, &failed, &pending);
+    metric_set(bm->routes, METRIC_LABELS("applied"), (double)applied);
+    metric_set(bm->routes, METRIC_LABELS("error"), (double)failed);
+    metric_set(bm->routes, METRIC_LABELS("pending"), (double)pending);
+    metric_set(bm->deletion_held, NULL, g->rec.guard.holding ? 1 : 0);
+    metric_set(bm->deletion_held_routes, NULL,
+               g->rec.guard.holding ? (double)g->rec.guard.gone : 0);
+    if (g->rec.stats.conflicts > g->conflicts_seen) {
+        metric_add(bm->conflicts_total, NULL, (double)(g->rec.stats.conflicts - g->conflicts_seen));
+        g->conflicts_seen = g->rec.stats.conflicts;
+    }
+    if (g->rec.stats.undone > g->undone_seen) {
+        metric_add(bm->undone_writes_total, NULL, (double)(g->rec.stats.undone - g->undone_seen));
+        g->undone_seen = g->rec.stats.undone;
+    }
+}
+
+/* Why the Kubernetes side cannot work now, or NULL. */
+static const char *kube_problem(struct generation *g) {
+    const char *p = g->kube ? kube_client_problem(g->kube) : NULL;
+    for (int k = 0; !p && g->have_informers && k < OBJ_NKINDS; k++)
+        p = informer_problem(&g->inf[k]);
+    return p;
+}
+
+static void serve_readyz(struct generation *g, struct httpd_response *res) {
+    char held[512];
+    if (g->have_rec && reconciler_guard_describe(&g->rec, held, sizeof held)) {
+        res->status = 503; /* a person has to look: see reconcile.h */
+        buf_printf(&res->body, "%s\n", held);
+        return;
+    }
+    /* The sink counts as much as the source: a bridge that cannot reach
+     * the API server, or whose credentials it refuses, is not ready. */
+    const char *sink = kube_problem(g);
+    bool ready = g->working && g->source_connected && !g->stopping && !sink;
+    res->status = ready ? 200 : 503;
+    if (ready || g->stopping || !g->working || !g->source_connected)
+        buf_puts(&res->body, ready         ? "ready\n"
+                             : g->stopping ? "stopping\n"
+                             : !g->working ? "first sync not done\n"
+                                           : "source disconnected\n");
+    else
+        buf_printf(&res->body, "kubernetes: %s\n", sink);
+}
+
+void app_http_serve(void *user, const char *method, const char *path, struct httpd_response *res) {
+    struct generation *g = user;
+    (void)method;
+    if (strcmp(path, "/healthz") == 0) {
+        /* Answering at all means the loop turns. */
+        buf_puts(&res->body, "ok\n");
+    } else if (strcmp(path, "/readyz") == 0) {
+        serve_readyz(g, res);
+    } else if (strcmp(path, "/metrics") == 0) {
+        metrics_refresh(g);
+        res->content_type = METRICS_CONTENT_TYPE;
+        if (metrics_render(g->app->metrics, &res->body) < 0) {
+            res->status = 500;
+            buf_reset(&res->body);
+        }
+    } else {
+        res->status = 404;
+        buf_puts(&res->body, "not found: try /metrics, /healthz or /readyz\n");
+    }
+}

@@ -1,0 +1,189 @@
+/* app_internal.h - one generation of the daemon, and what the app's files
+ * share about it.
+ *
+ * A generation is everything one configuration builds: its own libuv loop
+ * and every handle, client and cache on it. It is allocated zeroed when the
+ * daemon starts and on each reload, and freed once its loop has closed, so a
+ * new field starts from zero in every generation without anyone resetting
+ * it. Only struct app (bridge/app.h) outlives it.
+ *
+ * The files, by job:
+ *   app.c           the generation's lifecycle and the wiring between source,
+ *                   key cache, informers, reconciler and leader election;
+ *   app_status.c    status feedback: <prefix><ns>/<name>/status written back
+ *                   to the source;
+ *   app_http.c      the HTTP endpoints (/healthz, /readyz, /metrics) and the
+ *                   metrics the pipeline feeds;
+ *   app_oneshot.c   what the one-shot commands (check, render, sync) print
+ *                   and when they are done;
+ *   app_discovery.c traefik.api_group: auto, asked of the API server.
+ * Not for use outside bridge/app*.c. */
+#ifndef CB_APP_INTERNAL_H
+#define CB_APP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bridge/app.h"
+#include "bridge/core/keycache.h"
+#include "bridge/core/reconcile.h"
+#include "bridge/lib/http.h"
+#include "bridge/lib/httpd.h"
+#include "bridge/lib/map.h"
+#include "bridge/lib/notify.h"
+#include "sinks/events.h"
+#include "sinks/informer.h"
+#include "sinks/kube.h"
+#include "sinks/kubeconfig.h"
+#include "sinks/lease.h"
+#include "sources/source.h"
+
+struct generation {
+    struct app *app;
+    uv_loop_t loop;
+
+    /* What runs on the loop, in start order. A pointer is NULL and a have_
+     * flag false until the part is made; teardown closes what was made. */
+    struct notifier notify;
+    struct http_client *http;
+    struct keycache keys;
+    bool have_keys;
+    struct httpd *httpd; /* run, when server.listen is set */
+    struct source *source;
+    struct kube_client *kube;      /* all but render */
+    struct event_recorder *events; /* run, not in dry-run */
+    struct kube_call *discovery;   /* traefik.api_group: auto, in flight */
+    struct informer inf[OBJ_NKINDS];
+    bool have_informers;
+    struct reconciler rec; /* run, sync */
+    bool have_rec;
+    struct lease_elector lease; /* leader_election.enabled */
+    bool have_lease;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t resync_timer;
+    uv_timer_t deadline; /* one-shot commands and shutdown */
+    uv_timer_t drain_timer;
+    uv_timer_t discovery_timer; /* retries of traefik.api_group: auto */
+    bool have_timers;
+    char api_group[64];      /* traefik.api_group, or what auto found */
+    char field_manager[160]; /* ?fieldManager= of our writes */
+
+    /* Progress. */
+    bool source_connected;
+    bool source_synced; /* a first complete snapshot arrived */
+    unsigned informers_synced;
+    unsigned discovery_failures;
+    bool working;         /* workqueue released: source and informers are in */
+    bool leader;          /* may write: elected, or no election configured */
+    bool lease_releasing; /* shutdown: handing the Lease over */
+    bool ready_notified;  /* READY=1 sent */
+    bool stopping;        /* app_stop ran: draining */
+    bool closed;          /* generation_close ran: handles closing */
+    int exit_code;
+
+    /* Metrics (app_http.c). */
+    uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
+    uint64_t undone_seen;    /* rec.stats.undone already added to the counter */
+    /* route id -> the services it has route_weight series for, packed as
+     * "a\0b\0\0": a pass updates its own series without scanning all. */
+    struct map weight_series;
+
+    /* Status feedback (app_status.c). */
+    struct map status_writes;    /* route id -> struct status_write in flight */
+    struct map weights_in_force; /* route id -> {"svc":weight,...} last applied (JSON) */
+    bool status_write_failing;   /* logged once per streak of failed status writes */
+
+    /* `check` (app_oneshot.c). */
+    struct {
+        bool source_ok;
+        bool source_refused; /* the source refused the credentials: FAIL printed */
+        bool api_done;
+        bool api_ok;
+    } check;
+};
+
+/* A route model's weights, however it was written: services (owned) or
+ * weights (patched). */
+static inline size_t app_weight_count(const struct model_route *m) {
+    return m ? (m->owned ? m->n_services : m->n_weights) : 0;
+}
+
+/* Service i and, in *w, its weight. */
+static inline const char *app_weight_at(const struct model_route *m, size_t i, double *w) {
+    *w = (double)(m->owned ? m->services[i].weight : m->weights[i].weight);
+    return m->owned ? m->services[i].name : m->weights[i].service;
+}
+
+/* app.c */
+
+/* Stop the generation: no new work, finish the writes in flight (bounded),
+ * hand over the Lease, then close everything; the loop then returns. code is
+ * the exit status. Safe to call again (the first code stays). */
+void app_stop(struct generation *g, int code);
+/* Tell systemd what the bridge is doing (STATUS=), when it changed. */
+void app_set_status(struct generation *g, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Everything that needs the API group: informers and reconciler (run, sync)
+ * or the CRD check (check). Returns 0 or -1 (logged). */
+int app_start_objects(struct generation *g);
+/* Routes by the state of their last pass; pending: known but not yet passed. */
+void app_count_routes(struct generation *g, size_t *applied, size_t *failed, size_t *pending);
+
+/* app_status.c */
+
+/* Write route_id's status key (one write in flight per route; a change
+ * meanwhile is written when it is done). Does nothing unless reconcile.status
+ * is on and the command writes. */
+void app_status_request(struct generation *g, const char *route_id);
+/* Keycache: a key with an unknown leaf came or went under route_id. */
+void app_status_on_leaves(void *user, const char *route_id);
+/* Remember the weights applied to a route for its status (m NULL: gone). */
+void app_status_remember_weights(struct generation *g, const char *route_id,
+                                 const struct model_route *m);
+/* After the loop: free the writes that were cancelled, and the weights. */
+void app_status_free(struct generation *g);
+
+/* app_http.c */
+
+/* httpd handler: /healthz, /readyz, /metrics. */
+void app_http_serve(void *user, const char *method, const char *path, struct httpd_response *res);
+/* Reconciler and Kubernetes client hooks that feed the metrics. */
+void app_http_on_pass(void *user, const char *route_id, const char *result);
+void app_http_on_burst(void *user, bool holding, size_t changes, uint64_t held_ms);
+void app_http_on_propagated(void *user, const char *route_id, double seconds);
+void app_http_on_kube_answer(void *user, const char *verb, long status);
+/* The route_weight series of one route, from m (NULL: the route is gone). */
+void app_http_export_weights(struct generation *g, const char *route_id,
+                             const struct model_route *m);
+/* After the loop: free the per-route series lists. */
+void app_http_free(struct generation *g);
+
+/* app_oneshot.c */
+
+/* --timeout, or the default. */
+uint64_t app_oneshot_timeout_ms(const struct generation *g);
+/* render: print every route's objects (or the one asked for), then stop. */
+void app_oneshot_render(struct generation *g);
+/* check: the source answered with a complete snapshot. */
+void app_oneshot_check_snapshot(struct generation *g, size_t n, uint64_t revision);
+/* check: when the source refused the credentials, print FAIL and return
+ * true (retrying cannot fix them); false otherwise. */
+bool app_oneshot_check_refused(struct generation *g, const char *reason);
+/* check: what the Kubernetes client will use (never the credential itself). */
+void app_oneshot_check_conn(const struct kube_conn *conn);
+/* check: ask the API server whether it serves the Traefik CRDs. 0 or -1. */
+int app_oneshot_check_api(struct generation *g);
+/* sync: everything has been through a pass; stop with the result. */
+void app_oneshot_sync_drained(struct generation *g);
+/* check, sync, render: the deadline passed; say what did not finish. */
+void app_oneshot_report_timeout(struct generation *g);
+
+/* app_discovery.c */
+
+/* traefik.api_group: auto: ask the API server which group it serves, then
+ * app_start_objects; retried with backoff (check: fails at once). */
+void app_discovery_start(struct generation *g);
+
+#endif

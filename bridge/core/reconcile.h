@@ -1,0 +1,215 @@
+/* reconcile.h - make the cluster match the keys, one route at a time.
+ *
+ * A pass for route ns/name: build the desired state from the key cache
+ * (model), render the Traefik objects, compare with the live objects the
+ * informers hold, and write only what differs: POST when missing, PUT with
+ * the cached resourceVersion otherwise (no GET on the normal path). A 409
+ * means someone else wrote first: read the object again, recompute, retry
+ * with backoff and jitter, a bounded number of times, then requeue. Bad input
+ * fails only its own route, and the objects stay as they were.
+ *
+ * Object order is the safety property: Middlewares and the TraefikService are
+ * written BEFORE the IngressRoute that references them, and (policy `sync`)
+ * deleted only AFTER the IngressRoute stopped referencing them. */
+#ifndef CB_RECONCILE_H
+#define CB_RECONCILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bridge/core/keycache.h"
+#include "bridge/lib/log.h"
+#include "bridge/lib/map.h"
+#include "bridge/lib/workqueue.h"
+#include "sinks/informer.h"
+#include "sinks/kube.h"
+#include "sinks/traefik.h"
+
+#define RECONCILE_CONFLICT_RETRIES 5
+/* A route whose namespace does not exist is retried after 30 s, doubling up
+ * to 10 min (with jitter), one create per retry. */
+#define RECONCILE_NS_RETRY_MIN_MS 30000
+#define RECONCILE_NS_RETRY_MAX_MS 600000
+/* Two writers: after this many of our writes undone in a row, each within
+ * the window of the write, the route writes at most once per backoff period
+ * (1 s doubling up to 5 min, with jitter). */
+#define RECONCILE_FIGHT_UNDOS 3
+#define RECONCILE_FIGHT_WINDOW_MS (10 * 60 * 1000)
+#define RECONCILE_FIGHT_MIN_MS 1000
+#define RECONCILE_FIGHT_MAX_MS (5 * 60 * 1000)
+/* Objects a route owns carry its name: in a label (shortened with a hash
+ * past 63 bytes, the limit of label values) for selection by people, and in
+ * full in an annotation, which is what the bridge reads. */
+#define RECONCILE_ROUTE_LABEL "canary-bridge.io/route"
+#define RECONCILE_ROUTE_ANNOT "canary-bridge.io/route"
+#define RECONCILE_LABEL_VALUE_MAX 63
+
+/* The kinds the bridge writes, in the order a pass writes them. */
+enum obj_kind { OBJ_MIDDLEWARE, OBJ_TRAEFIKSERVICE, OBJ_INGRESSROUTE, OBJ_NKINDS };
+extern const char *const obj_plural[OBJ_NKINDS];
+extern const char *const obj_kind_name[OBJ_NKINDS];
+
+enum route_state { ROUTE_PENDING, ROUTE_APPLIED, ROUTE_ERROR };
+
+/* The config file's `reconcile` section (bridge/config.c fills it). */
+enum reconcile_policy { POLICY_UPSERT_ONLY, POLICY_SYNC };
+
+struct reconcile_settings {
+    enum reconcile_policy policy; /* default upsert-only */
+    uint64_t resync_ms;           /* default 5m; 0 disables */
+    char **namespaces;            /* allow-list; empty = any */
+    size_t n_namespaces;
+    bool status;                /* write P<ns>/<name>/status */
+    unsigned max_in_flight;     /* routes written concurrently; default 16 */
+    uint64_t burst_hold_ms;     /* longest write hold in a burst; 10s; 0 = off */
+    uint64_t burst_quiet_ms;    /* a pause this long ends the hold; 30ms */
+    bool allow_cross_namespace; /* services[].namespace allowed; default false */
+    /* Deletion guard: percent of the routes owning objects that one source
+     * read may delete without confirmation; 0..100, default 50. */
+    unsigned max_delete_percent;
+};
+
+struct route_status {
+    enum route_state state;
+    char *message;          /* last error, or NULL */
+    uint64_t revision;      /* source revision it was built from */
+    char *resource_version; /* of the IngressRoute after the last pass */
+    uint64_t changed_ns;    /* uv_hrtime() of the first unapplied source change, 0 none */
+    bool simple;            /* applied as one IngressRoute, nothing else */
+    /* Two writers (see reconcile_fight.c): our last write, until a
+     * later pass judges whether someone else undid it. */
+    char *written_key;         /* "<kind>/<name>" of the object */
+    char *written_rv;          /* resourceVersion it got; NULL once judged */
+    uint64_t written_revision; /* source revision it carried */
+    uint64_t written_ms;       /* loop time of the write */
+    unsigned undone;           /* our writes undone in a row */
+    bool fighting;             /* backing off: undone >= RECONCILE_FIGHT_UNDOS */
+    uint64_t fight_next_ms;    /* loop time before which no write is made */
+    uint64_t fight_revision;   /* source revision the fight began at */
+    char *rival;               /* field manager that undid our last write */
+    bool weights_held;         /* the weights key is gone; the weights in force stay */
+};
+
+struct reconcile_stats {
+    uint64_t passes, writes, deletes, conflicts, errors, noops;
+    uint64_t undone; /* our writes another writer undid */
+};
+
+struct reconciler;
+
+/* The deletion guard (policy sync). Routes that own objects here but whose
+ * keys are all gone are deletions waiting to happen. When they are more than
+ * reconcile.max_delete_percent of the routes that own objects (or all of
+ * them), and at least two, the guard holds them: their objects stay, and one
+ * warning, a metric, an Event per route and /readyz say so, until the keys
+ * come back (the condition clears) or a person confirms by putting the token
+ * into P_confirm-delete (KEYCACHE_CONFIRM_KEY). The token is a hash of the held
+ * route ids, so a stale confirmation never approves a different deletion.
+ * Counting is per evaluation of the key cache after a change, so it covers a
+ * snapshot, a resync and a burst of watch events alike. */
+struct delete_guard {
+    bool dirty;          /* the keys changed since the last verdict */
+    bool holding;        /* the verdict: deletions wait */
+    size_t gone;         /* routes whose deletion waits */
+    size_t owned;        /* routes that own objects here */
+    uint32_t token;      /* what P_confirm-delete must hold to confirm */
+    uint64_t holds;      /* times a hold began */
+    struct map held;     /* route id -> NULL: passes that found their deletion held */
+    struct map approved; /* route id -> NULL: deletions a person confirmed */
+};
+
+/* Hooks for the layers above (status keys, metrics); all optional. */
+struct reconcile_hooks {
+    /* A route's state or message changed; s is NULL when the route is gone. */
+    void (*status)(void *user, const char *route_id, const struct route_status *s);
+    /* A source change reached the API server (write acknowledged). */
+    void (*propagated)(void *user, const char *route_id, double seconds);
+    /* A route was applied: its effective weights are in m (owned: services,
+     * patched: weights). */
+    void (*applied)(void *user, const char *route_id, const struct model_route *m);
+    /* Something worth a Kubernetes Event happened to obj (a live object):
+     * type Normal|Warning, a CamelCase reason, a one-line message. */
+    void (*event)(void *user, const cJSON *obj, const char *type, const char *reason,
+                  const char *message);
+    /* One pass ended: result is "applied", "unchanged", "error" or "retry". */
+    void (*pass)(void *user, const char *route_id, const char *result);
+    /* A burst hold began (holding) or ended; see workqueue_settle_cb. */
+    void (*burst)(void *user, bool holding, size_t changes, uint64_t held_ms);
+    void *user;
+};
+
+struct reconciler {
+    /* public: set after reconciler_init, before reconciler_start */
+    struct reconcile_hooks hooks;
+    const char *field_manager;      /* ours, to tell our writes from others'; may be NULL */
+    bool one_shot;                  /* `sync`: give up on a route after a few tries */
+    void (*on_drained)(void *user); /* queue empty, nothing in flight or delayed */
+    void *user;
+    /* read-only */
+    struct reconcile_stats stats;
+    struct delete_guard guard;
+    unsigned one_shot_failed;
+    struct map status;   /* route id -> struct route_status */
+    struct workqueue wq; /* the routes waiting for a pass */
+    /* private */
+    uv_loop_t *loop;
+    struct logger *log;
+    const struct reconcile_settings *cfg;
+    struct keycache *keys;
+    struct kube_client *kube;
+    struct informer *inf[OBJ_NKINDS];
+    struct render_opts ropts;
+    struct map jobs;       /* route id -> struct job in flight */
+    struct map route_objs; /* route id -> struct objset: objects labelled for it */
+    struct map obj_route;  /* "<kind>/<ns>/<name>" -> route id (heap string) */
+};
+
+/* Lifecycle. init: memory and the queue's handles, no pass yet (routes
+ * queued meanwhile wait); 0, or -1 without memory. start: passes begin, or
+ * resume after pause/stop. pause: no new pass begins; passes in flight run
+ * to their end (a shutdown waits for them: reconciler_jobs_in_flight).
+ * stop: no new pass begins and every pass in flight ends now, its requests
+ * cancelled, nothing requeued and no hook called (a leader that lost its
+ * lease must not write another byte). close: every pass in flight is
+ * cancelled the same way and the handles closed; reconciler_free once the
+ * loop has run their close callbacks. */
+int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
+                    const struct reconcile_settings *cfg, struct keycache *keys,
+                    struct kube_client *kube, struct informer *inf[OBJ_NKINDS],
+                    const struct render_opts *ropts);
+void reconciler_start(struct reconciler *r);
+void reconciler_pause(struct reconciler *r);
+void reconciler_stop(struct reconciler *r);
+void reconciler_close(struct reconciler *r);
+void reconciler_free(struct reconciler *r);
+
+/* Bursts: at most this many routes changed at once, and one more every
+ * REFILL_MS, go out without a hold; a hold ends after reconcile.burst_quiet
+ * without a change, or after reconcile.burst_hold. See workqueue.h. */
+#define RECONCILE_BURST_ROUTES 8
+#define RECONCILE_BURST_REFILL_MS 5
+
+/* Queue a route ("ns/name") because its keys changed (timed for metrics).
+ * live: a change event, which counts towards burst detection; a snapshot's
+ * differences (start, resync, re-list) do not. */
+void reconciler_source_changed(struct reconciler *r, const char *route_id, bool live);
+/* Queue a route for a re-check (resync, drift). */
+void reconciler_enqueue(struct reconciler *r, const char *route_id);
+/* Queue every route the key cache knows, and (policy sync) every route that
+ * still owns objects although its keys are gone. */
+void reconciler_enqueue_all(struct reconciler *r);
+/* Informer callbacks, one per kind (user = the reconciler). */
+void reconciler_middleware_changed(void *user, const char *ns, const char *name, const cJSON *obj);
+void reconciler_traefikservice_changed(void *user, const char *ns, const char *name,
+                                       const cJSON *obj);
+void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,
+                                     const cJSON *obj);
+bool reconciler_idle(const struct reconciler *r);
+size_t reconciler_jobs_in_flight(const struct reconciler *r);
+/* While the deletion guard holds: one line saying what waits and how to
+ * confirm (for /readyz), into out; false (out empty) when nothing is held. */
+bool reconciler_guard_describe(const struct reconciler *r, char *out, size_t outlen);
+const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id);
+
+#endif

@@ -1,0 +1,137 @@
+/* reconcile_internal.h - what the reconciler's files share; not for callers
+ * (they include reconcile.h).
+ *
+ * The reconciler is one module in five files, split by job:
+ *   reconcile.c        the public API and lifecycle, route status records,
+ *                      the ownership index fed by the informers
+ *   reconcile_pass.c   one pass for one route: inputs, plan, the step machine
+ *   reconcile_write.c  writing or deleting one object and judging the answer
+ *   reconcile_fight.c  two writers undoing each other's writes
+ *   reconcile_guard.c  the deletion guard
+ * Each section below names the file that defines it. */
+#ifndef CB_RECONCILE_INTERNAL_H
+#define CB_RECONCILE_INTERNAL_H
+
+#include "bridge/core/reconcile.h"
+
+/* One object a pass writes or deletes. */
+struct job_obj {
+    enum obj_kind kind;
+    char name[MODEL_NAME_MAX + 1];
+    cJSON *desired; /* NULL: patched-mode IngressRoute, or a deletion */
+};
+
+/* The names of objects labelled as belonging to one route ("<kind>/<name>",
+ * kind as one digit). */
+struct objset {
+    size_t n, cap;
+    char **keys;
+};
+
+/* A pass in flight for one route (reconciler.jobs holds it by route id). */
+struct job {
+    struct reconciler *r;
+    struct model_route model;
+    bool has_model;
+    bool patched;
+    struct job_obj *objs; /* write phase, in order */
+    size_t n_objs, step;
+    struct job_obj *dels; /* prune phase, in order */
+    size_t n_dels, del_step;
+    bool pruning;
+    uint64_t revision; /* of the route's keys, for status even when they do not parse */
+    unsigned attempt;  /* conflict retries of the current step */
+    struct kube_call *call;
+    uv_timer_t timer; /* backoff between conflict retries */
+    bool timer_open;
+    bool wrote;
+    bool failed;          /* requeued, but the pass counts as an error, not a retry */
+    uint64_t retry_in_ms; /* retry: after this long, or at once on new input (0: backoff) */
+    /* The IngressRoute's resourceVersion this pass wrote or found equal to
+     * desired ("" none): what the status records, not whatever the cache
+     * holds when the pass ends (another writer's version may be there). */
+    char ir_rv[64];
+    char ns[MODEL_NS_MAX + 1];
+    char name[MODEL_NAME_MAX + 1];
+    char id[];
+};
+
+/* ---- reconcile.c: status records ---- */
+
+/* The route's status record, created on first use (NULL without memory). */
+struct route_status *status_get(struct reconciler *r, const char *id);
+/* A problem: state ROUTE_ERROR for one that stays until the keys change,
+ * ROUTE_PENDING for a transient one the route is retrying. */
+void status_problem(struct reconciler *r, const char *id, enum route_state state, const char *msg,
+                    uint64_t rev);
+/* The pass applied the route; rv is the IngressRoute's resourceVersion. */
+void status_applied(struct reconciler *r, struct job *j, const char *rv);
+/* The route is gone, and so is its record. */
+void status_drop(struct reconciler *r, const char *id);
+
+/* ---- reconcile.c: ownership ---- */
+
+/* The object is managed by canary-bridge from this bridge's prefix: the
+ * only objects a pass may update or delete. */
+bool owned_here(const struct reconciler *r, const cJSON *obj);
+/* The route named in a live object's annotation (or label) when that is
+ * not route: another route's object. NULL when it is route's or names none. */
+const char *other_route(const cJSON *live, const char *route);
+/* Keep the ownership index in step with a live object (NULL: deleted); the
+ * route id it belongs to into id ("" when none). */
+void object_index(struct reconciler *r, enum obj_kind kind, const char *ns, const char *name,
+                  const cJSON *obj, char id[KEYCACHE_ROUTE_ID_MAX]);
+/* reconcile.namespaces allows ns (an empty list allows every one). */
+bool namespace_allowed(const struct reconcile_settings *cfg, const char *ns);
+
+/* ---- reconcile_pass.c: the pass ---- */
+
+/* The workqueue's callback: begin the pass for route id. */
+void pass_begin(void *user, const char *id);
+/* Cancel the job's request and free it, in its timer's close callback when
+ * the timer is open. No callback of the pass follows. */
+void job_close(struct job *j);
+/* On to the next step, or end the pass when none is left. */
+void job_next(struct job *j);
+/* The current step is done: on to the next. */
+void job_step_done(struct job *j);
+/* The object of the current step. */
+struct job_obj *job_current(struct job *j);
+/* End the pass. ok: it succeeded; retry: requeue with backoff (delay_ms > 0
+ * overrides it, j->retry_in_ms overrides both). */
+void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms);
+/* End the pass with a problem that stays until the keys change. */
+void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* End the pass with a transient problem: requeued with backoff (or after
+ * delay_ms when > 0). */
+void job_retry(struct job *j, const char *msg, uint64_t delay_ms);
+
+/* ---- reconcile_write.c: one object ---- */
+
+/* Owned mode: create o, or update it if it is ours and differs. */
+void write_owned(struct job *j, struct job_obj *o);
+/* Patched mode: only the named weights of an existing IngressRoute. */
+void write_patched(struct job *j);
+/* Policy sync: delete o if it is still ours, exactly the version judged. */
+void write_delete(struct job *j, struct job_obj *o);
+
+/* ---- reconcile_fight.c: two writers ---- */
+
+/* Remember our write of o (the API's answer is res_obj) for fight_hold. */
+void fight_written(struct job *j, const struct job_obj *o, const cJSON *res_obj);
+/* The route's writes are no longer fought over (why: for the log). */
+void fight_off(struct reconciler *r, const char *id, struct route_status *s, const char *why);
+/* Before rewriting o (live differs from desired): judge our last write of
+ * it, and say whether this write must wait. true: the pass is finished. */
+bool fight_hold(struct job *j, const struct job_obj *o, const cJSON *live);
+
+/* ---- reconcile_guard.c: the deletion guard ---- */
+
+/* A new verdict from the key cache as it is now. */
+void guard_eval(struct reconciler *r);
+/* The pass for route id, which has no keys, is about to prune: true when
+ * the guard holds its deletion (the route is then remembered, and released
+ * with a requeue when the hold ends). */
+bool guard_holds(struct reconciler *r, const char *id);
+
+#endif
