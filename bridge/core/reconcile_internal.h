@@ -1,13 +1,14 @@
 /* reconcile_internal.h - what the reconciler's files share; not for callers
  * (they include reconcile.h).
  *
- * The reconciler is one module in five files, split by job:
+ * The reconciler is one module in six files, split by job:
  *   reconcile.c        the public API and lifecycle, route status records,
  *                      the ownership index fed by the informers
  *   reconcile_pass.c   one pass for one route: inputs, plan, the step machine
  *   reconcile_write.c  writing or deleting one object and judging the answer
  *   reconcile_fight.c  two writers undoing each other's writes
  *   reconcile_guard.c  the deletion guard
+ *   reconcile_backends.c  can the services given weight serve
  * Each section below names the file that defines it. */
 #ifndef CB_RECONCILE_INTERNAL_H
 #define CB_RECONCILE_INTERNAL_H
@@ -133,5 +134,16 @@ void guard_eval(struct reconciler *r);
  * the guard holds its deletion (the route is then remembered, and released
  * with a requeue when the hold ends). */
 bool guard_holds(struct reconciler *r, const char *id);
+
+/* ---- reconcile_backends.c: can the services serve ---- */
+
+/* After the model is built, before the writes are planned: check the
+ * services the route gives more weight than they have now (see the file).
+ * true: the pass is finished (refused, or waiting for a listing). */
+bool backend_gate(struct job *j);
+/* Route id has no keys any more: forget its services and reports. */
+void backend_forget(struct reconciler *r, const char *id);
+/* reconciler_free: the records and the index. */
+void backend_free_all(struct reconciler *r);
 
 #endif

@@ -341,6 +341,8 @@ void pass_begin(void *user, const char *id) {
     struct model_input in;
     bool has_keys = keycache_input(r->keys, id, &in, j->ns, j->name);
     j->revision = in.revision;
+    if (!has_keys)
+        backend_forget(r, id);
     if (!namespace_allowed(r->cfg, j->ns)) {
         if (has_keys)
             job_fail(j, "namespace %s is not in reconcile.namespaces", j->ns);
@@ -379,6 +381,8 @@ void pass_begin(void *user, const char *id) {
     }
     if (rc == 0) {
         j->has_model = true;
+        if (backend_gate(j))
+            return; /* a service given weight cannot serve, or is not known yet */
         if (plan_writes(j) < 0) {
             job_retry(j, "out of memory rendering objects", 0);
             return;
