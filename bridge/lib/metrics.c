@@ -581,11 +581,17 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         "object; after 3 in a row the route backs off).",
         0, NULL);
 
-    if (!out->undone_writes_total || !out->reconcile_total || !out->conflicts_total ||
-        !out->kube_requests_total || !out->source_events_total || !out->propagation_seconds ||
-        !out->routes || !out->route_weight || !out->source_connected || !out->source_acl_denied ||
-        !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
-        !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
+    out->backend_unready = metrics_gauge(
+        m, "canary_bridge_backend_unready",
+        "1 while a service carrying weight in a route cannot serve (no ready endpoints, or the "
+        "Service or its port gone); the weights are left as they are.",
+        3, route);
+
+    if (!out->backend_unready || !out->undone_writes_total || !out->reconcile_total ||
+        !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
+        !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
+        !out->source_acl_denied || !out->last_sync_timestamp_seconds || !out->leader ||
+        !out->build_info || !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
         !out->deletion_held_routes)
         return -1;
     return metric_set(out->build_info, METRIC_LABELS(version ? version : "unknown"), 1);

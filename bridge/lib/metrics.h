@@ -110,6 +110,8 @@ struct bridge_metrics {
     struct metric_family *deletion_held;               /* gauge 0/1: the deletion guard holds */
     struct metric_family *deletion_held_routes;        /* gauge: routes whose deletion waits */
     struct metric_family *undone_writes_total;         /* counter: writes another writer undid */
+    struct metric_family
+        *backend_unready; /* gauge {namespace,route,service}: weighted, can't serve */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1
