@@ -10,7 +10,9 @@
  *
  * Object order is the safety property: Middlewares and the TraefikService are
  * written BEFORE the IngressRoute that references them, and (policy `sync`)
- * deleted only AFTER the IngressRoute stopped referencing them. */
+ * deleted only AFTER the IngressRoute stopped referencing them. With
+ * reconciler.backends set, a change that gives a service more weight is
+ * written only when that service can serve (reconcile_backends.c). */
 #ifndef CB_RECONCILE_H
 #define CB_RECONCILE_H
 

@@ -200,8 +200,8 @@ static void ns_use(struct reconciler *r, const char *ns, int delta) {
     if (delta > 0) {
         if (map_put(&r->backend_ns, ns, (void *)(n + 1), NULL) < 0)
             return; /* no memory: its checks answer "not watched", the route waits */
-        if (n == 0 && backends_add_namespace(r->backends, ns) < 0)
-            log_error(r->log, "backend checks: cannot watch namespace %s", ns);
+        if (n == 0 && backends_add_namespace(r->backends, ns) < 0) /* stopping, or no memory */
+            log_debug(r->log, "backend checks: not watching namespace %s", ns);
         /* Past a number of namespaces one cluster-wide watch is cheaper,
          * when the configuration allows it. */
         if (n == 0 && r->cfg->n_namespaces == 0 &&
