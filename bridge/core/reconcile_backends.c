@@ -22,8 +22,9 @@
  * more than RECONCILE_BACKEND_NAMESPACES namespaces in use and no
  * reconcile.namespaces list, one cluster-wide watch replaces them. An index
  * from "<ns>/<service>" to the routes using it turns a change callback into
- * the few routes concerned: a waiting one is queued at once (watch-driven,
- * nothing polls), the others are re-checked and reported. */
+ * the few routes concerned: a waiting one is queued at once (watch-driven;
+ * only a route waiting for a listing that fails is also retried on a timer,
+ * to say why), the others are re-checked and reported. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,12 +37,11 @@
 /* One service a route gives a weight above 0. */
 struct backend_use {
     enum backend_kind kind;
-    long weight;  /* the route's, after this pass */
-    bool raised;  /* above what the live objects give it now: must pass the check */
-    bool unready; /* reported: it carries weight and cannot serve */
-    char ns[MODEL_NS_MAX + 1];
-    char name[MODEL_NAME_MAX + 1];
-    char port[64];
+    long weight;                  /* the route's, after this pass */
+    bool raised;                  /* above what the live objects give it now: must pass the check */
+    bool unready;                 /* reported: it carries weight and cannot serve */
+    const char *ns, *name, *port; /* in text */
+    char *text;                   /* "<ns>\0<name>\0<port>\0", one allocation */
 };
 
 /* What the last pass of a route found. */
@@ -52,6 +52,8 @@ struct route_backends {
 };
 
 static void rb_free(struct route_backends *rb) {
+    for (size_t i = 0; rb && i < rb->n; i++)
+        free(rb->v[i].text);
     if (rb)
         free(rb->v);
     free(rb);
@@ -65,19 +67,28 @@ static bool same_use(const struct backend_use *a, const struct backend_use *b) {
 static int use_add(struct route_backends *rb, enum backend_kind kind, const char *ns,
                    const char *name, const char *port, long weight, long live) {
     struct backend_use u = {.kind = kind, .weight = weight, .raised = weight > live};
-    snprintf(u.ns, sizeof u.ns, "%s", ns);
-    snprintf(u.name, sizeof u.name, "%s", name);
-    snprintf(u.port, sizeof u.port, "%s", port ? port : "");
+    port = port ? port : "";
+    u.ns = ns;
+    u.name = name;
+    u.port = port;
     for (size_t i = 0; i < rb->n; i++) {
         if (same_use(&rb->v[i], &u)) {
             rb->v[i].raised |= u.raised;
             return 0;
         }
     }
+    size_t nl = strlen(ns) + 1, ml = strlen(name) + 1, pl = strlen(port) + 1;
     struct backend_use *v = realloc(rb->v, (rb->n + 1) * sizeof *v);
-    if (!v)
+    if (v)
+        rb->v = v;
+    if (!v || !(u.text = malloc(nl + ml + pl)))
         return -1;
-    rb->v = v;
+    memcpy(u.text, ns, nl);
+    memcpy(u.text + nl, name, ml);
+    memcpy(u.text + nl + ml, port, pl);
+    u.ns = u.text;
+    u.name = u.text + nl;
+    u.port = u.text + nl + ml;
     rb->v[rb->n++] = u;
     return 0;
 }
