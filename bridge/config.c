@@ -30,6 +30,8 @@
 #include "bridge/lib/buf.h"
 #include "bridge/lib/duration.h"
 #include "bridge/lib/fileread.h"
+#include "bridge/lib/secret.h"
+#include "bridge/lib/url.h"
 #include "bridge/lib/yamlnode.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
@@ -786,9 +788,9 @@ static int check_source_auth(struct parse *p) {
 
 static bool source_uses_https(const struct config *c) {
     if (c->source.type == SOURCE_CONSUL)
-        return has_prefix(c->source.address, "https://");
+        return url_scheme(c->source.address) == URL_HTTPS;
     for (size_t i = 0; i < c->source.n_endpoints; i++)
-        if (has_prefix(c->source.endpoints[i], "https://"))
+        if (url_scheme(c->source.endpoints[i]) == URL_HTTPS)
             return true;
     return false;
 }
@@ -1069,22 +1071,15 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen) 
     return rc;
 }
 
-static void free_secret(char *s) {
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
-
 void config_free(struct config *cfg) {
     free(cfg->path);
     free_list(cfg->source.endpoints, cfg->source.n_endpoints);
     free(cfg->source.address);
     free(cfg->source.prefix);
     free(cfg->source.username);
-    free_secret(cfg->source.password);
+    secret_free(cfg->source.password);
     free(cfg->source.password_file);
-    free_secret(cfg->source.token);
+    secret_free(cfg->source.token);
     free(cfg->source.token_file);
     free(cfg->source.datacenter);
     free(cfg->source.consistency);
