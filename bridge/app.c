@@ -754,7 +754,8 @@ static void teardown(struct app *a) {
         return;
     a->torn_down = true;
     if (a->source)
-        a->source->ops->stop(a->source);
+        a->source->ops->close(a->source); /* freed as the loop runs on */
+    a->source = NULL;
     if (a->have_rec)
         reconciler_close(&a->rec);
     if (a->have_informers)
@@ -1167,8 +1168,6 @@ static int app_generation(struct app *a) {
             informer_free(&a->inf[k]);
     events_free(a->events);
     kube_client_free(a->kube);
-    if (a->source)
-        a->source->ops->destroy(a->source);
     if (a->have_keys)
         keycache_free(&a->keys);
     struct map_iter it;

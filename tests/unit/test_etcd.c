@@ -23,7 +23,7 @@
 
 #include "bridge/lib/base64.h"
 #include "bridge/lib/http.h"
-#include "sources/etcd.h"
+#include "sources/etcd_proto.h"
 
 /* ---- base64 ---- */
 
@@ -892,7 +892,7 @@ static void fake_finish(struct fake *f) {
         return;
     f->done = true;
     if (f->src)
-        f->src->ops->stop(f->src);
+        f->src->ops->close(f->src); /* freed as the loop runs on */
     http_client_close(f->http);
     uv_close((uv_handle_t *)&f->listener, noop_closed);
     uv_close((uv_handle_t *)&f->deadline, noop_closed);
@@ -967,7 +967,6 @@ static void test_source_against_fake_etcd(void **state) {
 
     assert_int_equal(f.src->ops->start(f.src), 0);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    f.src->ops->destroy(f.src);
     /* Every handle, including the client's and the source's, is closed. */
     assert_int_equal(uv_loop_close(&loop), 0);
 
@@ -1074,7 +1073,6 @@ static void test_liveness_check_moves_off_a_frozen_member(void **state) {
 
     assert_int_equal(f.src->ops->start(f.src), 0);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    f.src->ops->destroy(f.src);
     assert_int_equal(uv_loop_close(&loop), 0);
 
     assert_int_equal(f.step, 5);
