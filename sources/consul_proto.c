@@ -6,6 +6,7 @@
 
 #include "bridge/lib/base64.h"
 #include "bridge/lib/buf.h"
+#include "bridge/lib/url.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -18,10 +19,7 @@
 
 /* "<address without trailing slashes>/v1/kv/<escaped key>" */
 static int buf_put_kv_path(buf_t *b, const char *address, const char *key) {
-    size_t alen = strlen(address);
-    while (alen > 0 && address[alen - 1] == '/')
-        alen--;
-    if (buf_append(b, address, alen) < 0 || buf_puts(b, "/v1/kv/") < 0)
+    if (buf_append(b, address, url_base_len(address)) < 0 || buf_puts(b, "/v1/kv/") < 0)
         return -1;
     return buf_put_urlencoded(b, key, true);
 }
@@ -117,32 +115,35 @@ static int kv_cmp(const void *a, const void *b) {
     return strcmp(((const struct consul_kv *)a)->key, ((const struct consul_kv *)b)->key);
 }
 
-/* Parse one entry into kv. Returns 1 when parsed, 0 for a folder (skipped),
- * -1 on error. */
-static int kv_parse(const cJSON *j, size_t i, struct consul_kv *kv, char *err, size_t errlen) {
+enum entry_kind { ENTRY_BAD, ENTRY_FOLDER, ENTRY_KEY };
+
+/* Parse one entry into kv: a key, a folder (skipped, kv left empty), or an
+ * error (err set). */
+static enum entry_kind kv_parse(const cJSON *j, size_t i, struct consul_kv *kv, char *err,
+                                size_t errlen) {
     memset(kv, 0, sizeof *kv);
     if (!cJSON_IsObject(j)) {
         source_set_err(err, errlen, "entry %zu is not an object", i);
-        return -1;
+        return ENTRY_BAD;
     }
     const cJSON *key = cJSON_GetObjectItemCaseSensitive(j, "Key");
     if (!cJSON_IsString(key) || !key->valuestring[0]) {
         source_set_err(err, errlen, "entry %zu has no Key", i);
-        return -1;
+        return ENTRY_BAD;
     }
     size_t klen = strlen(key->valuestring);
     if (key->valuestring[klen - 1] == '/')
-        return 0; /* a UI folder: structure, not data */
+        return ENTRY_FOLDER; /* a UI folder: structure, not data */
     const cJSON *val = cJSON_GetObjectItemCaseSensitive(j, "Value");
     if (val && !cJSON_IsNull(val) && !cJSON_IsString(val)) {
         source_set_err(err, errlen, "entry %zu (%s): Value is not a string", i, key->valuestring);
-        return -1;
+        return ENTRY_BAD;
     }
     /* Value is []byte without omitempty: an empty value is null. */
     const char *b64 = cJSON_IsString(val) ? val->valuestring : "";
     if (base64_decode(b64, strlen(b64), BASE64_PAD_OPTIONAL, &kv->value, &kv->value_len) < 0) {
         source_set_err(err, errlen, "entry %zu (%s): Value is not base64", i, key->valuestring);
-        return -1;
+        return ENTRY_BAD;
     }
     if (json_u64(j, "CreateIndex", JSON_EXACT_MAX, &kv->create_index) < 0 ||
         json_u64(j, "ModifyIndex", JSON_EXACT_MAX, &kv->modify_index) < 0 ||
@@ -150,15 +151,15 @@ static int kv_parse(const cJSON *j, size_t i, struct consul_kv *kv, char *err, s
         source_set_err(err, errlen, "entry %zu (%s): malformed index or flags", i,
                        key->valuestring);
         kv_free(kv);
-        return -1;
+        return ENTRY_BAD;
     }
     kv->key = strdup(key->valuestring);
     if (!kv->key) {
         source_set_err(err, errlen, "out of memory");
         kv_free(kv);
-        return -1;
+        return ENTRY_BAD;
     }
-    return 1;
+    return ENTRY_KEY;
 }
 
 int consul_list_parse(const char *json, size_t len, struct consul_list *out, char *err,
@@ -175,17 +176,20 @@ int consul_list_parse(const char *json, size_t len, struct consul_list *out, cha
         return -1;
     }
     size_t n = 0, i = 0;
-    int rc = 0;
+    bool ok = true;
     const cJSON *it;
     cJSON_ArrayForEach(it, root) {
-        rc = kv_parse(it, i++, &kvs[n], err, errlen);
-        if (rc < 0)
+        enum entry_kind kind = kv_parse(it, i++, &kvs[n], err, errlen);
+        if (kind == ENTRY_BAD) {
+            ok = false;
             break;
-        n += (size_t)rc;
+        }
+        if (kind == ENTRY_KEY)
+            n++;
     }
     cJSON_Delete(root);
     buf_t warn = BUF_INIT;
-    if (rc >= 0) {
+    if (ok) {
         qsort(kvs, n, sizeof *kvs, kv_cmp);
         /* Runs of one name: keys that differ only in bytes that are not
          * UTF-8. None of them can be told apart, so none is kept. */
@@ -213,10 +217,10 @@ int consul_list_parse(const char *json, size_t len, struct consul_list *out, cha
         n = kept;
         if (oom) {
             source_set_err(err, errlen, "out of memory");
-            rc = -1;
+            ok = false;
         }
     }
-    if (rc < 0) {
+    if (!ok) {
         for (size_t k = 0; k < n; k++)
             kv_free(&kvs[k]);
         free(kvs);

@@ -37,8 +37,10 @@ enum { ETCD_STREAM_TOO_BIG = -1, ETCD_STREAM_NOMEM = -2 };
 /* Splits a byte stream into '\n'-terminated messages. Chunks may break
  * anywhere; a trailing "\r" is dropped and empty lines are skipped. */
 struct etcd_stream {
-    buf_t partial; /* bytes of the message not yet terminated */
+    /* read-only */
     size_t max_msg;
+    /* private */
+    buf_t partial; /* bytes of the message not yet terminated */
 };
 
 /* Called once per complete message. msg is valid only during the call and is

@@ -219,7 +219,8 @@ int source_read_file(struct source *s, const char *setting, const char *file,
 
 /* ---- telling the consumer ---- */
 
-/* The outage begins (true: tell the consumer) or goes on (false). */
+/* Mark the source down: true when this begins an outage (tell the
+ * consumer), false when one goes on. */
 bool source_went_down(struct source *s);
 void source_report_down(struct source *s, const char *reason);
 /* Up again: clear the outage, tell the consumer. False when the consumer
@@ -240,7 +241,7 @@ struct source_put {
     struct source *s;
     struct http_req *req; /* NULL until sent (or while waiting to be sent again) */
     char *key;
-    char *value; /* NUL-terminated copy, wiped when freed; NULL once sent if dropped */
+    char *value; /* NUL-terminated copy, wiped when freed (may be freed once sent) */
     size_t len;
     bool retried;
     source_put_cb done;
@@ -251,7 +252,8 @@ struct source_put {
  * ENOMEM. */
 struct source_put *source_put_new(struct source *s, const char *key, const char *value, size_t len,
                                   source_put_cb done, void *user);
-/* Off its list, done(ok, message), freed. */
+/* A write that finished (or could not start): off its list, done(ok,
+ * message), freed. */
 void source_put_finish(struct source_put *p, bool ok, const char *message);
 /* Off its list and freed, its request cancelled, without a callback. */
 void source_put_free(struct source_put *p);
