@@ -308,7 +308,8 @@ static void generation_close(struct generation *g) {
         return;
     g->closed = true;
     if (g->source)
-        g->source->ops->stop(g->source);
+        g->source->ops->close(g->source); /* freed as the loop runs on */
+    g->source = NULL;
     if (g->have_rec)
         reconciler_close(&g->rec);
     if (g->have_informers)
@@ -630,8 +631,6 @@ static void generation_free(struct generation *g) {
         reconciler_free(&g->rec);
     events_free(g->events);
     kube_client_free(g->kube);
-    if (g->source)
-        g->source->ops->destroy(g->source);
     if (g->have_keys)
         keycache_free(&g->keys);
     app_status_free(g);

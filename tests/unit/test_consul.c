@@ -1,5 +1,5 @@
 /* test_consul.c - unit tests for the Consul source's pure parts
- * (sources/consul.h) and end-to-end runs of the source and the HTTP client
+ * (sources/consul_proto.h) and end-to-end runs of the source and the HTTP client
  * against an in-process fake Consul agent.
  *
  * The pure tests pin down what is easy to get subtly wrong: key escaping in
@@ -27,8 +27,10 @@
 #include "bridge/lib/base64.h"
 #include "bridge/lib/buf.h"
 #include "bridge/lib/http.h"
+#include "bridge/lib/list.h"
+#include "bridge/lib/timer.h"
 #include "sources/consul.h"
-#include "sources/etcd.h"
+#include "sources/consul_proto.h"
 
 /* ---- URLs ---- */
 
@@ -212,7 +214,7 @@ static void make_list(struct consul_list *l, const char *json) {
         fail_msg("bad test JSON: %s", err);
 }
 
-static void test_diff(void **state) {
+static void test_diff_orders_changes_by_index_then_key(void **state) {
     (void)state;
     struct consul_list old, cur;
     /* a unchanged, b modified, c deleted, d and e added; e before b by index. */
@@ -378,7 +380,7 @@ struct fake_conn {
     struct fake *f;
     buf_t in;
     bool closing;
-    struct fake_conn *next;
+    struct list_node link; /* on fake.conns */
 };
 
 struct fake_write {
@@ -400,9 +402,9 @@ struct fake {
     uv_loop_t *loop;
     uv_tcp_t listener;
     int port;
-    int step;        /* index of the next read request */
-    uint64_t at[16]; /* uv_now() of each read request */
-    struct fake_conn *conns;
+    int step;               /* index of the next read request */
+    uint64_t at[16];        /* uv_now() of each read request */
+    struct list_node conns; /* open connections (struct fake_conn) */
     struct logger log;
     FILE *logf;
     struct source_settings cfg;
@@ -430,12 +432,7 @@ static void conn_close(struct fake_conn *c) {
     if (c->closing)
         return;
     c->closing = true;
-    for (struct fake_conn **p = &c->f->conns; *p; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    }
+    list_remove(&c->link);
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
@@ -600,8 +597,7 @@ static void fake_accept(uv_stream_t *server, int status) {
     assert_int_equal(uv_tcp_init(f->loop, &c->tcp), 0);
     c->tcp.data = c;
     assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
-    c->next = f->conns;
-    f->conns = c;
+    list_push_front(&f->conns, &c->link);
     assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
 }
 
@@ -617,13 +613,14 @@ static void fake_finish(struct fake *f) {
     f->done = true;
     f->src->ops->stop(f->src);
     f->src->ops->stop(f->src);
+    f->src->ops->close(f->src); /* freed as the loop runs on */
     http_client_close(f->http);
     uv_close((uv_handle_t *)&f->listener, noop_closed);
     uv_close((uv_handle_t *)&f->deadline, noop_closed);
     if (f->end_timer_used)
         uv_close((uv_handle_t *)&f->end_timer, noop_closed);
-    while (f->conns)
-        conn_close(f->conns);
+    while (!list_empty(&f->conns))
+        conn_close(list_entry(list_first(&f->conns), struct fake_conn, link));
 }
 
 /* Print a value with its control bytes visible, so "\n" shows. */
@@ -685,6 +682,7 @@ static void fake_setup(struct fake *f, uv_loop_t *loop,
     assert_int_equal(uv_loop_init(loop), 0);
     f->loop = loop;
     f->dispatch = dispatch;
+    list_init(&f->conns);
     assert_int_equal(uv_tcp_init(loop, &f->listener), 0);
     f->listener.data = f;
     struct sockaddr_in addr;
@@ -710,7 +708,7 @@ static void fake_setup(struct fake *f, uv_loop_t *loop,
     assert_non_null(f->http);
     assert_int_equal(uv_timer_init(loop, &f->deadline), 0);
     f->deadline.data = f;
-    assert_int_equal(uv_timer_start(&f->deadline, fake_deadline, 10000, 0), 0);
+    timer_arm(&f->deadline, fake_deadline, 10000, 0);
 }
 
 static void fake_make_source(struct fake *f) {
@@ -722,12 +720,11 @@ static void fake_make_source(struct fake *f) {
     assert_string_equal(f->src->ops->name, "consul");
 }
 
-/* Run until finished; destroy; the log must not hold the secret. */
+/* Run until finished; the log must not hold the secret. */
 static void fake_run(struct fake *f, const char *secret) {
     assert_int_equal(f->src->ops->start(f->src), 0);
     assert_int_equal(f->src->ops->start(f->src), -1); /* once only */
     assert_int_equal(uv_run(f->loop, UV_RUN_DEFAULT), 0);
-    f->src->ops->destroy(f->src);
     /* Every handle, including the client's and the source's, is closed. */
     assert_int_equal(uv_loop_close(f->loop), 0);
     if (secret) {
@@ -863,7 +860,7 @@ static void main_dispatch(struct fake *f, struct fake_conn *c, const struct fake
     }
 }
 
-static void test_source_against_fake_consul(void **state) {
+static void test_source_blocking_reads_restores_outages_and_writes(void **state) {
     (void)state;
     struct fake f;
     uv_loop_t loop;
@@ -937,7 +934,7 @@ static void hot_dispatch(struct fake *f, struct fake_conn *c, const struct fake_
     reply_answer(c, 5, answer(entry(K_W, "a=1", 5), NULL, NULL, NULL));
 }
 
-static void test_no_hot_loop(void **state) {
+static void test_unchanged_answers_do_not_busy_loop(void **state) {
     (void)state;
     struct fake f;
     uv_loop_t loop;
@@ -946,7 +943,7 @@ static void test_no_hot_loop(void **state) {
     assert_int_equal(uv_timer_init(&loop, &f.end_timer), 0);
     f.end_timer.data = &f;
     f.end_timer_used = true;
-    assert_int_equal(uv_timer_start(&f.end_timer, end_fired, 2500, 0), 0);
+    timer_arm(&f.end_timer, end_fired, 2500, 0);
     fake_run(&f, NULL);
     /* The list, two quick ones on the burst, then one a second: a busy loop
      * would have made thousands. */
@@ -1017,7 +1014,7 @@ static void run_auth(const char *token, const char *token_file, const char *env,
     assert_int_equal(unsetenv("CONSUL_HTTP_TOKEN"), 0);
 }
 
-static void test_tokens(void **state) {
+static void test_tokens_from_config_file_env_and_index_floor(void **state) {
     (void)state;
     char path[] = "/tmp/test_consul_tokenXXXXXX";
     int fd = mkstemp(path);
@@ -1043,11 +1040,11 @@ static void test_tokens(void **state) {
     char err[256];
     struct logger lg;
     logger_init(&lg, LOG_LVL_ERROR);
-    assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
+    assert_null(consul_source_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
     assert_string_equal(err, "source.token holds characters that cannot be sent in an HTTP header");
     cfg.token = NULL;
     cfg.address = "ftp://x";
-    assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
+    assert_null(consul_source_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
     assert_non_null(strstr(err, "source.address"));
 }
 
@@ -1122,7 +1119,7 @@ static void tokfile_state(void *user, bool up, const char *reason) {
     fake_finish(f);
 }
 
-static void test_token_file_missing(void **state) {
+static void test_unreadable_token_file_is_an_outage(void **state) {
     (void)state;
     struct fake f;
     uv_loop_t loop;
@@ -1147,15 +1144,15 @@ int main(void) {
         cmocka_unit_test(test_list_parse),
         cmocka_unit_test(test_list_parse_errors),
         cmocka_unit_test(test_list_parse_odd_keys),
-        cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_diff_orders_changes_by_index_then_key),
         cmocka_unit_test(test_list_drops_and_probe),
         cmocka_unit_test(test_index_rules),
         cmocka_unit_test(test_churn_refill),
         cmocka_unit_test(test_put_result),
-        cmocka_unit_test(test_source_against_fake_consul),
-        cmocka_unit_test(test_no_hot_loop),
-        cmocka_unit_test(test_tokens),
-        cmocka_unit_test(test_token_file_missing),
+        cmocka_unit_test(test_source_blocking_reads_restores_outages_and_writes),
+        cmocka_unit_test(test_unchanged_answers_do_not_busy_loop),
+        cmocka_unit_test(test_tokens_from_config_file_env_and_index_floor),
+        cmocka_unit_test(test_unreadable_token_file_is_an_outage),
         cmocka_unit_test(test_acl_denied_is_no_deletion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,4 @@
-/* test_etcd.c - unit tests for the etcd source's pure parts (sources/etcd.h)
+/* test_etcd.c - unit tests for the etcd source's pure parts (sources/etcd_proto.h)
  * and an end-to-end run of the source and the HTTP client against an
  * in-process fake etcd gateway.
  *
@@ -23,7 +23,9 @@
 
 #include "bridge/lib/base64.h"
 #include "bridge/lib/http.h"
-#include "sources/etcd.h"
+#include "bridge/lib/list.h"
+#include "bridge/lib/timer.h"
+#include "sources/etcd_proto.h"
 
 /* ---- base64 ---- */
 
@@ -568,7 +570,7 @@ struct fake_conn {
     struct fake *f;
     buf_t in;
     bool closing;
-    struct fake_conn *next;
+    struct list_node link; /* on fake.conns */
 };
 
 struct fake_write {
@@ -583,8 +585,8 @@ struct fake {
     uv_loop_t *loop;
     uv_tcp_t listener;
     int port;
-    int step; /* index of the next request expected */
-    struct fake_conn *conns;
+    int step;               /* index of the next request expected */
+    struct list_node conns; /* open connections (struct fake_conn) */
     bool listener_closed;
     struct logger log;
     struct source_settings cfg;
@@ -612,13 +614,7 @@ static void conn_close(struct fake_conn *c) {
     if (c->closing)
         return;
     c->closing = true;
-    struct fake *f = c->f;
-    for (struct fake_conn **p = &f->conns; *p; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    }
+    list_remove(&c->link);
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
@@ -863,12 +859,12 @@ static void fake_accept(uv_stream_t *server, int status) {
     assert_int_equal(uv_tcp_init(f->loop, &c->tcp), 0);
     c->tcp.data = c;
     assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
-    c->next = f->conns;
-    f->conns = c;
+    list_push_front(&f->conns, &c->link);
     assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
 }
 
 static void fake_listen(struct fake *f) {
+    list_init(&f->conns);
     assert_int_equal(uv_tcp_init(f->loop, &f->listener), 0);
     f->listener.data = f;
     struct sockaddr_in addr;
@@ -892,12 +888,12 @@ static void fake_finish(struct fake *f) {
         return;
     f->done = true;
     if (f->src)
-        f->src->ops->stop(f->src);
+        f->src->ops->close(f->src); /* freed as the loop runs on */
     http_client_close(f->http);
     uv_close((uv_handle_t *)&f->listener, noop_closed);
     uv_close((uv_handle_t *)&f->deadline, noop_closed);
-    while (f->conns)
-        conn_close(f->conns);
+    while (!list_empty(&f->conns))
+        conn_close(list_entry(list_first(&f->conns), struct fake_conn, link));
 }
 
 static void fake_on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint64_t rev) {
@@ -931,7 +927,7 @@ static void fake_deadline(uv_timer_t *t) {
              f->seen.data ? f->seen.data : "");
 }
 
-static void test_source_against_fake_etcd(void **state) {
+static void test_source_pages_resumes_and_relists_after_compaction(void **state) {
     (void)state;
     struct fake f;
     memset(&f, 0, sizeof f);
@@ -963,11 +959,10 @@ static void test_source_against_fake_etcd(void **state) {
     assert_string_equal(f.src->ops->name, "etcd");
     assert_int_equal(uv_timer_init(&loop, &f.deadline), 0);
     f.deadline.data = &f;
-    assert_int_equal(uv_timer_start(&f.deadline, fake_deadline, 5000, 0), 0);
+    timer_arm(&f.deadline, fake_deadline, 5000, 0);
 
     assert_int_equal(f.src->ops->start(f.src), 0);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    f.src->ops->destroy(f.src);
     /* Every handle, including the client's and the source's, is closed. */
     assert_int_equal(uv_loop_close(&loop), 0);
 
@@ -1070,11 +1065,10 @@ static void test_liveness_check_moves_off_a_frozen_member(void **state) {
     assert_non_null(f.src);
     assert_int_equal(uv_timer_init(&loop, &f.deadline), 0);
     f.deadline.data = &f;
-    assert_int_equal(uv_timer_start(&f.deadline, fake_deadline, 10000, 0), 0);
+    timer_arm(&f.deadline, fake_deadline, 10000, 0);
 
     assert_int_equal(f.src->ops->start(f.src), 0);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    f.src->ops->destroy(f.src);
     assert_int_equal(uv_loop_close(&loop), 0);
 
     assert_int_equal(f.step, 5);
@@ -1133,8 +1127,8 @@ static void http_put_done(struct http_req *r, const struct http_result *res) {
     http_client_close(f->http);
     uv_close((uv_handle_t *)&f->listener, noop_closed);
     uv_close((uv_handle_t *)&f->deadline, noop_closed);
-    while (f->conns)
-        conn_close(f->conns);
+    while (!list_empty(&f->conns))
+        conn_close(list_entry(list_first(&f->conns), struct fake_conn, link));
 }
 
 static void http_ok_done(struct http_req *r, const struct http_result *res) {
@@ -1194,7 +1188,7 @@ static void test_http_reentrancy(void **state) {
     assert_non_null(f.http);
     assert_int_equal(uv_timer_init(&loop, &f.deadline), 0);
     f.deadline.data = &f;
-    assert_int_equal(uv_timer_start(&f.deadline, fake_deadline, 5000, 0), 0);
+    timer_arm(&f.deadline, fake_deadline, 5000, 0);
 
     char url[96];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/slow", f.port);
@@ -1242,7 +1236,7 @@ int main(void) {
         cmocka_unit_test(test_error_classify),
         cmocka_unit_test(test_auth_token_parse),
         cmocka_unit_test(test_http_result_header),
-        cmocka_unit_test(test_source_against_fake_etcd),
+        cmocka_unit_test(test_source_pages_resumes_and_relists_after_compaction),
         cmocka_unit_test(test_liveness_check_moves_off_a_frozen_member),
         cmocka_unit_test(test_http_reentrancy),
     };
