@@ -27,10 +27,11 @@
 #include "bridge/lib/base64.h"
 #include "bridge/lib/buf.h"
 #include "bridge/lib/http.h"
-#include "bridge/lib/list.h"
 #include "bridge/lib/timer.h"
 #include "sources/consul.h"
 #include "sources/consul_proto.h"
+
+#include "fakehttp.h"
 
 /* ---- URLs ---- */
 
@@ -370,41 +371,14 @@ static void test_put_result(void **state) {
 }
 
 /* ======================================================================
- * End to end against a fake Consul agent (libuv TCP server, HTTP/1.1)
+ * End to end against a fake Consul agent (fakehttp.h)
  * ====================================================================== */
-
-struct fake;
-
-struct fake_conn {
-    uv_tcp_t tcp;
-    struct fake *f;
-    buf_t in;
-    bool closing;
-    struct list_node link; /* on fake.conns */
-};
-
-struct fake_write {
-    uv_write_t req;
-    struct fake_conn *conn;
-    char data[];
-};
-
-/* One parsed request. */
-struct fake_req {
-    const char *method;
-    const char *target;  /* path and query */
-    const char *headers; /* the header lines, "\r\n"-separated */
-    const char *body;
-    size_t body_len;
-};
 
 struct fake {
     uv_loop_t *loop;
-    uv_tcp_t listener;
-    int port;
-    int step;               /* index of the next read request */
-    uint64_t at[16];        /* uv_now() of each read request */
-    struct list_node conns; /* open connections (struct fake_conn) */
+    struct fakehttp srv;
+    int step;        /* index of the next read request */
+    uint64_t at[16]; /* uv_now() of each read request */
     struct logger log;
     FILE *logf;
     struct source_settings cfg;
@@ -419,39 +393,11 @@ struct fake {
     const char *want_token; /* X-Consul-Token every request must carry (NULL: none) */
     int probes;             /* single-key reads of the prefix (the read permission check) */
     int probe_status[8];    /* what the n-th one gets; 0 = 404 */
-    void (*dispatch)(struct fake *f, struct fake_conn *c, const struct fake_req *rq);
+    void (*dispatch)(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq);
 };
 
-static void conn_closed(uv_handle_t *h) {
-    struct fake_conn *c = h->data;
-    buf_free(&c->in);
-    free(c);
-}
-
-static void conn_close(struct fake_conn *c) {
-    if (c->closing)
-        return;
-    c->closing = true;
-    list_remove(&c->link);
-    uv_close((uv_handle_t *)&c->tcp, conn_closed);
-}
-
-static void write_done(uv_write_t *req, int status) {
-    (void)status;
-    free(req);
-}
-
-static void conn_send(struct fake_conn *c, const char *data, size_t len) {
-    struct fake_write *w = malloc(sizeof *w + len);
-    assert_non_null(w);
-    memcpy(w->data, data, len);
-    w->conn = c;
-    uv_buf_t ub = uv_buf_init(w->data, (unsigned)len);
-    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, write_done), 0);
-}
-
 /* An answer as Consul gives it; index < 0 leaves X-Consul-Index out. */
-static void reply(struct fake_conn *c, int status, long long index, const char *body) {
+static void reply(struct fakehttp_conn *c, int status, long long index, const char *body) {
     buf_t b = BUF_INIT;
     assert_int_equal(buf_printf(&b, "HTTP/1.1 %d X\r\nContent-Type: %s\r\n", status,
                                 status == 200 && body[0] == '[' ? "application/json"
@@ -461,7 +407,7 @@ static void reply(struct fake_conn *c, int status, long long index, const char *
         assert_int_equal(
             buf_printf(&b, "X-Consul-Index: %lld\r\nX-Consul-Knownleader: true\r\n", index), 0);
     assert_int_equal(buf_printf(&b, "Content-Length: %zu\r\n\r\n%s", strlen(body), body), 0);
-    conn_send(c, b.data, b.len);
+    fakehttp_send(c, b.data, b.len);
     buf_free(&b);
 }
 
@@ -496,34 +442,14 @@ static char *answer(char *e1, char *e2, char *e3, char *e4) {
     return buf_steal(&b);
 }
 
-static void reply_answer(struct fake_conn *c, long long index, char *json) {
+static void reply_answer(struct fakehttp_conn *c, long long index, char *json) {
     reply(c, 200, index, json);
     free(json);
 }
 
-/* The value of a request header, or NULL. */
-static char *header_get(const struct fake_req *rq, const char *name, char *out, size_t outlen) {
-    size_t nlen = strlen(name);
-    for (const char *p = rq->headers; p && *p;) {
-        const char *eol = strstr(p, "\r\n");
-        size_t len = eol ? (size_t)(eol - p) : strlen(p);
-        if (len > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (*v == ' ')
-                v++;
-            snprintf(out, outlen, "%.*s", (int)(len - (size_t)(v - p)), v);
-            return out;
-        }
-        if (!eol)
-            break;
-        p = eol + 2;
-    }
-    return NULL;
-}
-
-static void check_token(struct fake *f, const struct fake_req *rq) {
+static void check_token(struct fake *f, const struct fakehttp_req *rq) {
     char tok[128];
-    char *got = header_get(rq, "X-Consul-Token", tok, sizeof tok);
+    char *got = fakehttp_header(rq, "X-Consul-Token", tok, sizeof tok);
     if (!f->want_token) {
         assert_null(got);
         return;
@@ -538,67 +464,23 @@ static void check_token(struct fake *f, const struct fake_req *rq) {
     "anonymous token is used implicitly when a request does not specify a token."
 
 /* The read permission check: 404 (readable, no such key) unless told. */
-static void probe_reply(struct fake *f, struct fake_conn *c) {
+static void probe_reply(struct fake *f, struct fakehttp_conn *c) {
     int n = f->probes++;
     int status = n < 8 && f->probe_status[n] ? f->probe_status[n] : 404;
     reply(c, status, status == 404 ? 30 : -1, status == 403 ? ANON_DENIED : "");
 }
 
-static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-    (void)h;
-    b->base = malloc(hint);
-    b->len = b->base ? hint : 0;
-}
-
-static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-    struct fake_conn *c = s->data;
-    if (n < 0) {
-        free(b->base);
-        conn_close(c);
-        return;
-    }
-    assert_int_equal(buf_append(&c->in, b->base, (size_t)n), 0);
-    free(b->base);
-    while (!c->closing) {
-        char *hdr_end = c->in.data ? strstr(c->in.data, "\r\n\r\n") : NULL;
-        if (!hdr_end)
-            return;
-        size_t hlen = (size_t)(hdr_end - c->in.data) + 4;
-        const char *cl = strcasestr(c->in.data, "\r\nContent-Length:");
-        size_t blen = cl && cl < hdr_end ? strtoul(cl + 17, NULL, 10) : 0;
-        if (c->in.len < hlen + blen)
-            return;
-        char method[16], target[512];
-        assert_int_equal(sscanf(c->in.data, "%15s %511s HTTP/1.1", method, target), 2);
-        const char *line_end = strstr(c->in.data, "\r\n");
-        char *headers = strndup(line_end + 2, (size_t)(hdr_end - line_end));
-        char *body = strndup(c->in.data + hlen, blen);
-        assert_non_null(headers);
-        assert_non_null(body);
-        buf_consume(&c->in, hlen + blen);
-        struct fake_req rq = {method, target, headers, body, blen};
-        check_token(c->f, &rq);
-        if (strcmp(method, "GET") == 0 && (strcmp(target, "/v1/kv/canary/") == 0 ||
-                                           strncmp(target, "/v1/kv/canary/?dc=", 18) == 0))
-            probe_reply(c->f, c);
-        else
-            c->f->dispatch(c->f, c, &rq);
-        free(headers);
-        free(body);
-    }
-}
-
-static void fake_accept(uv_stream_t *server, int status) {
-    assert_int_equal(status, 0);
-    struct fake *f = server->data;
-    struct fake_conn *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->f = f;
-    assert_int_equal(uv_tcp_init(f->loop, &c->tcp), 0);
-    c->tcp.data = c;
-    assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
-    list_push_front(&f->conns, &c->link);
-    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
+/* Every request must carry the token; the read permission check is
+ * answered here, everything else by the test's script. */
+static void fake_serve(struct fakehttp *srv, struct fakehttp_conn *c,
+                       const struct fakehttp_req *rq) {
+    struct fake *f = srv->data;
+    check_token(f, rq);
+    if (strcmp(rq->method, "GET") == 0 && (strcmp(rq->target, "/v1/kv/canary/") == 0 ||
+                                           strncmp(rq->target, "/v1/kv/canary/?dc=", 18) == 0))
+        probe_reply(f, c);
+    else
+        f->dispatch(f, c, rq);
 }
 
 static void noop_closed(uv_handle_t *h) {
@@ -615,12 +497,10 @@ static void fake_finish(struct fake *f) {
     f->src->ops->stop(f->src);
     f->src->ops->close(f->src); /* freed as the loop runs on */
     http_client_close(f->http);
-    uv_close((uv_handle_t *)&f->listener, noop_closed);
+    fakehttp_close(&f->srv);
     uv_close((uv_handle_t *)&f->deadline, noop_closed);
     if (f->end_timer_used)
         uv_close((uv_handle_t *)&f->end_timer, noop_closed);
-    while (!list_empty(&f->conns))
-        conn_close(list_entry(list_first(&f->conns), struct fake_conn, link));
 }
 
 /* Print a value with its control bytes visible, so "\n" shows. */
@@ -676,30 +556,20 @@ static void fake_deadline(uv_timer_t *t) {
 
 /* Set up loop, fake server, logger (into a temp file), client and source. */
 static void fake_setup(struct fake *f, uv_loop_t *loop,
-                       void (*dispatch)(struct fake *, struct fake_conn *,
-                                        const struct fake_req *)) {
+                       void (*dispatch)(struct fake *, struct fakehttp_conn *,
+                                        const struct fakehttp_req *)) {
     memset(f, 0, sizeof *f);
     assert_int_equal(uv_loop_init(loop), 0);
     f->loop = loop;
     f->dispatch = dispatch;
-    list_init(&f->conns);
-    assert_int_equal(uv_tcp_init(loop, &f->listener), 0);
-    f->listener.data = f;
-    struct sockaddr_in addr;
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_bind(&f->listener, (const struct sockaddr *)&addr, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 16, fake_accept), 0);
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    assert_int_equal(uv_tcp_getsockname(&f->listener, (struct sockaddr *)&bound, &blen), 0);
-    f->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    fakehttp_start(&f->srv, loop, fake_serve, f);
 
     f->logf = tmpfile();
     assert_non_null(f->logf);
     logger_init(&f->log, LOG_LVL_DEBUG);
     f->log.journal = false;
     f->log.out = f->logf;
-    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/", f->port);
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/", f->srv.port);
     f->cfg.type = SOURCE_CONSUL;
     f->cfg.address = f->url;
     f->cfg.prefix = "canary/";
@@ -764,9 +634,9 @@ static void put_done(void *user, bool ok, const char *message) {
         f->src->ops->resync(f->src);
 }
 
-static void main_writes(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void main_writes(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     char ct[64];
-    assert_non_null(header_get(rq, "Content-Type", ct, sizeof ct));
+    assert_non_null(fakehttp_header(rq, "Content-Type", ct, sizeof ct));
     assert_string_equal(ct, "text/plain; charset=utf-8");
     assert_string_equal(rq->body, "{\"state\":\"applied\"}\n");
     assert_int_equal(rq->body_len, 20);
@@ -781,7 +651,7 @@ static void main_writes(struct fake *f, struct fake_conn *c, const struct fake_r
         fail_msg("unexpected write to %s", rq->target);
 }
 
-static void main_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void main_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     if (strcmp(rq->method, "PUT") == 0) {
         main_writes(f, c, rq);
         return;
@@ -921,7 +791,7 @@ static void end_fired(uv_timer_t *t) {
     fake_finish(t->data);
 }
 
-static void hot_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void hot_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     int step = f->step++;
     if (step < 16)
         f->at[step] = uv_now(f->loop);
@@ -964,12 +834,12 @@ static void test_unchanged_answers_do_not_busy_loop(void **state) {
     "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 15\r\nX-Consul-Results-Filtered-By-Acls: "          \
     "true\r\nContent-Length: 0\r\n\r\n"
 
-static void auth_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void auth_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     int step = f->step++;
     switch (step) {
     case 0: /* keys hidden by ACLs: not an empty prefix, but an outage */
         assert_string_equal(rq->target, BASE);
-        conn_send(c, FILTERED_404, strlen(FILTERED_404));
+        fakehttp_send(c, FILTERED_404, strlen(FILTERED_404));
         break;
     case 1: /* a 404 without X-Consul-Index is not Consul's: no empty snapshot */
         assert_string_equal(rq->target, BASE);
@@ -1054,7 +924,7 @@ static void test_tokens_from_config_file_env_and_index_floor(void **state) {
     "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 10\r\nX-Consul-Default-Acl-Policy: deny\r\n"        \
     "Content-Length: 0\r\n\r\n"
 
-static void acl_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void acl_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     int step = f->step++;
     switch (step) {
     case 0: /* readable: the initial list (checked: probe 0 answers 404) */
@@ -1063,12 +933,12 @@ static void acl_dispatch(struct fake *f, struct fake_conn *c, const struct fake_
         break;
     case 1: /* the rights are gone: Consul's anonymous answer looks like an empty prefix */
         assert_string_equal(rq->target, BASE "&index=9&wait=2s");
-        conn_send(c, ANON_404, strlen(ANON_404));
+        fakehttp_send(c, ANON_404, strlen(ANON_404));
         break;
     case 2: /* the retry: the same answer, but now the check (probe 2) says readable */
         assert_string_equal(rq->target, BASE);
         assert_int_equal(f->src->fault, SOURCE_FAULT_ACL);
-        conn_send(c, ANON_404, strlen(ANON_404));
+        fakehttp_send(c, ANON_404, strlen(ANON_404));
         break;
     case 3:
         assert_string_equal(rq->target, BASE "&index=10&wait=2s");
@@ -1106,7 +976,8 @@ static void test_acl_denied_is_no_deletion(void **state) {
 
 /* A token_file that cannot be read is an outage like any other; the file is
  * tried again on the retry. */
-static void tokfile_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void tokfile_dispatch(struct fake *f, struct fakehttp_conn *c,
+                             const struct fakehttp_req *rq) {
     (void)c;
     (void)rq;
     fail_msg("no request may be made without the token (step %d)", f->step);

@@ -23,9 +23,10 @@
 
 #include "bridge/lib/base64.h"
 #include "bridge/lib/http.h"
-#include "bridge/lib/list.h"
 #include "bridge/lib/timer.h"
 #include "sources/etcd_proto.h"
+
+#include "fakehttp.h"
 
 /* ---- base64 ---- */
 
@@ -560,34 +561,14 @@ static void test_http_result_header(void **state) {
 }
 
 /* ======================================================================
- * End to end against a fake etcd gateway (libuv TCP server, HTTP/1.1)
+ * End to end against a fake etcd gateway (fakehttp.h)
  * ====================================================================== */
-
-struct fake;
-
-struct fake_conn {
-    uv_tcp_t tcp;
-    struct fake *f;
-    buf_t in;
-    bool closing;
-    struct list_node link; /* on fake.conns */
-};
-
-struct fake_write {
-    uv_write_t req;
-    struct fake_conn *conn;
-    bool close_after;
-    char data[];
-};
 
 /* What the consumer saw, in order, as one line per callback. */
 struct fake {
     uv_loop_t *loop;
-    uv_tcp_t listener;
-    int port;
-    int step;               /* index of the next request expected */
-    struct list_node conns; /* open connections (struct fake_conn) */
-    bool listener_closed;
+    struct fakehttp srv;
+    int step; /* index of the next request expected */
     struct logger log;
     struct source_settings cfg;
     char *endpoints[1];
@@ -598,66 +579,19 @@ struct fake {
     buf_t seen;
     bool done;
     /* Answers one request; the etcd script or the plain HTTP one. */
-    void (*dispatch)(struct fake *f, struct fake_conn *c, const char *method, const char *path,
+    void (*dispatch)(struct fake *f, struct fakehttp_conn *c, const char *method, const char *path,
                      const char *body);
     struct http_req *stream_req, *slow_req;
-    char head[2048]; /* the header block of the request being dispatched */
+    const char *head; /* the header block of the request being dispatched */
 };
 
-static void conn_closed(uv_handle_t *h) {
-    struct fake_conn *c = h->data;
-    buf_free(&c->in);
-    free(c);
-}
-
-static void conn_close(struct fake_conn *c) {
-    if (c->closing)
-        return;
-    c->closing = true;
-    list_remove(&c->link);
-    uv_close((uv_handle_t *)&c->tcp, conn_closed);
-}
-
-static void write_done(uv_write_t *req, int status) {
-    struct fake_write *w = (struct fake_write *)req;
-    (void)status;
-    if (w->close_after)
-        conn_close(w->conn);
-    free(w);
-}
-
-static void conn_send(struct fake_conn *c, bool close_after, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void conn_send(struct fake_conn *c, bool close_after, const char *fmt, ...) {
-    buf_t b = BUF_INIT;
-    va_list ap;
-    va_start(ap, fmt);
-    assert_int_equal(buf_vprintf(&b, fmt, ap), 0);
-    va_end(ap);
-    struct fake_write *w = malloc(sizeof *w + b.len);
-    assert_non_null(w);
-    memcpy(w->data, b.data, b.len);
-    w->conn = c;
-    w->close_after = close_after;
-    uv_buf_t ub = uv_buf_init(w->data, (unsigned)b.len);
-    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, write_done), 0);
-    buf_free(&b);
-}
-
-static void send_json(struct fake_conn *c, int status, const char *json) {
-    conn_send(c, false,
-              "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-              status, strlen(json), json);
-}
-
-static void stream_start(struct fake_conn *c) {
-    conn_send(
-        c, false,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
-}
-
-static void stream_chunk(struct fake_conn *c, const char *data) {
-    conn_send(c, false, "%zx\r\n%s\r\n", strlen(data), data);
+/* Hand a request to the test's script, its header block at hand. */
+static void fake_serve(struct fakehttp *srv, struct fakehttp_conn *c,
+                       const struct fakehttp_req *rq) {
+    struct fake *f = srv->data;
+    f->head = rq->head;
+    f->dispatch(f, c, rq->method, rq->target, rq->body);
+    f->head = NULL;
 }
 
 static char *kv_json(const char *key, const char *value, int rev) {
@@ -701,8 +635,8 @@ static void expect_int(const cJSON *obj, const char *name, const char *want) {
 }
 
 /* The script: each request the source should make, and what etcd answers. */
-static void fake_dispatch(struct fake *f, struct fake_conn *c, const char *method, const char *path,
-                          const char *body) {
+static void fake_dispatch(struct fake *f, struct fakehttp_conn *c, const char *method,
+                          const char *path, const char *body) {
     assert_string_equal(method, "POST");
     cJSON *j = cJSON_Parse(body);
     assert_non_null(j);
@@ -722,7 +656,7 @@ static void fake_dispatch(struct fake *f, struct fake_conn *c, const char *metho
                 resp, sizeof resp,
                 "{\"header\":{\"revision\":\"10\"},\"kvs\":[%s],\"more\":true,\"count\":\"2\"}", a);
             free(a);
-            send_json(c, 200, resp);
+            fakehttp_send_json(c, 200, resp);
         }
         break;
     case 1: /* second page: after the last key, pinned to revision 10 */
@@ -735,7 +669,7 @@ static void fake_dispatch(struct fake *f, struct fake_conn *c, const char *metho
             snprintf(resp, sizeof resp,
                      "{\"header\":{\"revision\":\"12\"},\"kvs\":[%s],\"count\":\"1\"}", b);
             free(b);
-            send_json(c, 200, resp);
+            fakehttp_send_json(c, 200, resp);
         }
         break;
     case 2: { /* watch from 11: created, two events (one split across chunks),
@@ -746,30 +680,33 @@ static void fake_dispatch(struct fake *f, struct fake_conn *c, const char *metho
         /* The watch requires a leader (clientv3's WithRequireLeader). */
         assert_non_null(strcasestr(f->head, "\r\nGrpc-Metadata-hasleader: true\r\n"));
         expect_b64(cr, "key", "canary/", 7);
-        stream_start(c);
-        stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"12\"},\"created\":true}}\n");
+        fakehttp_stream_start(c);
+        fakehttp_stream_chunk(c,
+                              "{\"result\":{\"header\":{\"revision\":\"12\"},\"created\":true}}\n");
         char *e1 = event_put("canary/c", "3", 11);
         size_t half = strlen(e1) / 2;
         char first[512];
         memcpy(first, e1, half);
         first[half] = '\0';
-        stream_chunk(c, first);
-        stream_chunk(c, e1 + half);
+        fakehttp_stream_chunk(c, first);
+        fakehttp_stream_chunk(c, e1 + half);
         free(e1);
-        stream_chunk(c,
-                     "{\"result\":{\"header\":{\"revision\":\"12\"},\"events\":[{\"type\":"
-                     "\"DELETE\",\"kv\":{\"key\":\"Y2FuYXJ5L2E=\",\"mod_revision\":\"12\"}}]}}\n");
-        stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"15\"}}}\n");
-        conn_send(c, false, "0\r\n\r\n");
+        fakehttp_stream_chunk(
+            c, "{\"result\":{\"header\":{\"revision\":\"12\"},\"events\":[{\"type\":"
+               "\"DELETE\",\"kv\":{\"key\":\"Y2FuYXJ5L2E=\",\"mod_revision\":\"12\"}}]}}\n");
+        fakehttp_stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"15\"}}}\n");
+        fakehttp_printf(c, "0\r\n\r\n");
         break;
     }
     case 3: /* reconnect: resume after the progress notify, no re-list */
         assert_string_equal(path, "/v3/watch");
         expect_int(cr, "start_revision", "16");
-        stream_start(c);
-        stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"30\"},\"created\":true}}\n");
-        stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"30\"},\"compact_revision\":\"20\","
-                        "\"canceled\":true}}\n");
+        fakehttp_stream_start(c);
+        fakehttp_stream_chunk(c,
+                              "{\"result\":{\"header\":{\"revision\":\"30\"},\"created\":true}}\n");
+        fakehttp_stream_chunk(
+            c, "{\"result\":{\"header\":{\"revision\":\"30\"},\"compact_revision\":\"20\","
+               "\"canceled\":true}}\n");
         break;
     case 4: /* compacted: full re-list at the newest revision */
         assert_string_equal(path, "/v3/kv/range");
@@ -779,102 +716,41 @@ static void fake_dispatch(struct fake *f, struct fake_conn *c, const char *metho
             char resp[512];
             snprintf(resp, sizeof resp, "{\"header\":{\"revision\":\"25\"},\"kvs\":[%s]}", b);
             free(b);
-            send_json(c, 200, resp);
+            fakehttp_send_json(c, 200, resp);
         }
         break;
     case 5: { /* watch again after the new snapshot; one event, then the
                * connection drops mid-stream (a second, separate outage) */
         assert_string_equal(path, "/v3/watch");
         expect_int(cr, "start_revision", "26");
-        stream_start(c);
+        fakehttp_stream_start(c);
         char *e = event_put("canary/d", "4", 26);
         buf_t both = BUF_INIT;
         assert_int_equal(
             buf_printf(&both,
                        "{\"result\":{\"header\":{\"revision\":\"25\"},\"created\":true}}\n%s", e),
             0);
-        stream_chunk(c, both.data);
+        fakehttp_stream_chunk(c, both.data);
         buf_free(&both);
         free(e);
-        conn_send(c, true, "%s", "");
+        fakehttp_end(c);
         break;
     }
     case 6: /* resume after the event; the test stops on the next one */
         assert_string_equal(path, "/v3/watch");
         expect_int(cr, "start_revision", "27");
-        stream_start(c);
-        stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"26\"},\"created\":true}}\n");
+        fakehttp_stream_start(c);
+        fakehttp_stream_chunk(c,
+                              "{\"result\":{\"header\":{\"revision\":\"26\"},\"created\":true}}\n");
         {
             char *e = event_put("canary/e", "5", 27);
-            stream_chunk(c, e);
+            fakehttp_stream_chunk(c, e);
             free(e);
         }
         break;
     default: fail_msg("unexpected request %d to %s", step, path);
     }
     cJSON_Delete(j);
-}
-
-static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-    (void)h;
-    b->base = malloc(hint);
-    b->len = b->base ? hint : 0;
-}
-
-static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-    struct fake_conn *c = s->data;
-    if (n < 0) {
-        free(b->base);
-        conn_close(c);
-        return;
-    }
-    assert_int_equal(buf_append(&c->in, b->base, (size_t)n), 0);
-    free(b->base);
-    for (;;) {
-        char *hdr_end = c->in.data ? strstr(c->in.data, "\r\n\r\n") : NULL;
-        if (!hdr_end)
-            return;
-        size_t hlen = (size_t)(hdr_end - c->in.data) + 4;
-        const char *cl = strcasestr(c->in.data, "\r\nContent-Length:");
-        size_t blen = cl && cl < hdr_end ? strtoul(cl + 17, NULL, 10) : 0;
-        if (c->in.len < hlen + blen)
-            return;
-        char method[16], path[128];
-        assert_int_equal(sscanf(c->in.data, "%15s %127s HTTP/1.1", method, path), 2);
-        snprintf(c->f->head, sizeof c->f->head, "%.*s", (int)hlen, c->in.data);
-        char *body = strndup(c->in.data + hlen, blen);
-        assert_non_null(body);
-        buf_consume(&c->in, hlen + blen);
-        c->f->dispatch(c->f, c, method, path, body);
-        free(body);
-    }
-}
-
-static void fake_accept(uv_stream_t *server, int status) {
-    assert_int_equal(status, 0);
-    struct fake *f = server->data;
-    struct fake_conn *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->f = f;
-    assert_int_equal(uv_tcp_init(f->loop, &c->tcp), 0);
-    c->tcp.data = c;
-    assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
-    list_push_front(&f->conns, &c->link);
-    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
-}
-
-static void fake_listen(struct fake *f) {
-    list_init(&f->conns);
-    assert_int_equal(uv_tcp_init(f->loop, &f->listener), 0);
-    f->listener.data = f;
-    struct sockaddr_in addr;
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_bind(&f->listener, (const struct sockaddr *)&addr, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 16, fake_accept), 0);
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    assert_int_equal(uv_tcp_getsockname(&f->listener, (struct sockaddr *)&bound, &blen), 0);
-    f->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
 }
 
 static void noop_closed(uv_handle_t *h) {
@@ -890,10 +766,8 @@ static void fake_finish(struct fake *f) {
     if (f->src)
         f->src->ops->close(f->src); /* freed as the loop runs on */
     http_client_close(f->http);
-    uv_close((uv_handle_t *)&f->listener, noop_closed);
+    fakehttp_close(&f->srv);
     uv_close((uv_handle_t *)&f->deadline, noop_closed);
-    while (!list_empty(&f->conns))
-        conn_close(list_entry(list_first(&f->conns), struct fake_conn, link));
 }
 
 static void fake_on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint64_t rev) {
@@ -935,7 +809,7 @@ static void test_source_pages_resumes_and_relists_after_compaction(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     f.loop = &loop;
     f.dispatch = fake_dispatch;
-    fake_listen(&f);
+    fakehttp_start(&f.srv, &loop, fake_serve, &f);
 
     /* Keep the expected warnings out of the test output, but look at them. */
     FILE *logf = tmpfile();
@@ -943,7 +817,7 @@ static void test_source_pages_resumes_and_relists_after_compaction(void **state)
     logger_init(&f.log, LOG_LVL_INFO);
     f.log.journal = false;
     f.log.out = logf;
-    snprintf(f.url, sizeof f.url, "http://127.0.0.1:%d/", f.port);
+    snprintf(f.url, sizeof f.url, "http://127.0.0.1:%d/", f.srv.port);
     f.endpoints[0] = f.url;
     f.cfg.type = SOURCE_ETCD;
     f.cfg.endpoints = f.endpoints;
@@ -1000,7 +874,7 @@ static void test_source_pages_resumes_and_relists_after_compaction(void **state)
  * request that checks it gets no answer, so the source drops the watch,
  * reports the outage and watches again from the last revision + 1. */
 
-static void probe_dispatch(struct fake *f, struct fake_conn *c, const char *method,
+static void probe_dispatch(struct fake *f, struct fakehttp_conn *c, const char *method,
                            const char *path, const char *body) {
     assert_string_equal(method, "POST");
     cJSON *j = cJSON_Parse(body);
@@ -1010,23 +884,24 @@ static void probe_dispatch(struct fake *f, struct fake_conn *c, const char *meth
     switch (step) {
     case 0:
         assert_string_equal(path, "/v3/kv/range");
-        send_json(c, 200, "{\"header\":{\"revision\":\"25\"}}");
+        fakehttp_send_json(c, 200, "{\"header\":{\"revision\":\"25\"}}");
         break;
     case 1:   /* the watch; an event, then silence */
     case 4: { /* watched again after the failed check: resumes, no re-list */
         assert_string_equal(path, "/v3/watch");
         assert_non_null(strcasestr(f->head, "\r\nGrpc-Metadata-hasleader: true\r\n"));
         expect_int(cr, "start_revision", step == 1 ? "26" : "27");
-        stream_start(c);
-        stream_chunk(c, "{\"result\":{\"header\":{\"revision\":\"25\"},\"created\":true}}\n");
+        fakehttp_stream_start(c);
+        fakehttp_stream_chunk(c,
+                              "{\"result\":{\"header\":{\"revision\":\"25\"},\"created\":true}}\n");
         char *e = step == 1 ? event_put("canary/x", "1", 26) : event_put("canary/y", "2", 27);
-        stream_chunk(c, e);
+        fakehttp_stream_chunk(c, e);
         free(e);
         break;
     }
     case 2: /* the first check is answered */
         assert_string_equal(path, "/v3/maintenance/status");
-        send_json(c, 200, "{\"header\":{\"revision\":\"26\"},\"version\":\"3.4.23\"}");
+        fakehttp_send_json(c, 200, "{\"header\":{\"revision\":\"26\"},\"version\":\"3.4.23\"}");
         break;
     case 3: /* the second is not: the member froze */
         assert_string_equal(path, "/v3/maintenance/status");
@@ -1044,13 +919,13 @@ static void test_liveness_check_moves_off_a_frozen_member(void **state) {
     assert_int_equal(uv_loop_init(&loop), 0);
     f.loop = &loop;
     f.dispatch = probe_dispatch;
-    fake_listen(&f);
+    fakehttp_start(&f.srv, &loop, fake_serve, &f);
     FILE *logf = tmpfile();
     assert_non_null(logf);
     logger_init(&f.log, LOG_LVL_INFO);
     f.log.journal = false;
     f.log.out = logf;
-    snprintf(f.url, sizeof f.url, "http://127.0.0.1:%d", f.port);
+    snprintf(f.url, sizeof f.url, "http://127.0.0.1:%d", f.srv.port);
     f.endpoints[0] = f.url;
     f.cfg.type = SOURCE_ETCD;
     f.cfg.endpoints = f.endpoints;
@@ -1091,20 +966,20 @@ static void test_liveness_check_moves_off_a_frozen_member(void **state) {
 
 /* ---- the HTTP client's re-entrancy rules, on the same fake server ---- */
 
-static void http_dispatch(struct fake *f, struct fake_conn *c, const char *method, const char *path,
-                          const char *body) {
+static void http_dispatch(struct fake *f, struct fakehttp_conn *c, const char *method,
+                          const char *path, const char *body) {
     (void)f;
     assert_string_equal(method, strcmp(path, "/put") == 0 ? "PUT" : "GET");
     if (strcmp(path, "/stream") == 0) {
-        stream_start(c);
-        stream_chunk(c, "tick\n");
+        fakehttp_stream_start(c);
+        fakehttp_stream_chunk(c, "tick\n");
     } else if (strcmp(path, "/slow") == 0) {
         /* never answered */
     } else if (strcmp(path, "/ok") == 0) {
-        conn_send(c, false, "HTTP/1.1 200 OK\r\nX-Test:  yes \r\nContent-Length: 5\r\n\r\nhello");
+        fakehttp_printf(c, "HTTP/1.1 200 OK\r\nX-Test:  yes \r\nContent-Length: 5\r\n\r\nhello");
     } else if (strcmp(path, "/put") == 0) {
         assert_string_equal(body, "{\"a\":1}");
-        conn_send(c, false, "HTTP/1.1 404 Not Found\r\nContent-Length: 7\r\n\r\nmissing");
+        fakehttp_printf(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 7\r\n\r\nmissing");
     } else {
         fail_msg("unexpected path %s", path);
     }
@@ -1125,10 +1000,8 @@ static void http_put_done(struct http_req *r, const struct http_result *res) {
     /* Closing the client from a done callback: nothing else may run. */
     f->done = true;
     http_client_close(f->http);
-    uv_close((uv_handle_t *)&f->listener, noop_closed);
+    fakehttp_close(&f->srv);
     uv_close((uv_handle_t *)&f->deadline, noop_closed);
-    while (!list_empty(&f->conns))
-        conn_close(list_entry(list_first(&f->conns), struct fake_conn, link));
 }
 
 static void http_ok_done(struct http_req *r, const struct http_result *res) {
@@ -1144,7 +1017,7 @@ static void http_ok_done(struct http_req *r, const struct http_result *res) {
     buf_puts(&f->seen, "ok-done\n");
     /* Starting a request from a done callback. */
     char url[96];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/put", f->port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/put", f->srv.port);
     struct http_req *d = http_req_new(f->http, "PUT", url);
     assert_non_null(d);
     assert_int_equal(http_req_header(d, "Content-Type: application/json"), 0);
@@ -1161,7 +1034,7 @@ static int http_stream_data(struct http_req *r, const char *data, size_t len) {
     /* Inside curl: start another request, cancel a different one, then
      * cancel this very one. All must be deferred safely. */
     char url[96];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/ok", f->port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/ok", f->srv.port);
     struct http_req *c = http_req_new(f->http, "GET", url);
     assert_non_null(c);
     http_req_set_user(c, f);
@@ -1182,7 +1055,7 @@ static void test_http_reentrancy(void **state) {
     assert_int_equal(uv_loop_init(&loop), 0);
     f.loop = &loop;
     f.dispatch = http_dispatch;
-    fake_listen(&f);
+    fakehttp_start(&f.srv, &loop, fake_serve, &f);
     logger_init(&f.log, LOG_LVL_WARN);
     f.http = http_client_new(&loop, &f.log);
     assert_non_null(f.http);
@@ -1191,12 +1064,12 @@ static void test_http_reentrancy(void **state) {
     timer_arm(&f.deadline, fake_deadline, 5000, 0);
 
     char url[96];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/slow", f.port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/slow", f.srv.port);
     f.slow_req = http_req_new(f.http, "GET", url);
     assert_non_null(f.slow_req);
     http_req_set_user(f.slow_req, &f);
     assert_int_equal(http_req_start(f.slow_req, http_never_done), 0);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/stream", f.port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/stream", f.srv.port);
     f.stream_req = http_req_new(f.http, "GET", url);
     assert_non_null(f.stream_req);
     http_req_set_user(f.stream_req, &f);
