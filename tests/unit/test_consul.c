@@ -483,10 +483,6 @@ static void fake_serve(struct fakehttp *srv, struct fakehttp_conn *c,
         f->dispatch(f, c, rq);
 }
 
-static void noop_closed(uv_handle_t *h) {
-    (void)h;
-}
-
 /* Stop everything, possibly from inside a source callback. Stopping twice
  * must be harmless. */
 static void fake_finish(struct fake *f) {
@@ -498,9 +494,9 @@ static void fake_finish(struct fake *f) {
     f->src->ops->close(f->src); /* freed as the loop runs on */
     http_client_close(f->http);
     fakehttp_close(&f->srv);
-    uv_close((uv_handle_t *)&f->deadline, noop_closed);
+    uv_close((uv_handle_t *)&f->deadline, NULL);
     if (f->end_timer_used)
-        uv_close((uv_handle_t *)&f->end_timer, noop_closed);
+        uv_close((uv_handle_t *)&f->end_timer, NULL);
 }
 
 /* Print a value with its control bytes visible, so "\n" shows. */
