@@ -108,6 +108,9 @@ void model_route_free(struct model_route *r) {
     }
     free(r->rules);
     free(r->sticky.cookie);
+    free(r->mirror.svc.name);
+    free(r->mirror.svc.ns);
+    free(r->mirror.svc.port);
     model_weights_free(r->weights, r->n_weights);
     memset(r, 0, sizeof *r);
 }
