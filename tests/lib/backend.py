@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""A test backend for the traffic tests (tests/real/test_traffic_real.py, test_mirror_real.py): one HTTP/1.1
-server per NAME=PORT argument, all bound to --address, each answering every request
-with 200 and JSON {"name": NAME, "method", "path", "headers": {name: value}} (the
-request headers as received, so a test can see what Traefik forwarded).  The header
-X-Backend carries the name too.  It never sets a cookie: stickiness the tests see is
-Traefik's own.  Prints "ready" once every listener is bound.
+"""A test backend for the traffic tests (tests/real/test_traffic_real.py and
+test_mirror_real.py): one HTTP/1.1 server per NAME=PORT argument, all bound to
+--address, each answering every request with 200 and JSON {"name": NAME, "method",
+"path", "headers": {name: value}} (the request headers as received, so a test can see
+what Traefik forwarded).  The header X-Backend carries the name too.  It never sets a
+cookie: stickiness the tests see is Traefik's own.  Prints "ready" once every listener
+is bound.
 
 Each backend remembers the paths it was asked for: GET /_seen?prefix=P answers
 {"name": NAME, "count": n}, the number of requests so far whose path starts with P (not
