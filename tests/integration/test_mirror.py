@@ -158,6 +158,26 @@ class Mirroring(CanaryCase):
                          [("PUT", "traefikservices", M), ("DELETE", "traefikservices", "shop")])
         self.assert_no_client_errors()
 
+    def test_deleting_weights_keeps_the_weights_in_force(self):
+        """The weights in force are read back from the weighted TraefikService behind the
+        mirroring: deleting the weights key moves no traffic, as without a mirror."""
+        self.put("route", ROUTE_MIRROR)
+        self.put("weights", "shop-v1=0, shop-v2=100")
+        self.start_bridge()
+        self.wait_via(M)
+        self.wait_obj("traefikservices", pred=lambda o: weights_of(o["spec"]["weighted"]) ==
+                      {"shop-v1": 0, "shop-v2": 100}, what="weights 0/100")
+        ts_rv = self.rv("traefikservices", "shop")
+        since = self.bridge.log_size()
+        self.etcd.delete("canary/default/shop/weights")
+        self.bridge.wait_log(r"weights key gone: keeping the weights in force shop-v1=0 "
+                             r"shop-v2=100", since=since)
+        self.wait_obj("ingressroutes", pred=lambda o: o["metadata"]["annotations"].get(
+            "canary-bridge.io/weights-from", "").startswith("held:"), what="held weights")
+        self.assertEqual(self.rv("traefikservices", "shop"), ts_rv)
+        self.assertEqual(weights_of(self.ts()["spec"]["weighted"]),
+                         {"shop-v1": 0, "shop-v2": 100})
+
     def test_sync_deletes_ingressroute_then_mirroring_then_the_rest(self):
         self.put("route", ROUTE + STICKY + MIRROR)
         self.put("weights", "shop-v1=90, shop-v2=10")
