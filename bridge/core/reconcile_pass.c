@@ -300,7 +300,8 @@ static bool unchanged_since_applied(struct reconciler *r, const struct job *j,
  * IngressRoute says they came from a weights key (or were already held):
  * deleting a key never moves traffic, and the live object makes that hold
  * across restarts. Fills in->held from the weighted route's services (or the
- * TraefikService's, for a sticky route); *held is the array to free. */
+ * weighted TraefikService's, when the route goes through one: sticky, or
+ * mirrored with several services); *held is the array to free. */
 static void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
                              struct model_weight **held) {
     *held = NULL;
