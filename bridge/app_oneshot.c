@@ -69,11 +69,17 @@ static int render_owned(const struct model_route *m, const struct render_opts *r
             ret = -1;
         cJSON_Delete(mw);
     }
-    if (m->sticky.enabled && ret == 0) {
+    if (traefik_weighted_service_wanted(m) && ret == 0) {
         cJSON *ts = traefik_render_traefikservice(m, ro);
         if (!ts || value_emit_yaml(ts, out, 1) < 0)
             ret = -1;
         cJSON_Delete(ts);
+    }
+    if (m->mirror.enabled && ret == 0) {
+        cJSON *ms = traefik_render_mirroring(m, ro);
+        if (!ms || value_emit_yaml(ms, out, 1) < 0)
+            ret = -1;
+        cJSON_Delete(ms);
     }
     cJSON *ir = traefik_render_ingressroute(m, ro);
     if (!ir || value_emit_yaml(ir, out, 1) < 0)

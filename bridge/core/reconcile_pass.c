@@ -3,9 +3,11 @@
  *
  * A pass is a small state machine (struct job) driven by API answers:
  *
- *   plan -> write phase: Middlewares, TraefikService, IngressRoute (in order)
- *        -> prune phase (policy sync): IngressRoute, TraefikService,
- *           Middlewares that are no longer desired (in that order)
+ *   plan -> write phase: Middlewares, TraefikServices (weighted, then
+ *           mirroring), IngressRoute (in order)
+ *        -> prune phase (policy sync): IngressRoute, TraefikServices
+ *           (mirroring, then weighted), Middlewares that are no longer
+ *           desired (in that order)
  *        -> finish
  *
  * The workqueue hands out a route (pass_begin). The pass reads the route's
@@ -154,9 +156,17 @@ static int plan_writes(struct job *j) {
         if (rc < 0)
             return -1;
     }
-    if (m->sticky.enabled) {
+    if (traefik_weighted_service_wanted(m)) {
         cJSON *ts = traefik_render_traefikservice(m, &r->ropts);
         if (!ts || plan_add(j, OBJ_TRAEFIKSERVICE, j->name, ts) < 0)
+            return -1;
+    }
+    if (m->mirror.enabled) { /* after the weighted TraefikService it names */
+        char *name = traefik_mirror_name(m);
+        cJSON *ms = name ? traefik_render_mirroring(m, &r->ropts) : NULL;
+        int rc = ms ? plan_add(j, OBJ_TRAEFIKSERVICE, name, ms) : -1;
+        free(name);
+        if (rc < 0)
             return -1;
     }
     cJSON *ir = traefik_render_ingressroute(m, &r->ropts);
@@ -172,19 +182,31 @@ static bool planned(const struct job *j, enum obj_kind kind, const char *name) {
     return false;
 }
 
+/* Deletion rank: IngressRoute, then TraefikServices other than the
+ * route's own name (a mirroring names the weighted one), then that one,
+ * then Middlewares. */
+static int prune_rank(enum obj_kind kind, const char *name, const char *route) {
+    if (kind == OBJ_INGRESSROUTE)
+        return 0;
+    if (kind == OBJ_TRAEFIKSERVICE)
+        return strcmp(name, route) != 0 ? 1 : 2;
+    return 3;
+}
+
 /* Policy sync: objects labelled for this route, owned from our prefix, that
- * the route no longer wants; IngressRoute first, so nothing still references
- * a TraefikService or Middleware when it goes. */
+ * the route no longer wants; in prune_rank order, so nothing still
+ * references a TraefikService or Middleware when it goes. */
 static int plan_prunes(struct job *j) {
     struct reconciler *r = j->r;
     if (r->cfg->policy != POLICY_SYNC || j->patched)
         return 0;
     const struct objset *set = map_get(&r->route_objs, j->id);
-    for (int kind = OBJ_INGRESSROUTE; kind >= 0; kind--) {
+    for (int rank = 0; rank <= 3; rank++) {
         for (size_t i = 0; set && i < set->n; i++) {
-            if (set->keys[i][0] - '0' != kind)
-                continue;
+            int kind = set->keys[i][0] - '0';
             const char *name = set->keys[i] + 2;
+            if (prune_rank((enum obj_kind)kind, name, j->name) != rank)
+                continue;
             if (planned(j, (enum obj_kind)kind, name))
                 continue;
             if (!owned_here(r, informer_get(r->inf[kind], j->ns, name)))
@@ -278,7 +300,8 @@ static bool unchanged_since_applied(struct reconciler *r, const struct job *j,
  * IngressRoute says they came from a weights key (or were already held):
  * deleting a key never moves traffic, and the live object makes that hold
  * across restarts. Fills in->held from the weighted route's services (or the
- * TraefikService's, for a sticky route); *held is the array to free. */
+ * weighted TraefikService's, when the route goes through one: sticky, or
+ * mirrored with several services); *held is the array to free. */
 static void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
                              struct model_weight **held) {
     *held = NULL;

@@ -29,6 +29,12 @@
  *   ignores any other spelling without a word, and the v3 CRD's capitalised
  *   variants mean the same thing. A negative `maxAge` (Traefik: expire at
  *   once) would silently turn stickiness off, so it is refused.
+ * - `mirror` names its service like a route service (port, namespace under
+ *   the same rule), except that without `port` it must be one of the route's
+ *   own services and is taken with its port and namespace. `percent` is
+ *   required: Traefik's default of 0 would configure a mirror that copies
+ *   nothing. Mirroring lives in the route document, so patched mode, which
+ *   has none, cannot ask for it.
  *
  * The work is split by job: key.c (keys and names), weights.c (the
  * `weights` key), route.c (the `route` document), headers.c (the `headers`
@@ -108,6 +114,9 @@ void model_route_free(struct model_route *r) {
     }
     free(r->rules);
     free(r->sticky.cookie);
+    free(r->mirror.svc.name);
+    free(r->mirror.svc.ns);
+    free(r->mirror.svc.port);
     model_weights_free(r->weights, r->n_weights);
     memset(r, 0, sizeof *r);
 }

@@ -82,6 +82,20 @@ struct model_sticky {
     long max_age; /* seconds, 0..MODEL_MAX_AGE_MAX */
 };
 
+#define MODEL_BODY_SIZE_MAX 9007199254740992LL /* mirror maxBodySize: 2^53, exact in JSON */
+
+/* `mirror` in the route document: Traefik copies `percent` per cent of the
+ * weighted route's requests to this service and throws its answers away;
+ * clients only ever get the answers of the route's own services. */
+struct model_mirror {
+    bool enabled;             /* a `mirror` mapping was given */
+    struct model_service svc; /* name, ns, port as for a route service; no weight */
+    long percent;             /* 0..100 */
+    bool has_mirror_body, mirror_body;
+    bool has_max_body_size;
+    long long max_body_size; /* bytes, -1 (no limit) .. MODEL_BODY_SIZE_MAX */
+};
+
 struct model_route {
     char *ns, *name;
     bool owned; /* a `route` key exists */
@@ -100,6 +114,7 @@ struct model_route {
     struct model_rule *rules; /* from `headers` */
     size_t n_rules;
     struct model_sticky sticky; /* from `route`; .enabled false when absent */
+    struct model_mirror mirror; /* from `route`; .enabled false when absent */
 
     /* `weights` as given (both modes; patched mode uses only this) */
     struct model_weight *weights;
