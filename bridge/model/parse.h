@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/lib/suggest.h"
 #include "bridge/model/model.h"
 
 #define PRIORITY_LIMIT 9007199254740992LL /* 2^53: exact in a double */
@@ -66,16 +67,25 @@ static inline char *dup_or_null(const char *s, bool *oom) {
     return d;
 }
 
-/* Every key of obj must be in allowed (NULL-terminated). */
+/* Every key of obj must be in allowed (NULL-terminated); an unknown one
+ * close to an allowed one gets a "did you mean" (maxstep, max_step). */
 static inline int known_fields(const cJSON *obj, const char *const *allowed, const char *where,
                                char *r) {
     for (const cJSON *c = obj->child; c; c = c->next) {
-        size_t i = 0;
-        while (allowed[i] && strcmp(allowed[i], c->string))
+        size_t i = 0, bestd = 3; /* a typo, not another word */
+        const char *best = NULL;
+        while (allowed[i] && strcmp(allowed[i], c->string)) {
+            size_t d = suggest_distance(c->string, allowed[i]);
+            if (d < bestd) {
+                bestd = d;
+                best = allowed[i];
+            }
             i++;
+        }
         if (!allowed[i]) {
             char s[SHOWN_MAX + 4];
-            why(r, "%sunknown field '%s'", where, shown(c->string, s));
+            why(r, "%sunknown field '%s'%s%s%s", where, shown(c->string, s),
+                best ? " (did you mean '" : "", best ? best : "", best ? "'?)" : "");
             return -1;
         }
     }
