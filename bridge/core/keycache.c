@@ -551,6 +551,7 @@ void keycache_brakes(const struct keycache *cache, const char *route_id,
     const struct keycache_route *r = map_get(&cache->routes, route_id);
     const struct keycache_value *own =
         r && r->leaf[KEYCACHE_FREEZE].data ? &r->leaf[KEYCACHE_FREEZE] : NULL;
+    out->frozen_here = own != NULL;
     out->frozen_all = cache->freeze.data != NULL;
     out->frozen = own || out->frozen_all;
     if (out->frozen)

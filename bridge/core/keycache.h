@@ -108,9 +108,10 @@ size_t keycache_leaf_errors(const struct keycache *cache, const char *route_id, 
  * brakes. */
 #define KEYCACHE_REASON_MAX 200
 struct keycache_brakes {
-    bool frozen;     /* the route's `freeze` key, or P_freeze */
-    bool frozen_all; /* P_freeze exists (frozen says whether the route is) */
-    bool aborted;    /* the route's `abort` key */
+    bool frozen;                                 /* the route's `freeze` key, or P_freeze */
+    bool frozen_here;                            /* ... the route's own key */
+    bool frozen_all;                             /* P_freeze exists */
+    bool aborted;                                /* the route's `abort` key */
     char freeze_reason[KEYCACHE_REASON_MAX + 1]; /* the route's own key's, else P_freeze's */
     char abort_reason[KEYCACHE_REASON_MAX + 1];
 };

@@ -290,7 +290,7 @@ static void test_brakes_are_leaves_and_p_freeze_freezes_every_route(void **state
     assert_int_equal(s.n, 2);
     assert_string_equal(s.ids[1], "default/shop");
     keycache_brakes(&kc, "default/shop", &b);
-    assert_true(b.frozen);
+    assert_true(b.frozen && b.frozen_here);
     assert_false(b.frozen_all);
     assert_string_equal(b.freeze_reason, "release train 42");
     struct model_input in;
@@ -317,9 +317,10 @@ static void test_brakes_are_leaves_and_p_freeze_freezes_every_route(void **state
     assert_int_equal(kc.routes.count, 1);
     keycache_brakes(&kc, "default/cart", &b);
     assert_true(b.frozen && b.frozen_all);
+    assert_false(b.frozen_here);
     assert_string_equal(b.freeze_reason, "ev?il?");
     keycache_brakes(&kc, "default/shop", &b);
-    assert_true(b.frozen_all);
+    assert_true(b.frozen_all && b.frozen_here);
     assert_string_equal(b.freeze_reason, "release train 42");
     assert_int_equal(count_lines(f, "ignoring key"), 0);
 
