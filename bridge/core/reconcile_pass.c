@@ -354,7 +354,8 @@ void pass_begin(void *user, const char *id) {
         job_finish(j, true, false, 0);
         return;
     }
-    brakes_note(j, status_get(r, id));
+    /* A record for a brake; an unbraked route gets one only when the pass ends. */
+    brakes_note(j, j->brake != BRAKE_NONE ? status_get(r, id) : map_get(&r->status, id));
     in.allow_cross_namespace = r->cfg->allow_cross_namespace;
     char err[1024];
     struct model_weight *held = NULL;
