@@ -17,6 +17,8 @@ import tempfile
 import unittest
 import urllib.request
 
+import yaml
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cbtest import Bridge, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
@@ -219,6 +221,28 @@ class BrakesSuite:
         self.wait_weights({"shop-v1": 0, "shop-v2": 100})
         self.assertEqual(series(metrics(self.port), "canary_bridge_refusals_total",
                                 reason="max_step"), 1)
+
+    # ---- render
+    def test_render_shows_an_abort_and_names_the_brakes(self):
+        self.put("canary/default/shop/route", ROUTE)
+        self.put("canary/default/shop/weights", "shop-v1=90, shop-v2=10")
+        self.put("canary/default/shop/headers", HEADERS)
+        self.put("canary/default/shop/abort", "x")
+        self.put("canary/default/cart/route", ROUTE.replace("shop", "cart"))
+        self.put("canary/default/cart/freeze", "window")
+        cfg = bridge_config(kube=self.kube, **self.source_config())
+        code, out, err = Bridge(self.tmp.name, cfg, name="render", start=False).run_once(
+            ["render"])
+        self.assertEqual(code, 0, err)
+        irs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(out)
+               if d and d["kind"] == "IngressRoute"}
+        self.assertEqual(ts.weights_of(irs["shop"]), {"shop-v1": 100, "shop-v2": 0})
+        self.assertEqual(len(irs["shop"]["spec"]["routes"]), 1)
+        self.assertIn("note: route default/shop is aborted (x): all its traffic goes to its "
+                      "first service", err)
+        self.assertIn("note: route default/cart is frozen (window): these objects wait until "
+                      "the freeze ends", err)
+        self.assertEqual(ts.kube_writes(self.kube), [])
 
     # ---- typos
     def test_mistyped_brakes_are_named(self):
