@@ -230,6 +230,7 @@ static void on_route_status(void *user, const char *route_id, const struct route
     struct generation *g = user;
     if (st || keycache_leaf_errors(&g->keys, route_id, NULL, 0))
         app_status_request(g, route_id);
+    app_http_export_brakes(g, route_id, st);
     if (!st) { /* the route is gone: so are its weight series */
         app_http_export_weights(g, route_id, NULL);
         app_status_remember_weights(g, route_id, NULL);

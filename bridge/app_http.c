@@ -100,6 +100,23 @@ void app_http_export_weights(struct generation *g, const char *route_id,
     free(map_del(&g->weight_series, route_id));
 }
 
+void app_http_export_brakes(struct generation *g, const char *route_id,
+                            const struct route_status *st) {
+    struct bridge_metrics *bm = &g->app->bm;
+    char ns[MODEL_NS_MAX + 1];
+    const char *name;
+    split_id(route_id, ns, sizeof ns, &name);
+    /* A series only while braked: one per route would be 10,000 zeros. */
+    if (st && st->brake == BRAKE_FROZEN)
+        metric_set(bm->route_frozen, METRIC_LABELS(ns, name), 1);
+    else
+        metric_remove(bm->route_frozen, METRIC_LABELS(ns, name));
+    if (st && st->brake == BRAKE_ABORTED)
+        metric_set(bm->route_aborted, METRIC_LABELS(ns, name), 1);
+    else
+        metric_remove(bm->route_aborted, METRIC_LABELS(ns, name));
+}
+
 void app_http_free(struct generation *g) {
     struct map_iter it;
     map_iter_init(&it, &g->weight_series);
@@ -128,6 +145,11 @@ static void metrics_refresh(struct generation *g) {
     if (g->rec.stats.undone > g->undone_seen) {
         metric_add(bm->undone_writes_total, NULL, (double)(g->rec.stats.undone - g->undone_seen));
         g->undone_seen = g->rec.stats.undone;
+    }
+    if (g->rec.stats.step_refusals > g->refusals_seen) {
+        metric_add(bm->refusals_total, METRIC_LABELS("max_step"),
+                   (double)(g->rec.stats.step_refusals - g->refusals_seen));
+        g->refusals_seen = g->rec.stats.step_refusals;
     }
 }
 

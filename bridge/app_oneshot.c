@@ -103,6 +103,15 @@ static int render_route(struct generation *g, const char *id, buf_t *out) {
     }
     if (rc == 1)
         return 0;
+    struct keycache_brakes b;
+    keycache_brakes(&g->keys, id, &b);
+    if (b.aborted)
+        fprintf(stderr,
+                "note: route %s is aborted (%s): all its traffic goes to its first service\n", id,
+                b.abort_reason);
+    else if (b.frozen)
+        fprintf(stderr, "note: route %s is frozen (%s): these objects wait until the freeze ends\n",
+                id, b.freeze_reason);
     struct render_opts ro = {g->api_group, g->app->cfg.traefik.rule_syntax,
                              g->app->cfg.source.prefix, g->source->ops->name};
     int ret = m.owned ? render_owned(&m, &ro, out) : render_patched(&m, id, ns, name, &ro, out);

@@ -234,6 +234,8 @@ static int check_reconcile(struct config_parse *p) {
         return invalid(p, "reconcile.burst_quiet", "must be between 1ms and 1m");
     if (c->reconcile.max_delete_percent > 100)
         return invalid(p, "reconcile.max_delete_percent", "must be between 0 and 100");
+    if (c->reconcile.max_step > 100)
+        return invalid(p, "reconcile.max_step", "must be between 0 (no limit) and 100");
     for (size_t i = 0; i < c->reconcile.n_namespaces; i++) {
         const char *ns = c->reconcile.namespaces[i];
         if (!is_dns_label(ns, strlen(ns)))

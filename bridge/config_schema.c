@@ -156,6 +156,7 @@ static const struct field reconcile_fields[] = {
     DURATION("burst_quiet", reconcile.burst_quiet_ms),
     BOOLEAN("allow_cross_namespace", reconcile.allow_cross_namespace),
     UNSIGNED("max_delete_percent", reconcile.max_delete_percent),
+    UNSIGNED("max_step", reconcile.max_step),
     END,
 };
 

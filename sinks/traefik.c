@@ -377,7 +377,7 @@ cJSON *traefik_render_ingressroute(const struct model_route *r, const struct ren
     char from[32] = "route";
     if (r->n_weights)
         snprintf(from, sizeof from, "weights");
-    else if (r->weights_held)
+    else if (r->weights_held || r->aborted) /* abort: what stays once it ends, keyless */
         snprintf(from, sizeof from, "held:%" PRIu64, r->route_rev);
     cJSON *ann = obj ? cJSON_GetObjectItemCaseSensitive(
                            cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations")

@@ -20,8 +20,8 @@
 #define TRAEFIK_ANNOT_SOURCE "canary-bridge.io/source" /* "etcd" | "consul" */
 /* On an owned IngressRoute: where its weights come from: "route" (the route
  * document), "weights" (the weights key), or "held:<revision of the route
- * key>" (the weights key was deleted; the weights in force stay until the
- * route document changes or a new weights key comes). */
+ * key>" (the weights key was deleted, or an abort set them; the weights in
+ * force stay until the route document changes or a new weights key comes). */
 #define TRAEFIK_ANNOT_WEIGHTS "canary-bridge.io/weights-from"
 
 /* The config file's `traefik` section (bridge/config.c fills it). */

@@ -52,6 +52,13 @@ extern const char *const obj_kind_name[OBJ_NKINDS];
 
 enum route_state { ROUTE_PENDING, ROUTE_APPLIED, ROUTE_ERROR };
 
+/* The brakes a person pulls on a route (docs/usage.md section 15; the keys
+ * are read by keycache_brakes). Freeze: a pass changes no object of the
+ * route, deletions included, and only reports what waits. Abort: the route
+ * is applied with all its traffic on its first service (model_input.abort),
+ * frozen or not, and never limited by max step. */
+enum route_brake { BRAKE_NONE, BRAKE_FROZEN, BRAKE_ABORTED };
+
 /* The config file's `reconcile` section (bridge/config.c fills it). */
 enum reconcile_policy { POLICY_UPSERT_ONLY, POLICY_SYNC };
 
@@ -68,6 +75,9 @@ struct reconcile_settings {
     /* Deletion guard: percent of the routes owning objects that one source
      * read may delete without confirmation; 0..100, default 50. */
     unsigned max_delete_percent;
+    /* Max step: percentage points one change may move a service's share
+     * of a route's traffic (a route's maxStep overrides it); 0 = no limit. */
+    unsigned max_step;
 };
 
 struct route_status {
@@ -89,11 +99,18 @@ struct route_status {
     uint64_t fight_revision;   /* source revision the fight began at */
     char *rival;               /* field manager that undid our last write */
     bool weights_held;         /* the weights key is gone; the weights in force stay */
+    /* Brakes, as the last pass found them; message then begins "frozen: "
+     * or "aborted: " and the reason. */
+    enum route_brake brake;
+    char *brake_reason;
+    bool change_waits;          /* frozen, and the keys ask for a change the freeze holds */
+    enum route_brake announced; /* the brake the log (and an Event) last told of */
 };
 
 struct reconcile_stats {
     uint64_t passes, writes, deletes, conflicts, errors, noops;
-    uint64_t undone; /* our writes another writer undid */
+    uint64_t undone;        /* our writes another writer undid */
+    uint64_t step_refusals; /* changes refused by max step (each once) */
 };
 
 struct reconciler;

@@ -318,21 +318,7 @@ static void weights_in_force(struct reconciler *r, const struct job *j, struct m
         in->held_doc_new = strtoull(from + 5, NULL, 10) != in->route_rev;
     else
         return;
-    const cJSON *routes =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ir, "spec"), "routes");
-    const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetArrayItem(routes, cJSON_GetArraySize(routes) - 1), "services");
-    const cJSON *first = cJSON_GetArrayItem(svcs, 0);
-    const char *kind = kobj_str(first, "kind", NULL);
-    if (kind && strcmp(kind, "TraefikService") == 0) {
-        const cJSON *ts = informer_get(r->inf[OBJ_TRAEFIKSERVICE], j->ns, j->name);
-        svcs = owned_here(r, ts)
-                   ? cJSON_GetObjectItemCaseSensitive(
-                         cJSON_GetObjectItemCaseSensitive(
-                             cJSON_GetObjectItemCaseSensitive(ts, "spec"), "weighted"),
-                         "services")
-                   : NULL;
-    }
+    const cJSON *svcs = live_weighted(r, j->ns, j->name, ir);
     int n = cJSON_GetArraySize(svcs);
     if (n <= 0 || !(*held = calloc((size_t)n, sizeof **held)))
         return;
@@ -383,12 +369,16 @@ void pass_begin(void *user, const char *id) {
     struct route_status *st = map_get(&r->status, id);
     if (st && st->fighting && (!has_keys || in.revision != st->fight_revision))
         fight_off(r, id, st, "its keys changed");
-    if (has_keys && unchanged_since_applied(r, j, st, in.revision)) {
+    brakes_read(j);
+    if (has_keys && j->brake == BRAKE_NONE && (!st || st->brake == BRAKE_NONE) &&
+        unchanged_since_applied(r, j, st, in.revision)) {
         st->changed_ns = 0; /* nothing left to propagate */
         r->stats.noops++;
         job_finish(j, true, false, 0);
         return;
     }
+    /* A record for a brake; an unbraked route gets one only when the pass ends. */
+    brakes_note(j, j->brake != BRAKE_NONE ? status_get(r, id) : map_get(&r->status, id));
     in.allow_cross_namespace = r->cfg->allow_cross_namespace;
     char err[1024];
     struct model_weight *held = NULL;
@@ -396,16 +386,32 @@ void pass_begin(void *user, const char *id) {
         weights_in_force(r, j, &in, &held);
     int rc = has_keys ? model_build(&in, &j->model, err, sizeof err) : 1;
     free(held);
+    j->has_model = rc == 0;
+    if (j->brake == BRAKE_FROZEN) {
+        j->pruning = true; /* planned here, once: the freeze only compares */
+        if ((rc == 0 && plan_writes(j) < 0) || (rc >= 0 && plan_prunes(j) < 0)) {
+            job_retry(j, "out of memory rendering objects", 0);
+            return;
+        }
+        brakes_hold(j, has_keys, rc < 0 ? err : NULL);
+        return;
+    }
     if (rc < 0) {
         job_fail(j, "%s", err);
         return;
     }
-    if (rc == 0) {
-        j->has_model = true;
-        if (plan_writes(j) < 0) {
-            job_retry(j, "out of memory rendering objects", 0);
-            return;
-        }
+    if (rc == 0 && plan_writes(j) < 0) {
+        job_retry(j, "out of memory rendering objects", 0);
+        return;
+    }
+    if (rc == 0 && brakes_refuse_step(j))
+        return;
+    if (rc > 0 && j->brake == BRAKE_ABORTED) {
+        /* Deleting what the route has is no way to send it to its stable
+         * service: the objects stay. */
+        job_fail(j, "the route has neither a route nor a weights key: there is no first "
+                    "service to send its traffic to; the objects stay as they are");
+        return;
     }
     /* rc == 1: nothing desired. upsert-only leaves every object in place; sync
      * prunes what the route owned (a source error never gets here: only a

@@ -506,6 +506,21 @@ static int route_mirror(const cJSON *v, bool allow_xns, struct model_route *rt, 
     return 0;
 }
 
+/* ---- max step ---------------------------------------------------------- */
+
+static int route_max_step(const cJSON *v, struct model_route *rt, char *r) {
+    long long n;
+    if (!v)
+        return 0;
+    if (!value_get_int(v, 0, 100, &n)) {
+        why(r, "'maxStep' must be a whole number of percentage points from 0 (no limit) to 100");
+        return -1;
+    }
+    rt->has_max_step = true;
+    rt->max_step = (long)n;
+    return 0;
+}
+
 /* ---- the document ------------------------------------------------------- */
 
 static int route_optional(const cJSON *doc, bool allow_xns, struct model_route *rt, char *r) {
@@ -527,16 +542,17 @@ static int route_optional(const cJSON *doc, bool allow_xns, struct model_route *
         return -1;
     }
     if (route_sticky(cJSON_GetObjectItemCaseSensitive(doc, "sticky"), rt, r) < 0 ||
-        route_mirror(cJSON_GetObjectItemCaseSensitive(doc, "mirror"), allow_xns, rt, r) < 0)
+        route_mirror(cJSON_GetObjectItemCaseSensitive(doc, "mirror"), allow_xns, rt, r) < 0 ||
+        route_max_step(cJSON_GetObjectItemCaseSensitive(doc, "maxStep"), rt, r) < 0)
         return -1;
     return route_priority(cJSON_GetObjectItemCaseSensitive(doc, "priority"), rt, r);
 }
 
 int model_route_parse(const char *text, size_t len, bool allow_xns, struct model_route *rt,
                       char *r) {
-    static const char *const fields[] = {"match",    "entryPoints", "priority",
-                                         "services", "middlewares", "tls",
-                                         "sticky",   "mirror",      NULL};
+    static const char *const fields[] = {"match",       "entryPoints", "priority", "services",
+                                         "middlewares", "tls",         "sticky",   "mirror",
+                                         "maxStep",     NULL};
     char perr[256];
     cJSON *doc = value_parse(text, len, perr, sizeof perr);
     if (!doc) {

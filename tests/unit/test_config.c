@@ -60,6 +60,7 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->reconcile.burst_quiet_ms, 30);
     assert_false(c->reconcile.allow_cross_namespace);
     assert_int_equal(c->reconcile.max_delete_percent, 50);
+    assert_int_equal(c->reconcile.max_step, 0);
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
     assert_string_equal(c->leader_election.namespace, "default");
@@ -228,6 +229,15 @@ static void test_etcd_auth_config(void **state) {
     assert_null(cfg.source.tls.ca_file);
     assert_string_equal(cfg.kubernetes.kubeconfig, "/root/.kube/config");
     assert_string_equal(cfg.kubernetes.context, "staging");
+    config_free(&cfg);
+}
+
+/* reconcile.max_step: percentage points, 0 (default) is no limit. */
+static void test_reconcile_max_step(void **state) {
+    (void)state;
+    struct config cfg;
+    cfgtest_ok("reconcile:\n  max_step: 20\n", &cfg);
+    assert_int_equal(cfg.reconcile.max_step, 20);
     config_free(&cfg);
 }
 
@@ -560,6 +570,7 @@ int main(void) {
         cmocka_unit_test(test_example_config_parses_to_defaults),
         cmocka_unit_test(test_commented_example_parses),
         cmocka_unit_test(test_full_consul_config),
+        cmocka_unit_test(test_reconcile_max_step),
         cmocka_unit_test(test_etcd_auth_config),
         cmocka_unit_test(test_endpoints_scalar_or_list),
         cmocka_unit_test(test_null_and_empty_strings),

@@ -149,6 +149,8 @@ static void test_error_ranges(void **state) {
                   "t.yaml:2: reconcile.burst_quiet: must be between 1ms and 1m");
     cfgtest_error("reconcile:\n  max_delete_percent: 101\n",
                   "t.yaml:2: reconcile.max_delete_percent: must be between 0 and 100");
+    cfgtest_error("reconcile:\n  max_step: 101\n",
+                  "t.yaml:2: reconcile.max_step: must be between 0 (no limit) and 100");
     cfgtest_error("reconcile:\n  namespaces: [shop, Shop]\n",
                   "t.yaml:2: reconcile.namespaces: entry 1 is not a valid namespace name "
                   "(lowercase letters, digits and '-', at most 63)");
