@@ -68,6 +68,11 @@ struct reconcile_settings {
     /* Deletion guard: percent of the routes owning objects that one source
      * read may delete without confirmation; 0..100, default 50. */
     unsigned max_delete_percent;
+    /* Writes per second to one object, at most; 0 = unlimited; default 10. */
+    unsigned object_writes_per_second;
+    /* A failing route is retried after retry_min, doubling up to retry_max
+     * (with jitter); 0 = the workqueue's defaults, 50ms and 30s. */
+    uint64_t retry_min_ms, retry_max_ms;
 };
 
 struct route_status {

@@ -102,6 +102,9 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->reconcile.burst_quiet_ms, 30);
     assert_false(c->reconcile.allow_cross_namespace);
     assert_int_equal(c->reconcile.max_delete_percent, 50);
+    assert_int_equal(c->reconcile.object_writes_per_second, 10);
+    assert_int_equal(c->reconcile.retry_min_ms, 50);
+    assert_int_equal(c->reconcile.retry_max_ms, 30000);
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
     assert_string_equal(c->leader_election.namespace, "default");
@@ -639,6 +642,26 @@ static void test_error_ranges(void **state) {
                  "t.yaml:2: reconcile.burst_quiet: must be between 1ms and 1m");
     expect_error("reconcile:\n  max_delete_percent: 101\n",
                  "t.yaml:2: reconcile.max_delete_percent: must be between 0 and 100");
+    expect_error("reconcile:\n  object_writes_per_second: 1001\n",
+                 "t.yaml:2: reconcile.object_writes_per_second: must be at most 1000 (0 = "
+                 "unlimited)");
+    expect_error("reconcile:\n  object_writes_per_second: -1\n",
+                 "t.yaml:2: reconcile.object_writes_per_second: must be a whole number, got '-1'");
+    expect_error("reconcile:\n  retry_min: 0\n",
+                 "t.yaml:2: reconcile.retry_min: must be at least 1ms");
+    expect_error("reconcile:\n  retry_max: 2h\n",
+                 "t.yaml:2: reconcile.retry_max: must be at most 1h");
+    expect_error("reconcile:\n  retry_max: 10ms\n",
+                 "t.yaml:2: reconcile.retry_max: retry_min must be at most retry_max");
+    expect_error("reconcile:\n  retry_min: 1m\n",
+                 "t.yaml:2: reconcile.retry_min: retry_min must be at most retry_max");
+    struct config rc;
+    expect_ok("reconcile:\n  object_writes_per_second: 0\n  retry_min: 1s\n  retry_max: 10m\n",
+              &rc);
+    assert_int_equal(rc.reconcile.object_writes_per_second, 0);
+    assert_int_equal(rc.reconcile.retry_min_ms, 1000);
+    assert_int_equal(rc.reconcile.retry_max_ms, 600000);
+    config_free(&rc);
     expect_error("reconcile:\n  namespaces: [shop, Shop]\n",
                  "t.yaml:2: reconcile.namespaces: entry 1 is not a valid namespace name "
                  "(lowercase letters, digits and '-', at most 63)");
