@@ -7,7 +7,9 @@
  *    flight it is marked dirty and queued again when the pass ends;
  *  - a failing key comes back after an exponential backoff with jitter, while
  *    other keys proceed;
- *  - at most `max_in_flight` keys are processed at once.
+ *  - at most `max_in_flight` keys are processed at once;
+ *  - a pass may be deferred (workqueue_done_defer, a rate limit): the key runs
+ *    again after the delay, and input meanwhile waits with it and runs once.
  * Keys queued by workqueue_add_change (source changes) go before keys queued by
  * workqueue_add (re-checks), so a weight change never waits behind a periodic
  * resync of 10,000 routes.
