@@ -17,6 +17,8 @@ void app_http_on_pass(void *user, const char *route_id, const char *result) {
     struct generation *g = user;
     (void)route_id;
     metric_add(g->app->bm.reconcile_total, METRIC_LABELS(result), 1);
+    if (strcmp(result, "delayed") == 0)
+        metric_add(g->app->bm.writes_delayed_total, NULL, 1);
 }
 
 void app_http_on_burst(void *user, bool holding, size_t changes, uint64_t held_ms) {
@@ -39,6 +41,8 @@ void app_http_on_kube_answer(void *user, const char *verb, long status) {
     char code[16];
     snprintf(code, sizeof code, "%ld", status);
     metric_add(g->app->bm.kube_requests_total, METRIC_LABELS(verb, status ? code : "error"), 1);
+    if (g->have_rec) /* an answer ends the wait of routes waiting for the API server */
+        reconciler_api_answered(&g->rec, verb, status);
 }
 
 static void split_id(const char *id, char *ns, size_t nslen, const char **name) {

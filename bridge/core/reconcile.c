@@ -5,7 +5,8 @@
  * reconcile_internal.h): a pass for one route in reconcile_pass.c, one
  * object's write in reconcile_write.c, two writers in reconcile_fight.c,
  * the deletion guard in reconcile_guard.c, the brakes in
- * reconcile_brakes.c. This file holds what lives longer than a pass: each
+ * reconcile_brakes.c, write pacing and retries after an outage in
+ * reconcile_pace.c. This file holds what lives longer than a pass: each
  * route's status (what the status hook reports), and which live objects
  * carry which route's label (what a prune may delete, and what the deletion
  * guard counts), kept in step by the informers' callbacks. */
@@ -365,8 +366,16 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
         r->inf[k] = inf[k];
     r->ropts = *ropts;
     r->guard.dirty = true; /* the first passes judge the first snapshot */
-    if (workqueue_init(&r->wq, loop, cfg->max_in_flight, pass_begin, r) < 0)
+    if (pace_init(r) < 0)
         return -1;
+    if (workqueue_init(&r->wq, loop, cfg->max_in_flight, pass_begin, r) < 0) {
+        pace_close(r);
+        return -1;
+    }
+    if (cfg->retry_min_ms)
+        r->wq.base_backoff_ms = cfg->retry_min_ms;
+    if (cfg->retry_max_ms)
+        r->wq.max_backoff_ms = cfg->retry_max_ms;
     workqueue_pause(&r->wq, true); /* until reconciler_start */
     workqueue_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS, cfg->burst_quiet_ms,
                      cfg->burst_hold_ms, on_burst);
@@ -401,6 +410,7 @@ void reconciler_stop(struct reconciler *r) {
         r->hooks.pass = pass;
         r->on_drained = drained;
     }
+    pace_stop(r);
 }
 
 void reconciler_close(struct reconciler *r) {
@@ -409,11 +419,13 @@ void reconciler_close(struct reconciler *r) {
     for (struct map_entry *e; (e = map_iter_next(&it));)
         job_close(e->value);
     map_free(&r->jobs);
+    pace_close(r);
     workqueue_close(&r->wq);
 }
 
 void reconciler_free(struct reconciler *r) {
     workqueue_free(&r->wq);
+    pace_free(r);
     struct map_iter it;
     map_iter_init(&it, &r->status);
     for (struct map_entry *e; (e = map_iter_next(&it));)

@@ -9,6 +9,7 @@
  *   reconcile_fight.c  two writers undoing each other's writes
  *   reconcile_guard.c  the deletion guard
  *   reconcile_brakes.c freeze, abort and max step
+ *   reconcile_pace.c   write pacing per object, retries when the API server is back
  * Each section below names the file that defines it. */
 #ifndef CB_RECONCILE_INTERNAL_H
 #define CB_RECONCILE_INTERNAL_H
@@ -48,6 +49,9 @@ struct job {
     bool wrote;
     bool failed;          /* requeued, but the pass counts as an error, not a retry */
     uint64_t retry_in_ms; /* retry: after this long, or at once on new input (0: backoff) */
+    uint64_t defer_ms;    /* > 0: the pass waits this long for its write slot (write pacing) */
+    bool paced;           /* the pass has its write slot: its writes go out */
+    bool api_down;        /* it failed because the API server did not answer */
     /* The IngressRoute's resourceVersion this pass wrote or found equal to
      * desired ("" none): what the status records, not whatever the cache
      * holds when the pass ends (another writer's version may be there). */
@@ -164,5 +168,19 @@ void guard_eval(struct reconciler *r);
  * the guard holds its deletion (the route is then remembered, and released
  * with a requeue when the hold ends). */
 bool guard_holds(struct reconciler *r, const char *id);
+
+/* ---- reconcile_pace.c: write pacing, outage recovery ---- */
+
+/* Lifecycle, from reconciler_init/stop/close/free. init: 0, or -1. */
+int pace_init(struct reconciler *r);
+void pace_stop(struct reconciler *r);
+void pace_close(struct reconciler *r);
+void pace_free(struct reconciler *r);
+/* Before the pass's first write request: true when it may go out now;
+ * false when it must wait (reconcile.object_writes_per_second): the pass
+ * is then finished, to run again with the latest keys when the wait ends. */
+bool pace_write(struct job *j);
+/* The pass ends (from job_finish, after retry is decided). */
+void pace_pass_ended(struct job *j, bool retry);
 
 #endif

@@ -68,12 +68,16 @@ void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
     }
     if (r->one_shot && !ok && !retry)
         r->one_shot_failed++;
+    pace_pass_ended(j, retry);
     if (r->hooks.pass)
         r->hooks.pass(r->hooks.user, j->id,
-                      ok                    ? (j->wrote ? "applied" : "unchanged")
+                      j->defer_ms           ? "delayed"
+                      : ok                  ? (j->wrote ? "applied" : "unchanged")
                       : retry && !j->failed ? "retry"
                                             : "error");
-    if (retry && j->retry_in_ms)
+    if (j->defer_ms)
+        workqueue_done_defer(&r->wq, j->id, j->defer_ms);
+    else if (retry && j->retry_in_ms)
         workqueue_done_in(&r->wq, j->id, j->retry_in_ms);
     else if (retry && delay_ms)
         workqueue_done_after(&r->wq, j->id, delay_ms);

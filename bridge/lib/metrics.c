@@ -599,12 +599,19 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
                         "traffic would move more than the max step allows); each change once.",
                         1, reason);
 
+    out->writes_delayed_total = metrics_counter(
+        m, "canary_bridge_writes_delayed_total",
+        "Passes whose writes waited because their objects were written less than "
+        "1/reconcile.object_writes_per_second ago (a key rewritten in a loop); each wait ends "
+        "in one write of the latest state.",
+        0, NULL);
+
     if (!out->route_frozen || !out->route_aborted || !out->refusals_total ||
-        !out->undone_writes_total || !out->reconcile_total || !out->conflicts_total ||
-        !out->kube_requests_total || !out->source_events_total || !out->propagation_seconds ||
-        !out->routes || !out->route_weight || !out->source_connected || !out->source_acl_denied ||
-        !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
-        !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
+        !out->writes_delayed_total || !out->undone_writes_total || !out->reconcile_total ||
+        !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
+        !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
+        !out->source_acl_denied || !out->last_sync_timestamp_seconds || !out->leader ||
+        !out->build_info || !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
         !out->deletion_held_routes)
         return -1;
     if (metric_add(out->refusals_total, METRIC_LABELS("max_step"), 0) < 0)

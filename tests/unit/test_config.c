@@ -61,6 +61,9 @@ static void assert_defaults(const struct config *c) {
     assert_false(c->reconcile.allow_cross_namespace);
     assert_int_equal(c->reconcile.max_delete_percent, 50);
     assert_int_equal(c->reconcile.max_step, 0);
+    assert_int_equal(c->reconcile.object_writes_per_second, 10);
+    assert_int_equal(c->reconcile.retry_min_ms, 50);
+    assert_int_equal(c->reconcile.retry_max_ms, 30000);
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
     assert_string_equal(c->leader_election.namespace, "default");

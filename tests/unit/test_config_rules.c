@@ -151,6 +151,26 @@ static void test_error_ranges(void **state) {
                   "t.yaml:2: reconcile.max_delete_percent: must be between 0 and 100");
     cfgtest_error("reconcile:\n  max_step: 101\n",
                   "t.yaml:2: reconcile.max_step: must be between 0 (no limit) and 100");
+    cfgtest_error("reconcile:\n  object_writes_per_second: 1001\n",
+                  "t.yaml:2: reconcile.object_writes_per_second: must be at most 1000 (0 = "
+                  "unlimited)");
+    cfgtest_error("reconcile:\n  object_writes_per_second: -1\n",
+                  "t.yaml:2: reconcile.object_writes_per_second: must be a whole number, got '-1'");
+    cfgtest_error("reconcile:\n  retry_min: 0\n",
+                  "t.yaml:2: reconcile.retry_min: must be at least 1ms");
+    cfgtest_error("reconcile:\n  retry_max: 2h\n",
+                  "t.yaml:2: reconcile.retry_max: must be at most 1h");
+    cfgtest_error("reconcile:\n  retry_max: 10ms\n",
+                  "t.yaml:2: reconcile.retry_max: retry_min must be at most retry_max");
+    cfgtest_error("reconcile:\n  retry_min: 1m\n",
+                  "t.yaml:2: reconcile.retry_min: retry_min must be at most retry_max");
+    struct config rc;
+    cfgtest_ok("reconcile:\n  object_writes_per_second: 0\n  retry_min: 1s\n  retry_max: 10m\n",
+               &rc);
+    assert_int_equal(rc.reconcile.object_writes_per_second, 0);
+    assert_int_equal(rc.reconcile.retry_min_ms, 1000);
+    assert_int_equal(rc.reconcile.retry_max_ms, 600000);
+    config_free(&rc);
     cfgtest_error("reconcile:\n  namespaces: [shop, Shop]\n",
                   "t.yaml:2: reconcile.namespaces: entry 1 is not a valid namespace name "
                   "(lowercase letters, digits and '-', at most 63)");
