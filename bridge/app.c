@@ -703,6 +703,7 @@ int app_main(struct app *a) {
         a->cfg = a->next_cfg;
         memset(&a->next_cfg, 0, sizeof a->next_cfg);
         a->log.level = a->verbose ? LOG_LVL_DEBUG : a->cfg.log.level;
+        a->log.format = a->cfg.log.format;
         a->reload = false;
     }
     metrics_free(a->metrics);

@@ -126,7 +126,8 @@ static int classify(struct keycache *cache, const char *key, char *ns, char *nam
         char detail[256];
         bool typo = unknown_leaf(cache, key, ns, name, detail, sizeof detail) == 0;
         if (!map_has(&cache->warned, key)) {
-            log_warn(cache->log, "ignoring key %s: %s", key, typo ? detail : err);
+            log_fmsg(cache->log, LOG_LVL_WARN, LOG_FIELDS(.key = key), "ignoring key %s: %s", key,
+                     typo ? detail : err);
             (void)map_put(&cache->warned, key, NULL, NULL); /* best effort */
         }
         if (!typo)
