@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/procstat.h"
 
 /* The Content-Type of metrics_render's output. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -110,6 +111,8 @@ struct bridge_metrics {
     struct metric_family *deletion_held;               /* gauge 0/1: the deletion guard holds */
     struct metric_family *deletion_held_routes;        /* gauge: routes whose deletion waits */
     struct metric_family *undone_writes_total;         /* counter: writes another writer undid */
+    struct metric_family *route_state; /* gauge {namespace,route,state} = 1, one per route */
+    struct procstat_metrics process;   /* process_*, set at scrape time */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1
