@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,7 @@ static void test_parse_btime(void **state) {
     assert_true(b == 42.0);
     assert_int_equal(procstat_parse_btime("cpu 1\nxbtime 5\n", &b), -1);
     assert_int_equal(procstat_parse_btime("btime x\n", &b), -1);
+    assert_int_equal(procstat_parse_btime("btime 42x\n", &b), -1);
     assert_int_equal(procstat_parse_btime("", &b), -1);
 }
 
@@ -84,6 +86,14 @@ static void test_read_self(void **state) {
     (void)state;
     struct procstat a, b;
     assert_int_equal(procstat_read(&a), 0);
+    /* As many as /proc/self/fd lists, less the one reading it. */
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    double listed = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        listed += e->d_name[0] != '.';
+    closedir(d);
+    assert_true(a.open_fds == listed - 1);
     assert_true(a.resident_bytes > 0);
     assert_true(a.virtual_bytes >= a.resident_bytes);
     struct rlimit rl;
