@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -89,11 +90,13 @@ class ObserveCase(unittest.TestCase):
 class JsonLogs(ObserveCase):
     def test_every_line_is_one_json_object_with_fields(self):
         self.put_route("shop", "shop-v1=90, shop-v2=10")
+        bad_rev = self.etcd.put("canary/default/bad/weights", "bad-v1=abc")
         # A hostile key: quotes, a newline that would forge a line, a byte that is no UTF-8.
         self.etcd.put(b"canary/default/x\"y\n{\"forged\":1}\xff/typo", "1")
         b = self.bridge(log={"level": "debug", "format": "json"})
         wait_until(lambda: self.kube.get(G, "default", "ingressroutes", "shop"), what="shop")
         b.wait_log(r'"route":"default/shop","revision":\d+\}')
+        b.wait_log(r'"route":"default/bad","revision":\d+\}')
         lines = [l for l in b.log_text().split("\n") if l]
         self.assertGreater(len(lines), 5)
         objs = []
@@ -110,6 +113,11 @@ class JsonLogs(ObserveCase):
         self.assertEqual(w["level"], "info")
         self.assertIsInstance(w["revision"], int)
         self.assertIn("source revision %d" % w["revision"], w["message"])
+        failed = [o for o in objs if o.get("route") == "default/bad"]
+        self.assertEqual(len(failed), 1, lines)
+        self.assertEqual(failed[0]["level"], "error")
+        self.assertEqual(failed[0]["revision"], bad_rev)
+        self.assertIn("got abc", failed[0]["message"])
         ignored = [o for o in objs if "key" in o]
         self.assertEqual(len(ignored), 1, lines)
         self.assertEqual(ignored[0]["level"], "warn")
@@ -120,12 +128,20 @@ class JsonLogs(ObserveCase):
         self.assertTrue(any(o["message"].startswith("source: ") and "route" not in o
                             for o in objs))
 
-    def test_text_stays_the_default(self):
+    def test_text_stays_the_default_and_a_reload_switches(self):
         self.put_route("shop", "shop-v1=90, shop-v2=10")
         b = self.bridge()
         b.wait_log(r"route default/shop: IngressRoute shop created")
         for l in b.log_text().splitlines():
             self.assertRegex(l, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn |info |debug) ")
+        mark = b.log_size()
+        b.write_config(bridge_config(etcd=self.etcd, kube=self.kube, metrics_port=self.port,
+                                     log={"level": "debug", "format": "json"}))
+        b.signal(signal.SIGHUP)
+        b.wait_log(r'\{"time":"[^"]+","level":"info","message":"ready: 1 routes', since=mark)
+        self.etcd.put("canary/default/shop/weights", "shop-v1=80, shop-v2=20")
+        m = b.wait_log(r'\{[^\n]*"route":"default/shop","revision":\d+\}\n', since=mark)
+        self.assertIn("IngressRoute shop written", json.loads(m.group(0))["message"])
 
 
 class ProcessAndRouteMetrics(ObserveCase):
@@ -182,6 +198,23 @@ class ProcessAndRouteMetrics(ObserveCase):
         text = http_get(self.port, "/metrics")[2]
         self.assertNotIn('route="cart"', "\n".join(l for l in text.splitlines()
                                                    if l.startswith("canary_bridge_route_state")))
+
+    def test_held_deletions_show_as_held(self):
+        self.put_route("shop", "shop-v1=90, shop-v2=10")
+        self.put_route("cart", "cart-v1=50, cart-v2=50")
+        b = self.bridge(reconcile={"policy": "sync"})
+        want = {"default/shop": "applied", "default/cart": "applied"}
+        wait_until(lambda: route_states(self.port) == want, what="both applied")
+        # Every key at once (one transaction): the guard holds both deletions.
+        self.etcd.call("/v3/kv/deleterange", {"key": self.etcd._b64("canary/"),
+                                              "range_end": self.etcd._b64("canary0")})
+        b.wait_log(r"deletion guard: ")
+        want = {"default/shop": "held", "default/cart": "held"}
+        wait_until(lambda: route_states(self.port) == want, what="both held")
+        page = http_get(self.port, "/")[2]
+        self.assertIn('<tr data-route="default/shop" data-state="held">', page)
+        self.assertIn('<p class="notice">deletion held', page)
+        self.assertIsNotNone(self.kube.get(G, "default", "ingressroutes", "shop"))
 
 
 # ---- the status page in a real browser ----
