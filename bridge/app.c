@@ -309,20 +309,21 @@ static void generation_close(struct generation *g) {
         return;
     g->closed = true;
     if (g->source)
-        g->source->ops->stop(g->source);
+        g->source->ops->close(g->source); /* freed as the loop runs on */
+    g->source = NULL;
     if (g->have_rec)
         reconciler_close(&g->rec);
     if (g->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
-            informer_stop(&g->inf[k]);
+            informer_close(&g->inf[k], NULL);
     kube_call_cancel(g->discovery);
     g->discovery = NULL;
     if (g->have_lease)
-        lease_stop(&g->lease);
+        lease_close(&g->lease);
     if (g->events)
         events_close(g->events);
     if (g->kube)
-        kube_client_cancel_all(g->kube); /* before the http client goes */
+        kube_client_close(g->kube); /* before the http client goes */
     if (g->http)
         http_client_close(g->http);
     if (g->httpd) {
@@ -486,7 +487,7 @@ static int start_reconciler(struct generation *g) {
         if (informer_init(&g->inf[k], &g->loop, g->kube, &a->log, g->api_group, "v1alpha1",
                           obj_plural[k], changed[k], on_informer_synced, &g->rec) < 0) {
             for (int i = 0; i < k; i++)
-                informer_stop(&g->inf[i]);
+                informer_close(&g->inf[i], NULL);
             return -1;
         }
         infs[k] = &g->inf[k];
@@ -630,13 +631,8 @@ static int generation_start(struct generation *g) {
 static void generation_free(struct generation *g) {
     if (g->have_rec)
         reconciler_free(&g->rec);
-    if (g->have_informers)
-        for (int k = 0; k < OBJ_NKINDS; k++)
-            informer_free(&g->inf[k]);
     events_free(g->events);
     kube_client_free(g->kube);
-    if (g->source)
-        g->source->ops->destroy(g->source);
     if (g->have_keys)
         keycache_free(&g->keys);
     app_status_free(g);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/lib/url.h"
 #include "bridge/lib/yamlnode.h"
 
 /* Line where the key at path was set, 0 when it kept its default. */
@@ -140,9 +141,9 @@ static int check_source_auth(struct config_parse *p) {
 
 static bool source_uses_https(const struct config *c) {
     if (c->source.type == SOURCE_CONSUL)
-        return has_prefix(c->source.address, "https://");
+        return url_scheme(c->source.address) == URL_HTTPS;
     for (size_t i = 0; i < c->source.n_endpoints; i++)
-        if (has_prefix(c->source.endpoints[i], "https://"))
+        if (url_scheme(c->source.endpoints[i]) == URL_HTTPS)
             return true;
     return false;
 }

@@ -16,8 +16,10 @@
 #include <time.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/list.h"
 #include "bridge/lib/map.h"
-#include "sinks/informer.h"
+#include "bridge/lib/timer.h"
+#include "sinks/kobj.h"
 
 #define EVENTS_REASON_MAX 128
 #define EVENTS_HOST_MAX 128
@@ -56,7 +58,7 @@ struct series {
     char last_ts[32]; /* lastTimestamp of the newest occurrence */
     uint64_t last_ms; /* loop time of the newest occurrence */
     struct ev_call *call;
-    struct series *newer, *older; /* LRU */
+    struct list_node lru_link; /* in rec->lru */
 };
 
 struct ev_call {
@@ -65,7 +67,7 @@ struct ev_call {
     struct series *s; /* NULL when the event could not be remembered */
     unsigned occurrences;
     bool patch;
-    struct ev_call *prev, *next;
+    struct list_node link; /* in rec->calls */
 };
 
 struct event_recorder {
@@ -75,10 +77,10 @@ struct event_recorder {
     char *component, *host;
     struct events_limits lim;
     struct bucket global;
-    struct map objects; /* "ns\x1fkind\x1fname" -> struct bucket * */
-    struct map series;  /* series key -> struct series * */
-    struct series *newest, *oldest;
-    struct ev_call *calls;
+    struct map objects;     /* "ns\x1fkind\x1fname" -> struct bucket * */
+    struct map series;      /* series key -> struct series * */
+    struct list_node lru;   /* every series, oldest first */
+    struct list_node calls; /* requests in flight (struct ev_call), newest first */
     size_t in_flight;
     struct events_stats st;
     uint64_t failure_logged_ms[F_COUNT];
@@ -190,7 +192,7 @@ static int event_name(struct event_recorder *rec, const char *obj, char *out, si
 
 /* ---- buckets ---- */
 
-static void refill(struct bucket *b, unsigned burst, uint64_t refill_ms, uint64_t now) {
+static void bucket_refill(struct bucket *b, unsigned burst, uint64_t refill_ms, uint64_t now) {
     if (now > b->last_ms) {
         b->tokens += (double)(now - b->last_ms) / (double)refill_ms;
         if (b->tokens > burst)
@@ -206,7 +208,7 @@ static void objects_sweep(struct event_recorder *rec, uint64_t now) {
     struct map_entry *me;
     while ((me = map_iter_next(&it))) {
         struct bucket *b = me->value;
-        refill(b, rec->lim.object_burst, rec->lim.object_refill_ms, now);
+        bucket_refill(b, rec->lim.object_burst, rec->lim.object_refill_ms, now);
         if (b->tokens >= rec->lim.object_burst) {
             free(map_del(&rec->objects, me->key));
         }
@@ -216,7 +218,7 @@ static void objects_sweep(struct event_recorder *rec, uint64_t now) {
 static struct bucket *object_bucket(struct event_recorder *rec, const char *key, uint64_t now) {
     struct bucket *b = map_get(&rec->objects, key);
     if (b) {
-        refill(b, rec->lim.object_burst, rec->lim.object_refill_ms, now);
+        bucket_refill(b, rec->lim.object_burst, rec->lim.object_refill_ms, now);
         return b;
     }
     if (rec->objects.count >= rec->lim.max_objects) {
@@ -246,26 +248,13 @@ static void objects_clear(struct event_recorder *rec) {
 
 /* ---- series ---- */
 
-static void lru_unlink(struct event_recorder *rec, struct series *s) {
-    if (s->newer)
-        s->newer->older = s->older;
-    else if (rec->newest == s)
-        rec->newest = s->older;
-    if (s->older)
-        s->older->newer = s->newer;
-    else if (rec->oldest == s)
-        rec->oldest = s->newer;
-    s->newer = s->older = NULL;
+static void lru_unlink(struct series *s) {
+    list_remove(&s->lru_link);
 }
 
+/* s becomes the newest. */
 static void lru_push(struct event_recorder *rec, struct series *s) {
-    s->older = rec->newest;
-    s->newer = NULL;
-    if (rec->newest)
-        rec->newest->newer = s;
-    rec->newest = s;
-    if (!rec->oldest)
-        rec->oldest = s;
+    list_push_back(&rec->lru, &s->lru_link);
 }
 
 static void series_free(struct series *s) {
@@ -287,7 +276,7 @@ static void series_remove(struct event_recorder *rec, struct series *s) {
     if (s->call)
         s->call->s = NULL;
     map_del(&rec->series, s->key);
-    lru_unlink(rec, s);
+    lru_unlink(s);
     series_free(s);
 }
 
@@ -305,9 +294,14 @@ static struct series *series_new(struct event_recorder *rec, const char *key, co
                                  const char *name, const char *uid, const char *type,
                                  const char *reason, uint64_t now) {
     if (rec->series.count >= rec->lim.max_series) {
-        struct series *victim = rec->oldest;
-        while (victim && (victim->call || victim->pending))
-            victim = victim->newer;
+        struct series *victim = NULL;
+        list_for_each(n, &rec->lru) {
+            struct series *old = list_entry(n, struct series, lru_link);
+            if (!old->call && !old->pending) {
+                victim = old;
+                break;
+            }
+        }
         if (!victim)
             return NULL;
         series_remove(rec, victim);
@@ -315,6 +309,7 @@ static struct series *series_new(struct event_recorder *rec, const char *key, co
     struct series *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
+    list_init(&s->lru_link);
     bool ok = true;
     s->key = dup_or_null(key, &ok);
     s->okey = dup_or_null(okey, &ok);
@@ -381,17 +376,11 @@ static void log_failure(struct event_recorder *rec, const struct kube_response *
 /* ---- requests ---- */
 
 static void call_unlink(struct event_recorder *rec, struct ev_call *c) {
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (rec->calls == c)
-        rec->calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    list_remove(&c->link);
     rec->in_flight--;
 }
 
-static void on_done(void *user, const struct kube_response *r);
+static void on_event_answer(void *user, const struct kube_response *r);
 
 static struct ev_call *call_new(struct event_recorder *rec, struct series *s, unsigned occ,
                                 bool patch) {
@@ -399,6 +388,7 @@ static struct ev_call *call_new(struct event_recorder *rec, struct series *s, un
     if (!c)
         return NULL;
     c->rec = rec;
+    list_init(&c->link);
     c->s = s;
     c->occurrences = occ;
     c->patch = patch;
@@ -406,16 +396,13 @@ static struct ev_call *call_new(struct event_recorder *rec, struct series *s, un
 }
 
 static void call_link(struct event_recorder *rec, struct ev_call *c) {
-    c->next = rec->calls;
-    if (rec->calls)
-        rec->calls->prev = c;
-    rec->calls = c;
+    list_push_front(&rec->calls, &c->link);
     rec->in_flight++;
     if (c->s)
         c->s->call = c;
 }
 
-static void flush(struct event_recorder *rec, struct series *s, uint64_t now);
+static void series_flush(struct event_recorder *rec, struct series *s, uint64_t now);
 static cJSON *build_event(const struct event_recorder *rec, const char *evname,
                           const struct series *s, unsigned count);
 
@@ -445,7 +432,7 @@ static void send_series(struct event_recorder *rec, struct series *s) {
     if (!text || !(c = call_new(rec, s, occ, patch)) ||
         !(c->call = kube_request(rec->kc, patch ? "PATCH" : "POST", path,
                                  patch ? "application/merge-patch+json" : NULL, text, strlen(text),
-                                 on_done, c))) {
+                                 on_event_answer, c))) {
         cJSON_free(text);
         free(c);
         rec->st.dropped_other += occ;
@@ -466,17 +453,17 @@ static void on_flush_timer(uv_timer_t *t) {
     struct event_recorder *rec = t->data;
     uint64_t now = uv_now(rec->loop);
     /* Oldest first; flush may remove a series, so step before calling it. */
-    for (struct series *s = rec->oldest, *next; s; s = next) {
-        next = s->newer;
+    list_for_each_safe(n, next, &rec->lru) {
+        struct series *s = list_entry(n, struct series, lru_link);
         if (s->pending && !s->call)
-            flush(rec, s, now);
+            series_flush(rec, s, now);
         if (rec->closed)
             return;
     }
 }
 
 /* A series waits for tokens: wake up when the next one is due. */
-static void arm_timer(struct event_recorder *rec) {
+static void flush_timer_arm(struct event_recorder *rec) {
     if (rec->closed)
         return;
     if (!rec->timer) {
@@ -492,16 +479,16 @@ static void arm_timer(struct event_recorder *rec) {
         return;
     uint64_t ms = rec->lim.object_refill_ms < rec->lim.global_refill_ms ? rec->lim.object_refill_ms
                                                                         : rec->lim.global_refill_ms;
-    uv_timer_start(rec->timer, on_flush_timer, ms ? ms : 1, 0);
+    timer_arm(rec->timer, on_flush_timer, ms ? ms : 1, 0);
 }
 
 /* Send s's pending occurrences when the buckets and the in-flight cap allow;
  * otherwise they wait (newer ones fold in) for the timer: the newest state is
  * late, never lost. */
-static void flush(struct event_recorder *rec, struct series *s, uint64_t now) {
+static void series_flush(struct event_recorder *rec, struct series *s, uint64_t now) {
     if (!s->pending || s->call || rec->closed)
         return;
-    refill(&rec->global, rec->lim.global_burst, rec->lim.global_refill_ms, now);
+    bucket_refill(&rec->global, rec->lim.global_burst, rec->lim.global_refill_ms, now);
     struct bucket *ob = object_bucket(rec, s->okey, now);
     if (!ob || ob->tokens < 1 || rec->global.tokens < 1 ||
         rec->in_flight >= rec->lim.max_in_flight) {
@@ -511,7 +498,7 @@ static void flush(struct event_recorder *rec, struct series *s, uint64_t now) {
                   : rec->global.tokens < 1 ? "global rate limit"
                                            : "requests in flight");
         rec->st.deferred++;
-        arm_timer(rec);
+        flush_timer_arm(rec);
         return;
     }
     ob->tokens -= 1;
@@ -519,7 +506,7 @@ static void flush(struct event_recorder *rec, struct series *s, uint64_t now) {
     send_series(rec, s);
 }
 
-static void on_done(void *user, const struct kube_response *r) {
+static void on_event_answer(void *user, const struct kube_response *r) {
     struct ev_call *c = user;
     struct event_recorder *rec = c->rec;
     struct series *s = c->s;
@@ -556,7 +543,7 @@ static void on_done(void *user, const struct kube_response *r) {
         s = NULL;
     }
     if (s && s->pending && !rec->closed)
-        flush(rec, s, uv_now(rec->loop));
+        series_flush(rec, s, uv_now(rec->loop));
     free(c);
 }
 
@@ -602,6 +589,8 @@ struct event_recorder *events_new(uv_loop_t *loop, struct kube_client *kc, struc
     rec->loop = loop;
     rec->kc = kc;
     rec->log = lg;
+    list_init(&rec->lru);
+    list_init(&rec->calls);
     char h[EVENTS_HOST_MAX + 1];
     events_utf8_copy(h, sizeof h, host ? host : "", EVENTS_HOST_MAX);
     rec->component = strdup(component && *component ? component : "canary-bridge");
@@ -703,9 +692,9 @@ void events_vpost(struct event_recorder *rec, const char *ns, const char *api_ve
     s->pending++;
     s->last_ms = now;
     memcpy(s->last_ts, ts, sizeof s->last_ts);
-    lru_unlink(rec, s);
+    lru_unlink(s);
     lru_push(rec, s);
-    flush(rec, s, now); /* or later: the request in flight or the timer sends it */
+    series_flush(rec, s, now); /* or later: the request in flight or the timer sends it */
 out:
     buf_free(&okey);
     buf_free(&skey);
@@ -728,12 +717,13 @@ void events_close(struct event_recorder *rec) {
         uv_close((uv_handle_t *)rec->timer, on_timer_closed); /* frees it */
         rec->timer = NULL;
     }
-    for (struct series *s = rec->newest; s; s = s->older) {
+    list_for_each(n, &rec->lru) {
+        struct series *s = list_entry(n, struct series, lru_link);
         rec->st.failed += s->pending; /* never sent */
         s->pending = 0;
     }
-    while (rec->calls) {
-        struct ev_call *c = rec->calls;
+    while (!list_empty(&rec->calls)) {
+        struct ev_call *c = list_entry(list_first(&rec->calls), struct ev_call, link);
         call_unlink(rec, c);
         if (c->s)
             c->s->call = NULL;
@@ -747,8 +737,8 @@ void events_free(struct event_recorder *rec) {
     if (!rec)
         return;
     events_close(rec);
-    while (rec->newest)
-        series_remove(rec, rec->newest);
+    while (!list_empty(&rec->lru))
+        series_remove(rec, list_entry(list_first(&rec->lru), struct series, lru_link));
     map_free(&rec->series);
     objects_clear(rec);
     map_free(&rec->objects);

@@ -31,7 +31,7 @@
  *    validated by the server and not stored (aggregation patches then find
  *    nothing and start a new series).
  *
- * One thread, the loop's. events_close before kube_client_cancel_all/free;
+ * One thread, the loop's. events_close before kube_client_close/free;
  * events_close closes the recorder's timer (if it made one), which frees
  * itself on the next loop iteration. */
 #ifndef CB_EVENTS_H
@@ -96,8 +96,9 @@ void events_get_stats(const struct event_recorder *rec, struct events_stats *out
  * (invalid arguments, out of memory, too many series). */
 uint64_t events_dropped(const struct event_recorder *rec);
 
-/* Cancel the requests in flight (no callback afterwards); later posts are
- * ignored. Then events_free (no uv handles: nothing to wait for). */
+/* Cancel the requests in flight (no callback afterwards) and close the
+ * flush timer, which frees itself; later posts are ignored. events_free may
+ * follow at once: it waits for nothing on the loop. NULL is fine. */
 void events_close(struct event_recorder *rec);
 void events_free(struct event_recorder *rec);
 

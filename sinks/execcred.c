@@ -21,13 +21,15 @@
 #include <string.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/secret.h"
+#include "bridge/lib/timer.h"
 
 #define STDERR_KEEP 2048 /* bytes of the plugin's stderr kept for a message */
 #define STDERR_SHOWN 512
 
 extern char **environ;
 
-struct exec_run {
+struct execcred_run {
     uv_process_t proc;
     uv_pipe_t out, err;
     uv_timer_t timer;
@@ -37,7 +39,7 @@ struct exec_run {
     int term_signal;
     uint64_t timeout_ms;
     buf_t out_buf, err_buf;
-    exec_cred_cb cb;
+    execcred_cb cb;
     void *user;
     char *command, *api_version, *who; /* who: "exec plugin CMD (user 'u')" */
     char *fail;                        /* could not start: reported from the timer */
@@ -54,7 +56,7 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
     return era * 146097 + (int64_t)doe - 719468;
 }
 
-int exec_cred_parse_time(const char *s, int64_t *ms) {
+int execcred_parse_time(const char *s, int64_t *ms) {
     int y, mo, d, h, mi, sec, n = 0;
     if (sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
         n != 19 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
@@ -96,8 +98,8 @@ static const char *json_string(const cJSON *obj, const char *key) {
     return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
-int exec_cred_parse(const char *api_version, const char *out, size_t len, struct exec_cred *c,
-                    char *err, size_t errlen) {
+int execcred_parse(const char *api_version, const char *out, size_t len, struct execcred *c,
+                   char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     cJSON *doc = cJSON_ParseWithLength(out, len);
     int rc = -1;
@@ -133,7 +135,7 @@ int exec_cred_parse(const char *api_version, const char *out, size_t len, struct
                  cert ? "certificate" : "key");
         goto out;
     }
-    if (exp && exec_cred_parse_time(exp, &c->expiry_ms) < 0) {
+    if (exp && execcred_parse_time(exp, &c->expiry_ms) < 0) {
         snprintf(err, errlen, "its expirationTimestamp '%.40s' is not an RFC 3339 time", exp);
         goto out;
     }
@@ -141,7 +143,7 @@ int exec_cred_parse(const char *api_version, const char *out, size_t len, struct
     if ((token && !(c->token = strdup(token))) || (cert && !(c->cert_pem = strdup(cert))) ||
         (key && !(c->key_pem = strdup(key)))) {
         snprintf(err, errlen, "out of memory");
-        exec_cred_clear(c);
+        execcred_clear(c);
         goto out;
     }
     c->cert_pem_len = cert ? strlen(cert) : 0;
@@ -159,17 +161,10 @@ out:
     return rc;
 }
 
-static void wipe_free(char *s, size_t len) {
-    if (s) {
-        explicit_bzero(s, len);
-        free(s);
-    }
-}
-
-void exec_cred_clear(struct exec_cred *c) {
-    wipe_free(c->token, c->token ? strlen(c->token) : 0);
-    wipe_free(c->cert_pem, c->cert_pem_len);
-    wipe_free(c->key_pem, c->key_pem_len);
+void execcred_clear(struct execcred *c) {
+    secret_free(c->token);
+    secret_free_len(c->cert_pem, c->cert_pem_len);
+    secret_free_len(c->key_pem, c->key_pem_len);
     memset(c, 0, sizeof *c);
 }
 
@@ -181,8 +176,8 @@ static void wipe_buf(buf_t *b) {
     buf_free(b);
 }
 
-static void on_closed(uv_handle_t *h) {
-    struct exec_run *r = h->data;
+static void on_handle_closed(uv_handle_t *h) {
+    struct execcred_run *r = h->data;
     if (--r->open_handles > 0)
         return;
     wipe_buf(&r->out_buf);
@@ -194,22 +189,21 @@ static void on_closed(uv_handle_t *h) {
     free(r);
 }
 
-static void close_handle(struct exec_run *r, uv_handle_t *h) {
-    (void)r;
+static void close_one(uv_handle_t *h) {
     if (!uv_is_closing(h))
-        uv_close(h, on_closed);
+        uv_close(h, on_handle_closed);
 }
 
 /* Close everything; the process handle only once the child has been reaped
  * (killing it first when it still runs). */
-static void shut(struct exec_run *r) {
-    close_handle(r, (uv_handle_t *)&r->out);
-    close_handle(r, (uv_handle_t *)&r->err);
-    close_handle(r, (uv_handle_t *)&r->timer);
+static void close_handles(struct execcred_run *r) {
+    close_one((uv_handle_t *)&r->out);
+    close_one((uv_handle_t *)&r->err);
+    close_one((uv_handle_t *)&r->timer);
     if (!r->proc_init) {
         /* uv_spawn was never called: no process handle */
     } else if (r->exited) {
-        close_handle(r, (uv_handle_t *)&r->proc);
+        close_one((uv_handle_t *)&r->proc);
     } else if (!r->proc_closing) {
         r->proc_closing = true;
         uv_process_kill(&r->proc, SIGKILL);
@@ -217,7 +211,7 @@ static void shut(struct exec_run *r) {
 }
 
 /* The plugin's stderr, trimmed to one line of bounded length, or "". */
-static void stderr_text(struct exec_run *r, char *out, size_t outlen) {
+static void stderr_text(struct execcred_run *r, char *out, size_t outlen) {
     size_t o = 0;
     bool space = false;
     for (size_t i = 0; i < r->err_buf.len && o + 4 < outlen && o < STDERR_SHOWN; i++) {
@@ -236,21 +230,21 @@ static void stderr_text(struct exec_run *r, char *out, size_t outlen) {
     out[o] = '\0';
 }
 
-static void report(struct exec_run *r, const char *fmt, const char *detail) {
+static void report_once(struct execcred_run *r, const char *fmt, const char *detail) {
     if (r->reported)
         return;
     r->reported = true;
-    exec_cred_cb cb = r->cb;
+    execcred_cb cb = r->cb;
     r->cb = NULL;
     if (!cb)
         return;
     if (!fmt) {
-        struct exec_cred c;
+        struct execcred c;
         char err[512];
-        if (exec_cred_parse(r->api_version, r->out_buf.data ? r->out_buf.data : "", r->out_buf.len,
-                            &c, err, sizeof err) == 0) {
+        if (execcred_parse(r->api_version, r->out_buf.data ? r->out_buf.data : "", r->out_buf.len,
+                           &c, err, sizeof err) == 0) {
             cb(r->user, &c, NULL);
-            exec_cred_clear(&c);
+            execcred_clear(&c);
             return;
         }
         char msg[1024];
@@ -264,7 +258,7 @@ static void report(struct exec_run *r, const char *fmt, const char *detail) {
     cb(r->user, NULL, msg);
 }
 
-static void finish_if_done(struct exec_run *r) {
+static void finish_if_done(struct execcred_run *r) {
     if (!r->exited || !r->out_eof || !r->err_eof || r->reported)
         return;
     char err[STDERR_SHOWN + 8], detail[STDERR_SHOWN + 64];
@@ -272,55 +266,55 @@ static void finish_if_done(struct exec_run *r) {
     if (r->term_signal) {
         snprintf(detail, sizeof detail, "killed by signal %d%s%s", r->term_signal,
                  err[0] ? ": " : "", err);
-        report(r, "%s", detail);
+        report_once(r, "%s", detail);
     } else if (r->exit_status != 0) {
         snprintf(detail, sizeof detail, "failed with exit code %lld%s%s", (long long)r->exit_status,
                  err[0] ? ": " : "", err);
-        report(r, "%s", detail);
+        report_once(r, "%s", detail);
     } else {
-        report(r, NULL, NULL);
+        report_once(r, NULL, NULL);
     }
-    shut(r);
+    close_handles(r);
 }
 
-static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
-    struct exec_run *r = p->data;
+static void on_process_exit(uv_process_t *p, int64_t status, int sig) {
+    struct execcred_run *r = p->data;
     r->exited = true;
     r->exit_status = status;
     r->term_signal = sig;
     if (r->proc_closing) { /* already reported (timeout, cancel): just reap */
-        close_handle(r, (uv_handle_t *)&r->proc);
+        close_one((uv_handle_t *)&r->proc);
         return;
     }
     finish_if_done(r);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+static void on_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
     (void)h;
     b->base = malloc(suggested);
     b->len = b->base ? suggested : 0;
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-    struct exec_run *r = s->data;
+static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    struct execcred_run *r = s->data;
     bool is_out = s == (uv_stream_t *)&r->out;
     buf_t *dst = is_out ? &r->out_buf : &r->err_buf;
     if (n > 0) {
         size_t keep = (size_t)n;
         if (!is_out && dst->len + keep > STDERR_KEEP)
             keep = dst->len < STDERR_KEEP ? STDERR_KEEP - dst->len : 0;
-        if (is_out && dst->len + keep > EXEC_CRED_STDOUT_MAX) {
+        if (is_out && dst->len + keep > EXECCRED_STDOUT_MAX) {
             explicit_bzero(b->base, (size_t)n);
             free(b->base);
-            report(r, "its output is larger than %s; killed", "1 MiB");
-            shut(r);
+            report_once(r, "its output is larger than %s; killed", "1 MiB");
+            close_handles(r);
             return;
         }
         if (keep && buf_append(dst, b->base, keep) < 0) {
             explicit_bzero(b->base, (size_t)n);
             free(b->base);
-            report(r, "%s", "out of memory");
-            shut(r);
+            report_once(r, "%s", "out of memory");
+            close_handles(r);
             return;
         }
     }
@@ -338,25 +332,25 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     }
 }
 
-static void on_timeout(uv_timer_t *t) {
-    struct exec_run *r = t->data;
+static void on_run_timer(uv_timer_t *t) {
+    struct execcred_run *r = t->data;
     if (r->fail) {
-        report(r, "%s", r->fail);
-        shut(r);
+        report_once(r, "%s", r->fail);
+        close_handles(r);
         return;
     }
     char detail[64];
     snprintf(detail, sizeof detail, "%llu ms", (unsigned long long)r->timeout_ms);
-    report(r, "did not finish within %s; killed it", detail);
-    shut(r);
+    report_once(r, "did not finish within %s; killed it", detail);
+    close_handles(r);
 }
 
-void exec_cred_cancel(struct exec_run *r) {
+void execcred_close(struct execcred_run *r) {
     if (!r)
         return;
     r->cb = NULL;
     r->reported = true;
-    shut(r);
+    close_handles(r);
 }
 
 /* environ + the kubeconfig's env + KUBERNETES_EXEC_INFO; the strings are
@@ -388,9 +382,10 @@ static char **build_env(const struct kube_exec *ex) {
     return env;
 }
 
-struct exec_run *exec_cred_run(uv_loop_t *loop, const struct kube_exec *ex, uint64_t timeout_ms,
-                               exec_cred_cb cb, void *user, char *err, size_t errlen) {
-    struct exec_run *r = calloc(1, sizeof *r);
+struct execcred_run *execcred_start(uv_loop_t *loop, const struct kube_exec *ex,
+                                    uint64_t timeout_ms, execcred_cb cb, void *user, char *err,
+                                    size_t errlen) {
+    struct execcred_run *r = calloc(1, sizeof *r);
     if (!r) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -430,7 +425,7 @@ struct exec_run *exec_cred_run(uv_loop_t *loop, const struct kube_exec *ex, uint
             {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->err},
         };
         uv_process_options_t opts = {
-            .exit_cb = on_exit_cb,
+            .exit_cb = on_process_exit,
             .file = r->command,
             .args = args,
             .env = env,
@@ -445,7 +440,7 @@ struct exec_run *exec_cred_run(uv_loop_t *loop, const struct kube_exec *ex, uint
         size_t last = 0;
         while (env[last])
             last++;
-        wipe_free(env[last - 1], strlen(env[last - 1]));
+        secret_free(env[last - 1]);
         free(env);
     }
     free(args);
@@ -465,16 +460,16 @@ struct exec_run *exec_cred_run(uv_loop_t *loop, const struct kube_exec *ex, uint
             snprintf(err, errlen, "out of memory");
             r->cb = NULL;
             r->reported = true;
-            shut(r);
+            close_handles(r);
             return NULL;
         }
-        uv_timer_start(&r->timer, on_timeout, 0, 0);
+        timer_arm(&r->timer, on_run_timer, 0, 0);
         return r;
     }
-    if (uv_read_start((uv_stream_t *)&r->out, on_alloc, on_read) != 0)
+    if (uv_read_start((uv_stream_t *)&r->out, on_pipe_alloc, on_pipe_read) != 0)
         r->out_eof = true;
-    if (uv_read_start((uv_stream_t *)&r->err, on_alloc, on_read) != 0)
+    if (uv_read_start((uv_stream_t *)&r->err, on_pipe_alloc, on_pipe_read) != 0)
         r->err_eof = true;
-    uv_timer_start(&r->timer, on_timeout, timeout_ms, 0);
+    timer_arm(&r->timer, on_run_timer, timeout_ms, 0);
     return r;
 }

@@ -16,10 +16,11 @@
 
 #include "sinks/kubeconfig.h"
 
-#define EXEC_CRED_TIMEOUT_MS 60000
-#define EXEC_CRED_STDOUT_MAX (1024 * 1024)
+#define EXECCRED_TIMEOUT_MS 60000
+#define EXECCRED_STDOUT_MAX (1024 * 1024)
 
-struct exec_cred {
+/* What a run gives: the status of the plugin's ExecCredential. */
+struct execcred {
     char *token; /* status.token, or NULL */
     char *cert_pem;
     size_t cert_pem_len;
@@ -29,28 +30,31 @@ struct exec_cred {
     int64_t expiry_ms; /* status.expirationTimestamp, Unix ms */
 };
 
-struct exec_run;
+struct execcred_run;
 
-/* Once per run that was not cancelled: cred on success (the callee may take
- * its strings, setting them to NULL), else err says what went wrong. */
-typedef void (*exec_cred_cb)(void *user, struct exec_cred *cred, const char *err);
+/* Once per run that was not closed first: cred on success (the callee may
+ * take its strings, setting them to NULL), else err says what went wrong. */
+typedef void (*execcred_cb)(void *user, struct execcred *cred, const char *err);
 
-/* Start the plugin. Every outcome comes through cb, from the loop: a
- * command that is missing too (the message carries the installHint). NULL
- * with err set only when out of memory (cb is then not called). cb gets
- * "exec plugin CMD (user 'U'): what went wrong", with the start of the
- * plugin's stderr when it failed. */
-struct exec_run *exec_cred_run(uv_loop_t *loop, const struct kube_exec *ex, uint64_t timeout_ms,
-                               exec_cred_cb cb, void *user, char *err, size_t errlen);
-/* No callback afterwards; a running plugin is killed. */
-void exec_cred_cancel(struct exec_run *r);
+/* Start one run of the plugin. Every outcome comes through cb, from the
+ * loop: a command that is missing too (the message carries the
+ * installHint). NULL with err set only when out of memory (cb is then not
+ * called). cb gets "exec plugin CMD (user 'U'): what went wrong", with the
+ * start of the plugin's stderr when it failed. After cb the run closes and
+ * frees itself. */
+struct execcred_run *execcred_start(uv_loop_t *loop, const struct kube_exec *ex,
+                                    uint64_t timeout_ms, execcred_cb cb, void *user, char *err,
+                                    size_t errlen);
+/* Close a run before its cb: no callback afterwards; a running plugin is
+ * killed, and the run frees itself once it has been reaped. */
+void execcred_close(struct execcred_run *r);
 
 /* Parse a plugin's stdout (exposed for tests). */
-int exec_cred_parse(const char *api_version, const char *out, size_t len, struct exec_cred *c,
-                    char *err, size_t errlen);
+int execcred_parse(const char *api_version, const char *out, size_t len, struct execcred *c,
+                   char *err, size_t errlen);
 /* Wipe and free; c is zeroed. */
-void exec_cred_clear(struct exec_cred *c);
+void execcred_clear(struct execcred *c);
 /* RFC 3339 ("2026-01-02T03:04:05Z", fractions, offsets) to Unix ms. */
-int exec_cred_parse_time(const char *s, int64_t *ms);
+int execcred_parse_time(const char *s, int64_t *ms);
 
 #endif

@@ -7,25 +7,10 @@
 
 #include "bridge/lib/backoff.h"
 #include "bridge/lib/buf.h"
+#include "bridge/lib/timer.h"
 
 static void list_start(struct informer *inf);
 static void watch_start(struct informer *inf);
-
-const char *kobj_str(const cJSON *obj, const char *field1, const char *field2) {
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, field1);
-    const cJSON *b = field2 ? cJSON_GetObjectItemCaseSensitive(a, field2) : a;
-    return cJSON_IsString(b) ? b->valuestring : NULL;
-}
-
-bool kobj_rv_older(const char *a, const char *b) {
-    if (!a || !b)
-        return false;
-    char *ea, *eb;
-    unsigned long long x = strtoull(a, &ea, 10), y = strtoull(b, &eb, 10);
-    if (*ea || *eb || ea == a || eb == b)
-        return false;
-    return x < y;
-}
 
 /* What the cache keeps of an object: its compact JSON text and its
  * resourceVersion, in one allocation. A parsed cJSON tree takes four to
@@ -131,7 +116,7 @@ static int obj_id(const cJSON *obj, char *out, size_t outlen) {
     return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
 
-static void report(struct informer *inf, const char *id, const cJSON *obj) {
+static void report_change(struct informer *inf, const char *id, const cJSON *obj) {
     char ns[64];
     const char *slash = strchr(id, '/');
     size_t n = slash ? (size_t)(slash - id) : 0;
@@ -166,7 +151,7 @@ int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc,
     return 0;
 }
 
-static void on_timer(uv_timer_t *t) {
+static void on_retry_timer(uv_timer_t *t) {
     struct informer *inf = t->data;
     if (inf->stopped)
         return;
@@ -193,7 +178,7 @@ static void retry_later(struct informer *inf, const char *what, long status, con
     else
         log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural,
                  why, (unsigned long long)ms);
-    uv_timer_start(&inf->timer, on_timer, ms, 0);
+    timer_arm(&inf->timer, on_retry_timer, ms, 0);
 }
 
 const char *informer_problem(struct informer *inf) {
@@ -257,7 +242,7 @@ static void on_list(void *user, const struct kube_response *res) {
             continue;
         if (cache_put(inf, id, cached_take(it)) < 0)
             goto oom;
-        report(inf, id, it);
+        report_change(inf, id, it);
         if (inf->stopped)
             return;
     }
@@ -283,7 +268,7 @@ static void on_list(void *user, const struct kube_response *res) {
         char id[320];
         snprintf(id, sizeof id, "%s", e->key);
         free(map_del(&inf->objects, e->key)); /* allowed: the entry just returned */
-        report(inf, id, NULL);
+        report_change(inf, id, NULL);
         if (inf->stopped)
             return;
     }
@@ -327,7 +312,7 @@ static void list_start(struct informer *inf) {
         retry_later(inf, "list", 0, "could not start request");
 }
 
-static void on_event(void *user, const char *type, const cJSON *obj) {
+static void on_watch_event(void *user, const char *type, const cJSON *obj) {
     struct informer *inf = user;
     if (strcmp(type, "ERROR") == 0) {
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(obj, "code");
@@ -355,7 +340,7 @@ static void on_event(void *user, const char *type, const cJSON *obj) {
         struct cached *was = map_del(&inf->objects, id);
         if (was) {
             free(was);
-            report(inf, id, NULL);
+            report_change(inf, id, NULL);
         }
         return;
     }
@@ -364,7 +349,7 @@ static void on_event(void *user, const char *type, const cJSON *obj) {
     if (cur_rv && rv && (strcmp(cur_rv, rv) == 0 || kobj_rv_older(rv, cur_rv)))
         return; /* our own write, already stored from its answer */
     if (cache_put(inf, id, cached_new(obj)) == 0)
-        report(inf, id, obj);
+        report_change(inf, id, obj);
 }
 
 static void on_watch_end(void *user, const struct kube_response *res) {
@@ -398,7 +383,7 @@ static void watch_start(struct informer *inf) {
              "%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=%s", base,
              timeout, inf->rv ? inf->rv : "");
     inf->watches++;
-    inf->call = kube_watch(inf->kc, path, on_event, on_watch_end, inf);
+    inf->call = kube_watch(inf->kc, path, on_watch_event, on_watch_end, inf);
     if (!inf->call)
         retry_later(inf, "watch", 0, "could not start request");
 }
@@ -423,11 +408,10 @@ void informer_stop(struct informer *inf) {
     inf->stopped = true;
     kube_call_cancel(inf->call);
     inf->call = NULL;
-    if (!uv_is_closing((uv_handle_t *)&inf->timer))
-        uv_close((uv_handle_t *)&inf->timer, NULL);
+    uv_timer_stop(&inf->timer);
 }
 
-void informer_free(struct informer *inf) {
+static void free_members(struct informer *inf) {
     struct map_iter mi;
     map_iter_init(&mi, &inf->objects);
     for (struct map_entry *e; (e = map_iter_next(&mi));)
@@ -442,6 +426,22 @@ void informer_free(struct informer *inf) {
     free(inf->group);
     free(inf->version);
     free(inf->plural);
+    inf->rv = inf->group = inf->version = inf->plural = NULL;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+    struct informer *inf = h->data;
+    free_members(inf);
+    if (inf->on_closed)
+        inf->on_closed(inf); /* last: it may free inf */
+}
+
+void informer_close(struct informer *inf, informer_close_cb cb) {
+    if (uv_is_closing((uv_handle_t *)&inf->timer))
+        return;
+    informer_stop(inf);
+    inf->on_closed = cb;
+    uv_close((uv_handle_t *)&inf->timer, on_timer_closed);
 }
 
 const cJSON *informer_get(struct informer *inf, const char *ns, const char *name) {

@@ -17,6 +17,7 @@
 
 #include "bridge/lib/log.h"
 #include "bridge/lib/map.h"
+#include "sinks/kobj.h" /* the helpers its users apply to its objects */
 #include "sinks/kube.h"
 
 /* obj is the new live object, or NULL when it was deleted. */
@@ -29,12 +30,21 @@ typedef void (*informer_synced_cb)(void *user);
 /* How many objects from informer_get stay valid at once. */
 #define INFORMER_PARSED 4
 
+struct informer;
+/* The informer's timer has closed and its cache is freed: inf may go. */
+typedef void (*informer_close_cb)(struct informer *inf);
+
+/* Embedded by its owner. */
 struct informer {
+    /* read-only */
+    struct map objects;      /* "ns/name" -> compact JSON text and resourceVersion (owned) */
+    bool synced;             /* a list has completed */
+    uint64_t lists, watches; /* counters, for tests and metrics */
+    /* private */
     uv_loop_t *loop;
     struct kube_client *kc;
     struct logger *log;
     char *group, *version, *plural;
-    struct map objects;             /* "ns/name" -> compact JSON text and resourceVersion (owned) */
     cJSON *parsed[INFORMER_PARSED]; /* what informer_get handed out lately */
     size_t parsed_next;
     char *rv; /* resourceVersion to watch from */
@@ -44,7 +54,6 @@ struct informer {
      * list are gone. */
     char *cont;      /* continue token of the next page, NULL on the first */
     struct map seen; /* ids listed so far in this list (values unused) */
-    bool synced;     /* a list has completed */
     bool stopped;
     bool relist; /* the current watch asked for a re-list (410) */
     unsigned failures;
@@ -54,25 +63,32 @@ struct informer {
     informer_change_cb on_change;
     informer_synced_cb on_synced;
     void *user;
-    uint64_t lists, watches; /* counters, for tests and metrics */
+    informer_close_cb on_closed;
 };
 
+/* Set up inf (no I/O): on_change and on_synced are called with user. 0, or
+ * -1 out of memory (nothing to close then). */
 int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc, struct logger *lg,
                   const char *group, const char *version, const char *plural,
                   informer_change_cb on_change, informer_synced_cb on_synced, void *user);
+/* List, then watch. */
 int informer_start(struct informer *inf);
 /* Re-list now (periodic resync). */
 void informer_resync(struct informer *inf);
 /* Why this informer cannot list or watch now (its last attempt failed and
  * none has worked since), or NULL. */
 const char *informer_problem(struct informer *inf);
-/* Stop the list/watch and close the timer; free after the loop ran. */
+/* Cancel the list/watch in flight and the retry timer; no callback
+ * afterwards. The cache stays readable. */
 void informer_stop(struct informer *inf);
-void informer_free(struct informer *inf);
+/* informer_stop, then close the timer; once it has closed, the cache is
+ * freed and cb(inf) is called (cb may be NULL): then inf's memory may go.
+ * A second call does nothing. */
+void informer_close(struct informer *inf, informer_close_cb cb);
 
 /* The cached object, parsed for the caller (NULL when not cached). The
  * informer owns it: it stays valid until INFORMER_PARSED more informer_get
- * calls on this informer, or informer_free; use it, do not keep it. */
+ * calls on this informer, or informer_close; use it, do not keep it. */
 const cJSON *informer_get(struct informer *inf, const char *ns, const char *name);
 /* The cached object's resourceVersion, without parsing it (NULL: not cached). */
 const char *informer_rv(const struct informer *inf, const char *ns, const char *name);
@@ -85,12 +101,5 @@ const char *informer_writer(const struct informer *inf, const char *ns, const ch
  * at one write per change, the copy was a third of the instructions). */
 void informer_store(struct informer *inf, cJSON *obj);
 void informer_forget(struct informer *inf, const char *ns, const char *name);
-
-/* Helpers on Kubernetes objects. */
-const char *kobj_str(const cJSON *obj, const char *field1, const char *field2);
-/* Compare resourceVersions: they are opaque strings, but every API server
- * in practice uses etcd revisions; treat them as numbers when both are, and
- * otherwise report "not older" (a wrong guess costs one 409 retry). */
-bool kobj_rv_older(const char *a, const char *b);
 
 #endif

@@ -8,6 +8,9 @@
 
 #include "bridge/lib/buf.h"
 #include "bridge/lib/fileread.h"
+#include "bridge/lib/list.h"
+#include "bridge/lib/secret.h"
+#include "bridge/lib/timer.h"
 #include "sinks/execcred.h"
 
 #define KUBE_TIMEOUT_MS 15000
@@ -34,7 +37,7 @@ struct kube_client {
     struct file_read *token_read;
     bool token_read_failed; /* warn once per failure streak */
     size_t writes_in_flight;
-    struct kube_call *calls; /* every started call, for cancel-all on free */
+    struct list_node calls; /* every started call (newest first), for kube_client_stop */
     /* Why the API server cannot be used right now (unreachable, or it
      * refuses our credentials), "" when it can; see kube_client_problem. */
     char problem[640];
@@ -42,10 +45,10 @@ struct kube_client {
     uint64_t problem_seq; /* calls started after this one may clear it */
     uint64_t next_seq;
     /* exec credential plugin (conn.exec): calls wait for a credential */
-    struct exec_run *exec_run; /* running plugin, or NULL */
-    uint64_t exec_seq;         /* plugin runs started */
-    uint64_t cred_gen;         /* credentials installed */
-    bool have_cred;            /* false before the first, after a 401 */
+    struct execcred_run *exec_run; /* running plugin, or NULL */
+    uint64_t exec_seq;             /* plugin runs started */
+    uint64_t cred_gen;             /* credentials installed */
+    bool have_cred;                /* false before the first, after a 401 */
     bool cred_expires;
     int64_t cred_expiry_ms;     /* Unix ms */
     char *exec_cert, *exec_key; /* secrets */
@@ -67,47 +70,18 @@ struct kube_call {
     bool failed_stream; /* a watch line could not be parsed */
     bool waiting;       /* not started: waits for the exec plugin's run wait_seq */
     uint64_t wait_seq;
-    uint64_t cred_gen; /* the credential it was sent with */
-    struct kube_call *prev, *next;
+    uint64_t cred_gen;     /* the credential it was sent with */
+    struct list_node link; /* in kc->calls while started */
 };
 
-static void wipe_free(char *s, size_t len) {
-    if (s) {
-        explicit_bzero(s, len);
-        free(s);
-    }
-}
-
-static int read_small_file(const char *path, char **out, char *err, size_t errlen) {
-    /* Startup only: token files are a few KiB. */
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot read %s: %m", path);
+/* The token file at start-up (a few KiB), without trailing whitespace. */
+static int read_token_file(const char *path, char **out, char *err, size_t errlen) {
+    size_t len;
+    if (file_read_all(path, 1024 * 1024, out, &len, err, errlen) < 0)
         return -1;
-    }
-    buf_t b = BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b.len + n > 1024 * 1024 || buf_append(&b, chunk, n) < 0) {
-            fclose(f);
-            buf_free(&b);
-            snprintf(err, errlen, "cannot read %s: too large or out of memory", path);
-            return -1;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        buf_free(&b);
-        snprintf(err, errlen, "cannot read %s: read error", path);
-        return -1;
-    }
-    while (b.len &&
-           (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' || b.data[b.len - 1] == ' '))
-        b.data[--b.len] = '\0';
-    *out = buf_steal(&b);
-    return *out ? 0 : -1;
+    while (len && ((*out)[len - 1] == '\n' || (*out)[len - 1] == '\r' || (*out)[len - 1] == ' '))
+        (*out)[--len] = '\0';
+    return 0;
 }
 
 static int set_token(struct kube_client *kc, const char *token) {
@@ -167,9 +141,10 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
     kc->loop = loop;
     kc->http = http;
     kc->log = lg;
+    list_init(&kc->calls);
     char *token = NULL;
     if (conn->token_file) {
-        if (read_small_file(conn->token_file, &token, err, errlen) < 0) {
+        if (read_token_file(conn->token_file, &token, err, errlen) < 0) {
             free(kc);
             return NULL;
         }
@@ -206,8 +181,7 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
     if (kc->conn.token_file && uv_timer_init(loop, &kc->token_timer) == 0) {
         kc->token_timer.data = kc;
         kc->token_timer_open = true;
-        uv_timer_start(&kc->token_timer, on_token_timer, KUBE_TOKEN_REREAD_MS,
-                       KUBE_TOKEN_REREAD_MS);
+        timer_arm(&kc->token_timer, on_token_timer, KUBE_TOKEN_REREAD_MS, KUBE_TOKEN_REREAD_MS);
         uv_unref((uv_handle_t *)&kc->token_timer); /* never keeps the loop alive */
     }
     if (kc->conn.insecure)
@@ -220,13 +194,9 @@ struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, s
 
 static void call_unlink(struct kube_call *c) {
     struct kube_client *kc = c->kc;
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (kc->calls == c)
-        kc->calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    if (!list_linked(&c->link))
+        return;
+    list_remove(&c->link);
     if (c->is_write && kc->writes_in_flight)
         kc->writes_in_flight--;
 }
@@ -250,13 +220,19 @@ void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void 
     kc->observer_user = user;
 }
 
-void kube_client_cancel_all(struct kube_client *kc) {
-    while (kc->calls)
-        kube_call_cancel(kc->calls);
-    exec_cred_cancel(kc->exec_run);
+void kube_client_stop(struct kube_client *kc) {
+    while (!list_empty(&kc->calls))
+        kube_call_cancel(list_entry(list_first(&kc->calls), struct kube_call, link));
+    execcred_close(kc->exec_run);
     kc->exec_run = NULL;
     file_read_detach(kc->token_read);
     kc->token_read = NULL;
+    if (kc->token_timer_open)
+        uv_timer_stop(&kc->token_timer);
+}
+
+void kube_client_close(struct kube_client *kc) {
+    kube_client_stop(kc);
     if (kc->token_timer_open) {
         uv_close((uv_handle_t *)&kc->token_timer, NULL);
         kc->token_timer_open = false;
@@ -266,13 +242,13 @@ void kube_client_cancel_all(struct kube_client *kc) {
 void kube_client_free(struct kube_client *kc) {
     if (!kc)
         return;
-    kube_client_cancel_all(kc);
+    kube_client_close(kc);
     if (kc->auth_header) {
         explicit_bzero(kc->auth_header, strlen(kc->auth_header));
         free(kc->auth_header);
     }
-    wipe_free(kc->exec_cert, kc->exec_cert_len);
-    wipe_free(kc->exec_key, kc->exec_key_len);
+    secret_free_len(kc->exec_cert, kc->exec_cert_len);
+    secret_free_len(kc->exec_key, kc->exec_key_len);
     kube_conn_free(&kc->conn);
     free(kc->field_manager);
     free(kc);
@@ -389,18 +365,20 @@ const char *kube_client_problem(struct kube_client *kc) {
         return NULL;
     /* A watch opened since (its 200 came, no answer yet) proves the server
      * is reachable and takes our credentials. */
-    for (struct kube_call *c = kc->calls; c; c = c->next)
-        if (opened_since(c)) {
+    list_for_each(n, &kc->calls) {
+        if (opened_since(list_entry(n, struct kube_call, link))) {
             log_info(kc->log, "kubernetes: the API server answers again");
             kc->problem[0] = '\0';
             kc->problem_auth = false;
             return NULL;
         }
+    }
     return kc->problem;
 }
+
 static void exec_rejected(struct kube_client *kc, uint64_t gen);
 
-static void on_done(struct http_req *req, const struct http_result *res) {
+static void on_http_done(struct http_req *req, const struct http_result *res) {
     struct kube_call *c = http_req_user(req);
     c->req = NULL; /* the http client frees it after we return */
     call_unlink(c);
@@ -410,7 +388,7 @@ static void on_done(struct http_req *req, const struct http_result *res) {
     r.body = res->body ? res->body : "";
     r.body_len = res->body_len;
     if (c->on_event && r.status != 200 && !r.body_len && c->line.len) {
-        r.body = c->line.data; /* a watch answered with an error (on_data kept it) */
+        r.body = c->line.data; /* a watch answered with an error (on_watch_data kept it) */
         r.body_len = c->line.len;
     }
     r.reason = "";
@@ -448,14 +426,14 @@ static void on_done(struct http_req *req, const struct http_result *res) {
     call_free(c);
 }
 
-static int on_data(struct http_req *req, const char *data, size_t len) {
+static int on_watch_data(struct http_req *req, const char *data, size_t len) {
     struct kube_call *c = http_req_user(req);
     if (buf_append(&c->line, data, len) < 0)
         return -1;
     long status = http_req_status(req);
     if (status && status != 200) {
         /* Not a stream but an error answer (a Status object): keep it whole
-         * for on_done, which reports its reason and message. */
+         * for on_http_done, which reports its reason and message. */
         return c->line.len > KUBE_ERROR_BODY_MAX ? -1 : 0;
     }
     for (;;) {
@@ -526,19 +504,19 @@ static bool cred_usable(const struct kube_client *kc) {
     return kc->have_cred && (!kc->cred_expires || now_unix_ms() < kc->cred_expiry_ms);
 }
 
-static void on_done(struct http_req *req, const struct http_result *res);
+static void on_http_done(struct http_req *req, const struct http_result *res);
 
-static int launch(struct kube_client *kc, struct kube_call *c) {
+static int call_send(struct kube_client *kc, struct kube_call *c) {
     c->waiting = false;
     c->cred_gen = kc->cred_gen;
     if (kc->auth_header && http_req_header(c->req, kc->auth_header) < 0)
         return -1;
     http_req_tls(c->req, &kc->tls);
-    return http_req_start(c->req, on_done);
+    return http_req_start(c->req, on_http_done);
 }
 
 /* Answer a call that never went out: status 0 with msg. */
-static void fail_call(struct kube_call *c, const char *msg) {
+static void call_fail_unsent(struct kube_call *c, const char *msg) {
     struct kube_client *kc = c->kc;
     call_unlink(c);
     if (c->req)
@@ -553,22 +531,24 @@ static void fail_call(struct kube_call *c, const char *msg) {
 }
 
 static struct kube_call *first_waiting(struct kube_client *kc, uint64_t seq) {
-    for (struct kube_call *c = kc->calls; c; c = c->next)
+    list_for_each(n, &kc->calls) {
+        struct kube_call *c = list_entry(n, struct kube_call, link);
         if (c->waiting && c->wait_seq <= seq)
             return c;
+    }
     return NULL;
 }
 
-static int install_cred(struct kube_client *kc, struct exec_cred *cred) {
+static int install_cred(struct kube_client *kc, struct execcred *cred) {
     if (cred->token) {
         if (set_token(kc, cred->token) < 0)
             return -1;
     } else if (kc->auth_header) {
-        wipe_free(kc->auth_header, strlen(kc->auth_header));
+        secret_free(kc->auth_header);
         kc->auth_header = NULL;
     }
-    wipe_free(kc->exec_cert, kc->exec_cert_len);
-    wipe_free(kc->exec_key, kc->exec_key_len);
+    secret_free_len(kc->exec_cert, kc->exec_cert_len);
+    secret_free_len(kc->exec_key, kc->exec_key_len);
     kc->exec_cert = cred->cert_pem; /* taken over */
     kc->exec_cert_len = cred->cert_pem_len;
     kc->exec_key = cred->key_pem;
@@ -586,7 +566,7 @@ static int install_cred(struct kube_client *kc, struct exec_cred *cred) {
     return 0;
 }
 
-static void on_exec_done(void *user, struct exec_cred *cred, const char *err) {
+static void on_exec_done(void *user, struct execcred *cred, const char *err) {
     struct kube_client *kc = user;
     uint64_t seq = kc->exec_seq;
     kc->exec_run = NULL;
@@ -608,15 +588,15 @@ static void on_exec_done(void *user, struct exec_cred *cred, const char *err) {
         }
         struct kube_call *c;
         while ((c = first_waiting(kc, seq)))
-            if (launch(kc, c) < 0)
-                fail_call(c, "cannot start the request");
+            if (call_send(kc, c) < 0)
+                call_fail_unsent(c, "cannot start the request");
         return;
     }
     snprintf(kc->exec_error, sizeof kc->exec_error, "%s", err);
     log_error(kc->log, "kubernetes: %s", kc->exec_error);
     struct kube_call *c;
     while ((c = first_waiting(kc, seq)))
-        fail_call(c, kc->exec_error);
+        call_fail_unsent(c, kc->exec_error);
 }
 
 /* Make sure a run is under way; its number, or 0 when none could start. */
@@ -624,8 +604,8 @@ static uint64_t exec_refresh(struct kube_client *kc) {
     if (kc->exec_run)
         return kc->exec_seq;
     char err[256];
-    kc->exec_run = exec_cred_run(kc->loop, kc->conn.exec, EXEC_CRED_TIMEOUT_MS, on_exec_done, kc,
-                                 err, sizeof err);
+    kc->exec_run = execcred_start(kc->loop, kc->conn.exec, EXECCRED_TIMEOUT_MS, on_exec_done, kc,
+                                  err, sizeof err);
     if (!kc->exec_run) {
         log_error(kc->log, "kubernetes: cannot run the exec credential plugin: %s", err);
         return 0;
@@ -646,9 +626,9 @@ static void exec_rejected(struct kube_client *kc, uint64_t gen) {
     exec_refresh(kc);
 }
 
-static struct kube_call *start(struct kube_client *kc, const char *method, const char *path,
-                               const char *content_type, const char *body, size_t body_len,
-                               kube_cb cb, kube_event_cb on_event, void *user, bool nodry) {
+static struct kube_call *call_start(struct kube_client *kc, const char *method, const char *path,
+                                    const char *content_type, const char *body, size_t body_len,
+                                    kube_cb cb, kube_event_cb on_event, void *user, bool nodry) {
     bool is_write = strcmp(method, "GET") != 0;
     buf_t url = BUF_INIT;
     int rc = buf_printf(&url, "%s%s", kc->conn.server, path);
@@ -671,6 +651,7 @@ static struct kube_call *start(struct kube_client *kc, const char *method, const
         return NULL;
     }
     c->kc = kc;
+    list_init(&c->link);
     c->req = req;
     c->seq = ++kc->next_seq;
     c->done = cb;
@@ -693,19 +674,16 @@ static struct kube_call *start(struct kube_client *kc, const char *method, const
         goto fail;
     http_req_timeouts(req, on_event ? 0 : KUBE_TIMEOUT_MS, KUBE_CONNECT_TIMEOUT_MS);
     if (on_event)
-        http_req_on_data(req, on_data);
+        http_req_on_data(req, on_watch_data);
     http_req_set_user(req, c);
     if (kc->conn.exec && !cred_usable(kc)) {
         c->waiting = true;
         if (!(c->wait_seq = exec_refresh(kc)))
             goto fail;
-    } else if (launch(kc, c) < 0) {
+    } else if (call_send(kc, c) < 0) {
         goto fail;
     }
-    c->next = kc->calls;
-    if (kc->calls)
-        kc->calls->prev = c;
-    kc->calls = c;
+    list_push_front(&kc->calls, &c->link);
     if (is_write)
         kc->writes_in_flight++;
     return c;
@@ -718,7 +696,7 @@ fail:
 struct kube_call *kube_request(struct kube_client *kc, const char *method, const char *path,
                                const char *content_type, const char *body, size_t body_len,
                                kube_cb cb, void *user) {
-    return start(kc, method, path, content_type, body, body_len, cb, NULL, user, false);
+    return call_start(kc, method, path, content_type, body, body_len, cb, NULL, user, false);
 }
 
 static struct kube_call *request_json(struct kube_client *kc, const char *method, const char *path,
@@ -726,7 +704,8 @@ static struct kube_call *request_json(struct kube_client *kc, const char *method
     char *body = cJSON_PrintUnformatted(obj);
     if (!body)
         return NULL;
-    struct kube_call *c = start(kc, method, path, NULL, body, strlen(body), cb, NULL, user, nodry);
+    struct kube_call *c =
+        call_start(kc, method, path, NULL, body, strlen(body), cb, NULL, user, nodry);
     cJSON_free(body);
     return c;
 }
@@ -739,7 +718,7 @@ struct kube_call *kube_request_json(struct kube_client *kc, const char *method, 
 struct kube_call *kube_request_nodry(struct kube_client *kc, const char *method, const char *path,
                                      const char *content_type, const char *body, size_t body_len,
                                      kube_cb cb, void *user) {
-    return start(kc, method, path, content_type, body, body_len, cb, NULL, user, true);
+    return call_start(kc, method, path, content_type, body, body_len, cb, NULL, user, true);
 }
 
 struct kube_call *kube_request_json_nodry(struct kube_client *kc, const char *method,
@@ -750,5 +729,5 @@ struct kube_call *kube_request_json_nodry(struct kube_client *kc, const char *me
 
 struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,
                              kube_cb done, void *user) {
-    return start(kc, "GET", path, NULL, NULL, 0, done, on_event, user, false);
+    return call_start(kc, "GET", path, NULL, NULL, 0, done, on_event, user, false);
 }

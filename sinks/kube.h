@@ -42,9 +42,19 @@ typedef void (*kube_cb)(void *user, const struct kube_response *res);
  * the call (copy what you keep). */
 typedef void (*kube_event_cb)(void *user, const char *type, const cJSON *obj);
 
+/* Lifecycle: kube_client_new, calls, kube_client_stop and/or
+ * kube_client_close, run the loop (the token re-read timer closes), then
+ * kube_client_free. new takes ownership of *conn's contents on success
+ * (conn is zeroed); NULL with err set otherwise. */
 struct kube_client *kube_client_new(uv_loop_t *loop, struct http_client *http, struct logger *lg,
                                     struct kube_conn *conn, char *err, size_t errlen);
-/* Takes ownership of *conn's contents on success (conn is zeroed). */
+/* Cancel every call in flight, a running exec plugin and a token re-read;
+ * no callback afterwards. Before closing the http client. */
+void kube_client_stop(struct kube_client *kc);
+/* kube_client_stop, then close the token re-read timer. */
+void kube_client_close(struct kube_client *kc);
+/* After the loop ran the timer's close (a client without a token file has
+ * none to wait for); closes first when that was not done. NULL is fine. */
 void kube_client_free(struct kube_client *kc);
 /* Called once per answered request (metrics): verb is the Kubernetes verb
  * (get, watch, create, update, patch, delete), status 0 for a transport
@@ -52,9 +62,6 @@ void kube_client_free(struct kube_client *kc);
 typedef void (*kube_observer_cb)(void *user, const char *verb, long status);
 void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void *user);
 
-/* Cancel every call in flight (no callbacks) and close the token re-read
- * timer; before closing the http client. Free after the loop ran. */
-void kube_client_cancel_all(struct kube_client *kc);
 void kube_client_set_dry_run(struct kube_client *kc, bool dry_run);
 /* Send ?fieldManager=name with every POST, PUT and PATCH (NULL: none, and the
  * API server names the writer after the User-Agent, "canary-bridge"). The

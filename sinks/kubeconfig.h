@@ -12,8 +12,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <stdbool.h>
-
 /* The config file's `kubernetes` section (bridge/config.c fills it). */
 struct kube_settings {
     char *kubeconfig; /* default $KUBECONFIG, else ~/.kube/config */

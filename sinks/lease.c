@@ -14,12 +14,13 @@
 
 #include "bridge/lib/backoff.h"
 #include "bridge/lib/buf.h"
-#include "sinks/informer.h"
+#include "bridge/lib/timer.h"
+#include "sinks/kobj.h"
 
 #define LEASE_RELEASE_ATTEMPTS 3
 #define LEASE_RELEASE_MAX_MS 5000
 
-static void on_response(void *user, const struct kube_response *r);
+static void on_lease_answer(void *user, const struct kube_response *r);
 
 static uint64_t now_ms(void) {
     return uv_hrtime() / 1000000u;
@@ -37,7 +38,7 @@ int lease_microtime_now(char *out, size_t outlen) {
     return m < 0 || (size_t)m >= outlen - n ? -1 : 0;
 }
 
-static void describe(const struct kube_response *r, char *out, size_t outlen) {
+static void describe_answer(const struct kube_response *r, char *out, size_t outlen) {
     if (r->status == 0)
         snprintf(out, outlen, "transport error: %s", r->error && *r->error ? r->error : "unknown");
     else
@@ -46,7 +47,7 @@ static void describe(const struct kube_response *r, char *out, size_t outlen) {
 }
 
 /* Set obj[key] = item (replacing); frees item on failure. */
-static int jset(cJSON *obj, const char *key, cJSON *item) {
+static int json_set(cJSON *obj, const char *key, cJSON *item) {
     if (!item)
         return -1;
     bool ok = cJSON_GetObjectItemCaseSensitive(obj, key)
@@ -59,7 +60,7 @@ static int jset(cJSON *obj, const char *key, cJSON *item) {
     return 0;
 }
 
-static double jnum(const cJSON *obj, const char *key, double dflt) {
+static double json_number(const cJSON *obj, const char *key, double dflt) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
@@ -70,14 +71,15 @@ static bool holder_is_me(const struct lease_elector *e) {
 
 /* How long the observed record is valid, by its own leaseDurationSeconds. */
 static uint64_t record_duration_ms(const struct lease_elector *e) {
-    double s = jnum(cJSON_GetObjectItemCaseSensitive(e->record, "spec"), "leaseDurationSeconds", 0);
+    double s =
+        json_number(cJSON_GetObjectItemCaseSensitive(e->record, "spec"), "leaseDurationSeconds", 0);
     if (!(s > 0) || s > 86400.0 * 365)
         return e->lease_ms; /* missing or absurd: respect it for our own duration */
     return (uint64_t)(s * 1000.0);
 }
 
 /* Take obj as the last record seen; note the local time when it changed. */
-static int observe(struct lease_elector *e, const cJSON *obj) {
+static int observe_record(struct lease_elector *e, const cJSON *obj) {
     cJSON *dup = cJSON_Duplicate(obj, 1);
     const char *holder = dup ? kobj_str(dup, "spec", "holderIdentity") : NULL;
     const char *renew = dup ? kobj_str(dup, "spec", "renewTime") : NULL;
@@ -120,9 +122,9 @@ static bool held_by_other(const struct lease_elector *e) {
 
 static void on_deadline(uv_timer_t *t);
 
-static void arm_deadline(struct lease_elector *e) {
+static void deadline_arm(struct lease_elector *e) {
     uint64_t end = e->renewed_ms + e->renew_deadline_ms, now = now_ms();
-    uv_timer_start(&e->deadline, on_deadline, end > now ? end - now : 0, 0);
+    timer_arm(&e->deadline, on_deadline, end > now ? end - now : 0, 0);
 }
 
 static void become_leader(struct lease_elector *e) {
@@ -156,17 +158,18 @@ static void on_deadline(uv_timer_t *t) {
     step_down(e, why);
 }
 
-static bool start_call(struct lease_elector *e, enum lease_op op, const char *method,
-                       const char *path, const cJSON *body) {
+/* 0, or -1 when the request could not start. */
+static int call_start(struct lease_elector *e, enum lease_op op, const char *method,
+                      const char *path, const cJSON *body) {
     e->op = op;
     e->call_sent_ms = now_ms();
-    e->call = body ? kube_request_json_nodry(e->kc, method, path, body, on_response, e)
-                   : kube_request_nodry(e->kc, method, path, NULL, NULL, 0, on_response, e);
+    e->call = body ? kube_request_json_nodry(e->kc, method, path, body, on_lease_answer, e)
+                   : kube_request_nodry(e->kc, method, path, NULL, NULL, 0, on_lease_answer, e);
     if (!e->call) {
         e->op = LEASE_OP_NONE;
-        return false;
+        return -1;
     }
-    return true;
+    return 0;
 }
 
 static void attempt_failed(struct lease_elector *e, const char *what, const char *detail) {
@@ -198,31 +201,31 @@ static cJSON *build_update(struct lease_elector *e, bool release) {
         return NULL;
     cJSON *spec = cJSON_GetObjectItemCaseSensitive(obj, "spec");
     if (!cJSON_IsObject(spec)) {
-        if (jset(obj, "spec", cJSON_CreateObject()) < 0)
+        if (json_set(obj, "spec", cJSON_CreateObject()) < 0)
             goto fail;
         spec = cJSON_GetObjectItemCaseSensitive(obj, "spec");
     }
     bool renewing = holder_is_me(e);
-    double transitions = jnum(spec, "leaseTransitions", 0);
+    double transitions = json_number(spec, "leaseTransitions", 0);
     const char *acquire = kobj_str(spec, "acquireTime", NULL);
     if (release) {
-        if (jset(spec, "holderIdentity", cJSON_CreateString("")) < 0 ||
-            jset(spec, "leaseDurationSeconds", cJSON_CreateNumber(1)) < 0 ||
-            jset(spec, "acquireTime", cJSON_CreateString(now)) < 0 ||
-            jset(spec, "renewTime", cJSON_CreateString(now)) < 0 ||
-            jset(spec, "leaseTransitions", cJSON_CreateNumber(transitions)) < 0)
+        if (json_set(spec, "holderIdentity", cJSON_CreateString("")) < 0 ||
+            json_set(spec, "leaseDurationSeconds", cJSON_CreateNumber(1)) < 0 ||
+            json_set(spec, "acquireTime", cJSON_CreateString(now)) < 0 ||
+            json_set(spec, "renewTime", cJSON_CreateString(now)) < 0 ||
+            json_set(spec, "leaseTransitions", cJSON_CreateNumber(transitions)) < 0)
             goto fail;
         return obj;
     }
     if (!renewing || !acquire) {
-        if (jset(spec, "acquireTime", cJSON_CreateString(now)) < 0)
+        if (json_set(spec, "acquireTime", cJSON_CreateString(now)) < 0)
             goto fail;
     }
-    if (jset(spec, "holderIdentity", cJSON_CreateString(e->identity)) < 0 ||
-        jset(spec, "leaseDurationSeconds", cJSON_CreateNumber(e->lease_seconds)) < 0 ||
-        jset(spec, "renewTime", cJSON_CreateString(now)) < 0 ||
-        jset(spec, "leaseTransitions",
-             cJSON_CreateNumber(renewing ? transitions : transitions + 1)) < 0)
+    if (json_set(spec, "holderIdentity", cJSON_CreateString(e->identity)) < 0 ||
+        json_set(spec, "leaseDurationSeconds", cJSON_CreateNumber(e->lease_seconds)) < 0 ||
+        json_set(spec, "renewTime", cJSON_CreateString(now)) < 0 ||
+        json_set(spec, "leaseTransitions",
+                 cJSON_CreateNumber(renewing ? transitions : transitions + 1)) < 0)
         goto fail;
     return obj;
 fail:
@@ -232,7 +235,7 @@ fail:
 
 static void send_update(struct lease_elector *e, enum lease_op op) {
     cJSON *body = build_update(e, op == LEASE_OP_RELEASE_PUT);
-    bool ok = body && start_call(e, op, "PUT", e->path, body);
+    bool ok = body && call_start(e, op, "PUT", e->path, body) == 0;
     cJSON_Delete(body);
     if (!ok)
         attempt_failed(e, "update", "cannot start the request (out of memory?)");
@@ -242,25 +245,25 @@ static void send_create(struct lease_elector *e) {
     char now[40];
     cJSON *obj = cJSON_CreateObject(), *meta = NULL, *spec = NULL;
     bool ok = obj && lease_microtime_now(now, sizeof now) == 0 &&
-              jset(obj, "apiVersion", cJSON_CreateString("coordination.k8s.io/v1")) == 0 &&
-              jset(obj, "kind", cJSON_CreateString("Lease")) == 0 &&
-              jset(obj, "metadata", meta = cJSON_CreateObject()) == 0 &&
-              jset(meta, "name", cJSON_CreateString(e->name)) == 0 &&
-              jset(meta, "namespace", cJSON_CreateString(e->ns)) == 0 &&
-              jset(obj, "spec", spec = cJSON_CreateObject()) == 0 &&
-              jset(spec, "holderIdentity", cJSON_CreateString(e->identity)) == 0 &&
-              jset(spec, "leaseDurationSeconds", cJSON_CreateNumber(e->lease_seconds)) == 0 &&
-              jset(spec, "acquireTime", cJSON_CreateString(now)) == 0 &&
-              jset(spec, "renewTime", cJSON_CreateString(now)) == 0 &&
-              jset(spec, "leaseTransitions", cJSON_CreateNumber(0)) == 0 &&
-              start_call(e, LEASE_OP_CREATE, "POST", e->collection, obj);
+              json_set(obj, "apiVersion", cJSON_CreateString("coordination.k8s.io/v1")) == 0 &&
+              json_set(obj, "kind", cJSON_CreateString("Lease")) == 0 &&
+              json_set(obj, "metadata", meta = cJSON_CreateObject()) == 0 &&
+              json_set(meta, "name", cJSON_CreateString(e->name)) == 0 &&
+              json_set(meta, "namespace", cJSON_CreateString(e->ns)) == 0 &&
+              json_set(obj, "spec", spec = cJSON_CreateObject()) == 0 &&
+              json_set(spec, "holderIdentity", cJSON_CreateString(e->identity)) == 0 &&
+              json_set(spec, "leaseDurationSeconds", cJSON_CreateNumber(e->lease_seconds)) == 0 &&
+              json_set(spec, "acquireTime", cJSON_CreateString(now)) == 0 &&
+              json_set(spec, "renewTime", cJSON_CreateString(now)) == 0 &&
+              json_set(spec, "leaseTransitions", cJSON_CreateNumber(0)) == 0 &&
+              call_start(e, LEASE_OP_CREATE, "POST", e->collection, obj) == 0;
     cJSON_Delete(obj);
     if (!ok)
         attempt_failed(e, "create", "cannot start the request (out of memory?)");
 }
 
 static void send_get(struct lease_elector *e, enum lease_op op) {
-    if (!start_call(e, op, "GET", e->path, NULL))
+    if (call_start(e, op, "GET", e->path, NULL) < 0)
         attempt_failed(e, "get", "cannot start the request (out of memory?)");
 }
 
@@ -279,7 +282,7 @@ static void tick_later(struct lease_elector *e) {
     uint64_t delay = e->retry_ms;
     if (!e->leader && e->retry_ms >= 5) /* followers: [1.1, 1.2] x retry, out of lockstep */
         delay += backoff_ms(0, e->retry_ms / 5, e->retry_ms / 5);
-    uv_timer_start(&e->tick, on_tick, delay, 0);
+    timer_arm(&e->tick, on_tick, delay, 0);
 }
 
 static void on_tick(uv_timer_t *t) {
@@ -333,9 +336,9 @@ static void on_release_timer(uv_timer_t *t) {
 static void release_response(struct lease_elector *e, enum lease_op op,
                              const struct kube_response *r) {
     char d[512];
-    describe(r, d, sizeof d);
+    describe_answer(r, d, sizeof d);
     if (op == LEASE_OP_RELEASE_GET) {
-        if (r->status != 200 || !cJSON_IsObject(r->json) || observe(e, r->json) < 0) {
+        if (r->status != 200 || !cJSON_IsObject(r->json) || observe_record(e, r->json) < 0) {
             log_warn(e->log, "leader election: cannot read %s/%s to release it: %s", e->ns, e->name,
                      d);
             release_finish(e);
@@ -350,7 +353,7 @@ static void release_response(struct lease_elector *e, enum lease_op op,
     }
     if (r->status == 200) {
         if (cJSON_IsObject(r->json))
-            (void)observe(e, r->json);
+            (void)observe_record(e, r->json);
         log_info(e->log, "leader election: released %s/%s (identity %s)", e->ns, e->name,
                  e->identity);
         release_finish(e);
@@ -386,7 +389,7 @@ void lease_release(struct lease_elector *e, lease_done_cb done, void *user) {
     bool ours = e->record && holder_is_me(e);
     uint64_t bound =
         e->renew_deadline_ms < LEASE_RELEASE_MAX_MS ? e->renew_deadline_ms : LEASE_RELEASE_MAX_MS;
-    uv_timer_start(&e->release, on_release_timer, ours ? bound : 0, 0);
+    timer_arm(&e->release, on_release_timer, ours ? bound : 0, 0);
     bool was_leader = e->leader;
     if (was_leader) {
         e->leader = false;
@@ -398,7 +401,7 @@ void lease_release(struct lease_elector *e, lease_done_cb done, void *user) {
     if (ours) {
         send_update(e, LEASE_OP_RELEASE_PUT);
         if (!e->call)
-            uv_timer_start(&e->release, on_release_timer, 0, 0);
+            timer_arm(&e->release, on_release_timer, 0, 0);
     }
     if (was_leader && e->on_change)
         e->on_change(e->user, false);
@@ -406,7 +409,7 @@ void lease_release(struct lease_elector *e, lease_done_cb done, void *user) {
 
 /* ---- answers ---- */
 
-static void on_response(void *user, const struct kube_response *r) {
+static void on_lease_answer(void *user, const struct kube_response *r) {
     struct lease_elector *e = user;
     enum lease_op op = e->op;
     uint64_t sent = e->call_sent_ms;
@@ -421,7 +424,7 @@ static void on_response(void *user, const struct kube_response *r) {
     if (e->releasing)
         return;
     char d[512];
-    describe(r, d, sizeof d);
+    describe_answer(r, d, sizeof d);
     switch (op) {
     case LEASE_OP_GET:
         if (r->status == 404) {
@@ -433,7 +436,7 @@ static void on_response(void *user, const struct kube_response *r) {
             attempt_failed(e, "get", d);
             return;
         }
-        if (observe(e, r->json) < 0) {
+        if (observe_record(e, r->json) < 0) {
             attempt_failed(e, "get", "out of memory");
             return;
         }
@@ -468,7 +471,7 @@ static void on_response(void *user, const struct kube_response *r) {
             }
             return;
         }
-        if (observe(e, r->json) < 0) {
+        if (observe_record(e, r->json) < 0) {
             attempt_failed(e, "update", "out of memory");
             return;
         }
@@ -482,9 +485,9 @@ static void on_response(void *user, const struct kube_response *r) {
             return;
         }
         e->renewed_ms = sent;
-        arm_deadline(e);
+        deadline_arm(e);
         if (!e->leader) {
-            uv_timer_start(&e->tick, on_tick, e->retry_ms, 0); /* renew on the leader's pace */
+            timer_arm(&e->tick, on_tick, e->retry_ms, 0); /* renew on the leader's pace */
             become_leader(e);
         }
         return;
@@ -508,7 +511,7 @@ static void free_members(struct lease_elector *e) {
     e->record = NULL;
 }
 
-static void on_closed(uv_handle_t *h) {
+static void on_timer_closed(uv_handle_t *h) {
     struct lease_elector *e = h->data;
     if (--e->open_handles == 0)
         free_members(e);
@@ -519,7 +522,7 @@ int lease_init(struct lease_elector *e, uv_loop_t *loop, struct kube_client *kc,
                uint64_t renew_deadline_ms, uint64_t retry_ms, lease_change_cb on_change,
                void *user) {
     memset(e, 0, sizeof *e);
-    e->stopped = true; /* until fully initialised: lease_stop is then a no-op */
+    e->stopped = true; /* until fully initialised: lease_close is then a no-op */
     if (!ns || !*ns || !name || !*name || !identity || !*identity || retry_ms == 0 ||
         renew_deadline_ms * 5 <= retry_ms * 6 || lease_ms <= renew_deadline_ms) {
         log_error(lg, "leader election: invalid settings (need a namespace, a name, an identity "
@@ -558,7 +561,7 @@ int lease_init(struct lease_elector *e, uv_loop_t *loop, struct kube_client *kc,
                 free_members(e);
             } else {
                 for (size_t j = 0; j < i; j++)
-                    uv_close((uv_handle_t *)timers[j], on_closed);
+                    uv_close((uv_handle_t *)timers[j], on_timer_closed);
             }
             return -1;
         }
@@ -575,10 +578,11 @@ int lease_start(struct lease_elector *e) {
     e->started = true;
     log_info(e->log, "leader election: campaigning for %s/%s as %s (lease %llu ms)", e->ns, e->name,
              e->identity, (unsigned long long)e->lease_ms);
-    return uv_timer_start(&e->tick, on_tick, 0, 0) == 0 ? 0 : -1;
+    timer_arm(&e->tick, on_tick, 0, 0);
+    return 0;
 }
 
-void lease_stop(struct lease_elector *e) {
+void lease_close(struct lease_elector *e) {
     if (e->stopped)
         return;
     e->stopped = true;
@@ -588,9 +592,9 @@ void lease_stop(struct lease_elector *e) {
         e->call = NULL;
         e->op = LEASE_OP_NONE;
     }
-    uv_close((uv_handle_t *)&e->tick, on_closed);
-    uv_close((uv_handle_t *)&e->deadline, on_closed);
-    uv_close((uv_handle_t *)&e->release, on_closed);
+    uv_close((uv_handle_t *)&e->tick, on_timer_closed);
+    uv_close((uv_handle_t *)&e->deadline, on_timer_closed);
+    uv_close((uv_handle_t *)&e->release, on_timer_closed);
 }
 
 bool lease_is_leader(const struct lease_elector *e) {

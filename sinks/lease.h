@@ -1,8 +1,8 @@
 /* lease.h - leader election on a coordination.k8s.io/v1 Lease.
  *
  * canary-bridge often runs on two hosts; only one may write Traefik objects.
- * This is client-go's algorithm (tools/leaderelection, tryAcquireOrRenew; see
- * protocols.md 5.7) on the libuv loop, without blocking:
+ * This is client-go's algorithm (its tools/leaderelection package,
+ * tryAcquireOrRenew) on the libuv loop, without blocking:
  *
  *  - Every retry period: GET the Lease (404: create it holding it; 409
  *    AlreadyExists: another candidate won). A Lease held by another identity
@@ -31,9 +31,11 @@
  * our own lease duration.
  *
  * Lifetime: the struct is embedded by the caller. lease_init, lease_start,
- * ..., lease_stop (closes the timers; no callback afterwards), then run the
- * loop before freeing the memory. Call lease_stop before kube_client_free /
- * kube_client_cancel_all (the elector owns one kube call at a time). */
+ * maybe lease_release, then lease_close (cancels the request, closes the
+ * timers; no callback afterwards; what the elector allocated is freed when
+ * the last timer has closed), then run the loop before freeing the memory.
+ * Call lease_close before kube_client_close/free (the elector owns one kube
+ * call at a time). */
 #ifndef CB_LEASE_H
 #define CB_LEASE_H
 
@@ -67,7 +69,11 @@ struct lease_settings {
     char *identity;                                                 /* default hostname */
 };
 
+/* Embedded by its owner. */
 struct lease_elector {
+    /* read-only */
+    uint64_t acquisitions, losses; /* counters for metrics and tests */
+    /* private */
     uv_loop_t *loop;
     struct kube_client *kc;
     struct logger *log;
@@ -98,16 +104,14 @@ struct lease_elector {
     unsigned release_attempts;
     lease_done_cb release_done;
     void *release_user;
-
-    uint64_t acquisitions, losses; /* counters for metrics and tests */
 };
 
 /* ns/name of the Lease, identity of this candidate (unique per host).
  * Requires lease_ms > renew_deadline_ms > 1.2 * retry_ms > 0 (client-go's
  * constraint; config.c checks it too). Returns 0, or -1 (invalid arguments,
- * out of memory or uv failure; logged; nothing to stop, but run the loop
- * before freeing e). on_change is called on transitions only, from the loop
- * (and from lease_release). */
+ * out of memory or uv failure; logged; lease_close is then a no-op, but run
+ * the loop before freeing e). on_change is called on transitions only, from
+ * the loop (and from lease_release). */
 int lease_init(struct lease_elector *e, uv_loop_t *loop, struct kube_client *kc, struct logger *lg,
                const char *ns, const char *name, const char *identity, uint64_t lease_ms,
                uint64_t renew_deadline_ms, uint64_t retry_ms, lease_change_cb on_change,
@@ -116,17 +120,20 @@ int lease_init(struct lease_elector *e, uv_loop_t *loop, struct kube_client *kc,
 int lease_start(struct lease_elector *e);
 /* On shutdown: stop campaigning and, if the Lease is ours, hand it over
  * (holderIdentity "", leaseDurationSeconds 1), so a follower takes over at
- * its next retry instead of after a lease duration. A leader first steps
- * down (on_change(false)) so that nothing is written once the Lease is
- * handed over; on_change(false) is called from inside lease_release, the
- * PUT leaves on the next loop iteration. done(user) is called exactly once,
- * from the loop (never from inside lease_release), at most min(renew_deadline,
- * 5 s) later, unless lease_stop comes first. Call it once, before lease_stop;
- * the elector then stays idle until lease_stop. */
+ * its next retry instead of after a lease duration. ("Release" is the
+ * Lease's own word for this; nothing is freed, lease_close still follows.)
+ * A leader first steps down (on_change(false)) so that nothing is written
+ * once the Lease is handed over; on_change(false) is called from inside
+ * lease_release, the PUT leaves on the next loop iteration. done(user) is
+ * called exactly once, from the loop (never from inside lease_release), at
+ * most min(renew_deadline, 5 s) later, unless lease_close comes first. Call
+ * it once, before lease_close; the elector then stays idle until
+ * lease_close. */
 void lease_release(struct lease_elector *e, lease_done_cb done, void *user);
-/* Stop: cancel the request in flight, close the timers; no callback after
- * this (not even a pending release's done). Free after the loop ran. */
-void lease_stop(struct lease_elector *e);
+/* Cancel the request in flight, close the timers; no callback after this
+ * (not even a pending release's done). Free e after the loop ran. A second
+ * call does nothing. */
+void lease_close(struct lease_elector *e);
 
 bool lease_is_leader(const struct lease_elector *e);
 /* The holderIdentity last observed ("" when none or unknown). Valid until the

@@ -142,13 +142,15 @@ static cJSON *annotations_new(const struct model_route *r, const struct render_o
     return ann;
 }
 
-/* Adds item to obj under key, or deletes it: the caller never leaks it. */
-static bool add_to(cJSON *obj, const char *key, cJSON *item) {
+/* Adds item to obj under key, or deletes it: the caller never leaks it.
+ * This and the other adders below: 0, or -1 out of memory (item NULL counts
+ * as that: it is what a failed constructor gives). */
+static int add_to(cJSON *obj, const char *key, cJSON *item) {
     if (!obj || !item || !cJSON_AddItemToObject(obj, key, item)) {
         cJSON_Delete(item);
-        return false;
+        return -1;
     }
-    return true;
+    return 0;
 }
 
 static cJSON *metadata_new(const char *name, const struct model_route *r,
@@ -156,8 +158,8 @@ static cJSON *metadata_new(const char *name, const struct model_route *r,
     cJSON *md = cJSON_CreateObject();
     bool ok = md && cJSON_AddStringToObject(md, "name", name) &&
               cJSON_AddStringToObject(md, "namespace", r->ns) &&
-              add_to(md, "labels", labels_new()) &&
-              add_to(md, "annotations", annotations_new(r, o));
+              add_to(md, "labels", labels_new()) == 0 &&
+              add_to(md, "annotations", annotations_new(r, o)) == 0;
     if (!ok) {
         cJSON_Delete(md);
         return NULL;
@@ -172,7 +174,7 @@ static cJSON *object_new(const char *kind, const char *name, const struct model_
     cJSON *obj = cJSON_CreateObject();
     bool ok = obj && cJSON_AddStringToObject(obj, "apiVersion", api) &&
               cJSON_AddStringToObject(obj, "kind", kind) &&
-              add_to(obj, "metadata", metadata_new(name, r, o));
+              add_to(obj, "metadata", metadata_new(name, r, o)) == 0;
     if (!ok) {
         cJSON_Delete(obj);
         return NULL;
@@ -194,26 +196,26 @@ static cJSON *service_ref(const struct model_service *s, long weight) {
     return svc;
 }
 
-static bool add_ref(cJSON *list, const char *name) {
+static int add_ref(cJSON *list, const char *name) {
     cJSON *ref = cJSON_CreateObject();
     if (!ref || !cJSON_AddStringToObject(ref, "name", name) || !cJSON_AddItemToArray(list, ref)) {
         cJSON_Delete(ref);
-        return false;
+        return -1;
     }
-    return true;
+    return 0;
 }
 
 /* The route's middlewares, then (for a rule that sets headers) its own. */
-static bool add_middlewares(cJSON *route, const struct model_route *r, const char *own) {
+static int add_middlewares(cJSON *route, const struct model_route *r, const char *own) {
     if (!r->n_middlewares && !own)
-        return true;
+        return 0;
     cJSON *list = cJSON_AddArrayToObject(route, "middlewares");
     if (!list)
-        return false;
+        return -1;
     for (size_t i = 0; i < r->n_middlewares; i++)
-        if (!add_ref(list, r->middlewares[i]))
-            return false;
-    return !own || add_ref(list, own);
+        if (add_ref(list, r->middlewares[i]) < 0)
+            return -1;
+    return own ? add_ref(list, own) : 0;
 }
 
 static cJSON *route_new(const char *match, long long priority) {
@@ -238,12 +240,12 @@ static const struct model_service *service_by_name(const struct model_route *r, 
     return NULL;
 }
 
-static bool add_item(cJSON *arr, cJSON *item) {
+static int add_item(cJSON *arr, cJSON *item) {
     if (!item || !cJSON_AddItemToArray(arr, item)) {
         cJSON_Delete(item);
-        return false;
+        return -1;
     }
-    return true;
+    return 0;
 }
 
 static cJSON *rule_route(const struct model_route *r, size_t i, enum rule_syntax syntax) {
@@ -254,8 +256,8 @@ static cJSON *rule_route(const struct model_route *r, size_t i, enum rule_syntax
     cJSON *route = match && svc ? route_new(match, rule_priority(r, i)) : NULL;
     cJSON *services = route ? cJSON_AddArrayToObject(route, "services") : NULL;
     /* The only service of this route: weight 1 is explicit, not meaningful. */
-    bool ok = services && add_item(services, service_ref(svc, 1)) &&
-              (!rule_sets_headers(rule) || mw) && add_middlewares(route, r, mw);
+    bool ok = services && add_item(services, service_ref(svc, 1)) == 0 &&
+              (!rule_sets_headers(rule) || mw) && add_middlewares(route, r, mw) == 0;
     free(match);
     free(mw);
     if (!ok) {
@@ -267,11 +269,13 @@ static cJSON *rule_route(const struct model_route *r, size_t i, enum rule_syntax
 
 /* The route's services with their weights: the weighted route's services,
  * or a TraefikService's spec.weighted.services. */
-static bool add_weighted_services(cJSON *services, const struct model_route *r) {
-    bool ok = services != NULL;
-    for (size_t i = 0; ok && i < r->n_services; i++)
-        ok = add_item(services, service_ref(&r->services[i], r->services[i].weight));
-    return ok;
+static int add_weighted_services(cJSON *services, const struct model_route *r) {
+    if (!services)
+        return -1;
+    for (size_t i = 0; i < r->n_services; i++)
+        if (add_item(services, service_ref(&r->services[i], r->services[i].weight)) < 0)
+            return -1;
+    return 0;
 }
 
 /* The weighted route's one service when sticky: the TraefikService of the
@@ -290,41 +294,37 @@ static cJSON *traefikservice_ref(const struct model_route *r) {
 static cJSON *weighted_route(const struct model_route *r) {
     cJSON *route = route_new(r->match, priority_base(r));
     cJSON *services = route ? cJSON_AddArrayToObject(route, "services") : NULL;
-    bool ok = r->sticky.enabled ? services && add_item(services, traefikservice_ref(r))
-                                : add_weighted_services(services, r);
-    if (!ok || !add_middlewares(route, r, NULL)) {
+    bool ok = r->sticky.enabled ? services && add_item(services, traefikservice_ref(r)) == 0
+                                : add_weighted_services(services, r) == 0;
+    if (!ok || add_middlewares(route, r, NULL) < 0) {
         cJSON_Delete(route);
         return NULL;
     }
     return route;
 }
 
-static bool add_entry_points(cJSON *spec, const struct model_route *r) {
+static int add_entry_points(cJSON *spec, const struct model_route *r) {
     if (!r->n_entry_points)
-        return true;
+        return 0;
     cJSON *eps = cJSON_AddArrayToObject(spec, "entryPoints");
     if (!eps)
-        return false;
-    for (size_t i = 0; i < r->n_entry_points; i++) {
-        cJSON *s = cJSON_CreateString(r->entry_points[i]);
-        if (!s || !cJSON_AddItemToArray(eps, s)) {
-            cJSON_Delete(s);
-            return false;
-        }
-    }
-    return true;
+        return -1;
+    for (size_t i = 0; i < r->n_entry_points; i++)
+        if (add_item(eps, cJSON_CreateString(r->entry_points[i])) < 0)
+            return -1;
+    return 0;
 }
 
 static cJSON *ingressroute_spec(const struct model_route *r, enum rule_syntax syntax) {
     cJSON *spec = cJSON_CreateObject();
     cJSON *routes = NULL;
-    bool ok = spec && add_entry_points(spec, r) &&
+    bool ok = spec && add_entry_points(spec, r) == 0 &&
               (routes = cJSON_AddArrayToObject(spec, "routes")) != NULL;
     for (size_t i = 0; ok && i < r->n_rules; i++)
-        ok = add_item(routes, rule_route(r, i, syntax));
-    ok = ok && add_item(routes, weighted_route(r));
+        ok = add_item(routes, rule_route(r, i, syntax)) == 0;
+    ok = ok && add_item(routes, weighted_route(r)) == 0;
     if (ok && r->tls)
-        ok = add_to(spec, "tls", cJSON_Duplicate(r->tls, 1));
+        ok = add_to(spec, "tls", cJSON_Duplicate(r->tls, 1)) == 0;
     if (!ok) {
         cJSON_Delete(spec);
         return NULL;
@@ -393,9 +393,10 @@ static cJSON *traefikservice_spec(const struct model_route *r, enum rule_syntax 
     cJSON *spec = cJSON_CreateObject();
     cJSON *weighted = spec ? cJSON_AddObjectToObject(spec, "weighted") : NULL;
     cJSON *sticky = NULL;
-    bool ok = weighted && add_weighted_services(cJSON_AddArrayToObject(weighted, "services"), r) &&
+    bool ok = weighted &&
+              add_weighted_services(cJSON_AddArrayToObject(weighted, "services"), r) == 0 &&
               (sticky = cJSON_AddObjectToObject(weighted, "sticky")) != NULL &&
-              add_to(sticky, "cookie", sticky_cookie(&r->sticky, syntax));
+              add_to(sticky, "cookie", sticky_cookie(&r->sticky, syntax)) == 0;
     if (!ok) {
         cJSON_Delete(spec);
         return NULL;
@@ -407,7 +408,7 @@ cJSON *traefik_render_traefikservice(const struct model_route *r, const struct r
     if (!r->owned || !r->sticky.enabled || !r->sticky.cookie)
         return NULL;
     cJSON *obj = object_new("TraefikService", r->name, r, o);
-    if (!obj || !add_to(obj, "spec", traefikservice_spec(r, o->syntax))) {
+    if (!obj || add_to(obj, "spec", traefikservice_spec(r, o->syntax)) < 0) {
         cJSON_Delete(obj);
         return NULL;
     }
@@ -481,16 +482,8 @@ static cJSON *headers_map(const struct model_kv *kv, size_t n) {
     return m;
 }
 
-static bool add_headers_map(cJSON *headers, const char *field, const struct model_kv *kv,
-                            size_t n) {
-    if (!n)
-        return true;
-    cJSON *m = headers_map(kv, n);
-    if (!m || !cJSON_AddItemToObject(headers, field, m)) {
-        cJSON_Delete(m);
-        return false;
-    }
-    return true;
+static int add_headers_map(cJSON *headers, const char *field, const struct model_kv *kv, size_t n) {
+    return n ? add_to(headers, field, headers_map(kv, n)) : 0;
 }
 
 cJSON *traefik_render_middleware(const struct model_route *r, size_t i,
@@ -503,10 +496,11 @@ cJSON *traefik_render_middleware(const struct model_route *r, size_t i,
     cJSON *spec = obj ? cJSON_AddObjectToObject(obj, "spec") : NULL;
     cJSON *headers = spec ? cJSON_AddObjectToObject(spec, "headers") : NULL;
     free(name);
-    if (!headers ||
-        !add_headers_map(headers, "customRequestHeaders", rule->set_request, rule->n_set_request) ||
-        !add_headers_map(headers, "customResponseHeaders", rule->set_response,
-                         rule->n_set_response)) {
+    const struct model_kv *req = rule->set_request, *resp = rule->set_response;
+    bool ok = headers &&
+              add_headers_map(headers, "customRequestHeaders", req, rule->n_set_request) == 0 &&
+              add_headers_map(headers, "customResponseHeaders", resp, rule->n_set_response) == 0;
+    if (!ok) {
         cJSON_Delete(obj);
         return NULL;
     }
@@ -543,23 +537,24 @@ static cJSON *object_child(cJSON *obj, const char *key) {
     return cJSON_AddObjectToObject(obj, key);
 }
 
-/* Replace or add obj[key] = item, taking item; on failure it is freed. */
-static bool put_item(cJSON *obj, const char *key, cJSON *item) {
+/* Replace or add obj[key] = item, taking item; on failure it is freed.
+ * This and the two below: 0, or -1 out of memory. */
+static int put_item(cJSON *obj, const char *key, cJSON *item) {
     if (!item)
-        return false;
+        return -1;
     bool ok = cJSON_GetObjectItemCaseSensitive(obj, key)
                   ? cJSON_ReplaceItemInObjectCaseSensitive(obj, key, item)
                   : cJSON_AddItemToObject(obj, key, item);
     if (!ok)
         cJSON_Delete(item);
-    return ok;
+    return ok ? 0 : -1;
 }
 
-static bool set_if_given(cJSON *map, const char *key, const char *value) {
-    return !value || put_item(map, key, cJSON_CreateString(value));
+static int set_if_given(cJSON *map, const char *key, const char *value) {
+    return value ? put_item(map, key, cJSON_CreateString(value)) : 0;
 }
 
-static bool replace_or_add(cJSON *obj, const char *key, const cJSON *value) {
+static int replace_or_add(cJSON *obj, const char *key, const cJSON *value) {
     return put_item(obj, key, cJSON_Duplicate(value, 1));
 }
 
@@ -575,31 +570,32 @@ static bool owned_equal(const cJSON *live, const cJSON *desired) {
            same_string(string_at(ld, TRAEFIK_ANNOT_WEIGHTS), string_at(dd, TRAEFIK_ANNOT_WEIGHTS));
 }
 
-static bool merge_metadata(cJSON *out, const cJSON *desired) {
+static int merge_metadata(cJSON *out, const cJSON *desired) {
     cJSON *md = object_child(out, "metadata");
     cJSON *labels = md ? object_child(md, "labels") : NULL;
     cJSON *ann = md ? object_child(md, "annotations") : NULL;
     const cJSON *dl = field(desired, "metadata", "labels");
     const cJSON *da = field(desired, "metadata", "annotations");
     if (!labels || !ann)
-        return false;
+        return -1;
     for (const cJSON *c = dl ? dl->child : NULL; c; c = c->next)
-        if (!replace_or_add(labels, c->string, c))
-            return false;
+        if (replace_or_add(labels, c->string, c) < 0)
+            return -1;
     for (const cJSON *c = da ? da->child : NULL; c; c = c->next)
-        if (!replace_or_add(ann, c->string, c))
-            return false;
+        if (replace_or_add(ann, c->string, c) < 0)
+            return -1;
     const char *name = string_at(field(desired, "metadata", NULL), "name");
     const char *ns = string_at(field(desired, "metadata", NULL), "namespace");
-    return set_if_given(md, "name", name) && set_if_given(md, "namespace", ns);
+    return set_if_given(md, "name", name) < 0 || set_if_given(md, "namespace", ns) < 0 ? -1 : 0;
 }
 
 cJSON *traefik_merge_owned(const cJSON *live, const cJSON *desired, bool *changed) {
     cJSON *out = cJSON_Duplicate(live, 1);
     const cJSON *spec = field(desired, "spec", NULL);
-    bool ok = out && merge_metadata(out, desired) && (!spec || replace_or_add(out, "spec", spec)) &&
-              set_if_given(out, "apiVersion", string_at(desired, "apiVersion")) &&
-              set_if_given(out, "kind", string_at(desired, "kind"));
+    bool ok = out && merge_metadata(out, desired) == 0 &&
+              (!spec || replace_or_add(out, "spec", spec) == 0) &&
+              set_if_given(out, "apiVersion", string_at(desired, "apiVersion")) == 0 &&
+              set_if_given(out, "kind", string_at(desired, "kind")) == 0;
     if (!ok) {
         cJSON_Delete(out);
         return NULL;
@@ -612,7 +608,7 @@ cJSON *traefik_merge_owned(const cJSON *live, const cJSON *desired, bool *change
 
 /* Calls fn on every services[] entry named `name` in spec.routes. */
 static size_t for_each_service(cJSON *routes, const char *name,
-                               bool (*fn)(cJSON *svc, long w, bool *changed), long w, bool *changed,
+                               int (*fn)(cJSON *svc, long w, bool *changed), long w, bool *changed,
                                bool *ok) {
     size_t hits = 0;
     cJSON *route;
@@ -622,17 +618,18 @@ static size_t for_each_service(cJSON *routes, const char *name,
             if (!same_string(string_at(svc, "name"), name))
                 continue;
             hits++;
-            if (fn && !fn(svc, w, changed))
+            if (fn && fn(svc, w, changed) < 0)
                 *ok = false;
         }
     }
     return hits;
 }
 
-static bool set_weight(cJSON *svc, long w, bool *changed) {
+/* 0, or -1 out of memory. */
+static int set_weight(cJSON *svc, long w, bool *changed) {
     const cJSON *cur = cJSON_GetObjectItemCaseSensitive(svc, "weight");
     if (cJSON_IsNumber(cur) && cur->valuedouble == (double)w)
-        return true;
+        return 0;
     *changed = true;
     return put_item(svc, "weight", cJSON_CreateNumber((double)w));
 }

@@ -2,15 +2,16 @@
  * events, answers to writes) through everything that consumes them via the
  * public headers: traefik_merge_owned and traefik_apply_weights
  * (sinks/traefik.c), traefik_is_managed, and the informer's cache helpers
- * kobj_str, kobj_rv_older, informer_store/get/forget (sinks/informer.c).
+ * kobj_str, kobj_rv_older (sinks/kobj.c), informer_store/get/forget
+ * (sinks/informer.c).
  *
  * Input: JSON, parsed with cJSON as kube.c parses API bodies. A watch event
  * line ({"type": ..., "object": {...}}) is unwrapped to its object, as
  * kube.c does before calling the informer. kube.c's own line framing is
  * internal and not reachable from its header.
  *
- * The desired objects are fixed: rendered once from the SPEC's example
- * route (with header rules) and weights, as the reconciler would.
+ * The desired objects are fixed: rendered once from the route, weights and
+ * header rule below, as the reconciler would.
  *
  * Invariants beyond "no crash, no sanitizer report" (checked on objects
  * without duplicate keys, which is all the API server sends):
@@ -194,9 +195,19 @@ static void check_weights(const cJSON *live) {
     cJSON_Delete(obj);
 }
 
+/* The informer's cache needs no client; its timer needs a loop, which runs
+ * only to close it (freeing the cache). One for the whole run. */
+static uv_loop_t *cache_loop(void) {
+    static uv_loop_t loop;
+    static bool ready;
+    if (!ready && uv_loop_init(&loop) != 0)
+        abort();
+    ready = true;
+    return &loop;
+}
+
 static void check_informer(const cJSON *input) {
     struct informer inf;
-    memset(&inf, 0, sizeof inf); /* only the cache is used: no loop, no client */
     /* informer_store drops managedFields from what it is given: compare
      * with the object as stored. */
     cJSON *obj = cJSON_Duplicate(input, 1);
@@ -206,6 +217,12 @@ static void check_informer(const cJSON *input) {
                                             "managedFields");
     cJSON *given = cJSON_Duplicate(obj, 1);
     if (!given) {
+        cJSON_Delete(obj);
+        return;
+    }
+    if (informer_init(&inf, cache_loop(), NULL, NULL, "traefik.io", "v1alpha1", "ingressroutes",
+                      NULL, NULL, NULL) < 0) {
+        cJSON_Delete(given);
         cJSON_Delete(obj);
         return;
     }
@@ -243,7 +260,8 @@ static void check_informer(const cJSON *input) {
         informer_forget(&inf, ns, name);
         FUZZ_CHECK(!informer_get(&inf, ns, name), "informer_forget kept the object");
     }
-    informer_free(&inf);
+    informer_close(&inf, NULL);
+    uv_run(cache_loop(), UV_RUN_DEFAULT);
     cJSON_Delete(obj);
 }
 

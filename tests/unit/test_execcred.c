@@ -68,7 +68,7 @@ static char *slurp(const char *name) {
     return data;
 }
 
-static void on_result(void *user, struct exec_cred *cred, const char *err) {
+static void on_result(void *user, struct execcred *cred, const char *err) {
     struct outcome *o = user;
     o->calls++;
     o->ok = cred != NULL;
@@ -84,12 +84,12 @@ static void on_result(void *user, struct exec_cred *cred, const char *err) {
 }
 
 /* Run the plugin on a fresh loop until every handle is closed. */
-static void run(struct kube_exec *ex, uint64_t timeout_ms, struct outcome *o) {
+static void run_plugin(struct kube_exec *ex, uint64_t timeout_ms, struct outcome *o) {
     uv_loop_t loop;
     char err[256] = "";
     memset(o, 0, sizeof *o);
     assert_int_equal(uv_loop_init(&loop), 0);
-    struct exec_run *r = exec_cred_run(&loop, ex, timeout_ms, on_result, o, err, sizeof err);
+    struct execcred_run *r = execcred_start(&loop, ex, timeout_ms, on_result, o, err, sizeof err);
     assert_non_null(r);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
@@ -132,7 +132,7 @@ static void test_token_args_env_and_exec_info(void **state) {
     ex.exec_info = (char *)"{\"kind\":\"ExecCredential\",\"apiVersion\":\"" V1
                            "\",\"spec\":{\"interactive\":false}}";
     struct outcome o;
-    run(&ex, 10000, &o);
+    run_plugin(&ex, 10000, &o);
     assert_true(o.ok);
     assert_string_equal(o.token, "k8s-aws-v1.secret");
     assert_string_equal(o.cert, "");
@@ -155,7 +155,7 @@ static void test_client_certificate(void **state) {
                  path, sizeof path);
     struct kube_exec ex = plugin(path, V1BETA1);
     struct outcome o;
-    run(&ex, 10000, &o);
+    run_plugin(&ex, 10000, &o);
     assert_true(o.ok);
     assert_string_equal(o.token, "");
     assert_string_equal(o.cert, "-----BEGIN CERTIFICATE-----\nc\n");
@@ -173,7 +173,7 @@ static void test_failure_shows_stderr(void **state) {
                  path, sizeof path);
     struct kube_exec ex = plugin(path, V1);
     struct outcome o;
-    run(&ex, 10000, &o);
+    run_plugin(&ex, 10000, &o);
     assert_false(o.ok);
     char want[512];
     snprintf(want, sizeof want,
@@ -188,7 +188,7 @@ static void test_missing_command_shows_install_hint(void **state) {
     struct kube_exec ex = plugin((char *)"canary-bridge-no-such-plugin", V1);
     ex.install_hint = (char *)"Install aws-iam-authenticator: see the EKS user guide";
     struct outcome o;
-    run(&ex, 10000, &o);
+    run_plugin(&ex, 10000, &o);
     assert_false(o.ok);
     assert_string_equal(o.err, "exec plugin canary-bridge-no-such-plugin (user 'eks-user'): "
                                "executable canary-bridge-no-such-plugin not found; Install "
@@ -202,7 +202,7 @@ static void test_hanging_plugin_is_killed(void **state) {
     write_script("hang", "echo $$ > \"$(dirname \"$0\")/pid\"\nexec sleep 1000", path, sizeof path);
     struct kube_exec ex = plugin(path, V1);
     struct outcome o;
-    run(&ex, 300, &o);
+    run_plugin(&ex, 300, &o);
     assert_false(o.ok);
     char want[512];
     snprintf(want, sizeof want,
@@ -235,10 +235,10 @@ static void test_bad_answers(void **state) {
          "its expirationTimestamp 'tomorrow' is not an RFC 3339 time"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct exec_cred c;
+        struct execcred c;
         char err[256];
         assert_int_equal(
-            exec_cred_parse(V1, cases[i].out, strlen(cases[i].out), &c, err, sizeof err), -1);
+            execcred_parse(V1, cases[i].out, strlen(cases[i].out), &c, err, sizeof err), -1);
         assert_string_equal(err, cases[i].want);
         assert_null(c.token);
     }
@@ -250,7 +250,7 @@ static void test_bad_answers(void **state) {
                  path, sizeof path);
     struct kube_exec ex = plugin(path, V1);
     struct outcome o;
-    run(&ex, 10000, &o);
+    run_plugin(&ex, 10000, &o);
     assert_false(o.ok);
     assert_non_null(strstr(o.err, "returned version " V1BETA1));
     assert_null(strstr(o.err, "do-not-show"));
@@ -259,17 +259,17 @@ static void test_bad_answers(void **state) {
 static void test_parse_time(void **state) {
     (void)state;
     int64_t ms;
-    assert_int_equal(exec_cred_parse_time("1970-01-01T00:00:00Z", &ms), 0);
+    assert_int_equal(execcred_parse_time("1970-01-01T00:00:00Z", &ms), 0);
     assert_int_equal(ms, 0);
-    assert_int_equal(exec_cred_parse_time("2000-03-01T00:00:00Z", &ms), 0);
+    assert_int_equal(execcred_parse_time("2000-03-01T00:00:00Z", &ms), 0);
     assert_int_equal(ms, (int64_t)951868800 * 1000);
-    assert_int_equal(exec_cred_parse_time("2030-01-02T03:04:05.123456789Z", &ms), 0);
+    assert_int_equal(execcred_parse_time("2030-01-02T03:04:05.123456789Z", &ms), 0);
     assert_int_equal(ms, (int64_t)1893553445 * 1000 + 123);
-    assert_int_equal(exec_cred_parse_time("2030-01-02T03:04:05-02:30", &ms), 0);
+    assert_int_equal(execcred_parse_time("2030-01-02T03:04:05-02:30", &ms), 0);
     assert_int_equal(ms, (int64_t)(1893553445 + 9000) * 1000);
-    assert_int_equal(exec_cred_parse_time("2030-01-02 03:04:05", &ms), -1);
-    assert_int_equal(exec_cred_parse_time("2030-01-02T03:04:05Zjunk", &ms), -1);
-    assert_int_equal(exec_cred_parse_time("2030-13-02T03:04:05Z", &ms), -1);
+    assert_int_equal(execcred_parse_time("2030-01-02 03:04:05", &ms), -1);
+    assert_int_equal(execcred_parse_time("2030-01-02T03:04:05Zjunk", &ms), -1);
+    assert_int_equal(execcred_parse_time("2030-13-02T03:04:05Z", &ms), -1);
 }
 
 int main(void) {

@@ -117,7 +117,7 @@ static void cand_stop(struct cand *c) {
         return;
     c->active = false;
     c->leader = false;
-    lease_stop(&c->e);
+    lease_close(&c->e);
 }
 
 static int world_setup(void **state) {
@@ -261,7 +261,7 @@ static void test_invalid_timings_and_identity_refused(void **state) {
     assert_int_equal(
         lease_init(&e, &k->loop, k->ctl, &quiet, "default", "x", "", 1000, 700, 200, NULL, NULL),
         -1);
-    lease_stop(&e); /* a no-op after a failed init */
+    lease_close(&e); /* a no-op after a failed init */
     assert_false(lease_is_leader(&e));
     assert_string_equal(lease_holder(&e), "");
 }
@@ -320,7 +320,7 @@ static void test_single_leader_renews_keeping_acquire_time(void **state) {
 }
 
 /* Two candidates: one leads, the other follows and knows who leads. The
- * leader stops renewing (lease_stop, no release): the follower takes over no
+ * leader stops renewing (lease_close, no release): the follower takes over no
  * sooner than a lease duration after the last renewal and soon after it.
  * A third joins; the new leader releases: the third takes over at once. */
 static void test_takeover_after_expiry_and_at_once_after_release(void **state) {
@@ -514,8 +514,8 @@ static void test_failing_renewals_step_down_before_expiry(void **state) {
 }
 
 /* Release by a follower: nothing to hand over, done comes on the next loop
- * iteration. A release cut short by lease_stop never calls done. */
-static void test_release_by_follower_and_release_cut_short_by_stop(void **state) {
+ * iteration. A release cut short by lease_close never calls done. */
+static void test_release_by_follower_and_release_cut_short_by_close(void **state) {
     struct kapi *k = *state;
     struct world *w = k->data;
     struct cand *a = cand_start(w, "misc", "host-a", false);
@@ -561,7 +561,7 @@ int main(void) {
                                         world_teardown),
         cmocka_unit_test_setup_teardown(test_failing_renewals_step_down_before_expiry, world_setup,
                                         world_teardown),
-        cmocka_unit_test_setup_teardown(test_release_by_follower_and_release_cut_short_by_stop,
+        cmocka_unit_test_setup_teardown(test_release_by_follower_and_release_cut_short_by_close,
                                         world_setup, world_teardown),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);

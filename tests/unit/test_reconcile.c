@@ -179,12 +179,10 @@ static int rig_teardown(void **state) {
     if (r->started) {
         reconciler_close(&r->rec);
         for (int i = 0; i < OBJ_NKINDS; i++)
-            informer_stop(&r->inf[i]);
-        kube_client_cancel_all(r->kc);
+            informer_close(&r->inf[i], NULL);
+        kube_client_close(r->kc);
         support_drain(&k->loop);
         reconciler_free(&r->rec);
-        for (int i = 0; i < OBJ_NKINDS; i++)
-            informer_free(&r->inf[i]);
         keycache_free(&r->keys);
     }
     if (r->kc)
