@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential meson ninja-build pkg-config
       libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libcmocka-dev
-      libsystemd-dev scdoc systemd valgrind clang libclang-rt-14-dev clang-format
+      scdoc systemd valgrind clang libclang-rt-14-dev clang-format
       etcd-server etcd-client python3 python3-yaml openssl iproute2 kubectl chromium)
 
 missing=()
