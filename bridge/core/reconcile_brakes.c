@@ -48,6 +48,11 @@ void brakes_note(struct job *j, struct route_status *s) {
     char *copy = reason ? strdup(reason) : NULL;
     if (reason && !copy)
         return; /* no memory: the record keeps the brake it had */
+    /* What was applied was written under other brakes: until a pass applies
+     * the keys under these, none may end as unchanged since then (a pass
+     * deferred for its write slot has noted them but written nothing). */
+    if (s->brake != j->brake)
+        s->simple = false;
     free(s->brake_reason);
     s->brake_reason = copy;
     s->brake = j->brake;

@@ -232,6 +232,34 @@ static void test_abort_overrides_freeze_and_max_step(void **state) {
     assert_true(rig_must_status(r, "shop")->weights_held);
 }
 
+/* The end of an abort whose write waits for its write slot
+ * (reconcile.object_writes_per_second) is still written when the slot
+ * comes back. The abort took the slot moments ago, and the keys (a new
+ * weights key, written under the abort without a write) were applied at
+ * their latest revision: only the brake's end makes the deferred pass
+ * differ from what was applied, so it must not be skipped as unchanged. */
+static void test_abort_end_waiting_for_its_write_slot_is_written(void **state) {
+    struct rig *r = rig_of(state);
+    r->cfg.object_writes_per_second = 1; /* a slot every second */
+    rig_start(r, "bk-abort-paced", true);
+    rig_apply_shop(r, false);
+    rig_put_key(r, "shop", "abort", "5xx on v2");
+    rig_settle(r);
+    rig_wait_weight(r, "shop", 100);
+    rig_put_key(r, "shop", "weights", "shop-v1=10, shop-v2=90");
+    rig_settle(r);
+    assert_int_equal(ir_weight(r, "shop", "shop-v1"), 100);
+    uint64_t delayed = r->rec.stats.delayed;
+    rig_delete_key(r, "shop", "abort");
+    rig_settle(r);
+    /* Less than a second after the abort's write: this pass waited. */
+    assert_true(r->rec.stats.delayed > delayed);
+    assert_int_equal(ir_weight(r, "shop", "shop-v1"), 10);
+    assert_int_equal(ir_weight(r, "shop", "shop-v2"), 90);
+    assert_int_equal(rig_must_status(r, "shop")->brake, BRAKE_NONE);
+    assert_null(rig_must_status(r, "shop")->message);
+}
+
 /* Patched mode: the abort sets 100 on the first service the weights key
  * names and 0 on the others it names, on an IngressRoute nobody lets the
  * bridge own. */
@@ -353,6 +381,7 @@ int main(void) {
         RIG_TEST(test_prefix_freeze_holds_every_route),
         RIG_TEST(test_abort_sends_everything_to_the_first_service),
         RIG_TEST(test_abort_overrides_freeze_and_max_step),
+        RIG_TEST(test_abort_end_waiting_for_its_write_slot_is_written),
         RIG_TEST(test_abort_in_patched_mode),
         RIG_TEST(test_abort_without_route_deletes_nothing),
         RIG_TEST(test_max_step_refuses_a_big_move_unless_deliberate),
