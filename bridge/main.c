@@ -145,8 +145,12 @@ static int parse_args(int argc, char **argv, struct app *a, const char **config_
                         "render, status, diff)\n");
         return -1;
     }
-    if (output && (a->cmd != CMD_STATUS || strcmp(output, "json") != 0)) {
-        fprintf(stderr, "canary-bridge: -o goes with status, and takes json, got '%s'\n", output);
+    if (output && a->cmd != CMD_STATUS) {
+        fprintf(stderr, "canary-bridge: -o goes with status\n");
+        return -1;
+    }
+    if (output && strcmp(output, "json") != 0) {
+        fprintf(stderr, "canary-bridge: -o takes json, got '%s'\n", output);
         return -1;
     }
     a->json = output != NULL;

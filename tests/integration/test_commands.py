@@ -272,6 +272,18 @@ class Status(CommandCase):
         self.assertEqual(rows["cart/shop"]["error"],
                          "namespace cart is not in reconcile.namespaces")
 
+    def test_status_options_are_checked(self):
+        for args, msg in ((["status", "-o", "yaml"], "-o takes json, got 'yaml'"),
+                          (["diff", "-o", "json"], "-o goes with status"),
+                          (["status", "shop"], "status takes a route as NAMESPACE/NAME, got "
+                                               "'shop'"),
+                          (["diff", "--dry-run"], "--dry-run goes with run or sync (render, "
+                                                  "status, diff and check never write)")):
+            code, out, err = self.run_cmd(*args)
+            self.assertEqual(code, 2, args)
+            self.assertIn("canary-bridge: " + msg + "\n", err)
+
+
 
 # --------------------------------------------------------------------------------------------
 # diff
