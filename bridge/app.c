@@ -236,6 +236,7 @@ static void on_route_status(void *user, const char *route_id, const struct route
     struct generation *g = user;
     if (st || keycache_leaf_errors(&g->keys, route_id, NULL, 0))
         app_status_request(g, route_id);
+    app_http_export_brakes(g, route_id, st);
     if (!st) { /* the route is gone: so are its weight series */
         app_http_export_weights(g, route_id, NULL);
         app_status_remember_weights(g, route_id, NULL);
@@ -314,7 +315,8 @@ static void generation_close(struct generation *g) {
         return;
     g->closed = true;
     if (g->source)
-        g->source->ops->stop(g->source);
+        g->source->ops->close(g->source); /* freed as the loop runs on */
+    g->source = NULL;
     if (g->have_rec)
         reconciler_close(&g->rec);
     if (g->have_informers)
@@ -638,8 +640,6 @@ static void generation_free(struct generation *g) {
         reconciler_free(&g->rec);
     events_free(g->events);
     kube_client_free(g->kube);
-    if (g->source)
-        g->source->ops->destroy(g->source);
     if (g->have_keys)
         keycache_free(&g->keys);
     app_status_free(g);

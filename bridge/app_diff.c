@@ -11,7 +11,9 @@
  *
  * An object a pass would create is diffed against nothing, one it would
  * delete (policy sync) against nothing on the other side. Both sides are
- * YAML without managedFields (the API server's bookkeeping). The diff is
+ * YAML without managedFields (the API server's bookkeeping). A frozen
+ * route's change is shown with a note, but is no change a sync would make
+ * now (it does not count for the exit status). The diff is
  * bridge/lib/linediff.c's; no diff program runs. Exit status as kubectl
  * diff: 0 nothing would change, 1 something would, 2 a route would fail (its
  * error on stderr; the other routes' diffs still print) or no answer came. */
@@ -78,6 +80,7 @@ int app_diff_print(struct generation *g, const char *const *ids, size_t n) {
         const char *slash = strchr(ids[i], '/');
         char ns[MODEL_NS_MAX + 1];
         snprintf(ns, sizeof ns, "%.*s", (int)(slash ? slash - ids[i] : 0), ids[i]);
+        size_t waiting = 0;
         for (size_t k = 0; k < p.n_objs; k++) {
             if (p.objs[k].action == PREVIEW_SAME)
                 continue;
@@ -86,8 +89,18 @@ int app_diff_print(struct generation *g, const char *const *ids, size_t n) {
                 fprintf(stderr, "error: route %s: out of memory\n", ids[i]);
                 errors++;
             }
-            changes += rc > 0;
+            /* Frozen: shown, but no change a sync would make now. */
+            *(p.brake == BRAKE_FROZEN ? &waiting : &changes) += rc > 0;
         }
+        if (waiting)
+            fprintf(stderr,
+                    "note: route %s is frozen (%s): its change waits until the freeze ends; a "
+                    "sync now writes none of it\n",
+                    ids[i], p.brake_reason);
+        if (p.brake == BRAKE_ABORTED)
+            fprintf(stderr,
+                    "note: route %s is aborted (%s): all its traffic goes to its first service\n",
+                    ids[i], p.brake_reason);
         if (p.error) {
             fprintf(stderr, "error: route %s: %s\n", ids[i], p.error);
             errors++;

@@ -17,6 +17,8 @@ void app_http_on_pass(void *user, const char *route_id, const char *result) {
     struct generation *g = user;
     (void)route_id;
     metric_add(g->app->bm.reconcile_total, METRIC_LABELS(result), 1);
+    if (strcmp(result, "delayed") == 0)
+        metric_add(g->app->bm.writes_delayed_total, NULL, 1);
 }
 
 void app_http_on_burst(void *user, bool holding, size_t changes, uint64_t held_ms) {
@@ -39,6 +41,8 @@ void app_http_on_kube_answer(void *user, const char *verb, long status) {
     char code[16];
     snprintf(code, sizeof code, "%ld", status);
     metric_add(g->app->bm.kube_requests_total, METRIC_LABELS(verb, status ? code : "error"), 1);
+    if (g->have_rec) /* an answer ends the wait of routes waiting for the API server */
+        reconciler_api_answered(&g->rec, verb, status);
 }
 
 static void split_id(const char *id, char *ns, size_t nslen, const char **name) {
@@ -100,6 +104,23 @@ void app_http_export_weights(struct generation *g, const char *route_id,
     free(map_del(&g->weight_series, route_id));
 }
 
+void app_http_export_brakes(struct generation *g, const char *route_id,
+                            const struct route_status *st) {
+    struct bridge_metrics *bm = &g->app->bm;
+    char ns[MODEL_NS_MAX + 1];
+    const char *name;
+    split_id(route_id, ns, sizeof ns, &name);
+    /* A series only while braked: one per route would be 10,000 zeros. */
+    if (st && st->brake == BRAKE_FROZEN)
+        metric_set(bm->route_frozen, METRIC_LABELS(ns, name), 1);
+    else
+        metric_remove(bm->route_frozen, METRIC_LABELS(ns, name));
+    if (st && st->brake == BRAKE_ABORTED)
+        metric_set(bm->route_aborted, METRIC_LABELS(ns, name), 1);
+    else
+        metric_remove(bm->route_aborted, METRIC_LABELS(ns, name));
+}
+
 void app_http_free(struct generation *g) {
     struct map_iter it;
     map_iter_init(&it, &g->weight_series);
@@ -128,6 +149,11 @@ static void metrics_refresh(struct generation *g) {
     if (g->rec.stats.undone > g->undone_seen) {
         metric_add(bm->undone_writes_total, NULL, (double)(g->rec.stats.undone - g->undone_seen));
         g->undone_seen = g->rec.stats.undone;
+    }
+    if (g->rec.stats.step_refusals > g->refusals_seen) {
+        metric_add(bm->refusals_total, METRIC_LABELS("max_step"),
+                   (double)(g->rec.stats.step_refusals - g->refusals_seen));
+        g->refusals_seen = g->rec.stats.step_refusals;
     }
 }
 

@@ -90,6 +90,7 @@ struct generation {
     /* Metrics (app_http.c). */
     uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
     uint64_t undone_seen;    /* rec.stats.undone already added to the counter */
+    uint64_t refusals_seen;  /* rec.stats.step_refusals already added to the counter */
     /* route id -> the services it has route_weight series for, packed as
      * "a\0b\0\0": a pass updates its own series without scanning all. */
     struct map weight_series;
@@ -170,6 +171,9 @@ void app_http_export_weights(struct generation *g, const char *route_id,
                              const struct model_route *m);
 /* After the loop: free the per-route series lists. */
 void app_http_free(struct generation *g);
+/* The route's brakes as gauges (st NULL: the route is gone). */
+void app_http_export_brakes(struct generation *g, const char *route_id,
+                            const struct route_status *st);
 
 /* app_oneshot.c */
 

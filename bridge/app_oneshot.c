@@ -67,7 +67,9 @@ static const char **inspect_ids(struct generation *g, size_t *n) {
 /* Every object the routes would have, as YAML documents `kubectl apply -f -`
  * takes: an object that exists is the live one with what a pass would
  * change (labels and annotations kept), a missing one as a pass would
- * create it. A route that would fail prints nothing and fails render. */
+ * create it; a brake is noted on stderr (a frozen route's objects are those
+ * it gets once the freeze ends). A route that would fail prints nothing and
+ * fails render. */
 static int render_routes(struct generation *g, const char *const *ids, size_t n) {
     buf_t out = BUF_INIT;
     int failed = 0;
@@ -81,6 +83,14 @@ static int render_routes(struct generation *g, const char *const *ids, size_t n)
         if (p.error) {
             fprintf(stderr, "error: route %s: %s\n", ids[i], p.error);
             failed++;
+        } else if (p.brake == BRAKE_ABORTED) {
+            fprintf(stderr,
+                    "note: route %s is aborted (%s): all its traffic goes to its first service\n",
+                    ids[i], p.brake_reason);
+        } else if (p.brake == BRAKE_FROZEN) {
+            fprintf(stderr,
+                    "note: route %s is frozen (%s): these objects wait until the freeze ends\n",
+                    ids[i], p.brake_reason);
         }
         for (size_t k = 0; !p.error && k < p.n_objs; k++) {
             if (p.objs[k].action == PREVIEW_DELETE)

@@ -113,7 +113,8 @@ static cJSON *live_weights(struct generation *g, const char *ns, const char *nam
 
 /* ---- one route ---- */
 
-static const char *route_state(const struct route_preview *p) {
+/* The state as if no brake were pulled. */
+static const char *route_state_unbraked(const struct route_preview *p) {
     if (p->missing)
         return "missing";
     if (p->error)
@@ -122,6 +123,10 @@ static const char *route_state(const struct route_preview *p) {
         if (p->objs[i].action != PREVIEW_SAME)
             return "differs";
     return p->held ? "differs" : "in sync";
+}
+
+static const char *route_state(const struct route_preview *p) {
+    return p->brake == BRAKE_FROZEN && !p->missing ? "frozen" : route_state_unbraked(p);
 }
 
 static bool add_string_or_null(cJSON *obj, const char *key, const char *v) {
@@ -148,8 +153,17 @@ static cJSON *route_row(struct generation *g, const char *id, const struct route
     const cJSON *skey_rev = cJSON_GetObjectItemCaseSensitive(skey, "revision");
 
     const char *error = p->error;
+    char brake[KEYCACHE_REASON_MAX + 128] = "";
+    if (p->brake != BRAKE_NONE)
+        snprintf(brake, sizeof brake, "%s: %s%s", p->brake == BRAKE_FROZEN ? "frozen" : "aborted",
+                 p->brake_reason,
+                 p->brake == BRAKE_ABORTED ? "; all traffic on the first service"
+                 : strcmp(route_state_unbraked(p), "in sync") != 0 ? "; a change waits"
+                                                                   : "");
     if (!error && p->held)
         error = "its keys are gone; the deletion guard holds the deletion of its objects";
+    if (!error && brake[0])
+        error = brake;
     if (!error && keycache_leaf_errors(&g->keys, id, errors, sizeof errors))
         error = errors;
     if (!error && skey_state && !applied)
@@ -166,6 +180,10 @@ static cJSON *route_row(struct generation *g, const char *id, const struct route
                                  : p->patched  ? "patched"
                                                : "owned") &&
               cJSON_AddStringToObject(row, "state", route_state(p)) &&
+              add_string_or_null(row, "brake",
+                                 p->brake == BRAKE_FROZEN    ? "frozen"
+                                 : p->brake == BRAKE_ABORTED ? "aborted"
+                                                             : NULL) &&
               cJSON_AddItemToObject(row, "desired", desired) &&
               cJSON_AddItemToObject(row, "live", live);
     if (!ok) { /* desired and live are the row's once added */

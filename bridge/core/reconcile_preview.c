@@ -3,11 +3,13 @@
  * reconcile.h.
  *
  * A preview takes the steps of a pass (reconcile_pass.c) with a job that is
- * never queued: the same namespace allow-list, deletion guard, model (with
- * the weights in force when the weights key is gone), plan of objects and
- * judgement of each live object (reconcile_write.c's refusals, merge and
- * patch), so it can not drift from what a pass does. Where a pass would
- * send a request, the preview records the object it would send. */
+ * never queued: the same namespace allow-list, deletion guard, brakes
+ * (reconcile_brakes.c: an abort's model, the max step judgement), model
+ * (with the weights in force when the weights key is gone), plan of objects
+ * and judgement of each live object (reconcile_write.c's refusals, merge
+ * and patch), so it can not drift from what a pass does. Where a pass would
+ * send a request, the preview records the object it would send; for a
+ * frozen route, the object it will send once the freeze ends. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +114,12 @@ static int preview_pass(struct job *j, struct model_input *in, struct route_prev
         p->held = true;
         return 0;
     }
+    brakes_read(j);
+    p->brake = j->brake;
+    snprintf(p->brake_reason, sizeof p->brake_reason, "%s",
+             j->brake == BRAKE_ABORTED  ? j->brakes.abort_reason
+             : j->brake == BRAKE_FROZEN ? j->brakes.freeze_reason
+                                        : "");
     in->allow_cross_namespace = r->cfg->allow_cross_namespace;
     struct model_weight *held = NULL;
     char err[1024];
@@ -126,6 +134,15 @@ static int preview_pass(struct job *j, struct model_input *in, struct route_prev
         if (plan_writes(j) < 0)
             return -1;
     }
+    /* Frozen, a pass plans but writes nothing: what it plans is the change
+     * that waits, judged the same way; max step is judged when it goes. */
+    int refused = rc == 0 && j->brake != BRAKE_FROZEN ? brakes_step_refusal(j, err, sizeof err) : 0;
+    if (refused != 0)
+        return refused < 0 ? -1 : preview_error(p, "%s", err);
+    if (rc > 0 && j->brake == BRAKE_ABORTED)
+        return preview_error(p, "the route has neither a route nor a weights key: there is no "
+                                "first service to send its traffic to; the objects stay as they "
+                                "are");
     for (size_t i = 0; i < j->n_objs; i++) {
         int ret = j->patched ? preview_patched(j, p) : preview_owned(j, &j->objs[i], p);
         if (ret < 0 || p->error)

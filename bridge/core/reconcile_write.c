@@ -30,6 +30,8 @@ static int send_request(struct job *j, const char *method, enum obj_kind kind, c
                         const cJSON *body, kube_cb cb) {
     struct reconciler *r = j->r;
     char path[512];
+    if (strcmp(method, "GET") != 0 && !pace_write(j))
+        return -1; /* it waits for its write slot: the pass is finished */
     if (kube_path(path, sizeof path, r->ropts.api_group, "v1alpha1", j->ns, obj_plural[kind],
                   name) < 0) {
         job_fail(j, "object path too long");
@@ -250,6 +252,7 @@ static void on_reread(void *user, const struct kube_response *res) {
     } else if (res->status == 404) {
         informer_forget(inf, j->ns, o->name);
     } else {
+        j->api_down = res->status == 0 || res->status >= 500;
         job_retry(j, "re-read after a conflict failed", res->retry_after_ms);
         return;
     }
@@ -283,6 +286,9 @@ static void judge_failure(struct job *j, const struct kube_response *res) {
     /* Invalid objects stay invalid until the keys change (which requeues the
      * route); everything else (403 too: RBAC gets fixed) is worth retrying. */
     bool permanent = res->status == 400 || res->status == 422 || res->status == 415;
+    /* No answer, or the server's own failure: it waits for the API server
+     * to answer again, not out its backoff (reconcile_pace.c). */
+    j->api_down = res->status == 0 || res->status >= 500;
     if (permanent)
         job_fail(j, "%s", what);
     else

@@ -253,6 +253,32 @@ static void test_golden_sticky_v2(void **state) {
     model_route_free(&r);
 }
 
+/* Mirroring together with weights, sticky and header rules: the weighted
+ * route names the mirroring TraefikService, whose main service is the
+ * sticky weighted TraefikService (the same object as without a mirror). */
+static void test_golden_mirror(void **state) {
+    (void)state;
+    struct model_route r;
+    char doc[1024];
+    snprintf(doc, sizeof doc,
+             "%s%smirror: {service: shop-v2, percent: 10, mirrorBody: false, "
+             "maxBodySize: 65536}\n",
+             ROUTE, STICKY);
+    build(doc, "shop-v1=90, shop-v2=10, shop-v3=1", HEADERS, &r);
+    cJSON *ir = traefik_render_ingressroute(&r, &V3);
+    cJSON *ts = traefik_render_traefikservice(&r, &V3);
+    cJSON *ms = traefik_render_mirroring(&r, &V3), *ms2 = traefik_render_mirroring(&r, &V2);
+    golden_check("ingressroute-mirror-v3", ir);
+    golden_check("traefikservice-sticky-v3", ts);
+    golden_check("traefikservice-mirror-v3", ms);
+    golden_check("traefikservice-mirror-v2-containo", ms2);
+    cJSON_Delete(ir);
+    cJSON_Delete(ts);
+    cJSON_Delete(ms);
+    cJSON_Delete(ms2);
+    model_route_free(&r);
+}
+
 /* The weighted route goes through the TraefikService; rule routes do not. */
 static void test_sticky_weighted_route(void **state) {
     (void)state;
@@ -1002,6 +1028,7 @@ int main(void) {
         cmocka_unit_test(test_golden_middleware),
         cmocka_unit_test(test_golden_sticky_v3),
         cmocka_unit_test(test_golden_sticky_v2),
+        cmocka_unit_test(test_golden_mirror),
         cmocka_unit_test(test_sticky_weighted_route),
         cmocka_unit_test(test_sticky_cookie_fields),
         cmocka_unit_test(test_traefikservice_null_without_sticky),
