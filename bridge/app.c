@@ -234,6 +234,7 @@ static void on_route_applied(void *user, const char *route_id, const struct mode
 
 static void on_route_status(void *user, const char *route_id, const struct route_status *st) {
     struct generation *g = user;
+    app_http_route_changed(g, route_id, st);
     if (st || keycache_leaf_errors(&g->keys, route_id, NULL, 0))
         app_status_request(g, route_id);
     app_http_export_brakes(g, route_id, st);
@@ -605,7 +606,8 @@ static int generation_start(struct generation *g) {
             log_error(&a->log, "cannot start: %s", err);
             return -1;
         }
-        log_info(&a->log, "serving /metrics, /healthz and /readyz on %s", a->cfg.server.listen);
+        log_info(&a->log, "serving the status page /, /metrics, /healthz and /readyz on %s",
+                 a->cfg.server.listen);
     }
     struct source_callbacks cb = {on_snapshot, on_event, on_source_state, g};
     g->source = source_new(&g->loop, g->http, &a->log, &a->cfg.source, &cb, err, sizeof err);
@@ -709,6 +711,7 @@ int app_main(struct app *a) {
         a->cfg = a->next_cfg;
         memset(&a->next_cfg, 0, sizeof a->next_cfg);
         a->log.level = a->verbose ? LOG_LVL_DEBUG : a->cfg.log.level;
+        a->log.format = a->cfg.log.format;
         a->reload = false;
     }
     metrics_free(a->metrics);

@@ -13,7 +13,8 @@
  *   app_status.c    status feedback: <prefix><ns>/<name>/status written back
  *                   to the source;
  *   app_http.c      the HTTP endpoints (/healthz, /readyz, /metrics) and the
- *                   metrics the pipeline feeds;
+ *                   metrics the pipeline feeds, the per-route state;
+ *   app_page.c      the status page (/);
  *   app_oneshot.c   what the one-shot commands (check, render, sync) print
  *                   and when they are done, and which routes render,
  *                   status and diff look at;
@@ -94,6 +95,9 @@ struct generation {
     /* route id -> the services it has route_weight series for, packed as
      * "a\0b\0\0": a pass updates its own series without scanning all. */
     struct map weight_series;
+    /* route id -> struct app_route_seen: when the route last changed, and
+     * the state its canary_bridge_route_state series has. */
+    struct map route_seen;
 
     /* Status feedback (app_status.c). */
     struct map status_writes;    /* route id -> struct status_write in flight */
@@ -159,7 +163,7 @@ void app_status_free(struct generation *g);
 
 /* app_http.c */
 
-/* httpd handler: /healthz, /readyz, /metrics. */
+/* httpd handler: / (app_page.c), /healthz, /readyz, /metrics. */
 void app_http_serve(void *user, const char *method, const char *path, struct httpd_response *res);
 /* Reconciler and Kubernetes client hooks that feed the metrics. */
 void app_http_on_pass(void *user, const char *route_id, const char *result);
@@ -174,6 +178,30 @@ void app_http_free(struct generation *g);
 /* The route's brakes as gauges (st NULL: the route is gone). */
 void app_http_export_brakes(struct generation *g, const char *route_id,
                             const struct route_status *st);
+/* A route's state or message changed (st NULL: the route is gone). */
+void app_http_route_changed(struct generation *g, const char *route_id,
+                            const struct route_status *st);
+/* What the bridge knows of one route, for /metrics and the status page. */
+struct app_route_seen {
+    double changed;    /* Unix time of the last change of state, message or revision; 0 none */
+    const char *state; /* of its canary_bridge_route_state series (static), or NULL */
+};
+/* The route's state: "applied", "pending", "error", "fighting" (another
+ * writer undoes its writes), "held" (its deletion waits for a person),
+ * "frozen" or "aborted" (a brake holds it);
+ * *st its status record, or NULL. */
+const char *app_route_state(struct generation *g, const char *route_id,
+                            const struct route_status **st);
+/* Call cb once for every route the bridge knows: with keys, with a status
+ * record, whose deletion is held, or a folder with only mistyped keys. */
+void app_for_each_route(struct generation *g,
+                        void (*cb)(struct generation *g, const char *route_id, void *user),
+                        void *user);
+
+/* app_page.c */
+
+/* The status page, /: every route, its weights, state, last change, error. */
+void app_page_serve(struct generation *g, struct httpd_response *res);
 
 /* app_oneshot.c */
 

@@ -177,6 +177,7 @@ int config_defaults(struct config *cfg) {
     cfg->leader_election.renew_deadline_ms = 10000;
     cfg->leader_election.retry_period_ms = 2000;
     cfg->log.level = LOG_LVL_INFO;
+    cfg->log.format = LOG_FORMAT_TEXT;
     if (set_default(&cfg->source.endpoints[0], "http://127.0.0.1:2379") < 0 ||
         set_default(&cfg->source.address, "http://127.0.0.1:8500") < 0 ||
         set_default(&cfg->source.prefix, "canary/") < 0 ||

@@ -85,6 +85,9 @@ static void set_rule_syntax(struct config *cfg, int v) {
 static void set_log_level(struct config *cfg, int v) {
     cfg->log.level = (enum log_level)v;
 }
+static void set_log_format(struct config *cfg, int v) {
+    cfg->log.format = (enum log_format)v;
+}
 
 static const struct choice source_types[] = {
     {"etcd", SOURCE_ETCD}, {"consul", SOURCE_CONSUL}, {NULL, 0}};
@@ -101,6 +104,8 @@ static const struct choice log_levels[] = {{"error", LOG_LVL_ERROR},
                                            {"info", LOG_LVL_INFO},
                                            {"debug", LOG_LVL_DEBUG},
                                            {NULL, 0}};
+static const struct choice log_formats[] = {
+    {"text", LOG_FORMAT_TEXT}, {"json", LOG_FORMAT_JSON}, {NULL, 0}};
 
 static const struct field tls_fields[] = {
     OPTIONAL("ca_file", source.tls.ca_file),
@@ -181,6 +186,7 @@ static const struct field leader_election_fields[] = {
 
 static const struct field log_fields[] = {
     ENUM("level", log_levels, set_log_level),
+    ENUM("format", log_formats, set_log_format),
     END,
 };
 

@@ -226,6 +226,7 @@ int main(int argc, char **argv) {
         printf("ok   config %s\n", config_path);
     app.verbose = verbose;
     app.log.level = verbose ? LOG_LVL_DEBUG : app.cfg.log.level;
+    app.log.format = app.cfg.log.format;
     /* Writes to a closed stdout pipe must be an error, not a kill. */
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)time(NULL) ^ (unsigned)getpid()); /* jitter only */
@@ -240,5 +241,6 @@ int main(int argc, char **argv) {
         code = EXIT_DIFF_ERROR;
     config_free(&app.cfg);
     curl_global_cleanup();
+    logger_close(&app.log);
     return code;
 }

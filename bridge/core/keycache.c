@@ -156,7 +156,8 @@ static int classify(struct keycache *cache, const char *key, char *ns, char *nam
         if (!map_has(&cache->warned, key)) {
             char hint[300];
             prefix_key_hint(cache, key, hint, sizeof hint);
-            log_warn(cache->log, "ignoring key %s: %s%s", key, typo ? detail : err, hint);
+            log_fmsg(cache->log, LOG_LVL_WARN, LOG_FIELDS(.key = key), "ignoring key %s: %s%s", key,
+                     typo ? detail : err, hint);
             (void)map_put(&cache->warned, key, NULL, NULL); /* best effort */
         }
         if (!typo)

@@ -73,8 +73,9 @@ void status_problem_as(struct reconciler *r, const char *id, enum route_state st
         log_debug(r->log, "route %s: still failing: %s", id, msg);
         return;
     }
-    log_msg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN, "route %s: %s%s", id, msg,
-            state == ROUTE_ERROR ? "" : " (retrying)");
+    log_fmsg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN,
+             LOG_FIELDS(.revision = rev), "route %s: %s%s", id, msg,
+             state == ROUTE_ERROR ? "" : " (retrying)");
     if (state == ROUTE_ERROR && r->hooks.event) {
         /* On the IngressRoute, when there is one: where kubectl users look. */
         char ns[MODEL_NS_MAX + 1];

@@ -355,7 +355,8 @@ static void on_write(void *user, const struct kube_response *res) {
         char id[KEYCACHE_ROUTE_ID_MAX];
         object_index(r, o->kind, j->ns, o->name, res->json, id); /* not a drift: no requeue */
         const char *rv = kobj_str(res->json, "metadata", "resourceVersion");
-        log_info(r->log, "route %s: %s %s %s (source revision %llu, resourceVersion %s)", j->id,
+        log_fmsg(r->log, LOG_LVL_INFO, LOG_FIELDS(.revision = j->model.revision),
+                 "route %s: %s %s %s (source revision %llu, resourceVersion %s)", j->id,
                  obj_kind_name[o->kind], o->name, res->status == 201 ? "created" : "written",
                  (unsigned long long)j->model.revision, rv ? rv : "?");
         j->wrote = true;

@@ -606,12 +606,21 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         "in one write of the latest state.",
         0, NULL);
 
-    if (!out->route_frozen || !out->route_aborted || !out->refusals_total ||
-        !out->writes_delayed_total || !out->undone_writes_total || !out->reconcile_total ||
-        !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
-        !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
-        !out->source_acl_denied || !out->last_sync_timestamp_seconds || !out->leader ||
-        !out->build_info || !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
+    static const char *const route_state[] = {"namespace", "route", "state"};
+    out->route_state = metrics_gauge(
+        m, "canary_bridge_route_state",
+        "1 for each route, labelled with its state: applied, pending, error, fighting (another "
+        "writer undoes its writes), held (its deletion waits for confirmation), frozen or aborted "
+        "(a brake holds it).",
+        3, route_state);
+
+    if (procstat_register(m, &out->process) < 0 || !out->route_state || !out->route_frozen ||
+        !out->route_aborted || !out->refusals_total || !out->writes_delayed_total ||
+        !out->undone_writes_total || !out->reconcile_total || !out->conflicts_total ||
+        !out->kube_requests_total || !out->source_events_total || !out->propagation_seconds ||
+        !out->routes || !out->route_weight || !out->source_connected || !out->source_acl_denied ||
+        !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
+        !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
         !out->deletion_held_routes)
         return -1;
     if (metric_add(out->refusals_total, METRIC_LABELS("max_step"), 0) < 0)

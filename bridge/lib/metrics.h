@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/procstat.h"
 
 /* The Content-Type of metrics_render's output. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -114,6 +115,8 @@ struct bridge_metrics {
     struct metric_family *route_aborted;        /* gauge {namespace,route}: 1 while aborted */
     struct metric_family *refusals_total;       /* counter {reason}: changes refused */
     struct metric_family *writes_delayed_total; /* counter: writes paced per object */
+    struct metric_family *route_state; /* gauge {namespace,route,state} = 1, one per route */
+    struct procstat_metrics process;   /* process_*, set at scrape time */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1

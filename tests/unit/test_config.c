@@ -73,6 +73,7 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->leader_election.retry_period_ms, 2000);
     assert_null(c->leader_election.identity);
     assert_int_equal(c->log.level, LOG_LVL_INFO);
+    assert_int_equal(c->log.format, LOG_FORMAT_TEXT);
 }
 
 /* ---- valid input --------------------------------------------------------------- */
@@ -311,6 +312,14 @@ static void test_every_enum_value(void **state) {
         assert_int_equal(cfg.log.level, levels[i].level);
         config_free(&cfg);
     }
+    cfgtest_ok("log: {format: json}", &cfg);
+    assert_int_equal(cfg.log.format, LOG_FORMAT_JSON);
+    config_free(&cfg);
+    cfgtest_ok("log: {format: text}", &cfg);
+    assert_int_equal(cfg.log.format, LOG_FORMAT_TEXT);
+    config_free(&cfg);
+    cfgtest_error("log:\n  format: logfmt\n",
+                  "t.yaml:2: log.format: must be one of text, json, got 'logfmt'");
     cfgtest_ok("traefik: {api_group: auto}\nsource: {consistency: consistent}\n", &cfg);
     assert_string_equal(cfg.traefik.api_group, "auto");
     assert_string_equal(cfg.source.consistency, "consistent");
