@@ -12,14 +12,17 @@
  *             mode each service's first weight in any route of the object;
  *   STATE     in sync (a pass would write nothing), differs (it would write
  *             or delete something), missing (the IngressRoute is not
- *             there), error (a pass would fail: ERROR says why);
+ *             there), error (a pass would fail: ERROR says why), frozen (a
+ *             freeze holds it; an abort shows in ERROR);
  *   APPLIED   when the bridge last applied the route: the time of its
  *             status key (reconcile.status) when that says "applied";
  *   REVISION  the source revision the live objects were written from (their
  *             canary-bridge.io/source-revision annotation), else the status
  *             key's;
- *   ERROR     why a pass would fail, else a mistyped key under the route,
- *             else the status key's message when it is not "applied".
+ *   ERROR     why a pass would fail, else a held deletion, else the brake
+ *             ("frozen: <reason>; a change waits"), else a mistyped key under
+ *             the route, else the status key's message when it is not
+ *             "applied".
  *
  * -o json prints {"routes": [...]} with the same fields per route (weights
  * as objects, absent values as null) and the status key as it is. Like

@@ -368,6 +368,55 @@ class Diff(CommandCase):
         self.assertEqual(self.writes(since), [])
 
 
+class Brakes(CommandCase):
+    """status and diff judge the brakes (docs/usage.md section 15) as a pass does."""
+
+    def test_freeze_abort_and_max_step_in_status_and_diff(self):
+        for name in ("shop", "cart", "big"):
+            self.etcd.put("canary/default/%s/route" % name, ROUTE)
+            self.etcd.put("canary/default/%s/weights" % name, "shop-v1=90, shop-v2=10")
+        self.sync()
+        self.etcd.put("canary/default/shop/freeze", "release window")
+        self.etcd.put("canary/default/shop/weights", "shop-v1=50, shop-v2=50")
+        self.etcd.put("canary/default/cart/abort", "5xx on v2")
+        self.etcd.put("canary/default/big/weights", "shop-v1=10, shop-v2=90")
+        since, rev = self.mark(), self.etcd.revision()
+        code, out, err = self.run_cmd("status", "-o", "json", reconcile={"max_step": 25})
+        self.assertEqual(code, 0, out + err)
+        rows = {r["route"]: r for r in json.loads(out)["routes"]}
+        shop, cart, big = rows["default/shop"], rows["default/cart"], rows["default/big"]
+        self.assertEqual((shop["state"], shop["brake"], shop["error"]),
+                         ("frozen", "frozen", "frozen: release window; a change waits"))
+        self.assertEqual(shop["live"], {"shop-v1": 90, "shop-v2": 10})
+        self.assertEqual((cart["state"], cart["brake"], cart["desired"]),
+                         ("differs", "aborted", {"shop-v1": 100, "shop-v2": 0}))
+        self.assertEqual(cart["error"], "aborted: 5xx on v2; all traffic on the first service")
+        self.assertEqual(big["state"], "error")
+        self.assertRegex(big["error"], r"^max step: shop-v\d would move 80 points, max_step is 25")
+
+        code, out, err = self.run_cmd("diff", "default/shop")
+        self.assertEqual(code, 0, out + err)           # a sync now writes nothing
+        self.assertIn("+          weight: 50\n", out)   # but the change that waits shows
+        self.assertIn("note: route default/shop is frozen (release window): its change waits "
+                      "until the freeze ends", err)
+        code, out, err = self.run_cmd("diff", "default/cart")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("+          weight: 100\n", out)
+        self.assertIn("note: route default/cart is aborted (5xx on v2)", err)
+        code, out, err = self.run_cmd("diff", "default/big", reconcile={"max_step": 25})
+        self.assertEqual((code, out), (2, ""), err)
+        self.assertIn("error: route default/big: max step:", err)
+        self.assertEqual(self.writes(since), [])
+        self.assertEqual(self.etcd.revision(), rev)
+        # What status said is what a sync does (and it fails over the refused step).
+        code, out, err = self.run_cmd("sync", reconcile={"max_step": 25})
+        self.assertEqual(code, 1, err)
+        weights = {n: weights_of(self.ir(n)) for n in ("shop", "cart", "big")}
+        self.assertEqual(weights, {"shop": {"shop-v1": 90, "shop-v2": 10},
+                                   "cart": {"shop-v1": 100, "shop-v2": 0},
+                                   "big": {"shop-v1": 90, "shop-v2": 10}})
+
+
 # --------------------------------------------------------------------------------------------
 # render
 
