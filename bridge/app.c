@@ -89,10 +89,12 @@ static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint6
     g->source_connected = true;
     metric_set(a->bm.source_connected, NULL, 1);
     switch (a->cmd) {
-    case CMD_RENDER: app_oneshot_render(g); return;
     case CMD_CHECK: app_oneshot_check_snapshot(g, n, revision); return;
     case CMD_SYNC:
-        /* One complete read is all `sync` needs. */
+    case CMD_RENDER:
+    case CMD_STATUS:
+    case CMD_DIFF:
+        /* One complete read is all a one-shot command needs. */
         g->source->ops->stop(g->source);
         break;
     case CMD_RUN: break;
@@ -167,6 +169,10 @@ static void maybe_start_work(struct generation *g) {
     if (g->working || !g->source_synced || g->informers_synced < OBJ_NKINDS || g->stopping)
         return;
     g->working = true;
+    if (app_cmd_inspects(a->cmd)) {
+        app_oneshot_inspect(g); /* render, status, diff: read, print, stop */
+        return;
+    }
     if (!g->leader) {
         /* A follower keeps its caches warm and is ready to take over. */
         log_info(&a->log, "ready as a follower: %zu routes cached; the leader is %s",
@@ -516,19 +522,24 @@ static int start_reconciler(struct generation *g) {
 
 int app_start_objects(struct generation *g) {
     struct app *a = g->app;
-    if (a->cmd == CMD_RUN || a->cmd == CMD_SYNC) {
+    bool writes = a->cmd == CMD_RUN || a->cmd == CMD_SYNC;
+    if (writes || app_cmd_inspects(a->cmd)) {
+        /* render, status and diff start no pass: they preview (app_oneshot.c). */
         if (start_reconciler(g) < 0) {
             log_error(&a->log, "out of memory starting the reconciler");
             return -1;
         }
+    }
+    if (writes) {
         /* `sync` is an operator's deliberate one-off: it does not campaign. */
         g->leader = true;
         metric_set(a->bm.leader, NULL, 1);
         if (a->cmd == CMD_RUN && a->cfg.leader_election.enabled && start_election(g) < 0)
             return -1;
+    }
+    if (g->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_start(&g->inf[k]);
-    }
     if (a->cmd == CMD_CHECK && app_oneshot_check_api(g) < 0)
         return -1;
     return 0;
@@ -604,18 +615,15 @@ static int generation_start(struct generation *g) {
         log_error(&a->log, "source: %s", err);
         return -1;
     }
-    if (a->cmd != CMD_RENDER && start_kube(g) < 0)
+    if (start_kube(g) < 0)
         return -1;
     bool auto_group = strcmp(a->cfg.traefik.api_group, "auto") == 0;
-    /* render never talks to the API server: auto renders for traefik.io. */
     snprintf(g->api_group, sizeof g->api_group, "%s",
              auto_group ? "traefik.io" : a->cfg.traefik.api_group);
-    if (a->cmd != CMD_RENDER) {
-        if (auto_group)
-            app_discovery_start(g);
-        else if (app_start_objects(g) < 0)
-            return -1;
-    }
+    if (auto_group)
+        app_discovery_start(g);
+    else if (app_start_objects(g) < 0)
+        return -1;
     if (g->source->ops->start(g->source) < 0) {
         log_error(&a->log, "source: could not start");
         return -1;
@@ -638,6 +646,7 @@ static void generation_free(struct generation *g) {
         keycache_free(&g->keys);
     app_status_free(g);
     app_http_free(g);
+    app_access_free(g);
 }
 
 static void warn_open_handle(uv_handle_t *h, void *arg) {

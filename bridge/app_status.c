@@ -126,7 +126,7 @@ static void status_send(struct generation *g, struct status_write *w) {
 
 void app_status_request(struct generation *g, const char *route_id) {
     const struct app *a = g->app;
-    if (!a->cfg.reconcile.status || a->dry_run || a->cmd == CMD_RENDER)
+    if (!a->cfg.reconcile.status || a->dry_run || (a->cmd != CMD_RUN && a->cmd != CMD_SYNC))
         return;
     struct status_write *w = map_get(&g->status_writes, route_id);
     if (w) {

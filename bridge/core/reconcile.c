@@ -1,15 +1,16 @@
 /* reconcile.c - the reconciler's public API and lifecycle, route status
  * records, and the ownership index; see reconcile.h.
  *
- * The reconciler is one module in six files, split by job (the list is in
+ * The reconciler is one module in eight files, split by job (the list is in
  * reconcile_internal.h): a pass for one route in reconcile_pass.c, one
  * object's write in reconcile_write.c, two writers in reconcile_fight.c,
  * the deletion guard in reconcile_guard.c, the brakes in
  * reconcile_brakes.c, write pacing and retries after an outage in
- * reconcile_pace.c. This file holds what lives longer than a pass: each
- * route's status (what the status hook reports), and which live objects
- * carry which route's label (what a prune may delete, and what the deletion
- * guard counts), kept in step by the informers' callbacks. */
+ * reconcile_pace.c, what a pass would write in reconcile_preview.c. This
+ * file holds what lives longer than a pass: each route's status (what the
+ * status hook reports), and which live objects carry which route's label
+ * (what a prune may delete, and what the deletion guard counts), kept in
+ * step by the informers' callbacks. */
 #include "bridge/core/reconcile.h"
 
 #include <inttypes.h>

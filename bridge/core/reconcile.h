@@ -258,4 +258,50 @@ size_t reconciler_jobs_in_flight(const struct reconciler *r);
 bool reconciler_guard_describe(const struct reconciler *r, char *out, size_t outlen);
 const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id);
 
+/* ---- preview: what a pass would write, without writing it ---- */
+
+enum preview_action {
+    PREVIEW_SAME,   /* the live object already is what the pass wants */
+    PREVIEW_CREATE, /* missing: the pass would create it */
+    PREVIEW_UPDATE, /* differs: the pass would replace it */
+    PREVIEW_DELETE  /* policy sync: no longer wanted; the pass would delete it */
+};
+
+struct preview_obj {
+    enum obj_kind kind;
+    char name[MODEL_NAME_MAX + 1];
+    enum preview_action action;
+    cJSON *live; /* a copy of the live object; NULL when missing */
+    cJSON *want; /* what the pass would send (live merged with the route's
+                  * objects; the live object itself when the same); NULL for
+                  * a deletion */
+};
+
+struct route_preview {
+    bool has_keys;
+    bool has_model; /* the keys built a model: the desired state is in model */
+    bool patched;   /* weights on an IngressRoute the bridge does not own */
+    bool missing;   /* the route's IngressRoute does not exist */
+    bool held;      /* no keys, and the deletion guard holds the deletion */
+    /* The route's brake: frozen, a pass writes none of objs (they are the
+     * change that waits); aborted, objs send all traffic to the first
+     * service. brake_reason is the key's text. */
+    enum route_brake brake;
+    char brake_reason[KEYCACHE_REASON_MAX + 1];
+    struct model_route model;
+    uint64_t revision;        /* of the route's keys */
+    char *error;              /* why the pass would fail, or NULL */
+    struct preview_obj *objs; /* in write order, then the deletions */
+    size_t n_objs;
+};
+
+/* What a pass for route_id ("ns/name") would write now, judged from the key
+ * cache and the informers' caches as a pass judges it (namespaces, deletion
+ * guard, brakes, max step, ownership); nothing is sent and nothing in the
+ * reconciler changes (but the deletion guard's verdict, which a pass would
+ * take too). Objects the pass would reach before an error are in p->objs.
+ * 0 (free p with reconciler_preview_free), or -1 out of memory. */
+int reconciler_preview(struct reconciler *r, const char *route_id, struct route_preview *p);
+void reconciler_preview_free(struct route_preview *p);
+
 #endif

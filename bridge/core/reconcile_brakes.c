@@ -272,32 +272,43 @@ static const char *points(double v, char buf[32]) {
     return buf;
 }
 
-bool brakes_refuse_step(struct job *j) {
+int brakes_step_refusal(struct job *j, char *msg, size_t msglen) {
     struct reconciler *r = j->r;
     const struct model_route *m = &j->model;
     long max = m->has_max_step ? m->max_step : (long)r->cfg->max_step;
     if (m->aborted || m->weights_forced || max <= 0)
-        return false;
+        return 0;
     /* Where the write would be refused anyway (not ours to write, or no
      * object to patch), there is no traffic of ours to protect. */
     const cJSON *ir = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
     if (!ir || (m->owned ? !owned_here(r, ir) : traefik_is_managed(ir)))
-        return false;
+        return 0;
     struct step worst = {0};
-    if ((m->owned ? step_owned(j, ir, &worst) : step_patched(j, ir, &worst)) < 0) {
-        job_retry(j, "out of memory", 0);
-        return true;
-    }
+    if ((m->owned ? step_owned(j, ir, &worst) : step_patched(j, ir, &worst)) < 0)
+        return -1;
     if (!worst.service || worst.points <= (double)max + 1e-9)
-        return false;
-    char msg[1024], p[32], f[32], t[32];
-    snprintf(msg, sizeof msg,
+        return 0;
+    char p[32], f[32], t[32];
+    snprintf(msg, msglen,
              "max step: %s would move %s points, max_step is %ld (%s): from %s%% to %s%% of the "
              "traffic; the weights in force stay. Take smaller steps, or end the weights value "
              "with '!' (in a mapping: _force: true) to take this one on purpose",
              worst.service, points(worst.points, p), max,
              m->has_max_step ? "the route's maxStep" : "reconcile.max_step", points(worst.from, f),
              points(worst.to, t));
+    return 1;
+}
+
+bool brakes_refuse_step(struct job *j) {
+    struct reconciler *r = j->r;
+    char msg[1024];
+    int rc = brakes_step_refusal(j, msg, sizeof msg);
+    if (rc < 0) {
+        job_retry(j, "out of memory", 0);
+        return true;
+    }
+    if (rc == 0)
+        return false;
     const struct route_status *s = map_get(&r->status, j->id);
     if (!s || s->state != ROUTE_ERROR || !s->message || strcmp(s->message, msg) != 0 ||
         s->revision != j->revision)

@@ -1,7 +1,7 @@
 /* reconcile_internal.h - what the reconciler's files share; not for callers
  * (they include reconcile.h).
  *
- * The reconciler is one module in six files, split by job:
+ * The reconciler is one module in eight files, split by job:
  *   reconcile.c        the public API and lifecycle, route status records,
  *                      the ownership index fed by the informers
  *   reconcile_pass.c   one pass for one route: inputs, plan, the step machine
@@ -10,6 +10,7 @@
  *   reconcile_guard.c  the deletion guard
  *   reconcile_brakes.c freeze, abort and max step
  *   reconcile_pace.c   write pacing per object, retries when the API server is back
+ *   reconcile_preview.c what a pass would write, without writing it
  * Each section below names the file that defines it. */
 #ifndef CB_RECONCILE_INTERNAL_H
 #define CB_RECONCILE_INTERNAL_H
@@ -116,6 +117,16 @@ void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf,
 /* End the pass with a transient problem: requeued with backoff (or after
  * delay_ms when > 0). */
 void job_retry(struct job *j, const char *msg, uint64_t delay_ms);
+/* The objects the route's model wants, into j->objs in write order. 0, or
+ * -1 out of memory. */
+int plan_writes(struct job *j);
+/* Policy sync: the objects labelled for the route that it no longer wants,
+ * into j->dels in delete order. 0, or -1 out of memory. */
+int plan_prunes(struct job *j);
+/* Without a weights key: the weights in force on the live objects, into
+ * in->held (*held is the array to free after model_build). */
+void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
+                      struct model_weight **held);
 
 /* ---- reconcile_write.c: one object ---- */
 
@@ -125,6 +136,19 @@ void write_owned(struct job *j, struct job_obj *o);
 void write_patched(struct job *j);
 /* Policy sync: delete o if it is still ours, exactly the version judged. */
 void write_delete(struct job *j, struct job_obj *o);
+/* Owned mode: why the live object o may not be written (not managed by
+ * canary-bridge, another prefix's, another route's), into why; false when
+ * it may. */
+bool owned_refusal(const struct job *j, const struct job_obj *o, const cJSON *live, char *why,
+                   size_t whylen);
+/* Patched mode: why the live IngressRoute (NULL: missing) may not be
+ * written, into why; false when it may. */
+bool patched_refusal(const struct job *j, const cJSON *live, char *why, size_t whylen);
+/* Patched mode: a copy of live with the route's weights set, without
+ * managedFields: what write_patched sends. NULL with why set when the
+ * weights name a service the object lacks, with why "" out of memory. */
+cJSON *patched_object(const struct job *j, const cJSON *live, bool *changed, char *why,
+                      size_t whylen);
 
 /* ---- reconcile_fight.c: two writers ---- */
 
@@ -151,6 +175,9 @@ void brakes_hold(struct job *j, bool has_keys, const char *err);
 /* Max step: true when the planned change moves a share of traffic too far
  * (the pass is then finished, the objects untouched). */
 bool brakes_refuse_step(struct job *j);
+/* The judgement of brakes_refuse_step alone: 1 with why into msg when the
+ * change moves a share too far, 0 when it may go, -1 out of memory. */
+int brakes_step_refusal(struct job *j, char *msg, size_t msglen);
 /* The route was applied with s->brake: log and post the abort once. */
 void brakes_applied(struct job *j, struct route_status *s);
 /* P_freeze came or went: say so, and pass every route. */

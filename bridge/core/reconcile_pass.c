@@ -141,7 +141,7 @@ static int plan_add(struct job *j, enum obj_kind kind, const char *name, cJSON *
 }
 
 /* The objects this route wants, in write order. */
-static int plan_writes(struct job *j) {
+int plan_writes(struct job *j) {
     struct reconciler *r = j->r;
     struct model_route *m = &j->model;
     if (!m->owned) {
@@ -200,7 +200,7 @@ static int prune_rank(enum obj_kind kind, const char *name, const char *route) {
 /* Policy sync: objects labelled for this route, owned from our prefix, that
  * the route no longer wants; in prune_rank order, so nothing still
  * references a TraefikService or Middleware when it goes. */
-static int plan_prunes(struct job *j) {
+int plan_prunes(struct job *j) {
     struct reconciler *r = j->r;
     if (r->cfg->policy != POLICY_SYNC || j->patched)
         return 0;
@@ -306,8 +306,8 @@ static bool unchanged_since_applied(struct reconciler *r, const struct job *j,
  * across restarts. Fills in->held from the weighted route's services (or the
  * weighted TraefikService's, when the route goes through one: sticky, or
  * mirrored with several services); *held is the array to free. */
-static void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
-                             struct model_weight **held) {
+void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
+                      struct model_weight **held) {
     *held = NULL;
     const cJSON *ir = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
     if (!in->route || in->weights || !owned_here(r, ir))
