@@ -171,13 +171,16 @@ static void retry_later(struct informer *inf, const char *what, long status, con
         auth ? backoff_ms(inf->failures, 5000, 60000) : backoff_ms(inf->failures, 200, 30000);
     if (inf->failures < 32)
         inf->failures++;
-    snprintf(inf->problem, sizeof inf->problem, "%s %s: %s", what, inf->plural, why);
+    char res[128]; /* "services", or "services in namespace shop" */
+    snprintf(res, sizeof res, "%s%s%s", inf->plural, inf->ns ? " in namespace " : "",
+             inf->ns ? inf->ns : "");
+    snprintf(inf->problem, sizeof inf->problem, "%s %s: %s", what, res, why);
     if (auth)
-        log_debug(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural,
-                  why, (unsigned long long)ms);
+        log_debug(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, res, why,
+                  (unsigned long long)ms);
     else
-        log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, inf->plural,
-                 why, (unsigned long long)ms);
+        log_warn(inf->log, "kubernetes: %s %s failed (%s); retrying in %llu ms", what, res, why,
+                 (unsigned long long)ms);
     timer_arm(&inf->timer, on_retry_timer, ms, 0);
 }
 
@@ -292,13 +295,22 @@ oom:
     retry_later(inf, "list", 0, "out of memory");
 }
 
+/* "&labelSelector=..." when the informer has one. */
+static int put_selector(const struct informer *inf, buf_t *q) {
+    if (!inf->selector)
+        return 0;
+    return buf_puts(q, "&labelSelector=") < 0 || buf_put_urlencoded(q, inf->selector, false) < 0
+               ? -1
+               : 0;
+}
+
 static void list_start(struct informer *inf) {
     char path[512];
-    if (kube_path(path, sizeof path, inf->group, inf->version, NULL, inf->plural, NULL) < 0)
+    if (kube_path(path, sizeof path, inf->group, inf->version, inf->ns, inf->plural, NULL) < 0)
         return;
     /* The continue token is opaque base64: percent-encoded, any length. */
     buf_t q = BUF_INIT;
-    if (buf_printf(&q, "%s?limit=%d", path, INFORMER_PAGE) < 0 ||
+    if (buf_printf(&q, "%s?limit=%d", path, INFORMER_PAGE) < 0 || put_selector(inf, &q) < 0 ||
         (inf->cont &&
          (buf_puts(&q, "&continue=") < 0 || buf_put_urlencoded(&q, inf->cont, false) < 0))) {
         buf_free(&q);
@@ -373,19 +385,39 @@ static void on_watch_end(void *user, const struct kube_response *res) {
 }
 
 static void watch_start(struct informer *inf) {
-    char path[768], base[512];
-    if (kube_path(base, sizeof base, inf->group, inf->version, NULL, inf->plural, NULL) < 0)
+    char base[512];
+    if (kube_path(base, sizeof base, inf->group, inf->version, inf->ns, inf->plural, NULL) < 0)
         return;
     /* A server-side timeout with jitter keeps watches fresh without all
      * bridges reconnecting at once. */
     unsigned timeout = 240 + (unsigned)(rand() % 120);
-    snprintf(path, sizeof path,
-             "%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=%s", base,
-             timeout, inf->rv ? inf->rv : "");
+    buf_t q = BUF_INIT;
+    if (buf_printf(&q, "%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=%s",
+                   base, timeout, inf->rv ? inf->rv : "") < 0 ||
+        put_selector(inf, &q) < 0) {
+        buf_free(&q);
+        retry_later(inf, "watch", 0, "out of memory");
+        return;
+    }
     inf->watches++;
-    inf->call = kube_watch(inf->kc, path, on_watch_event, on_watch_end, inf);
+    inf->call = kube_watch(inf->kc, q.data, on_watch_event, on_watch_end, inf);
+    buf_free(&q);
     if (!inf->call)
         retry_later(inf, "watch", 0, "could not start request");
+}
+
+int informer_set_scope(struct informer *inf, const char *ns, const char *label_selector) {
+    char *n = ns ? strdup(ns) : NULL, *sel = label_selector ? strdup(label_selector) : NULL;
+    if ((ns && !n) || (label_selector && !sel)) {
+        free(n);
+        free(sel);
+        return -1;
+    }
+    free(inf->ns);
+    free(inf->selector);
+    inf->ns = n;
+    inf->selector = sel;
+    return 0;
 }
 
 int informer_start(struct informer *inf) {
@@ -423,10 +455,12 @@ static void free_members(struct informer *inf) {
         inf->parsed[i] = NULL;
     }
     free(inf->rv);
+    free(inf->ns);
+    free(inf->selector);
     free(inf->group);
     free(inf->version);
     free(inf->plural);
-    inf->rv = inf->group = inf->version = inf->plural = NULL;
+    inf->rv = inf->ns = inf->selector = inf->group = inf->version = inf->plural = NULL;
 }
 
 static void on_timer_closed(uv_handle_t *h) {

@@ -1,4 +1,5 @@
-/* informer.h - a cached, watched view of one resource type, cluster-wide.
+/* informer.h - a cached, watched view of one resource type, cluster-wide
+ * (or, with informer_set_scope, of one namespace and/or a label selector).
  *
  * List once, then watch from the list's resourceVersion; every change lands
  * in a local cache and is reported. This is what lets the reconciler write
@@ -45,6 +46,8 @@ struct informer {
     struct kube_client *kc;
     struct logger *log;
     char *group, *version, *plural;
+    char *ns;                       /* list/watch this namespace only; NULL: all namespaces */
+    char *selector;                 /* labelSelector of the list/watch, or NULL */
     cJSON *parsed[INFORMER_PARSED]; /* what informer_get handed out lately */
     size_t parsed_next;
     char *rv; /* resourceVersion to watch from */
@@ -71,6 +74,10 @@ struct informer {
 int informer_init(struct informer *inf, uv_loop_t *loop, struct kube_client *kc, struct logger *lg,
                   const char *group, const char *version, const char *plural,
                   informer_change_cb on_change, informer_synced_cb on_synced, void *user);
+/* Before informer_start: list and watch namespace ns only (NULL: all) and
+ * only objects matching label_selector (NULL: all), e.g. "app" or "a=b".
+ * 0, or -1 out of memory (the scope is then unchanged). */
+int informer_set_scope(struct informer *inf, const char *ns, const char *label_selector);
 /* List, then watch. */
 int informer_start(struct informer *inf);
 /* Re-list now (periodic resync). */

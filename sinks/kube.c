@@ -68,6 +68,8 @@ struct kube_call {
     char what[96];      /* the resource path, shortened, for messages */
     uint64_t seq;       /* start order: only a call newer than a problem clears it */
     bool failed_stream; /* a watch line could not be parsed */
+    bool in_event;      /* inside on_event: a cancel then only marks it */
+    bool cancelled;     /* cancelled from its own on_event; freed on return */
     bool waiting;       /* not started: waits for the exec plugin's run wait_seq */
     uint64_t wait_seq;
     uint64_t cred_gen;     /* the credential it was sent with */
@@ -207,12 +209,16 @@ static void call_free(struct kube_call *c) {
 }
 
 void kube_call_cancel(struct kube_call *c) {
-    if (!c)
+    if (!c || c->cancelled)
         return;
     call_unlink(c);
     if (c->req)
-        http_req_cancel(c->req);
-    call_free(c);
+        http_req_cancel(c->req); /* inside curl: no more data, no done */
+    c->req = NULL;
+    if (c->in_event)
+        c->cancelled = true; /* on_data, still using it, frees it */
+    else
+        call_free(c);
 }
 
 void kube_client_set_observer(struct kube_client *kc, kube_observer_cb cb, void *user) {
@@ -275,12 +281,15 @@ size_t kube_client_writes_in_flight(const struct kube_client *kc) {
 
 int kube_path(char *out, size_t outlen, const char *group, const char *version, const char *ns,
               const char *plural, const char *name) {
+    /* The core group ("") lives under /api/<version>. */
+    const char *root = group && *group ? "/apis/" : "/api";
+    const char *g = group && *group ? group : "";
     int n;
     if (ns)
-        n = snprintf(out, outlen, "/apis/%s/%s/namespaces/%s/%s%s%s", group, version, ns, plural,
+        n = snprintf(out, outlen, "%s%s/%s/namespaces/%s/%s%s%s", root, g, version, ns, plural,
                      name ? "/" : "", name ? name : "");
     else
-        n = snprintf(out, outlen, "/apis/%s/%s/%s%s%s", group, version, plural, name ? "/" : "",
+        n = snprintf(out, outlen, "%s%s/%s/%s%s%s", root, g, version, plural, name ? "/" : "",
                      name ? name : "");
     return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
@@ -451,9 +460,16 @@ static int on_watch_data(struct http_req *req, const char *data, size_t len) {
         }
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(ev, "type");
         const cJSON *obj = cJSON_GetObjectItemCaseSensitive(ev, "object");
-        if (cJSON_IsString(type) && cJSON_IsObject(obj) && c->on_event)
+        if (cJSON_IsString(type) && cJSON_IsObject(obj) && c->on_event) {
+            c->in_event = true;
             c->on_event(c->user, type->valuestring, obj);
+            c->in_event = false;
+        }
         cJSON_Delete(ev);
+        if (c->cancelled) { /* by the event's handler: stop here */
+            call_free(c);
+            return -1;
+        }
     }
     if (c->line.len > KUBE_WATCH_LINE_MAX) {
         c->failed_stream = true;

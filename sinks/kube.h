@@ -105,7 +105,8 @@ void kube_response_describe(const struct kube_response *r, char *out, size_t out
  * read). Cleared by the next successful answer, or a watch that opens. */
 const char *kube_client_problem(struct kube_client *kc);
 
-/* "/apis/<group>/v1alpha1/namespaces/<ns>/<plural>[/<name>]" into out. */
+/* "/apis/<group>/<version>[/namespaces/<ns>]/<plural>[/<name>]" into out;
+ * "/api/<version>/..." for the core group (group ""). */
 int kube_path(char *out, size_t outlen, const char *group, const char *version, const char *ns,
               const char *plural, const char *name);
 

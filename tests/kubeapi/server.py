@@ -11,10 +11,11 @@ ca.crt, server.crt, server.key, token, kubeconfig (context "test") and, LAST and
 
 It serves the Traefik CRDs from tests/kubeapi/crds/ (traefik.io from the v3 file,
 traefik.containo.us from the v2 file), plus namespaces, core and events.k8s.io events,
-coordination.k8s.io leases, read-only apiextensions.k8s.io CRDs and SelfSubjectAccessReview,
-and answers like a real kube-apiserver (see /work/shared/reference/kube-apiserver-behaviour.md):
-Status bodies, optimistic concurrency, patches, server-side apply, schema validation and
-pruning, label/field selectors, watches with history and 410 Expired, dryRun.
+core services, discovery.k8s.io endpointslices, coordination.k8s.io leases, read-only
+apiextensions.k8s.io CRDs and SelfSubjectAccessReview, and answers like a real kube-apiserver
+(see /work/shared/reference/kube-apiserver-behaviour.md): Status bodies, optimistic
+concurrency, patches, server-side apply, schema validation and pruning, label/field
+selectors, watches with history and 410 Expired, dryRun.
 
 A control API without auth lives under /_test/ on the same port (see README.md next to this
 file): request log, fault injection, watch compaction, store dump.
@@ -249,7 +250,9 @@ BUILTINS = [
     Resource("", "v1", "namespaces", "Namespace", namespaced=False, short_names=["ns"],
              verbs=["create", "delete", "get", "list", "patch", "update", "watch"]),
     Resource("", "v1", "events", "Event", short_names=["ev"]),
+    Resource("", "v1", "services", "Service", short_names=["svc"], categories=["all"]),
     Resource("coordination.k8s.io", "v1", "leases", "Lease"),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     Resource("events.k8s.io", "v1", "events", "Event", short_names=["ev"]),
     Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
              "SelfSubjectAccessReview", namespaced=False, verbs=["create"]),

@@ -576,7 +576,7 @@ class TestWrites(unittest.TestCase):
         kube.merge_patch(G, NS, IR, name, {"metadata": {"finalizers": None}})
         self.assertIsNone(kube.get(G, NS, IR, name))
 
-    def test_builtin_kinds_leases_events_crds(self):
+    def test_builtin_kinds_leases_events_services_crds(self):
         lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                  "metadata": {"name": uname("lease")},
                  "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
@@ -597,6 +597,20 @@ class TestWrites(unittest.TestCase):
         ev2 = {"apiVersion": "events.k8s.io/v1", "kind": "Event",
                "metadata": {"name": uname("ev")}, "reason": "Synced", "note": "ok"}
         self.assertEqual(kube.create("events.k8s.io", NS, "events", ev2)["note"], "ok")
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": uname("svc")},
+               "spec": {"ports": [{"name": "http", "port": 80}]}}
+        self.assertEqual(kube.create("", NS, "services", svc)["spec"]["ports"][0]["port"], 80)
+        eps = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": uname("eps"),
+                            "labels": {"kubernetes.io/service-name": svc["metadata"]["name"]}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+               "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}]}
+        kube.create("discovery.k8s.io", NS, "endpointslices", eps)
+        st, _, body = kube.request("GET", kube.path(
+            "discovery.k8s.io", NS, "endpointslices",
+            labelSelector="kubernetes.io/service-name=" + svc["metadata"]["name"]))
+        self.assertEqual((st, [o["metadata"]["name"] for o in body["items"]]),
+                         (200, [eps["metadata"]["name"]]))
         crd = kube.get("apiextensions.k8s.io", None, "customresourcedefinitions",
                        "ingressroutes.traefik.io")
         self.assertIn({"type": "Established", "status": "True"},
@@ -759,9 +773,10 @@ class TestDiscovery(unittest.TestCase):
         self.assertEqual(self.get("/version")["gitVersion"], "v1.28.0")
         self.assertEqual(self.get("/api")["versions"], ["v1"])
         core = {r["name"] for r in self.get("/api/v1")["resources"]}
-        self.assertTrue({"namespaces", "events"} <= core)
+        self.assertTrue({"namespaces", "events", "services"} <= core)
         groups = {g["name"]: g for g in self.get("/apis")["groups"]}
-        for g in ("traefik.io", "traefik.containo.us", "coordination.k8s.io", "events.k8s.io"):
+        for g in ("traefik.io", "traefik.containo.us", "coordination.k8s.io", "events.k8s.io",
+                  "discovery.k8s.io"):
             self.assertIn(g, groups)
         self.assertEqual(groups["traefik.io"]["preferredVersion"]["groupVersion"],
                          "traefik.io/v1alpha1")
@@ -779,6 +794,8 @@ class TestDiscovery(unittest.TestCase):
         self.assertNotIn("serverstransporttcps", v2)
         self.assertIn("leases", {r["name"] for r in self.get(
             "/apis/coordination.k8s.io/v1")["resources"]})
+        self.assertIn("endpointslices", {r["name"] for r in self.get(
+            "/apis/discovery.k8s.io/v1")["resources"]})
         st, _, _ = kube.request("GET", "/openapi/v3")
         self.assertEqual(st, 404)
 

@@ -35,7 +35,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PYTHON = "/usr/bin/python3"
 KUBEAPI_SERVER = os.path.join(REPO, "tests", "kubeapi", "server.py")
 API_VERSIONS = {"": "v1", "coordination.k8s.io": "v1", "events.k8s.io": "v1",
-                "apiextensions.k8s.io": "v1", "authorization.k8s.io": "v1"}  # else v1alpha1
+                "apiextensions.k8s.io": "v1", "authorization.k8s.io": "v1",
+                "discovery.k8s.io": "v1"}  # else v1alpha1
 
 __all__ = ["free_port", "wait_until", "Etcd", "EtcdCluster", "KubeAPI", "Bridge", "ApiError",
            "bridge_config", "REPO"]

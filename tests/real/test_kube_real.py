@@ -191,6 +191,9 @@ class Behaviour(RealKubeCase):
                 ("delete", "DELETE",
                  "/apis/coordination.k8s.io/v1/namespaces/%s/leases/x" % self.ns),
                 ("list", "GET", "/api/v1/namespaces/%s/events" % self.ns),
+                ("create", "POST", "/api/v1/namespaces/%s/services" % self.ns),
+                ("delete", "DELETE",
+                 "/apis/discovery.k8s.io/v1/namespaces/%s/endpointslices/x" % self.ns),
                 ("create", "POST", "/api/v1/namespaces")):
             with self.subTest(verb=verb, path=path):
                 status, _, body = self.kube.request(method, path, {} if method == "POST"
@@ -201,7 +204,9 @@ class Behaviour(RealKubeCase):
         # ... and grants what the bridge needs (the same token, the same namespace).
         for path in (self.kube.path(G, self.ns, "ingressroutes"),
                      self.kube.path(G, self.ns, "middlewares"),
-                     self.kube.path(G, self.ns, "traefikservices")):
+                     self.kube.path(G, self.ns, "traefikservices"),
+                     self.kube.path("", self.ns, "services"),          # backend checks
+                     self.kube.path("discovery.k8s.io", self.ns, "endpointslices")):
             self.assertEqual(self.kube.request("GET", path, token=tok)[0], 200, path)
 
     def test_hand_edit_is_put_back(self):
