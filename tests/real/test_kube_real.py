@@ -231,7 +231,10 @@ class Behaviour(RealKubeCase):
     def test_rival_writer_gets_real_409s_and_the_bridge_converges(self):
         port = free_port()
         self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
-        self.start_bridge(server={"listen": "127.0.0.1:%d" % port})
+        # Unpaced, so the bridge's writes race the rival's (pacing would space
+        # them 100 ms apart and a 409 might not happen at all).
+        self.start_bridge(server={"listen": "127.0.0.1:%d" % port},
+                          reconcile={"object_writes_per_second": 0})
         self.wait_weights({"shop-v1": 80, "shop-v2": 20})
         stop, ticks = threading.Event(), {"n": 0, "error": None}
 
