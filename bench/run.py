@@ -50,7 +50,7 @@ IR_PATH = "/apis/traefik.io/v1alpha1"
 NS = "default"
 BASELINE_SH = os.path.join(HERE, "baseline.sh")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SECTIONS = ("propagation", "baseline", "burst", "scale", "storm", "traefik")
+SECTIONS = ("propagation", "baseline", "burst", "scale", "storm", "traefik", "writeload")
 
 # The route document every benchmark route uses: two services, the canary is v2.  Weights
 # are written as "v1=1, v2=W" with W unique per change, so each API write is matched to
@@ -1216,6 +1216,116 @@ def bench_storm(env, args, res):
 
 
 # --------------------------------------------------------------------------------------------
+# 7. write load: one key rewritten in a loop; routes failing through an API server outage
+
+def bench_writeload(env, args, res):
+    out = res.setdefault("writeload", {})
+    rows = [("paced", {})]
+    if args.writeload_unpaced:
+        rows.append(("unpaced", {"reconcile": {"object_writes_per_second": 0}}))
+    out["hotkey"] = {label: hotkey_one(env, args, label, sections) for label, sections in rows}
+    out["outage"] = outage_one(env, args)
+
+
+def hotkey_one(env, args, label, sections):
+    """--hotkey-puts puts to one route's weights key, back to back on one connection."""
+    n, name, prefix = args.hotkey_puts, "hot", "hot-%s/" % label
+    key = "%s%s/%s/weights" % (prefix, NS, name)
+    last_w = 1000 + n - 1
+    with env.kube("hot-" + label) as kube:
+        k = Kube(kube)
+        watcher = Watcher(kube)
+        kv = EtcdKV(env.etcd)
+        try:
+            kv.put_many(route_keys(prefix, name, 1))
+            watcher.expect({name: 1})
+            with env.bridge("hot-" + label, kube, "etcd", prefix, **sections) as b:
+                wait_ready(b)
+                watcher.wait(60, "initial sync")
+                quiet(b, 1.0)
+                seq0 = k.last_seq()
+                log("writeload: %d puts to one key (%s)" % (n, label))
+                cpu0 = proc_cpu_ticks(b.proc.pid)
+                t_first = t_last = None
+                for i in range(n):
+                    t_send, t_ack, _ = kv.put(key, weights_value(1000 + i))
+                    t_first = t_send if t_first is None else t_first
+                    t_last = t_ack
+                watcher.expect({name: last_w})
+                watcher.wait(120, "the hot key to converge")
+                quiet(b, 1.0)
+                cpu1 = proc_cpu_ticks(b.proc.pid)
+                entries = k.requests(since=seq0)
+        finally:
+            watcher.stop()
+            kv.close()
+            k.close()
+    writes = [e for e in entries if is_bridge(e) and is_ir_write(e)]
+    got = [body_weight(e["body"]) for e in writes]
+    final = [e for e in writes if body_weight(e["body"]) == last_w and e["status"] in (200, 201)]
+    span = writes[-1]["t"] - writes[0]["t"] if len(writes) > 1 else 0.0
+    return {
+        "label": label, "puts": n, "put_seconds": t_last - t_first,
+        "puts_per_s": n / max(1e-9, t_last - t_first),
+        "writes": len(writes), "write_span_s": span,
+        "writes_per_s": (len(writes) - 1) / span if span > 0 else None,
+        "in_order": got == sorted(got), "last_is_last": bool(got) and got[-1] == last_w,
+        "converge_done_s": final[0]["t_done"] - t_last if final else None,
+        "bridge_cpu_s": (cpu1 - cpu0) / float(CLK_TCK),
+    }
+
+
+def outage_one(env, args):
+    """--outage-routes routes changed while every request about Traefik objects answers 503
+    for --outage-seconds; then how long after the outage each route's write lands."""
+    n, outage, prefix = args.outage_routes, args.outage_seconds, "outage/"
+    names = ["o%d" % i for i in range(n)]
+    ws = {nm: 2000 + i for i, nm in enumerate(names)}
+    with env.kube("outage") as kube:
+        k = Kube(kube)
+        watcher = Watcher(kube)
+        kv = EtcdKV(env.etcd)
+        try:
+            kv.put_many([kvp for nm in names for kvp in route_keys(prefix, nm, 1)])
+            watcher.expect({nm: 1 for nm in names})
+            with env.bridge("outage", kube, "etcd", prefix) as b:
+                wait_ready(b)
+                watcher.wait(120, "initial sync")
+                quiet(b, 1.0)
+                seq0 = k.last_seq()
+                log("writeload: %d routes changed during a %g s API server outage (503)"
+                    % (n, outage))
+                kube.fault(path_regex="^/apis/%s/" % GROUP, status=503, count=-1)
+                t_fault = time.time()
+                for nm in names:
+                    kv.put("%s%s/%s/weights" % (prefix, NS, nm), weights_value(ws[nm]))
+                time.sleep(max(0.0, t_fault + outage - time.time()))  # the outage: a span
+                kube.clear_faults()
+                t_clear = time.time()
+                watcher.expect(ws)
+                watcher.wait(120, "routes to converge after the outage")
+                quiet(b, 1.0)
+                entries = k.requests(since=seq0)
+                released = "the API server answers again" in b.log_text()
+        finally:
+            watcher.stop()
+            kv.close()
+            k.close()
+    writes = [e for e in entries if is_bridge(e) and is_ir_write(e)]
+    ok = first_writes(writes)
+    rec = [ok[(nm, w)]["t_done"] - t_clear for nm, w in ws.items() if (nm, w) in ok]
+    during = [e for e in entries if is_bridge(e) and t_fault <= e["t"] < t_clear]
+    return {
+        "routes": n, "outage_s": t_clear - t_fault, "recovery": stats(rec),
+        "failed_writes": sum(1 for e in during if is_ir_write(e)),
+        "probes": sum(1 for e in during if e["method"] == "GET" and entry_name(e)
+                      and e["query"].get("watch") not in ("1", "true")
+                      and not e["path"].endswith("/ingressroutes")),
+        "released_line": released,
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 def machine_info(args):
@@ -1499,6 +1609,45 @@ def print_storm(res):
     print()
 
 
+def print_writeload(res):
+    d = res.get("writeload")
+    if not d:
+        return
+    hk = [d["hotkey"][k] for k in ("paced", "unpaced") if k in d["hotkey"]]
+    print("7. Write load: %d puts to one key, back to back" % hk[0]["puts"])
+    heads = ["figure"] + ["bridge defaults" if h["label"] == "paced"
+                          else "object_writes_per_second: 0 (no pacing)" for h in hk]
+    rows = [
+        ["puts took / rate"] + ["%.2f s / %.0f/s" % (h["put_seconds"], h["puts_per_s"])
+                                 for h in hk],
+        ["API writes (PUT) / first to last write"] + ["%d / %.2f s" % (h["writes"],
+                                                                      h["write_span_s"])
+                                                       for h in hk],
+        ["  writes per second"] + ["%.1f" % h["writes_per_s"] if h["writes_per_s"] else "-"
+                                   for h in hk],
+        ["each write a later put / the last write the last put"] + [
+            "%s / %s" % ("yes" if h["in_order"] else "NO", "yes" if h["last_is_last"] else "NO")
+            for h in hk],
+        ["converged after last put (last write done)"] + [
+            "%s ms" % ms(h["converge_done_s"], 1) for h in hk],
+        ["bridge CPU, first put -> quiet"] + ["%.2f s" % h["bridge_cpu_s"] for h in hk],
+    ]
+    print(table(heads, rows))
+    o = d.get("outage")
+    if o:
+        r = o["recovery"]
+        print("  API server outage: every request about Traefik objects answers 503 for %.1f s; "
+              "%d routes changed at its start" % (o["outage_s"], o["routes"]))
+        print(table(["figure", "value"], [
+            ["outage end -> each route's write done: p50 / max",
+             "%s / %s ms" % (ms(r["p50"], 0), ms(r["max"], 0)) if r else "-"],
+            ["failed writes / probes (GET of one IngressRoute) during the outage",
+             "%d / %d" % (o["failed_writes"], o["probes"])],
+            ["\"the API server answers again\" logged", "yes" if o["released_line"] else "no"],
+        ]))
+    print()
+
+
 def verdicts(res):
     """The issue's targets, each with the figure and met / not met."""
     rows = []
@@ -1538,6 +1687,20 @@ def verdicts(res):
             rows.append(["idle CPU < 0.1%, counting the 5m resync",
                          "%.2f%%" % r["default_period_pct"],
                          "met" if r["default_period_pct"] < 0.1 else "NOT met"])
+    w = res.get("writeload") or {}
+    h = (w.get("hotkey") or {}).get("paced")
+    if h:
+        limit = int(round(h["write_span_s"] * 10)) + 1  # the server clock reads arrivals
+        rows.append(["hot key: writes <= 10/s x time + 1, last value last",
+                     "%d writes in %.2f s (limit %d), %s" % (
+                         h["writes"], h["write_span_s"], limit,
+                         "last value last" if h["last_is_last"] else "LAST VALUE NOT LAST"),
+                     "met" if h["writes"] <= limit and h["last_is_last"] else "NOT met"])
+    o = w.get("outage")
+    if o and o["recovery"]:
+        rows.append(["after an API server outage, routes converge within 2 s",
+                     "max %s ms" % ms(o["recovery"]["max"], 0),
+                     "met" if o["recovery"]["max"] < 2.0 else "NOT met"])
     return rows
 
 
@@ -1591,6 +1754,15 @@ def main(argv=None):
     ap.add_argument("--traefik-throttle", default="200ms",
                     help="traefik: the providersThrottleDuration measured besides Traefik's "
                     "default 2s (200ms, the value docs/usage.md recommends)")
+    ap.add_argument("--hotkey-puts", type=int,
+                    help="writeload: puts to one key, back to back (1000)")
+    ap.add_argument("--writeload-unpaced", action=argparse.BooleanOptionalAction, default=True,
+                    help="writeload: also run the hot key with object_writes_per_second: 0 "
+                    "(--no-writeload-unpaced for a binary without that key)")
+    ap.add_argument("--outage-routes", type=int,
+                    help="writeload: routes changed during the API server outage (20)")
+    ap.add_argument("--outage-seconds", type=float,
+                    help="writeload: how long the API server answers 503 (20)")
     ap.add_argument("--bridge", default=os.environ.get("CANARY_BRIDGE") or
                     os.path.join(REPO, "build", "canary-bridge"), help="bridge binary")
     ap.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
@@ -1604,7 +1776,8 @@ def main(argv=None):
                     baseline_changes=(5, 100),
                     burst_puts=(1000, 10000), burst_routes=(100, 1000),
                     scale_routes=(300, 10000), idle=(5, 60), resync_probe=(5, 60),
-                    storm_routes=(10, 100), storm_rounds=(3, 10), traefik_changes=(3, 10))
+                    storm_routes=(10, 100), storm_rounds=(3, 10), traefik_changes=(3, 10),
+                    hotkey_puts=(200, 1000), outage_routes=(5, 20), outage_seconds=(5, 20))
     for k, (quick, full) in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, quick if q else full)
@@ -1626,6 +1799,7 @@ def main(argv=None):
     t_start = time.time()
     funcs = {"propagation": bench_propagation, "baseline": bench_baseline,
              "burst": bench_burst, "scale": bench_scale, "storm": bench_storm,
+             "writeload": bench_writeload,
              "traefik": lambda e, a, r: traefik_real.bench_traefik(e, a, r, log, stats)}
     sys0, own0 = system_busy(), own_cpu()
     res["sections_load"] = {}
@@ -1647,6 +1821,7 @@ def main(argv=None):
     print_storm(res)
     print_scale(res)
     traefik_real.print_traefik(res, table, ms)
+    print_writeload(res)
     rows = verdicts(res)
     if rows:
         print("Targets")

@@ -89,10 +89,12 @@ static void on_snapshot(void *user, const struct source_kv *kvs, size_t n, uint6
     g->source_connected = true;
     metric_set(a->bm.source_connected, NULL, 1);
     switch (a->cmd) {
-    case CMD_RENDER: app_oneshot_render(g); return;
     case CMD_CHECK: app_oneshot_check_snapshot(g, n, revision); return;
     case CMD_SYNC:
-        /* One complete read is all `sync` needs. */
+    case CMD_RENDER:
+    case CMD_STATUS:
+    case CMD_DIFF:
+        /* One complete read is all a one-shot command needs. */
         g->source->ops->stop(g->source);
         break;
     case CMD_RUN: break;
@@ -167,6 +169,10 @@ static void maybe_start_work(struct generation *g) {
     if (g->working || !g->source_synced || g->informers_synced < OBJ_NKINDS || g->stopping)
         return;
     g->working = true;
+    if (app_cmd_inspects(a->cmd)) {
+        app_oneshot_inspect(g); /* render, status, diff: read, print, stop */
+        return;
+    }
     if (!g->leader) {
         /* A follower keeps its caches warm and is ready to take over. */
         log_info(&a->log, "ready as a follower: %zu routes cached; the leader is %s",
@@ -228,8 +234,10 @@ static void on_route_applied(void *user, const char *route_id, const struct mode
 
 static void on_route_status(void *user, const char *route_id, const struct route_status *st) {
     struct generation *g = user;
+    app_http_route_changed(g, route_id, st);
     if (st || keycache_leaf_errors(&g->keys, route_id, NULL, 0))
         app_status_request(g, route_id);
+    app_http_export_brakes(g, route_id, st);
     if (!st) { /* the route is gone: so are its weight series */
         app_http_export_weights(g, route_id, NULL);
         app_status_remember_weights(g, route_id, NULL);
@@ -308,7 +316,8 @@ static void generation_close(struct generation *g) {
         return;
     g->closed = true;
     if (g->source)
-        g->source->ops->stop(g->source);
+        g->source->ops->close(g->source); /* freed as the loop runs on */
+    g->source = NULL;
     if (g->have_rec)
         reconciler_close(&g->rec);
     if (g->have_informers)
@@ -525,20 +534,26 @@ static int start_reconciler(struct generation *g) {
 
 int app_start_objects(struct generation *g) {
     struct app *a = g->app;
-    if (a->cmd == CMD_RUN || a->cmd == CMD_SYNC) {
+    bool writes = a->cmd == CMD_RUN || a->cmd == CMD_SYNC;
+    if (writes || app_cmd_inspects(a->cmd)) {
+        /* render, status and diff start no pass: they preview (app_oneshot.c). */
         if (start_reconciler(g) < 0) {
             log_error(&a->log, "out of memory starting the reconciler");
             return -1;
         }
+    }
+    if (writes) {
         /* `sync` is an operator's deliberate one-off: it does not campaign. */
         g->leader = true;
         metric_set(a->bm.leader, NULL, 1);
         if (a->cmd == CMD_RUN && a->cfg.leader_election.enabled && start_election(g) < 0)
             return -1;
+    }
+    if (g->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_start(&g->inf[k]);
+    if (g->have_backends)
         backends_start(&g->backends); /* namespaces come with the routes' passes */
-    }
     if (a->cmd == CMD_CHECK && app_oneshot_check_api(g) < 0)
         return -1;
     return 0;
@@ -605,7 +620,8 @@ static int generation_start(struct generation *g) {
             log_error(&a->log, "cannot start: %s", err);
             return -1;
         }
-        log_info(&a->log, "serving /metrics, /healthz and /readyz on %s", a->cfg.server.listen);
+        log_info(&a->log, "serving the status page /, /metrics, /healthz and /readyz on %s",
+                 a->cfg.server.listen);
     }
     struct source_callbacks cb = {on_snapshot, on_event, on_source_state, g};
     g->source = source_new(&g->loop, g->http, &a->log, &a->cfg.source, &cb, err, sizeof err);
@@ -613,18 +629,15 @@ static int generation_start(struct generation *g) {
         log_error(&a->log, "source: %s", err);
         return -1;
     }
-    if (a->cmd != CMD_RENDER && start_kube(g) < 0)
+    if (start_kube(g) < 0)
         return -1;
     bool auto_group = strcmp(a->cfg.traefik.api_group, "auto") == 0;
-    /* render never talks to the API server: auto renders for traefik.io. */
     snprintf(g->api_group, sizeof g->api_group, "%s",
              auto_group ? "traefik.io" : a->cfg.traefik.api_group);
-    if (a->cmd != CMD_RENDER) {
-        if (auto_group)
-            app_discovery_start(g);
-        else if (app_start_objects(g) < 0)
-            return -1;
-    }
+    if (auto_group)
+        app_discovery_start(g);
+    else if (app_start_objects(g) < 0)
+        return -1;
     if (g->source->ops->start(g->source) < 0) {
         log_error(&a->log, "source: could not start");
         return -1;
@@ -643,12 +656,11 @@ static void generation_free(struct generation *g) {
         reconciler_free(&g->rec);
     events_free(g->events);
     kube_client_free(g->kube);
-    if (g->source)
-        g->source->ops->destroy(g->source);
     if (g->have_keys)
         keycache_free(&g->keys);
     app_status_free(g);
     app_http_free(g);
+    app_access_free(g);
 }
 
 static void warn_open_handle(uv_handle_t *h, void *arg) {
@@ -713,6 +725,7 @@ int app_main(struct app *a) {
         a->cfg = a->next_cfg;
         memset(&a->next_cfg, 0, sizeof a->next_cfg);
         a->log.level = a->verbose ? LOG_LVL_DEBUG : a->cfg.log.level;
+        a->log.format = a->cfg.log.format;
         a->reload = false;
     }
     metrics_free(a->metrics);

@@ -18,10 +18,13 @@
 #include "bridge/lib/metrics.h"
 
 /* The daemon, and the commands an operator runs once by hand. */
-enum app_cmd { CMD_RUN, CMD_SYNC, CMD_RENDER, CMD_CHECK };
+enum app_cmd { CMD_RUN, CMD_SYNC, CMD_RENDER, CMD_CHECK, CMD_STATUS, CMD_DIFF };
 
-/* Exit statuses: success, a runtime failure, a usage or configuration error. */
+/* Exit statuses: success, a runtime failure, a usage or configuration error.
+ * `diff` exits as `kubectl diff` does: 0 nothing would change, 1 something
+ * would, 2 an error (of any kind). */
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+enum { EXIT_DIFF_NONE = 0, EXIT_DIFF_CHANGES = 1, EXIT_DIFF_ERROR = 2 };
 
 struct app {
     /* public: set by main before app_main */
@@ -29,15 +32,17 @@ struct app {
     struct config cfg; /* loaded by main; a reload replaces it */
     enum app_cmd cmd;
     bool dry_run;
-    bool verbose;             /* -v: debug logs whatever log.level says */
-    const char *render_route; /* `render ROUTE` filter ("ns/name"), or NULL */
-    uint64_t timeout_ms;      /* check, sync, render: --timeout; 0 = the default 30 s */
+    bool verbose;        /* -v: debug logs whatever log.level says */
+    const char *route;   /* render, status, diff: the one route ("ns/name"), or NULL */
+    bool json;           /* status -o json */
+    uint64_t timeout_ms; /* one-shot commands: --timeout; 0 = the default 30 s */
 
     /* private: kept across reloads (counters must not reset when the config does) */
     struct metrics *metrics;
     struct bridge_metrics bm;
     char last_status[256];  /* last STATUS= sent */
     bool reload;            /* the generation stopped for a reload: next is next_cfg */
+    bool diff_changes;      /* diff found changes: its exit status 1 is no failure */
     struct config next_cfg; /* loaded and valid, swapped in between generations */
 };
 

@@ -13,9 +13,14 @@
  *   app_status.c    status feedback: <prefix><ns>/<name>/status written back
  *                   to the source;
  *   app_http.c      the HTTP endpoints (/healthz, /readyz, /metrics) and the
- *                   metrics the pipeline feeds;
+ *                   metrics the pipeline feeds, the per-route state;
+ *   app_page.c      the status page (/);
  *   app_oneshot.c   what the one-shot commands (check, render, sync) print
- *                   and when they are done;
+ *                   and when they are done, and which routes render,
+ *                   status and diff look at;
+ *   app_access.c    check: may the bridge do what it will do (access reviews);
+ *   app_status_cmd.c status: each route's desired and live state;
+ *   app_diff.c      diff: the live objects against what a pass would write;
  *   app_discovery.c traefik.api_group: auto, asked of the API server.
  * Not for use outside bridge/app*.c. */
 #ifndef CB_APP_INTERNAL_H
@@ -89,23 +94,34 @@ struct generation {
     /* Metrics (app_http.c). */
     uint64_t conflicts_seen; /* rec.stats.conflicts already added to the counter */
     uint64_t undone_seen;    /* rec.stats.undone already added to the counter */
+    uint64_t refusals_seen;  /* rec.stats.step_refusals already added to the counter */
     /* route id -> the services it has route_weight series for, packed as
      * "a\0b\0\0": a pass updates its own series without scanning all. */
     struct map weight_series;
+    /* route id -> struct app_route_seen: when the route last changed, and
+     * the state its canary_bridge_route_state series has. */
+    struct map route_seen;
 
     /* Status feedback (app_status.c). */
     struct map status_writes;    /* route id -> struct status_write in flight */
     struct map weights_in_force; /* route id -> {"svc":weight,...} last applied (JSON) */
     bool status_write_failing;   /* logged once per streak of failed status writes */
 
-    /* `check` (app_oneshot.c). */
+    /* `check` (app_oneshot.c, app_access.c). */
     struct {
         bool source_ok;
         bool source_refused; /* the source refused the credentials: FAIL printed */
         bool api_done;
         bool api_ok;
+        struct access_review *reviews; /* app_access.c */
+        size_t n_reviews, sent, answered;
     } check;
 };
+
+/* render, status and diff: read the source and the cluster, write nothing. */
+static inline bool app_cmd_inspects(enum app_cmd cmd) {
+    return cmd == CMD_RENDER || cmd == CMD_STATUS || cmd == CMD_DIFF;
+}
 
 /* A route model's weights, however it was written: services (owned) or
  * weights (patched). */
@@ -150,7 +166,7 @@ void app_status_free(struct generation *g);
 
 /* app_http.c */
 
-/* httpd handler: /healthz, /readyz, /metrics. */
+/* httpd handler: / (app_page.c), /healthz, /readyz, /metrics. */
 void app_http_serve(void *user, const char *method, const char *path, struct httpd_response *res);
 /* Reconciler and Kubernetes client hooks that feed the metrics. */
 void app_http_on_pass(void *user, const char *route_id, const char *result);
@@ -163,13 +179,38 @@ void app_http_export_weights(struct generation *g, const char *route_id,
                              const struct model_route *m);
 /* After the loop: free the per-route series lists. */
 void app_http_free(struct generation *g);
+/* The route's brakes as gauges (st NULL: the route is gone). */
+void app_http_export_brakes(struct generation *g, const char *route_id,
+                            const struct route_status *st);
+/* A route's state or message changed (st NULL: the route is gone). */
+void app_http_route_changed(struct generation *g, const char *route_id,
+                            const struct route_status *st);
+/* What the bridge knows of one route, for /metrics and the status page. */
+struct app_route_seen {
+    double changed;    /* Unix time of the last change of state, message or revision; 0 none */
+    const char *state; /* of its canary_bridge_route_state series (static), or NULL */
+};
+/* The route's state: "applied", "pending", "error", "fighting" (another
+ * writer undoes its writes), "held" (its deletion waits for a person),
+ * "frozen" or "aborted" (a brake holds it);
+ * *st its status record, or NULL. */
+const char *app_route_state(struct generation *g, const char *route_id,
+                            const struct route_status **st);
+/* Call cb once for every route the bridge knows: with keys, with a status
+ * record, whose deletion is held, or a folder with only mistyped keys. */
+void app_for_each_route(struct generation *g,
+                        void (*cb)(struct generation *g, const char *route_id, void *user),
+                        void *user);
+
+/* app_page.c */
+
+/* The status page, /: every route, its weights, state, last change, error. */
+void app_page_serve(struct generation *g, struct httpd_response *res);
 
 /* app_oneshot.c */
 
 /* --timeout, or the default. */
 uint64_t app_oneshot_timeout_ms(const struct generation *g);
-/* render: print every route's objects (or the one asked for), then stop. */
-void app_oneshot_render(struct generation *g);
 /* check: the source answered with a complete snapshot. */
 void app_oneshot_check_snapshot(struct generation *g, size_t n, uint64_t revision);
 /* check: when the source refused the credentials, print FAIL and return
@@ -179,10 +220,44 @@ bool app_oneshot_check_refused(struct generation *g, const char *reason);
 void app_oneshot_check_conn(const struct kube_conn *conn);
 /* check: ask the API server whether it serves the Traefik CRDs. 0 or -1. */
 int app_oneshot_check_api(struct generation *g);
+/* check: the Kubernetes side is done (ok: CRDs served, every access
+ * allowed); stop when the source is done too. */
+void app_oneshot_check_api_done(struct generation *g, bool ok);
+/* render, status, diff: the source was read and the informers have listed:
+ * print, then stop. */
+void app_oneshot_inspect(struct generation *g);
 /* sync: everything has been through a pass; stop with the result. */
 void app_oneshot_sync_drained(struct generation *g);
 /* check, sync, render: the deadline passed; say what did not finish. */
 void app_oneshot_report_timeout(struct generation *g);
+
+/* app_access.c */
+
+struct access_review;
+/* check: ask the API server (SelfSubjectAccessReview) for every right the
+ * bridge will use with this configuration; app_oneshot_check_api_done once
+ * all are answered. 0, or -1 (said on stdout). */
+int app_access_start(struct generation *g);
+/* check, at the deadline: the reviews not answered, as a FAIL line. */
+void app_access_report_timeout(struct generation *g);
+/* After the loop. */
+void app_access_free(struct generation *g);
+
+/* app_status_cmd.c */
+
+/* status: one line (or JSON object) per route in ids; the exit status. */
+int app_status_cmd_print(struct generation *g, const char *const *ids, size_t n);
+
+/* app_diff.c */
+
+/* diff: a unified diff per object a pass would change, for the routes in
+ * ids; the exit status (EXIT_DIFF_*). */
+int app_diff_print(struct generation *g, const char *const *ids, size_t n);
+/* The object as render and diff show it: a copy without managedFields and,
+ * for kubectl apply (for_apply), without the fields the API server sets
+ * (resourceVersion, uid, creationTimestamp, generation, status). NULL out
+ * of memory. */
+cJSON *app_object_shown(const cJSON *obj, bool for_apply);
 
 /* app_discovery.c */
 

@@ -3,15 +3,20 @@
  * stopped early:
  *
  *   check   prints one "ok" or "FAIL" line per part (config, source,
- *           Kubernetes connection, Traefik CRDs) and stops when both the
- *           source and the API server have answered;
- *   render  reads the source once and prints the objects every route (or the
- *           one asked for) would get, without talking to the API server;
+ *           Kubernetes connection, Traefik CRDs, and every right the bridge
+ *           will use: app_access.c) and stops when both the source and the
+ *           API server have answered;
+ *   render, status, diff
+ *           read the source once and list the Traefik objects, then preview
+ *           each route's pass (reconciler_preview) and print: render the
+ *           objects as a pass would write them, status one line per route
+ *           (app_status_cmd.c), diff the changes (app_diff.c); they write
+ *           nothing, neither to the cluster nor to the source;
  *   sync    makes one full pass over every route and stops when the
  *           reconciler has drained.
  *
- * All three give up at the deadline (--timeout, default 30 s) and say what
- * did not finish. */
+ * All of them give up at the deadline (--timeout, default 30 s) and say
+ * what did not finish. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,116 +31,103 @@ uint64_t app_oneshot_timeout_ms(const struct generation *g) {
     return g->app->timeout_ms ? g->app->timeout_ms : ONE_SHOT_TIMEOUT_MS;
 }
 
-/* ---- render ---- */
+/* ---- render, status, diff ---- */
 
 static int compare_ids(const void *x, const void *y) {
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* Patched mode: the object is not ours; show what would change. */
-static int render_patched(const struct model_route *m, const char *id, const char *ns,
-                          const char *name, const struct render_opts *ro, buf_t *out) {
-    int ret = 0;
-    buf_printf(out, "# %s: patched mode: weights set on the existing IngressRoute\n", id);
-    buf_printf(out, "# (every route of it; all other fields untouched)\n");
-    cJSON *w = cJSON_CreateObject();
-    for (size_t i = 0; w && i < m->n_weights; i++)
-        cJSON_AddNumberToObject(w, m->weights[i].service, (double)m->weights[i].weight);
-    cJSON *doc = cJSON_CreateObject();
-    if (doc && w) {
-        char api[96];
-        snprintf(api, sizeof api, "%s/v1alpha1", ro->api_group);
-        cJSON_AddStringToObject(doc, "apiVersion", api);
-        cJSON_AddStringToObject(doc, "kind", "IngressRoute");
-        cJSON *meta = cJSON_AddObjectToObject(doc, "metadata");
-        cJSON_AddStringToObject(meta, "name", name);
-        cJSON_AddStringToObject(meta, "namespace", ns);
-        cJSON_AddItemToObject(doc, "weights", w);
-        w = NULL;
-        if (value_emit_yaml(doc, out, 1) < 0)
-            ret = -1;
-    }
-    cJSON_Delete(w);
-    cJSON_Delete(doc);
-    return ret;
-}
-
-/* Owned mode, in write order: what the IngressRoute references comes first. */
-static int render_owned(const struct model_route *m, const struct render_opts *ro, buf_t *out) {
-    int ret = 0;
-    for (size_t i = 0; i < m->n_rules && ret == 0; i++) {
-        cJSON *mw = traefik_render_middleware(m, i, ro);
-        if (mw && value_emit_yaml(mw, out, 1) < 0)
-            ret = -1;
-        cJSON_Delete(mw);
-    }
-    if (m->sticky.enabled && ret == 0) {
-        cJSON *ts = traefik_render_traefikservice(m, ro);
-        if (!ts || value_emit_yaml(ts, out, 1) < 0)
-            ret = -1;
-        cJSON_Delete(ts);
-    }
-    cJSON *ir = traefik_render_ingressroute(m, ro);
-    if (!ir || value_emit_yaml(ir, out, 1) < 0)
-        ret = -1;
-    cJSON_Delete(ir);
-    return ret;
-}
-
-/* Append route id's objects to out as YAML documents. 0, or -1 when the
- * route is invalid (said on stderr) or cannot be rendered. */
-static int render_route(struct generation *g, const char *id, buf_t *out) {
-    struct model_input in;
-    char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], err[1024];
-    struct model_route m;
-    if (!keycache_input(&g->keys, id, &in, ns, name))
-        return 0;
-    int rc = model_build(&in, &m, err, sizeof err);
-    if (rc < 0) {
-        fprintf(stderr, "error: route %s: %s\n", id, err);
-        return -1;
-    }
-    if (rc == 1)
-        return 0;
-    struct render_opts ro = {g->api_group, g->app->cfg.traefik.rule_syntax,
-                             g->app->cfg.source.prefix, g->source->ops->name};
-    int ret = m.owned ? render_owned(&m, &ro, out) : render_patched(&m, id, ns, name, &ro, out);
-    model_route_free(&m);
-    return ret;
-}
-
-void app_oneshot_render(struct generation *g) {
+/* The routes render, status or diff look at, sorted: every route with keys
+ * and, but for render, under policy sync every route that still owns
+ * objects though its keys are gone; only a->route when one was asked for.
+ * The ids belong to the key cache and the reconciler (the source has
+ * stopped). NULL out of memory. */
+static const char **inspect_ids(struct generation *g, size_t *n) {
     const struct app *a = g->app;
-    size_t n = g->keys.routes.count, k = 0;
-    const char **ids = calloc(n ? n : 1, sizeof *ids);
-    if (!ids) {
-        app_stop(g, EXIT_RUNTIME);
-        return;
-    }
     struct map_iter it;
+    size_t cap = g->keys.routes.count + g->rec.route_objs.count, k = 0;
+    const char **ids = calloc(cap ? cap : 1, sizeof *ids);
+    if (!ids)
+        return NULL;
     map_iter_init(&it, &g->keys.routes);
     for (struct map_entry *e; (e = map_iter_next(&it));)
-        ids[k++] = e->key;
-    qsort(ids, k, sizeof *ids, compare_ids);
-    buf_t out = BUF_INIT;
-    int failed = 0, found = 0;
-    for (size_t i = 0; i < k; i++) {
-        if (a->render_route && strcmp(a->render_route, ids[i]) != 0)
-            continue;
-        found++;
-        if (render_route(g, ids[i], &out) < 0)
-            failed++;
+        if (!a->route || strcmp(a->route, e->key) == 0)
+            ids[k++] = e->key;
+    if (a->cmd != CMD_RENDER && a->cfg.reconcile.policy == POLICY_SYNC) {
+        map_iter_init(&it, &g->rec.route_objs);
+        for (struct map_entry *e; (e = map_iter_next(&it));)
+            if (!map_has(&g->keys.routes, e->key) && (!a->route || strcmp(a->route, e->key) == 0))
+                ids[k++] = e->key;
     }
-    free(ids);
+    qsort(ids, k, sizeof *ids, compare_ids);
+    *n = k;
+    return ids;
+}
+
+/* Every object the routes would have, as YAML documents `kubectl apply -f -`
+ * takes: an object that exists is the live one with what a pass would
+ * change (labels and annotations kept), a missing one as a pass would
+ * create it; a brake is noted on stderr (a frozen route's objects are those
+ * it gets once the freeze ends). A route that would fail prints nothing and
+ * fails render. */
+static int render_routes(struct generation *g, const char *const *ids, size_t n) {
+    buf_t out = BUF_INIT;
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct route_preview p;
+        if (reconciler_preview(&g->rec, ids[i], &p) < 0) {
+            fprintf(stderr, "error: route %s: out of memory\n", ids[i]);
+            failed++;
+            continue;
+        }
+        if (p.error) {
+            fprintf(stderr, "error: route %s: %s\n", ids[i], p.error);
+            failed++;
+        } else if (p.brake == BRAKE_ABORTED) {
+            fprintf(stderr,
+                    "note: route %s is aborted (%s): all its traffic goes to its first service\n",
+                    ids[i], p.brake_reason);
+        } else if (p.brake == BRAKE_FROZEN) {
+            fprintf(stderr,
+                    "note: route %s is frozen (%s): these objects wait until the freeze ends\n",
+                    ids[i], p.brake_reason);
+        }
+        for (size_t k = 0; !p.error && k < p.n_objs; k++) {
+            if (p.objs[k].action == PREVIEW_DELETE)
+                continue;
+            cJSON *shown = app_object_shown(p.objs[k].want, true);
+            if (!shown || value_emit_yaml(shown, &out, 1) < 0) {
+                fprintf(stderr, "error: route %s: out of memory\n", ids[i]);
+                failed++;
+            }
+            cJSON_Delete(shown);
+        }
+        reconciler_preview_free(&p);
+    }
     if (out.len)
         fwrite(out.data, 1, out.len, stdout);
     buf_free(&out);
-    if (a->render_route && !found) {
-        fprintf(stderr, "error: no keys for route %s under %s\n", a->render_route,
-                a->cfg.source.prefix);
-        failed++;
-    }
-    app_stop(g, failed ? EXIT_RUNTIME : EXIT_OK);
+    return failed ? EXIT_RUNTIME : EXIT_OK;
+}
+
+void app_oneshot_inspect(struct generation *g) {
+    struct app *a = g->app;
+    size_t n = 0;
+    const char **ids = inspect_ids(g, &n);
+    int code = a->cmd == CMD_DIFF ? EXIT_DIFF_ERROR : EXIT_RUNTIME;
+    if (!ids)
+        fprintf(stderr, "error: out of memory\n");
+    else if (a->route && !n)
+        fprintf(stderr, "error: no keys for route %s under %s\n", a->route, a->cfg.source.prefix);
+    else if (a->cmd == CMD_RENDER)
+        code = render_routes(g, ids, n);
+    else if (a->cmd == CMD_STATUS)
+        code = app_status_cmd_print(g, ids, n);
+    else
+        code = app_diff_print(g, ids, n);
+    free(ids);
+    fflush(stdout);
+    app_stop(g, code);
 }
 
 /* ---- check ---- */
@@ -171,9 +163,16 @@ void app_oneshot_check_conn(const struct kube_conn *conn) {
                                                : "none (anonymous)");
 }
 
+void app_oneshot_check_api_done(struct generation *g, bool ok) {
+    g->check.api_done = true;
+    g->check.api_ok = ok;
+    if (!ok || g->check.source_ok || g->check.source_refused)
+        app_stop(g, ok && !g->check.source_refused ? EXIT_OK : EXIT_RUNTIME);
+}
+
 static void on_check_api(void *user, const struct kube_response *res) {
     struct generation *g = user;
-    g->check.api_done = true;
+    bool ok = false;
     if (res->status != 200 || !res->json) {
         printf("FAIL kubernetes: GET /apis/%s/v1alpha1: %s%s%ld %s\n", g->api_group, res->error,
                res->error[0] ? " " : "HTTP ", res->status, res->message);
@@ -185,13 +184,14 @@ static void on_check_api(void *user, const struct kube_response *res) {
             ir |= name && strcmp(name, "ingressroutes") == 0;
             mw |= name && strcmp(name, "middlewares") == 0;
         }
-        g->check.api_ok = ir && mw;
-        printf("%s kubernetes: %s/v1alpha1 %s\n", g->check.api_ok ? "ok  " : "FAIL", g->api_group,
-               g->check.api_ok ? "serves ingressroutes and middlewares"
-                               : "does not serve ingressroutes and middlewares (CRDs missing?)");
+        ok = ir && mw;
+        printf("%s kubernetes: %s/v1alpha1 %s\n", ok ? "ok  " : "FAIL", g->api_group,
+               ok ? "serves ingressroutes and middlewares"
+                  : "does not serve ingressroutes and middlewares (CRDs missing?)");
     }
-    if (!g->check.api_ok || g->check.source_ok || g->check.source_refused)
-        app_stop(g, g->check.api_ok && !g->check.source_refused ? EXIT_OK : EXIT_RUNTIME);
+    /* Served: then ask whether the bridge may use them (app_access.c). */
+    if (!ok || app_access_start(g) < 0)
+        app_oneshot_check_api_done(g, false);
 }
 
 int app_oneshot_check_api(struct generation *g) {
@@ -217,13 +217,18 @@ void app_oneshot_report_timeout(struct generation *g) {
     case CMD_CHECK:
         if (!g->check.source_ok && !g->check.source_refused)
             printf("FAIL source %s: no answer within %g s\n", g->source->ops->name, secs);
-        if (!g->check.api_done)
+        if (!g->check.api_done && g->check.n_reviews)
+            app_access_report_timeout(g);
+        else if (!g->check.api_done)
             printf("FAIL kubernetes: no answer within %g s\n", secs);
         break;
     default:
         log_error(&g->app->log, "%s: not finished within %g s (source %s, informers %s)",
-                  g->app->cmd == CMD_SYNC ? "sync" : "render", secs,
-                  g->source_synced ? "read" : "unreachable",
-                  g->informers_synced >= 2 ? "listed" : "not listed");
+                  g->app->cmd == CMD_SYNC     ? "sync"
+                  : g->app->cmd == CMD_RENDER ? "render"
+                  : g->app->cmd == CMD_STATUS ? "status"
+                                              : "diff",
+                  secs, g->source_synced ? "read" : "unreachable",
+                  g->informers_synced >= OBJ_NKINDS ? "listed" : "not listed");
     }
 }

@@ -24,6 +24,16 @@ static const char *state_name(enum route_state st) {
     return st == ROUTE_APPLIED ? "applied" : st == ROUTE_ERROR ? "error" : "pending";
 }
 
+/* A brake is what the person who pulled it looks for: "frozen" whatever
+ * the objects are, "aborted" once the abort is applied. */
+static const char *route_state_name(const struct route_status *st) {
+    if (st->brake == BRAKE_FROZEN)
+        return "frozen";
+    if (st->brake == BRAKE_ABORTED && st->state == ROUTE_APPLIED)
+        return "aborted";
+    return state_name(st->state);
+}
+
 static void status_send(struct generation *g, struct status_write *w);
 
 static void on_status_written(void *user, bool ok, const char *message) {
@@ -58,7 +68,7 @@ static cJSON *status_doc(struct generation *g, const char *id) {
     /* A mistyped leaf makes the route's status an error naming the key,
      * whatever its objects are; "objects" then says how those are. */
     bool ok = doc &&
-              cJSON_AddStringToObject(doc, "state", typos ? "error" : state_name(st->state)) &&
+              cJSON_AddStringToObject(doc, "state", typos ? "error" : route_state_name(st)) &&
               cJSON_AddStringToObject(doc, "message",
                                       typos         ? leaves
                                       : st->message ? st->message
@@ -66,6 +76,7 @@ static cJSON *status_doc(struct generation *g, const char *id) {
               (!typos || !st || cJSON_AddStringToObject(doc, "objects", state_name(st->state))) &&
               (!st || !st->weights_held || cJSON_AddBoolToObject(doc, "weights_held", true)) &&
               (!st || !st->warning || cJSON_AddStringToObject(doc, "warning", st->warning)) &&
+              (!st || !st->change_waits || cJSON_AddBoolToObject(doc, "change_waits", true)) &&
               (!st || (cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
                        cJSON_AddStringToObject(doc, "resourceVersion",
                                                st->resource_version ? st->resource_version : "")));
@@ -116,7 +127,7 @@ static void status_send(struct generation *g, struct status_write *w) {
 
 void app_status_request(struct generation *g, const char *route_id) {
     const struct app *a = g->app;
-    if (!a->cfg.reconcile.status || a->dry_run || a->cmd == CMD_RENDER)
+    if (!a->cfg.reconcile.status || a->dry_run || (a->cmd != CMD_RUN && a->cmd != CMD_SYNC))
         return;
     struct status_write *w = map_get(&g->status_writes, route_id);
     if (w) {

@@ -20,6 +20,7 @@
 #include <yaml.h>
 
 #include "bridge/lib/fileread.h"
+#include "bridge/lib/secret.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
@@ -170,10 +171,14 @@ int config_defaults(struct config *cfg) {
     cfg->reconcile.burst_quiet_ms = 30;
     cfg->reconcile.max_delete_percent = 50;
     cfg->reconcile.require_ready_endpoints = true;
+    cfg->reconcile.object_writes_per_second = 10;
+    cfg->reconcile.retry_min_ms = 50;
+    cfg->reconcile.retry_max_ms = 30 * 1000;
     cfg->leader_election.lease_duration_ms = 15000;
     cfg->leader_election.renew_deadline_ms = 10000;
     cfg->leader_election.retry_period_ms = 2000;
     cfg->log.level = LOG_LVL_INFO;
+    cfg->log.format = LOG_FORMAT_TEXT;
     if (set_default(&cfg->source.endpoints[0], "http://127.0.0.1:2379") < 0 ||
         set_default(&cfg->source.address, "http://127.0.0.1:8500") < 0 ||
         set_default(&cfg->source.prefix, "canary/") < 0 ||
@@ -224,22 +229,15 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen) 
     return rc;
 }
 
-static void free_secret(char *s) {
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
-
 void config_free(struct config *cfg) {
     free(cfg->path);
     config_free_list(cfg->source.endpoints, cfg->source.n_endpoints);
     free(cfg->source.address);
     free(cfg->source.prefix);
     free(cfg->source.username);
-    free_secret(cfg->source.password);
+    secret_free(cfg->source.password);
     free(cfg->source.password_file);
-    free_secret(cfg->source.token);
+    secret_free(cfg->source.token);
     free(cfg->source.token_file);
     free(cfg->source.datacenter);
     free(cfg->source.consistency);

@@ -40,7 +40,8 @@ struct config {
     } server;
 
     struct {
-        enum log_level level; /* default info */
+        enum log_level level;   /* default info */
+        enum log_format format; /* default text */
     } log;
 };
 

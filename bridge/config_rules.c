@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/lib/url.h"
 #include "bridge/lib/yamlnode.h"
 
 /* Line where the key at path was set, 0 when it kept its default. */
@@ -140,9 +141,9 @@ static int check_source_auth(struct config_parse *p) {
 
 static bool source_uses_https(const struct config *c) {
     if (c->source.type == SOURCE_CONSUL)
-        return has_prefix(c->source.address, "https://");
+        return url_scheme(c->source.address) == URL_HTTPS;
     for (size_t i = 0; i < c->source.n_endpoints; i++)
-        if (has_prefix(c->source.endpoints[i], "https://"))
+        if (url_scheme(c->source.endpoints[i]) == URL_HTTPS)
             return true;
     return false;
 }
@@ -233,6 +234,19 @@ static int check_reconcile(struct config_parse *p) {
         return invalid(p, "reconcile.burst_quiet", "must be between 1ms and 1m");
     if (c->reconcile.max_delete_percent > 100)
         return invalid(p, "reconcile.max_delete_percent", "must be between 0 and 100");
+    if (c->reconcile.max_step > 100)
+        return invalid(p, "reconcile.max_step", "must be between 0 (no limit) and 100");
+    if (c->reconcile.object_writes_per_second > 1000)
+        return invalid(p, "reconcile.object_writes_per_second",
+                       "must be at most 1000 (0 = unlimited)");
+    if (c->reconcile.retry_min_ms == 0)
+        return invalid(p, "reconcile.retry_min", "must be at least 1ms");
+    if (c->reconcile.retry_max_ms > 60 * 60 * 1000)
+        return invalid(p, "reconcile.retry_max", "must be at most 1h");
+    if (c->reconcile.retry_min_ms > c->reconcile.retry_max_ms)
+        return invalid(
+            p, key_set(p, "reconcile.retry_min") ? "reconcile.retry_min" : "reconcile.retry_max",
+            "retry_min must be at most retry_max");
     for (size_t i = 0; i < c->reconcile.n_namespaces; i++) {
         const char *ns = c->reconcile.namespaces[i];
         if (!is_dns_label(ns, strlen(ns)))

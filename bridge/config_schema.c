@@ -85,6 +85,9 @@ static void set_rule_syntax(struct config *cfg, int v) {
 static void set_log_level(struct config *cfg, int v) {
     cfg->log.level = (enum log_level)v;
 }
+static void set_log_format(struct config *cfg, int v) {
+    cfg->log.format = (enum log_format)v;
+}
 
 static const struct choice source_types[] = {
     {"etcd", SOURCE_ETCD}, {"consul", SOURCE_CONSUL}, {NULL, 0}};
@@ -101,6 +104,8 @@ static const struct choice log_levels[] = {{"error", LOG_LVL_ERROR},
                                            {"info", LOG_LVL_INFO},
                                            {"debug", LOG_LVL_DEBUG},
                                            {NULL, 0}};
+static const struct choice log_formats[] = {
+    {"text", LOG_FORMAT_TEXT}, {"json", LOG_FORMAT_JSON}, {NULL, 0}};
 
 static const struct field tls_fields[] = {
     OPTIONAL("ca_file", source.tls.ca_file),
@@ -157,6 +162,10 @@ static const struct field reconcile_fields[] = {
     BOOLEAN("allow_cross_namespace", reconcile.allow_cross_namespace),
     UNSIGNED("max_delete_percent", reconcile.max_delete_percent),
     BOOLEAN("require_ready_endpoints", reconcile.require_ready_endpoints),
+    UNSIGNED("max_step", reconcile.max_step),
+    UNSIGNED("object_writes_per_second", reconcile.object_writes_per_second),
+    DURATION("retry_min", reconcile.retry_min_ms),
+    DURATION("retry_max", reconcile.retry_max_ms),
     END,
 };
 
@@ -178,6 +187,7 @@ static const struct field leader_election_fields[] = {
 
 static const struct field log_fields[] = {
     ENUM("level", log_levels, set_log_level),
+    ENUM("format", log_formats, set_log_format),
     END,
 };
 

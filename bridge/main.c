@@ -18,9 +18,15 @@ static void usage(FILE *out) {
     fputs("Usage:\n"
           "  canary-bridge [run] [-c FILE] [--dry-run]   run the daemon\n"
           "  canary-bridge sync  [-c FILE] [--dry-run]   one full reconcile pass, then exit\n"
-          "  canary-bridge render [-c FILE] [NS/NAME]    read the source once, print the objects\n"
+          "  canary-bridge render [-c FILE] [NS/NAME]    print the objects as they would be\n"
+          "                                              written (input for kubectl apply/diff)\n"
+          "  canary-bridge status [-c FILE] [NS/NAME] [-o json]\n"
+          "                                              each route's desired and live weights\n"
+          "  canary-bridge diff [-c FILE] [NS/NAME]      unified diff of live objects against\n"
+          "                                              what a sync would write\n"
           "  canary-bridge check [-c FILE] [--credentials-dir DIR] [--timeout DURATION]\n"
-          "                                              validate config, reach source and API\n"
+          "                                              validate config, reach source and API,\n"
+          "                                              ask the API server for the permissions\n"
           "  canary-bridge --version | --help\n"
           "\n"
           "Options (before or after the command):\n"
@@ -31,11 +37,13 @@ static void usage(FILE *out) {
           "                     systemd sets for a service with LoadCredential=)\n"
           "  --dry-run          run, sync: send writes with dryRun=All: validated, never\n"
           "                     persisted; every log line says dry-run\n"
-          "  --timeout DURATION check, sync, render: give up after this long, in all\n"
+          "  -o, --output json  status: one JSON document instead of the table\n"
+          "  --timeout DURATION one-shot commands: give up after this long, in all\n"
           "                     (e.g. 10s; default 30s)\n"
           "  -v, --verbose      log at debug level (overrides log.level)\n"
           "\n"
-          "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n",
+          "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error;\n"
+          "diff: 0 nothing would change, 1 something would, 2 an error.\n",
           out);
 }
 
@@ -43,7 +51,8 @@ static int parse_command(const char *c, enum app_cmd *cmd) {
     static const struct {
         const char *name;
         enum app_cmd cmd;
-    } cmds[] = {{"run", CMD_RUN}, {"sync", CMD_SYNC}, {"render", CMD_RENDER}, {"check", CMD_CHECK}};
+    } cmds[] = {{"run", CMD_RUN},     {"sync", CMD_SYNC},     {"render", CMD_RENDER},
+                {"check", CMD_CHECK}, {"status", CMD_STATUS}, {"diff", CMD_DIFF}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(c, cmds[i].name) == 0) {
             *cmd = cmds[i].cmd;
@@ -80,13 +89,21 @@ static enum option_match option_value(int argc, char **argv, int *i, const char 
     return OPTION_TAKEN;
 }
 
+static bool takes_route(enum app_cmd cmd) {
+    return cmd == CMD_RENDER || cmd == CMD_STATUS || cmd == CMD_DIFF;
+}
+
+static const char *argv_command(enum app_cmd cmd) {
+    return cmd == CMD_RENDER ? "render" : cmd == CMD_STATUS ? "status" : "diff";
+}
+
 /* Options go before or after the command (`canary-bridge -c f.yaml check`
  * and `canary-bridge check -c f.yaml`); the first word that is not an option
  * or an option's value is the command. */
 static int parse_args(int argc, char **argv, struct app *a, const char **config_path, bool *verbose,
                       const char **creds_dir) {
     bool have_cmd = false;
-    const char *timeout = NULL;
+    const char *timeout = NULL, *output = NULL;
     a->cmd = CMD_RUN;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -94,7 +111,8 @@ static int parse_args(int argc, char **argv, struct app *a, const char **config_
         if ((m = option_value(argc, argv, &i, "-c", "--config", config_path)) != OPTION_OTHER ||
             (m = option_value(argc, argv, &i, NULL, "--credentials-dir", creds_dir)) !=
                 OPTION_OTHER ||
-            (m = option_value(argc, argv, &i, NULL, "--timeout", &timeout)) != OPTION_OTHER) {
+            (m = option_value(argc, argv, &i, NULL, "--timeout", &timeout)) != OPTION_OTHER ||
+            (m = option_value(argc, argv, &i, "-o", "--output", &output)) != OPTION_OTHER) {
             if (m == OPTION_MISSING_VALUE)
                 return -1;
         } else if (strcmp(arg, "--dry-run") == 0) {
@@ -105,27 +123,37 @@ static int parse_args(int argc, char **argv, struct app *a, const char **config_
             if (parse_command(arg, &a->cmd) < 0)
                 return -1;
             have_cmd = true;
-        } else if (arg[0] != '-' && a->cmd == CMD_RENDER && !a->render_route) {
+        } else if (arg[0] != '-' && takes_route(a->cmd) && !a->route) {
             if (!strchr(arg, '/')) {
-                fprintf(stderr, "canary-bridge: render takes a route as NAMESPACE/NAME, got '%s'\n",
-                        arg);
+                fprintf(stderr, "canary-bridge: %s takes a route as NAMESPACE/NAME, got '%s'\n",
+                        argv_command(a->cmd), arg);
                 return -1;
             }
-            a->render_route = arg;
+            a->route = arg;
         } else {
             fprintf(stderr, "canary-bridge: unexpected argument '%s'\n", arg);
             return -1;
         }
     }
     if (a->dry_run && a->cmd != CMD_RUN && a->cmd != CMD_SYNC) {
-        fprintf(stderr, "canary-bridge: --dry-run goes with run or sync (render and check never "
-                        "write)\n");
+        fprintf(stderr, "canary-bridge: --dry-run goes with run or sync (render, status, diff "
+                        "and check never write)\n");
         return -1;
     }
     if (timeout && a->cmd == CMD_RUN) {
-        fprintf(stderr, "canary-bridge: --timeout goes with check, sync or render\n");
+        fprintf(stderr, "canary-bridge: --timeout goes with a one-shot command (check, sync, "
+                        "render, status, diff)\n");
         return -1;
     }
+    if (output && a->cmd != CMD_STATUS) {
+        fprintf(stderr, "canary-bridge: -o goes with status\n");
+        return -1;
+    }
+    if (output && strcmp(output, "json") != 0) {
+        fprintf(stderr, "canary-bridge: -o takes json, got '%s'\n", output);
+        return -1;
+    }
+    a->json = output != NULL;
     if (timeout && (parse_duration_ms(timeout, &a->timeout_ms) < 0 || a->timeout_ms == 0)) {
         fprintf(stderr,
                 "canary-bridge: --timeout: want a duration such as 10s or 1m30s, got '%s'\n",
@@ -198,6 +226,7 @@ int main(int argc, char **argv) {
         printf("ok   config %s\n", config_path);
     app.verbose = verbose;
     app.log.level = verbose ? LOG_LVL_DEBUG : app.cfg.log.level;
+    app.log.format = app.cfg.log.format;
     /* Writes to a closed stdout pipe must be an error, not a kill. */
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)time(NULL) ^ (unsigned)getpid()); /* jitter only */
@@ -207,7 +236,11 @@ int main(int argc, char **argv) {
         return EXIT_RUNTIME;
     }
     int code = app_main(&app);
+    /* diff exits as kubectl diff does: 1 is "changes", so a failure is 2. */
+    if (app.cmd == CMD_DIFF && code == EXIT_RUNTIME && !app.diff_changes)
+        code = EXIT_DIFF_ERROR;
     config_free(&app.cfg);
     curl_global_cleanup();
+    logger_close(&app.log);
     return code;
 }

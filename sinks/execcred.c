@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/secret.h"
 #include "bridge/lib/timer.h"
 
 #define STDERR_KEEP 2048 /* bytes of the plugin's stderr kept for a message */
@@ -160,17 +161,10 @@ out:
     return rc;
 }
 
-static void wipe_free(char *s, size_t len) {
-    if (s) {
-        explicit_bzero(s, len);
-        free(s);
-    }
-}
-
 void execcred_clear(struct execcred *c) {
-    wipe_free(c->token, c->token ? strlen(c->token) : 0);
-    wipe_free(c->cert_pem, c->cert_pem_len);
-    wipe_free(c->key_pem, c->key_pem_len);
+    secret_free(c->token);
+    secret_free_len(c->cert_pem, c->cert_pem_len);
+    secret_free_len(c->key_pem, c->key_pem_len);
     memset(c, 0, sizeof *c);
 }
 
@@ -446,7 +440,7 @@ struct execcred_run *execcred_start(uv_loop_t *loop, const struct kube_exec *ex,
         size_t last = 0;
         while (env[last])
             last++;
-        wipe_free(env[last - 1], strlen(env[last - 1]));
+        secret_free(env[last - 1]);
         free(env);
     }
     free(args);

@@ -9,6 +9,7 @@
 #include "bridge/lib/buf.h"
 #include "bridge/lib/fileread.h"
 #include "bridge/lib/list.h"
+#include "bridge/lib/secret.h"
 #include "bridge/lib/timer.h"
 #include "sinks/execcred.h"
 
@@ -74,13 +75,6 @@ struct kube_call {
     uint64_t cred_gen;     /* the credential it was sent with */
     struct list_node link; /* in kc->calls while started */
 };
-
-static void wipe_free(char *s, size_t len) {
-    if (s) {
-        explicit_bzero(s, len);
-        free(s);
-    }
-}
 
 /* The token file at start-up (a few KiB), without trailing whitespace. */
 static int read_token_file(const char *path, char **out, char *err, size_t errlen) {
@@ -259,8 +253,8 @@ void kube_client_free(struct kube_client *kc) {
         explicit_bzero(kc->auth_header, strlen(kc->auth_header));
         free(kc->auth_header);
     }
-    wipe_free(kc->exec_cert, kc->exec_cert_len);
-    wipe_free(kc->exec_key, kc->exec_key_len);
+    secret_free_len(kc->exec_cert, kc->exec_cert_len);
+    secret_free_len(kc->exec_key, kc->exec_key_len);
     kube_conn_free(&kc->conn);
     free(kc->field_manager);
     free(kc);
@@ -566,11 +560,11 @@ static int install_cred(struct kube_client *kc, struct execcred *cred) {
         if (set_token(kc, cred->token) < 0)
             return -1;
     } else if (kc->auth_header) {
-        wipe_free(kc->auth_header, strlen(kc->auth_header));
+        secret_free(kc->auth_header);
         kc->auth_header = NULL;
     }
-    wipe_free(kc->exec_cert, kc->exec_cert_len);
-    wipe_free(kc->exec_key, kc->exec_key_len);
+    secret_free_len(kc->exec_cert, kc->exec_cert_len);
+    secret_free_len(kc->exec_key, kc->exec_key_len);
     kc->exec_cert = cred->cert_pem; /* taken over */
     kc->exec_cert_len = cred->cert_pem_len;
     kc->exec_key = cred->key_pem;

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/secret.h"
+#include "bridge/lib/url.h"
 #include "bridge/lib/yamlnode.h"
 #include "sinks/kubeconfig_internal.h"
 
@@ -179,13 +181,6 @@ int kube_conn_from_config(const struct kube_settings *cfg, struct kube_conn *out
     return kube_conn_from_kubeconfig(cfg->kubeconfig, cfg->context, out, err, errlen);
 }
 
-static void free_secret(char *s, size_t len) {
-    if (s) {
-        explicit_bzero(s, len);
-        free(s);
-    }
-}
-
 void kube_exec_free(struct kube_exec *e) {
     if (!e)
         return;
@@ -194,7 +189,7 @@ void kube_exec_free(struct kube_exec *e) {
         free(e->args[i]);
     free(e->args);
     for (size_t i = 0; i < e->nenv; i++)
-        free_secret(e->env[i], strlen(e->env[i])); /* may carry secrets */
+        secret_free(e->env[i]); /* may carry secrets */
     free(e->env);
     free(e->api_version);
     free(e->install_hint);
@@ -207,14 +202,14 @@ void kube_exec_free(struct kube_exec *e) {
 void kube_conn_free(struct kube_conn *c) {
     kube_exec_free(c->exec);
     free(c->server);
-    free_secret(c->token, c->token ? strlen(c->token) : 0);
+    secret_free(c->token);
     free(c->token_file);
     free(c->ca_file);
     free(c->ca_pem);
     free(c->cert_file);
     free(c->cert_pem);
     free(c->key_file);
-    free_secret(c->key_pem, c->key_pem_len);
+    secret_free_len(c->key_pem, c->key_pem_len);
     free(c->context);
     free(c->user);
     memset(c, 0, sizeof *c);

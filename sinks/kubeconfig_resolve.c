@@ -11,6 +11,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "bridge/lib/url.h"
 #include "bridge/lib/yamlnode.h"
 #include "sinks/kubeconfig_internal.h"
 

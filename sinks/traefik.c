@@ -19,7 +19,13 @@
  * points to a TraefikService of the same name whose spec.weighted carries
  * the services, their weights and the sticky cookie. Header/cookie rule
  * routes keep going straight to their one Service: a tester selected by
- * header must reach that version whatever cookie they hold. */
+ * header must reach that version whatever cookie they hold.
+ *
+ * Mirrored routes: the weighted route points to a mirroring TraefikService
+ * "<route>-mirror-<hash>" whose main service is the weighted TraefikService
+ * (sticky or not) when the route has several services, else its one
+ * Service, and whose one mirror is the mirror Service with its percent.
+ * Rule routes are not mirrored, for the same reason as above. */
 #include "sinks/traefik.h"
 
 #include <inttypes.h>
@@ -182,18 +188,32 @@ static cJSON *object_new(const char *kind, const char *name, const struct model_
     return obj;
 }
 
-static cJSON *service_ref(const struct model_service *s, long weight) {
+/* {name, namespace?, port} of a Kubernetes Service. */
+static cJSON *service_base(const struct model_service *s) {
     cJSON *svc = cJSON_CreateObject();
     bool ok = svc && cJSON_AddStringToObject(svc, "name", s->name) &&
               (!s->ns || cJSON_AddStringToObject(svc, "namespace", s->ns)) &&
               (s->port_is_num ? cJSON_AddNumberToObject(svc, "port", (double)s->port_num) != NULL
-                              : cJSON_AddStringToObject(svc, "port", s->port) != NULL) &&
-              cJSON_AddNumberToObject(svc, "weight", (double)weight);
+                              : cJSON_AddStringToObject(svc, "port", s->port) != NULL);
     if (!ok) {
         cJSON_Delete(svc);
         return NULL;
     }
     return svc;
+}
+
+/* service_base plus field = n: a weight, or a mirror's percent. */
+static cJSON *service_with(const struct model_service *s, const char *field, long n) {
+    cJSON *svc = service_base(s);
+    if (svc && !cJSON_AddNumberToObject(svc, field, (double)n)) {
+        cJSON_Delete(svc);
+        return NULL;
+    }
+    return svc;
+}
+
+static cJSON *service_ref(const struct model_service *s, long weight) {
+    return service_with(s, "weight", weight);
 }
 
 static int add_ref(cJSON *list, const char *name) {
@@ -278,12 +298,13 @@ static int add_weighted_services(cJSON *services, const struct model_route *r) {
     return 0;
 }
 
-/* The weighted route's one service when sticky: the TraefikService of the
- * route's name. No port (it is not a Kubernetes Service) and no weight (the
- * only service; the weights live in the TraefikService). */
-static cJSON *traefikservice_ref(const struct model_route *r) {
+/* A reference to the TraefikService `name` (the weighted route's one
+ * service when sticky or mirrored, or a mirroring's main service). No port
+ * (it is not a Kubernetes Service) and no weight (the only service; the
+ * weights live in the TraefikService). */
+static cJSON *traefikservice_ref(const char *name) {
     cJSON *svc = cJSON_CreateObject();
-    if (!svc || !cJSON_AddStringToObject(svc, "name", r->name) ||
+    if (!name || !svc || !cJSON_AddStringToObject(svc, "name", name) ||
         !cJSON_AddStringToObject(svc, "kind", "TraefikService")) {
         cJSON_Delete(svc);
         return NULL;
@@ -291,11 +312,28 @@ static cJSON *traefikservice_ref(const struct model_route *r) {
     return svc;
 }
 
+bool traefik_weighted_service_wanted(const struct model_route *r) {
+    return r->owned && (r->sticky.enabled || (r->mirror.enabled && r->n_services > 1));
+}
+
+/* The weighted route's one service: the mirroring TraefikService, else the
+ * weighted one, or NULL when the route's services go inline. Heap string. */
+static char *weighted_route_target(const struct model_route *r, bool *oom) {
+    char *name = r->mirror.enabled                    ? traefik_mirror_name(r)
+                 : traefik_weighted_service_wanted(r) ? strdup(r->name)
+                                                      : NULL;
+    *oom = !name && (r->mirror.enabled || traefik_weighted_service_wanted(r));
+    return name;
+}
+
 static cJSON *weighted_route(const struct model_route *r) {
-    cJSON *route = route_new(r->match, priority_base(r));
+    bool oom;
+    char *target = weighted_route_target(r, &oom);
+    cJSON *route = oom ? NULL : route_new(r->match, priority_base(r));
     cJSON *services = route ? cJSON_AddArrayToObject(route, "services") : NULL;
-    bool ok = r->sticky.enabled ? services && add_item(services, traefikservice_ref(r)) == 0
-                                : add_weighted_services(services, r) == 0;
+    bool ok = target ? services && add_item(services, traefikservice_ref(target)) == 0
+                     : add_weighted_services(services, r) == 0;
+    free(target);
     if (!ok || add_middlewares(route, r, NULL) < 0) {
         cJSON_Delete(route);
         return NULL;
@@ -339,7 +377,7 @@ cJSON *traefik_render_ingressroute(const struct model_route *r, const struct ren
     char from[32] = "route";
     if (r->n_weights)
         snprintf(from, sizeof from, "weights");
-    else if (r->weights_held)
+    else if (r->weights_held || r->aborted) /* abort: what stays once it ends, keyless */
         snprintf(from, sizeof from, "held:%" PRIu64, r->route_rev);
     cJSON *ann = obj ? cJSON_GetObjectItemCaseSensitive(
                            cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations")
@@ -393,10 +431,10 @@ static cJSON *traefikservice_spec(const struct model_route *r, enum rule_syntax 
     cJSON *spec = cJSON_CreateObject();
     cJSON *weighted = spec ? cJSON_AddObjectToObject(spec, "weighted") : NULL;
     cJSON *sticky = NULL;
-    bool ok = weighted &&
-              add_weighted_services(cJSON_AddArrayToObject(weighted, "services"), r) == 0 &&
-              (sticky = cJSON_AddObjectToObject(weighted, "sticky")) != NULL &&
-              add_to(sticky, "cookie", sticky_cookie(&r->sticky, syntax)) == 0;
+    bool ok =
+        weighted && add_weighted_services(cJSON_AddArrayToObject(weighted, "services"), r) == 0 &&
+        (!r->sticky.enabled || ((sticky = cJSON_AddObjectToObject(weighted, "sticky")) != NULL &&
+                                add_to(sticky, "cookie", sticky_cookie(&r->sticky, syntax)) == 0));
     if (!ok) {
         cJSON_Delete(spec);
         return NULL;
@@ -405,10 +443,50 @@ static cJSON *traefikservice_spec(const struct model_route *r, enum rule_syntax 
 }
 
 cJSON *traefik_render_traefikservice(const struct model_route *r, const struct render_opts *o) {
-    if (!r->owned || !r->sticky.enabled || !r->sticky.cookie)
+    if (!traefik_weighted_service_wanted(r) || (r->sticky.enabled && !r->sticky.cookie))
         return NULL;
     cJSON *obj = object_new("TraefikService", r->name, r, o);
     if (!obj || add_to(obj, "spec", traefikservice_spec(r, o->syntax)) < 0) {
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* ---- mirroring TraefikService ------------------------------------------- */
+
+/* The main service: the weighted TraefikService when there is one, else the
+ * route's one Service (its weight means nothing alone). */
+static cJSON *mirroring_spec(const struct model_route *r, enum rule_syntax syntax) {
+    const struct model_mirror *m = &r->mirror;
+    cJSON *spec = cJSON_CreateObject();
+    cJSON *mirroring = traefik_weighted_service_wanted(r) ? traefikservice_ref(r->name)
+                                                          : service_base(&r->services[0]);
+    cJSON *mirrors = NULL;
+    bool ok = spec && add_to(spec, "mirroring", mirroring) == 0;
+    /* Traefik v2's CRD has no mirrorBody (v2 always copies the body, up to
+     * maxBodySize): the API server would prune it and every resync would
+     * write again, as with sticky maxAge. */
+    ok = ok && (!m->has_mirror_body || syntax == RULE_SYNTAX_V2 ||
+                cJSON_AddBoolToObject(mirroring, "mirrorBody", m->mirror_body));
+    ok = ok && (!m->has_max_body_size ||
+                cJSON_AddNumberToObject(mirroring, "maxBodySize", (double)m->max_body_size));
+    ok = ok && (mirrors = cJSON_AddArrayToObject(mirroring, "mirrors")) != NULL &&
+         add_item(mirrors, service_with(&m->svc, "percent", m->percent)) == 0;
+    if (!ok) {
+        cJSON_Delete(spec);
+        return NULL;
+    }
+    return spec;
+}
+
+cJSON *traefik_render_mirroring(const struct model_route *r, const struct render_opts *o) {
+    if (!r->owned || !r->mirror.enabled || !r->n_services)
+        return NULL;
+    char *name = traefik_mirror_name(r);
+    cJSON *obj = name ? object_new("TraefikService", name, r, o) : NULL;
+    free(name);
+    if (!obj || add_to(obj, "spec", mirroring_spec(r, o->syntax)) < 0) {
         cJSON_Delete(obj);
         return NULL;
     }
@@ -467,6 +545,22 @@ char *traefik_middleware_name(const struct model_route *r, size_t i) {
                    fnv1a(pair.data) & (uint64_t)0xffffffffff) == 0)
         name = traefik_shorten(b.data, MODEL_NAME_MAX);
     buf_free(&pair);
+    buf_free(&b);
+    return name;
+}
+
+/* "<route>-mirror-<hash>", the hash over "<route>//mirror": a Middleware's
+ * is over "<route>/<rule>", and a rule name is never empty, so the two
+ * never share an input; distinct after Traefik's folding for the same
+ * reason as the Middleware names. */
+char *traefik_mirror_name(const struct model_route *r) {
+    buf_t in = BUF_INIT, b = BUF_INIT;
+    char *name = NULL;
+    if (buf_printf(&in, "%s//mirror", r->name) == 0 &&
+        buf_printf(&b, "%s-mirror-%010" PRIx64, r->name, fnv1a(in.data) & (uint64_t)0xffffffffff) ==
+            0)
+        name = traefik_shorten(b.data, MODEL_NAME_MAX);
+    buf_free(&in);
     buf_free(&b);
     return name;
 }

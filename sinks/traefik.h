@@ -20,8 +20,8 @@
 #define TRAEFIK_ANNOT_SOURCE "canary-bridge.io/source" /* "etcd" | "consul" */
 /* On an owned IngressRoute: where its weights come from: "route" (the route
  * document), "weights" (the weights key), or "held:<revision of the route
- * key>" (the weights key was deleted; the weights in force stay until the
- * route document changes or a new weights key comes). */
+ * key>" (the weights key was deleted, or an abort set them; the weights in
+ * force stay until the route document changes or a new weights key comes). */
 #define TRAEFIK_ANNOT_WEIGHTS "canary-bridge.io/weights-from"
 
 /* The config file's `traefik` section (bridge/config.c fills it). */
@@ -43,22 +43,45 @@ struct render_opts {
  * label, our annotations), spec.routes with `kind: Rule` and explicit weights
  * on every service; one route per header/cookie rule first (explicit
  * priorities above the weighted route, earlier rules higher), then the
- * weighted route. With r->sticky.enabled the weighted route has the single
- * service {name: <r->name>, kind: TraefikService} (see
+ * weighted route. With r->mirror.enabled the weighted route has the single
+ * service {name: traefik_mirror_name(r), kind: TraefikService} (see
+ * traefik_render_mirroring); else, when traefik_weighted_service_wanted(r),
+ * {name: <r->name>, kind: TraefikService} (see
  * traefik_render_traefikservice); rule routes always go straight to their
  * Service. A service with a namespace (cross-namespace, allowed by the model
  * only when configured) carries it. Returns NULL for a patched-mode route
  * and on OOM. */
 cJSON *traefik_render_ingressroute(const struct model_route *r, const struct render_opts *o);
 
-/* The TraefikService <r->name> for a sticky route (same namespace, label and
+/* Does the owned route need the weighted TraefikService <r->name>? When
+ * sticky, and when mirrored with more than one service (a mirroring has one
+ * main service: this one carries the split). */
+bool traefik_weighted_service_wanted(const struct model_route *r);
+
+/* The weighted TraefikService <r->name> (same namespace, label and
  * annotations as the IngressRoute): spec.weighted.services = the route's
- * services with ports and explicit weights, spec.weighted.sticky.cookie =
- * {name, secure?, httpOnly?, sameSite?, maxAge?}, each optional field only
- * when given. maxAge is left out under RULE_SYNTAX_V2: Traefik v2's CRD has
- * no such field. Returns NULL when the route is not owned or has no sticky
- * (check r->sticky.enabled to tell that from OOM), and on OOM. */
+ * services with ports and explicit weights; when sticky,
+ * spec.weighted.sticky.cookie = {name, secure?, httpOnly?, sameSite?,
+ * maxAge?}, each optional field only when given. maxAge is left out under
+ * RULE_SYNTAX_V2: Traefik v2's CRD has no such field. Returns NULL when
+ * !traefik_weighted_service_wanted(r) (check that to tell it from OOM), and
+ * on OOM. */
 cJSON *traefik_render_traefikservice(const struct model_route *r, const struct render_opts *o);
+
+/* The mirroring TraefikService traefik_mirror_name(r) for a route with
+ * r->mirror.enabled (same namespace, label and annotations as the
+ * IngressRoute): spec.mirroring = the main service (the weighted
+ * TraefikService when traefik_weighted_service_wanted(r), else the route's
+ * one Service with its port), mirrorBody? and maxBodySize? only when given,
+ * and mirrors = [the mirror Service with its port and percent]. mirrorBody
+ * is left out under RULE_SYNTAX_V2: Traefik v2's CRD has no such field.
+ * Returns NULL when the route has no mirror, and on OOM. */
+cJSON *traefik_render_mirroring(const struct model_route *r, const struct render_opts *o);
+/* Name of the mirroring TraefikService, "<route>-mirror-<hash>": the hash
+ * (40 bits of FNV-1a over "<route>//mirror") keeps it distinct after
+ * Traefik's folding, as for Middlewares. Heap string, valid Kubernetes
+ * name (shortened like traefik_middleware_name). */
+char *traefik_mirror_name(const struct model_route *r);
 
 /* The headers Middleware for rule i, or NULL when i is out
  * of range, the rule sets no headers, or on OOM. Its name is

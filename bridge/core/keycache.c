@@ -45,6 +45,8 @@ void keycache_free(struct keycache *cache) {
     routes_free(&cache->routes);
     free(cache->confirm.data);
     cache->confirm.data = NULL;
+    free(cache->freeze.data);
+    cache->freeze.data = NULL;
     strings_free(&cache->status);
     strings_free(&cache->leaves);
     map_free(&cache->warned);
@@ -56,7 +58,6 @@ void keycache_free(struct keycache *cache) {
  * name and a message with a did-you-mean. 0 when it is one. */
 static int unknown_leaf(struct keycache *cache, const char *key, char *ns, char *name, char *msg,
                         size_t msglen) {
-    static const char *const leaves[] = {"route", "weights", "headers", "status"};
     const char *slash = strrchr(key, '/');
     char probe[512], err[256];
     enum model_leaf l;
@@ -67,19 +68,46 @@ static int unknown_leaf(struct keycache *cache, const char *key, char *ns, char 
         return -1;
     const char *leaf = slash + 1, *best = NULL;
     size_t bestd = 3; /* a typo, not another word */
-    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++) {
-        size_t d = suggest_distance(leaf, leaves[i]);
+    for (size_t i = 0; i < MODEL_NLEAVES; i++) {
+        size_t d = suggest_distance(leaf, model_leaf_names[i]);
         if (d < bestd) {
             bestd = d;
-            best = leaves[i];
+            best = model_leaf_names[i];
         }
     }
     char hint[64] = "";
     if (best)
         snprintf(hint, sizeof hint, "did you mean '%s'? ", best);
-    snprintf(msg, msglen, "unknown leaf '%.64s' (%sexpected route, weights, headers or status)",
-             leaf, hint);
+    snprintf(msg, msglen, "unknown leaf '%.64s' (%sexpected " MODEL_LEAVES_TEXT ")", leaf, hint);
     return 0;
+}
+
+/* The keys for the whole prefix (KEYCACHE_CONFIRM_KEY, KEYCACHE_FREEZE_KEY). */
+static const char *const prefix_keys[] = {KEYCACHE_CONFIRM_KEY, KEYCACHE_FREEZE_KEY};
+#define N_PREFIX_KEYS (sizeof prefix_keys / sizeof *prefix_keys)
+
+static struct keycache_value *prefix_value(struct keycache *cache, size_t i) {
+    return i == 0 ? &cache->confirm : &cache->freeze;
+}
+
+/* A key right under the prefix that starts with '_' and is close to one of
+ * the prefix's own keys: " (did you mean 'P_freeze'?)" into hint. */
+static void prefix_key_hint(const struct keycache *cache, const char *key, char *hint,
+                            size_t hintlen) {
+    size_t n = strlen(cache->prefix), bestd = 3;
+    const char *best = NULL;
+    hint[0] = '\0';
+    if (strncmp(key, cache->prefix, n) != 0 || key[n] != '_')
+        return;
+    for (size_t i = 0; i < N_PREFIX_KEYS; i++) {
+        size_t d = suggest_distance(key + n, prefix_keys[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = prefix_keys[i];
+        }
+    }
+    if (best)
+        snprintf(hint, hintlen, " (did you mean '%.200s%s'?)", cache->prefix, best);
 }
 
 /* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
@@ -126,7 +154,10 @@ static int classify(struct keycache *cache, const char *key, char *ns, char *nam
         char detail[256];
         bool typo = unknown_leaf(cache, key, ns, name, detail, sizeof detail) == 0;
         if (!map_has(&cache->warned, key)) {
-            log_warn(cache->log, "ignoring key %s: %s", key, typo ? detail : err);
+            char hint[300];
+            prefix_key_hint(cache, key, hint, sizeof hint);
+            log_fmsg(cache->log, LOG_LVL_WARN, LOG_FIELDS(.key = key), "ignoring key %s: %s%s", key,
+                     typo ? detail : err, hint);
             (void)map_put(&cache->warned, key, NULL, NULL); /* best effort */
         }
         if (!typo)
@@ -139,14 +170,23 @@ static int classify(struct keycache *cache, const char *key, char *ns, char *nam
     case LEAF_ROUTE: *leaf = KEYCACHE_ROUTE; return 0;
     case LEAF_WEIGHTS: *leaf = KEYCACHE_WEIGHTS; return 0;
     case LEAF_HEADERS: *leaf = KEYCACHE_HEADERS; return 0;
-    case LEAF_STATUS: return 1;
+    case LEAF_FREEZE: *leaf = KEYCACHE_FREEZE; return 0;
+    case LEAF_ABORT: *leaf = KEYCACHE_ABORT; return 0;
+    case LEAF_STATUS:
+    case MODEL_NLEAVES: return 1;
     }
     return 1;
 }
 
-static bool is_confirm(const struct keycache *cache, const char *key) {
+/* Which of prefix_keys key is, or -1. */
+static int prefix_key(const struct keycache *cache, const char *key) {
     size_t n = strlen(cache->prefix);
-    return strncmp(key, cache->prefix, n) == 0 && strcmp(key + n, KEYCACHE_CONFIRM_KEY) == 0;
+    if (strncmp(key, cache->prefix, n) != 0)
+        return -1;
+    for (size_t i = 0; i < N_PREFIX_KEYS; i++)
+        if (strcmp(key + n, prefix_keys[i]) == 0)
+            return (int)i;
+    return -1;
 }
 
 /* Remember (value non-NULL) or forget a string under key in m; returns 1
@@ -285,10 +325,11 @@ int keycache_put(struct keycache *cache, const struct source_kv *kv, keycache_ch
     int leaf;
     if (kv->revision > cache->revision)
         cache->revision = kv->revision;
-    if (is_confirm(cache, kv->key)) {
-        int rc = leaf_set(&cache->confirm, kv->value, kv->value_len, kv->revision);
+    int pk = prefix_key(cache, kv->key);
+    if (pk >= 0) {
+        int rc = leaf_set(prefix_value(cache, (size_t)pk), kv->value, kv->value_len, kv->revision);
         if (rc > 0 && cb)
-            cb(user, KEYCACHE_CONFIRM_KEY);
+            cb(user, prefix_keys[pk]);
         return rc < 0 ? -1 : 0;
     }
     int kind = classify(cache, kv->key, ns, name, &leaf, msg, sizeof msg);
@@ -308,9 +349,10 @@ int keycache_put(struct keycache *cache, const struct source_kv *kv, keycache_ch
 int keycache_delete(struct keycache *cache, const char *key, keycache_changed_cb cb, void *user) {
     char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], msg[512];
     int leaf;
-    if (is_confirm(cache, key)) {
-        if (leaf_set(&cache->confirm, NULL, 0, 0) > 0 && cb)
-            cb(user, KEYCACHE_CONFIRM_KEY);
+    int pk = prefix_key(cache, key);
+    if (pk >= 0) {
+        if (leaf_set(prefix_value(cache, (size_t)pk), NULL, 0, 0) > 0 && cb)
+            cb(user, prefix_keys[pk]);
         return 0;
     }
     int kind = classify(cache, key, ns, name, &leaf, msg, sizeof msg);
@@ -349,12 +391,13 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
     struct map keep_leaves = cache->leaves;
     strings_free(&cache->status);
     cache->leaves = (struct map)MAP_INIT;
-    const struct source_kv *confirm = NULL;
+    const struct source_kv *given[N_PREFIX_KEYS] = {NULL};
     for (size_t i = 0; i < n; i++) {
         char ns[MODEL_NS_MAX + 1], name[MODEL_NAME_MAX + 1], msg[512];
         int leaf;
-        if (is_confirm(cache, kvs[i].key)) {
-            confirm = &kvs[i];
+        int pk = prefix_key(cache, kvs[i].key);
+        if (pk >= 0) {
+            given[pk] = &kvs[i];
             continue;
         }
         int kind = classify(cache, kvs[i].key, ns, name, &leaf, msg, sizeof msg);
@@ -373,13 +416,33 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
             return -1; /* the old state stays: nothing is lost */
         }
     }
-    int confirm_changed =
-        leaf_set(&cache->confirm, confirm ? confirm->value : NULL, confirm ? confirm->value_len : 0,
-                 confirm ? confirm->revision : 0);
-    if (confirm_changed < 0) {
-        routes_free(&fresh);
-        strings_free(&keep_leaves);
-        return -1;
+    /* The prefix's keys: set on copies first, so that no memory leaves
+     * everything as it was. */
+    struct keycache_value next[N_PREFIX_KEYS];
+    int prefix_changed[N_PREFIX_KEYS];
+    for (size_t k = 0; k < N_PREFIX_KEYS; k++) {
+        const struct source_kv *g = given[k];
+        struct keycache_value *cur = prefix_value(cache, k);
+        next[k] = (struct keycache_value){NULL, 0, 0};
+        prefix_changed[k] = 0;
+        if (g && cur->data && cur->len == g->value_len &&
+            memcmp(cur->data, g->value, g->value_len) == 0)
+            continue; /* same bytes: nothing to copy */
+        prefix_changed[k] = g || cur->data;
+        if (g && leaf_set(&next[k], g->value, g->value_len, g->revision) < 0) {
+            for (size_t i = 0; i < k; i++)
+                free(next[i].data);
+            routes_free(&fresh);
+            strings_free(&keep_leaves);
+            return -1;
+        }
+    }
+    for (size_t k = 0; k < N_PREFIX_KEYS; k++) {
+        if (!prefix_changed[k])
+            continue;
+        struct keycache_value *cur = prefix_value(cache, k);
+        free(cur->data);
+        *cur = next[k];
     }
     /* Swap first, then notify: the callback may read the cache. */
     struct map old = cache->routes;
@@ -419,8 +482,9 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
         }
     }
     strings_free(&keep_leaves);
-    if (confirm_changed > 0 && cb)
-        cb(user, KEYCACHE_CONFIRM_KEY);
+    for (size_t k = 0; k < N_PREFIX_KEYS; k++)
+        if (prefix_changed[k] && cb)
+            cb(user, prefix_keys[k]);
     return 0;
 }
 
@@ -448,8 +512,53 @@ bool keycache_input(const struct keycache *cache, const char *route_id, struct m
     in->headers = v[KEYCACHE_HEADERS].data;
     in->headers_len = v[KEYCACHE_HEADERS].len;
     in->route_rev = v[KEYCACHE_ROUTE].rev;
+    in->abort = v[KEYCACHE_ABORT].data != NULL;
     for (int i = 0; i < KEYCACHE_NLEAVES; i++)
         if (v[i].data && v[i].rev > in->revision)
             in->revision = v[i].rev;
     return true;
+}
+
+/* A brake's reason, from the bytes of its key (see keycache.h). */
+static void brake_reason(const struct keycache_value *v, char out[KEYCACHE_REASON_MAX + 1]) {
+    const char *s = v->data;
+    size_t n = v->len;
+    while (n && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) {
+        s++;
+        n--;
+    }
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        n--;
+    if (n > KEYCACHE_REASON_MAX) {
+        n = KEYCACHE_REASON_MAX;
+        while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--; /* not inside a UTF-8 sequence */
+    }
+    if (!n) {
+        snprintf(out, KEYCACHE_REASON_MAX + 1, "no reason given");
+        return;
+    }
+    memcpy(out, s, n);
+    out[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (!out[i])
+            out[i] = '?'; /* a NUL byte would cut the reason short */
+    make_printable(out);
+}
+
+void keycache_brakes(const struct keycache *cache, const char *route_id,
+                     struct keycache_brakes *out) {
+    memset(out, 0, sizeof *out);
+    const struct keycache_route *r = map_get(&cache->routes, route_id);
+    const struct keycache_value *own =
+        r && r->leaf[KEYCACHE_FREEZE].data ? &r->leaf[KEYCACHE_FREEZE] : NULL;
+    out->frozen_here = own != NULL;
+    out->frozen_all = cache->freeze.data != NULL;
+    out->frozen = own || out->frozen_all;
+    if (out->frozen)
+        brake_reason(own ? own : &cache->freeze, out->freeze_reason);
+    if (r && r->leaf[KEYCACHE_ABORT].data) {
+        out->aborted = true;
+        brake_reason(&r->leaf[KEYCACHE_ABORT], out->abort_reason);
+    }
 }

@@ -1,9 +1,10 @@
 /* keycache.h - the source's keys, grouped into route folders.
  *
  * Sources report raw keys; the reconciler thinks in routes. The key cache sits
- * between them: it keeps the current bytes of every route's `route`, `weights`
- * and `headers` key, tells which routes changed (by content, so re-putting the
- * same value changes nothing), and warns once per stray key under the prefix.
+ * between them: it keeps the current bytes of every route's `route`, `weights`,
+ * `headers`, `freeze` and `abort` key, tells which routes changed (by
+ * content, so re-putting the same value changes nothing), and warns once per
+ * stray key under the prefix.
  * `status` keys are the bridge's own output and are never input: their bytes
  * are kept only so that a status already written is not written again. A
  * mistyped leaf (`ns/name/weight`) is remembered for its route, so the
@@ -20,12 +21,22 @@
 #include "bridge/model/model.h"
 #include "sources/source.h"
 
-enum { KEYCACHE_ROUTE, KEYCACHE_WEIGHTS, KEYCACHE_HEADERS, KEYCACHE_NLEAVES };
+enum {
+    KEYCACHE_ROUTE,
+    KEYCACHE_WEIGHTS,
+    KEYCACHE_HEADERS,
+    KEYCACHE_FREEZE, /* brakes: the value is the reason */
+    KEYCACHE_ABORT,
+    KEYCACHE_NLEAVES
+};
 
-/* P_confirm-delete: a person's confirmation of deletions the deletion guard
- * holds (see reconcile.h). Not a route: no namespace starts with '_'. When
- * its value changes, the changed callback gets this name as the route id. */
+/* Keys for the whole prefix. Not routes: no namespace starts with '_'. When
+ * the value of one changes, the changed callback gets its name as the route
+ * id. P_confirm-delete: a person's confirmation of deletions the deletion
+ * guard holds (see reconcile.h). P_freeze: every route is frozen, for the
+ * reason in its value (see keycache_brakes). */
 #define KEYCACHE_CONFIRM_KEY "_confirm-delete"
+#define KEYCACHE_FREEZE_KEY "_freeze"
 
 struct keycache_value {
     char *data; /* NULL: key absent */
@@ -52,6 +63,7 @@ struct keycache {
     char *prefix;                  /* the source prefix, ending in '/' */
     uint64_t revision;             /* last source revision seen */
     struct keycache_value confirm; /* P_confirm-delete */
+    struct keycache_value freeze;  /* P_freeze */
     /* private */
     struct map warned; /* stray keys already warned about */
     struct map status; /* "ns/name" -> the bytes of its status key (NUL-terminated) */
@@ -88,6 +100,23 @@ const char *keycache_status(const struct keycache *cache, const char *route_id);
  * Returns how many there are (0: out is ""). */
 size_t keycache_leaf_errors(const struct keycache *cache, const char *route_id, char *out,
                             size_t outlen);
+
+/* The brakes a person pulled on a route (docs/usage.md section 15). A
+ * reason is the key's value without surrounding blanks, at most
+ * KEYCACHE_REASON_MAX bytes, control bytes and bytes that are not UTF-8 shown
+ * as '?', and "no reason given" when the value is empty: an empty key still
+ * brakes. */
+#define KEYCACHE_REASON_MAX 200
+struct keycache_brakes {
+    bool frozen;                                 /* the route's `freeze` key, or P_freeze */
+    bool frozen_here;                            /* ... the route's own key */
+    bool frozen_all;                             /* P_freeze exists */
+    bool aborted;                                /* the route's `abort` key */
+    char freeze_reason[KEYCACHE_REASON_MAX + 1]; /* the route's own key's, else P_freeze's */
+    char abort_reason[KEYCACHE_REASON_MAX + 1];
+};
+void keycache_brakes(const struct keycache *cache, const char *route_id,
+                     struct keycache_brakes *out);
 
 /* Build "ns/name" (KEYCACHE_ROUTE_ID_MAX bytes hold any). */
 #define KEYCACHE_ROUTE_ID_MAX (MODEL_NS_MAX + 1 + MODEL_NAME_MAX + 1)

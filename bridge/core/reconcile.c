@@ -1,14 +1,16 @@
 /* reconcile.c - the reconciler's public API and lifecycle, route status
  * records, and the ownership index; see reconcile.h.
  *
- * The reconciler is one module in six files, split by job (the list is in
+ * The reconciler is one module in nine files, split by job (the list is in
  * reconcile_internal.h): a pass for one route in reconcile_pass.c, one
  * object's write in reconcile_write.c, two writers in reconcile_fight.c,
- * the deletion guard in reconcile_guard.c. This file holds what lives
- * longer than a pass: each route's status (what the status hook reports),
- * and which live objects carry which route's label (what a prune may
- * delete, and what the deletion guard counts), kept in step by the
- * informers' callbacks. */
+ * the deletion guard in reconcile_guard.c, the brakes in
+ * reconcile_brakes.c, write pacing and retries after an outage in
+ * reconcile_pace.c, what a pass would write in reconcile_preview.c. This
+ * file holds what lives longer than a pass: each route's status (what the
+ * status hook reports), and which live objects carry which route's label
+ * (what a prune may delete, and what the deletion guard counts), kept in
+ * step by the informers' callbacks. */
 #include "bridge/core/reconcile.h"
 
 #include <inttypes.h>
@@ -47,12 +49,24 @@ static void status_free(struct route_status *s) {
     free(s->written_rv);
     free(s->rival);
     free(s->warning);
+    free(s->brake_reason);
     free(s);
 }
 
 void status_problem(struct reconciler *r, const char *id, enum route_state state, const char *msg,
                     uint64_t rev) {
+    status_problem_as(r, id, state, msg, rev, "RouteFailed");
+}
+
+void status_problem_as(struct reconciler *r, const char *id, enum route_state state,
+                       const char *msg, uint64_t rev, const char *reason) {
     struct route_status *s = status_get(r, id);
+    char braked[1600];
+    if (s && s->brake == BRAKE_ABORTED) { /* the brake is what the person looks for */
+        snprintf(braked, sizeof braked, "aborted: %s; not applied: %s",
+                 s->brake_reason ? s->brake_reason : "", msg);
+        msg = braked;
+    }
     r->stats.errors++;
     /* One line per new problem, not one per resync or retry. */
     if (s && s->state == state && s->message && strcmp(s->message, msg) == 0 &&
@@ -60,8 +74,9 @@ void status_problem(struct reconciler *r, const char *id, enum route_state state
         log_debug(r->log, "route %s: still failing: %s", id, msg);
         return;
     }
-    log_msg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN, "route %s: %s%s", id, msg,
-            state == ROUTE_ERROR ? "" : " (retrying)");
+    log_fmsg(r->log, state == ROUTE_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN,
+             LOG_FIELDS(.revision = rev), "route %s: %s%s", id, msg,
+             state == ROUTE_ERROR ? "" : " (retrying)");
     if (state == ROUTE_ERROR && r->hooks.event) {
         /* On the IngressRoute, when there is one: where kubectl users look. */
         char ns[MODEL_NS_MAX + 1];
@@ -71,7 +86,7 @@ void status_problem(struct reconciler *r, const char *id, enum route_state state
         ns[n] = '\0';
         const cJSON *live = slash ? informer_get(r->inf[OBJ_INGRESSROUTE], ns, slash + 1) : NULL;
         if (live)
-            r->hooks.event(r->hooks.user, live, "Warning", "RouteFailed", msg);
+            r->hooks.event(r->hooks.user, live, "Warning", reason, msg);
     }
     if (!s)
         return;
@@ -108,19 +123,29 @@ void status_applied(struct reconciler *r, struct job *j, const char *rv) {
             r->hooks.applied(r->hooks.user, j->id, &j->model);
         return;
     }
+    char aborted[KEYCACHE_REASON_MAX + 16];
+    const char *msg = NULL; /* the message of an applied route: none, or the abort's */
+    if (s->brake == BRAKE_ABORTED) {
+        snprintf(aborted, sizeof aborted, "aborted: %s", s->brake_reason ? s->brake_reason : "");
+        msg = aborted;
+    }
     bool changed = s->weights_held != j->model.weights_held || s->state != ROUTE_APPLIED ||
-                   s->revision != j->model.revision ||
-                   (rv && (!s->resource_version || strcmp(rv, s->resource_version) != 0));
+                   s->revision != j->model.revision || s->change_waits ||
+                   (rv && (!s->resource_version || strcmp(rv, s->resource_version) != 0)) ||
+                   !s->message != !msg || (msg && strcmp(msg, s->message) != 0);
     if (s->state == ROUTE_ERROR)
         log_info(r->log, "route %s: recovered", j->id);
     s->state = ROUTE_APPLIED;
     s->weights_held = j->model.weights_held;
+    s->change_waits = false;
+    char *copy = msg ? strdup(msg) : NULL;
     free(s->message);
-    s->message = NULL;
+    s->message = copy;
+    brakes_applied(j, s);
     s->revision = j->model.revision;
     s->simple = j->n_objs == 1 && j->objs[0].kind == OBJ_INGRESSROUTE && j->n_dels == 0;
     if (rv) {
-        char *copy = strdup(rv);
+        copy = strdup(rv);
         if (copy) {
             free(s->resource_version);
             s->resource_version = copy;
@@ -347,8 +372,16 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
         r->inf[k] = inf[k];
     r->ropts = *ropts;
     r->guard.dirty = true; /* the first passes judge the first snapshot */
-    if (workqueue_init(&r->wq, loop, cfg->max_in_flight, pass_begin, r) < 0)
+    if (pace_init(r) < 0)
         return -1;
+    if (workqueue_init(&r->wq, loop, cfg->max_in_flight, pass_begin, r) < 0) {
+        pace_close(r);
+        return -1;
+    }
+    if (cfg->retry_min_ms)
+        r->wq.base_backoff_ms = cfg->retry_min_ms;
+    if (cfg->retry_max_ms)
+        r->wq.max_backoff_ms = cfg->retry_max_ms;
     workqueue_pause(&r->wq, true); /* until reconciler_start */
     workqueue_settle(&r->wq, RECONCILE_BURST_ROUTES, RECONCILE_BURST_REFILL_MS, cfg->burst_quiet_ms,
                      cfg->burst_hold_ms, on_burst);
@@ -383,6 +416,7 @@ void reconciler_stop(struct reconciler *r) {
         r->hooks.pass = pass;
         r->on_drained = drained;
     }
+    pace_stop(r);
 }
 
 void reconciler_close(struct reconciler *r) {
@@ -391,11 +425,13 @@ void reconciler_close(struct reconciler *r) {
     for (struct map_entry *e; (e = map_iter_next(&it));)
         job_close(e->value);
     map_free(&r->jobs);
+    pace_close(r);
     workqueue_close(&r->wq);
 }
 
 void reconciler_free(struct reconciler *r) {
     workqueue_free(&r->wq);
+    pace_free(r);
     struct map_iter it;
     map_iter_init(&it, &r->status);
     for (struct map_entry *e; (e = map_iter_next(&it));)
@@ -424,6 +460,10 @@ void reconciler_enqueue(struct reconciler *r, const char *route_id) {
 void reconciler_source_changed(struct reconciler *r, const char *route_id, bool live) {
     if (strcmp(route_id, KEYCACHE_CONFIRM_KEY) == 0) {
         guard_eval(r); /* a confirmation given (or taken back) */
+        return;
+    }
+    if (strcmp(route_id, KEYCACHE_FREEZE_KEY) == 0) {
+        brakes_freeze_all_changed(r);
         return;
     }
     r->guard.dirty = true;

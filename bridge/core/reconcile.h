@@ -59,6 +59,13 @@ extern const char *const obj_kind_name[OBJ_NKINDS];
 
 enum route_state { ROUTE_PENDING, ROUTE_APPLIED, ROUTE_ERROR };
 
+/* The brakes a person pulls on a route (docs/usage.md section 15; the keys
+ * are read by keycache_brakes). Freeze: a pass changes no object of the
+ * route, deletions included, and only reports what waits. Abort: the route
+ * is applied with all its traffic on its first service (model_input.abort),
+ * frozen or not, and never limited by max step. */
+enum route_brake { BRAKE_NONE, BRAKE_FROZEN, BRAKE_ABORTED };
+
 /* The config file's `reconcile` section (bridge/config.c fills it). */
 enum reconcile_policy { POLICY_UPSERT_ONLY, POLICY_SYNC };
 
@@ -78,6 +85,14 @@ struct reconcile_settings {
     /* Backend checks: a service given weight needs a ready endpoint too (not
      * only to exist and expose the port); default true. */
     bool require_ready_endpoints;
+    /* Max step: percentage points one change may move a service's share
+     * of a route's traffic (a route's maxStep overrides it); 0 = no limit. */
+    unsigned max_step;
+    /* Writes per second to one object, at most; 0 = unlimited; default 10. */
+    unsigned object_writes_per_second;
+    /* A failing route is retried after retry_min, doubling up to retry_max
+     * (with jitter); 0 = the workqueue's defaults, 50ms and 30s. */
+    uint64_t retry_min_ms, retry_max_ms;
 };
 
 struct route_status {
@@ -100,14 +115,40 @@ struct route_status {
     char *rival;               /* field manager that undid our last write */
     bool weights_held;         /* the weights key is gone; the weights in force stay */
     char *warning;             /* services carrying weight that cannot serve, or NULL */
+    /* Brakes, as the last pass found them; message then begins "frozen: "
+     * or "aborted: " and the reason. */
+    enum route_brake brake;
+    char *brake_reason;
+    bool change_waits;          /* frozen, and the keys ask for a change the freeze holds */
+    enum route_brake announced; /* the brake the log (and an Event) last told of */
+    uint64_t write_next_ms;     /* loop time before which no pass writes (write pacing) */
 };
 
 struct reconcile_stats {
     uint64_t passes, writes, deletes, conflicts, errors, noops;
-    uint64_t undone; /* our writes another writer undid */
+    uint64_t undone;        /* our writes another writer undid */
+    uint64_t step_refusals; /* changes refused by max step (each once) */
+    uint64_t delayed;       /* passes whose writes waited for object_writes_per_second */
+    uint64_t released;      /* routes retried at once because the API server answered again */
 };
 
 struct reconciler;
+
+/* Write pacing and outage recovery (reconcile_pace.c); private. A route
+ * whose last pass failed because the API server did not answer (no answer,
+ * or 5xx) waits for it; the first successful answer to any request ends the
+ * wait of all of them at once, instead of each waiting out its backoff. */
+struct reconcile_pace {
+    struct map waiting;     /* route id -> NULL: waiting for the API server */
+    struct map released;    /* route id -> NULL: retried early, that pass not ended yet */
+    uv_timer_t probe;       /* while routes wait: asks the API server again */
+    struct kube_call *call; /* the probe in flight */
+    bool closing;
+};
+
+/* How often the API server is asked whether it answers again while routes
+ * wait for it (one GET, nothing else, per period). */
+#define RECONCILE_PROBE_MS 1000
 
 /* The deletion guard (policy sync). Routes that own objects here but whose
  * keys are all gone are deletions waiting to happen. When they are more than
@@ -143,7 +184,8 @@ struct reconcile_hooks {
      * type Normal|Warning, a CamelCase reason, a one-line message. */
     void (*event)(void *user, const cJSON *obj, const char *type, const char *reason,
                   const char *message);
-    /* One pass ended: result is "applied", "unchanged", "error" or "retry". */
+    /* One pass ended: result is "applied", "unchanged", "error", "retry" or
+     * "delayed" (its writes wait for reconcile.object_writes_per_second). */
     void (*pass)(void *user, const char *route_id, const char *result);
     /* A burst hold began (holding) or ended; see workqueue_settle_cb. */
     void (*burst)(void *user, bool holding, size_t changes, uint64_t held_ms);
@@ -185,6 +227,7 @@ struct reconciler {
     struct map backend_routes; /* route id -> struct route_backends */
     struct map backend_index;  /* "<ns>/<service>" -> struct map of route ids (no values) */
     struct map backend_ns;     /* namespace -> (uintptr_t) uses by routes */
+    struct reconcile_pace pace;
 };
 
 /* Lifecycle. init: memory and the queue's handles, no pass yet (routes
@@ -233,11 +276,60 @@ void reconciler_ingressroute_changed(void *user, const char *ns, const char *nam
  * and reported (hooks.backend, an Event, the status warning), their weights
  * left alone. ns NULL: every namespace; service NULL: every service. */
 void reconciler_backends_changed(void *user, const char *ns, const char *service);
+/* The Kubernetes client's answer observer (see kube_client_set_observer):
+ * a successful answer ends the wait of routes waiting for the API server. */
+void reconciler_api_answered(struct reconciler *r, const char *verb, long status);
 bool reconciler_idle(const struct reconciler *r);
 size_t reconciler_jobs_in_flight(const struct reconciler *r);
 /* While the deletion guard holds: one line saying what waits and how to
  * confirm (for /readyz), into out; false (out empty) when nothing is held. */
 bool reconciler_guard_describe(const struct reconciler *r, char *out, size_t outlen);
 const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id);
+
+/* ---- preview: what a pass would write, without writing it ---- */
+
+enum preview_action {
+    PREVIEW_SAME,   /* the live object already is what the pass wants */
+    PREVIEW_CREATE, /* missing: the pass would create it */
+    PREVIEW_UPDATE, /* differs: the pass would replace it */
+    PREVIEW_DELETE  /* policy sync: no longer wanted; the pass would delete it */
+};
+
+struct preview_obj {
+    enum obj_kind kind;
+    char name[MODEL_NAME_MAX + 1];
+    enum preview_action action;
+    cJSON *live; /* a copy of the live object; NULL when missing */
+    cJSON *want; /* what the pass would send (live merged with the route's
+                  * objects; the live object itself when the same); NULL for
+                  * a deletion */
+};
+
+struct route_preview {
+    bool has_keys;
+    bool has_model; /* the keys built a model: the desired state is in model */
+    bool patched;   /* weights on an IngressRoute the bridge does not own */
+    bool missing;   /* the route's IngressRoute does not exist */
+    bool held;      /* no keys, and the deletion guard holds the deletion */
+    /* The route's brake: frozen, a pass writes none of objs (they are the
+     * change that waits); aborted, objs send all traffic to the first
+     * service. brake_reason is the key's text. */
+    enum route_brake brake;
+    char brake_reason[KEYCACHE_REASON_MAX + 1];
+    struct model_route model;
+    uint64_t revision;        /* of the route's keys */
+    char *error;              /* why the pass would fail, or NULL */
+    struct preview_obj *objs; /* in write order, then the deletions */
+    size_t n_objs;
+};
+
+/* What a pass for route_id ("ns/name") would write now, judged from the key
+ * cache and the informers' caches as a pass judges it (namespaces, deletion
+ * guard, brakes, max step, ownership); nothing is sent and nothing in the
+ * reconciler changes (but the deletion guard's verdict, which a pass would
+ * take too). Objects the pass would reach before an error are in p->objs.
+ * 0 (free p with reconciler_preview_free), or -1 out of memory. */
+int reconciler_preview(struct reconciler *r, const char *route_id, struct route_preview *p);
+void reconciler_preview_free(struct route_preview *p);
 
 #endif

@@ -3,9 +3,11 @@
  *
  * A pass is a small state machine (struct job) driven by API answers:
  *
- *   plan -> write phase: Middlewares, TraefikService, IngressRoute (in order)
- *        -> prune phase (policy sync): IngressRoute, TraefikService,
- *           Middlewares that are no longer desired (in that order)
+ *   plan -> write phase: Middlewares, TraefikServices (weighted, then
+ *           mirroring), IngressRoute (in order)
+ *        -> prune phase (policy sync): IngressRoute, TraefikServices
+ *           (mirroring, then weighted), Middlewares that are no longer
+ *           desired (in that order)
  *        -> finish
  *
  * The workqueue hands out a route (pass_begin). The pass reads the route's
@@ -66,12 +68,16 @@ void job_finish(struct job *j, bool ok, bool retry, uint64_t delay_ms) {
     }
     if (r->one_shot && !ok && !retry)
         r->one_shot_failed++;
+    pace_pass_ended(j, retry);
     if (r->hooks.pass)
         r->hooks.pass(r->hooks.user, j->id,
-                      ok                    ? (j->wrote ? "applied" : "unchanged")
+                      j->defer_ms           ? "delayed"
+                      : ok                  ? (j->wrote ? "applied" : "unchanged")
                       : retry && !j->failed ? "retry"
                                             : "error");
-    if (retry && j->retry_in_ms)
+    if (j->defer_ms)
+        workqueue_done_defer(&r->wq, j->id, j->defer_ms);
+    else if (retry && j->retry_in_ms)
         workqueue_done_in(&r->wq, j->id, j->retry_in_ms);
     else if (retry && delay_ms)
         workqueue_done_after(&r->wq, j->id, delay_ms);
@@ -135,7 +141,7 @@ static int plan_add(struct job *j, enum obj_kind kind, const char *name, cJSON *
 }
 
 /* The objects this route wants, in write order. */
-static int plan_writes(struct job *j) {
+int plan_writes(struct job *j) {
     struct reconciler *r = j->r;
     struct model_route *m = &j->model;
     if (!m->owned) {
@@ -154,9 +160,17 @@ static int plan_writes(struct job *j) {
         if (rc < 0)
             return -1;
     }
-    if (m->sticky.enabled) {
+    if (traefik_weighted_service_wanted(m)) {
         cJSON *ts = traefik_render_traefikservice(m, &r->ropts);
         if (!ts || plan_add(j, OBJ_TRAEFIKSERVICE, j->name, ts) < 0)
+            return -1;
+    }
+    if (m->mirror.enabled) { /* after the weighted TraefikService it names */
+        char *name = traefik_mirror_name(m);
+        cJSON *ms = name ? traefik_render_mirroring(m, &r->ropts) : NULL;
+        int rc = ms ? plan_add(j, OBJ_TRAEFIKSERVICE, name, ms) : -1;
+        free(name);
+        if (rc < 0)
             return -1;
     }
     cJSON *ir = traefik_render_ingressroute(m, &r->ropts);
@@ -172,19 +186,31 @@ static bool planned(const struct job *j, enum obj_kind kind, const char *name) {
     return false;
 }
 
+/* Deletion rank: IngressRoute, then TraefikServices other than the
+ * route's own name (a mirroring names the weighted one), then that one,
+ * then Middlewares. */
+static int prune_rank(enum obj_kind kind, const char *name, const char *route) {
+    if (kind == OBJ_INGRESSROUTE)
+        return 0;
+    if (kind == OBJ_TRAEFIKSERVICE)
+        return strcmp(name, route) != 0 ? 1 : 2;
+    return 3;
+}
+
 /* Policy sync: objects labelled for this route, owned from our prefix, that
- * the route no longer wants; IngressRoute first, so nothing still references
- * a TraefikService or Middleware when it goes. */
-static int plan_prunes(struct job *j) {
+ * the route no longer wants; in prune_rank order, so nothing still
+ * references a TraefikService or Middleware when it goes. */
+int plan_prunes(struct job *j) {
     struct reconciler *r = j->r;
     if (r->cfg->policy != POLICY_SYNC || j->patched)
         return 0;
     const struct objset *set = map_get(&r->route_objs, j->id);
-    for (int kind = OBJ_INGRESSROUTE; kind >= 0; kind--) {
+    for (int rank = 0; rank <= 3; rank++) {
         for (size_t i = 0; set && i < set->n; i++) {
-            if (set->keys[i][0] - '0' != kind)
-                continue;
+            int kind = set->keys[i][0] - '0';
             const char *name = set->keys[i] + 2;
+            if (prune_rank((enum obj_kind)kind, name, j->name) != rank)
+                continue;
             if (planned(j, (enum obj_kind)kind, name))
                 continue;
             if (!owned_here(r, informer_get(r->inf[kind], j->ns, name)))
@@ -278,9 +304,10 @@ static bool unchanged_since_applied(struct reconciler *r, const struct job *j,
  * IngressRoute says they came from a weights key (or were already held):
  * deleting a key never moves traffic, and the live object makes that hold
  * across restarts. Fills in->held from the weighted route's services (or the
- * TraefikService's, for a sticky route); *held is the array to free. */
-static void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
-                             struct model_weight **held) {
+ * weighted TraefikService's, when the route goes through one: sticky, or
+ * mirrored with several services); *held is the array to free. */
+void weights_in_force(struct reconciler *r, const struct job *j, struct model_input *in,
+                      struct model_weight **held) {
     *held = NULL;
     const cJSON *ir = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
     if (!in->route || in->weights || !owned_here(r, ir))
@@ -295,21 +322,7 @@ static void weights_in_force(struct reconciler *r, const struct job *j, struct m
         in->held_doc_new = strtoull(from + 5, NULL, 10) != in->route_rev;
     else
         return;
-    const cJSON *routes =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ir, "spec"), "routes");
-    const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetArrayItem(routes, cJSON_GetArraySize(routes) - 1), "services");
-    const cJSON *first = cJSON_GetArrayItem(svcs, 0);
-    const char *kind = kobj_str(first, "kind", NULL);
-    if (kind && strcmp(kind, "TraefikService") == 0) {
-        const cJSON *ts = informer_get(r->inf[OBJ_TRAEFIKSERVICE], j->ns, j->name);
-        svcs = owned_here(r, ts)
-                   ? cJSON_GetObjectItemCaseSensitive(
-                         cJSON_GetObjectItemCaseSensitive(
-                             cJSON_GetObjectItemCaseSensitive(ts, "spec"), "weighted"),
-                         "services")
-                   : NULL;
-    }
+    const cJSON *svcs = live_weighted(r, j->ns, j->name, ir);
     int n = cJSON_GetArraySize(svcs);
     if (n <= 0 || !(*held = calloc((size_t)n, sizeof **held)))
         return;
@@ -362,12 +375,16 @@ void pass_begin(void *user, const char *id) {
     struct route_status *st = map_get(&r->status, id);
     if (st && st->fighting && (!has_keys || in.revision != st->fight_revision))
         fight_off(r, id, st, "its keys changed");
-    if (has_keys && unchanged_since_applied(r, j, st, in.revision)) {
+    brakes_read(j);
+    if (has_keys && j->brake == BRAKE_NONE && (!st || st->brake == BRAKE_NONE) &&
+        unchanged_since_applied(r, j, st, in.revision)) {
         st->changed_ns = 0; /* nothing left to propagate */
         r->stats.noops++;
         job_finish(j, true, false, 0);
         return;
     }
+    /* A record for a brake; an unbraked route gets one only when the pass ends. */
+    brakes_note(j, j->brake != BRAKE_NONE ? status_get(r, id) : map_get(&r->status, id));
     in.allow_cross_namespace = r->cfg->allow_cross_namespace;
     char err[1024];
     struct model_weight *held = NULL;
@@ -375,18 +392,34 @@ void pass_begin(void *user, const char *id) {
         weights_in_force(r, j, &in, &held);
     int rc = has_keys ? model_build(&in, &j->model, err, sizeof err) : 1;
     free(held);
+    j->has_model = rc == 0;
+    if (j->brake == BRAKE_FROZEN) {
+        j->pruning = true; /* planned here, once: the freeze only compares */
+        if ((rc == 0 && plan_writes(j) < 0) || (rc >= 0 && plan_prunes(j) < 0)) {
+            job_retry(j, "out of memory rendering objects", 0);
+            return;
+        }
+        brakes_hold(j, has_keys, rc < 0 ? err : NULL);
+        return;
+    }
     if (rc < 0) {
         job_fail(j, "%s", err);
         return;
     }
-    if (rc == 0) {
-        j->has_model = true;
-        if (backend_gate(j))
-            return; /* a service given weight cannot serve, or is not known yet */
-        if (plan_writes(j) < 0) {
-            job_retry(j, "out of memory rendering objects", 0);
-            return;
-        }
+    if (rc == 0 && plan_writes(j) < 0) {
+        job_retry(j, "out of memory rendering objects", 0);
+        return;
+    }
+    if (rc == 0 && brakes_refuse_step(j))
+        return;
+    if (rc == 0 && backend_gate(j))
+        return; /* a service given weight cannot serve, or is not known yet */
+    if (rc > 0 && j->brake == BRAKE_ABORTED) {
+        /* Deleting what the route has is no way to send it to its stable
+         * service: the objects stay. */
+        job_fail(j, "the route has neither a route nor a weights key: there is no first "
+                    "service to send its traffic to; the objects stay as they are");
+        return;
     }
     /* rc == 1: nothing desired. upsert-only leaves every object in place; sync
      * prunes what the route owned (a source error never gets here: only a

@@ -30,6 +30,8 @@ static int send_request(struct job *j, const char *method, enum obj_kind kind, c
                         const cJSON *body, kube_cb cb) {
     struct reconciler *r = j->r;
     char path[512];
+    if (strcmp(method, "GET") != 0 && !pace_write(j))
+        return -1; /* it waits for its write slot: the pass is finished */
     if (kube_path(path, sizeof path, r->ropts.api_group, "v1alpha1", j->ns, obj_plural[kind],
                   name) < 0) {
         job_fail(j, "object path too long");
@@ -51,6 +53,36 @@ static void note_ir_version(struct job *j, const struct job_obj *o, const cJSON 
         snprintf(j->ir_rv, sizeof j->ir_rv, "%s", rv ? rv : "");
 }
 
+bool owned_refusal(const struct job *j, const struct job_obj *o, const cJSON *live, char *why,
+                   size_t whylen) {
+    const struct reconciler *r = j->r;
+    if (!traefik_is_managed(live)) {
+        snprintf(why, whylen,
+                 "%s %s/%s exists and is not managed by canary-bridge (no label %s=%s); "
+                 "refusing to take it over",
+                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_LABEL_MANAGED_BY, TRAEFIK_MANAGER);
+        return true;
+    }
+    if (!owned_here(r, live)) {
+        const char *other = kobj_str(cJSON_GetObjectItemCaseSensitive(live, "metadata"),
+                                     "annotations", TRAEFIK_ANNOT_PREFIX);
+        snprintf(why, whylen,
+                 "%s %s/%s is managed by canary-bridge from another prefix (%s: %s, ours is "
+                 "%s); refusing to take it over",
+                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_ANNOT_PREFIX,
+                 other ? other : "(none)", r->keys->prefix);
+        return true;
+    }
+    const char *owner = other_route(live, j->name);
+    if (owner) {
+        snprintf(why, whylen,
+                 "%s %s/%s belongs to route %s/%s (annotation %s); refusing to overwrite it",
+                 obj_kind_name[o->kind], j->ns, o->name, j->ns, owner, RECONCILE_ROUTE_ANNOT);
+        return true;
+    }
+    return false;
+}
+
 void write_owned(struct job *j, struct job_obj *o) {
     struct reconciler *r = j->r;
     const cJSON *live = informer_get(r->inf[o->kind], j->ns, o->name);
@@ -59,27 +91,9 @@ void write_owned(struct job *j, struct job_obj *o) {
             r->stats.writes++;
         return;
     }
-    if (!traefik_is_managed(live)) {
-        job_fail(j,
-                 "%s %s/%s exists and is not managed by canary-bridge (no label %s=%s); "
-                 "refusing to take it over",
-                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_LABEL_MANAGED_BY, TRAEFIK_MANAGER);
-        return;
-    }
-    if (!owned_here(r, live)) {
-        const char *other = kobj_str(cJSON_GetObjectItemCaseSensitive(live, "metadata"),
-                                     "annotations", TRAEFIK_ANNOT_PREFIX);
-        job_fail(j,
-                 "%s %s/%s is managed by canary-bridge from another prefix (%s: %s, ours is "
-                 "%s); refusing to take it over",
-                 obj_kind_name[o->kind], j->ns, o->name, TRAEFIK_ANNOT_PREFIX,
-                 other ? other : "(none)", r->keys->prefix);
-        return;
-    }
-    const char *owner = other_route(live, j->name);
-    if (owner) {
-        job_fail(j, "%s %s/%s belongs to route %s/%s (annotation %s); refusing to overwrite it",
-                 obj_kind_name[o->kind], j->ns, o->name, j->ns, owner, RECONCILE_ROUTE_ANNOT);
+    char why[1024];
+    if (owned_refusal(j, o, live, why, sizeof why)) {
+        job_fail(j, "%s", why);
         return;
     }
     bool changed = false;
@@ -101,45 +115,68 @@ void write_owned(struct job *j, struct job_obj *o) {
     }
 }
 
-void write_patched(struct job *j) {
-    struct reconciler *r = j->r;
-    const cJSON *live = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
+bool patched_refusal(const struct job *j, const cJSON *live, char *why, size_t whylen) {
+    const struct reconciler *r = j->r;
     if (!live) {
-        job_fail(j,
+        snprintf(why, whylen,
                  "IngressRoute %s/%s not found: without a route key (patched mode) the bridge "
                  "only sets weights on an existing IngressRoute",
                  j->ns, j->name);
-        return;
+        return true;
     }
     if (traefik_is_managed(live)) {
         /* A canary-bridge owns it (this one through a route key, or another
          * from its prefix): two writers of one object fight forever. */
         const char *owner = kobj_str(cJSON_GetObjectItemCaseSensitive(live, "metadata"),
                                      "annotations", TRAEFIK_ANNOT_PREFIX);
-        job_fail(j,
+        snprintf(why, whylen,
                  "IngressRoute %s/%s is managed by canary-bridge from prefix %s (label %s=%s); "
                  "patched mode (weights without a route key under %s) never writes an object "
                  "a canary-bridge owns: change the weights under %s%s/ instead",
                  j->ns, j->name, owner ? owner : "(unknown)", TRAEFIK_LABEL_MANAGED_BY,
                  TRAEFIK_MANAGER, r->keys->prefix, owner ? owner : "(unknown)", j->id);
+        return true;
+    }
+    return false;
+}
+
+cJSON *patched_object(const struct job *j, const cJSON *live, bool *changed, char *why,
+                      size_t whylen) {
+    cJSON *copy = cJSON_Duplicate(live, 1);
+    char err[512];
+    why[0] = '\0';
+    if (copy && traefik_apply_weights(copy, &j->model, changed, err, sizeof err) < 0) {
+        cJSON_Delete(copy);
+        snprintf(why, whylen, "%s%s/weights: %s", j->r->keys->prefix, j->id, err);
+        return NULL;
+    }
+    /* Send back what we read; resourceVersion stays as the precondition that
+     * makes this write safe. managedFields are the server's bookkeeping. */
+    if (copy)
+        cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(copy, "metadata"),
+                                                "managedFields");
+    return copy;
+}
+
+void write_patched(struct job *j) {
+    struct reconciler *r = j->r;
+    const cJSON *live = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
+    char why[2048];
+    if (patched_refusal(j, live, why, sizeof why)) {
+        job_fail(j, "%s", why);
         return;
     }
-    cJSON *copy = cJSON_Duplicate(live, 1);
+    bool changed = false;
+    char err[1024];
+    cJSON *copy = patched_object(j, live, &changed, err, sizeof err);
+    if (!copy && err[0]) {
+        job_fail(j, "%s", err);
+        return;
+    }
     if (!copy) {
         job_retry(j, "out of memory", 0);
         return;
     }
-    bool changed = false;
-    char err[512];
-    if (traefik_apply_weights(copy, &j->model, &changed, err, sizeof err) < 0) {
-        cJSON_Delete(copy);
-        job_fail(j, "%s%s/weights: %s", r->keys->prefix, j->id, err);
-        return;
-    }
-    /* Send back what we read; resourceVersion stays as the precondition that
-     * makes this write safe. managedFields are the server's bookkeeping. */
-    cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(copy, "metadata"),
-                                            "managedFields");
     if (changed && fight_hold(j, &j->objs[j->step], live)) {
         cJSON_Delete(copy);
         return;
@@ -215,6 +252,7 @@ static void on_reread(void *user, const struct kube_response *res) {
     } else if (res->status == 404) {
         informer_forget(inf, j->ns, o->name);
     } else {
+        j->api_down = res->status == 0 || res->status >= 500;
         job_retry(j, "re-read after a conflict failed", res->retry_after_ms);
         return;
     }
@@ -248,6 +286,9 @@ static void judge_failure(struct job *j, const struct kube_response *res) {
     /* Invalid objects stay invalid until the keys change (which requeues the
      * route); everything else (403 too: RBAC gets fixed) is worth retrying. */
     bool permanent = res->status == 400 || res->status == 422 || res->status == 415;
+    /* No answer, or the server's own failure: it waits for the API server
+     * to answer again, not out its backoff (reconcile_pace.c). */
+    j->api_down = res->status == 0 || res->status >= 500;
     if (permanent)
         job_fail(j, "%s", what);
     else
@@ -314,7 +355,8 @@ static void on_write(void *user, const struct kube_response *res) {
         char id[KEYCACHE_ROUTE_ID_MAX];
         object_index(r, o->kind, j->ns, o->name, res->json, id); /* not a drift: no requeue */
         const char *rv = kobj_str(res->json, "metadata", "resourceVersion");
-        log_info(r->log, "route %s: %s %s %s (source revision %llu, resourceVersion %s)", j->id,
+        log_fmsg(r->log, LOG_LVL_INFO, LOG_FIELDS(.revision = j->model.revision),
+                 "route %s: %s %s %s (source revision %llu, resourceVersion %s)", j->id,
                  obj_kind_name[o->kind], o->name, res->status == 201 ? "created" : "written",
                  (unsigned long long)j->model.revision, rv ? rv : "?");
         j->wrote = true;

@@ -529,14 +529,14 @@ static void conn_try_parse(struct conn *c) {
         buf_free(&body);
         return;
     }
-    struct httpd_response res = {200, "text/plain; charset=utf-8", BUF_INIT};
+    struct httpd_response res = {200, "text/plain; charset=utf-8", BUF_INIT, NULL};
     h->handler(h->user, r.method, path, &res);
     if (res.status < 200 || res.status > 599)
         res.status = 500;
     log_debug(h->log, "http: %s %s -> %d", r.method, path, res.status);
     c->head[end] = saved;
     conn_respond(c, res.status, res.content_type ? res.content_type : "text/plain", &res.body,
-                 head_only, NULL);
+                 head_only, res.headers);
     buf_free(&res.body);
 }
 

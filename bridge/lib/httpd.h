@@ -34,6 +34,7 @@ struct httpd_response {
     int status;               /* preset to 200 */
     const char *content_type; /* static string; preset to "text/plain; charset=utf-8" */
     buf_t body;               /* empty; the server frees it */
+    const char *headers;      /* static extra header lines, each ending "\r\n"; or NULL */
 };
 
 /* method is "GET" or "HEAD" (for HEAD fill the body as for GET: its length is

@@ -518,6 +518,8 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
     static const char *const verb_code[] = {"verb", "code"};
     static const char *const state[] = {"state"};
     static const char *const route[] = {"namespace", "route", "service"};
+    static const char *const route_only[] = {"namespace", "route"};
+    static const char *const reason[] = {"reason"};
     static const char *const ver[] = {"version"};
     /* 0.5 ms to 10 s: a watch event usually lands in a few ms; seconds mean
      * retries, conflicts or a slow API server. */
@@ -587,12 +589,47 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         "Service or its port gone); the weights are left as they are.",
         3, route);
 
-    if (!out->backend_unready || !out->undone_writes_total || !out->reconcile_total ||
+    out->route_frozen = metrics_gauge(
+        m, "canary_bridge_route_frozen",
+        "1 while a freeze (the route's freeze key, or the prefix's _freeze) holds the route's "
+        "objects as they are; no series otherwise.",
+        2, route_only);
+    out->route_aborted = metrics_gauge(
+        m, "canary_bridge_route_aborted",
+        "1 while the route's abort key sends all its traffic to its first service; no series "
+        "otherwise.",
+        2, route_only);
+    out->refusals_total =
+        metrics_counter(m, "canary_bridge_refusals_total",
+                        "Changes the bridge refused to apply, by reason (max_step: a share of "
+                        "traffic would move more than the max step allows); each change once.",
+                        1, reason);
+
+    out->writes_delayed_total = metrics_counter(
+        m, "canary_bridge_writes_delayed_total",
+        "Passes whose writes waited because their objects were written less than "
+        "1/reconcile.object_writes_per_second ago (a key rewritten in a loop); each wait ends "
+        "in one write of the latest state.",
+        0, NULL);
+
+    static const char *const route_state[] = {"namespace", "route", "state"};
+    out->route_state = metrics_gauge(
+        m, "canary_bridge_route_state",
+        "1 for each route, labelled with its state: applied, pending, error, fighting (another "
+        "writer undoes its writes), held (its deletion waits for confirmation), frozen or aborted "
+        "(a brake holds it).",
+        3, route_state);
+
+    if (procstat_register(m, &out->process) < 0 || !out->backend_unready || !out->route_state ||
+        !out->route_frozen || !out->route_aborted || !out->refusals_total ||
+        !out->writes_delayed_total || !out->undone_writes_total || !out->reconcile_total ||
         !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
         !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
         !out->source_acl_denied || !out->last_sync_timestamp_seconds || !out->leader ||
         !out->build_info || !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
         !out->deletion_held_routes)
+        return -1;
+    if (metric_add(out->refusals_total, METRIC_LABELS("max_step"), 0) < 0)
         return -1;
     return metric_set(out->build_info, METRIC_LABELS(version ? version : "unknown"), 1);
 }

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "bridge/lib/buf.h"
+#include "bridge/lib/procstat.h"
 
 /* The Content-Type of metrics_render's output. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -111,7 +112,13 @@ struct bridge_metrics {
     struct metric_family *deletion_held_routes;        /* gauge: routes whose deletion waits */
     struct metric_family *undone_writes_total;         /* counter: writes another writer undid */
     struct metric_family
-        *backend_unready; /* gauge {namespace,route,service}: weighted, can't serve */
+        *backend_unready;               /* gauge {namespace,route,service}: weighted, can't serve */
+    struct metric_family *route_frozen; /* gauge {namespace,route}: 1 while frozen */
+    struct metric_family *route_aborted;        /* gauge {namespace,route}: 1 while aborted */
+    struct metric_family *refusals_total;       /* counter {reason}: changes refused */
+    struct metric_family *writes_delayed_total; /* counter: writes paced per object */
+    struct metric_family *route_state; /* gauge {namespace,route,state} = 1, one per route */
+    struct procstat_metrics process;   /* process_*, set at scrape time */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1

@@ -22,7 +22,7 @@ struct workqueue_item {
     unsigned failures;
     size_t heap_idx;     /* SIZE_MAX when not delayed */
     uint64_t due;        /* loop time (ms) when delayed */
-    uint64_t not_before; /* loop time before which it must not run (Retry-After) */
+    uint64_t not_before; /* loop time before which it must not run (Retry-After, deferral) */
     uint64_t changed;    /* loop time of its last change (workqueue_add_change), 0 never */
     char key[];          /* own copy: handed to the consumer while in flight */
 };
@@ -396,6 +396,18 @@ void workqueue_done_after(struct workqueue *q, const char *key, uint64_t delay_m
 
 void workqueue_done_in(struct workqueue *q, const char *key, uint64_t delay_ms) {
     pass_end(q, key, true, delay_ms, true, false);
+}
+
+void workqueue_done_defer(struct workqueue *q, const char *key, uint64_t delay_ms) {
+    struct workqueue_item *it = item_get(q, key, false);
+    if (!it || !(it->flags & ITEM_IN_FLIGHT))
+        return;
+    it->flags &= ~(ITEM_IN_FLIGHT | ITEM_DIRTY); /* input meanwhile runs with the deferred pass */
+    q->in_flight--;
+    it->not_before = uv_now(q->loop) + delay_ms;
+    if (!q->closing)
+        (void)delay_item(q, it, delay_ms);
+    idle_rearm(q);
 }
 
 void workqueue_pause(struct workqueue *q, bool paused) {

@@ -7,7 +7,9 @@
  *    flight it is marked dirty and queued again when the pass ends;
  *  - a failing key comes back after an exponential backoff with jitter, while
  *    other keys proceed;
- *  - at most `max_in_flight` keys are processed at once.
+ *  - at most `max_in_flight` keys are processed at once;
+ *  - a pass may be deferred (workqueue_done_defer, a rate limit): the key runs
+ *    again after the delay, and input meanwhile waits with it and runs once.
  * Keys queued by workqueue_add_change (source changes) go before keys queued by
  * workqueue_add (re-checks), so a weight change never waits behind a periodic
  * resync of 10,000 routes.
@@ -113,6 +115,11 @@ void workqueue_done_after(struct workqueue *q, const char *key, uint64_t delay_m
 /* Same, but new input overrides the delay (a workqueue_add runs it at once): for a
  * failure only time or a change can fix. */
 void workqueue_done_in(struct workqueue *q, const char *key, uint64_t delay_ms);
+/* End a pass that did not run yet, for a rate limit: the key runs again
+ * after delay_ms, not sooner even on new input (which waits with it and is
+ * handed out once, with the latest state). Not a failure: the key's failure
+ * count stays as it was. */
+void workqueue_done_defer(struct workqueue *q, const char *key, uint64_t delay_ms);
 void workqueue_pause(struct workqueue *q, bool paused);
 
 /* Keys queued or in flight (delayed ones excluded). */

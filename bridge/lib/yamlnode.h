@@ -1,6 +1,6 @@
 /* yamlnode.h - small helpers over libyaml's document nodes, shared by the
  * two loaders that walk YAML trees with line numbers (the config file and
- * kubeconfigs), plus the URL check both apply to what they read. */
+ * kubeconfigs). */
 #ifndef CB_YAMLNODE_H
 #define CB_YAMLNODE_H
 
@@ -23,19 +23,6 @@ static inline bool yamlnode_is_null(const yaml_node_t *n) {
         return false;
     const char *s = yamlnode_text(n);
     return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-/* http:// or https://, a host, and nothing that could split a request line. */
-static inline bool url_is_http(const char *s) {
-    const char *rest = !strncmp(s, "https://", 8)  ? s + 8
-                       : !strncmp(s, "http://", 7) ? s + 7
-                                                   : NULL;
-    if (!rest || !*rest || *rest == '/' || *rest == ':')
-        return false;
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
-            return false;
-    return true;
 }
 
 #endif

@@ -5,6 +5,9 @@
 
 #include "bridge/model/parse.h"
 
+const char *const model_leaf_names[MODEL_NLEAVES] = {"route",  "weights", "headers",
+                                                     "status", "freeze",  "abort"};
+
 /* [a-z0-9]([-a-z0-9]*[a-z0-9])? over s[0..n) */
 static bool label_ok(const char *s, size_t n) {
     if (n == 0 || !is_lower_alnum(s[0]) || !is_lower_alnum(s[n - 1]))
@@ -40,7 +43,6 @@ bool model_dns1123_subdomain(const char *s) {
 int model_parse_key(const char *prefix, const char *key, char ns[MODEL_NS_MAX + 1],
                     char name[MODEL_NAME_MAX + 1], enum model_leaf *leaf, char *err,
                     size_t errlen) {
-    static const char *const leaves[] = {"route", "weights", "headers", "status"};
     size_t plen = strlen(prefix);
     if (strncmp(key, prefix, plen) != 0) {
         snprintf(err, errlen, "not under the prefix '%s'", prefix);
@@ -50,7 +52,8 @@ int model_parse_key(const char *prefix, const char *key, char ns[MODEL_NS_MAX + 
     const char *s1 = strchr(rest, '/');
     const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
     if (!s2 || strchr(s2 + 1, '/')) {
-        snprintf(err, errlen, "expected <namespace>/<name>/<route|weights|headers|status>");
+        snprintf(err, errlen,
+                 "expected <namespace>/<name>/<route|weights|headers|status|freeze|abort>");
         return -1;
     }
     size_t nslen = (size_t)(s1 - rest), namelen = (size_t)(s2 - s1 - 1);
@@ -70,12 +73,12 @@ int model_parse_key(const char *prefix, const char *key, char ns[MODEL_NS_MAX + 
         snprintf(err, errlen, "name is not a valid DNS-1123 subdomain");
         return -1;
     }
-    for (int i = 0; i < 4; i++) {
-        if (!strcmp(s2 + 1, leaves[i])) {
+    for (int i = 0; i < MODEL_NLEAVES; i++) {
+        if (!strcmp(s2 + 1, model_leaf_names[i])) {
             *leaf = (enum model_leaf)i;
             return 0;
         }
     }
-    snprintf(err, errlen, "unknown leaf (expected route, weights, headers or status)");
+    snprintf(err, errlen, "unknown leaf (expected " MODEL_LEAVES_TEXT ")");
     return -1;
 }

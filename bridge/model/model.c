@@ -29,6 +29,14 @@
  *   ignores any other spelling without a word, and the v3 CRD's capitalised
  *   variants mean the same thing. A negative `maxAge` (Traefik: expire at
  *   once) would silently turn stickiness off, so it is refused.
+ * - `mirror` names its service like a route service (port, namespace under
+ *   the same rule), except that without `port` it must be one of the route's
+ *   own services and is taken with its port and namespace. `percent` is
+ *   required: Traefik's default of 0 would configure a mirror that copies
+ *   nothing. Mirroring lives in the route document, so patched mode, which
+ *   has none, cannot ask for it.
+ * - `abort` (model_input.abort) is an emergency brake, so as little as
+ *   possible can stop it: in owned mode only the route document is read.
  *
  * The work is split by job: key.c (keys and names), weights.c (the
  * `weights` key), route.c (the `route` document), headers.c (the `headers`
@@ -108,18 +116,19 @@ void model_route_free(struct model_route *r) {
     }
     free(r->rules);
     free(r->sticky.cookie);
+    free(r->mirror.svc.name);
+    free(r->mirror.svc.ns);
+    free(r->mirror.svc.port);
     model_weights_free(r->weights, r->n_weights);
     memset(r, 0, sizeof *r);
 }
-
-static const char *const leaf_names[] = {"route", "weights", "headers", "status"};
 
 /* "<prefix><ns>/<name>/<leaf>: reason", then clear the half-built route. */
 static enum model_build_result build_fail(const struct model_input *in, enum model_leaf leaf,
                                           const char *reason, struct model_route *out, char *err,
                                           size_t errlen) {
     snprintf(err, errlen, "%s%s/%s/%s: %s", in->prefix ? in->prefix : "", in->ns, in->name,
-             leaf_names[leaf], reason);
+             model_leaf_names[leaf], reason);
     model_route_free(out);
     return MODEL_INVALID;
 }
@@ -176,12 +185,27 @@ static void weights_hold(struct model_route *rt, const struct model_input *in) {
     }
 }
 
+/* The abort brake: weight 100 on the first service, 0 on every other. */
+static void abort_weights(struct model_route *rt) {
+    for (size_t i = 0; i < rt->n_services; i++) {
+        rt->services[i].weight = i == 0 ? 100 : 0;
+        rt->services[i].has_weight = true;
+    }
+    for (size_t i = 0; i < rt->n_weights; i++)
+        rt->weights[i].weight = i == 0 ? 100 : 0;
+    rt->aborted = true;
+}
+
 static enum model_build_result build_owned(const struct model_input *in, struct model_route *out,
                                            char *err, size_t errlen) {
     reason_t r;
     if (model_route_parse(in->route, in->route_len, in->allow_cross_namespace, out, r) < 0)
         return build_fail(in, LEAF_ROUTE, r, out, err, errlen);
     out->route_rev = in->route_rev;
+    if (in->abort) { /* neither weights nor headers are read: see model_input.abort */
+        abort_weights(out);
+        return MODEL_BUILT;
+    }
     if (in->weights && (weights_apply(out, r) < 0 || weights_complete(out, r) < 0))
         return build_fail(in, LEAF_WEIGHTS, r, out, err, errlen);
     if (!in->weights && in->n_held)
@@ -214,16 +238,18 @@ enum model_build_result model_build(const struct model_input *in, struct model_r
     if (!(out->ns = strdup(in->ns)) || !(out->name = strdup(in->name)))
         return build_fail(in, in->route ? LEAF_ROUTE : LEAF_WEIGHTS, "out of memory", out, err,
                           errlen);
-    if (in->weights) {
+    if (in->weights && !(in->abort && in->route)) {
         char werr[sizeof(reason_t)];
-        if (model_parse_weights(in->weights, in->weights_len, &out->weights, &out->n_weights, werr,
-                                sizeof werr) < 0)
+        if (model_parse_weights_forced(in->weights, in->weights_len, &out->weights, &out->n_weights,
+                                       &out->weights_forced, werr, sizeof werr) < 0)
             return build_fail(in, LEAF_WEIGHTS, werr, out, err, errlen);
     }
     if (!in->route) {
-        if (in->headers)
+        if (in->headers && !in->abort)
             return build_fail(in, LEAF_HEADERS, "headers need a route key (owned mode)", out, err,
                               errlen);
+        if (in->abort)
+            abort_weights(out);
         return MODEL_BUILT;
     }
     return build_owned(in, out, err, errlen);

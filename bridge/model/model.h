@@ -18,7 +18,21 @@
 #define MODEL_NAME_MAX 253       /* DNS-1123 subdomain */
 #define MODEL_WEIGHT_MAX 1000000 /* Traefik weights are relative; keep them sane */
 
-enum model_leaf { LEAF_ROUTE, LEAF_WEIGHTS, LEAF_HEADERS, LEAF_STATUS };
+/* The leaves of a route folder. `freeze` and `abort` are brakes a person
+ * pulls (docs/usage.md section 15): their value is the reason. */
+enum model_leaf {
+    LEAF_ROUTE,
+    LEAF_WEIGHTS,
+    LEAF_HEADERS,
+    LEAF_STATUS,
+    LEAF_FREEZE,
+    LEAF_ABORT,
+    MODEL_NLEAVES
+};
+/* The leaves' names, indexed by enum model_leaf. */
+extern const char *const model_leaf_names[MODEL_NLEAVES];
+/* "route, weights, headers, status, freeze or abort", for messages. */
+#define MODEL_LEAVES_TEXT "route, weights, headers, status, freeze or abort"
 
 /* Split a full key under prefix into namespace, name and leaf. Returns 0 on a
  * route key (ns/name written NUL-terminated into the buffers), -1 when the key
@@ -82,6 +96,20 @@ struct model_sticky {
     long max_age; /* seconds, 0..MODEL_MAX_AGE_MAX */
 };
 
+#define MODEL_BODY_SIZE_MAX 9007199254740992LL /* mirror maxBodySize: 2^53, exact in JSON */
+
+/* `mirror` in the route document: Traefik copies `percent` per cent of the
+ * weighted route's requests to this service and throws its answers away;
+ * clients only ever get the answers of the route's own services. */
+struct model_mirror {
+    bool enabled;             /* a `mirror` mapping was given */
+    struct model_service svc; /* name, ns, port as for a route service; no weight */
+    long percent;             /* 0..100 */
+    bool has_mirror_body, mirror_body;
+    bool has_max_body_size;
+    long long max_body_size; /* bytes, -1 (no limit) .. MODEL_BODY_SIZE_MAX */
+};
+
 struct model_route {
     char *ns, *name;
     bool owned; /* a `route` key exists */
@@ -100,6 +128,7 @@ struct model_route {
     struct model_rule *rules; /* from `headers` */
     size_t n_rules;
     struct model_sticky sticky; /* from `route`; .enabled false when absent */
+    struct model_mirror mirror; /* from `route`; .enabled false when absent */
 
     /* `weights` as given (both modes; patched mode uses only this) */
     struct model_weight *weights;
@@ -108,6 +137,12 @@ struct model_route {
     uint64_t revision;  /* highest source revision among the route's keys */
     uint64_t route_rev; /* revision of the `route` key */
     bool weights_held;  /* a service kept its weight in force (see model_input.held) */
+
+    /* Brakes (docs/usage.md section 15). */
+    bool has_max_step;   /* `maxStep` in the route document */
+    long max_step;       /* percentage points a change may move a share; 0 = no limit */
+    bool weights_forced; /* the weights value marks this step as deliberate ('!', _force) */
+    bool aborted;        /* model_input.abort: all traffic on the first service */
 };
 
 struct model_input {
@@ -132,6 +167,12 @@ struct model_input {
     const struct model_weight *held;
     size_t n_held;
     bool held_doc_new;
+    /* The route's `abort` key exists: every request goes to the first
+     * service (owned: of the route document; patched: named in `weights`),
+     * weight 100 and every other one 0, and the header rules are left out.
+     * In owned mode the `weights` and `headers` keys are then not read at
+     * all, so a broken one cannot stop the brake. */
+    bool abort;
 };
 
 /* What model_build made of a route folder. The values are fixed: callers may
@@ -147,9 +188,25 @@ enum model_build_result model_build(const struct model_input *in, struct model_r
 void model_route_free(struct model_route *r);
 
 /* Exposed for unit tests and the patched-mode sink: parse a `weights` value in
- * any of its three forms. Caller frees with model_weights_free. */
+ * any of its three forms. Caller frees with model_weights_free. The mark of a
+ * deliberate step (a last '!' in the name=weight form, `_force: true` in a
+ * mapping) is an error here; model_parse_weights_forced takes it and says
+ * whether it was there. */
 int model_parse_weights(const char *text, size_t len, struct model_weight **out, size_t *n,
                         char *err, size_t errlen);
+int model_parse_weights_forced(const char *text, size_t len, struct model_weight **out, size_t *n,
+                               bool *forced, char *err, size_t errlen);
 void model_weights_free(struct model_weight *w, size_t n);
+
+/* Max step: how far new weights move traffic from the weights in force.
+ * Each service's share is its weight over the total; a service missing on
+ * one side has a share of 0 there. Returns the largest change of one share,
+ * in percentage points (0..100), and that service (borrowed from `to` or
+ * `from`) with its shares before and after (percent); on a tie, a service
+ * whose share grows. 0 (and *service NULL) when nothing flows now (every
+ * weight in force is 0, or there is none): there is nothing to move. */
+double model_weights_step(const struct model_weight *from, size_t n_from,
+                          const struct model_weight *to, size_t n_to, const char **service,
+                          double *from_pct, double *to_pct);
 
 #endif

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/lib/suggest.h"
 #include "bridge/model/model.h"
 
 #define PRIORITY_LIMIT 9007199254740992LL /* 2^53: exact in a double */
@@ -66,18 +67,29 @@ static inline char *dup_or_null(const char *s, bool *oom) {
     return d;
 }
 
-/* Every key of obj must be in allowed (NULL-terminated). */
+/* Every key of obj must be in allowed (NULL-terminated). An unknown one
+ * within two edits of an allowed field gets "(did you mean 'x'?)", the rule
+ * the config file and the key leaves follow too. */
 static inline int known_fields(const cJSON *obj, const char *const *allowed, const char *where,
                                char *r) {
     for (const cJSON *c = obj->child; c; c = c->next) {
-        size_t i = 0;
+        size_t i = 0, bestd = 3;
+        const char *best = NULL;
         while (allowed[i] && strcmp(allowed[i], c->string))
             i++;
-        if (!allowed[i]) {
-            char s[SHOWN_MAX + 4];
-            why(r, "%sunknown field '%s'", where, shown(c->string, s));
-            return -1;
+        if (allowed[i])
+            continue;
+        for (i = 0; allowed[i]; i++) {
+            size_t d = suggest_distance(c->string, allowed[i]);
+            if (d < bestd) {
+                bestd = d;
+                best = allowed[i];
+            }
         }
+        char s[SHOWN_MAX + 4];
+        why(r, "%sunknown field '%s'%s%s%s", where, shown(c->string, s),
+            best ? " (did you mean '" : "", best ? best : "", best ? "'?)" : "");
+        return -1;
     }
     return 0;
 }

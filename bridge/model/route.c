@@ -1,6 +1,6 @@
 /* route.c - the `route` document of an owned route: match, entry points,
- * priority, services, middlewares, tls and sticky (see model.c for the
- * rules it enforces). */
+ * priority, services, middlewares, tls, sticky and mirror (see model.c for
+ * the rules it enforces). */
 #include "bridge/lib/value.h"
 #include "bridge/model/parse.h"
 
@@ -400,9 +400,130 @@ static int route_sticky(const cJSON *v, struct model_route *rt, char *r) {
     return 0;
 }
 
+/* ---- mirror ------------------------------------------------------------- */
+
+static int mirror_percent(const cJSON *v, struct model_mirror *m, char *r) {
+    long long n;
+    if (!v) {
+        why(r, "mirror: 'percent' is required (0 to 100: the share of requests copied)");
+        return -1;
+    }
+    if (!value_get_int(v, 0, 100, &n)) {
+        why(r, "mirror: 'percent' must be a whole number from 0 to 100");
+        return -1;
+    }
+    m->percent = (long)n;
+    return 0;
+}
+
+static int mirror_body(const cJSON *mb, const cJSON *max, struct model_mirror *m, char *r) {
+    long long n;
+    if (mb && !cJSON_IsBool(mb)) {
+        why(r, "mirror: 'mirrorBody' must be true or false (unquoted)");
+        return -1;
+    }
+    m->has_mirror_body = mb != NULL;
+    m->mirror_body = cJSON_IsTrue(mb);
+    if (max && !value_get_int(max, -1, MODEL_BODY_SIZE_MAX, &n)) {
+        why(r,
+            "mirror: 'maxBodySize' must be a whole number of bytes from 0 to %lld, or -1 for "
+            "no limit",
+            MODEL_BODY_SIZE_MAX);
+        return -1;
+    }
+    m->has_max_body_size = max != NULL;
+    m->max_body_size = max ? n : -1;
+    return 0;
+}
+
+/* Without a port, the mirror is one of the route's own services, port and
+ * namespace included. */
+static int mirror_same_as(const struct model_route *rt, const cJSON *ns, struct model_mirror *m,
+                          char *r) {
+    const struct model_service *svc = model_service_find(rt, m->svc.name);
+    bool oom = false;
+    if (!svc) {
+        why(r, "mirror: 'port' is required unless 'service' names one of the route's services "
+               "(whose port is then used)");
+        return -1;
+    }
+    if (ns) {
+        why(r,
+            "mirror: 'namespace' needs 'port' too (without 'port' the mirror is the "
+            "route's own service '%s')",
+            svc->name);
+        return -1;
+    }
+    m->svc.port = dup_or_null(svc->port, &oom);
+    m->svc.ns = svc->ns ? dup_or_null(svc->ns, &oom) : NULL;
+    m->svc.port_is_num = svc->port_is_num;
+    m->svc.port_num = svc->port_num;
+    if (oom) {
+        why(r, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int route_mirror(const cJSON *v, bool allow_xns, struct model_route *rt, char *r) {
+    static const char *const fields[] = {"service",    "port",        "namespace", "percent",
+                                         "mirrorBody", "maxBodySize", NULL};
+    struct model_mirror *m = &rt->mirror;
+    char s[SHOWN_MAX + 4];
+    if (!v)
+        return 0;
+    if (!cJSON_IsObject(v)) {
+        why(r, "'mirror' must be a mapping such as {service: NAME, percent: 10}");
+        return -1;
+    }
+    if (known_fields(v, fields, "mirror: ", r) < 0)
+        return -1;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(v, "service");
+    const cJSON *port = cJSON_GetObjectItemCaseSensitive(v, "port");
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(v, "namespace");
+    if (!name) {
+        why(r, "mirror: 'service' is required (the Service that gets the copies)");
+        return -1;
+    }
+    if (!cJSON_IsString(name) || !model_dns1123_label(name->valuestring)) {
+        why(r, "mirror: 'service' must be a DNS-1123 label (a Service name), got '%s'",
+            cJSON_IsString(name) ? shown(name->valuestring, s) : "not a string");
+        return -1;
+    }
+    if (!(m->svc.name = strdup(name->valuestring))) {
+        why(r, "out of memory");
+        return -1;
+    }
+    if (port ? service_namespace(ns, "mirror: ", allow_xns, &m->svc, r) < 0 ||
+                   service_port(port, "mirror: ", &m->svc, r) < 0
+             : mirror_same_as(rt, ns, m, r) < 0)
+        return -1;
+    if (mirror_percent(cJSON_GetObjectItemCaseSensitive(v, "percent"), m, r) < 0 ||
+        mirror_body(cJSON_GetObjectItemCaseSensitive(v, "mirrorBody"),
+                    cJSON_GetObjectItemCaseSensitive(v, "maxBodySize"), m, r) < 0)
+        return -1;
+    m->enabled = true;
+    return 0;
+}
+
+/* ---- max step ---------------------------------------------------------- */
+
+static int route_max_step(const cJSON *v, struct model_route *rt, char *r) {
+    long long n;
+    if (!v)
+        return 0;
+    if (!value_get_int(v, 0, 100, &n)) {
+        why(r, "'maxStep' must be a whole number of percentage points from 0 (no limit) to 100");
+        return -1;
+    }
+    rt->has_max_step = true;
+    rt->max_step = (long)n;
+    return 0;
+}
+
 /* ---- the document ------------------------------------------------------- */
 
-static int route_optional(const cJSON *doc, struct model_route *rt, char *r) {
+static int route_optional(const cJSON *doc, bool allow_xns, struct model_route *rt, char *r) {
     const cJSON *ep = cJSON_GetObjectItemCaseSensitive(doc, "entryPoints");
     const cJSON *mw = cJSON_GetObjectItemCaseSensitive(doc, "middlewares");
     const cJSON *tls = cJSON_GetObjectItemCaseSensitive(doc, "tls");
@@ -420,7 +541,9 @@ static int route_optional(const cJSON *doc, struct model_route *rt, char *r) {
         why(r, "out of memory");
         return -1;
     }
-    if (route_sticky(cJSON_GetObjectItemCaseSensitive(doc, "sticky"), rt, r) < 0)
+    if (route_sticky(cJSON_GetObjectItemCaseSensitive(doc, "sticky"), rt, r) < 0 ||
+        route_mirror(cJSON_GetObjectItemCaseSensitive(doc, "mirror"), allow_xns, rt, r) < 0 ||
+        route_max_step(cJSON_GetObjectItemCaseSensitive(doc, "maxStep"), rt, r) < 0)
         return -1;
     return route_priority(cJSON_GetObjectItemCaseSensitive(doc, "priority"), rt, r);
 }
@@ -428,7 +551,8 @@ static int route_optional(const cJSON *doc, struct model_route *rt, char *r) {
 int model_route_parse(const char *text, size_t len, bool allow_xns, struct model_route *rt,
                       char *r) {
     static const char *const fields[] = {"match",       "entryPoints", "priority", "services",
-                                         "middlewares", "tls",         "sticky",   NULL};
+                                         "middlewares", "tls",         "sticky",   "mirror",
+                                         "maxStep",     NULL};
     char perr[256];
     cJSON *doc = value_parse(text, len, perr, sizeof perr);
     if (!doc) {
@@ -442,7 +566,7 @@ int model_route_parse(const char *text, size_t len, bool allow_xns, struct model
              route_match(cJSON_GetObjectItemCaseSensitive(doc, "match"), rt, r) == 0 &&
              route_services(cJSON_GetObjectItemCaseSensitive(doc, "services"), allow_xns, rt, r) ==
                  0 &&
-             route_optional(doc, rt, r) == 0)
+             route_optional(doc, allow_xns, rt, r) == 0)
         rc = 0;
     cJSON_Delete(doc);
     return rc;

@@ -1,6 +1,9 @@
 /* weights.c - the `weights` key in its three forms (name=weight pairs, a
- * YAML or a JSON mapping): model_parse_weights (see model.h). */
+ * YAML or a JSON mapping): model_parse_weights (see model.h), with the mark
+ * of a deliberate step; and model_weights_step, how far new weights move
+ * traffic (max step). */
 #include <limits.h>
+#include <math.h>
 
 #include "bridge/lib/value.h"
 #include "bridge/model/parse.h"
@@ -14,7 +17,10 @@ void model_weights_free(struct model_weight *w, size_t n) {
 struct weights {
     struct model_weight *v;
     size_t n, cap;
+    bool *forced; /* NULL: the mark of a deliberate step is refused */
 };
+
+#define FORCE_FIELD "_force" /* not a DNS-1123 label: never a service */
 
 /* Append a validated, unique service name; the caller then sets its weight. */
 static int weights_add(struct weights *ws, const char *name, size_t namelen, char *r) {
@@ -73,8 +79,26 @@ static bool is_sep(char c) {
     return c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
+/* A last '!' (alone or right after the last weight) marks the value as a
+ * deliberate step; t[i] is that '!'. */
+static int compact_mark(const char *t, size_t len, size_t i, struct weights *ws, char *r) {
+    if (!ws->forced) {
+        why(r, "'!' (a deliberate step) is only taken in the weights key");
+        return -1;
+    }
+    for (i++; i < len && is_sep(t[i]); i++)
+        ;
+    if (i < len || ws->n == 0) {
+        why(r, "'!' marks the whole value as a deliberate step: it goes last, after the "
+               "weights (\"a=10, b=90 !\")");
+        return -1;
+    }
+    *ws->forced = true;
+    return 0;
+}
+
 /* name=weight pairs separated by commas and/or whitespace; spaces or tabs
- * may surround the '='. */
+ * may surround the '='; an optional '!' at the end. */
 static int weights_compact(const char *t, size_t len, struct weights *ws, char *r) {
     size_t i = 0;
     for (;;) {
@@ -82,6 +106,8 @@ static int weights_compact(const char *t, size_t len, struct weights *ws, char *
             i++;
         if (i == len)
             return 0;
+        if (t[i] == '!')
+            return compact_mark(t, len, i, ws, r);
         size_t name = i;
         while (i < len && !is_sep(t[i]) && t[i] != '=')
             i++;
@@ -99,7 +125,7 @@ static int weights_compact(const char *t, size_t len, struct weights *ws, char *
         while (i < len && (t[i] == ' ' || t[i] == '\t'))
             i++;
         size_t val = i;
-        while (i < len && !is_sep(t[i]))
+        while (i < len && !is_sep(t[i]) && t[i] != '!')
             i++;
         long w;
         if (weights_add(ws, t + name, namelen, r) < 0 ||
@@ -148,6 +174,15 @@ static int weights_mapping(const char *t, size_t len, struct weights *ws, char *
     }
     for (const cJSON *c = rc ? NULL : doc->child; c; c = c->next) {
         long long w;
+        if (ws->forced && strcmp(c->string, FORCE_FIELD) == 0) {
+            if (!cJSON_IsBool(c)) {
+                why(r, "'" FORCE_FIELD "' must be true or false (unquoted)");
+                rc = -1;
+                break;
+            }
+            *ws->forced = cJSON_IsTrue(c);
+            continue;
+        }
         if (weights_add(ws, c->string, strlen(c->string), r) < 0) {
             rc = -1;
             break;
@@ -193,10 +228,17 @@ static int weights_check(const struct weights *ws, char *r) {
 
 int model_parse_weights(const char *text, size_t len, struct model_weight **out, size_t *n,
                         char *err, size_t errlen) {
-    struct weights ws = {0};
+    return model_parse_weights_forced(text, len, out, n, NULL, err, errlen);
+}
+
+int model_parse_weights_forced(const char *text, size_t len, struct model_weight **out, size_t *n,
+                               bool *forced, char *err, size_t errlen) {
+    struct weights ws = {.forced = forced};
     reason_t r;
     *out = NULL;
     *n = 0;
+    if (forced)
+        *forced = false;
     size_t bom = value_bom_len(text, len); /* in every form, the compact one too */
     if (bom) {
         text += bom;
@@ -217,9 +259,58 @@ int model_parse_weights(const char *text, size_t len, struct model_weight **out,
     if (rc < 0) {
         snprintf(err, errlen, "%s", r);
         model_weights_free(ws.v, ws.n);
+        if (forced)
+            *forced = false;
         return -1;
     }
     *out = ws.v;
     *n = ws.n;
     return 0;
+}
+
+/* ---- max step ----------------------------------------------------------- */
+
+static double total(const struct model_weight *w, size_t n) {
+    double t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += (double)w[i].weight;
+    return t;
+}
+
+static const struct model_weight *weight_find(const struct model_weight *w, size_t n,
+                                              const char *service) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(w[i].service, service) == 0)
+            return &w[i];
+    return NULL;
+}
+
+double model_weights_step(const struct model_weight *from, size_t n_from,
+                          const struct model_weight *to, size_t n_to, const char **service,
+                          double *from_pct, double *to_pct) {
+    double tf = total(from, n_from), tt = total(to, n_to), best = 0;
+    *service = NULL;
+    *from_pct = *to_pct = 0;
+    if (tf <= 0)
+        return 0;
+    /* Every service of both sides: those of `to`, then those only in `from`. */
+    for (size_t k = 0; k < n_to + n_from; k++) {
+        const char *svc = k < n_to ? to[k].service : from[k - n_to].service;
+        if (k >= n_to && weight_find(to, n_to, svc))
+            continue;
+        const struct model_weight *a = weight_find(from, n_from, svc);
+        const struct model_weight *b = weight_find(to, n_to, svc);
+        double pa = a ? 100.0 * (double)a->weight / tf : 0;
+        double pb = b && tt > 0 ? 100.0 * (double)b->weight / tt : 0;
+        double move = fabs(pb - pa);
+        bool more = move > best + 1e-9;
+        bool tie_grows = !more && fabs(move - best) <= 1e-9 && pb > pa && *to_pct <= *from_pct;
+        if (!*service || more || tie_grows) {
+            best = move;
+            *service = svc;
+            *from_pct = pa;
+            *to_pct = pb;
+        }
+    }
+    return best;
 }

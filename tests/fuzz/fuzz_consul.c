@@ -1,5 +1,5 @@
 /* fuzz_consul.c - Consul answers and the helpers around them
- * (sources/consul.h): consul_list_parse on two recurse answers, consul_diff
+ * (sources/consul_proto.h): consul_list_parse on two recurse answers, consul_diff
  * between them, consul_list_find, X-Consul-Index parsing and its verdict,
  * key URLs, the write answer, and address redaction for logs.
  *
@@ -27,7 +27,7 @@
  *  - consul_address_redact: no userinfo left in the authority. */
 #include "fuzz_common.h"
 
-#include "sources/consul.h"
+#include "sources/consul_proto.h"
 
 typedef unsigned __int128 u128;
 

@@ -1,5 +1,5 @@
 /* fuzz_etcd_stream.c - the etcd watch stream as it arrives off the wire
- * (sources/etcd.h): the line framer etcd_stream_feed, fed in random chunks,
+ * (sources/etcd_proto.h): the line framer etcd_stream_feed, fed in random chunks,
  * then every message through the response parsers etcd_watch_parse,
  * etcd_range_parse, etcd_error_classify and etcd_auth_token_parse, and the
  * byte-level helpers keys go through (base64, prefix range end, request
@@ -30,7 +30,7 @@
 #include "fuzz_common.h"
 
 #include "bridge/lib/base64.h"
-#include "sources/etcd.h"
+#include "sources/etcd_proto.h"
 
 /* ---- the parsers, on one message ----------------------------------------- */
 

@@ -35,7 +35,10 @@
  *    weights, middlewares and tls as the model says; a sticky route's
  *    weighted route goes through the TraefikService of its name, which
  *    carries the services, weights and exactly the cookie settings given
- *    (no maxAge under v2, whose CRD lacks it);
+ *    (no maxAge under v2, whose CRD lacks it); a mirrored route's goes
+ *    through the mirroring TraefikService, whose main service is that
+ *    weighted one (or the route's one Service) and whose one mirror has the
+ *    model's service and percent (no mirrorBody under v2);
  *  - traefik_shorten: within its limit, identity when the name fits;
  *  - Middleware per rule exactly when it sets headers, named as
  *    traefik_middleware_name says, a valid and unique object name;
@@ -376,6 +379,38 @@ static void check_kv(const struct model_kv *kv, size_t n) {
     }
 }
 
+static void check_port(const struct model_service *s) {
+    FUZZ_CHECK(s->port && s->port[0], "service '%s' has no port", s->name);
+    if (s->port_is_num) {
+        char num[16];
+        snprintf(num, sizeof num, "%ld", s->port_num);
+        FUZZ_CHECK(s->port_num >= 1 && s->port_num <= 65535 && !strcmp(num, s->port),
+                   "port %ld / '%s'", s->port_num, s->port);
+    } else {
+        FUZZ_CHECK(strlen(s->port) <= 15 &&
+                       strspn(s->port, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(s->port),
+                   "named port '%s'", s->port);
+    }
+}
+
+/* A mirror: a valid Service name and port, a namespace only when allowed,
+ * percent 0..100, maxBodySize -1..2^53; nothing at all without one. */
+static void check_model_mirror(const struct model_input *in, const struct model_route *r) {
+    const struct model_mirror *m = &r->mirror;
+    if (!m->enabled) {
+        FUZZ_CHECK(!m->svc.name && !m->svc.port && !m->svc.ns, "mirror parts without a mirror");
+        return;
+    }
+    FUZZ_CHECK(model_dns1123_label(m->svc.name), "mirror service '%s'", m->svc.name);
+    check_port(&m->svc);
+    FUZZ_CHECK(!m->svc.ns || (in->allow_cross_namespace && model_dns1123_label(m->svc.ns)),
+               "mirror namespace '%s'", m->svc.ns);
+    FUZZ_CHECK(m->percent >= 0 && m->percent <= 100, "mirror percent %ld", m->percent);
+    FUZZ_CHECK(!m->has_max_body_size ||
+                   (m->max_body_size >= -1 && m->max_body_size <= MODEL_BODY_SIZE_MAX),
+               "mirror maxBodySize %lld", m->max_body_size);
+}
+
 static void check_model(const struct model_route *r, const struct model_input *in) {
     FUZZ_CHECK(!strcmp(r->ns, in->ns) && !strcmp(r->name, in->name), "ns/name changed");
     FUZZ_CHECK(r->owned == (in->route != NULL), "owned %d", r->owned);
@@ -402,18 +437,7 @@ static void check_model(const struct model_route *r, const struct model_input *i
         const struct model_service *s = &r->services[i];
         FUZZ_CHECK(model_dns1123_label(s->name), "service name '%s'", s->name);
         FUZZ_CHECK(find_service(r, s->name) == s, "service '%s' twice", s->name);
-        FUZZ_CHECK(s->port && s->port[0], "service '%s' has no port", s->name);
-        if (s->port_is_num) {
-            char num[16];
-            snprintf(num, sizeof num, "%ld", s->port_num);
-            FUZZ_CHECK(s->port_num >= 1 && s->port_num <= 65535 && !strcmp(num, s->port),
-                       "port %ld / '%s'", s->port_num, s->port);
-        } else {
-            FUZZ_CHECK(strlen(s->port) <= 15 &&
-                           strspn(s->port, "abcdefghijklmnopqrstuvwxyz0123456789-") ==
-                               strlen(s->port),
-                       "named port '%s'", s->port);
-        }
+        check_port(s);
         FUZZ_CHECK(s->weight >= 0 && s->weight <= MODEL_WEIGHT_MAX, "weight %ld", s->weight);
         FUZZ_CHECK(!s->ns || (in->allow_cross_namespace && model_dns1123_label(s->ns)),
                    "service '%s' has namespace '%s' (cross-namespace allowed: %d)", s->name, s->ns,
@@ -421,6 +445,7 @@ static void check_model(const struct model_route *r, const struct model_input *i
         positive |= s->weight > 0;
     }
     FUZZ_CHECK(positive, "every service weight is zero");
+    check_model_mirror(in, r);
     for (size_t i = 0; i < r->n_weights; i++) {
         const struct model_service *s = find_service(r, r->weights[i].service);
         FUZZ_CHECK(s && s->weight == r->weights[i].weight && s->has_weight,
@@ -528,18 +553,24 @@ static void check_service_list(const cJSON *svcs, const struct model_route *r, c
     FUZZ_CHECK(n == (only ? 1 : r->n_services), "%zu services rendered", n);
 }
 
-/* The services of one rendered route: a sticky route's weighted route goes
- * through the TraefikService of the route's name instead. */
+/* The services of one rendered route: a mirrored route's weighted route
+ * goes through the mirroring TraefikService instead, and a sticky one (or a
+ * mirrored one with several services) otherwise through the TraefikService
+ * of the route's name. */
 static void check_services(const cJSON *route, const struct model_route *r, const char *only) {
     const cJSON *svcs = cJSON_GetObjectItemCaseSensitive(route, "services");
-    if (only || !r->sticky.enabled) {
+    if (only || (!r->mirror.enabled && !traefik_weighted_service_wanted(r))) {
+        FUZZ_CHECK(!traefik_weighted_service_wanted(r) || only, "sticky route rendered inline");
         check_service_list(svcs, r, only);
         return;
     }
+    char *mirror = r->mirror.enabled ? traefik_mirror_name(r) : NULL;
+    const char *want = r->mirror.enabled ? mirror : r->name;
     const cJSON *ts = cJSON_GetArrayItem(svcs, 0);
-    FUZZ_CHECK(cJSON_GetArraySize(svcs) == 1 && same(str_at(ts, "name", NULL), r->name) &&
+    FUZZ_CHECK(want && cJSON_GetArraySize(svcs) == 1 && same(str_at(ts, "name", NULL), want) &&
                    same(str_at(ts, "kind", NULL), "TraefikService"),
-               "sticky weighted route does not go through TraefikService '%s'", r->name);
+               "weighted route does not go through TraefikService '%s'", want ? want : "(oom)");
+    free(mirror);
 }
 
 static void check_route_middlewares(const cJSON *route, const struct model_route *r,
@@ -690,9 +721,10 @@ static void check_round_trips(const cJSON *ir) {
 }
 
 static void check_apply_weights(const cJSON *ir, const struct model_route *r) {
-    /* A sticky route keeps its weights in the TraefikService, not in the
-     * IngressRoute; apply_weights (patched mode) never sees such an object. */
-    if (!r->n_weights || r->sticky.enabled)
+    /* A sticky or mirrored route keeps its services in a TraefikService, not
+     * in the IngressRoute; apply_weights (patched mode) never sees such an
+     * object. */
+    if (!r->n_weights || r->sticky.enabled || r->mirror.enabled)
         return;
     cJSON *obj = cJSON_Duplicate(ir, 1);
     char err[256];
@@ -726,13 +758,24 @@ static void check_bool(const cJSON *c, const char *field, bool has, bool value) 
 static void check_traefikservice(const struct model_route *r, const struct render_opts *o) {
     static const char *const same_site[] = {NULL, "none", "lax", "strict"};
     cJSON *ts = traefik_render_traefikservice(r, o);
-    FUZZ_CHECK(r->sticky.enabled == (ts != NULL), "TraefikService rendered: %d", ts != NULL);
+    FUZZ_CHECK(traefik_weighted_service_wanted(r) == (ts != NULL), "TraefikService rendered: %d",
+               ts != NULL);
+    FUZZ_CHECK(traefik_weighted_service_wanted(r) ==
+                   (r->sticky.enabled || (r->mirror.enabled && r->n_services > 1)),
+               "weighted TraefikService wanted");
     if (!ts)
         return;
     const struct model_sticky *st = &r->sticky;
     check_metadata(ts, "TraefikService", r->name, r, o);
     const cJSON *w = at_path(ts, "spec", "weighted");
     check_service_list(cJSON_GetObjectItemCaseSensitive(w, "services"), r, NULL);
+    FUZZ_CHECK(r->sticky.enabled == (cJSON_GetObjectItemCaseSensitive(w, "sticky") != NULL),
+               "sticky block present: %d", !r->sticky.enabled);
+    if (!r->sticky.enabled) {
+        check_round_trips(ts);
+        cJSON_Delete(ts);
+        return;
+    }
     const cJSON *c = at_path(cJSON_GetObjectItemCaseSensitive(w, "sticky"), "cookie", NULL);
     FUZZ_CHECK(same(str_at(c, "name", NULL), st->cookie), "sticky cookie name");
     check_bool(c, "secure", st->has_secure, st->secure);
@@ -768,11 +811,60 @@ static void check_shorten(const char *s, size_t max) {
     free(t);
 }
 
+/* The mirroring TraefikService: exactly when mirrored, named as
+ * traefik_mirror_name says; its main service the weighted TraefikService or
+ * the route's one Service; one mirror with the model's service and percent;
+ * body options only when given (no mirrorBody under v2, whose CRD lacks it). */
+static void check_mirroring(const struct model_route *r, const struct render_opts *o) {
+    cJSON *ms = traefik_render_mirroring(r, o);
+    FUZZ_CHECK(r->mirror.enabled == (ms != NULL), "mirroring rendered: %d", ms != NULL);
+    if (!ms)
+        return;
+    const struct model_mirror *m = &r->mirror;
+    char *name = traefik_mirror_name(r);
+    FUZZ_CHECK(name && model_dns1123_subdomain(name) && strcmp(name, r->name) != 0,
+               "mirror name '%s'", name ? name : "(oom)");
+    check_metadata(ms, "TraefikService", name, r, o);
+    free(name);
+    const cJSON *mr = at_path(ms, "spec", "mirroring");
+    if (traefik_weighted_service_wanted(r))
+        FUZZ_CHECK(same(str_at(mr, "name", NULL), r->name) &&
+                       same(str_at(mr, "kind", NULL), "TraefikService") &&
+                       !cJSON_GetObjectItemCaseSensitive(mr, "port"),
+                   "mirroring main is not the weighted TraefikService");
+    else
+        FUZZ_CHECK(r->n_services == 1 && same(str_at(mr, "name", NULL), r->services[0].name) &&
+                       !cJSON_GetObjectItemCaseSensitive(mr, "kind") &&
+                       cJSON_GetObjectItemCaseSensitive(mr, "port"),
+                   "mirroring main is not the route's one Service");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(mr, "mirrorBody");
+    FUZZ_CHECK(m->has_mirror_body && o->syntax != RULE_SYNTAX_V2
+                   ? cJSON_IsBool(b) && cJSON_IsTrue(b) == m->mirror_body
+                   : !b,
+               "mirrorBody");
+    const cJSON *mb = cJSON_GetObjectItemCaseSensitive(mr, "maxBodySize");
+    FUZZ_CHECK(m->has_max_body_size
+                   ? cJSON_IsNumber(mb) && mb->valuedouble == (double)m->max_body_size
+                   : !mb,
+               "maxBodySize");
+    const cJSON *mirrors = cJSON_GetObjectItemCaseSensitive(mr, "mirrors");
+    const cJSON *one = cJSON_GetArrayItem(mirrors, 0);
+    const cJSON *pct = cJSON_GetObjectItemCaseSensitive(one, "percent");
+    FUZZ_CHECK(cJSON_GetArraySize(mirrors) == 1 && same(str_at(one, "name", NULL), m->svc.name) &&
+                   (m->svc.ns ? same(str_at(one, "namespace", NULL), m->svc.ns)
+                              : !cJSON_GetObjectItemCaseSensitive(one, "namespace")) &&
+                   cJSON_IsNumber(pct) && pct->valuedouble == (double)m->percent,
+               "mirrors");
+    check_round_trips(ms);
+    cJSON_Delete(ms);
+}
+
 static void render_all(const struct model_route *r, const struct render_opts *o) {
     cJSON *ir = traefik_render_ingressroute(r, o);
     check_ingressroute(ir, r, o);
     check_middlewares(r, o);
     check_traefikservice(r, o);
+    check_mirroring(r, o);
     check_round_trips(ir);
     check_apply_weights(ir, r);
     cJSON_Delete(ir);

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import unittest
 import urllib.request
 
@@ -320,6 +321,73 @@ class Bursts(BridgeCase):
             self.etcd.put("canary/default/shop/weights", "shop-v1=%d, shop-v2=%d" % (100 - v2, v2))
             self.wait_weights({"shop-v1": 100 - v2, "shop-v2": v2})
         self.assertNotIn("burst:", self.bridge.log_text()[log_mark:])
+
+
+def metric_value(port, name):
+    """A series without labels from /metrics, or None when the bridge has no such series."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+class HotKey(BridgeCase):
+    """One key rewritten in a tight loop (a script, a broken controller): at most
+    reconcile.object_writes_per_second writes to the object, the last one carrying the
+    last value; a person's edit after a quiet spell goes out at once."""
+    config_overrides = {"reconcile": {"object_writes_per_second": 10}}
+    PUTS = 1000
+
+    def setUp(self):
+        super().setUp()
+        self.etcd.put("canary/default/shop/route", ROUTE)
+        self.metrics_port = free_port()
+        self.start_bridge(metrics_port=self.metrics_port)
+        self.wait_weights({"shop-v1": 1, "shop-v2": 1})
+
+    def ir_writes(self, since):
+        return [w for w in writes(self.kube, since=since)
+                if w["path"].endswith("/ingressroutes/shop") or
+                (w["method"] == "POST" and w["body"]["metadata"]["name"] == "shop")]
+
+    def test_a_key_rewritten_in_a_loop_is_written_at_most_n_times_a_second(self):
+        mark = self.kube.requests()[-1]["seq"]
+        # Weights are relative: every put is a new split, moving one way.
+        for i in range(1, self.PUTS + 1):
+            self.etcd.put("canary/default/shop/weights",
+                          "shop-v1=%d, shop-v2=%d" % (self.PUTS - i, i))
+        self.wait_weights({"shop-v1": 0, "shop-v2": self.PUTS}, timeout=20)
+        ws = self.ir_writes(mark)
+        span = ws[-1]["t"] - ws[0]["t"]
+        sys.stderr.write("[hot key] %d puts -> %d writes over %.2f s\n"
+                         % (self.PUTS, len(ws), span))
+        # A bucket of one token refilled 10 times a second; +1 for the first write, +1 for
+        # the server's clock reading arrivals, not sends.
+        self.assertLessEqual(len(ws), int(span * 10) + 2,
+                             "%d writes in %.2f s" % (len(ws), span))
+        # Coalesced, never stale: each write carries a later value than the one before,
+        # and the last one the last put.
+        got = [weights_of(w["body"])["shop-v2"] for w in ws]
+        self.assertEqual(got, sorted(got))
+        self.assertEqual(got[-1], self.PUTS)
+        self.assertGreater(metric_value(self.metrics_port, "canary_bridge_writes_delayed_total"), 0)
+
+    def test_a_single_edit_after_quiet_is_written_at_once(self):
+        # Quiet: the last write is more than two write periods (2 x 100 ms) old.
+        last = self.ir_writes(0)[-1]
+        wait_until(lambda: time.time() > last["t_done"] + 0.2, 5, what="a quiet spell")
+        delayed = metric_value(self.metrics_port, "canary_bridge_writes_delayed_total")
+        mark = self.kube.requests()[-1]["seq"]
+        self.etcd.put("canary/default/shop/weights", "shop-v1=70, shop-v2=30")
+        self.wait_weights({"shop-v1": 70, "shop-v2": 30})
+        ws = self.ir_writes(mark)
+        self.assertEqual([(w["method"], weights_of(w["body"])["shop-v2"]) for w in ws],
+                         [("PUT", 30)])
+        # Written at once: the pass that wrote it did not wait for a write slot.
+        self.assertEqual(metric_value(self.metrics_port, "canary_bridge_writes_delayed_total"),
+                         delayed)
+        self.assertEqual(delayed, 0)
 
 
 class PagedLists(BridgeCase):

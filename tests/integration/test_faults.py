@@ -668,6 +668,38 @@ class ApiFaults(EtcdFaultCase):
         proxy.start()
         self.check_invariants()
 
+    def test_routes_converge_as_soon_as_the_api_server_is_back(self):
+        """A route whose write failed while the API server was gone converges right after
+        it comes back, not after its backoff: the backoff here starts at 5 minutes, far
+        past every wait of this test, so converging at all shows the wait was ended."""
+        proxy = TcpProxy(self.kube.port)
+        self.addCleanup(proxy.close)
+        with open(self.kube.kubeconfig) as f:
+            kc = yaml.safe_load(f)
+        kc["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:%d" % proxy.port
+        path = os.path.join(self.tmp.name, "proxy-kubeconfig")
+        with open(path, "w") as f:
+            yaml.safe_dump(kc, f)
+        b = self.start_bridge(kubernetes={"kubeconfig": path},
+                              reconcile={"retry_min": "5m", "retry_max": "10m"})
+        since = b.log_size()
+        proxy.stop()
+        self.set_weights("alpha", 81, 19)
+        b.wait_log(r"route default/alpha: Kubernetes API unreachable", since=since,
+                   timeout=10 * SLOW)
+        self.set_weights("beta", 82, 18)
+        b.wait_log(r"route default/beta: Kubernetes API unreachable", since=since,
+                   timeout=10 * SLOW)
+        mark = self.last_seq()
+        proxy.start()
+        self.check_invariants()
+        b.wait_log(r"kubernetes: the API server answers again \(.*\); retrying 2 routes now",
+                   since=since, timeout=5)
+        # One write each after the outage: the retry, not a storm.
+        for name in ("alpha", "beta"):
+            puts = [r for r in self.writes(since=mark, name=name) if r["method"] == "PUT"]
+            self.assertEqual([r["status"] for r in puts], [200], name)
+
 
 # =============================================================================================
 # The bridge itself: killed, reloaded

@@ -459,8 +459,10 @@ class CommandLine(OpsCase):
         self.assertIn("ok   kubernetes: context ops-ctx, server %s, user ops-user, credential "
                       "token\n" % self.kube.url, out)
         self.assertNotIn(self.kube.token, out + err)
-        # Results only on stdout, one line per check; the log lines go to stderr.
-        self.assertEqual(len(out.splitlines()), 4, out)
+        # Results only on stdout, one line per check; the log lines go to stderr: config,
+        # connection, source, CRDs, then one per right the bridge will use (list, watch,
+        # get, create and update of three Traefik kinds, create and patch of Events).
+        self.assertEqual(len(out.splitlines()), 4 + 3 * 5 + 2, out)
         for line in out.splitlines():
             self.assertRegex(line, r"^(ok  |FAIL) \w+", line)
         self.assertTrue(err)

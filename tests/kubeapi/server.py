@@ -787,6 +787,7 @@ class Request:
         self.ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         self.accept = headers.get("Accept") or ""
         self.user_agent = headers.get("User-Agent") or ""
+        self.token = None           # the bearer token, once authenticated
 
     def q(self, name, default=None):
         v = self.query.get(name)
@@ -829,6 +830,7 @@ class RequestInfo:
 class Api:
     def __init__(self, groups, history, tokens, bookmark_interval):
         self.tokens = tokens
+        self.rbac = {}               # token -> RBAC-like rules; a token without may do all
         self.bookmark_interval = bookmark_interval
         self.store = Store(history)
         self.crds = load_crds(groups)
@@ -902,6 +904,9 @@ class Api:
         if info.verb not in res.verbs:
             raise err(405, "MethodNotAllowed",
                       "the server does not allow this method on the requested resource")
+        if res.plural != "selfsubjectaccessreviews" and \
+                not self.authorized(req, info.verb, info.group, info.resource, info.ns):
+            raise self.forbidden(info, path, user)
         if res.namespaced and not info.ns and info.verb not in ("list", "watch"):
             raise err(405, "MethodNotAllowed",
                       "the server does not allow this method on the requested resource")
@@ -919,19 +924,52 @@ class Api:
         scheme, _, tok = auth.partition(" ")
         if scheme.lower() != "bearer" or tok.strip() not in self.tokens:
             raise err(401, "Unauthorized", "Unauthorized")
+        req.token = tok.strip()
         return "test-user"
 
-    def forbidden(self, info, path):
+    def forbidden(self, info, path, user="system:anonymous"):
         if not info.resource_request:
-            return err(403, "Forbidden", 'forbidden: User "system:anonymous" cannot get path '
-                       '"%s"' % path, {})
+            return err(403, "Forbidden", 'forbidden: User "%s" cannot get path '
+                       '"%s"' % (user, path), {})
         q = "%s.%s" % (info.resource, info.group) if info.group else info.resource
         where = ('in the namespace "%s"' % info.ns) if info.ns else "at the cluster scope"
         what = '%s "%s"' % (q, info.name) if info.name else q
-        return err(403, "Forbidden", '%s is forbidden: User "system:anonymous" cannot %s '
-                   'resource "%s" in API group "%s" %s' % (what, info.verb, info.resource,
+        return err(403, "Forbidden", '%s is forbidden: User "%s" cannot %s '
+                   'resource "%s" in API group "%s" %s' % (what, user, info.verb, info.resource,
                                                            info.group, where),
                    dets(info.name, info.group, info.resource))
+
+    # ---- authorization (POST /_test/rbac)
+    def authorized(self, req, verb, group, resource, ns):
+        """RBAC's answer for the request's token from the rules set with /_test/rbac (a token
+        without rules may do everything).  A rule is {"verbs", "apiGroups", "resources"[,
+        "namespaces"]}, "*" matching any; without "namespaces" it is a ClusterRole bound
+        cluster-wide, with them a Role bound in each of those namespaces (which never grants
+        a request across all namespaces)."""
+        rules = self.rbac.get(req.token)
+        if rules is None:
+            return True
+
+        def has(values, v):
+            return "*" in values or v in values
+        return any(has(r.get("verbs", []), verb) and has(r.get("apiGroups", []), group) and
+                   has(r.get("resources", []), resource) and
+                   (r.get("namespaces") is None or (ns and ns in r["namespaces"]))
+                   for r in rules)
+
+    def access_review(self, req, body):
+        """SelfSubjectAccessReview: the rules' answer for spec.resourceAttributes."""
+        body = body if isinstance(body, dict) else {}
+        attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
+        allowed = self.authorized(req, attrs.get("verb", ""), attrs.get("group", ""),
+                                  attrs.get("resource", ""), attrs.get("namespace", ""))
+        body["status"] = {"allowed": allowed}
+        if allowed:
+            body["status"]["reason"] = (
+                "kubeapi test server allows all" if req.token not in self.rbac
+                else "allowed by the test server's rules")
+        body.setdefault("metadata", {})["creationTimestamp"] = None
+        return body
 
     # ---- discovery
     def discovery(self, path):
@@ -1178,9 +1216,7 @@ class Api:
     def do_create(self, req, res, ns, name, user):
         body = self.parse_body(req, res)
         if res.plural == "selfsubjectaccessreviews":
-            body = body if isinstance(body, dict) else {}
-            body["status"] = {"allowed": True, "reason": "kubeapi test server allows all"}
-            return Response(201, body)
+            return Response(201, self.access_review(req, body))
         body = self.decode_object(req, res, body, ns)
         mi = body["metadata"]
         name = mi.get("name") or ""
@@ -1947,6 +1983,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 out = {"resourceVersion": str(store.rv), "objects": objs}
         elif p == "/_test/token" and m == "POST":
             api.tokens[:] = [data["token"]] + list(data.get("extra", []))
+            out = {"ok": True}
+        elif p == "/_test/rbac" and m == "POST":
+            rules = data.get("rules")
+            if not isinstance(data.get("token"), str) or rules is not None and not (
+                    isinstance(rules, list) and all(isinstance(r, dict) for r in rules)):
+                return self.send_json(400, {"error": "want {token: T, rules: [...] or null}"},
+                                      sort=False)
+            if rules is None:
+                api.rbac.pop(data["token"], None)
+            else:
+                api.rbac[data["token"]] = rules
             out = {"ok": True}
         else:
             return self.send_json(404, {"error": "no such control endpoint: %s %s" % (m, p)},

@@ -335,6 +335,44 @@ class TestBehaviourTable(unittest.TestCase):
         st, _, body = kube.request("GET", "/version", token=None)   # public-info-viewer
         self.assertEqual(st, 200)
 
+    def test_rbac_rules_per_token_answer_reviews_and_requests(self):
+        limited = "limited-token"
+        kube.control("POST", "token", {"token": kube.token, "extra": [limited]})
+        self.addCleanup(kube.control, "POST", "token", {"token": kube.token})
+        kube.control("POST", "rbac", {"token": limited, "rules": [
+            {"verbs": ["get", "list"], "apiGroups": [G], "resources": ["*"]},
+            {"verbs": ["create"], "apiGroups": [""], "resources": ["events"],
+             "namespaces": ["shop"]}]})
+        self.addCleanup(kube.control, "POST", "rbac", {"token": limited, "rules": None})
+
+        def review(verb, group, resource, ns, token):
+            st, _, body = kube.request(
+                "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                 "spec": {"resourceAttributes": {"verb": verb, "group": group,
+                                                 "resource": resource, "namespace": ns}}},
+                token=token)
+            self.assertEqual(st, 201, body)
+            self.assertEqual(body["spec"]["resourceAttributes"]["verb"], verb)
+            return body["status"]["allowed"]
+        self.assertTrue(review("list", G, IR, "", limited))
+        self.assertTrue(review("get", G, "middlewares", "x", limited))
+        self.assertFalse(review("update", G, IR, "x", limited))
+        self.assertTrue(review("create", "", "events", "shop", limited))
+        self.assertFalse(review("create", "", "events", "other", limited))
+        self.assertFalse(review("create", "", "events", "", limited))   # a Role: one namespace
+        self.assertTrue(review("update", G, IR, "x", True))           # no rules: everything
+        # The requests themselves get the same answer.
+        self.assertEqual(kube.request("GET", kube.path(G, NS, IR), token=limited)[0], 200)
+        st, _, body = kube.request("POST", kube.path(G, NS, IR), ingressroute(uname()),
+                                   token=limited)
+        self.assertEqual((st, body["reason"]), (403, "Forbidden"))
+        self.assertEqual(body["message"], 'ingressroutes.traefik.io is forbidden: User '
+                         '"test-user" cannot create resource "ingressroutes" in API group '
+                         '"traefik.io" in the namespace "default"')
+        self.assertEqual(kube.request("POST", kube.path(G, NS, IR), ingressroute(uname()))[0],
+                         201)
+
 
 class TestWrites(unittest.TestCase):
     def test_noop_put_keeps_rv_and_makes_no_event(self):

@@ -996,3 +996,13 @@ def mw_name(route, rule):
     for c in ("%s/%s" % (route, rule)).encode():
         h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
     return "%s-%s-%010x" % (route, rule, h & 0xFFFFFFFFFF)
+
+
+def mirror_name(route):
+    """The mirroring TraefikService name of a route with a `mirror` (sinks/traefik.c):
+    "<route>-mirror-<40 bits of FNV-1a over "<route>//mirror">" (routes up to 235
+    characters; longer ones are shortened by the bridge)."""
+    h = 1469598103934665603
+    for c in ("%s//mirror" % route).encode():
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return "%s-mirror-%010x" % (route, h & 0xFFFFFFFFFF)

@@ -35,6 +35,7 @@ import ssl
 import subprocess
 import sys
 import unittest
+import urllib.parse
 import urllib.request
 
 import yaml
@@ -630,6 +631,16 @@ class NetnsBackends(Proc):
         try:
             conn.request("GET", "/")
             return json.loads(conn.getresponse().read()).get("name") == name
+        finally:
+            conn.close()
+
+    def seen(self, name, prefix):
+        """How many requests backend `name` has had whose path starts with `prefix`
+        (backend.py's /_seen, asked over the veth; the question itself is not counted)."""
+        conn = http.client.HTTPConnection(self.address, self.backends[name], timeout=5)
+        try:
+            conn.request("GET", "/_seen?prefix=" + urllib.parse.quote(prefix, safe=""))
+            return json.loads(conn.getresponse().read())["count"]
         finally:
             conn.close()
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Build the real servers that tests/real/ runs against: kube-apiserver, traefik and
 # consul, each from the released Go module pinned by the go.mod/go.sum beside this
-# script, into build-real/bin/. The module and build caches live under build-real/ too,
-# so a second run on the same machine only checks them and takes seconds.
+# script, into build-real/bin/, and the kubectl of the same Kubernetes release (from
+# kube-apiserver's module, so client and server versions match). The module and build
+# caches live under build-real/ too, so a second run on the same machine only checks
+# them and takes seconds.
 #
 # Each binary has its own small module (tests/real/<name>/go.mod) so that the three
 # dependency graphs stay the ones their releases were tested with: one module would make
 # Go's minimal version selection give all three the newest of every shared dependency.
 #
-# Usage: bash tests/real/build.sh [name...]   (names: kube-apiserver traefik consul)
+# Usage: bash tests/real/build.sh [name...]   (names: kube-apiserver kubectl traefik consul)
 # Env:   GO (default /usr/local/go/bin/go), CANARY_REAL_DIR (default <repo>/build-real: the
 #        binaries), CANARY_GO_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/canary-bridge/go: the
 #        Go module and build caches, outside the clone so that every clone on a machine, a
@@ -32,7 +34,7 @@ export GOFLAGS="-modcacherw -mod=readonly" CGO_ENABLED=0 GOTOOLCHAIN=local
 unset GOOS GOARCH
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(kube-apiserver traefik consul)
+[ ${#names[@]} -gt 0 ] || names=(kube-apiserver kubectl traefik consul)
 
 now() { date +%s; }
 # version_of MODULE -> the version our go.mod selects (e.g. v1.37.2)
@@ -65,12 +67,14 @@ build_one() {
     case $name in
     kube-apiserver)
         pkg=k8s.io/kubernetes/cmd/kube-apiserver mod=k8s.io/kubernetes ;;
+    kubectl)
+        dir="$here/kube-apiserver" pkg=k8s.io/kubernetes/cmd/kubectl mod=k8s.io/kubernetes ;;
     traefik)
         pkg=github.com/traefik/traefik/v3/cmd/traefik mod=github.com/traefik/traefik/v3 ;;
     consul)
         pkg=github.com/hashicorp/consul mod=github.com/hashicorp/consul ;;
     *)
-        echo "build.sh: unknown name '$name' (kube-apiserver traefik consul)" >&2
+        echo "build.sh: unknown name '$name' (kube-apiserver kubectl traefik consul)" >&2
         return 2 ;;
     esac
     local t0
@@ -82,7 +86,7 @@ build_one() {
     # Stamp the version the way each project's release build does, so that the binary's
     # own --version line names the release it was built from.
     case $name in
-    kube-apiserver)
+    kube-apiserver | kubectl)
         local minor=${ver#v1.}
         minor=${minor%%.*}
         ldflags="-X k8s.io/component-base/version.gitVersion=$ver"
@@ -119,6 +123,7 @@ echo "== versions"
 for n in "${names[@]}"; do
     case $n in
     kube-apiserver) "$out/bin/$n" --version ;;
+    kubectl) "$out/bin/$n" version --client | sed -n 1p ;;
     traefik) "$out/bin/$n" version | sed -n '1,3p' ;;
     # sed, not head: head exits after one line, consul may get SIGPIPE writing the rest,
     # and with pipefail that failed the whole build (seen once).

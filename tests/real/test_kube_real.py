@@ -9,6 +9,7 @@ works in a namespace of its own."""
 import itertools
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -18,7 +19,9 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from cbtest import Bridge, Etcd, bridge_config, free_port, wait_until  # noqa: E402
-from real import RealKubeAPI, require_real  # noqa: E402
+from real import RBAC, RealKubeAPI, binary, require_real, write_kubeconfig  # noqa: E402
+
+import yaml  # noqa: E402
 
 G = "traefik.io"
 ROUTE = """match: Host(`shop.example.com`) && PathPrefix(`/`)
@@ -233,7 +236,10 @@ class Behaviour(RealKubeCase):
     def test_rival_writer_gets_real_409s_and_the_bridge_converges(self):
         port = free_port()
         self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
-        self.start_bridge(server={"listen": "127.0.0.1:%d" % port})
+        # Unpaced, so the bridge's writes race the rival's (pacing would space
+        # them 100 ms apart and a 409 might not happen at all).
+        self.start_bridge(server={"listen": "127.0.0.1:%d" % port},
+                          reconcile={"object_writes_per_second": 0})
         self.wait_weights({"shop-v1": 80, "shop-v2": 20})
         stop, ticks = threading.Event(), {"n": 0, "error": None}
 
@@ -343,6 +349,139 @@ class Behaviour(RealKubeCase):
                          "host-b" if first is a else "host-a")
         self.assertGreaterEqual(lease["spec"].get("leaseTransitions", 0), 1)
         self.assertNotRegex(other.log_text()[:since], r"IngressRoute shop (created|written)")
+
+
+class Commands(RealKubeCase):
+    """check, and render piped into kubectl, against the real apiserver's RBAC and
+    validation; kubectl is the one of the apiserver's release (tests/real/build.sh)."""
+
+    SA_USER = "system:serviceaccount:%s:%s"
+
+    def run_cmd(self, *args, kubeconfig=None, **sections):
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube, **sections)
+        if kubeconfig:
+            cfg["kubernetes"] = {"kubeconfig": kubeconfig}
+        return Bridge(self.dir, cfg, start=False, name="cli").run_once(list(args), timeout=90)
+
+    def limited_identity(self, rules):
+        """A ServiceAccount of this test's namespace bound to a ClusterRole with these
+        rules: its kubeconfig, once RBAC's authorizer has seen the binding."""
+        name = "cb-limited-" + self.ns
+        self.kube.apply_object({"apiVersion": "v1", "kind": "ServiceAccount",
+                                "metadata": {"name": "cb-limited", "namespace": self.ns}})
+        self.kube.apply_object({"apiVersion": "rbac.authorization.k8s.io/v1",
+                                "kind": "ClusterRole", "metadata": {"name": name},
+                                "rules": rules})
+        self.kube.apply_object({"apiVersion": "rbac.authorization.k8s.io/v1",
+                                "kind": "ClusterRoleBinding", "metadata": {"name": name},
+                                "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                            "kind": "ClusterRole", "name": name},
+                                "subjects": [{"kind": "ServiceAccount", "name": "cb-limited",
+                                              "namespace": self.ns}]})
+        token = self.kube.service_account_token(self.ns, "cb-limited")
+        wait_until(lambda: self.kube.request("GET", self.kube.path(G, None, "ingressroutes"),
+                                             token=token)[0] == 200, 30,
+                   what="the limited ServiceAccount allowed to list ingressroutes")
+        return write_kubeconfig(os.path.join(self.dir, "limited.kubeconfig"), self.kube.url,
+                                self.kube.ca, token)
+
+    def test_check_passes_with_rbac_yaml_and_names_a_right_taken_away(self):
+        sections = {"reconcile": {"policy": "sync"},
+                    "leader_election": {"enabled": True, "namespace": self.ns}}
+        code, out, err = self.run_cmd("check", **sections)
+        self.assertEqual(code, 0, out + err)
+        for kind in ("middlewares", "traefikservices", "ingressroutes"):
+            for verb in ("list", "watch", "get", "create", "update", "delete"):
+                self.assertIn("ok   %s %s.traefik.io in all namespaces\n" % (verb, kind), out)
+        self.assertIn("ok   patch events in all namespaces\n", out)
+        for verb in ("get", "create", "update"):
+            self.assertIn("ok   %s leases.coordination.k8s.io in ns %s\n" % (verb, self.ns), out)
+        self.assertNotIn("FAIL", out)
+        # The same ClusterRole without `update` on IngressRoutes (and without Leases).
+        with open(RBAC) as f:
+            rules = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "ClusterRole"][0][
+                "rules"]
+        limited = []
+        for r in rules:
+            if "ingressroutes" in r["resources"]:
+                limited.append(dict(r, resources=["middlewares", "traefikservices"]))
+                limited.append(dict(r, resources=["ingressroutes"],
+                                    verbs=[v for v in r["verbs"] if v != "update"]))
+            elif "leases" not in r["resources"]:
+                limited.append(r)
+        kubeconfig = self.limited_identity(limited)
+        code, out, err = self.run_cmd("check", kubeconfig=kubeconfig, **sections)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("FAIL update ingressroutes.traefik.io in all namespaces: denied\n", out)
+        self.assertIn("ok   update middlewares.traefik.io in all namespaces\n", out)
+        for verb in ("get", "create", "update"):
+            self.assertIn("FAIL %s leases.coordination.k8s.io in ns %s: denied\n"
+                          % (verb, self.ns), out)
+        self.assertEqual(len(re.findall(r"^FAIL", out, re.M)), 4, out)
+        # What check said is what the apiserver does with that identity.
+        with open(kubeconfig) as f:
+            token = yaml.safe_load(f)["users"][0]["user"]["token"]
+        status, _, body = self.kube.request(
+            "PUT", self.kube.path(G, self.ns, "ingressroutes", "x"),
+            {"apiVersion": G + "/v1alpha1", "kind": "IngressRoute",
+             "metadata": {"name": "x", "namespace": self.ns}, "spec": {"routes": []}},
+            token=token)
+        self.assertEqual(status, 403, body)
+        self.assertIn('User "%s" cannot update resource "ingressroutes"'
+                      % (self.SA_USER % (self.ns, "cb-limited")), body["message"])
+
+    def kubectl(self, *args, input):
+        require_real("kubectl")
+        return subprocess.run([binary("kubectl"), "--kubeconfig", self.kube.admin_kubeconfig]
+                              + list(args), input=input, capture_output=True, text=True,
+                              timeout=120)
+
+    def test_render_is_accepted_by_kubectl_apply_dry_run_and_kubectl_diff(self):
+        require_real("kubectl")
+        # An owned route the bridge applied, whose weights then changed; an object Helm
+        # owns whose weights the bridge patches; a new route with a header Middleware.
+        self.etcd.etcdctl("put", self.key("shop", "route"), ROUTE)
+        helm = PatchedMode.helm_route(self)
+        helm["metadata"]["name"] = "web"
+        self.kube.create(G, self.ns, "ingressroutes", helm, fieldManager="helm")
+        self.etcd.etcdctl("put", self.key("web", "weights"), '{"shop-v2": 25}')
+        code, out, err = self.run_cmd("sync")
+        self.assertEqual(code, 0, err)
+        self.etcd.etcdctl("put", self.key("shop", "weights"), "shop-v1=50, shop-v2=50")
+        self.etcd.etcdctl("put", self.key("web", "weights"), '{"shop-v2": 40}')
+        self.etcd.etcdctl("put", self.key("new", "route"), ROUTE)
+        self.etcd.put(self.key("new", "headers"), yaml.safe_dump([
+            {"name": "beta", "header": "X-Canary", "value": "always", "service": "shop-v2",
+             "setRequestHeaders": {"X-Canary-Route": "beta"}}]))
+        self.kube.merge_patch(G, self.ns, "ingressroutes", "shop", {"metadata": {
+            "labels": {"team": "checkout"}}})
+        before = {n: self.ir(n) for n in ("shop", "web")}
+        code, rendered, err = self.run_cmd("render")
+        self.assertEqual(code, 0, err)
+        docs = [d for d in yaml.safe_load_all(rendered) if d]
+        self.assertEqual([(d["kind"], d["metadata"]["name"]) for d in docs],
+                         [("Middleware", docs[0]["metadata"]["name"]), ("IngressRoute", "new"),
+                          ("IngressRoute", "shop"), ("IngressRoute", "web")])
+
+        applied = self.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+        self.assertEqual(applied.returncode, 0, applied.stdout + applied.stderr)
+        self.assertNotIn("Required value", applied.stderr)
+        for name, verb in (("shop", "configured"), ("web", "configured"),
+                           ("new", "created")):
+            self.assertIn("ingressroute.traefik.io/%s %s (server dry run)" % (name, verb),
+                          applied.stdout)
+        diffed = self.kubectl("diff", "-f", "-", input=rendered)
+        self.assertEqual(diffed.returncode, 1, diffed.stdout + diffed.stderr)  # 1: differences
+        self.assertRegex(diffed.stdout, r"\n-\s+weight: 80\n(.*\n)*?\+\s+weight: 50\n")
+        self.assertEqual(len(re.findall(r"\n-\s+weight: 25\n\+\s+weight: 40\n", diffed.stdout)),
+                         2, diffed.stdout)    # both routes of the patched object
+        # A dry run: nothing changed; and the patched object kept Helm's labels.
+        self.assertEqual({n: self.ir(n) for n in ("shop", "web")}, before)
+        web = [d for d in docs if d["metadata"]["name"] == "web"][0]
+        self.assertEqual(web["metadata"]["labels"], {"app": "shop", "helm.sh/chart": "shop-1.2.3"})
+        self.assertEqual(weights_of(web, 0), {"shop-v1": 100, "shop-v2": 40})
+        shop = [d for d in docs if d["metadata"]["name"] == "shop"][0]
+        self.assertEqual(shop["metadata"]["labels"]["team"], "checkout")
 
 
 if __name__ == "__main__":

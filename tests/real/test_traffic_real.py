@@ -275,9 +275,16 @@ class TrafficThroughTraefik(unittest.TestCase):
             wait_until(lambda: any(r.get("middlewares") for r in self.traefik.routers()
                                    if r["name"].startswith("%s-%s-" % (NS, route))), 30,
                        what="route %s's rule router with its Middleware" % route)
+        # Traefik may route a rule before it has loaded the Middleware (and "col-" also
+        # prefixes col-x's routers), so wait for each route's own header, then check it
+        # holds for every request.
         for route in ("col", "col-x"):
-            got = {resp.get("X-Rule-Of") for _, resp, _ in self.send(route, 10, {"X-Col": "on"})}
-            self.assertEqual(got, {route}, "route %s" % route)
+            def rule_of(route=route):
+                return {resp.get("X-Rule-Of")
+                        for _, resp, _ in self.send(route, 10, {"X-Col": "on"})}
+            wait_until(lambda: rule_of() == {route}, 30,
+                       what="route %s's requests with its own rule's header" % route)
+            self.assertEqual(rule_of(), {route}, "route %s" % route)
 
     def test_sticky_route_keeps_a_client_on_one_version(self):
         self.put("sticky", "route", route_doc("sticky", "sticky: {cookie: cb_sticky}\n"))

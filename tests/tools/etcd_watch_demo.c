@@ -4,7 +4,7 @@
  * hand, starts the source, and prints every snapshot, event and state change,
  * so list/watch/reconnect/compaction behaviour can be watched while etcd is
  * poked with etcdctl, killed and restarted. SIGINT/SIGTERM stop it cleanly
- * (stop, close, run the loop dry, destroy), which also exercises teardown.
+ * (close, then run the loop dry), which also exercises teardown.
  *
  *   cc -std=c11 -D_GNU_SOURCE -I. tests/tools/etcd_watch_demo.c \
  *      build-io/libcanary-core.a $(pkg-config --cflags --libs libuv libcurl libcjson yaml-0.1) \
@@ -92,7 +92,7 @@ static void demo_stop(struct demo *d) {
     if (d->stopping)
         return;
     d->stopping = true;
-    d->src->ops->stop(d->src);
+    d->src->ops->close(d->src); /* freed as the loop runs on */
     http_client_close(d->http);
     uv_close((uv_handle_t *)&d->sigint, handle_closed);
     uv_close((uv_handle_t *)&d->sigterm, handle_closed);
@@ -192,7 +192,6 @@ int main(int argc, char **argv) {
     if (d.src->ops->start(d.src) < 0)
         return 1;
     check(uv_run(d.loop, UV_RUN_DEFAULT), "run");
-    d.src->ops->destroy(d.src);
     /* Anything left means a handle we forgot to close. */
     int rc = uv_loop_close(d.loop);
     printf("EXIT loop_close=%s\n", rc == 0 ? "ok" : uv_strerror(rc));

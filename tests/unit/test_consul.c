@@ -1,16 +1,12 @@
-/* test_consul.c - unit tests for the Consul source's pure parts
- * (sources/consul.h) and end-to-end runs of the source and the HTTP client
- * against an in-process fake Consul agent.
+/* test_consul.c - the Consul source (sources/consul.c) end to end: the real
+ * libuv + libcurl path against a scripted Consul agent (fakehttp.h).
  *
- * The pure tests pin down what is easy to get subtly wrong: key escaping in
- * URLs, the recurse answer's quirks (null Value, UI folders, unsorted keys),
- * the diff's order, Consul's index rules (backwards = reset, floor 1) and the
- * churn refill period. The fake-server tests drive
- * the real libuv + libcurl path through Consul's documented behaviour: a 404
- * with an index on an empty prefix, blocking answers with and without
- * changes, an index going backwards, 500 and 403 outages, ACL tokens from
- * config, file and environment, status writes and a resync; and they check
- * that a server answering at once with no change is not hammered. */
+ * The runs go through Consul's documented behaviour: a 404 with an index on
+ * an empty prefix, blocking answers with and without changes, an index going
+ * backwards, 500 and 403 outages, ACL tokens from config, file and
+ * environment, the anonymous token under default-deny, status writes and a
+ * resync; and they check that a server answering at once with no change is
+ * not hammered. The pure protocol code is tested in test_consul_proto.c. */
 /* cmocka.h needs these three before it. */
 /* clang-format off */
 #include <setjmp.h>
@@ -27,382 +23,18 @@
 #include "bridge/lib/base64.h"
 #include "bridge/lib/buf.h"
 #include "bridge/lib/http.h"
+#include "bridge/lib/timer.h"
 #include "sources/consul.h"
-#include "sources/etcd.h"
 
-/* ---- URLs ---- */
+#include "fakehttp.h"
 
-static void check_list_url(const char *want, const char *address, const char *prefix,
-                           uint64_t index, uint64_t wait_ms, const char *dc, const char *mode) {
-    char *u = consul_url_list(address, prefix, index, wait_ms, dc, mode);
-    assert_non_null(u);
-    assert_string_equal(u, want);
-    free(u);
-}
-
-static void test_url_list(void **state) {
-    (void)state;
-    /* The first read: no index (index=0 would be wrong), no wait. */
-    check_list_url("http://127.0.0.1:8500/v1/kv/canary/?recurse", "http://127.0.0.1:8500",
-                   "canary/", 0, 300000, NULL, NULL);
-    /* Trailing slashes of the address do not double. */
-    check_list_url("http://h:8500/v1/kv/canary/?recurse&index=42&wait=300s", "http://h:8500//",
-                   "canary/", 42, 300000, NULL, "default");
-    check_list_url("http://h/v1/kv/canary/?recurse&index=1&wait=1500ms", "http://h", "canary/", 1,
-                   1500, "", NULL);
-    check_list_url("https://h/v1/kv/canary/?recurse&index=7&wait=10s&dc=dc%202%2Fx&stale",
-                   "https://h", "canary/", 7, 10000, "dc 2/x", "stale");
-    check_list_url("https://h/v1/kv/canary/?recurse&dc=east&consistent", "https://h", "canary/", 0,
-                   10000, "east", "consistent");
-    /* A prefix is a path: escaped like a key. */
-    check_list_url("http://h/v1/kv/my%20canaries/?recurse", "http://h", "my canaries/", 0, 1000,
-                   NULL, NULL);
-}
-
-static void test_url_key(void **state) {
-    (void)state;
-    char *u = consul_url_key("http://h:8500/", "canary/ns/shop-v1_x.y/status");
-    assert_non_null(u);
-    assert_string_equal(u, "http://h:8500/v1/kv/canary/ns/shop-v1_x.y/status");
-    free(u);
-    /* Everything outside [A-Za-z0-9._/-] is percent-encoded, byte by byte. */
-    u = consul_url_key("http://h", "a b/\xc3\xbc?#%&+=~:@");
-    assert_non_null(u);
-    assert_string_equal(u, "http://h/v1/kv/a%20b/%C3%BC%3F%23%25%26%2B%3D%7E%3A%40");
-    free(u);
-}
-
-static void test_address_redact(void **state) {
-    (void)state;
-    char out[128];
-    consul_address_redact("https://user:pw@consul.example:8501/base", out, sizeof out);
-    assert_string_equal(out, "https://consul.example:8501/base");
-    consul_address_redact("http://127.0.0.1:8500", out, sizeof out);
-    assert_string_equal(out, "http://127.0.0.1:8500");
-    /* An '@' after the host is not credentials. */
-    consul_address_redact("http://h/x@y", out, sizeof out);
-    assert_string_equal(out, "http://h/x@y");
-    char small[8];
-    consul_address_redact("http://a:b@hostname", small, sizeof small);
-    assert_string_equal(small, "http://");
-}
-
-/* ---- recurse answers ---- */
-
-static void test_list_parse(void **state) {
-    (void)state;
-    /* Unsorted, with a UI folder (null Value), an empty value (null), a
-     * missing Value, a value with a trailing newline as the UI stores it,
-     * binary bytes, and entries without indexes or flags. */
-    const char *json =
-        "[{\"LockIndex\":0,\"Key\":\"canary/default/shop/weights\",\"Flags\":0,"
-        "\"Value\":\"c2hvcC12MT05MCwgc2hvcC12Mj0xMAo=\",\"CreateIndex\":5,\"ModifyIndex\":9},"
-        "{\"Key\":\"canary/default/\",\"Value\":null,\"CreateIndex\":3,\"ModifyIndex\":3},"
-        "{\"Key\":\"canary/default/shop/headers\",\"Value\":null,\"ModifyIndex\":11,\"Flags\":7},"
-        "{\"Key\":\"canary/a\"},"
-        "{\"Key\":\"canary/bin\",\"Value\":\"AP8K\",\"ModifyIndex\":4,\"Session\":\"x\"}]";
-    struct consul_list l;
-    char err[128];
-    assert_int_equal(consul_list_parse(json, strlen(json), &l, err, sizeof err), 0);
-    assert_int_equal(l.n, 4);
-    assert_string_equal(l.kvs[0].key, "canary/a");
-    assert_int_equal(l.kvs[0].value_len, 0);
-    assert_string_equal(l.kvs[0].value, "");
-    assert_int_equal(l.kvs[0].modify_index, 0);
-    assert_string_equal(l.kvs[1].key, "canary/bin");
-    assert_int_equal(l.kvs[1].value_len, 3);
-    assert_memory_equal(l.kvs[1].value, "\0\xff\n", 3);
-    assert_string_equal(l.kvs[2].key, "canary/default/shop/headers");
-    assert_int_equal(l.kvs[2].value_len, 0);
-    assert_int_equal(l.kvs[2].modify_index, 11);
-    assert_int_equal(l.kvs[2].flags, 7);
-    assert_string_equal(l.kvs[3].key, "canary/default/shop/weights");
-    /* Bytes pass unchanged, trailing newline included. */
-    assert_string_equal(l.kvs[3].value, "shop-v1=90, shop-v2=10\n");
-    assert_int_equal(l.kvs[3].create_index, 5);
-    assert_int_equal(l.kvs[3].modify_index, 9);
-    assert_ptr_equal(consul_list_find(&l, "canary/default/shop/headers"), &l.kvs[2]);
-    assert_ptr_equal(consul_list_find(&l, "canary/a"), &l.kvs[0]);
-    assert_null(consul_list_find(&l, "canary/default/"));
-    assert_null(consul_list_find(&l, "canary/zzz"));
-    consul_list_free(&l);
-    assert_null(l.kvs);
-
-    assert_int_equal(consul_list_parse("[]", 2, &l, err, sizeof err), 0);
-    assert_int_equal(l.n, 0);
-    consul_list_free(&l);
-    /* Only folders: nothing. */
-    const char *folders = "[{\"Key\":\"canary/\",\"Value\":null},{\"Key\":\"canary/x/\"}]";
-    assert_int_equal(consul_list_parse(folders, strlen(folders), &l, err, sizeof err), 0);
-    assert_int_equal(l.n, 0);
-    consul_list_free(&l);
-}
-
-static void parse_fails(const char *json, const char *want_err) {
-    struct consul_list l;
-    char err[128] = "";
-    assert_int_equal(consul_list_parse(json, strlen(json), &l, err, sizeof err), -1);
-    assert_null(l.kvs);
-    assert_int_equal(l.n, 0);
-    if (!strstr(err, want_err))
-        fail_msg("error '%s' does not mention '%s'", err, want_err);
-}
-
-static void test_list_parse_errors(void **state) {
-    (void)state;
-    parse_fails("{\"Key\":\"a\"}", "not a JSON array");
-    parse_fails("[{\"Key\":\"a\"", "not a JSON array");
-    parse_fails("", "not a JSON array");
-    parse_fails("[{\"Key\":\"a\"},1]", "entry 1 is not an object");
-    parse_fails("[{\"Value\":\"YQ==\"}]", "entry 0 has no Key");
-    parse_fails("[{\"Key\":\"\"}]", "entry 0 has no Key");
-    parse_fails("[{\"Key\":7}]", "entry 0 has no Key");
-    parse_fails("[{\"Key\":\"a\",\"Value\":5}]", "Value is not a string");
-    parse_fails("[{\"Key\":\"a\",\"Value\":\"!!!\"}]", "Value is not base64");
-    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":\"9\"}]", "malformed index");
-    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":-1}]", "malformed index");
-    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":1.5}]", "malformed index");
-    parse_fails("[{\"Key\":\"a\",\"Flags\":true}]", "malformed index or flags");
-    parse_fails("[{\"Key\":\"a\",\"Flags\":-1}]", "malformed index or flags");
-    parse_fails("[{\"Key\":\"a\",\"Flags\":1e20}]", "malformed index or flags");
-    parse_fails("[{\"Key\":\"a\",\"ModifyIndex\":9007199254740994}]", "malformed index");
-}
-
-/* One odd key costs only itself: Flags are any uint64; two keys that differ
- * only in bytes that are not UTF-8 arrive with one name (U+FFFD) and are
- * left out, with a line naming them. */
-static void test_list_parse_odd_keys(void **state) {
-    (void)state;
-    const char *json = "[{\"Key\":\"c/a\",\"Flags\":18446744073709551615,\"ModifyIndex\":3},"
-                       "{\"Key\":\"c/x\\ufffd/w\",\"ModifyIndex\":4},"
-                       "{\"Key\":\"c/b\",\"Flags\":3304740253564472344,\"ModifyIndex\":5},"
-                       "{\"Key\":\"c/x\\ufffd/w\",\"ModifyIndex\":6},"
-                       "{\"Key\":\"c/\\u0001\",\"ModifyIndex\":7},"
-                       "{\"Key\":\"c/\\u0001\",\"ModifyIndex\":8},"
-                       "{\"Key\":\"c/z\",\"ModifyIndex\":9}]";
-    struct consul_list l;
-    char err[128];
-    assert_int_equal(consul_list_parse(json, strlen(json), &l, err, sizeof err), 0);
-    assert_int_equal(l.n, 3);
-    assert_string_equal(l.kvs[0].key, "c/a");
-    assert_true(l.kvs[0].flags == UINT64_MAX);
-    assert_string_equal(l.kvs[1].key, "c/b");
-    assert_true(l.kvs[1].flags > (1ull << 53)); /* consul lock's flag, approximately */
-    assert_string_equal(l.kvs[2].key, "c/z");
-    assert_string_equal(l.warnings,
-                        "ignoring key c/\\x01: 2 keys have this name in Consul's answer (keys "
-                        "that differ only in bytes that are not UTF-8, which Consul's JSON shows "
-                        "as U+FFFD); none of them is read\n"
-                        "ignoring key c/x\xef\xbf\xbd/w: 2 keys have this name in Consul's answer "
-                        "(keys that differ only in bytes that are not UTF-8, which Consul's JSON "
-                        "shows as U+FFFD); none of them is read\n");
-    consul_list_free(&l);
-    assert_null(l.warnings);
-    const char *plain = "[{\"Key\":\"a\"}]";
-    assert_int_equal(consul_list_parse(plain, strlen(plain), &l, err, sizeof err), 0);
-    assert_null(l.warnings);
-    consul_list_free(&l);
-}
-
-/* ---- diff ---- */
-
-static void make_list(struct consul_list *l, const char *json) {
-    char err[128];
-    if (consul_list_parse(json, strlen(json), l, err, sizeof err) < 0)
-        fail_msg("bad test JSON: %s", err);
-}
-
-static void test_diff(void **state) {
-    (void)state;
-    struct consul_list old, cur;
-    /* a unchanged, b modified, c deleted, d and e added; e before b by index. */
-    make_list(&old, "[{\"Key\":\"a\",\"Value\":\"MQ==\",\"ModifyIndex\":5},"
-                    "{\"Key\":\"b\",\"Value\":\"Mg==\",\"ModifyIndex\":6},"
-                    "{\"Key\":\"c\",\"Value\":\"Mw==\",\"ModifyIndex\":7}]");
-    make_list(&cur, "[{\"Key\":\"e\",\"Value\":\"NQ==\",\"ModifyIndex\":8},"
-                    "{\"Key\":\"b\",\"Value\":\"MjI=\",\"ModifyIndex\":9},"
-                    "{\"Key\":\"a\",\"Value\":\"MQ==\",\"ModifyIndex\":5},"
-                    "{\"Key\":\"d\",\"Value\":\"NA==\",\"ModifyIndex\":8}]");
-    struct consul_change *ch;
-    size_t n;
-    assert_int_equal(consul_diff(&old, &cur, 10, &ch, &n), 0);
-    assert_int_equal(n, 4);
-    /* By revision, then key: d@8, e@8, b@9, then the delete at the index. */
-    assert_int_equal(ch[0].type, SOURCE_PUT);
-    assert_string_equal(ch[0].kv->key, "d");
-    assert_int_equal(ch[0].revision, 8);
-    assert_string_equal(ch[1].kv->key, "e");
-    assert_int_equal(ch[1].revision, 8);
-    assert_int_equal(ch[2].type, SOURCE_PUT);
-    assert_string_equal(ch[2].kv->key, "b");
-    assert_string_equal(ch[2].kv->value, "22");
-    assert_int_equal(ch[2].revision, 9);
-    assert_int_equal(ch[3].type, SOURCE_DELETE);
-    assert_string_equal(ch[3].kv->key, "c");
-    assert_int_equal(ch[3].revision, 10);
-    free(ch);
-
-    /* The same answer again: nothing. */
-    assert_int_equal(consul_diff(&cur, &cur, 10, &ch, &n), 0);
-    assert_int_equal(n, 0);
-    assert_null(ch);
-    consul_list_free(&old);
-
-    /* Same ModifyIndex, other bytes (a server that leaves indexes out): a
-     * change. Same bytes, new ModifyIndex (an idempotent UI save): a change
-     * too, as the revision the objects are annotated with moved. */
-    make_list(&old, "[{\"Key\":\"a\",\"Value\":\"MQ==\",\"ModifyIndex\":5},"
-                    "{\"Key\":\"b\",\"Value\":\"MjI=\"},"
-                    "{\"Key\":\"d\",\"Value\":\"NA==\",\"ModifyIndex\":8},"
-                    "{\"Key\":\"e\",\"Value\":\"NQ==\",\"ModifyIndex\":8}]");
-    assert_int_equal(consul_diff(&old, &cur, 10, &ch, &n), 0);
-    assert_int_equal(n, 1);
-    assert_string_equal(ch[0].kv->key, "b");
-    free(ch);
-    consul_list_free(&old);
-
-    /* Everything gone (a 404): deletes in key order, all at the index. */
-    struct consul_list empty = {NULL, 0, NULL};
-    assert_int_equal(consul_diff(&cur, &empty, 12, &ch, &n), 0);
-    assert_int_equal(n, 4);
-    const char *keys[] = {"a", "b", "d", "e"};
-    for (size_t i = 0; i < 4; i++) {
-        assert_int_equal(ch[i].type, SOURCE_DELETE);
-        assert_string_equal(ch[i].kv->key, keys[i]);
-        assert_int_equal(ch[i].revision, 12);
-    }
-    free(ch);
-    assert_int_equal(consul_diff(&empty, &empty, 12, &ch, &n), 0);
-    assert_int_equal(n, 0);
-    consul_list_free(&cur);
-}
-
-/* ---- indexes ---- */
-
-static void test_list_drops_and_probe(void **state) {
-    (void)state;
-    struct consul_list a, b, empty = {NULL, 0, NULL};
-    make_list(&a, "[{\"Key\":\"p/a\"},{\"Key\":\"p/b\"}]");
-    make_list(&b, "[{\"Key\":\"p/a\"},{\"Key\":\"p/b\"},{\"Key\":\"p/c\"}]");
-    assert_false(consul_list_drops(&a, &b));
-    assert_true(consul_list_drops(&b, &a));
-    assert_true(consul_list_drops(&a, &empty));
-    assert_false(consul_list_drops(&empty, &a));
-    assert_false(consul_list_drops(&a, &a));
-    consul_list_free(&a);
-    consul_list_free(&b);
-    assert_int_equal(consul_probe_result(200), CONSUL_PROBE_READABLE);
-    assert_int_equal(consul_probe_result(404), CONSUL_PROBE_READABLE);
-    assert_int_equal(consul_probe_result(403), CONSUL_PROBE_DENIED);
-    assert_int_equal(consul_probe_result(500), CONSUL_PROBE_ERROR);
-    assert_int_equal(consul_probe_result(401), CONSUL_PROBE_ERROR);
-}
-
-static void test_index_rules(void **state) {
-    (void)state;
-    uint64_t v, next;
-    assert_int_equal(consul_index_parse("12345", &v), 0);
-    assert_int_equal(v, 12345);
-    assert_int_equal(consul_index_parse("0", &v), 0);
-    assert_int_equal(v, 0);
-    assert_int_equal(consul_index_parse("18446744073709551615", &v), 0);
-    assert_true(v == UINT64_MAX);
-    assert_int_equal(consul_index_parse("18446744073709551616", &v), -1);
-    assert_int_equal(consul_index_parse("", &v), -1);
-    assert_int_equal(consul_index_parse(NULL, &v), -1);
-    assert_int_equal(consul_index_parse("-1", &v), -1);
-    assert_int_equal(consul_index_parse("12a", &v), -1);
-    assert_int_equal(consul_index_parse(" 12", &v), -1);
-
-    assert_int_equal(consul_index_next(false, 0, 40, &next), CONSUL_INDEX_FIRST);
-    assert_int_equal(next, 40);
-    assert_int_equal(consul_index_next(true, 40, 40, &next), CONSUL_INDEX_SAME);
-    assert_int_equal(next, 40);
-    assert_int_equal(consul_index_next(true, 40, 41, &next), CONSUL_INDEX_FORWARD);
-    assert_int_equal(next, 41);
-    /* Backwards (snapshot restore): reset, and block on the new index. */
-    assert_int_equal(consul_index_next(true, 40, 7, &next), CONSUL_INDEX_RESET);
-    assert_int_equal(next, 7);
-    /* Never block on 0, which answers at once. */
-    assert_int_equal(consul_index_next(false, 0, 0, &next), CONSUL_INDEX_FIRST);
-    assert_int_equal(next, 1);
-    assert_int_equal(consul_index_next(true, 0, 0, &next), CONSUL_INDEX_SAME);
-    assert_int_equal(next, 1);
-    assert_int_equal(consul_index_next(true, 5, 0, &next), CONSUL_INDEX_RESET);
-    assert_int_equal(next, 1);
-}
-
-/* ---- rate limiting ---- */
-
-static void test_churn_refill(void **state) {
-    (void)state;
-    /* Ten times the cost, clamped. */
-    assert_int_equal(consul_churn_refill_ms(0), CONSUL_CHURN_REFILL_MIN_MS);
-    assert_int_equal(consul_churn_refill_ms(50), CONSUL_CHURN_REFILL_MIN_MS);
-    assert_int_equal(consul_churn_refill_ms(200), 2);
-    assert_int_equal(consul_churn_refill_ms(3000), 30);
-    assert_int_equal(consul_churn_refill_ms(50000), 500);
-    assert_int_equal(consul_churn_refill_ms(UINT64_MAX), CONSUL_CHURN_REFILL_MAX_MS);
-}
-
-/* ---- writes ---- */
-
-static void test_put_result(void **state) {
-    (void)state;
-    char msg[256];
-    assert_true(consul_put_result(200, "true", 4, "k", msg, sizeof msg));
-    assert_string_equal(msg, "ok");
-    assert_true(consul_put_result(200, "true\n", 5, "k", msg, sizeof msg));
-    assert_false(consul_put_result(200, "false", 5, "canary/a/b/status", msg, sizeof msg));
-    assert_string_equal(msg, "Consul did not apply the write of canary/a/b/status (it answered "
-                             "false)");
-    assert_false(consul_put_result(403, "Permission denied: token lacks 'key:write'", 41,
-                                   "canary/a/b/status", msg, sizeof msg));
-    assert_string_equal(msg, "permission denied writing canary/a/b/status");
-    assert_false(consul_put_result(500, "rpc error:\nNo cluster leader", 28, "k", msg, sizeof msg));
-    assert_string_equal(msg, "HTTP 500 writing k: rpc error: No cluster leader");
-    assert_false(consul_put_result(413, "", 0, "k", msg, sizeof msg));
-    assert_string_equal(msg, "HTTP 413 writing k");
-    assert_false(consul_put_result(200, "", 0, "k", msg, sizeof msg));
-    assert_string_equal(msg, "unexpected answer to the write of k: (empty)");
-}
-
-/* ======================================================================
- * End to end against a fake Consul agent (libuv TCP server, HTTP/1.1)
- * ====================================================================== */
-
-struct fake;
-
-struct fake_conn {
-    uv_tcp_t tcp;
-    struct fake *f;
-    buf_t in;
-    bool closing;
-    struct fake_conn *next;
-};
-
-struct fake_write {
-    uv_write_t req;
-    struct fake_conn *conn;
-    char data[];
-};
-
-/* One parsed request. */
-struct fake_req {
-    const char *method;
-    const char *target;  /* path and query */
-    const char *headers; /* the header lines, "\r\n"-separated */
-    const char *body;
-    size_t body_len;
-};
+/* ---- the fake agent ---- */
 
 struct fake {
     uv_loop_t *loop;
-    uv_tcp_t listener;
-    int port;
+    struct fakehttp srv;
     int step;        /* index of the next read request */
     uint64_t at[16]; /* uv_now() of each read request */
-    struct fake_conn *conns;
     struct logger log;
     FILE *logf;
     struct source_settings cfg;
@@ -417,44 +49,11 @@ struct fake {
     const char *want_token; /* X-Consul-Token every request must carry (NULL: none) */
     int probes;             /* single-key reads of the prefix (the read permission check) */
     int probe_status[8];    /* what the n-th one gets; 0 = 404 */
-    void (*dispatch)(struct fake *f, struct fake_conn *c, const struct fake_req *rq);
+    void (*dispatch)(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq);
 };
 
-static void conn_closed(uv_handle_t *h) {
-    struct fake_conn *c = h->data;
-    buf_free(&c->in);
-    free(c);
-}
-
-static void conn_close(struct fake_conn *c) {
-    if (c->closing)
-        return;
-    c->closing = true;
-    for (struct fake_conn **p = &c->f->conns; *p; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    }
-    uv_close((uv_handle_t *)&c->tcp, conn_closed);
-}
-
-static void write_done(uv_write_t *req, int status) {
-    (void)status;
-    free(req);
-}
-
-static void conn_send(struct fake_conn *c, const char *data, size_t len) {
-    struct fake_write *w = malloc(sizeof *w + len);
-    assert_non_null(w);
-    memcpy(w->data, data, len);
-    w->conn = c;
-    uv_buf_t ub = uv_buf_init(w->data, (unsigned)len);
-    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, write_done), 0);
-}
-
 /* An answer as Consul gives it; index < 0 leaves X-Consul-Index out. */
-static void reply(struct fake_conn *c, int status, long long index, const char *body) {
+static void reply(struct fakehttp_conn *c, int status, long long index, const char *body) {
     buf_t b = BUF_INIT;
     assert_int_equal(buf_printf(&b, "HTTP/1.1 %d X\r\nContent-Type: %s\r\n", status,
                                 status == 200 && body[0] == '[' ? "application/json"
@@ -464,7 +63,7 @@ static void reply(struct fake_conn *c, int status, long long index, const char *
         assert_int_equal(
             buf_printf(&b, "X-Consul-Index: %lld\r\nX-Consul-Knownleader: true\r\n", index), 0);
     assert_int_equal(buf_printf(&b, "Content-Length: %zu\r\n\r\n%s", strlen(body), body), 0);
-    conn_send(c, b.data, b.len);
+    fakehttp_send(c, b.data, b.len);
     buf_free(&b);
 }
 
@@ -499,34 +98,14 @@ static char *answer(char *e1, char *e2, char *e3, char *e4) {
     return buf_steal(&b);
 }
 
-static void reply_answer(struct fake_conn *c, long long index, char *json) {
+static void reply_answer(struct fakehttp_conn *c, long long index, char *json) {
     reply(c, 200, index, json);
     free(json);
 }
 
-/* The value of a request header, or NULL. */
-static char *header_get(const struct fake_req *rq, const char *name, char *out, size_t outlen) {
-    size_t nlen = strlen(name);
-    for (const char *p = rq->headers; p && *p;) {
-        const char *eol = strstr(p, "\r\n");
-        size_t len = eol ? (size_t)(eol - p) : strlen(p);
-        if (len > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (*v == ' ')
-                v++;
-            snprintf(out, outlen, "%.*s", (int)(len - (size_t)(v - p)), v);
-            return out;
-        }
-        if (!eol)
-            break;
-        p = eol + 2;
-    }
-    return NULL;
-}
-
-static void check_token(struct fake *f, const struct fake_req *rq) {
+static void check_token(struct fake *f, const struct fakehttp_req *rq) {
     char tok[128];
-    char *got = header_get(rq, "X-Consul-Token", tok, sizeof tok);
+    char *got = fakehttp_header(rq, "X-Consul-Token", tok, sizeof tok);
     if (!f->want_token) {
         assert_null(got);
         return;
@@ -541,72 +120,23 @@ static void check_token(struct fake *f, const struct fake_req *rq) {
     "anonymous token is used implicitly when a request does not specify a token."
 
 /* The read permission check: 404 (readable, no such key) unless told. */
-static void probe_reply(struct fake *f, struct fake_conn *c) {
+static void probe_reply(struct fake *f, struct fakehttp_conn *c) {
     int n = f->probes++;
     int status = n < 8 && f->probe_status[n] ? f->probe_status[n] : 404;
     reply(c, status, status == 404 ? 30 : -1, status == 403 ? ANON_DENIED : "");
 }
 
-static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-    (void)h;
-    b->base = malloc(hint);
-    b->len = b->base ? hint : 0;
-}
-
-static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-    struct fake_conn *c = s->data;
-    if (n < 0) {
-        free(b->base);
-        conn_close(c);
-        return;
-    }
-    assert_int_equal(buf_append(&c->in, b->base, (size_t)n), 0);
-    free(b->base);
-    while (!c->closing) {
-        char *hdr_end = c->in.data ? strstr(c->in.data, "\r\n\r\n") : NULL;
-        if (!hdr_end)
-            return;
-        size_t hlen = (size_t)(hdr_end - c->in.data) + 4;
-        const char *cl = strcasestr(c->in.data, "\r\nContent-Length:");
-        size_t blen = cl && cl < hdr_end ? strtoul(cl + 17, NULL, 10) : 0;
-        if (c->in.len < hlen + blen)
-            return;
-        char method[16], target[512];
-        assert_int_equal(sscanf(c->in.data, "%15s %511s HTTP/1.1", method, target), 2);
-        const char *line_end = strstr(c->in.data, "\r\n");
-        char *headers = strndup(line_end + 2, (size_t)(hdr_end - line_end));
-        char *body = strndup(c->in.data + hlen, blen);
-        assert_non_null(headers);
-        assert_non_null(body);
-        buf_consume(&c->in, hlen + blen);
-        struct fake_req rq = {method, target, headers, body, blen};
-        check_token(c->f, &rq);
-        if (strcmp(method, "GET") == 0 && (strcmp(target, "/v1/kv/canary/") == 0 ||
-                                           strncmp(target, "/v1/kv/canary/?dc=", 18) == 0))
-            probe_reply(c->f, c);
-        else
-            c->f->dispatch(c->f, c, &rq);
-        free(headers);
-        free(body);
-    }
-}
-
-static void fake_accept(uv_stream_t *server, int status) {
-    assert_int_equal(status, 0);
-    struct fake *f = server->data;
-    struct fake_conn *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->f = f;
-    assert_int_equal(uv_tcp_init(f->loop, &c->tcp), 0);
-    c->tcp.data = c;
-    assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
-    c->next = f->conns;
-    f->conns = c;
-    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
-}
-
-static void noop_closed(uv_handle_t *h) {
-    (void)h;
+/* Every request must carry the token; the read permission check is
+ * answered here, everything else by the test's script. */
+static void fake_serve(struct fakehttp *srv, struct fakehttp_conn *c,
+                       const struct fakehttp_req *rq) {
+    struct fake *f = srv->data;
+    check_token(f, rq);
+    if (strcmp(rq->method, "GET") == 0 && (strcmp(rq->target, "/v1/kv/canary/") == 0 ||
+                                           strncmp(rq->target, "/v1/kv/canary/?dc=", 18) == 0))
+        probe_reply(f, c);
+    else
+        f->dispatch(f, c, rq);
 }
 
 /* Stop everything, possibly from inside a source callback. Stopping twice
@@ -617,13 +147,12 @@ static void fake_finish(struct fake *f) {
     f->done = true;
     f->src->ops->stop(f->src);
     f->src->ops->stop(f->src);
+    f->src->ops->close(f->src); /* freed as the loop runs on */
     http_client_close(f->http);
-    uv_close((uv_handle_t *)&f->listener, noop_closed);
-    uv_close((uv_handle_t *)&f->deadline, noop_closed);
+    fakehttp_close(&f->srv);
+    uv_close((uv_handle_t *)&f->deadline, NULL);
     if (f->end_timer_used)
-        uv_close((uv_handle_t *)&f->end_timer, noop_closed);
-    while (f->conns)
-        conn_close(f->conns);
+        uv_close((uv_handle_t *)&f->end_timer, NULL);
 }
 
 /* Print a value with its control bytes visible, so "\n" shows. */
@@ -679,29 +208,20 @@ static void fake_deadline(uv_timer_t *t) {
 
 /* Set up loop, fake server, logger (into a temp file), client and source. */
 static void fake_setup(struct fake *f, uv_loop_t *loop,
-                       void (*dispatch)(struct fake *, struct fake_conn *,
-                                        const struct fake_req *)) {
+                       void (*dispatch)(struct fake *, struct fakehttp_conn *,
+                                        const struct fakehttp_req *)) {
     memset(f, 0, sizeof *f);
     assert_int_equal(uv_loop_init(loop), 0);
     f->loop = loop;
     f->dispatch = dispatch;
-    assert_int_equal(uv_tcp_init(loop, &f->listener), 0);
-    f->listener.data = f;
-    struct sockaddr_in addr;
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_bind(&f->listener, (const struct sockaddr *)&addr, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 16, fake_accept), 0);
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    assert_int_equal(uv_tcp_getsockname(&f->listener, (struct sockaddr *)&bound, &blen), 0);
-    f->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    fakehttp_start(&f->srv, loop, fake_serve, f);
 
     f->logf = tmpfile();
     assert_non_null(f->logf);
     logger_init(&f->log, LOG_LVL_DEBUG);
     f->log.journal = false;
     f->log.out = f->logf;
-    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/", f->port);
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/", f->srv.port);
     f->cfg.type = SOURCE_CONSUL;
     f->cfg.address = f->url;
     f->cfg.prefix = "canary/";
@@ -710,7 +230,7 @@ static void fake_setup(struct fake *f, uv_loop_t *loop,
     assert_non_null(f->http);
     assert_int_equal(uv_timer_init(loop, &f->deadline), 0);
     f->deadline.data = f;
-    assert_int_equal(uv_timer_start(&f->deadline, fake_deadline, 10000, 0), 0);
+    timer_arm(&f->deadline, fake_deadline, 10000, 0);
 }
 
 static void fake_make_source(struct fake *f) {
@@ -722,12 +242,11 @@ static void fake_make_source(struct fake *f) {
     assert_string_equal(f->src->ops->name, "consul");
 }
 
-/* Run until finished; destroy; the log must not hold the secret. */
+/* Run until finished; the log must not hold the secret. */
 static void fake_run(struct fake *f, const char *secret) {
     assert_int_equal(f->src->ops->start(f->src), 0);
     assert_int_equal(f->src->ops->start(f->src), -1); /* once only */
     assert_int_equal(uv_run(f->loop, UV_RUN_DEFAULT), 0);
-    f->src->ops->destroy(f->src);
     /* Every handle, including the client's and the source's, is closed. */
     assert_int_equal(uv_loop_close(f->loop), 0);
     if (secret) {
@@ -767,9 +286,9 @@ static void put_done(void *user, bool ok, const char *message) {
         f->src->ops->resync(f->src);
 }
 
-static void main_writes(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void main_writes(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     char ct[64];
-    assert_non_null(header_get(rq, "Content-Type", ct, sizeof ct));
+    assert_non_null(fakehttp_header(rq, "Content-Type", ct, sizeof ct));
     assert_string_equal(ct, "text/plain; charset=utf-8");
     assert_string_equal(rq->body, "{\"state\":\"applied\"}\n");
     assert_int_equal(rq->body_len, 20);
@@ -784,7 +303,7 @@ static void main_writes(struct fake *f, struct fake_conn *c, const struct fake_r
         fail_msg("unexpected write to %s", rq->target);
 }
 
-static void main_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void main_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     if (strcmp(rq->method, "PUT") == 0) {
         main_writes(f, c, rq);
         return;
@@ -863,7 +382,7 @@ static void main_dispatch(struct fake *f, struct fake_conn *c, const struct fake
     }
 }
 
-static void test_source_against_fake_consul(void **state) {
+static void test_source_blocking_reads_restores_outages_and_writes(void **state) {
     (void)state;
     struct fake f;
     uv_loop_t loop;
@@ -924,7 +443,7 @@ static void end_fired(uv_timer_t *t) {
     fake_finish(t->data);
 }
 
-static void hot_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void hot_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     int step = f->step++;
     if (step < 16)
         f->at[step] = uv_now(f->loop);
@@ -937,7 +456,7 @@ static void hot_dispatch(struct fake *f, struct fake_conn *c, const struct fake_
     reply_answer(c, 5, answer(entry(K_W, "a=1", 5), NULL, NULL, NULL));
 }
 
-static void test_no_hot_loop(void **state) {
+static void test_unchanged_answers_do_not_busy_loop(void **state) {
     (void)state;
     struct fake f;
     uv_loop_t loop;
@@ -946,7 +465,7 @@ static void test_no_hot_loop(void **state) {
     assert_int_equal(uv_timer_init(&loop, &f.end_timer), 0);
     f.end_timer.data = &f;
     f.end_timer_used = true;
-    assert_int_equal(uv_timer_start(&f.end_timer, end_fired, 2500, 0), 0);
+    timer_arm(&f.end_timer, end_fired, 2500, 0);
     fake_run(&f, NULL);
     /* The list, two quick ones on the burst, then one a second: a busy loop
      * would have made thousands. */
@@ -967,12 +486,12 @@ static void test_no_hot_loop(void **state) {
     "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 15\r\nX-Consul-Results-Filtered-By-Acls: "          \
     "true\r\nContent-Length: 0\r\n\r\n"
 
-static void auth_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void auth_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     int step = f->step++;
     switch (step) {
     case 0: /* keys hidden by ACLs: not an empty prefix, but an outage */
         assert_string_equal(rq->target, BASE);
-        conn_send(c, FILTERED_404, strlen(FILTERED_404));
+        fakehttp_send(c, FILTERED_404, strlen(FILTERED_404));
         break;
     case 1: /* a 404 without X-Consul-Index is not Consul's: no empty snapshot */
         assert_string_equal(rq->target, BASE);
@@ -1017,7 +536,7 @@ static void run_auth(const char *token, const char *token_file, const char *env,
     assert_int_equal(unsetenv("CONSUL_HTTP_TOKEN"), 0);
 }
 
-static void test_tokens(void **state) {
+static void test_tokens_from_config_file_env_and_index_floor(void **state) {
     (void)state;
     char path[] = "/tmp/test_consul_tokenXXXXXX";
     int fd = mkstemp(path);
@@ -1043,11 +562,11 @@ static void test_tokens(void **state) {
     char err[256];
     struct logger lg;
     logger_init(&lg, LOG_LVL_ERROR);
-    assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
+    assert_null(consul_source_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
     assert_string_equal(err, "source.token holds characters that cannot be sent in an HTTP header");
     cfg.token = NULL;
     cfg.address = "ftp://x";
-    assert_null(source_consul_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
+    assert_null(consul_source_new(NULL, NULL, &lg, &cfg, NULL, err, sizeof err));
     assert_non_null(strstr(err, "source.address"));
 }
 
@@ -1057,7 +576,7 @@ static void test_tokens(void **state) {
     "HTTP/1.1 404 Not Found\r\nX-Consul-Index: 10\r\nX-Consul-Default-Acl-Policy: deny\r\n"        \
     "Content-Length: 0\r\n\r\n"
 
-static void acl_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void acl_dispatch(struct fake *f, struct fakehttp_conn *c, const struct fakehttp_req *rq) {
     int step = f->step++;
     switch (step) {
     case 0: /* readable: the initial list (checked: probe 0 answers 404) */
@@ -1066,12 +585,12 @@ static void acl_dispatch(struct fake *f, struct fake_conn *c, const struct fake_
         break;
     case 1: /* the rights are gone: Consul's anonymous answer looks like an empty prefix */
         assert_string_equal(rq->target, BASE "&index=9&wait=2s");
-        conn_send(c, ANON_404, strlen(ANON_404));
+        fakehttp_send(c, ANON_404, strlen(ANON_404));
         break;
     case 2: /* the retry: the same answer, but now the check (probe 2) says readable */
         assert_string_equal(rq->target, BASE);
         assert_int_equal(f->src->fault, SOURCE_FAULT_ACL);
-        conn_send(c, ANON_404, strlen(ANON_404));
+        fakehttp_send(c, ANON_404, strlen(ANON_404));
         break;
     case 3:
         assert_string_equal(rq->target, BASE "&index=10&wait=2s");
@@ -1109,7 +628,8 @@ static void test_acl_denied_is_no_deletion(void **state) {
 
 /* A token_file that cannot be read is an outage like any other; the file is
  * tried again on the retry. */
-static void tokfile_dispatch(struct fake *f, struct fake_conn *c, const struct fake_req *rq) {
+static void tokfile_dispatch(struct fake *f, struct fakehttp_conn *c,
+                             const struct fakehttp_req *rq) {
     (void)c;
     (void)rq;
     fail_msg("no request may be made without the token (step %d)", f->step);
@@ -1122,7 +642,7 @@ static void tokfile_state(void *user, bool up, const char *reason) {
     fake_finish(f);
 }
 
-static void test_token_file_missing(void **state) {
+static void test_unreadable_token_file_is_an_outage(void **state) {
     (void)state;
     struct fake f;
     uv_loop_t loop;
@@ -1141,21 +661,10 @@ static void test_token_file_missing(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_list),
-        cmocka_unit_test(test_url_key),
-        cmocka_unit_test(test_address_redact),
-        cmocka_unit_test(test_list_parse),
-        cmocka_unit_test(test_list_parse_errors),
-        cmocka_unit_test(test_list_parse_odd_keys),
-        cmocka_unit_test(test_diff),
-        cmocka_unit_test(test_list_drops_and_probe),
-        cmocka_unit_test(test_index_rules),
-        cmocka_unit_test(test_churn_refill),
-        cmocka_unit_test(test_put_result),
-        cmocka_unit_test(test_source_against_fake_consul),
-        cmocka_unit_test(test_no_hot_loop),
-        cmocka_unit_test(test_tokens),
-        cmocka_unit_test(test_token_file_missing),
+        cmocka_unit_test(test_source_blocking_reads_restores_outages_and_writes),
+        cmocka_unit_test(test_unchanged_answers_do_not_busy_loop),
+        cmocka_unit_test(test_tokens_from_config_file_env_and_index_floor),
+        cmocka_unit_test(test_unreadable_token_file_is_an_outage),
         cmocka_unit_test(test_acl_denied_is_no_deletion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

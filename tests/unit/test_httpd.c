@@ -53,6 +53,10 @@ static void handler(void *user, const char *method, const char *path, struct htt
         assert_int_equal(buf_puts(&res->body, "bye\n"), 0);
     } else if (strcmp(path, "/healthz") == 0) {
         assert_int_equal(buf_puts(&res->body, "ok\n"), 0);
+    } else if (strcmp(path, "/page") == 0) {
+        res->content_type = "text/html; charset=utf-8";
+        res->headers = "X-Content-Type-Options: nosniff\r\n";
+        assert_int_equal(buf_puts(&res->body, "<p>"), 0);
     } else {
         res->status = 404;
         assert_int_equal(buf_puts(&res->body, "not found\n"), 0);
@@ -225,6 +229,21 @@ static void test_get_routes_without_query(void **state) {
     assert_int_equal(f->calls, 1);
     assert_string_equal(f->method, "GET");
     assert_string_equal(f->path, "/healthz");
+}
+
+static void test_extra_headers(void **state) {
+    struct fx *f = *state;
+    struct client *c = &f->c[0];
+    client_open(f, c, "GET /page HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_true(support_run_until(&f->loop, client_eof, c, 5000));
+    assert_string_equal(c->in.data, "HTTP/1.1 200 OK\r\n"
+                                    "Content-Type: text/html; charset=utf-8\r\n"
+                                    "Content-Length: 3\r\n"
+                                    "Cache-Control: no-store\r\n"
+                                    "Connection: close\r\n"
+                                    "X-Content-Type-Options: nosniff\r\n"
+                                    "\r\n"
+                                    "<p>");
 }
 
 static void test_head_has_length_but_no_body(void **state) {
@@ -468,6 +487,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_address_in_use, setup, teardown),
         cmocka_unit_test_setup_teardown(test_any_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_from_handler, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extra_headers, setup, teardown),
         cmocka_unit_test(test_parse_listen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

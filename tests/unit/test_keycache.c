@@ -268,6 +268,130 @@ static void test_status_keys_are_no_input_and_mistyped_leaves_are_reported(void 
     fclose(f);
 }
 
+/* The brakes: `freeze` and `abort` are leaves of the route (a change is a
+ * change of the route; abort reaches the model input), P_freeze is kept
+ * like P_confirm-delete and freezes every route; reasons come trimmed,
+ * printable and bounded, and an empty value still brakes. */
+static void test_brakes_are_leaves_and_p_freeze_freezes_every_route(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0};
+    struct source_kv w = kv("canary/default/shop/weights", "a=1", 2);
+    keycache_put(&kc, &w, changed, &s);
+    struct keycache_brakes b;
+    keycache_brakes(&kc, "default/shop", &b);
+    assert_false(b.frozen || b.frozen_all || b.aborted);
+
+    struct source_kv fr = kv("canary/default/shop/freeze", "  release train 42\n", 3);
+    keycache_put(&kc, &fr, changed, &s);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[1], "default/shop");
+    keycache_brakes(&kc, "default/shop", &b);
+    assert_true(b.frozen && b.frozen_here);
+    assert_false(b.frozen_all);
+    assert_string_equal(b.freeze_reason, "release train 42");
+    struct model_input in;
+    char ns[64], name[254];
+    assert_true(keycache_input(&kc, "default/shop", &in, ns, name));
+    assert_false(in.abort);
+    assert_int_equal(in.revision, 3); /* a key of the route like any other */
+
+    struct source_kv ab = kv("canary/default/shop/abort", "", 4);
+    keycache_put(&kc, &ab, changed, &s);
+    assert_int_equal(s.n, 3);
+    keycache_brakes(&kc, "default/shop", &b);
+    assert_true(b.aborted);
+    assert_string_equal(b.abort_reason, "no reason given");
+    assert_true(keycache_input(&kc, "default/shop", &in, ns, name));
+    assert_true(in.abort);
+
+    /* P_freeze: no route, reported by its name; every route is frozen by it,
+     * a route's own freeze key gives the reason. */
+    struct source_kv all = kv("canary/_freeze", "ev\x01il\xff", 5);
+    keycache_put(&kc, &all, changed, &s);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.ids[3], KEYCACHE_FREEZE_KEY);
+    assert_int_equal(kc.routes.count, 1);
+    keycache_brakes(&kc, "default/cart", &b);
+    assert_true(b.frozen && b.frozen_all);
+    assert_false(b.frozen_here);
+    assert_string_equal(b.freeze_reason, "ev?il?");
+    keycache_brakes(&kc, "default/shop", &b);
+    assert_true(b.frozen_all && b.frozen_here);
+    assert_string_equal(b.freeze_reason, "release train 42");
+    assert_int_equal(count_lines(f, "ignoring key"), 0);
+
+    /* Reasons are bounded, never inside a UTF-8 sequence. */
+    char longer[KEYCACHE_REASON_MAX + 40];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    memcpy(longer + KEYCACHE_REASON_MAX - 1, "\xc3\xa9", 2); /* e-acute across the end */
+    struct source_kv lg_fr = kv("canary/default/shop/freeze", longer, 6);
+    keycache_put(&kc, &lg_fr, changed, &s);
+    keycache_brakes(&kc, "default/shop", &b);
+    assert_int_equal(strlen(b.freeze_reason), KEYCACHE_REASON_MAX - 1);
+
+    /* A snapshot without P_freeze and the route's brakes takes them back. */
+    s.n = 0;
+    assert_int_equal(keycache_snapshot(&kc, &w, 1, 7, changed, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[0], "default/shop");
+    assert_string_equal(s.ids[1], KEYCACHE_FREEZE_KEY);
+    keycache_brakes(&kc, "default/shop", &b);
+    assert_false(b.frozen || b.frozen_all || b.aborted);
+    assert_null(kc.freeze.data);
+    /* ... and one with it brings it back; deleting it reports it. */
+    struct source_kv both[] = {w, kv("canary/_freeze", "", 8)};
+    assert_int_equal(keycache_snapshot(&kc, both, 2, 8, changed, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.ids[2], KEYCACHE_FREEZE_KEY);
+    keycache_brakes(&kc, "default/shop", &b);
+    assert_true(b.frozen);
+    assert_string_equal(b.freeze_reason, "no reason given");
+    assert_int_equal(keycache_snapshot(&kc, both, 2, 9, changed, &s), 0);
+    assert_int_equal(s.n, 3); /* the same listing: no news */
+    assert_int_equal(keycache_delete(&kc, "canary/_freeze", changed, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.ids[3], KEYCACHE_FREEZE_KEY);
+    keycache_free(&kc);
+    fclose(f);
+}
+
+/* Typos of the brakes get the did-you-mean of every leaf; the prefix's own
+ * keys (not routes) get one in the warning. */
+static void test_mistyped_brakes_are_named(void **state) {
+    (void)state;
+    struct logger lg;
+    FILE *f = quiet_log(&lg);
+    struct keycache kc;
+    assert_int_equal(keycache_init(&kc, "canary/", &lg), 0);
+    struct seen s = {0};
+    struct source_kv typo = kv("canary/default/shop/freez", "x", 2);
+    keycache_put(&kc, &typo, changed, &s);
+    struct source_kv typo2 = kv("canary/default/shop/abrot", "x", 3);
+    keycache_put(&kc, &typo2, changed, &s);
+    assert_int_equal(s.n, 0);
+    char msg[512];
+    assert_int_equal(keycache_leaf_errors(&kc, "default/shop", msg, sizeof msg), 2);
+    assert_non_null(strstr(msg, "unknown leaf 'freez' (did you mean 'freeze'? expected route, "
+                                "weights, headers, status, freeze or abort)"));
+    assert_non_null(strstr(msg, "unknown leaf 'abrot' (did you mean 'abort'?"));
+    struct source_kv all = kv("canary/_frezee", "x", 4);
+    keycache_put(&kc, &all, changed, &s);
+    assert_int_equal(s.n, 0);
+    assert_null(kc.freeze.data);
+    assert_int_equal(count_lines(f, "ignoring key canary/_frezee: "), 1);
+    assert_int_equal(count_lines(f, "(did you mean 'canary/_freeze'?)"), 1);
+    struct source_kv conf = kv("canary/_confirm_delete", "x", 5);
+    keycache_put(&kc, &conf, changed, &s);
+    assert_int_equal(count_lines(f, "(did you mean 'canary/_confirm-delete'?)"), 1);
+    keycache_free(&kc);
+    fclose(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_confirm_key_is_kept_and_reported_but_is_no_route),
@@ -275,6 +399,8 @@ int main(void) {
         cmocka_unit_test(test_stray_keys_are_ignored_with_one_warning_each),
         cmocka_unit_test(test_snapshot_replaces_all_and_reports_changed_gone_and_new_routes),
         cmocka_unit_test(test_status_keys_are_no_input_and_mistyped_leaves_are_reported),
+        cmocka_unit_test(test_brakes_are_leaves_and_p_freeze_freezes_every_route),
+        cmocka_unit_test(test_mistyped_brakes_are_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -356,6 +356,52 @@ static void test_settle_off(void **state) {
     teardown_rec(&r);
 }
 
+static bool seen2(void *arg) {
+    return ((struct rec *)arg)->n >= 2;
+}
+
+/* A pass deferred by a rate limit: edits meanwhile (and one that came while
+ * it was in flight) wait with it and make one more pass, not one each; and
+ * a deferral is no failure. */
+static void test_defer_coalesces_input(void **state) {
+    (void)state;
+    struct rec r;
+    setup_rec(&r, 4);
+    workqueue_add_change(&r.q, "hot");
+    uv_run(&r.loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 1);
+    workqueue_add_change(&r.q, "hot"); /* in flight: dirty */
+    workqueue_done_defer(&r.q, "hot", 3600 * 1000);
+    for (int i = 0; i < 50; i++)
+        workqueue_add_change(&r.q, "hot");
+    workqueue_add(&r.q, "hot");
+    uv_run(&r.loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 1); /* nothing ran past the deferral */
+    assert_int_equal(workqueue_pending(&r.q), 0);
+    assert_int_equal(workqueue_delayed(&r.q), 1);
+    assert_int_equal(workqueue_failures(&r.q, "hot"), 0);
+    /* Another key is not held up. */
+    workqueue_add_change(&r.q, "cold");
+    uv_run(&r.loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.seen[1], "cold");
+    workqueue_done(&r.q, "cold", false);
+    teardown_rec(&r);
+
+    /* A short deferral: the waiting input runs once when it ends. */
+    setup_rec(&r, 4);
+    workqueue_add_change(&r.q, "hot");
+    uv_run(&r.loop, UV_RUN_NOWAIT);
+    workqueue_done_defer(&r.q, "hot", 20);
+    for (int i = 0; i < 50; i++)
+        workqueue_add_change(&r.q, "hot");
+    r.auto_done = true;
+    assert_true(support_run_until(&r.loop, seen2, &r, 5000));
+    support_run_until_idle(&r.loop, drained, &r);
+    assert_int_equal(r.n, 2);
+    teardown_rec(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adds_of_one_key_coalesce),
@@ -370,6 +416,7 @@ int main(void) {
         cmocka_unit_test(test_settle_max_hold),
         cmocka_unit_test(test_settle_one_hot_key_never_holds),
         cmocka_unit_test(test_settle_off),
+        cmocka_unit_test(test_defer_coalesces_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
