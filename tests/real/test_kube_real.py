@@ -394,6 +394,8 @@ class Commands(RealKubeCase):
             for verb in ("list", "watch", "get", "create", "update", "delete"):
                 self.assertIn("ok   %s %s.traefik.io in all namespaces\n" % (verb, kind), out)
         self.assertIn("ok   patch events in all namespaces\n", out)
+        self.assertIn("ok   watch services in all namespaces\n", out)
+        self.assertIn("ok   list endpointslices.discovery.k8s.io in all namespaces\n", out)
         for verb in ("get", "create", "update"):
             self.assertIn("ok   %s leases.coordination.k8s.io in ns %s\n" % (verb, self.ns), out)
         self.assertNotIn("FAIL", out)
