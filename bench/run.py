@@ -433,7 +433,10 @@ class Env:
             self._td.cleanup()
 
     def kube(self, name):
-        return KubeAPI(self.dir, name="kube-" + name)
+        # The bridge gives weight only to Services that can serve: v1 and v2 of every route.
+        kube = KubeAPI(self.dir, name="kube-" + name, auto_services=False)
+        kube.add_services(NS, "v1", "v2", ports=80)
+        return kube
 
     def bridge(self, name, kube, source="etcd", prefix="bench/", **sections):
         kw = dict(etcd=self.etcd) if source == "etcd" else dict(consul_address=self.consul.url)

@@ -323,6 +323,8 @@ static void generation_close(struct generation *g) {
     if (g->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_close(&g->inf[k], NULL);
+    if (g->have_backends)
+        backends_close(&g->backends, NULL);
     kube_call_cancel(g->discovery);
     g->discovery = NULL;
     if (g->have_lease)
@@ -394,6 +396,8 @@ void app_stop(struct generation *g, int code) {
     if (g->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_stop(&g->inf[k]);
+    if (g->have_backends)
+        backends_stop(&g->backends);
     if (g->have_rec)
         reconciler_pause(&g->rec);
     if (!g->have_timers) {
@@ -516,7 +520,15 @@ static int start_reconciler(struct generation *g) {
                                             .pass = app_http_on_pass,
                                             .event = on_route_event,
                                             .burst = app_http_on_burst,
+                                            .backend = app_http_on_backend,
                                             .user = g};
+    /* Backend checks: a service gets weight only when it can serve. */
+    if (backends_init(&g->backends, &g->loop, g->kube, &a->log, false, reconciler_backends_changed,
+                      &g->rec) < 0)
+        return -1;
+    g->have_backends = true;
+    backends_set_traefikservices(&g->backends, &g->inf[OBJ_TRAEFIKSERVICE]);
+    g->rec.backends = &g->backends;
     return 0;
 }
 
@@ -540,6 +552,8 @@ int app_start_objects(struct generation *g) {
     if (g->have_informers)
         for (int k = 0; k < OBJ_NKINDS; k++)
             informer_start(&g->inf[k]);
+    if (g->have_backends)
+        backends_start(&g->backends); /* namespaces come with the routes' passes */
     if (a->cmd == CMD_CHECK && app_oneshot_check_api(g) < 0)
         return -1;
     return 0;

@@ -15,6 +15,9 @@
  *     never PATCH);
  *   - core Events (sinks/events.c posts them to /api/v1): create and patch
  *     (repeats are counted by a patch) in the same namespaces;
+ *   - Services and EndpointSlices (discovery.k8s.io), list and watch in the
+ *     same namespaces: the backend checks keep them in list+watch caches of
+ *     the namespaces routes use (sinks/backends.c) and never GET one;
  *   - with leader_election.enabled, get, create and update of Leases
  *     (coordination.k8s.io) in leader_election.namespace.
  * At most ACCESS_IN_FLIGHT reviews are in flight at once. When every review
@@ -81,6 +84,12 @@ static int plan_reviews(struct generation *g) {
         if (review_add(g, &cap, "create", "", "events", nss[i]) < 0 ||
             review_add(g, &cap, "patch", "", "events", nss[i]) < 0)
             return -1;
+    for (size_t i = 0; i < n_ns; i++)
+        for (size_t v = 0; v < 2; v++)
+            if (review_add(g, &cap, cluster_verbs[v], "", "services", nss[i]) < 0 ||
+                review_add(g, &cap, cluster_verbs[v], "discovery.k8s.io", "endpointslices",
+                           nss[i]) < 0)
+                return -1;
     const struct lease_settings *le = &cfg->leader_election;
     for (size_t v = 0; le->enabled && v < 3; v++)
         if (review_add(g, &cap, ns_verbs[v], "coordination.k8s.io", "leases", le->namespace) < 0)

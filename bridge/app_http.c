@@ -59,6 +59,17 @@ static void split_id(const char *id, char *ns, size_t nslen, const char **name) 
     *name = slash ? slash + 1 : id;
 }
 
+void app_http_on_backend(void *user, const char *route_id, const char *service, bool unready) {
+    struct generation *g = user;
+    char ns[MODEL_NS_MAX + 1];
+    const char *name;
+    split_id(route_id, ns, sizeof ns, &name);
+    if (unready)
+        metric_set(g->app->bm.backend_unready, METRIC_LABELS(ns, name, service), 1);
+    else
+        metric_remove(g->app->bm.backend_unready, METRIC_LABELS(ns, name, service));
+}
+
 /* The services a route had series for are kept per route, so a pass touches
  * only its own series: removing by label prefix scans every series, and at
  * 10,000 routes that scan was half of the CPU of a full sync (perf,

@@ -38,6 +38,7 @@
 #include "bridge/lib/httpd.h"
 #include "bridge/lib/map.h"
 #include "bridge/lib/notify.h"
+#include "sinks/backends.h"
 #include "sinks/events.h"
 #include "sinks/informer.h"
 #include "sinks/kube.h"
@@ -64,6 +65,8 @@ struct generation {
     bool have_informers;
     struct reconciler rec; /* run, sync */
     bool have_rec;
+    struct backends backends; /* Services and EndpointSlices: with the reconciler */
+    bool have_backends;
     struct lease_elector lease; /* leader_election.enabled */
     bool have_lease;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -170,6 +173,7 @@ void app_http_on_pass(void *user, const char *route_id, const char *result);
 void app_http_on_burst(void *user, bool holding, size_t changes, uint64_t held_ms);
 void app_http_on_propagated(void *user, const char *route_id, double seconds);
 void app_http_on_kube_answer(void *user, const char *verb, long status);
+void app_http_on_backend(void *user, const char *route_id, const char *service, bool unready);
 /* The route_weight series of one route, from m (NULL: the route is gone). */
 void app_http_export_weights(struct generation *g, const char *route_id,
                              const struct model_route *m);

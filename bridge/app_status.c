@@ -75,6 +75,7 @@ static cJSON *status_doc(struct generation *g, const char *id) {
                                                     : "") &&
               (!typos || !st || cJSON_AddStringToObject(doc, "objects", state_name(st->state))) &&
               (!st || !st->weights_held || cJSON_AddBoolToObject(doc, "weights_held", true)) &&
+              (!st || !st->warning || cJSON_AddStringToObject(doc, "warning", st->warning)) &&
               (!st || !st->change_waits || cJSON_AddBoolToObject(doc, "change_waits", true)) &&
               (!st || (cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
                        cJSON_AddStringToObject(doc, "resourceVersion",

@@ -170,6 +170,7 @@ int config_defaults(struct config *cfg) {
     cfg->reconcile.burst_hold_ms = 10 * 1000;
     cfg->reconcile.burst_quiet_ms = 30;
     cfg->reconcile.max_delete_percent = 50;
+    cfg->reconcile.require_ready_endpoints = true;
     cfg->reconcile.object_writes_per_second = 10;
     cfg->reconcile.retry_min_ms = 50;
     cfg->reconcile.retry_max_ms = 30 * 1000;

@@ -161,6 +161,7 @@ static const struct field reconcile_fields[] = {
     DURATION("burst_quiet", reconcile.burst_quiet_ms),
     BOOLEAN("allow_cross_namespace", reconcile.allow_cross_namespace),
     UNSIGNED("max_delete_percent", reconcile.max_delete_percent),
+    BOOLEAN("require_ready_endpoints", reconcile.require_ready_endpoints),
     UNSIGNED("max_step", reconcile.max_step),
     UNSIGNED("object_writes_per_second", reconcile.object_writes_per_second),
     DURATION("retry_min", reconcile.retry_min_ms),

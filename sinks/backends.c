@@ -242,6 +242,22 @@ static void on_slice(void *user, const char *ns, const char *name, const cJSON *
     free(old);
 }
 
+static void scope_kill(struct backends_scope *s);
+
+/* The cluster-wide scope of backends_watch_all has listed: it answers from
+ * now on, and the per-namespace scopes go. */
+static void switch_to_all(struct backends *b) {
+    b->all_namespaces = true;
+    struct map_iter mi;
+    map_iter_init(&mi, &b->scopes);
+    for (struct map_entry *e; (e = map_iter_next(&mi));) {
+        if (!e->key[0])
+            continue;
+        struct backends_scope *s = map_del(&b->scopes, e->key); /* the entry just returned */
+        scope_kill(s);
+    }
+}
+
 static void on_part_synced(void *user) {
     struct backends_scope *s = user;
     if (s->synced || !s->svcs.synced || !s->slices.synced)
@@ -250,6 +266,8 @@ static void on_part_synced(void *user) {
     log_info(s->b->log, "backends: %s%s listed: %zu Services, %zu EndpointSlices",
              s->ns ? "namespace " : "all namespaces", s->ns ? s->ns : "", s->svcs.objects.count,
              s->slices.objects.count);
+    if (!s->ns && !s->b->all_namespaces)
+        switch_to_all(s->b);
     notify(s, s->ns, NULL);
 }
 
@@ -365,6 +383,26 @@ static int scope_start(struct backends_scope *s) {
     return informer_start(&s->svcs) | informer_start(&s->slices);
 }
 
+int backends_watch_all(struct backends *b) {
+    if (b->stopped)
+        return -1;
+    if (map_has(&b->scopes, ""))
+        return 0; /* cluster-wide already, or on the way */
+    struct backends_scope *s = scope_new(b, NULL);
+    if (!s || map_put(&b->scopes, "", s, NULL) < 0) {
+        if (s)
+            scope_kill(s);
+        return -1;
+    }
+    log_info(b->log,
+             "backends: %zu namespaces watched: listing Services and EndpointSlices in all "
+             "namespaces instead",
+             b->scopes.count - 1);
+    if (b->started && scope_start(s) < 0)
+        return -1;
+    return 0;
+}
+
 int backends_init(struct backends *b, uv_loop_t *loop, struct kube_client *kc, struct logger *lg,
                   bool all_namespaces, backends_change_cb on_change, void *user) {
     memset(b, 0, sizeof *b);
@@ -416,6 +454,14 @@ void backends_remove_namespace(struct backends *b, const char *ns) {
 
 bool backends_watching(const struct backends *b, const char *ns) {
     return !b->closing && (b->all_namespaces || (ns && map_has(&b->scopes, ns)));
+}
+
+const char *backends_problem(struct backends *b, const char *ns) {
+    struct backends_scope *s = b->closing ? NULL : map_get(&b->scopes, b->all_namespaces ? "" : ns);
+    if (!s || s->synced)
+        return NULL;
+    const char *why = informer_problem(&s->svcs);
+    return why ? why : informer_problem(&s->slices);
 }
 
 void backends_set_traefikservices(struct backends *b, struct informer *inf) {
@@ -532,9 +578,7 @@ enum backend_result backends_check(struct backends *b, const char *ns, const cha
     if (!s)
         return say(BACKEND_NOT_SYNCED, msg, len, "namespace %s is not watched", ns);
     if (!s->synced) {
-        const char *why = informer_problem(&s->svcs);
-        if (!why)
-            why = informer_problem(&s->slices);
+        const char *why = backends_problem(b, ns);
         return say(BACKEND_NOT_SYNCED, msg, len, "Services of namespace %s not listed yet%s%s%s",
                    ns, why ? " (" : "", why ? why : "", why ? ")" : "");
     }

@@ -10,7 +10,8 @@
  *
  * Scope: the caller adds and removes the namespaces in use at run time
  * (one list+watch pair per namespace), or makes the module watch all
- * namespaces with one cluster-wide pair (backends_init's all_namespaces).
+ * namespaces with one cluster-wide pair (backends_init's all_namespaces, or
+ * later backends_watch_all).
  * Once a namespace is listed, answers come from the last state seen, also
  * while its watches reconnect after an error (retried with backoff).
  *
@@ -97,6 +98,12 @@ int backends_add_namespace(struct backends *b, const char *ns);
 /* Stop watching ns and forget its objects (no callback for them). */
 void backends_remove_namespace(struct backends *b, const char *ns);
 bool backends_watching(const struct backends *b, const char *ns);
+/* Watch every namespace with one cluster-wide list+watch pair from now on
+ * (when many namespaces are in use): the per-namespace pairs answer until
+ * it has listed, then go. 0 (also when already so), or -1. */
+int backends_watch_all(struct backends *b);
+/* Why ns cannot be listed now (its last list or watch failed), or NULL. */
+const char *backends_problem(struct backends *b, const char *ns);
 /* Existence of TraefikService references: the caller's informer of
  * traefikservices (it must outlive this module), NULL for none. */
 void backends_set_traefikservices(struct backends *b, struct informer *inf);

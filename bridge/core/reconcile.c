@@ -1,7 +1,7 @@
 /* reconcile.c - the reconciler's public API and lifecycle, route status
  * records, and the ownership index; see reconcile.h.
  *
- * The reconciler is one module in eight files, split by job (the list is in
+ * The reconciler is one module in nine files, split by job (the list is in
  * reconcile_internal.h): a pass for one route in reconcile_pass.c, one
  * object's write in reconcile_write.c, two writers in reconcile_fight.c,
  * the deletion guard in reconcile_guard.c, the brakes in
@@ -48,6 +48,7 @@ static void status_free(struct route_status *s) {
     free(s->written_key);
     free(s->written_rv);
     free(s->rival);
+    free(s->warning);
     free(s->brake_reason);
     free(s);
 }
@@ -318,7 +319,10 @@ void reconciler_middleware_changed(void *user, const char *ns, const char *name,
 
 void reconciler_traefikservice_changed(void *user, const char *ns, const char *name,
                                        const cJSON *obj) {
-    object_changed(user, OBJ_TRAEFIKSERVICE, ns, name, obj);
+    struct reconciler *r = user;
+    object_changed(r, OBJ_TRAEFIKSERVICE, ns, name, obj);
+    if (r->backends) /* a TraefikService reference a route waits for */
+        reconciler_backends_changed(r, ns, name);
 }
 
 void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,
@@ -443,6 +447,7 @@ void reconciler_free(struct reconciler *r) {
     map_free(&r->obj_route);
     map_free(&r->guard.held);
     map_free(&r->guard.approved);
+    backend_free_all(r);
 }
 
 /* ---- queueing routes ---- */

@@ -10,7 +10,9 @@
  *
  * Object order is the safety property: Middlewares and the TraefikService are
  * written BEFORE the IngressRoute that references them, and (policy `sync`)
- * deleted only AFTER the IngressRoute stopped referencing them. */
+ * deleted only AFTER the IngressRoute stopped referencing them. With
+ * reconciler.backends set, a change that gives a service more weight is
+ * written only when that service can serve (reconcile_backends.c). */
 #ifndef CB_RECONCILE_H
 #define CB_RECONCILE_H
 
@@ -22,6 +24,7 @@
 #include "bridge/lib/log.h"
 #include "bridge/lib/map.h"
 #include "bridge/lib/workqueue.h"
+#include "sinks/backends.h"
 #include "sinks/informer.h"
 #include "sinks/kube.h"
 #include "sinks/traefik.h"
@@ -31,6 +34,10 @@
  * to 10 min (with jitter), one create per retry. */
 #define RECONCILE_NS_RETRY_MIN_MS 30000
 #define RECONCILE_NS_RETRY_MAX_MS 600000
+/* Backend checks watch Services and EndpointSlices per namespace in use;
+ * past this many namespaces (and with reconcile.namespaces empty), in all
+ * namespaces at once. */
+#define RECONCILE_BACKEND_NAMESPACES 32
 /* Two writers: after this many of our writes undone in a row, each within
  * the window of the write, the route writes at most once per backoff period
  * (1 s doubling up to 5 min, with jitter). */
@@ -75,6 +82,9 @@ struct reconcile_settings {
     /* Deletion guard: percent of the routes owning objects that one source
      * read may delete without confirmation; 0..100, default 50. */
     unsigned max_delete_percent;
+    /* Backend checks: a service given weight needs a ready endpoint too (not
+     * only to exist and expose the port); default true. */
+    bool require_ready_endpoints;
     /* Max step: percentage points one change may move a service's share
      * of a route's traffic (a route's maxStep overrides it); 0 = no limit. */
     unsigned max_step;
@@ -104,6 +114,7 @@ struct route_status {
     uint64_t fight_revision;   /* source revision the fight began at */
     char *rival;               /* field manager that undid our last write */
     bool weights_held;         /* the weights key is gone; the weights in force stay */
+    char *warning;             /* services carrying weight that cannot serve, or NULL */
     /* Brakes, as the last pass found them; message then begins "frozen: "
      * or "aborted: " and the reason. */
     enum route_brake brake;
@@ -178,6 +189,10 @@ struct reconcile_hooks {
     void (*pass)(void *user, const char *route_id, const char *result);
     /* A burst hold began (holding) or ended; see workqueue_settle_cb. */
     void (*burst)(void *user, bool holding, size_t changes, uint64_t held_ms);
+    /* A service carrying weight in route_id can serve no longer (unready),
+     * or can again, or no longer carries weight (!unready). service is its
+     * name, "<namespace>/<name>" outside the route's namespace. */
+    void (*backend)(void *user, const char *route_id, const char *service, bool unready);
     void *user;
 };
 
@@ -188,6 +203,10 @@ struct reconciler {
     bool one_shot;                  /* `sync`: give up on a route after a few tries */
     void (*on_drained)(void *user); /* queue empty, nothing in flight or delayed */
     void *user;
+    /* Backend checks (reconcile_backends.c): the Services and EndpointSlices
+     * in the cluster, or NULL for none. Its change callback must be
+     * reconciler_backends_changed with the reconciler as user. */
+    struct backends *backends;
     /* read-only */
     struct reconcile_stats stats;
     struct delete_guard guard;
@@ -202,9 +221,12 @@ struct reconciler {
     struct kube_client *kube;
     struct informer *inf[OBJ_NKINDS];
     struct render_opts ropts;
-    struct map jobs;       /* route id -> struct job in flight */
-    struct map route_objs; /* route id -> struct objset: objects labelled for it */
-    struct map obj_route;  /* "<kind>/<ns>/<name>" -> route id (heap string) */
+    struct map jobs;           /* route id -> struct job in flight */
+    struct map route_objs;     /* route id -> struct objset: objects labelled for it */
+    struct map obj_route;      /* "<kind>/<ns>/<name>" -> route id (heap string) */
+    struct map backend_routes; /* route id -> struct route_backends */
+    struct map backend_index;  /* "<ns>/<service>" -> struct map of route ids (no values) */
+    struct map backend_ns;     /* namespace -> (uintptr_t) uses by routes */
     struct reconcile_pace pace;
 };
 
@@ -248,6 +270,12 @@ void reconciler_traefikservice_changed(void *user, const char *ns, const char *n
                                        const cJSON *obj);
 void reconciler_ingressroute_changed(void *user, const char *ns, const char *name,
                                      const cJSON *obj);
+/* Backend checks: a check's answer may have changed (backends_change_cb,
+ * user = the reconciler). Routes refused or waiting because of ns/service
+ * are queued at once; routes whose weighted services it is are re-checked
+ * and reported (hooks.backend, an Event, the status warning), their weights
+ * left alone. ns NULL: every namespace; service NULL: every service. */
+void reconciler_backends_changed(void *user, const char *ns, const char *service);
 /* The Kubernetes client's answer observer (see kube_client_set_observer):
  * a successful answer ends the wait of routes waiting for the API server. */
 void reconciler_api_answered(struct reconciler *r, const char *verb, long status);

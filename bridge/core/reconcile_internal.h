@@ -1,7 +1,7 @@
 /* reconcile_internal.h - what the reconciler's files share; not for callers
  * (they include reconcile.h).
  *
- * The reconciler is one module in eight files, split by job:
+ * The reconciler is one module in nine files, split by job:
  *   reconcile.c        the public API and lifecycle, route status records,
  *                      the ownership index fed by the informers
  *   reconcile_pass.c   one pass for one route: inputs, plan, the step machine
@@ -11,6 +11,7 @@
  *   reconcile_brakes.c freeze, abort and max step
  *   reconcile_pace.c   write pacing per object, retries when the API server is back
  *   reconcile_preview.c what a pass would write, without writing it
+ *   reconcile_backends.c  can the services given weight serve
  * Each section below names the file that defines it. */
 #ifndef CB_RECONCILE_INTERNAL_H
 #define CB_RECONCILE_INTERNAL_H
@@ -195,6 +196,17 @@ void guard_eval(struct reconciler *r);
  * the guard holds its deletion (the route is then remembered, and released
  * with a requeue when the hold ends). */
 bool guard_holds(struct reconciler *r, const char *id);
+
+/* ---- reconcile_backends.c: can the services serve ---- */
+
+/* After the writes are planned and the max step passed, before any is sent: check the
+ * services the route gives more weight than they have now (see the file).
+ * true: the pass is finished (refused, or waiting for a listing). */
+bool backend_gate(struct job *j);
+/* Route id has no keys any more: forget its services and reports. */
+void backend_forget(struct reconciler *r, const char *id);
+/* reconciler_free: the records and the index. */
+void backend_free_all(struct reconciler *r);
 
 /* ---- reconcile_pace.c: write pacing, outage recovery ---- */
 

@@ -354,6 +354,8 @@ void pass_begin(void *user, const char *id) {
     struct model_input in;
     bool has_keys = keycache_input(r->keys, id, &in, j->ns, j->name);
     j->revision = in.revision;
+    if (!has_keys)
+        backend_forget(r, id);
     if (!namespace_allowed(r->cfg, j->ns)) {
         if (has_keys)
             job_fail(j, "namespace %s is not in reconcile.namespaces", j->ns);
@@ -410,6 +412,8 @@ void pass_begin(void *user, const char *id) {
     }
     if (rc == 0 && brakes_refuse_step(j))
         return;
+    if (rc == 0 && backend_gate(j))
+        return; /* a service given weight cannot serve, or is not known yet */
     if (rc > 0 && j->brake == BRAKE_ABORTED) {
         /* Deleting what the route has is no way to send it to its stable
          * service: the objects stay. */

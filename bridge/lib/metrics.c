@@ -583,6 +583,12 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         "object; after 3 in a row the route backs off).",
         0, NULL);
 
+    out->backend_unready = metrics_gauge(
+        m, "canary_bridge_backend_unready",
+        "1 while a service carrying weight in a route cannot serve (no ready endpoints, or the "
+        "Service or its port gone); the weights are left as they are.",
+        3, route);
+
     out->route_frozen = metrics_gauge(
         m, "canary_bridge_route_frozen",
         "1 while a freeze (the route's freeze key, or the prefix's _freeze) holds the route's "
@@ -614,13 +620,13 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         "(a brake holds it).",
         3, route_state);
 
-    if (procstat_register(m, &out->process) < 0 || !out->route_state || !out->route_frozen ||
-        !out->route_aborted || !out->refusals_total || !out->writes_delayed_total ||
-        !out->undone_writes_total || !out->reconcile_total || !out->conflicts_total ||
-        !out->kube_requests_total || !out->source_events_total || !out->propagation_seconds ||
-        !out->routes || !out->route_weight || !out->source_connected || !out->source_acl_denied ||
-        !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
-        !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
+    if (procstat_register(m, &out->process) < 0 || !out->backend_unready || !out->route_state ||
+        !out->route_frozen || !out->route_aborted || !out->refusals_total ||
+        !out->writes_delayed_total || !out->undone_writes_total || !out->reconcile_total ||
+        !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
+        !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
+        !out->source_acl_denied || !out->last_sync_timestamp_seconds || !out->leader ||
+        !out->build_info || !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
         !out->deletion_held_routes)
         return -1;
     if (metric_add(out->refusals_total, METRIC_LABELS("max_step"), 0) < 0)

@@ -111,7 +111,9 @@ struct bridge_metrics {
     struct metric_family *deletion_held;               /* gauge 0/1: the deletion guard holds */
     struct metric_family *deletion_held_routes;        /* gauge: routes whose deletion waits */
     struct metric_family *undone_writes_total;         /* counter: writes another writer undid */
-    struct metric_family *route_frozen;                /* gauge {namespace,route}: 1 while frozen */
+    struct metric_family
+        *backend_unready;               /* gauge {namespace,route,service}: weighted, can't serve */
+    struct metric_family *route_frozen; /* gauge {namespace,route}: 1 while frozen */
     struct metric_family *route_aborted;        /* gauge {namespace,route}: 1 while aborted */
     struct metric_family *refusals_total;       /* counter {reason}: changes refused */
     struct metric_family *writes_delayed_total; /* counter: writes paced per object */

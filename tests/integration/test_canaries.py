@@ -818,6 +818,7 @@ class CrossNamespaceAllowed(CanaryCase):
     config_overrides = {"reconcile": {"allow_cross_namespace": True}}
 
     def test_service_namespace_is_passed_through_when_allowed(self):
+        self.kube.create_namespace("canary-ns")   # where shop-v2 is (backend checks)
         self.put("route", ROUTE.replace("  - name: shop-v2\n",
                                         "  - name: shop-v2\n    namespace: canary-ns\n"))
         self.put("headers", rule_doc())

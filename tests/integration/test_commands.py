@@ -72,7 +72,9 @@ class CommandCase(unittest.TestCase):
         self.kube.control("POST", "rbac", {"token": self.kube.token, "rules": rules})
 
     def writes(self, since=0):
-        return [r for r in self.kube.requests(since=since) if r["method"] in WRITE_METHODS]
+        """The bridge's writes (the harness creates the Services routes name, too)."""
+        return [r for r in self.kube.requests(since=since) if r["method"] in WRITE_METHODS
+                and (r.get("user_agent") or "").startswith("canary-bridge/")]
 
     def mark(self):
         log = self.kube.requests()
@@ -106,9 +108,15 @@ class Check(CommandCase):
         for verb in ("create", "patch"):
             self.assertIn("ok   %s events in all namespaces\n" % verb, out)
         self.assertNotIn("leases", out)                  # no leader election configured
+        # The backend checks' list+watch caches of Services and EndpointSlices.
+        for verb in ("list", "watch"):
+            self.assertIn("ok   %s services in all namespaces\n" % verb, out)
+            self.assertIn("ok   %s endpointslices.discovery.k8s.io in all namespaces\n" % verb,
+                          out)
+        self.assertNotIn("get services", out)            # a check never GETs one
         self.assertNotIn("FAIL", out)
         asked = self.reviews()
-        self.assertEqual(len(asked), 17)
+        self.assertEqual(len(asked), 21)
         self.assertIn({"namespace": "", "verb": "watch", "group": G,
                        "resource": "ingressroutes"}, asked)
         self.assertIn({"namespace": "", "verb": "patch", "group": "", "resource": "events"},
@@ -127,6 +135,15 @@ class Check(CommandCase):
         self.assertEqual(code, 1, out + err)
         self.assertIn("FAIL create events in all namespaces: denied\n", out)
         self.assertIn("FAIL patch events in all namespaces: denied\n", out)
+        # Services and EndpointSlices, which the backend checks list and watch.
+        self.set_rules([r for r in rbac_rules() if "endpointslices" not in r["resources"]])
+        code, out, err = self.run_cmd("check")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("ok   watch services in all namespaces\n", out)
+        for verb in ("list", "watch"):
+            self.assertIn("FAIL %s endpointslices.discovery.k8s.io in all namespaces: denied\n"
+                          % verb, out)
+        self.assertEqual(len(re.findall(r"^FAIL", out, re.M)), 2, out)
 
     def test_check_asks_per_namespace_of_reconcile_namespaces_and_for_sync_and_leases(self):
         # A ClusterRole to list and watch, Roles to write in `shop` only, Leases in
@@ -139,7 +156,11 @@ class Check(CommandCase):
                         {"apiGroups": [""], "resources": ["events"],
                          "verbs": ["create", "patch"], "namespaces": ["shop", "cart"]},
                         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                         "verbs": ["get", "create"], "namespaces": ["kube-system"]}])
+                         "verbs": ["get", "create"], "namespaces": ["kube-system"]},
+                        {"apiGroups": [""], "resources": ["services"],
+                         "verbs": ["list", "watch"], "namespaces": ["shop", "cart"]},
+                        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                         "verbs": ["list", "watch"], "namespaces": ["shop"]}])
         code, out, err = self.run_cmd(
             "check", reconcile={"namespaces": ["shop", "cart"], "policy": "sync"},
             leader_election={"enabled": True, "namespace": "kube-system"})
@@ -152,13 +173,16 @@ class Check(CommandCase):
         self.assertIn("ok   create events in ns cart\n", out)
         self.assertIn("ok   get leases.coordination.k8s.io in ns kube-system\n", out)
         self.assertIn("FAIL update leases.coordination.k8s.io in ns kube-system: denied\n", out)
-        self.assertEqual(len(re.findall(r"^FAIL", out, re.M)), 3 * 4 + 1, out)
+        self.assertIn("ok   list services in ns cart\n", out)
+        self.assertIn("ok   watch endpointslices.discovery.k8s.io in ns shop\n", out)
+        self.assertIn("FAIL watch endpointslices.discovery.k8s.io in ns cart: denied\n", out)
+        self.assertEqual(len(re.findall(r"^FAIL", out, re.M)), 3 * 4 + 1 + 2, out)
 
     def test_check_says_which_reviews_got_no_answer(self):
         self.kube.fault(path_regex="selfsubjectaccessreviews", action="hang", count=-1)
         code, out, err = self.run_cmd("check", "--timeout", "3s")
         self.assertEqual(code, 1, out + err)
-        self.assertRegex(out, r"FAIL kubernetes: 17 of 17 access reviews "
+        self.assertRegex(out, r"FAIL kubernetes: 21 of 21 access reviews "
                               r"\(SelfSubjectAccessReview\) not answered within 3 s\n")
 
 

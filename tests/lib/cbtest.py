@@ -41,6 +41,16 @@ API_VERSIONS = {"": "v1", "coordination.k8s.io": "v1", "events.k8s.io": "v1",
 __all__ = ["free_port", "wait_until", "Etcd", "EtcdCluster", "KubeAPI", "Bridge", "ApiError",
            "bridge_config", "REPO"]
 
+# Harness sources by URL, and who wants to hear of the keys written through them (see
+# KubeAPI.auto_services): a source calls source_wrote before each write it makes.
+_SOURCES = {}
+_SOURCE_WRITES = {}
+
+
+def source_wrote(url, key, value):
+    for cb in list(_SOURCE_WRITES.get(url, {}).values()):
+        cb(key, value)
+
 
 def free_port():
     """A port that was free on 127.0.0.1 a moment ago (for programs that cannot bind 0)."""
@@ -164,6 +174,7 @@ class Etcd(Proc):
         for attempt in range(3):
             self.client_port, self.peer_port = free_port(), free_port()
             if self._start():
+                _SOURCES[self.url] = self
                 return
         raise RuntimeError("etcd did not start:\n" + self.log_tail())
 
@@ -208,8 +219,37 @@ class Etcd(Proc):
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
 
+    def harness_items(self, prefix):
+        """The keys under prefix a route could name Services in (those that decode)."""
+        end = bytearray(prefix.encode())
+        end[-1] += 1
+        kvs = self.call("/v3/kv/range", {"key": self._b64(prefix),
+                                         "range_end": self._b64(bytes(end))}).get("kvs") or []
+        out = {}
+        for kv in kvs:
+            try:
+                out[base64.b64decode(kv["key"]).decode()] = \
+                    base64.b64decode(kv.get("value", "")).decode()
+            except UnicodeDecodeError:
+                continue    # garbage a test wrote on purpose: no route names a Service there
+        return out
+
+    def _tell_writes(self, path, body):
+        """source_wrote for each put in a /v3/kv/put or /v3/kv/txn body."""
+        if path == "/v3/kv/put":
+            puts = [body]
+        elif path == "/v3/kv/txn":
+            puts = [op["request_put"] for op in body.get("success", []) + body.get("failure", [])
+                    if "request_put" in op]
+        else:
+            return
+        for put in puts:
+            source_wrote(self.url, base64.b64decode(put.get("key", "")).decode("utf-8", "replace"),
+                         base64.b64decode(put.get("value", "")))
+
     # ---- JSON gateway (/v3/...)
     def call(self, path, body, timeout=10):
+        self._tell_writes(path, body)
         data = json.dumps(body).encode()
         for attempt in (1, 2):
             headers = {"Content-Type": "application/json"}
@@ -272,6 +312,9 @@ class Etcd(Proc):
 
     def etcdctl(self, *args, input=None, check=True, timeout=30):
         """Run etcdctl (API v3) against this server; returns CompletedProcess (text)."""
+        plain = [a for a in args if not a.startswith("-")]
+        if plain[:1] == ["put"] and len(plain) >= 2:
+            source_wrote(self.url, plain[1], plain[2] if len(plain) > 2 else input)
         argv = ["etcdctl", "--endpoints", self.url]
         if self.auth:
             argv += ["--user", "%s:%s" % self.auth]
@@ -404,6 +447,7 @@ class _ClusterMember(Etcd):
         self.auth, self._token = None, None
         self.client_port, self.peer_port = free_port(), free_port()
         proxy.target_port = self.peer_port
+        _SOURCES[self.url] = self
 
     def _start_cluster(self, initial_cluster, extra_args):
         argv = ["etcd", "--name", self.name, "--data-dir", os.path.join(self.dir, "data"),
@@ -514,9 +558,21 @@ class ApiError(Exception):
 
 
 class KubeAPI(Proc):
-    """tests/kubeapi/server.py.  Attributes: url, port, token, ca, kubeconfig, dir."""
+    """tests/kubeapi/server.py.  Attributes: url, port, token, ca, kubeconfig, dir.
 
-    def __init__(self, tmpdir, groups=None, history=None, extra_args=(), name="kubeapi"):
+    The bridge gives a service weight only when the Service exists, exposes the route's
+    port and has a ready endpoint (backend checks), and the server runs no controllers.
+    With auto_services (the default), once bridge_config() ties this server to a source,
+    every Service a route key or weights key names in that source (already there, or
+    written later through the harness: Etcd.put/call/etcdctl, Consul.put) is created
+    here first, ready, as a Deployment would make it: tests that are not about backends
+    need not care. A test about backends passes auto_services=False and makes its own
+    with add_service."""
+
+    def __init__(self, tmpdir, groups=None, history=None, extra_args=(), name="kubeapi",
+                 auto_services=True):
+        self.auto_services = auto_services
+        self._served = {}       # (ns, name) -> ports created by serve_key
         self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
         argv = [PYTHON, KUBEAPI_SERVER, "--dir", self.dir]
@@ -655,6 +711,150 @@ class KubeAPI(Proc):
         finally:
             conn.close()
 
+    # ---- Services and their endpoints (the bridge checks them before giving weight)
+    @staticmethod
+    def _service_ports(ports):
+        """80, [80, 8080], [("http", 80)] or [{"name": "http", "port": 80}] -> Service ports."""
+        out = []
+        for p in ports if isinstance(ports, (list, tuple)) else [ports]:
+            if isinstance(p, dict):
+                out.append(dict(p))
+            elif isinstance(p, tuple):
+                out.append({"name": p[0], "port": p[1]})
+            else:
+                out.append({"port": p})
+        return out
+
+    def _put_or_create(self, group, ns, plural, obj):
+        try:
+            return self.put(group, ns, plural, obj)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            return self.create(group, ns, plural, obj)
+
+    def add_service(self, ns, name, ports=80, ready=1, not_ready=0, external_name=None):
+        """Create (or replace) Service ns/name exposing `ports` (see _service_ports) and,
+        unless it is an ExternalName Service, its EndpointSlice "<name>-cbtest" with
+        `ready` ready and `not_ready` unready endpoints, as a Deployment's controllers
+        would. The namespace must exist ("default" always does)."""
+        spec = {"ports": self._service_ports(ports)}
+        if external_name:
+            spec.update(type="ExternalName", externalName=external_name)
+        svc = self._put_or_create("", ns, "services", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec})
+        if not external_name:
+            self.set_endpoints(ns, name, ready, not_ready)
+        return svc
+
+    def add_services(self, ns, *names, ports=80, ready=1):
+        """add_service for each name, with the same ports and endpoints."""
+        for name in names:
+            self.add_service(ns, name, ports=ports, ready=ready)
+
+    def set_endpoints(self, ns, name, ready=1, not_ready=0):
+        """Replace Service ns/name's EndpointSlice: `ready` ready and `not_ready` unready
+        endpoints behind every port of the Service (which must exist)."""
+        svc = self.get("", ns, "services", name)
+        ports = [{k: v for k, v in (("name", p.get("name")), ("port", p["port"]),
+                                    ("protocol", "TCP")) if v is not None}
+                 for p in svc["spec"].get("ports") or []]
+        eps = [{"addresses": ["10.0.%d.%d" % (i // 250, i % 250 + 1)],
+                "conditions": {"ready": i < ready}} for i in range(ready + not_ready)]
+        return self._put_or_create("discovery.k8s.io", ns, "endpointslices", {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name + "-cbtest", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": ports, "endpoints": eps})
+
+    # ---- Services for the routes of a source (auto_services)
+    SERVED_PORTS = (("http", 80), ("http-alt", 8080))
+
+    def serve_key(self, prefix, key, value):
+        """Create the Services that route or weights key `key` (under prefix) names, ready,
+        exposing SERVED_PORTS and the route's own port; nothing for other keys, for a
+        namespace that does not exist, or a value that does not parse."""
+        if not key.startswith(prefix) or value is None:
+            return
+        parts = key[len(prefix):].split("/")
+        if len(parts) != 3 or parts[2] not in ("route", "weights"):
+            return
+        ns = parts[0]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        value = value.lstrip("\ufeff")
+        try:
+            # compose, not load: an alias bomb (the soak tests write them) stays one node.
+            plain = len(value) < 65536 and value.count("[") + value.count("{") < 64
+            node = yaml.compose(value) if plain else None
+        except Exception:       # garbage: nothing to serve
+            node = None
+
+        def items(n):
+            """{key: node} of a YAML mapping node, else {}."""
+            return {k.value: v for k, v in n.value if isinstance(k, yaml.ScalarNode)} \
+                if isinstance(n, yaml.MappingNode) else {}
+
+        def scalar(n):
+            if not isinstance(n, yaml.ScalarNode):
+                return None
+            return int(n.value) if n.value.isdigit() else n.value
+        want = []   # (ns, name, port)
+        if parts[2] == "route":
+            svcs = items(node).get("services")
+            for svc in svcs.value if isinstance(svcs, yaml.SequenceNode) else []:
+                f = items(svc)
+                name = scalar(f.get("name"))
+                if isinstance(name, str):
+                    want.append((scalar(f.get("namespace")) or ns, name, scalar(f.get("port"))))
+        else:
+            # "a=90, b=10": split, not a regex (a backtracking one is quadratic on garbage).
+            names = list(items(node)) if isinstance(node, yaml.MappingNode) else \
+                [t.split("=")[0].strip() for t in re.split(r"[,\n]", value) if "=" in t]
+            want = [(ns, n, None) for n in names]
+        label = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+        for sns, name, port in want:
+            if not (isinstance(sns, str) and isinstance(name, str) and label.match(sns) and
+                    label.match(name)):
+                continue        # not a name a Service can have
+            ports = list(self._served.get((sns, name), self.SERVED_PORTS))
+            if isinstance(port, (str, int)) and not isinstance(port, bool) and \
+                    all(port not in p for p in ports):
+                ports.append((port, 9000 + len(ports)) if isinstance(port, str)
+                             else ("p%d" % port, port))
+            if self._served.get((sns, name)) == ports:
+                continue
+            try:
+                self.add_service(sns, name, ports=ports)
+            except (ApiError, OSError):   # no such namespace, a bad name, the server down
+                continue
+            self._served[(sns, name)] = ports
+
+    def serve_source(self, prefix, urls):
+        """Serve the routes of the harness source(s) at urls: those there now, and (through
+        the source's write hooks) those written later."""
+        for url in urls:
+            src = _SOURCES.get(url)
+            if src is None:
+                continue
+            _SOURCE_WRITES.setdefault(url, {})[id(self)] = \
+                lambda key, value, prefix=prefix: self.serve_key(prefix, key, value)
+            for key, value in src.harness_items(prefix).items():
+                self.serve_key(prefix, key, value)
+
+    def _unserve(self):
+        for listeners in _SOURCE_WRITES.values():
+            listeners.pop(id(self), None)
+
+    def stop(self, timeout=10):
+        self._unserve()
+        return super().stop(timeout)
+
+    def kill(self):
+        self._unserve()
+        return super().kill()
+
     # ---- control API (/_test/)
     def control(self, method, what, body=None):
         status, _, data = self.request(method, "/_test/" + what, body, token=None)
@@ -730,7 +930,12 @@ def bridge_config(etcd=None, kube=None, consul_address=None, prefix="canary/", m
         cfg["source"].update(type="consul", address=consul_address)
     if kube is not None:
         cfg["kubernetes"] = {"kubeconfig": kube.kubeconfig}
-    return _deep_update(cfg, sections)
+    cfg = _deep_update(cfg, sections)
+    if kube is not None and getattr(kube, "auto_services", False):
+        src = cfg["source"]
+        urls = src.get("endpoints") or [] if src.get("type") == "etcd" else [src.get("address")]
+        kube.serve_source(src.get("prefix", prefix), urls if isinstance(urls, list) else [urls])
+    return cfg
 
 
 class Bridge(Proc):

@@ -26,7 +26,7 @@ import urllib.parse
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cbtest import free_port, wait_until  # noqa: E402  (the shared harness helpers)
+from cbtest import _SOURCES, free_port, source_wrote, wait_until  # noqa: E402  (the shared harness helpers)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = "/usr/bin/python3"
@@ -124,6 +124,7 @@ class Consul:
             raise RuntimeError("consul test server exited:\n" + self.log_tail())
         with open(port_file) as f:
             self.port = int(f.read())
+        _SOURCES[self.url] = self
         if self.tls:
             self.ssl_context = ssl.create_default_context(cafile=self.ca)
             if self.client_auth:
@@ -234,12 +235,23 @@ class Consul:
             token=True):
         """PUT the raw value (str or bytes), as the UI does (text/plain, no cas unless
         given).  -> True/False (the cas outcome); raises ConsulError on HTTP errors."""
+        source_wrote(self.url, key, value)
         status, headers, body = self.request(
             "PUT", self.kv_path(key, cas=cas, flags=flags),
             value if value is not None else b"", token=token, content_type=content_type)
         if status != 200:
             raise ConsulError(status, body.decode("utf-8", "replace"), headers)
         return json.loads(body)
+
+    def harness_items(self, prefix):
+        """{key: value} under prefix, for the harness (KubeAPI.auto_services): read
+        through the control API, so the request log and the connections stay the test's."""
+        try:
+            entries = self.dump()["entries"]
+        except (ConsulError, NotImplementedError, KeyError, TypeError):
+            entries = [dict(e, text=base64.b64decode(e["Value"] or "").decode("utf-8", "replace"))
+                       for e in self.list(prefix)[1]]
+        return {e["Key"]: e.get("text") for e in entries if e["Key"].startswith(prefix)}
 
     def put_folder(self, name, token=True):
         """A UI folder: the key `name/` with no value (null)."""

@@ -148,6 +148,7 @@ class RealConsul(Consul):
                 self.kill()
                 raise AssertionError("consul not ready:\n" + self.log_tail()) from None
             if self.alive():
+                _cbtest_mod._SOURCES[self.url] = self
                 return self
             if "address already in use" not in self.log_text()[offset:]:
                 raise RuntimeError("consul exited:\n" + self.log_tail())

@@ -1,12 +1,14 @@
-"""sinks/backends.h against a real kube-apiserver (issue 15): its Service and EndpointSlice
-caches see real objects, with the canary-bridge ServiceAccount of deploy/rbac.yaml (so the
-read rights that file grants are the ones the caches need), and a change reaches them
-through the watch.
+"""Backend checks against a real kube-apiserver: the Service and EndpointSlice caches
+(sinks/backends.h) see real objects, with the canary-bridge ServiceAccount of
+deploy/rbac.yaml (so the read rights that file grants are the ones the checks need), and a
+change reaches them through the watch.
 
-The module is not wired into the bridge yet: tests/tools/backends_probe.c (built next to
-the bridge, in <build>/tests/) runs it and prints the check of one service each time its
-answer changes.  The real apiserver runs no controllers, so the test writes the
-EndpointSlice itself, as the EndpointSlice controller would."""
+tests/tools/backends_probe.c (built next to the bridge, in <build>/tests/) runs the module
+alone and prints the check of one service each time its answer changes; the bridge itself
+refuses a route whose service has no ready endpoint and applies it once one is ready.  The
+real apiserver runs no controllers, so the tests write the EndpointSlices themselves, as
+the EndpointSlice controller would."""
+import json
 import os
 import queue
 import signal
@@ -18,7 +20,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
-from cbtest import REPO  # noqa: E402
+from cbtest import REPO, Bridge, Etcd, bridge_config, wait_until  # noqa: E402
 from real import RealKubeAPI, require_real  # noqa: E402
 
 D = "discovery.k8s.io"
@@ -113,6 +115,37 @@ class BackendsReal(unittest.TestCase):
                              + ns)
         finally:
             self.assertEqual(probe.stop(), 0, "\n".join(probe.err))
+
+    def test_bridge_refuses_a_service_without_ready_endpoints_until_one_is_ready(self):
+        kube, ns = self.kube, "backends2"
+        kube.create_namespace(ns)
+        kube.add_service(ns, "shop-v1", ports=[("http", 80)], ready=1)
+        kube.add_service(ns, "shop-v2", ports=[("http", 80)], ready=0, not_ready=1)
+        d = tempfile.mkdtemp(prefix="bridge-", dir=self.tmp.name)
+        etcd = Etcd(d)
+        self.addCleanup(etcd.stop)
+        key = "canary/%s/shop/" % ns
+        etcd.etcdctl("put", key + "route", "match: Host(`shop.example.com`)\nservices:\n"
+                     "  - {name: shop-v1, port: 80}\n  - {name: shop-v2, port: http}\n")
+        etcd.etcdctl("put", key + "weights", "shop-v1=90, shop-v2=10")
+        bridge = Bridge(d, bridge_config(etcd=etcd, kube=kube, reconcile={"status": True}))
+        self.addCleanup(bridge.stop)
+
+        def status():
+            text = etcd.get(key + "status")
+            return json.loads(text) if text else {}
+        wait_until(lambda: status().get("state") == "error", 30,
+                   what="an error status (have %r)" % status())
+        self.assertIn("shop-v2 has no ready endpoints (1 not ready)", status()["message"])
+        self.assertIsNone(kube.get("traefik.io", ns, "ingressroutes", "shop"))
+        kube.set_endpoints(ns, "shop-v2", ready=1)      # no key is written
+        wait_until(lambda: (kube.get("traefik.io", ns, "ingressroutes", "shop") or {}).get(
+            "spec", {}).get("routes"), 30, what="the IngressRoute, once shop-v2 is ready")
+        services = kube.get("traefik.io", ns, "ingressroutes", "shop")["spec"]["routes"][-1][
+            "services"]
+        self.assertEqual({s["name"]: s["weight"] for s in services},
+                         {"shop-v1": 90, "shop-v2": 10})
+        wait_until(lambda: status().get("state") == "applied", 30, what="an applied status")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class RealKubeCase(unittest.TestCase):
         self.ns = "t%d" % next(_ns)
         self.kube.apply_object({"apiVersion": "v1", "kind": "Namespace",
                                 "metadata": {"name": self.ns}})
+        # The bridge gives weight only to Services that can serve (backend checks).
+        self.kube.add_services(self.ns, "shop-v1", "shop-v2", ports=[("http", 80)])
         self.dir = tempfile.mkdtemp(prefix="t-", dir=self.tmp.name)
         self.etcd = Etcd(self.dir)
         self.addCleanup(self.etcd.stop)
@@ -116,8 +118,11 @@ class OwnedMode(RealKubeCase):
         # The API test server stores objects in any namespace; the real apiserver
         # answers 404 NotFound for the namespace until it exists.
         ns = self.ns + "-later"
-        self.etcd.etcdctl("put", "canary/%s/shop/route" % ns, ROUTE)
-        self.start_bridge()
+        # Its Services live in the test's namespace: a namespace that does not exist has
+        # none, and the backend checks would refuse the route before any create.
+        route = ROUTE.replace("    port: 80\n", "    port: 80\n    namespace: %s\n" % self.ns)
+        self.etcd.etcdctl("put", "canary/%s/shop/route" % ns, route)
+        self.start_bridge(reconcile={"allow_cross_namespace": True})
         self.bridge.wait_log(r"route %s/shop: namespace %s does not exist \(creating IngressRoute "
                              r"%s/shop: HTTP 404 NotFound: namespaces \"%s\" not found\)"
                              % (ns, ns, ns, ns))
@@ -125,7 +130,7 @@ class OwnedMode(RealKubeCase):
                                 "metadata": {"name": ns}})
         # A missing namespace is retried after 30 s, then less often, and at once when the
         # route's keys change: an operator who created the namespace edits a key.
-        self.etcd.etcdctl("put", "canary/%s/shop/route" % ns, ROUTE + "\n# namespace created\n")
+        self.etcd.etcdctl("put", "canary/%s/shop/route" % ns, route + "\n# namespace created\n")
         wait_until(lambda: weights_of(self.kube.get(G, ns, "ingressroutes", "shop")) ==
                    {"shop-v1": 80, "shop-v2": 20}, 30,
                    what="IngressRoute created once the namespace exists")
@@ -389,6 +394,8 @@ class Commands(RealKubeCase):
             for verb in ("list", "watch", "get", "create", "update", "delete"):
                 self.assertIn("ok   %s %s.traefik.io in all namespaces\n" % (verb, kind), out)
         self.assertIn("ok   patch events in all namespaces\n", out)
+        self.assertIn("ok   watch services in all namespaces\n", out)
+        self.assertIn("ok   list endpointslices.discovery.k8s.io in all namespaces\n", out)
         for verb in ("get", "create", "update"):
             self.assertIn("ok   %s leases.coordination.k8s.io in ns %s\n" % (verb, self.ns), out)
         self.assertNotIn("FAIL", out)

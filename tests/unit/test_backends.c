@@ -499,6 +499,45 @@ static void test_all_namespaces_and_stop(void **state) {
     expect(w, "a2", "y", "80", true, BACKEND_OK, "y has 1 ready endpoint");
 }
 
+/* Many namespaces in use: one cluster-wide pair replaces the per-namespace
+ * ones once it has listed; answers go on meanwhile. A namespace whose list
+ * fails says why (backends_problem). */
+static void test_watch_all_replaces_namespace_watches(void **state) {
+    struct kapi *k = *state;
+    struct world *w = k->data;
+    mkns(k, "x1");
+    mkns(k, "x2");
+    service(k, "x1", "a", HTTP80, NULL);
+    eps(k, "x1", "a-1", "a", EP_HTTP, READY);
+    service(k, "x2", "b", HTTP80, NULL);
+    kapi_fault(k, "{\"method\":\"GET\",\"path_regex\":\"^/api/v1/namespaces/x2/services$\","
+                  "\"count\":-1,\"status\":403}");
+    start(w, false, "x1");
+    assert_int_equal(backends_add_namespace(&w->b, "x2"), 0);
+    await_call(w, "x1/*");
+    assert_null(backends_problem(&w->b, "x1"));
+    struct wait_check c = {w, "x2", "b", "80", BACKEND_NOT_SYNCED, "HTTP 403"};
+    assert_true(support_run_until(&k->loop, check_is, &c, 10000));
+    assert_non_null(strstr(backends_problem(&w->b, "x2"), "list services in namespace x2"));
+    kapi_faults_clear(k);
+
+    assert_int_equal(backends_watch_all(&w->b), 0);
+    assert_int_equal(backends_watch_all(&w->b), 0); /* once */
+    await_call(w, "*/*");
+    assert_true(backends_watching(&w->b, "x3"));
+    struct ns_watch q1 = {k, "x1", 0}, qall = {k, NULL, 2};
+    assert_true(support_run_until(&k->loop, watches_are, &q1, 10000));
+    assert_true(support_run_until(&k->loop, watches_are, &qall, 10000));
+    expect(w, "x1", "a", "80", true, BACKEND_OK, "a has 1 ready endpoint");
+    expect(w, "x2", "b", "80", true, BACKEND_NOT_READY, "b has no ready endpoints");
+    assert_null(backends_problem(&w->b, "x2"));
+    backends_remove_namespace(&w->b, "x1"); /* ignored now */
+    w->n = 0;
+    eps(k, "x1", "a-1", "a", EP_HTTP, NOT_READY);
+    await_call(w, "x1/a");
+    expect(w, "x1", "a", "80", true, BACKEND_NOT_READY, "a has no ready endpoints");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_results, world_setup, world_teardown),
@@ -506,6 +545,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_watch_changes, world_setup, world_teardown),
         cmocka_unit_test_setup_teardown(test_namespaces_add_remove, world_setup, world_teardown),
         cmocka_unit_test_setup_teardown(test_all_namespaces_and_stop, world_setup, world_teardown),
+        cmocka_unit_test_setup_teardown(test_watch_all_replaces_namespace_watches, world_setup,
+                                        world_teardown),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
 }
