@@ -1,7 +1,7 @@
 /* modeltest.h - what the route model tests share: the key prefix, the route
  * document most of them build on, a struct model_input for route "shop" in
- * namespace "default", and a check that model_build refuses its input with
- * an error that starts with the key it is about.
+ * namespace "default", and checks that model_build builds it, or refuses it
+ * with an error that starts with the key it is about.
  *
  * Include after <cmocka.h>. */
 #ifndef CB_TEST_MODELTEST_H
@@ -33,6 +33,16 @@ static inline struct model_input input(const char *route, const char *weights,
     in.headers = headers;
     in.headers_len = headers ? strlen(headers) : 0;
     return in;
+}
+
+/* model_build builds the input into r (the test fails with its error
+ * otherwise); the caller frees r. */
+static inline void expect_built(const char *route, const char *weights, const char *headers,
+                                struct model_route *r) {
+    struct model_input in = input(route, weights, headers);
+    char err[512];
+    if (model_build(&in, r, err, sizeof err) != MODEL_BUILT)
+        fail_msg("%s", err);
 }
 
 /* model_build refuses the input: the error starts with the key of leaf

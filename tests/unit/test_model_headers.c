@@ -31,11 +31,8 @@ static void test_headers_good(void **state) {
                       "- header: X-Version\n"
                       "  regex: (?i)^beta-\\d+(?:\\.\\d+)*?$\n"
                       "  service: shop-v1\n";
-    struct model_input in = input(SHOP_ROUTE, NULL, hdr);
     struct model_route r;
-    char err[256];
-    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-        fail_msg("%s", err);
+    expect_built(SHOP_ROUTE, NULL, hdr, &r);
     assert_int_equal(r.n_rules, 3);
     assert_string_equal(r.rules[0].name, "beta");
     assert_int_equal(r.rules[0].kind, RULE_HEADER);

@@ -19,11 +19,8 @@ static void test_sticky_short_form(void **state) {
     (void)state;
     char doc[512];
     snprintf(doc, sizeof doc, "%ssticky: {cookie: shop_canary}\n", SHOP_ROUTE);
-    struct model_input in = input(doc, NULL, NULL);
     struct model_route r;
-    char err[256];
-    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-        fail_msg("%s", err);
+    expect_built(doc, NULL, NULL, &r);
     assert_true(r.sticky.enabled);
     assert_string_equal(r.sticky.cookie, "shop_canary");
     /* Nothing else given: all left to Traefik's defaults. */
@@ -36,8 +33,7 @@ static void test_sticky_short_form(void **state) {
     assert_null(r.sticky.cookie);
 
     /* No sticky: not enabled. */
-    in = input(SHOP_ROUTE, NULL, NULL);
-    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
+    expect_built(SHOP_ROUTE, NULL, NULL, &r);
     assert_false(r.sticky.enabled);
     assert_null(r.sticky.cookie);
     model_route_free(&r);
@@ -59,11 +55,8 @@ static void test_sticky_full_form(void **state) {
                  "  sameSite: %s\n"
                  "  maxAge: 3600\n",
                  SHOP_ROUTE, modes[i].same_site);
-        struct model_input in = input(doc, NULL, NULL);
         struct model_route r;
-        char err[256];
-        if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-            fail_msg("%s", err);
+        expect_built(doc, NULL, NULL, &r);
         assert_true(r.sticky.enabled);
         assert_string_equal(r.sticky.cookie, "__Host-canary");
         assert_true(r.sticky.has_secure);
