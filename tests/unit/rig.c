@@ -33,6 +33,21 @@ static void hook_status(void *user, const char *route_id, const struct route_sta
         r->dropped++;
 }
 
+static void hook_backend(void *user, const char *route_id, const char *service, bool unready) {
+    struct rig *r = user;
+    char what[128];
+    snprintf(what, sizeof what, "%s %s", route_id, service);
+    for (size_t i = 0; i < r->n_unready; i++) {
+        if (strcmp(r->unready[i], what) == 0) {
+            if (!unready)
+                memcpy(r->unready[i], r->unready[--r->n_unready], sizeof r->unready[0]);
+            return;
+        }
+    }
+    if (unready && r->n_unready < sizeof r->unready / sizeof *r->unready)
+        snprintf(r->unready[r->n_unready++], sizeof r->unready[0], "%s", what);
+}
+
 size_t rig_events_with(const struct rig *r, const char *reason) {
     size_t n = 0, len = strlen(reason);
     for (size_t i = 0; i < r->n_events; i++)
@@ -74,6 +89,15 @@ static void on_key(void *user, const char *route_id) {
     reconciler_source_changed(&((struct rig *)user)->rec, route_id, true);
 }
 
+static void on_key_listed(void *user, const char *route_id) {
+    reconciler_source_changed(&((struct rig *)user)->rec, route_id, false);
+}
+
+/* As the app does: every answer the bridge's client gets is seen. */
+static void on_answer(void *user, const char *verb, long status) {
+    reconciler_api_answered(&((struct rig *)user)->rec, verb, status);
+}
+
 void rig_start(struct rig *r, const char *ns, bool create_ns) {
     static const informer_change_cb changed[OBJ_NKINDS] = {reconciler_middleware_changed,
                                                            reconciler_traefikservice_changed,
@@ -89,6 +113,8 @@ void rig_start(struct rig *r, const char *ns, bool create_ns) {
     }
     r->kc = kapi_client_new(r->k, false);
     assert_non_null(r->kc);
+    if (r->observe_answers)
+        kube_client_set_observer(r->kc, on_answer, r);
     assert_int_equal(kube_client_set_field_manager(r->kc, "canary-bridge"), 0);
     assert_int_equal(keycache_init(&r->keys, r->prefix, &r->log), 0);
     struct informer *infs[OBJ_NKINDS];
@@ -102,12 +128,26 @@ void rig_start(struct rig *r, const char *ns, bool create_ns) {
     assert_int_equal(
         reconciler_init(&r->rec, &r->k->loop, &r->log, &r->cfg, &r->keys, r->kc, infs, &ro), 0);
     r->rec.field_manager = "canary-bridge";
-    r->rec.hooks = (struct reconcile_hooks){.event = hook_event, .status = hook_status, .user = r};
+    r->rec.hooks = (struct reconcile_hooks){
+        .event = hook_event, .status = hook_status, .backend = hook_backend, .user = r};
+    if (r->with_backends) {
+        assert_int_equal(backends_init(&r->b, &r->k->loop, r->kc, &r->log, false,
+                                       reconciler_backends_changed, &r->rec),
+                         0);
+        backends_set_traefikservices(&r->b, &r->inf[OBJ_TRAEFIKSERVICE]);
+        r->rec.backends = &r->b;
+    }
     r->started = true;
     for (int i = 0; i < OBJ_NKINDS; i++)
         assert_int_equal(informer_start(&r->inf[i]), 0);
+    if (r->with_backends)
+        assert_int_equal(backends_start(&r->b), 0);
     assert_true(support_run_until(&r->k->loop, all_synced, r, RIG_WAIT_MS));
     reconciler_start(&r->rec);
+}
+
+static bool backends_closed_cb(void *arg) {
+    return backends_closed(arg);
 }
 
 int rig_teardown(void **state) {
@@ -119,7 +159,11 @@ int rig_teardown(void **state) {
         reconciler_close(&r->rec);
         for (int i = 0; i < OBJ_NKINDS; i++)
             informer_close(&r->inf[i], NULL);
+        if (r->with_backends)
+            backends_close(&r->b, NULL);
         kube_client_close(r->kc);
+        if (r->with_backends)
+            support_run_until(&k->loop, backends_closed_cb, &r->b, RIG_WAIT_MS);
         support_drain(&k->loop);
         reconciler_free(&r->rec);
         keycache_free(&r->keys);
@@ -170,6 +214,21 @@ void rig_delete_prefix_key(struct rig *r, const char *name) {
     assert_int_equal(keycache_delete(&r->keys, key, on_key, r), 0);
 }
 
+void rig_list_routes(struct rig *r, const char *const *routes, size_t n) {
+    struct source_kv kvs[16];
+    char keys[16][256];
+    static const char weights[] = "shop-v1=90, shop-v2=10";
+    assert_true(2 * n <= 16);
+    ++r->rev;
+    for (size_t i = 0; i < n; i++) {
+        rig_key(r, routes[i], "route", keys[2 * i], sizeof keys[0]);
+        rig_key(r, routes[i], "weights", keys[2 * i + 1], sizeof keys[0]);
+        kvs[2 * i] = (struct source_kv){keys[2 * i], RIG_ROUTE_DOC, strlen(RIG_ROUTE_DOC), r->rev};
+        kvs[2 * i + 1] = (struct source_kv){keys[2 * i + 1], weights, sizeof weights - 1, r->rev};
+    }
+    assert_int_equal(keycache_snapshot(&r->keys, kvs, 2 * n, r->rev, on_key_listed, r), 0);
+}
+
 void rig_put_route(struct rig *r, const char *route, int v1, int v2) {
     char w[64];
     rig_put_key(r, route, "route", RIG_ROUTE_DOC);
@@ -217,6 +276,17 @@ bool rig_exists(struct rig *r, const char *plural, const char *name) {
     return status == 200;
 }
 
+int rig_count_objs(struct rig *r, const char *plural) {
+    char path[300];
+    snprintf(path, sizeof path, "/apis/" RIG_GROUP "/v1alpha1/namespaces/%s/%s", r->ns, plural);
+    long status;
+    cJSON *list = kapi_ctl(r->k, "GET", path, NULL, &status);
+    assert_int_equal(status, 200);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(list, "items"));
+    cJSON_Delete(list);
+    return n;
+}
+
 int rig_weight_of(const cJSON *ir, const char *svc) {
     const cJSON *routes = cJSON_GetObjectItem(cJSON_GetObjectItem(ir, "spec"), "routes");
     const cJSON *last = cJSON_GetArrayItem(routes, cJSON_GetArraySize(routes) - 1);
@@ -250,7 +320,8 @@ void rig_wait_weight(struct rig *r, const char *name, int v1) {
     assert_true(support_run_until(&r->k->loop, ir_weight_is, &w, RIG_WAIT_MS));
 }
 
-int rig_writes_since(struct rig *r, int seq, char out[][128], cJSON **bodies, int max) {
+int rig_requests_since(struct rig *r, int seq, bool gets, char out[][128], cJSON **bodies,
+                       int max) {
     char q[64], base[160];
     snprintf(q, sizeof q, "/_test/requests?since=%d", seq);
     snprintf(base, sizeof base, "/apis/" RIG_GROUP "/v1alpha1/namespaces/%s/", r->ns);
@@ -260,7 +331,7 @@ int rig_writes_since(struct rig *r, int seq, char out[][128], cJSON **bodies, in
     cJSON_ArrayForEach(e, log) {
         const char *method = kobj_str(e, "method", NULL), *path = kobj_str(e, "path", NULL);
         if (!method || !path || strncmp(path, base, strlen(base)) != 0 || n >= max ||
-            strcmp(method, "GET") == 0)
+            (!gets && strcmp(method, "GET") == 0))
             continue;
         const cJSON *st = cJSON_GetObjectItem(e, "status");
         const cJSON *body = cJSON_GetObjectItem(e, "body");
@@ -274,6 +345,10 @@ int rig_writes_since(struct rig *r, int seq, char out[][128], cJSON **bodies, in
     }
     cJSON_Delete(log);
     return n;
+}
+
+int rig_writes_since(struct rig *r, int seq, char out[][128], cJSON **bodies, int max) {
+    return rig_requests_since(r, seq, false, out, bodies, max);
 }
 
 struct cached {

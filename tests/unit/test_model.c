@@ -1,9 +1,10 @@
 /* test_model.c - keys and values -> struct model_route (bridge/model).
  *
  * Covers key parsing, the three equivalent weights forms, every class of bad
- * input the model refuses (see the top comment of bridge/model/model.c), the
- * route (with sticky and cross-namespace services) and headers documents,
- * and that every error message starts with the full key it is about. */
+ * input the model refuses in the weights and the route document (see the
+ * top comment of bridge/model/model.c), and that every error message starts
+ * with the full key it is about. Header rules: test_model_headers.c; sticky
+ * and cross-namespace services: test_model_services.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,18 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "bridge/model/model.h"
-
-#define PFX "canary/"
-
-static const char *ROUTE = "match: Host(`shop.example.com`)\n"
-                           "services:\n"
-                           "  - name: shop-v1\n"
-                           "    port: 80\n"
-                           "  - name: shop-v2\n"
-                           "    port: http\n";
+#include "modeltest.h"
 
 /* ---- model_parse_key ---------------------------------------------------- */
 
@@ -205,31 +196,6 @@ static void test_weights_max_ok(void **state) {
 
 /* ---- model_build -------------------------------------------------------- */
 
-static struct model_input input(const char *route, const char *weights, const char *headers) {
-    struct model_input in = {.prefix = PFX, .ns = "default", .name = "shop", .revision = 42};
-    in.route = route;
-    in.route_len = route ? strlen(route) : 0;
-    in.weights = weights;
-    in.weights_len = weights ? strlen(weights) : 0;
-    in.headers = headers;
-    in.headers_len = headers ? strlen(headers) : 0;
-    return in;
-}
-
-static void expect_build_error(const char *route, const char *weights, const char *headers,
-                               const char *leaf, const char *msg) {
-    struct model_input in = input(route, weights, headers);
-    struct model_route r;
-    char err[512] = "", want[64];
-    if (model_build(&in, &r, err, sizeof err) != MODEL_INVALID)
-        fail_msg("accepted; expected '%s'", msg);
-    snprintf(want, sizeof want, PFX "default/shop/%s: ", leaf);
-    if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, msg))
-        fail_msg("expected '%s...%s', got '%s'", want, msg, err);
-    assert_null(r.services);
-    assert_null(r.ns);
-}
-
 static void test_build_absent(void **state) {
     (void)state;
     struct model_input in = input(NULL, NULL, NULL);
@@ -239,8 +205,8 @@ static void test_build_absent(void **state) {
     assert_null(r.ns);
 }
 
-/* Issue 11, defect 2: a route document without weights plus `shop-v2=10`
- * once gave shop-v1 Traefik's default of 1: 91% to the canary, unsaid. */
+/* A route document without weights plus `shop-v2=10` once gave shop-v1
+ * Traefik's default of 1: 91% to the canary, unsaid. */
 static void test_build_partial_weights_fail(void **state) {
     (void)state;
     const char *doc = "match: Host(`a`)\n"
@@ -366,18 +332,18 @@ static void test_build_patched(void **state) {
 static void test_build_weights_errors_name_key(void **state) {
     (void)state;
     char err[512];
-    struct model_input in = input(ROUTE, "shop-v1: 90\nshop-v2: 1.5\n", NULL);
+    struct model_input in = input(SHOP_ROUTE, "shop-v1: 90\nshop-v2: 1.5\n", NULL);
     struct model_route r;
     assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_INVALID);
     assert_string_equal(err, "canary/default/shop/weights: weight for 'shop-v2' must be a "
                              "non-negative integer, got 1.5");
-    expect_build_error(ROUTE, "shop-v1=90, shop-v3=10", NULL, "weights",
+    expect_build_error(SHOP_ROUTE, "shop-v1=90, shop-v3=10", NULL, "weights",
                        "unknown service 'shop-v3'");
     expect_build_error(NULL, "a=0", NULL, "weights", "all weights are zero");
-    expect_build_error(ROUTE, "shop-v1=0, shop-v2=0", NULL, "weights", "all weights are zero");
-    expect_build_error(ROUTE, "shop-v1: -1", NULL, "weights", "non-negative integer, got -1");
-    expect_build_error(ROUTE, "shop-v1: x", NULL, "weights", "got the string \"x\"");
-    expect_build_error(ROUTE, "shop-v1=1, shop-v1=2", NULL, "weights", "duplicate service");
+    expect_build_error(SHOP_ROUTE, "shop-v1=0, shop-v2=0", NULL, "weights", "all weights are zero");
+    expect_build_error(SHOP_ROUTE, "shop-v1: -1", NULL, "weights", "non-negative integer, got -1");
+    expect_build_error(SHOP_ROUTE, "shop-v1: x", NULL, "weights", "got the string \"x\"");
+    expect_build_error(SHOP_ROUTE, "shop-v1=1, shop-v1=2", NULL, "weights", "duplicate service");
 }
 
 static void test_build_effective_zero(void **state) {
@@ -520,403 +486,6 @@ static void test_route_json_form(void **state) {
     model_route_free(&r);
 }
 
-/* ---- headers ------------------------------------------------------------ */
-
-static void test_headers_good(void **state) {
-    (void)state;
-    const char *hdr = "- name: beta\n"
-                      "  header: X-Canary\n"
-                      "  value: always\n"
-                      "  service: shop-v2\n"
-                      "  setRequestHeaders: {X-Canary-Route: beta}\n"
-                      "  setResponseHeaders: {X-Served-By: canary, X-Remove: \"\"}\n"
-                      "- cookie: canary\n"
-                      "  value: \"true\"\n"
-                      "  service: shop-v2\n"
-                      "- header: X-Version\n"
-                      "  regex: (?i)^beta-\\d+(?:\\.\\d+)*?$\n"
-                      "  service: shop-v1\n";
-    struct model_input in = input(ROUTE, NULL, hdr);
-    struct model_route r;
-    char err[256];
-    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-        fail_msg("%s", err);
-    assert_int_equal(r.n_rules, 3);
-    assert_string_equal(r.rules[0].name, "beta");
-    assert_int_equal(r.rules[0].kind, RULE_HEADER);
-    assert_string_equal(r.rules[0].header, "X-Canary");
-    assert_string_equal(r.rules[0].value, "always");
-    assert_null(r.rules[0].regex);
-    assert_int_equal(r.rules[0].n_set_request, 1);
-    assert_string_equal(r.rules[0].set_request[0].key, "X-Canary-Route");
-    assert_string_equal(r.rules[0].set_request[0].value, "beta");
-    assert_int_equal(r.rules[0].n_set_response, 2);
-    assert_string_equal(r.rules[0].set_response[1].value, "");
-    assert_string_equal(r.rules[1].name, "h1");
-    assert_int_equal(r.rules[1].kind, RULE_COOKIE);
-    assert_string_equal(r.rules[1].header, "canary");
-    assert_string_equal(r.rules[1].value, "true");
-    assert_string_equal(r.rules[2].name, "h2");
-    assert_non_null(r.rules[2].regex);
-    assert_null(r.rules[2].value);
-    assert_string_equal(r.rules[2].service, "shop-v1");
-    model_route_free(&r);
-}
-
-static void expect_rule_error(const char *rule, const char *msg) {
-    char doc[512];
-    snprintf(doc, sizeof doc, "- %s\n", rule);
-    expect_build_error(ROUTE, NULL, doc, "headers", msg);
-}
-
-static void test_headers_errors(void **state) {
-    (void)state;
-    expect_rule_error("{header: X-A, value: a, regex: b, service: shop-v2}",
-                      "rule 0: a header rule needs exactly one of 'value' or 'regex'");
-    expect_rule_error("{header: X-A, service: shop-v2}", "exactly one of 'value' or 'regex'");
-    expect_rule_error("{cookie: c, regex: a, service: shop-v2}", "needs 'value' (and no 'regex')");
-    expect_rule_error("{cookie: c, service: shop-v2}", "needs 'value'");
-    expect_rule_error("{header: X-A, cookie: c, value: a, service: shop-v2}",
-                      "exactly one of 'header' or 'cookie'");
-    expect_rule_error("{value: a, service: shop-v2}", "exactly one of 'header' or 'cookie'");
-    expect_rule_error("{header: X-A, value: \"a`) || Host(`evil\", service: shop-v2}",
-                      "'value' must not contain backticks or control characters");
-    expect_rule_error("{header: X-A, value: \"a\\u0001b\", service: shop-v2}",
-                      "must not contain backticks or control characters");
-    expect_rule_error("{header: X-A, value: \"a\\nb\", service: shop-v2}",
-                      "must not contain backticks or control characters");
-    expect_rule_error("{header: X-A, value: \"a\\x7fb\", service: shop-v2}",
-                      "must not contain backticks or control characters");
-    expect_rule_error("{header: X-A, regex: \"^a`\", service: shop-v2}",
-                      "'regex' must not contain backticks");
-    expect_rule_error("{header: X-A, value: a, service: shop-v2, setRequestHeaders: {X-B: \"`\"}}",
-                      "'setRequestHeaders': the value of 'X-B' must be a string without "
-                      "backticks");
-    expect_rule_error("{header: X-A, value: a, service: shop-v2, setResponseHeaders: {X-B: 5}}",
-                      "must be a string");
-    expect_rule_error("{header: X-A, value: a, service: shop-v2, setRequestHeaders: {\"X B\": b}}",
-                      "'X B' is not a valid header name");
-    expect_rule_error("{header: X-A, value: a, service: shop-v2, setRequestHeaders: [a]}",
-                      "must be a mapping");
-    expect_rule_error("{header: \"X Canary\", value: a, service: shop-v2}",
-                      "'X Canary' is not a valid header name (RFC 7230 token)");
-    expect_rule_error("{header: \"X`A\", value: a, service: shop-v2}", "not a valid header name");
-    expect_rule_error("{header: \"X:A\", value: a, service: shop-v2}", "not a valid header name");
-    expect_rule_error("{cookie: \"a=b\", value: a, service: shop-v2}", "not a valid cookie name");
-    expect_rule_error("{cookie: c, value: \"a;b\", service: shop-v2}",
-                      "cookie value has characters");
-    expect_rule_error("{cookie: c, value: \"a b\", service: shop-v2}",
-                      "cookie value has characters");
-    expect_rule_error("{header: X-A, regex: \"(\", service: shop-v2}", "regex does not compile");
-    expect_rule_error("{header: X-A, regex: \"a[\", service: shop-v2}", "regex does not compile");
-    expect_rule_error("{header: X-A, regex: \"(a)\\\\1\", service: shop-v2}", "backreference");
-    expect_rule_error("{header: X-A, regex: \"\", service: shop-v2}", "'regex' is empty");
-    expect_rule_error("{header: X-A, value: a, service: shop-v9}",
-                      "must be one of the route's services, got 'shop-v9'");
-    expect_rule_error("{header: X-A, value: a}", "'service' is required");
-    expect_rule_error("{header: X-A, value: 5, service: shop-v2}", "'value' must be a string");
-    expect_rule_error("{header: X-A, value: a, service: shop-v2, priority: 3}",
-                      "unknown field 'priority'");
-    expect_rule_error("{name: Beta, header: X-A, value: a, service: shop-v2}",
-                      "rule 0 ('Beta'): 'name' must be a DNS-1123 label");
-    expect_rule_error("x", "rule 0: must be a mapping");
-    expect_build_error(ROUTE, NULL, "{header: X-A}", "headers", "headers must be a list");
-}
-
-/* glibc's regcomp takes seconds and gigabytes for nested repetitions and
- * huge expansions; such regexes are refused, quickly, before it sees them. */
-static void test_headers_regex_cost(void **state) {
-    (void)state;
-    static const struct {
-        const char *regex, *msg; /* NULL msg: accepted */
-    } cases[] = {
-        {"^a++$", "regex has a nested repetition"},
-        {"a++++++++++++++++++++++", "regex has a nested repetition"}, /* was 9 s, 2.9 GB */
-        {"a*??", "regex has a nested repetition"},
-        {"(a|b){2}*", "regex has a nested repetition"},
-        {"a{2}{3}", "regex has a nested repetition"},
-        {"a{,5}+", "regex has a nested repetition"}, /* "{,5}" is a repetition to glibc */
-        {"a{1001}", "regex has a repeat count over 1000"},
-        {"a{1,5000}", "regex has a repeat count over 1000"},
-        {"((x{255}){255}){255}", "regex is too complex"}, /* was 14 s, 3.4 GB */
-        {"(a{100}){20}", "regex is too complex"},
-        {"(){1000}(){1000}", "regex is too complex"},
-        {"((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)", "regex is too complex"},
-        {"[\\](a{100}){20}]", "regex is too complex"}, /* no escapes in a POSIX class */
-        {"a{1000}", NULL},
-        {"(a{10}){100}", NULL},
-        {"(?i)^v[0-9]+(?:\\.\\d{1,3}){0,3}?$", NULL},
-        {"a}?", NULL}, /* the '?' makes '}' optional: no lazy quantifier to drop */
-        {"a*?b+?c??d{2}?", NULL},
-        {"^[[:alpha:]](x{100}){10}$", NULL},
-        {"[[:alpha:](a{100}){20}]", NULL}, /* one class: the ']' of [:alpha:] does not end it */
-    };
-    clock_t t0 = clock();
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char rule[256];
-        snprintf(rule, sizeof rule, "{header: X-A, regex: '%s', service: shop-v2}", cases[i].regex);
-        if (cases[i].msg) {
-            expect_rule_error(rule, cases[i].msg);
-            continue;
-        }
-        char doc[300];
-        snprintf(doc, sizeof doc, "- %s\n", rule);
-        struct model_input in = input(ROUTE, NULL, doc);
-        struct model_route r;
-        char err[512];
-        if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-            fail_msg("%s: %s", cases[i].regex, err);
-        model_route_free(&r);
-    }
-    /* Over 1 KiB is refused whatever it holds. */
-    char hdr[1200];
-    snprintf(hdr, sizeof hdr, "- {header: X-A, service: shop-v2, regex: \"%01025d\"}\n", 0);
-    expect_build_error(ROUTE, NULL, hdr, "headers", "regex is too long (1025 bytes");
-    assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 1.0);
-}
-
-static void test_headers_duplicate_names(void **state) {
-    (void)state;
-    expect_build_error(ROUTE, NULL,
-                       "- {name: a, header: X-A, value: a, service: shop-v2}\n"
-                       "- {name: a, header: X-B, value: b, service: shop-v2}\n",
-                       "headers", "rule 1 ('a'): duplicate rule name 'a'");
-    /* A given name may collide with a default one. */
-    expect_build_error(ROUTE, NULL,
-                       "- {header: X-A, value: a, service: shop-v2}\n"
-                       "- {name: h0, header: X-B, value: b, service: shop-v2}\n",
-                       "headers", "duplicate rule name 'h0'");
-}
-
-static void test_headers_need_route(void **state) {
-    (void)state;
-    const char *hdr = "- {header: X-A, value: a, service: shop-v2}\n";
-    expect_build_error(NULL, "shop-v2=1", hdr, "headers", "headers need a route key (owned mode)");
-    expect_build_error(NULL, NULL, hdr, "headers", "headers need a route key (owned mode)");
-}
-
-static void test_priority_room(void **state) {
-    (void)state;
-    const char *hdr = "- {header: X-A, value: a, service: shop-v2}\n"
-                      "- {header: X-B, value: b, service: shop-v2}\n";
-    char doc[256];
-    snprintf(doc, sizeof doc, "%spriority: 9007199254740990\n", ROUTE);
-    expect_build_error(doc, NULL, hdr, "route", "leaves no room for 2 header rule(s)");
-    struct model_input in = input(doc, NULL, NULL);
-    struct model_route r;
-    char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
-    model_route_free(&r);
-}
-
-/* ---- sticky ------------------------------------------------------------- */
-
-static void test_sticky_short_form(void **state) {
-    (void)state;
-    char doc[512];
-    snprintf(doc, sizeof doc, "%ssticky: {cookie: shop_canary}\n", ROUTE);
-    struct model_input in = input(doc, NULL, NULL);
-    struct model_route r;
-    char err[256];
-    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-        fail_msg("%s", err);
-    assert_true(r.sticky.enabled);
-    assert_string_equal(r.sticky.cookie, "shop_canary");
-    /* Nothing else given: all left to Traefik's defaults. */
-    assert_false(r.sticky.has_secure);
-    assert_false(r.sticky.has_http_only);
-    assert_int_equal(r.sticky.same_site, SAME_SITE_UNSET);
-    assert_false(r.sticky.has_max_age);
-    model_route_free(&r);
-    assert_false(r.sticky.enabled);
-    assert_null(r.sticky.cookie);
-
-    /* No sticky: not enabled. */
-    in = input(ROUTE, NULL, NULL);
-    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
-    assert_false(r.sticky.enabled);
-    assert_null(r.sticky.cookie);
-    model_route_free(&r);
-}
-
-static void test_sticky_full_form(void **state) {
-    (void)state;
-    static const struct {
-        const char *same_site;
-        enum model_same_site want;
-    } modes[] = {{"none", SAME_SITE_NONE}, {"lax", SAME_SITE_LAX}, {"strict", SAME_SITE_STRICT}};
-    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
-        char doc[512];
-        snprintf(doc, sizeof doc,
-                 "%ssticky:\n"
-                 "  cookie: __Host-canary\n"
-                 "  secure: true\n"
-                 "  httpOnly: false\n"
-                 "  sameSite: %s\n"
-                 "  maxAge: 3600\n",
-                 ROUTE, modes[i].same_site);
-        struct model_input in = input(doc, NULL, NULL);
-        struct model_route r;
-        char err[256];
-        if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-            fail_msg("%s", err);
-        assert_true(r.sticky.enabled);
-        assert_string_equal(r.sticky.cookie, "__Host-canary");
-        assert_true(r.sticky.has_secure);
-        assert_true(r.sticky.secure);
-        assert_true(r.sticky.has_http_only);
-        assert_false(r.sticky.http_only);
-        assert_int_equal(r.sticky.same_site, modes[i].want);
-        assert_true(r.sticky.has_max_age);
-        assert_int_equal(r.sticky.max_age, 3600);
-        model_route_free(&r);
-    }
-
-    /* JSON form, maxAge at both ends of its range. */
-    const char *json =
-        "{\"match\": \"Host(`a`)\", \"services\": [{\"name\": \"a\", \"port\": 80}], "
-        "\"sticky\": {\"cookie\": \"c\", \"maxAge\": 0}}";
-    struct model_input in = input(json, NULL, NULL);
-    struct model_route r;
-    char err[256];
-    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
-    assert_true(r.sticky.has_max_age);
-    assert_int_equal(r.sticky.max_age, 0);
-    model_route_free(&r);
-    char doc[512];
-    snprintf(doc, sizeof doc, "%ssticky: {cookie: c, maxAge: 2147483647}\n", ROUTE);
-    in = input(doc, NULL, NULL);
-    assert_int_equal(model_build(&in, &r, err, sizeof err), MODEL_BUILT);
-    assert_int_equal(r.sticky.max_age, MODEL_MAX_AGE_MAX);
-    model_route_free(&r);
-}
-
-static void test_sticky_errors(void **state) {
-    (void)state;
-    static const struct {
-        const char *sticky, *msg;
-    } bad[] = {
-        {"shop_canary", "'sticky' must be a mapping such as {cookie: NAME}"},
-        {"[cookie]", "'sticky' must be a mapping"},
-        {"~", "'sticky' must be a mapping"},
-        {"{}", "sticky: 'cookie' is required"},
-        {"{secure: true}", "sticky: 'cookie' is required"},
-        {"{cookie: \"a b\"}", "sticky: 'cookie' must be a valid cookie name (RFC 6265 token), "
-                              "got 'a b'"},
-        {"{cookie: \"a=b\"}", "must be a valid cookie name"},
-        {"{cookie: \"a;b\"}", "must be a valid cookie name"},
-        {"{cookie: \"a`b\"}", "must be a valid cookie name"},
-        {"{cookie: \"\"}", "must be a valid cookie name"},
-        {"{cookie: 5}", "sticky: 'cookie' must be a valid cookie name (RFC 6265 token), got "
-                        "'not a string'"},
-        {"{cookie: c, sameSite: relaxed}",
-         "sticky: 'sameSite' must be one of none, lax, strict, got 'relaxed'"},
-        {"{cookie: c, sameSite: Lax}", "must be one of none, lax, strict, got 'Lax'"},
-        {"{cookie: c, sameSite: 1}", "must be one of none, lax, strict, got another type"},
-        {"{cookie: c, samesite: lax}", "sticky: unknown field 'samesite'"},
-        {"{cookie: c, path: /}", "sticky: unknown field 'path'"},
-        {"{cookie: c, maxAge: -1}",
-         "sticky: 'maxAge' must be a whole number of seconds from 0 to 2147483647"},
-        {"{cookie: c, maxAge: 1.5}", "'maxAge' must be a whole number of seconds"},
-        {"{cookie: c, maxAge: 1e3}", "'maxAge' must be a whole number of seconds"},
-        {"{cookie: c, maxAge: \"60\"}", "'maxAge' must be a whole number of seconds"},
-        {"{cookie: c, maxAge: 2147483648}", "'maxAge' must be a whole number of seconds"},
-        {"{cookie: c, secure: \"true\"}", "sticky: 'secure' must be true or false (unquoted)"},
-        {"{cookie: c, httpOnly: 1}", "sticky: 'httpOnly' must be true or false"},
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char doc[512];
-        snprintf(doc, sizeof doc, "%ssticky: %s\n", ROUTE, bad[i].sticky);
-        expect_build_error(doc, NULL, NULL, "route", bad[i].msg);
-    }
-}
-
-/* ---- cross-namespace services ------------------------------------------- */
-
-static const char *XNS_ROUTE = "match: Host(`a`)\n"
-                               "services:\n"
-                               "  - {name: shop-v1, port: 80}\n"
-                               "  - {name: shop-v2, port: 80, namespace: canary-ns}\n";
-
-static int build_xns(const char *route, bool allow, struct model_route *r, char *err,
-                     size_t errlen) {
-    struct model_input in = input(route, NULL, NULL);
-    in.allow_cross_namespace = allow;
-    return model_build(&in, r, err, errlen);
-}
-
-static void test_cross_namespace_refused(void **state) {
-    (void)state;
-    struct model_route r;
-    char err[512];
-    assert_int_equal(build_xns(XNS_ROUTE, false, &r, err, sizeof err), -1);
-    assert_string_equal(err, "canary/default/shop/route: services[1]: 'namespace' is not allowed: "
-                             "services must live in the route's namespace; set "
-                             "reconcile.allow_cross_namespace: true to allow namespace on "
-                             "services");
-    assert_null(r.services);
-    /* Even the route's own namespace: the rule is "no namespace field". */
-    expect_build_error("match: Host(`a`)\nservices: [{name: a, port: 80, namespace: default}]\n",
-                       NULL, NULL, "route", "services[0]: 'namespace' is not allowed");
-    /* Refused before its value is even looked at. */
-    expect_build_error("match: Host(`a`)\nservices: [{name: a, port: 80, namespace: Bad_NS}]\n",
-                       NULL, NULL, "route", "set reconcile.allow_cross_namespace: true");
-}
-
-static void test_cross_namespace_allowed(void **state) {
-    (void)state;
-    struct model_route r;
-    char err[512];
-    if (build_xns(XNS_ROUTE, true, &r, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(r.n_services, 2);
-    assert_null(r.services[0].ns);
-    assert_string_equal(r.services[1].ns, "canary-ns");
-    assert_string_equal(r.services[1].name, "shop-v2");
-    model_route_free(&r);
-
-    /* A header rule may send its traffic to the cross-namespace service. */
-    struct model_input in =
-        input(XNS_ROUTE, "shop-v1=90, shop-v2=10", "- {header: X-A, value: a, service: shop-v2}\n");
-    in.allow_cross_namespace = true;
-    if (model_build(&in, &r, err, sizeof err) != MODEL_BUILT)
-        fail_msg("%s", err);
-    assert_int_equal(r.services[1].weight, 10);
-    assert_string_equal(r.rules[0].service, "shop-v2");
-    model_route_free(&r);
-
-    /* Names stay unique within a route even across namespaces: weights and
-     * rules name services by name alone. */
-    assert_int_equal(build_xns("match: Host(`a`)\nservices:\n"
-                               "  - {name: a, port: 80, namespace: x}\n"
-                               "  - {name: a, port: 80, namespace: y}\n",
-                               true, &r, err, sizeof err),
-                     -1);
-    assert_non_null(strstr(err, "services[1]: duplicate service 'a'"));
-}
-
-static void test_cross_namespace_bad_name(void **state) {
-    (void)state;
-    static const char *const bad[] = {
-        "Canary", "canary_ns", "a.b",
-        "-a",     "a-",        "\"\"",
-        "5",      "[a]",       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char doc[512], err[512];
-        struct model_route r;
-        snprintf(doc, sizeof doc,
-                 "match: Host(`a`)\nservices: [{name: a, port: 80, namespace: %s}]\n", bad[i]);
-        if (build_xns(doc, true, &r, err, sizeof err) != -1)
-            fail_msg("namespace %s was accepted", bad[i]);
-        if (strncmp(err,
-                    PFX "default/shop/route: services[0]: 'namespace' must be a DNS-1123 label",
-                    strlen(PFX "default/shop/route: services[0]: 'namespace' must be a DNS-1123 "
-                               "label")) != 0)
-            fail_msg("namespace %s: unexpected error '%s'", bad[i], err);
-        assert_null(r.services);
-    }
-}
-
 static void test_error_shows_no_control_chars(void **state) {
     (void)state;
     /* An unknown field name with a newline must not split the log line. */
@@ -947,18 +516,6 @@ int main(void) {
         cmocka_unit_test(test_route_document_errors),
         cmocka_unit_test(test_match_syntax),
         cmocka_unit_test(test_route_json_form),
-        cmocka_unit_test(test_headers_good),
-        cmocka_unit_test(test_headers_errors),
-        cmocka_unit_test(test_headers_regex_cost),
-        cmocka_unit_test(test_headers_duplicate_names),
-        cmocka_unit_test(test_headers_need_route),
-        cmocka_unit_test(test_priority_room),
-        cmocka_unit_test(test_sticky_short_form),
-        cmocka_unit_test(test_sticky_full_form),
-        cmocka_unit_test(test_sticky_errors),
-        cmocka_unit_test(test_cross_namespace_refused),
-        cmocka_unit_test(test_cross_namespace_allowed),
-        cmocka_unit_test(test_cross_namespace_bad_name),
         cmocka_unit_test(test_error_shows_no_control_chars),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,9 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/model/model.h"
-
-#define PFX "canary/"
+#include "modeltest.h"
 
 static const char *ROUTE = "match: Host(`shop.example.com`)\n"
                            "services:\n"
@@ -25,17 +23,6 @@ static const char *ROUTE = "match: Host(`shop.example.com`)\n"
                            "  - name: shop-v3\n"
                            "    port: 80\n";
 static const char *HEADERS = "- {header: X-Canary, value: always, service: shop-v2}\n";
-
-static struct model_input input(const char *route, const char *weights, const char *headers) {
-    struct model_input in = {.prefix = PFX, .ns = "default", .name = "shop", .revision = 42};
-    in.route = route;
-    in.route_len = route ? strlen(route) : 0;
-    in.weights = weights;
-    in.weights_len = weights ? strlen(weights) : 0;
-    in.headers = headers;
-    in.headers_len = headers ? strlen(headers) : 0;
-    return in;
-}
 
 /* ---- the leaves ---------------------------------------------------------- */
 

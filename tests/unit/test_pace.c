@@ -1,9 +1,8 @@
 /* test_pace.c - write pacing and outage recovery (bridge/core/reconcile_pace.c)
  * with the key cache, against the Kubernetes API test server.
  *
- * The rig is test_reconcile.c's, cut down to what these tests use: a key
- * cache, three informers, a reconciler, and the kube client's answer
- * observer wired to reconciler_api_answered as the app wires it. What
+ * On the rig (rig.h) the reconciler tests share, with the kube client's
+ * answers going to reconciler_api_answered as the app wires them. What
  * reached the API server is read back from its request log.
  *
  * Pacing: a key rewritten in a loop is written at most
@@ -25,145 +24,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/core/keycache.h"
-#include "bridge/core/reconcile.h"
-#include "kapi.h"
-#include "sinks/informer.h"
+#include "rig.h"
 
-#define GROUP "traefik.io"
-#define ROUTE_DOC                                                                                  \
-    "match: Host(`shop.example.com`)\n"                                                            \
-    "services:\n"                                                                                  \
-    "  - name: shop-v1\n"                                                                          \
-    "    port: 80\n"                                                                               \
-    "  - name: shop-v2\n"                                                                          \
-    "    port: 80\n"
-#define WAIT_MS 10000
 /* A backoff no test waits out: a route converging sooner was not waiting. */
 #define LONG_BACKOFF_MS (10 * 60 * 1000)
 
-struct rig {
-    struct kapi *k;
-    struct logger log;
-    struct kube_client *kc;
-    struct informer inf[OBJ_NKINDS];
-    struct keycache keys;
-    struct reconciler rec;
-    struct reconcile_settings cfg;
-    char ns[64];
-    char prefix[80];
-    uint64_t rev;
-    bool started;
-};
-
-static int rig_setup(void **state) {
-    struct kapi *k = *state;
-    struct rig *r = calloc(1, sizeof *r);
-    if (!r)
+/* The rig (rig.h) at 10 object writes a second, the client's answers seen
+ * by the reconciler as the app wires them. */
+static int pace_setup(void **state) {
+    if (rig_setup(state) != 0)
         return -1;
-    r->k = k;
-    logger_init(&r->log, LOG_LVL_WARN);
-    r->log.out = stderr;
-    r->cfg.policy = POLICY_UPSERT_ONLY;
-    r->cfg.max_in_flight = 16;
-    r->cfg.burst_quiet_ms = 30;
-    r->cfg.max_delete_percent = 50;
+    struct rig *r = rig_of(state);
     r->cfg.object_writes_per_second = 10;
-    k->data = r;
+    r->observe_answers = true;
     return 0;
-}
-
-static int rig_teardown(void **state) {
-    struct kapi *k = *state;
-    struct rig *r = k->data;
-    if (!r)
-        return 0;
-    if (r->started) {
-        reconciler_close(&r->rec);
-        for (int i = 0; i < OBJ_NKINDS; i++)
-            informer_close(&r->inf[i], NULL);
-        kube_client_close(r->kc);
-        support_drain(&k->loop);
-        reconciler_free(&r->rec);
-        keycache_free(&r->keys);
-    }
-    if (r->kc)
-        kube_client_free(r->kc);
-    support_drain(&k->loop);
-    free(r);
-    k->data = NULL;
-    kapi_faults_clear(k);
-    return 0;
-}
-
-static void on_key(void *user, const char *route_id) {
-    reconciler_source_changed(&((struct rig *)user)->rec, route_id, true);
-}
-
-/* As the app does: every answer the bridge's client gets is seen. */
-static void on_answer(void *user, const char *verb, long status) {
-    reconciler_api_answered(&((struct rig *)user)->rec, verb, status);
-}
-
-static bool all_synced(void *arg) {
-    struct rig *r = arg;
-    for (int i = 0; i < OBJ_NKINDS; i++)
-        if (!r->inf[i].synced)
-            return false;
-    return true;
-}
-
-static void rig_start(struct rig *r, const char *ns) {
-    static const informer_change_cb changed[OBJ_NKINDS] = {reconciler_middleware_changed,
-                                                           reconciler_traefikservice_changed,
-                                                           reconciler_ingressroute_changed};
-    snprintf(r->ns, sizeof r->ns, "%s", ns);
-    snprintf(r->prefix, sizeof r->prefix, "canary-%s/", ns);
-    char body[200];
-    snprintf(body, sizeof body,
-             "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"%s\"}}", ns);
-    kapi_ctl_ok(r->k, "POST", "/api/v1/namespaces", body);
-    r->kc = kapi_client_new(r->k, false);
-    assert_non_null(r->kc);
-    kube_client_set_observer(r->kc, on_answer, r);
-    assert_int_equal(keycache_init(&r->keys, r->prefix, &r->log), 0);
-    struct informer *infs[OBJ_NKINDS];
-    for (int i = 0; i < OBJ_NKINDS; i++) {
-        assert_int_equal(informer_init(&r->inf[i], &r->k->loop, r->kc, &r->log, GROUP, "v1alpha1",
-                                       obj_plural[i], changed[i], NULL, &r->rec),
-                         0);
-        infs[i] = &r->inf[i];
-    }
-    struct render_opts ro = {GROUP, RULE_SYNTAX_V3, r->prefix, "etcd"};
-    assert_int_equal(
-        reconciler_init(&r->rec, &r->k->loop, &r->log, &r->cfg, &r->keys, r->kc, infs, &ro), 0);
-    r->started = true;
-    for (int i = 0; i < OBJ_NKINDS; i++)
-        assert_int_equal(informer_start(&r->inf[i]), 0);
-    assert_true(support_run_until(&r->k->loop, all_synced, r, WAIT_MS));
-    reconciler_start(&r->rec);
-}
-
-static void put_key(struct rig *r, const char *route, const char *leaf, const char *value) {
-    char key[256];
-    snprintf(key, sizeof key, "%s%s/%s/%s", r->prefix, r->ns, route, leaf);
-    struct source_kv kv = {key, value, strlen(value), ++r->rev};
-    assert_int_equal(keycache_put(&r->keys, &kv, on_key, r), 0);
 }
 
 static void put_weights(struct rig *r, const char *route, int v1) {
     char w[64];
     snprintf(w, sizeof w, "shop-v1=%d, shop-v2=%d", v1, 100 - v1);
-    put_key(r, route, "weights", w);
-}
-
-static bool rec_idle(void *arg) {
-    struct rig *r = arg;
-    return reconciler_idle(&r->rec) && reconciler_jobs_in_flight(&r->rec) == 0;
-}
-
-static void settle(struct rig *r) {
-    assert_true(support_run_until(&r->k->loop, rec_idle, r, WAIT_MS));
+    rig_put_key(r, route, "weights", w);
 }
 
 /* A string member of obj, "" when there is none. */
@@ -209,7 +89,7 @@ static bool weight_is(void *arg) {
 
 static bool wait_weight(struct rig *r, const char *route, int v1) {
     struct want w = {r, route, v1};
-    return support_run_until(&r->k->loop, weight_is, &w, WAIT_MS);
+    return support_run_until(&r->k->loop, weight_is, &w, RIG_WAIT_MS);
 }
 
 /* The bridge's requests (method, or any when NULL) to one IngressRoute
@@ -227,8 +107,8 @@ static void requests_to(struct rig *r, int seq, const char *method, const char *
                         struct seen *out) {
     char q[64], path[300];
     snprintf(q, sizeof q, "/_test/requests?since=%d", seq);
-    snprintf(path, sizeof path, "/apis/" GROUP "/v1alpha1/namespaces/%s/ingressroutes/%s", r->ns,
-             route);
+    snprintf(path, sizeof path, "/apis/" RIG_GROUP "/v1alpha1/namespaces/%s/ingressroutes/%s",
+             r->ns, route);
     memset(out, 0, sizeof *out);
     cJSON *log = kapi_ctl(r->k, "GET", q, NULL, NULL);
     const cJSON *e;
@@ -258,20 +138,10 @@ static void requests_to(struct rig *r, int seq, const char *method, const char *
     cJSON_Delete(log);
 }
 
-static enum route_state must_status_state(struct rig *r) {
-    char id[KEYCACHE_ROUTE_ID_MAX];
-    keycache_route_id(id, sizeof id, r->ns, "shop");
-    const struct route_status *s = reconciler_status(&r->rec, id);
-    assert_non_null(s);
-    return s->state;
-}
-
 /* Route shop's write slot is free: a quiet spell has passed. */
 static bool slot_free(void *arg) {
     struct rig *r = arg;
-    char id[KEYCACHE_ROUTE_ID_MAX];
-    keycache_route_id(id, sizeof id, r->ns, "shop");
-    const struct route_status *s = reconciler_status(&r->rec, id);
+    const struct route_status *s = rig_status(r, "shop");
     return s && uv_now(&r->k->loop) >= s->write_next_ms;
 }
 
@@ -304,8 +174,7 @@ static bool requests_seen(void *arg) {
 }
 
 static void apply_route(struct rig *r, const char *route, int v1) {
-    put_key(r, route, "route", ROUTE_DOC);
-    put_weights(r, route, v1);
+    rig_put_route(r, route, v1, 100 - v1);
     assert_true(wait_weight(r, route, v1));
 }
 
@@ -315,17 +184,17 @@ static void apply_route(struct rig *r, const char *route, int v1) {
  * (plus the first), each a later state than the one before, the last
  * carrying the last value; every other pass waited and was counted. */
 static void test_hot_key_is_written_at_most_n_times_a_second(void **state) {
-    struct rig *r = ((struct kapi *)*state)->data;
-    rig_start(r, "pace-hot");
+    struct rig *r = rig_of(state);
+    rig_start(r, "pace-hot", true);
     apply_route(r, "shop", 90);
-    settle(r);
+    rig_settle(r);
     int seq = kapi_last_seq(r->k);
     enum { PUTS = 300 };
     for (int i = 1; i <= PUTS; i++) {
         put_weights(r, "shop", i / 3);
         support_run_for(&r->k->loop, 3); /* a writer putting every few ms */
     }
-    settle(r);
+    rig_settle(r);
     assert_true(wait_weight(r, "shop", PUTS / 3));
     static struct seen s;
     requests_to(r, seq, "PUT", "shop", &s);
@@ -342,18 +211,22 @@ static void test_hot_key_is_written_at_most_n_times_a_second(void **state) {
     for (int i = 1; i < s.n; i++)
         assert_true(s.v1s[i] >= s.v1s[i - 1]);
     assert_int_equal(s.v1s[s.n - 1], PUTS / 3);
-    assert_int_equal(must_status_state(r), ROUTE_APPLIED);
+    assert_int_equal(rig_must_status(r, "shop")->state, ROUTE_APPLIED);
 }
 
 /* After a quiet spell, an edit goes out at once, without waiting; a second
  * and third edit right after it wait for the slot and become one write of
  * the third. */
 static void test_edit_after_quiet_is_written_at_once(void **state) {
-    struct rig *r = ((struct kapi *)*state)->data;
-    rig_start(r, "pace-once");
+    struct rig *r = rig_of(state);
+    /* A slot of one second: the edits after the first must land inside it,
+     * however slow the loop (a sanitized build on a busy machine can take
+     * longer than the default's 100 ms between two puts). */
+    r->cfg.object_writes_per_second = 1;
+    rig_start(r, "pace-once", true);
     apply_route(r, "shop", 90);
     /* Quiet: the route's write slot is free again. */
-    assert_true(support_run_until(&r->k->loop, slot_free, r, WAIT_MS));
+    assert_true(support_run_until(&r->k->loop, slot_free, r, RIG_WAIT_MS));
     int seq = kapi_last_seq(r->k);
     uint64_t delayed = r->rec.stats.delayed;
     put_weights(r, "shop", 80);
@@ -361,9 +234,9 @@ static void test_edit_after_quiet_is_written_at_once(void **state) {
     assert_int_equal(r->rec.stats.delayed, delayed); /* not held back */
     put_weights(r, "shop", 70);
     put_weights(r, "shop", 60);
-    assert_true(support_run_until(&r->k->loop, one_delayed, r, WAIT_MS));
+    assert_true(support_run_until(&r->k->loop, one_delayed, r, RIG_WAIT_MS));
     put_weights(r, "shop", 50);
-    settle(r);
+    rig_settle(r);
     assert_true(wait_weight(r, "shop", 50));
     static struct seen s;
     requests_to(r, seq, "PUT", "shop", &s);
@@ -379,24 +252,24 @@ static void test_edit_after_quiet_is_written_at_once(void **state) {
  * (its write, and the probe's read) for a while. The route's backoff is 10
  * minutes; once the server answers again the route converges at once. */
 static void test_route_waiting_for_the_api_server_retries_when_it_answers(void **state) {
-    struct rig *r = ((struct kapi *)*state)->data;
+    struct rig *r = rig_of(state);
     r->cfg.retry_min_ms = LONG_BACKOFF_MS;
     r->cfg.retry_max_ms = 2 * LONG_BACKOFF_MS;
-    rig_start(r, "pace-outage");
+    rig_start(r, "pace-outage", true);
     apply_route(r, "shop", 90);
-    assert_true(support_run_until(&r->k->loop, slot_free, r, WAIT_MS));
+    assert_true(support_run_until(&r->k->loop, slot_free, r, RIG_WAIT_MS));
     int seq = kapi_last_seq(r->k);
     kapi_fault(r->k, "{\"path_regex\":\"/ingressroutes/shop$\",\"status\":503,\"count\":-1}");
     put_weights(r, "shop", 40);
     /* It failed, and the probe has asked (and been refused) at least once. */
     struct seen_count refused = {r, seq, "GET", 503, 1};
-    assert_true(support_run_until(&r->k->loop, requests_seen, &refused, WAIT_MS));
-    assert_int_equal(must_status_state(r), ROUTE_PENDING);
+    assert_true(support_run_until(&r->k->loop, requests_seen, &refused, RIG_WAIT_MS));
+    assert_int_equal(rig_must_status(r, "shop")->state, ROUTE_PENDING);
     assert_int_equal(workqueue_delayed(&r->rec.wq), 1);
     kapi_faults_clear(r->k);
     assert_true(wait_weight(r, "shop", 40)); /* long before 10 minutes */
-    settle(r);
-    assert_int_equal(must_status_state(r), ROUTE_APPLIED);
+    rig_settle(r);
+    assert_int_equal(rig_must_status(r, "shop")->state, ROUTE_APPLIED);
     assert_int_equal(r->rec.stats.released, 1);
     static struct seen s;
     requests_to(r, seq, "PUT", "shop", &s);
@@ -409,20 +282,20 @@ static void test_route_waiting_for_the_api_server_retries_when_it_answers(void *
  * admission webhook refusing it): one early retry after a success, then it
  * waits out its backoff however many other requests succeed. */
 static void test_route_failing_alone_gets_one_early_retry(void **state) {
-    struct rig *r = ((struct kapi *)*state)->data;
+    struct rig *r = rig_of(state);
     r->cfg.retry_min_ms = LONG_BACKOFF_MS;
     r->cfg.retry_max_ms = 2 * LONG_BACKOFF_MS;
-    rig_start(r, "pace-alone");
+    rig_start(r, "pace-alone", true);
     apply_route(r, "shop", 90);
-    assert_true(support_run_until(&r->k->loop, slot_free, r, WAIT_MS));
+    assert_true(support_run_until(&r->k->loop, slot_free, r, RIG_WAIT_MS));
     int seq = kapi_last_seq(r->k);
     kapi_fault(r->k, "{\"method\":\"PUT\",\"path_regex\":\"/ingressroutes/shop$\",\"status\":500,"
                      "\"count\":-1}");
     put_weights(r, "shop", 40);
     /* The regular try, and the early one the probe's success gave it. */
     struct seen_count two = {r, seq, "PUT", 500, 2};
-    assert_true(support_run_until(&r->k->loop, requests_seen, &two, WAIT_MS));
-    assert_true(support_run_until(&r->k->loop, nothing_in_flight, r, WAIT_MS));
+    assert_true(support_run_until(&r->k->loop, requests_seen, &two, RIG_WAIT_MS));
+    assert_true(support_run_until(&r->k->loop, nothing_in_flight, r, RIG_WAIT_MS));
     assert_int_equal(r->rec.stats.released, 1);
     assert_int_equal(r->rec.pace.waiting.count, 0);
     assert_false(uv_is_active((uv_handle_t *)&r->rec.pace.probe));
@@ -432,22 +305,22 @@ static void test_route_failing_alone_gets_one_early_retry(void **state) {
         snprintf(other, sizeof other, "other%d", i);
         apply_route(r, other, 30 + i);
     }
-    assert_true(support_run_until(&r->k->loop, nothing_in_flight, r, WAIT_MS));
+    assert_true(support_run_until(&r->k->loop, nothing_in_flight, r, RIG_WAIT_MS));
     static struct seen s;
     requests_to(r, seq, "PUT", "shop", &s);
     assert_int_equal(s.n, 2);
     assert_int_equal(r->rec.stats.released, 1);
-    assert_int_equal(must_status_state(r), ROUTE_PENDING);
+    assert_int_equal(rig_must_status(r, "shop")->state, ROUTE_PENDING);
 }
 
-#define RIG_TEST(t) cmocka_unit_test_setup_teardown(t, rig_setup, rig_teardown)
+#define PACE_TEST(t) cmocka_unit_test_setup_teardown(t, pace_setup, rig_teardown)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        RIG_TEST(test_hot_key_is_written_at_most_n_times_a_second),
-        RIG_TEST(test_edit_after_quiet_is_written_at_once),
-        RIG_TEST(test_route_waiting_for_the_api_server_retries_when_it_answers),
-        RIG_TEST(test_route_failing_alone_gets_one_early_retry),
+        PACE_TEST(test_hot_key_is_written_at_most_n_times_a_second),
+        PACE_TEST(test_edit_after_quiet_is_written_at_once),
+        PACE_TEST(test_route_waiting_for_the_api_server_retries_when_it_answers),
+        PACE_TEST(test_route_failing_alone_gets_one_early_retry),
     };
     return cmocka_run_group_tests(tests, kapi_setup, kapi_teardown);
 }
