@@ -257,8 +257,8 @@ void job_next(struct job *j) {
         job_finish(j, true, false, 0);
         return;
     }
-    plan_applied(j);
     status_applied(r, j, j->ir_rv[0] ? j->ir_rv : NULL);
+    plan_applied(j); /* after the weights in force are recorded: its status shows them */
     if (!j->wrote)
         r->stats.noops++;
     job_finish(j, true, false, 0);

@@ -154,6 +154,10 @@ static void state_restore(struct reconciler *r, const char *id, const struct pla
     uint64_t was = 0, start = 0, paused = 0;
     if (json_u64(pl, "revision", &was) && was == rev && json_u64(pl, "start_ms", &start)) {
         cur->start_ms = start;
+        log_info(r->log,
+                 "route %s: plan revision %" PRIu64 " goes on from the status key (started "
+                 "%" PRIu64 " ms ago)",
+                 id, rev, now > start ? now - start : 0);
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(pl, "paused")) &&
             json_u64(pl, "paused_ms", &paused)) {
             cur->paused = true;

@@ -599,6 +599,13 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         "1 while the route's abort key sends all its traffic to its first service; no series "
         "otherwise.",
         2, route_only);
+    out->plan_step = metrics_gauge(
+        m, "canary_bridge_plan_step",
+        "The step (1-based) of the route's ramp plan in force; no series without a plan.", 2,
+        route_only);
+    out->plan_steps_total = metrics_counter(
+        m, "canary_bridge_plan_steps_total", "Steps of ramp plans applied (each step once).", 0,
+        NULL);
     out->refusals_total =
         metrics_counter(m, "canary_bridge_refusals_total",
                         "Changes the bridge refused to apply, by reason (max_step: a share of "
@@ -621,7 +628,8 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         3, route_state);
 
     if (procstat_register(m, &out->process) < 0 || !out->backend_unready || !out->route_state ||
-        !out->route_frozen || !out->route_aborted || !out->refusals_total ||
+        !out->route_frozen || !out->route_aborted || !out->refusals_total || !out->plan_step ||
+        !out->plan_steps_total ||
         !out->writes_delayed_total || !out->undone_writes_total || !out->reconcile_total ||
         !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
         !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
