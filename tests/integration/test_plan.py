@@ -115,7 +115,8 @@ class PlanCase:
         self.wait_weights({"shop-v1": 0, "shop-v2": 100})
         first = self.status()["plan"]
         self.write_again(KEY + "plan", plan)    # same text, new revision: a new plan
-        st = self.wait_status(lambda s: s.get("plan", {}).get("revision") != first["revision"],
+        st = self.wait_status(lambda s: s.get("plan") and
+                              s["plan"]["revision"] != first["revision"],
                               "for the new plan revision")
         self.assertGreater(st["plan"]["start_ms"], first["start_ms"])
         self.plan_step(2)
