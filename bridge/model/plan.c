@@ -572,7 +572,8 @@ static int form_canary(const char *t, size_t len, const char *const *services, s
     return 0;
 }
 
-/* name, then ':' and a digit: the one-line form. No document starts so. */
+/* name, then ':' and a digit: the one-line form. No document starts so
+ * (but with its start: or another of its fields). */
 static bool looks_canary(const char *t, size_t len) {
     size_t i = 0;
     while (i < len && is_blank(t[i]))
@@ -582,6 +583,11 @@ static bool looks_canary(const char *t, size_t len) {
         i++;
     if (i == start || i == len || t[i] != ':')
         return false;
+    /* A document's own fields are no service: "start: 2026-..." is YAML. */
+    static const char *const fields[] = {"steps", "pause", "force", "start"};
+    for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
+        if (i - start == strlen(fields[f]) && !memcmp(t + start, fields[f], i - start))
+            return false;
     for (i++; i < len && (t[i] == ' ' || t[i] == '\t');)
         i++;
     return i < len && is_digit(t[i]);
