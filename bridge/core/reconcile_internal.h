@@ -1,7 +1,7 @@
 /* reconcile_internal.h - what the reconciler's files share; not for callers
  * (they include reconcile.h).
  *
- * The reconciler is one module in nine files, split by job:
+ * The reconciler is one module in ten files, split by job:
  *   reconcile.c        the public API and lifecycle, route status records,
  *                      the ownership index fed by the informers
  *   reconcile_pass.c   one pass for one route: inputs, plan, the step machine
@@ -12,6 +12,7 @@
  *   reconcile_pace.c   write pacing per object, retries when the API server is back
  *   reconcile_preview.c what a pass would write, without writing it
  *   reconcile_backends.c  can the services given weight serve
+ *   reconcile_plan.c   ramp plans: the step in force, its timer, pauses
  * Each section below names the file that defines it. */
 #ifndef CB_RECONCILE_INTERNAL_H
 #define CB_RECONCILE_INTERNAL_H

@@ -396,7 +396,8 @@ bool plan_refused(struct reconciler *r, const char *id, const char *msg, char *o
     struct plan_status *st = map_get(&r->plans, id);
     if (!j || !j->plan_step || !st)
         return false;
-    snprintf(out, outlen, "plan paused at step %zu: %s", j->plan_step, msg);
+    snprintf(out, outlen, "plan paused at step %zu: %s%s", j->plan_step, msg,
+             strstr(msg, "max_step") ? " (a plan's steps: force: true in the plan document)" : "");
     if (!st->refused || !st->paused) {
         st->refused = true;
         if (!st->paused) {
