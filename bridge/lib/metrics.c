@@ -606,6 +606,8 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
     out->plan_steps_total =
         metrics_counter(m, "canary_bridge_plan_steps_total",
                         "Steps of ramp plans applied (each step once).", 0, NULL);
+    if (!out->plan_step || !out->plan_steps_total)
+        return -1;
     out->refusals_total =
         metrics_counter(m, "canary_bridge_refusals_total",
                         "Changes the bridge refused to apply, by reason (max_step: a share of "
@@ -628,13 +630,12 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         3, route_state);
 
     if (procstat_register(m, &out->process) < 0 || !out->backend_unready || !out->route_state ||
-        !out->route_frozen || !out->route_aborted || !out->refusals_total || !out->plan_step ||
-        !out->plan_steps_total || !out->writes_delayed_total || !out->undone_writes_total ||
-        !out->reconcile_total || !out->conflicts_total || !out->kube_requests_total ||
-        !out->source_events_total || !out->propagation_seconds || !out->routes ||
-        !out->route_weight || !out->source_connected || !out->source_acl_denied ||
-        !out->last_sync_timestamp_seconds || !out->leader || !out->build_info ||
-        !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
+        !out->route_frozen || !out->route_aborted || !out->refusals_total ||
+        !out->writes_delayed_total || !out->undone_writes_total || !out->reconcile_total ||
+        !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
+        !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
+        !out->source_acl_denied || !out->last_sync_timestamp_seconds || !out->leader ||
+        !out->build_info || !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
         !out->deletion_held_routes)
         return -1;
     if (metric_add(out->refusals_total, METRIC_LABELS("max_step"), 0) < 0)

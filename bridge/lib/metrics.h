@@ -114,13 +114,14 @@ struct bridge_metrics {
     struct metric_family
         *backend_unready;               /* gauge {namespace,route,service}: weighted, can't serve */
     struct metric_family *route_frozen; /* gauge {namespace,route}: 1 while frozen */
-    struct metric_family *route_aborted;    /* gauge {namespace,route}: 1 while aborted */
-    struct metric_family *plan_step;        /* gauge {namespace,route}: 1-based step of its plan */
-    struct metric_family *plan_steps_total; /* counter: plan steps applied */
-    struct metric_family *refusals_total;   /* counter {reason}: changes refused */
+    struct metric_family *route_aborted;        /* gauge {namespace,route}: 1 while aborted */
+    struct metric_family *refusals_total;       /* counter {reason}: changes refused */
     struct metric_family *writes_delayed_total; /* counter: writes paced per object */
     struct metric_family *route_state; /* gauge {namespace,route,state} = 1, one per route */
     struct procstat_metrics process;   /* process_*, set at scrape time */
+
+    struct metric_family *plan_step;        /* gauge {namespace,route}: 1-based step of its plan */
+    struct metric_family *plan_steps_total; /* counter: plan steps applied */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1
