@@ -375,7 +375,7 @@ cJSON *traefik_render_ingressroute(const struct model_route *r, const struct ren
         return NULL;
     cJSON *obj = object_new("IngressRoute", r->name, r, o);
     char from[32] = "route";
-    if (r->n_weights && r->plan_rev)
+    if (r->plan_rev && (r->n_weights || r->weights_held))
         snprintf(from, sizeof from, "plan:%" PRIu64, r->plan_rev);
     else if (r->n_weights)
         snprintf(from, sizeof from, "weights");

@@ -327,6 +327,7 @@ void weights_in_force(struct reconciler *r, const struct job *j, struct model_in
         in->weights = NULL;
         in->weights_len = 0;
         in->held_doc_new = in->route_rev > plan_rev;
+        in->plan_rev = plan_rev; /* held, still the plan's: an older weights key stays out */
     } else if (in->weights) {
         return;
     } else if (strcmp(from, "weights") == 0)

@@ -248,7 +248,6 @@ int plan_weights(struct job *j, struct model_input *in, char **text, bool commit
     struct reconciler *r = j->r;
     *text = NULL;
     j->plan_step = 0;
-    in->plan_rev = 0;
     const struct keycache_value *pv = keycache_leaf(r->keys, j->id, KEYCACHE_PLAN);
     if (!pv) {
         if (commit)

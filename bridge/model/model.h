@@ -177,8 +177,8 @@ struct model_input {
      * In owned mode the `weights` and `headers` keys are then not read at
      * all, so a broken one cannot stop the brake. */
     bool abort;
-    /* The weights given are a ramp plan's step: the plan key's revision
-     * (0: they are the weights key's). */
+    /* The weights given (or held) are a ramp plan's step: the plan key's
+     * revision (0: they are the weights key's). */
     uint64_t plan_rev;
 };
 

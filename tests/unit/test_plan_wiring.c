@@ -232,6 +232,19 @@ static void test_deleted_plan_keeps_its_weights(void **state) {
     assert_int_equal(rig_weight_of(ir, "shop-v1"), 40);
     cJSON_Delete(ir);
     assert_true(rig_must_status(r, "shop")->weights_held);
+    /* A hand edit of the IngressRoute (a label) makes the next pass compare it in full:
+     * the weights still come from the deleted plan, not from the older weights key. */
+    ir = rig_must_get(r, "ingressroutes", "shop");
+    cJSON *labels = cJSON_GetObjectItem(cJSON_GetObjectItem(ir, "metadata"), "labels");
+    cJSON_AddStringToObject(labels, "team", "shop");
+    char path[256], *body = cJSON_PrintUnformatted(ir);
+    snprintf(path, sizeof path, "/apis/" RIG_GROUP "/v1alpha1/namespaces/%s/ingressroutes/shop",
+             r->ns);
+    kapi_ctl_ok(r->k, "PUT", path, body);
+    cJSON_free(body);
+    cJSON_Delete(ir);
+    rig_settle(r);
+    rig_settle(r);
     char seen[16][128];
     cJSON *bodies[16] = {NULL};
     int n = rig_writes_since(r, seq, seen, bodies, 16);
