@@ -7,7 +7,8 @@
  * `plan`, whose revision is its start: writing the same plan again starts it
  * again), and warns once per stray key under the prefix.
  * `status` keys are the bridge's own output and are never input: their bytes
- * are kept only so that a status already written is not written again. A
+ * are kept so that a status already written is not written again, and so
+ * that a ramp plan's start can be read back after a restart. A
  * mistyped leaf (`ns/name/weight`) is remembered for its route, so the
  * route's status can name it. */
 #ifndef CB_KEYCACHE_H

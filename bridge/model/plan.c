@@ -22,6 +22,8 @@
  *   one without anyone having written it.
  * - Every step but the last needs a hold > 0; the last must have none: it
  *   holds until someone writes something else.
+ * - Only the document form takes options: `pause` and `force` (booleans) and
+ *   `start` (RFC 3339); the daemon acts on them (bridge/core/reconcile_plan.c).
  * - A hold is a string with a unit ("10m", "1h30m"): a bare number is refused,
  *   as in the config file. Sums of holds saturate, never wrap: a change past
  *   UINT64_MAX ms is a change that never comes. */
