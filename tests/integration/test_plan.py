@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
@@ -45,12 +46,21 @@ class PlanCase:
         self.bridge = None
 
     def start_bridge(self):
-        cfg = bridge_config(kube=self.kube, metrics_port=free_port(), reconcile={"status": True},
+        self.port = free_port()
+        cfg = bridge_config(kube=self.kube, metrics_port=self.port, reconcile={"status": True},
                             **self.source_config())
         self.bridge = Bridge(self.tmp.name, cfg)
         self.addCleanup(self.bridge.stop)
         self.bridge.wait_log(r"ready: ", timeout=WAIT)
         return self.bridge
+
+    def http(self, path):
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=10) as r:
+            return r.read().decode()
+
+    def events(self, reason):
+        r = self.kube.request("GET", "/api/v1/namespaces/default/events")
+        return [e for e in r[2].get("items", []) if e.get("reason") == reason]
 
     def ir(self):
         return self.kube.get(G, "default", "ingressroutes", "shop")
@@ -91,6 +101,16 @@ class PlanCase:
                          (2, "shop-v1=0 shop-v2=100", False))
         self.wait_weights({"shop-v1": 0, "shop-v2": 100})
         start = st["start_ms"]
+        # The status page and /metrics show the step; PlanStep Events tell each one.
+        self.assertIn("plan step 2 of 2", self.http("/"))
+        metrics = self.http("/metrics")
+        self.assertIn('canary_bridge_plan_step{namespace="default",route="shop"} 2', metrics)
+        self.assertIn("canary_bridge_plan_steps_total 2", metrics)
+        # (Events of one reason on one object are aggregated: a count, the last message.)
+        events = wait_until(lambda: (lambda ev: ev if sum(e.get("count", 1) for e in ev) == 2
+                                     else None)(self.events("PlanStep")),
+                            WAIT, what="two PlanStep Events")
+        self.assertEqual(events[-1]["message"], "step 2 of 2: shop-v1=0 shop-v2=100, the last step")
         # A restart reads the start back from the status key: still step 2, same start,
         # and no write goes back to step 1's weights.
         self.bridge.stop()
