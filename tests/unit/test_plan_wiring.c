@@ -257,6 +257,33 @@ static void test_deleted_plan_keeps_its_weights(void **state) {
     rig_wait_weight(r, "shop", 20);
 }
 
+/* A freeze holds the plan's step (paused, no timer), its end resumes it;
+ * an abort wins over the plan and pauses it too. */
+static void test_freeze_holds_and_abort_wins(void **state) {
+    struct rig *r = rig_of(state);
+    rig_start(r, "pl-brakes", true);
+    route_only(r);
+    rig_put_key(r, "shop", "plan", "shop-v1=80 shop-v2=20 300ms; shop-v1=0 shop-v2=100");
+    rig_settle(r);
+    rig_wait_weight(r, "shop", 80);
+    rig_put_key(r, "shop", "freeze", "release train");
+    rig_settle(r);
+    assert_true(must_plan(r)->paused);
+    assert_string_equal(must_plan(r)->why, "frozen: release train");
+    assert_false(uv_is_active((uv_handle_t *)&r->rec.plan_timer));
+    rig_put_key(r, "shop", "abort", "errors");
+    rig_settle(r);
+    rig_wait_weight(r, "shop", 100); /* all on the first service */
+    assert_string_equal(must_plan(r)->why, "aborted: errors");
+    rig_delete_key(r, "shop", "abort");
+    rig_delete_key(r, "shop", "freeze");
+    rig_settle(r);
+    assert_false(must_plan(r)->paused);
+    struct want_step w = {r, 1};
+    assert_true(support_run_until(&r->k->loop, at_step, &w, RIG_WAIT_MS));
+    rig_wait_weight(r, "shop", 0);
+}
+
 /* A bad plan: an error naming the key and the step; the objects stay. */
 static void test_bad_plan_names_key_and_step(void **state) {
     struct rig *r = rig_of(state);
@@ -337,6 +364,7 @@ int main(void) {
         RIG_TEST(test_pause_key_holds_then_resumes),
         RIG_TEST(test_refused_step_pauses_the_plan),
         RIG_TEST(test_deleted_plan_keeps_its_weights),
+        RIG_TEST(test_freeze_holds_and_abort_wins),
         RIG_TEST(test_bad_plan_names_key_and_step),
         RIG_TEST(test_start_read_back_from_the_status_key),
         RIG_TEST(test_preview_agrees),
