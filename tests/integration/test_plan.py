@@ -264,5 +264,67 @@ class ConsulPlan(PlanCase, unittest.TestCase):
         return self.consul.get(key)
 
 
+class EtcdPlanLeaderChange(unittest.TestCase):
+    """Two bridges, one Lease: the new leader goes on at the step in force (read back from
+    the status key the old leader wrote), and a look-only `status` agrees with it."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cb-plan-ha-")
+        self.addCleanup(self.tmp.cleanup)
+        self.etcd = Etcd(self.tmp.name)
+        self.addCleanup(self.etcd.stop)
+        self.kube = KubeAPI(self.tmp.name)
+        self.addCleanup(self.kube.stop)
+        self.etcd.put(KEY + "route", ROUTE)
+
+    def config(self, identity):
+        return bridge_config(etcd=self.etcd, kube=self.kube, reconcile={"status": True},
+                             leader_election={
+                                 "enabled": True, "namespace": "default", "name": "canary-bridge",
+                                 "lease_duration": "2s", "renew_deadline": "1500ms",
+                                 "retry_period": "300ms", "identity": identity})
+
+    def start(self, identity):
+        b = Bridge(self.tmp.name, self.config(identity), name="bridge-" + identity)
+        self.addCleanup(b.stop)
+        return b
+
+    def status(self):
+        text = self.etcd.get(KEY + "status")
+        return json.loads(text) if text else None
+
+    def test_new_leader_goes_on_at_the_step(self):
+        a, b = self.start("host-a"), self.start("host-b")
+        leader = wait_until(lambda: [x for x in (a, b) if "became leader" in x.log_text()],
+                            WAIT, what="a leader")[0]
+        follower = b if leader is a else a
+        follower.wait_log(r"ready as a follower", timeout=WAIT)
+        self.etcd.put(KEY + "plan", "shop-v1=90 shop-v2=10 1s; shop-v1=50 shop-v2=50 1h; "
+                                    "shop-v1=0 shop-v2=100")
+        st = wait_until(lambda: (lambda s: s if s and s.get("plan", {}).get("step") == 2
+                                 and s["state"] == "applied" else None)(self.status()),
+                        WAIT, what="step 2 applied (have %r)" % self.status())["plan"]
+        self.assertNotIn("plan revision", follower.log_text())   # a follower moves nothing
+        # Look-only: `status` works the step out from the status key as the leader did.
+        cli = Bridge(self.tmp.name, self.config("cli"), start=False, name="cli")
+        code, out, err = cli.run_once(["status", "-o", "json"])
+        self.assertEqual(code, 0, out + err)
+        row = json.loads(out)["routes"][0]
+        self.assertEqual((row["desired"], row["state"]),
+                         ({"shop-v1": 50, "shop-v2": 50}, "in sync"))
+        mark = len(self.kube.requests())
+        leader.stop()                                   # SIGTERM hands the Lease over
+        follower.wait_log(r"became leader", timeout=WAIT)
+        follower.wait_log(r"route default/shop: plan revision \d+ goes on from the status key",
+                          timeout=WAIT)
+        wait_until(lambda: self.status()["plan"]["start_ms"] == st["start_ms"] and
+                   self.status()["plan"]["step"] == 2, WAIT, what="the same start and step")
+        self.assertEqual(weights_of(self.kube.get(G, "default", "ingressroutes", "shop")),
+                         {"shop-v1": 50, "shop-v2": 50})
+        writes = [r for r in self.kube.requests(since=mark)
+                  if r["method"] in ("PUT", "POST") and "ingressroutes" in r["path"]]
+        self.assertEqual(writes, [])
+
+
 if __name__ == "__main__":
     unittest.main()
