@@ -244,6 +244,13 @@ static void on_route_status(void *user, const char *route_id, const struct route
     }
 }
 
+static void on_route_plan(void *user, const char *route_id, const struct plan_status *p,
+                          bool stepped) {
+    struct generation *g = user;
+    app_http_export_plan(g, route_id, p, stepped);
+    app_status_request(g, route_id);
+}
+
 static void on_route_event(void *user, const cJSON *obj, const char *type, const char *reason,
                            const char *message) {
     struct generation *g = user;
@@ -521,6 +528,7 @@ static int start_reconciler(struct generation *g) {
                                             .event = on_route_event,
                                             .burst = app_http_on_burst,
                                             .backend = app_http_on_backend,
+                                            .plan = on_route_plan,
                                             .user = g};
     /* Backend checks: a service gets weight only when it can serve. */
     if (backends_init(&g->backends, &g->loop, g->kube, &a->log, false, reconciler_backends_changed,

@@ -119,6 +119,20 @@ void app_http_export_weights(struct generation *g, const char *route_id,
     free(map_del(&g->weight_series, route_id));
 }
 
+void app_http_export_plan(struct generation *g, const char *route_id, const struct plan_status *p,
+                          bool stepped) {
+    struct bridge_metrics *bm = &g->app->bm;
+    char ns[MODEL_NS_MAX + 1];
+    const char *name;
+    split_id(route_id, ns, sizeof ns, &name);
+    if (p)
+        metric_set(bm->plan_step, METRIC_LABELS(ns, name), (double)(p->step + 1));
+    else
+        metric_remove(bm->plan_step, METRIC_LABELS(ns, name));
+    if (stepped)
+        metric_add(bm->plan_steps_total, NULL, 1);
+}
+
 void app_http_export_brakes(struct generation *g, const char *route_id,
                             const struct route_status *st) {
     struct bridge_metrics *bm = &g->app->bm;

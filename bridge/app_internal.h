@@ -180,6 +180,9 @@ void app_http_export_weights(struct generation *g, const char *route_id,
 /* After the loop: free the per-route series lists. */
 void app_http_free(struct generation *g);
 /* The route's brakes as gauges (st NULL: the route is gone). */
+/* The route's ramp plan as a gauge (p NULL: none); stepped counts a step. */
+void app_http_export_plan(struct generation *g, const char *route_id, const struct plan_status *p,
+                          bool stepped);
 void app_http_export_brakes(struct generation *g, const char *route_id,
                             const struct route_status *st);
 /* A route's state or message changed (st NULL: the route is gone). */

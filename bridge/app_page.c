@@ -223,6 +223,18 @@ static int put_row(buf_t *b, struct generation *g, const struct row *r, double n
         rc = rc ? rc
                 : buf_puts(b, "<span class=\"note\">weights key gone: the weights in force "
                               "stay</span>");
+    const struct plan_status *plan = g->have_rec ? reconciler_plan(&g->rec, r->id) : NULL;
+    if (plan) {
+        char note[700], next[32] = "";
+        if (!plan->paused && plan->has_next)
+            stamp_of((double)plan->next_ms / 1000.0, next);
+        snprintf(note, sizeof note, "plan step %zu of %zu%s%s%s%s", plan->step + 1, plan->n_steps,
+                 plan->paused ? ", paused: " : "", plan->paused ? plan->why : "",
+                 next[0] ? ", next change at " : "", next);
+        rc = rc ? rc : buf_puts(b, "<span class=\"note plan\">");
+        rc = rc ? rc : put_html(b, note);
+        rc = rc ? rc : buf_puts(b, "</span>");
+    }
     return rc ? rc : buf_puts(b, "</td></tr>\n");
 }
 

@@ -54,6 +54,41 @@ static void on_status_written(void *user, bool ok, const char *message) {
     free(w);
 }
 
+static void rfc3339(uint64_t ms, char out[32]) {
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, 32, "?");
+}
+
+/* The route's ramp plan: where it stands, and (start_ms, paused_ms) what a
+ * restart or a new leader reads back to go on where it was. */
+static bool status_add_plan(cJSON *doc, const struct plan_status *p) {
+    char start[32], next[32];
+    struct timespec ts;
+    uint64_t now = clock_gettime(CLOCK_REALTIME, &ts) == 0
+                       ? (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000
+                       : 0;
+    rfc3339(p->start_ms, start);
+    rfc3339(p->next_ms, next);
+    cJSON *o = cJSON_AddObjectToObject(doc, "plan");
+    return o && cJSON_AddNumberToObject(o, "revision", (double)p->revision) &&
+           cJSON_AddNumberToObject(o, "step", (double)(p->step + 1)) &&
+           cJSON_AddNumberToObject(o, "steps", (double)p->n_steps) &&
+           cJSON_AddStringToObject(o, "weights", p->weights ? p->weights : "") &&
+           cJSON_AddStringToObject(o, "start", start) &&
+           cJSON_AddNumberToObject(o, "start_ms", (double)p->start_ms) &&
+           (!p->has_next ||
+            (cJSON_AddStringToObject(o, "next", next) &&
+             cJSON_AddNumberToObject(
+                 o, "next_in_seconds",
+                 (double)(p->next_ms > now ? (p->next_ms - now + 999) / 1000 : 0)))) &&
+           cJSON_AddBoolToObject(o, "paused", p->paused) &&
+           (!p->paused || (cJSON_AddNumberToObject(o, "paused_ms", (double)p->paused_ms) &&
+                           cJSON_AddStringToObject(o, "why", p->why))) &&
+           (!p->refused || cJSON_AddBoolToObject(o, "refused", true));
+}
+
 /* The status document of a route, without its time; NULL when there is
  * nothing to say (no pass yet, no key with an unknown leaf). */
 static cJSON *status_doc(struct generation *g, const char *id) {
@@ -80,6 +115,16 @@ static cJSON *status_doc(struct generation *g, const char *id) {
               (!st || (cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
                        cJSON_AddStringToObject(doc, "resourceVersion",
                                                st->resource_version ? st->resource_version : "")));
+    const struct plan_status *plan = st && g->have_rec ? reconciler_plan(&g->rec, id) : NULL;
+    if (ok && plan) {
+        ok = status_add_plan(doc, plan);
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "message");
+        char msg[600];
+        if (ok && plan->paused && cJSON_IsString(m) && !m->valuestring[0]) {
+            snprintf(msg, sizeof msg, "plan paused: %s", plan->why);
+            ok = cJSON_ReplaceItemInObjectCaseSensitive(doc, "message", cJSON_CreateString(msg));
+        }
+    }
     if (ok && weights) {
         cJSON_AddItemToObject(doc, "weights", weights);
         weights = NULL;

@@ -375,7 +375,9 @@ cJSON *traefik_render_ingressroute(const struct model_route *r, const struct ren
         return NULL;
     cJSON *obj = object_new("IngressRoute", r->name, r, o);
     char from[32] = "route";
-    if (r->n_weights)
+    if (r->plan_rev && (r->n_weights || r->weights_held))
+        snprintf(from, sizeof from, "plan:%" PRIu64, r->plan_rev);
+    else if (r->n_weights)
         snprintf(from, sizeof from, "weights");
     else if (r->weights_held || r->aborted) /* abort: what stays once it ends, keyless */
         snprintf(from, sizeof from, "held:%" PRIu64, r->route_rev);

@@ -172,6 +172,8 @@ static int classify(struct keycache *cache, const char *key, char *ns, char *nam
     case LEAF_HEADERS: *leaf = KEYCACHE_HEADERS; return 0;
     case LEAF_FREEZE: *leaf = KEYCACHE_FREEZE; return 0;
     case LEAF_ABORT: *leaf = KEYCACHE_ABORT; return 0;
+    case LEAF_PLAN: *leaf = KEYCACHE_PLAN; return 0;
+    case LEAF_PAUSE: *leaf = KEYCACHE_PAUSE; return 0;
     case LEAF_STATUS:
     case MODEL_NLEAVES: return 1;
     }
@@ -281,6 +283,8 @@ static struct keycache_route *route_get(struct map *m, const char *ns, const cha
     return r;
 }
 
+static int leaf_copy(struct keycache_value *v, const char *data, size_t len, uint64_t rev);
+
 /* Set a leaf; returns 1 when its bytes changed, 0 when not, -1 on ENOMEM.
  * Re-putting identical bytes (etcd gives them a new revision) changes nothing,
  * not even the revision: status and annotations keep naming the revision the
@@ -288,6 +292,24 @@ static struct keycache_route *route_get(struct map *m, const char *ns, const cha
 static int leaf_set(struct keycache_value *v, const char *data, size_t len, uint64_t rev) {
     if (data && v->data && v->len == len && memcmp(v->data, data, len) == 0)
         return 0; /* same bytes: keep the revision the objects were built from */
+    return leaf_copy(v, data, len, rev);
+}
+
+/* A route's leaf: as leaf_set, but a plan written again with the same bytes
+ * is a new plan (its revision is its start). */
+static int route_leaf_set(struct keycache_value *v, int leaf, const char *data, size_t len,
+                          uint64_t rev) {
+    if (leaf == KEYCACHE_PLAN && data && v->data && v->len == len &&
+        memcmp(v->data, data, len) == 0) {
+        if (v->rev == rev)
+            return 0;
+        v->rev = rev;
+        return 1;
+    }
+    return leaf_set(v, data, len, rev);
+}
+
+static int leaf_copy(struct keycache_value *v, const char *data, size_t len, uint64_t rev) {
     if (!data && !v->data)
         return 0;
     char *copy = NULL;
@@ -340,7 +362,7 @@ int keycache_put(struct keycache *cache, const struct source_kv *kv, keycache_ch
     struct keycache_route *r = route_get(&cache->routes, ns, name, true);
     if (!r)
         return -1;
-    int rc = leaf_set(&r->leaf[leaf], kv->value, kv->value_len, kv->revision);
+    int rc = route_leaf_set(&r->leaf[leaf], leaf, kv->value, kv->value_len, kv->revision);
     if (rc > 0)
         report_changed(cb, user, r);
     return rc < 0 ? -1 : 0;
@@ -380,6 +402,8 @@ static bool route_equal(const struct keycache_route *a, const struct keycache_ro
             return false;
         if (x->data && (x->len != y->len || memcmp(x->data, y->data, x->len) != 0))
             return false;
+        if (i == KEYCACHE_PLAN && x->data && x->rev != y->rev)
+            return false; /* the same plan written again: started again */
     }
     return true;
 }
@@ -457,8 +481,8 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
             /* Unchanged bytes keep their revision (see leaf_set), unless the
              * old one is higher: the source's history was reset (a Consul
              * snapshot restore) and numbers from before it mean nothing now. */
-            if (x->data && y->data && x->len == y->len && memcmp(x->data, y->data, x->len) == 0 &&
-                x->rev <= y->rev)
+            if (i != KEYCACHE_PLAN && x->data && y->data && x->len == y->len &&
+                memcmp(x->data, y->data, x->len) == 0 && x->rev <= y->rev)
                 y->rev = x->rev;
         }
         if (!was || !route_equal(was, now))
@@ -519,6 +543,12 @@ bool keycache_input(const struct keycache *cache, const char *route_id, struct m
     return true;
 }
 
+const struct keycache_value *keycache_leaf(const struct keycache *cache, const char *route_id,
+                                           int leaf) {
+    const struct keycache_route *r = map_get(&cache->routes, route_id);
+    return r && leaf >= 0 && leaf < KEYCACHE_NLEAVES && r->leaf[leaf].data ? &r->leaf[leaf] : NULL;
+}
+
 /* A brake's reason, from the bytes of its key (see keycache.h). */
 static void brake_reason(const struct keycache_value *v, char out[KEYCACHE_REASON_MAX + 1]) {
     const char *s = v->data;
@@ -560,5 +590,9 @@ void keycache_brakes(const struct keycache *cache, const char *route_id,
     if (r && r->leaf[KEYCACHE_ABORT].data) {
         out->aborted = true;
         brake_reason(&r->leaf[KEYCACHE_ABORT], out->abort_reason);
+    }
+    if (r && r->leaf[KEYCACHE_PAUSE].data) {
+        out->paused = true;
+        brake_reason(&r->leaf[KEYCACHE_PAUSE], out->pause_reason);
     }
 }

@@ -2,11 +2,13 @@
  *
  * Sources report raw keys; the reconciler thinks in routes. The key cache sits
  * between them: it keeps the current bytes of every route's `route`, `weights`,
- * `headers`, `freeze` and `abort` key, tells which routes changed (by
- * content, so re-putting the same value changes nothing), and warns once per
- * stray key under the prefix.
+ * `headers`, `freeze`, `abort`, `plan` and `pause` key, tells which routes
+ * changed (by content, so re-putting the same value changes nothing; but for
+ * `plan`, whose revision is its start: writing the same plan again starts it
+ * again), and warns once per stray key under the prefix.
  * `status` keys are the bridge's own output and are never input: their bytes
- * are kept only so that a status already written is not written again. A
+ * are kept so that a status already written is not written again, and so
+ * that a ramp plan's start can be read back after a restart. A
  * mistyped leaf (`ns/name/weight`) is remembered for its route, so the
  * route's status can name it. */
 #ifndef CB_KEYCACHE_H
@@ -27,6 +29,8 @@ enum {
     KEYCACHE_HEADERS,
     KEYCACHE_FREEZE, /* brakes: the value is the reason */
     KEYCACHE_ABORT,
+    KEYCACHE_PLAN,  /* a ramp plan: its revision counts, not only its bytes */
+    KEYCACHE_PAUSE, /* holds the plan's step: the value is the reason */
     KEYCACHE_NLEAVES
 };
 
@@ -93,6 +97,9 @@ int keycache_snapshot(struct keycache *cache, const struct source_kv *kvs, size_
 bool keycache_input(const struct keycache *cache, const char *route_id, struct model_input *in,
                     char ns[MODEL_NS_MAX + 1], char name[MODEL_NAME_MAX + 1]);
 
+/* One leaf (KEYCACHE_ROUTE...) of route_id, or NULL when that key is absent. */
+const struct keycache_value *keycache_leaf(const struct keycache *cache, const char *route_id,
+                                           int leaf);
 /* The current value of the route's status key, or NULL. */
 const char *keycache_status(const struct keycache *cache, const char *route_id);
 /* The route's keys with an unknown leaf, as one message ("key P/ns/name/weight:
@@ -114,6 +121,8 @@ struct keycache_brakes {
     bool aborted;                                /* the route's `abort` key */
     char freeze_reason[KEYCACHE_REASON_MAX + 1]; /* the route's own key's, else P_freeze's */
     char abort_reason[KEYCACHE_REASON_MAX + 1];
+    bool paused; /* the route's `pause` key: its plan holds the step in force */
+    char pause_reason[KEYCACHE_REASON_MAX + 1];
 };
 void keycache_brakes(const struct keycache *cache, const char *route_id,
                      struct keycache_brakes *out);

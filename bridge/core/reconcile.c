@@ -60,8 +60,11 @@ void status_problem(struct reconciler *r, const char *id, enum route_state state
 
 void status_problem_as(struct reconciler *r, const char *id, enum route_state state,
                        const char *msg, uint64_t rev, const char *reason) {
+    char planned[1700];
+    if (state == ROUTE_ERROR && plan_refused(r, id, msg, planned, sizeof planned))
+        msg = planned; /* the plan pauses at the refused step */
     struct route_status *s = status_get(r, id);
-    char braked[1600];
+    char braked[1800];
     if (s && s->brake == BRAKE_ABORTED) { /* the brake is what the person looks for */
         snprintf(braked, sizeof braked, "aborted: %s; not applied: %s",
                  s->brake_reason ? s->brake_reason : "", msg);
@@ -374,8 +377,13 @@ int reconciler_init(struct reconciler *r, uv_loop_t *loop, struct logger *lg,
     r->guard.dirty = true; /* the first passes judge the first snapshot */
     if (pace_init(r) < 0)
         return -1;
+    if (plans_init(r) < 0) {
+        pace_close(r);
+        return -1;
+    }
     if (workqueue_init(&r->wq, loop, cfg->max_in_flight, pass_begin, r) < 0) {
         pace_close(r);
+        plans_close(r);
         return -1;
     }
     if (cfg->retry_min_ms)
@@ -426,12 +434,14 @@ void reconciler_close(struct reconciler *r) {
         job_close(e->value);
     map_free(&r->jobs);
     pace_close(r);
+    plans_close(r);
     workqueue_close(&r->wq);
 }
 
 void reconciler_free(struct reconciler *r) {
     workqueue_free(&r->wq);
     pace_free(r);
+    plans_free(r);
     struct map_iter it;
     map_iter_init(&it, &r->status);
     for (struct map_entry *e; (e = map_iter_next(&it));)

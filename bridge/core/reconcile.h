@@ -124,6 +124,25 @@ struct route_status {
     uint64_t write_next_ms;     /* loop time before which no pass writes (write pacing) */
 };
 
+/* A route's ramp plan as the last pass found it (reconcile_plan.c;
+ * docs/usage.md section 14). Times are wall-clock ms since the epoch. */
+struct plan_status {
+    uint64_t revision;    /* of the plan key */
+    uint64_t start_ms;    /* when step 1 took over, moved on by every resume */
+    size_t step, n_steps; /* 0-based step in force, of n_steps */
+    char *weights;        /* the step's weights, "shop-v1=75 shop-v2=25" */
+    bool has_next;        /* a next step comes at next_ms */
+    uint64_t next_ms;
+    bool paused;        /* the step holds: why says why */
+    uint64_t paused_ms; /* since when */
+    char why[512];
+    bool refused;     /* paused because a step was refused: the next applied pass resumes */
+    bool overridden;  /* a weights key newer than the plan is in force */
+    bool force;       /* `force: true`: max step does not judge the steps */
+    bool queued;      /* its timer queued a pass that has not run yet */
+    size_t announced; /* 1-based step last applied and told (Event), 0 none */
+};
+
 struct reconcile_stats {
     uint64_t passes, writes, deletes, conflicts, errors, noops;
     uint64_t undone;        /* our writes another writer undid */
@@ -193,6 +212,9 @@ struct reconcile_hooks {
      * or can again, or no longer carries weight (!unready). service is its
      * name, "<namespace>/<name>" outside the route's namespace. */
     void (*backend)(void *user, const char *route_id, const char *service, bool unready);
+    /* A route's ramp plan changed (p NULL: it has none any more); stepped:
+     * a new step was applied. */
+    void (*plan)(void *user, const char *route_id, const struct plan_status *p, bool stepped);
     void *user;
 };
 
@@ -228,6 +250,8 @@ struct reconciler {
     struct map backend_index;  /* "<ns>/<service>" -> struct map of route ids (no values) */
     struct map backend_ns;     /* namespace -> (uintptr_t) uses by routes */
     struct reconcile_pace pace;
+    struct map plans;      /* route id -> struct plan_status */
+    uv_timer_t plan_timer; /* fires when the next step of a plan is due */
 };
 
 /* Lifecycle. init: memory and the queue's handles, no pass yet (routes
@@ -285,6 +309,8 @@ size_t reconciler_jobs_in_flight(const struct reconciler *r);
  * confirm (for /readyz), into out; false (out empty) when nothing is held. */
 bool reconciler_guard_describe(const struct reconciler *r, char *out, size_t outlen);
 const struct route_status *reconciler_status(const struct reconciler *r, const char *route_id);
+/* The route's ramp plan, or NULL when it has none (or no pass saw it yet). */
+const struct plan_status *reconciler_plan(const struct reconciler *r, const char *route_id);
 
 /* ---- preview: what a pass would write, without writing it ---- */
 

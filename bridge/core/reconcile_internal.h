@@ -1,7 +1,7 @@
 /* reconcile_internal.h - what the reconciler's files share; not for callers
  * (they include reconcile.h).
  *
- * The reconciler is one module in nine files, split by job:
+ * The reconciler is one module in ten files, split by job:
  *   reconcile.c        the public API and lifecycle, route status records,
  *                      the ownership index fed by the informers
  *   reconcile_pass.c   one pass for one route: inputs, plan, the step machine
@@ -12,6 +12,7 @@
  *   reconcile_pace.c   write pacing per object, retries when the API server is back
  *   reconcile_preview.c what a pass would write, without writing it
  *   reconcile_backends.c  can the services given weight serve
+ *   reconcile_plan.c   ramp plans: the step in force, its timer, pauses
  * Each section below names the file that defines it. */
 #ifndef CB_RECONCILE_INTERNAL_H
 #define CB_RECONCILE_INTERNAL_H
@@ -58,6 +59,7 @@ struct job {
      * desired ("" none): what the status records, not whatever the cache
      * holds when the pass ends (another writer's version may be there). */
     char ir_rv[64];
+    size_t plan_step; /* the weights are this 1-based step of the route's plan; 0 none */
     struct keycache_brakes brakes; /* the route's brakes when the pass began */
     enum route_brake brake;        /* what they make of it: abort wins over freeze */
     char ns[MODEL_NS_MAX + 1];
@@ -221,5 +223,27 @@ void pace_free(struct reconciler *r);
 bool pace_write(struct job *j);
 /* The pass ends (from job_finish, after retry is decided). */
 void pace_pass_ended(struct job *j, bool retry);
+
+/* ---- reconcile_plan.c: ramp plans ---- */
+
+/* Lifecycle, from reconciler_init/close/free. init: 0, or -1. */
+int plans_init(struct reconciler *r);
+void plans_close(struct reconciler *r);
+void plans_free(struct reconciler *r);
+/* Before model_build: with a plan key, the weights of the step in force
+ * into in->weights (*text is the string to free after model_build; NULL
+ * when the plan is not in force). commit: a pass (the plan's state moves
+ * on, its timer is armed); else a preview, which changes nothing. 0, or -1
+ * with "KEY: step N: ..." in err when the plan is invalid. */
+int plan_weights(struct job *j, struct model_input *in, char **text, bool commit, char *err,
+                 size_t errlen);
+/* The plan's step was applied (before status_applied). */
+void plan_applied(struct job *j);
+/* A pass applying a plan's step failed with msg (ROUTE_ERROR): the plan
+ * pauses; the message to record, naming the step, into out. false when the
+ * pass applies no plan step (out untouched). */
+bool plan_refused(struct reconciler *r, const char *id, const char *msg, char *out, size_t outlen);
+/* The route has no keys any more. */
+void plan_forget(struct reconciler *r, const char *id);
 
 #endif

@@ -258,6 +258,7 @@ void job_next(struct job *j) {
         return;
     }
     status_applied(r, j, j->ir_rv[0] ? j->ir_rv : NULL);
+    plan_applied(j); /* after the weights in force are recorded: its status shows them */
     if (!j->wrote)
         r->stats.noops++;
     job_finish(j, true, false, 0);
@@ -310,13 +311,26 @@ void weights_in_force(struct reconciler *r, const struct job *j, struct model_in
                       struct model_weight **held) {
     *held = NULL;
     const cJSON *ir = informer_get(r->inf[OBJ_INGRESSROUTE], j->ns, j->name);
-    if (!in->route || in->weights || !owned_here(r, ir))
+    if (!in->route || !owned_here(r, ir))
         return;
     const char *from = kobj_str(cJSON_GetObjectItemCaseSensitive(ir, "metadata"), "annotations",
                                 TRAEFIK_ANNOT_WEIGHTS);
     if (!from)
         return;
-    if (strcmp(from, "weights") == 0)
+    if (strncmp(from, "plan:", 5) == 0) {
+        /* A plan's step is in force and its key is gone: the step's
+         * weights stay, unless a weights key written since says otherwise. */
+        uint64_t plan_rev = strtoull(from + 5, NULL, 10);
+        const struct keycache_value *wv = keycache_leaf(r->keys, j->id, KEYCACHE_WEIGHTS);
+        if (keycache_leaf(r->keys, j->id, KEYCACHE_PLAN) || (wv && wv->rev > plan_rev))
+            return;
+        in->weights = NULL;
+        in->weights_len = 0;
+        in->held_doc_new = in->route_rev > plan_rev;
+        in->plan_rev = plan_rev; /* held, still the plan's: an older weights key stays out */
+    } else if (in->weights) {
+        return;
+    } else if (strcmp(from, "weights") == 0)
         in->held_doc_new = false;
     else if (strncmp(from, "held:", 5) == 0)
         in->held_doc_new = strtoull(from + 5, NULL, 10) != in->route_rev;
@@ -354,8 +368,10 @@ void pass_begin(void *user, const char *id) {
     struct model_input in;
     bool has_keys = keycache_input(r->keys, id, &in, j->ns, j->name);
     j->revision = in.revision;
-    if (!has_keys)
+    if (!has_keys) {
         backend_forget(r, id);
+        plan_forget(r, id);
+    }
     if (!namespace_allowed(r->cfg, j->ns)) {
         if (has_keys)
             job_fail(j, "namespace %s is not in reconcile.namespaces", j->ns);
@@ -376,7 +392,8 @@ void pass_begin(void *user, const char *id) {
     if (st && st->fighting && (!has_keys || in.revision != st->fight_revision))
         fight_off(r, id, st, "its keys changed");
     brakes_read(j);
-    if (has_keys && j->brake == BRAKE_NONE && (!st || st->brake == BRAKE_NONE) &&
+    bool has_plan = keycache_leaf(r->keys, id, KEYCACHE_PLAN) != NULL; /* steps move in time */
+    if (has_keys && !has_plan && j->brake == BRAKE_NONE && (!st || st->brake == BRAKE_NONE) &&
         unchanged_since_applied(r, j, st, in.revision)) {
         st->changed_ns = 0; /* nothing left to propagate */
         r->stats.noops++;
@@ -388,10 +405,14 @@ void pass_begin(void *user, const char *id) {
     in.allow_cross_namespace = r->cfg->allow_cross_namespace;
     char err[1024];
     struct model_weight *held = NULL;
+    char *step = NULL; /* a ramp plan's step: the weights in force */
     if (has_keys)
         weights_in_force(r, j, &in, &held);
-    int rc = has_keys ? model_build(&in, &j->model, err, sizeof err) : 1;
+    int rc = has_keys && plan_weights(j, &in, &step, true, err, sizeof err) < 0 ? -1
+             : has_keys ? model_build(&in, &j->model, err, sizeof err)
+                        : 1;
     free(held);
+    free(step);
     j->has_model = rc == 0;
     if (j->brake == BRAKE_FROZEN) {
         j->pruning = true; /* planned here, once: the freeze only compares */

@@ -123,10 +123,14 @@ static int preview_pass(struct job *j, struct model_input *in, struct route_prev
     in->allow_cross_namespace = r->cfg->allow_cross_namespace;
     struct model_weight *held = NULL;
     char err[1024];
+    char *step = NULL;
     if (p->has_keys)
         weights_in_force(r, j, in, &held);
-    int rc = p->has_keys ? model_build(in, &j->model, err, sizeof err) : 1;
+    int rc = p->has_keys && plan_weights(j, in, &step, false, err, sizeof err) < 0 ? -1
+             : p->has_keys ? model_build(in, &j->model, err, sizeof err)
+                           : 1;
     free(held);
+    free(step);
     if (rc < 0)
         return preview_error(p, "%s", err);
     if (rc == 0) {

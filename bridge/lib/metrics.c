@@ -599,6 +599,15 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         "1 while the route's abort key sends all its traffic to its first service; no series "
         "otherwise.",
         2, route_only);
+    out->plan_step = metrics_gauge(
+        m, "canary_bridge_plan_step",
+        "The step (1-based) of the route's ramp plan in force; no series without a plan.", 2,
+        route_only);
+    out->plan_steps_total =
+        metrics_counter(m, "canary_bridge_plan_steps_total",
+                        "Steps of ramp plans applied (each step once).", 0, NULL);
+    if (!out->plan_step || !out->plan_steps_total)
+        return -1;
     out->refusals_total =
         metrics_counter(m, "canary_bridge_refusals_total",
                         "Changes the bridge refused to apply, by reason (max_step: a share of "

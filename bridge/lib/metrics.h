@@ -119,6 +119,9 @@ struct bridge_metrics {
     struct metric_family *writes_delayed_total; /* counter: writes paced per object */
     struct metric_family *route_state; /* gauge {namespace,route,state} = 1, one per route */
     struct procstat_metrics process;   /* process_*, set at scrape time */
+
+    struct metric_family *plan_step;        /* gauge {namespace,route}: 1-based step of its plan */
+    struct metric_family *plan_steps_total; /* counter: plan steps applied */
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1

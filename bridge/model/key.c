@@ -5,8 +5,8 @@
 
 #include "bridge/model/parse.h"
 
-const char *const model_leaf_names[MODEL_NLEAVES] = {"route",  "weights", "headers",
-                                                     "status", "freeze",  "abort"};
+const char *const model_leaf_names[MODEL_NLEAVES] = {"route",  "weights", "headers", "status",
+                                                     "freeze", "abort",   "plan",    "pause"};
 
 /* [a-z0-9]([-a-z0-9]*[a-z0-9])? over s[0..n) */
 static bool label_ok(const char *s, size_t n) {
@@ -52,8 +52,9 @@ int model_parse_key(const char *prefix, const char *key, char ns[MODEL_NS_MAX + 
     const char *s1 = strchr(rest, '/');
     const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
     if (!s2 || strchr(s2 + 1, '/')) {
-        snprintf(err, errlen,
-                 "expected <namespace>/<name>/<route|weights|headers|status|freeze|abort>");
+        snprintf(
+            err, errlen,
+            "expected <namespace>/<name>/<route|weights|headers|status|freeze|abort|plan|pause>");
         return -1;
     }
     size_t nslen = (size_t)(s1 - rest), namelen = (size_t)(s2 - s1 - 1);

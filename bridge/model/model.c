@@ -234,6 +234,7 @@ enum model_build_result model_build(const struct model_input *in, struct model_r
         return build_fail(in, in->route ? LEAF_ROUTE : LEAF_WEIGHTS,
                           "namespace or name is not a valid Kubernetes name", out, err, errlen);
     out->revision = in->revision;
+    out->plan_rev = in->plan_rev;
     out->owned = in->route != NULL;
     if (!(out->ns = strdup(in->ns)) || !(out->name = strdup(in->name)))
         return build_fail(in, in->route ? LEAF_ROUTE : LEAF_WEIGHTS, "out of memory", out, err,

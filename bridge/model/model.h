@@ -19,7 +19,8 @@
 #define MODEL_WEIGHT_MAX 1000000 /* Traefik weights are relative; keep them sane */
 
 /* The leaves of a route folder. `freeze` and `abort` are brakes a person
- * pulls (docs/usage.md section 15): their value is the reason. */
+ * pulls (docs/usage.md section 15): their value is the reason. `plan` and
+ * `pause` drive a ramp plan (section 14). */
 enum model_leaf {
     LEAF_ROUTE,
     LEAF_WEIGHTS,
@@ -27,12 +28,14 @@ enum model_leaf {
     LEAF_STATUS,
     LEAF_FREEZE,
     LEAF_ABORT,
+    LEAF_PLAN,  /* a ramp plan (bridge/model/plan.h) */
+    LEAF_PAUSE, /* holds the plan's current step; the value is the reason */
     MODEL_NLEAVES
 };
 /* The leaves' names, indexed by enum model_leaf. */
 extern const char *const model_leaf_names[MODEL_NLEAVES];
-/* "route, weights, headers, status, freeze or abort", for messages. */
-#define MODEL_LEAVES_TEXT "route, weights, headers, status, freeze or abort"
+/* "route, weights, ..., plan or pause", for messages. */
+#define MODEL_LEAVES_TEXT "route, weights, headers, status, freeze, abort, plan or pause"
 
 /* Split a full key under prefix into namespace, name and leaf. Returns 0 on a
  * route key (ns/name written NUL-terminated into the buffers), -1 when the key
@@ -143,6 +146,7 @@ struct model_route {
     long max_step;       /* percentage points a change may move a share; 0 = no limit */
     bool weights_forced; /* the weights value marks this step as deliberate ('!', _force) */
     bool aborted;        /* model_input.abort: all traffic on the first service */
+    uint64_t plan_rev;   /* model_input.plan_rev */
 };
 
 struct model_input {
@@ -173,6 +177,9 @@ struct model_input {
      * In owned mode the `weights` and `headers` keys are then not read at
      * all, so a broken one cannot stop the brake. */
     bool abort;
+    /* The weights given (or held) are a ramp plan's step: the plan key's
+     * revision (0: they are the weights key's). */
+    uint64_t plan_rev;
 };
 
 /* What model_build made of a route folder. The values are fixed: callers may

@@ -22,6 +22,8 @@
  *   one without anyone having written it.
  * - Every step but the last needs a hold > 0; the last must have none: it
  *   holds until someone writes something else.
+ * - Only the document form takes options: `pause` and `force` (booleans) and
+ *   `start` (RFC 3339); the daemon acts on them (bridge/core/reconcile_plan.c).
  * - A hold is a string with a unit ("10m", "1h30m"): a bare number is refused,
  *   as in the config file. Sums of holds saturate, never wrap: a change past
  *   UINT64_MAX ms is a change that never comes. */
@@ -298,8 +300,90 @@ static int doc_step(struct build *b, const cJSON *v, size_t i, char *r) {
     return hold_set(b, i, h->valuestring, r);
 }
 
+static int digits(const char *s, int n, int *out) {
+    *out = 0;
+    for (int i = 0; i < n; i++) {
+        if (!is_digit(s[i]))
+            return -1;
+        *out = *out * 10 + (s[i] - '0');
+    }
+    return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+    y -= m <= 2;
+    int64_t era = y / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int plan_parse_time(const char *s, uint64_t *ms) {
+    int y, mo, d, h, mi, sec, frac = 0, fdig = 0, oh = 0, om = 0, sign = 0;
+    if (strlen(s) < 20 || digits(s, 4, &y) < 0 || s[4] != '-' || digits(s + 5, 2, &mo) < 0 ||
+        s[7] != '-' || digits(s + 8, 2, &d) < 0 || (s[10] != 'T' && s[10] != 't') ||
+        digits(s + 11, 2, &h) < 0 || s[13] != ':' || digits(s + 14, 2, &mi) < 0 || s[16] != ':' ||
+        digits(s + 17, 2, &sec) < 0)
+        return -1;
+    const char *p = s + 19;
+    if (*p == '.') {
+        for (p++; is_digit(*p); p++, fdig++)
+            if (fdig < 3)
+                frac = frac * 10 + (*p - '0');
+        if (!fdig)
+            return -1;
+        for (int k = fdig; k < 3; k++)
+            frac *= 10;
+    }
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        sign = *p == '-' ? -1 : 1;
+        if (digits(p + 1, 2, &oh) < 0 || p[3] != ':' || digits(p + 4, 2, &om) < 0)
+            return -1;
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
+        oh > 23 || om > 59)
+        return -1;
+    int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+    t -= (int64_t)sign * (oh * 3600 + om * 60);
+    if (t < 0)
+        return -1;
+    *ms = (uint64_t)t * 1000 + (uint64_t)frac;
+    return 0;
+}
+
+/* The document's options: pause, force, start. */
+static int doc_options(const cJSON *doc, struct build *b, char *r) {
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(doc, "pause")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v))
+            return why(r, "pause: must be true or false");
+        b->p.pause = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(doc, "force")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v))
+            return why(r, "force: must be true or false");
+        b->p.force = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(doc, "start")) && !cJSON_IsNull(v)) {
+        char s[SHOWN_MAX + 4];
+        if (!cJSON_IsString(v) || plan_parse_time(v->valuestring, &b->p.start_ms) < 0)
+            return why(r, "start: '%s' is not an RFC 3339 time such as 2026-12-06T10:00:00Z",
+                       cJSON_IsString(v) ? shown(v->valuestring, strlen(v->valuestring), s)
+                                         : "(not a string)");
+        b->p.has_start = true;
+    }
+    return 0;
+}
+
 static int form_document(const char *t, size_t len, struct build *b, char *r) {
-    static const char *const fields[] = {"steps", NULL};
+    static const char *const fields[] = {"steps", "pause", "force", "start", NULL};
     char perr[256];
     cJSON *doc = value_parse(t, len, perr, sizeof perr);
     if (!doc)
@@ -312,10 +396,13 @@ static int form_document(const char *t, size_t len, struct build *b, char *r) {
     else if (known_fields(doc, fields, "", r) < 0) {
         size_t n = strlen(r);
         snprintf(r + n, sizeof(reason_t) - n,
-                 " (a plan document has only 'steps'; a one-line plan is the whole value)");
+                 " (a plan document has steps, pause, force and start; a one-line plan is the "
+                 "whole value)");
         rc = -1;
     } else if (!cJSON_IsArray(steps) || !steps->child)
         rc = why(r, "steps: must be a list of at least one step");
+    else if (doc_options(doc, b, r) < 0)
+        rc = -1;
     size_t i = 0;
     for (const cJSON *c = rc ? NULL : steps->child; c; c = c->next, i++)
         if ((rc = doc_step(b, c, i, r)) < 0)
@@ -487,7 +574,8 @@ static int form_canary(const char *t, size_t len, const char *const *services, s
     return 0;
 }
 
-/* name, then ':' and a digit: the one-line form. No document starts so. */
+/* name, then ':' and a digit: the one-line form. No document starts so
+ * (but with its start: or another of its fields). */
 static bool looks_canary(const char *t, size_t len) {
     size_t i = 0;
     while (i < len && is_blank(t[i]))
@@ -497,6 +585,11 @@ static bool looks_canary(const char *t, size_t len) {
         i++;
     if (i == start || i == len || t[i] != ':')
         return false;
+    /* A document's own fields are no service: "start: 2026-..." is YAML. */
+    static const char *const fields[] = {"steps", "pause", "force", "start"};
+    for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
+        if (i - start == strlen(fields[f]) && !memcmp(t + start, fields[f], i - start))
+            return false;
     for (i++; i < len && (t[i] == ' ' || t[i] == '\t');)
         i++;
     return i < len && is_digit(t[i]);

@@ -33,7 +33,16 @@ struct plan_step {
 struct plan {
     struct plan_step *steps;
     size_t n_steps; /* 1..PLAN_STEPS_MAX */
+    /* The document form's options (false/0 in the compact forms): */
+    bool pause;        /* `pause: true`: hold the step in force */
+    bool force;        /* `force: true`: the steps are deliberate (no max step) */
+    bool has_start;    /* `start: <RFC 3339>`: the plan's start, whenever written */
+    uint64_t start_ms; /* ms since the epoch (has_start) */
 };
+
+/* An RFC 3339 time ("2026-12-06T10:00:00Z", fractions and offsets
+ * allowed) in ms since the epoch. 0, or -1 when it is not one. */
+int plan_parse_time(const char *s, uint64_t *ms);
 
 /* Parse and validate a plan value. services/n_services are the route's
  * services in order (the first is the stable one the one-line form gives the

@@ -169,6 +169,19 @@ class TrafficThroughTraefik(unittest.TestCase):
         self.shift("move", 100, 0)
         self.assertEqual(self.count("move", 100), Counter({V1: 100}))
 
+    def test_ramp_plan_moves_the_share_of_v2_from_0_to_100(self):
+        """A 2-step ramp plan (docs/usage.md section 14) through real Traefik: first every
+        request to v1, then, the plan's timer moving the route on, every one to v2. The
+        pause key holds step 1 while it is measured, so no hold races the requests."""
+        self.put("ramp", "route", route_doc("ramp"))
+        self.put("ramp", "pause", "measuring step 1")
+        self.put("ramp", "plan", "shop-v1=100 shop-v2=0 1s; shop-v1=0 shop-v2=100")
+        self.wait_traefik("ramp", 100, 0)
+        self.assertEqual(self.count("ramp", 100), Counter({V1: 100}))
+        self.etcd.etcdctl("del", "canary/%s/ramp/pause" % NS)
+        self.wait_traefik("ramp", 0, 100)
+        self.assertEqual(self.count("ramp", 100), Counter({V2: 100}))
+
     RULES = """
 - name: beta
   header: X-Canary

@@ -377,7 +377,7 @@ static void test_mistyped_brakes_are_named(void **state) {
     char msg[512];
     assert_int_equal(keycache_leaf_errors(&kc, "default/shop", msg, sizeof msg), 2);
     assert_non_null(strstr(msg, "unknown leaf 'freez' (did you mean 'freeze'? expected route, "
-                                "weights, headers, status, freeze or abort)"));
+                                "weights, headers, status, freeze, abort, plan or pause)"));
     assert_non_null(strstr(msg, "unknown leaf 'abrot' (did you mean 'abort'?"));
     struct source_kv all = kv("canary/_frezee", "x", 4);
     keycache_put(&kc, &all, changed, &s);

@@ -40,8 +40,9 @@ static void test_freeze_and_abort_are_leaves(void **state) {
     assert_string_equal(model_leaf_names[LEAF_ABORT], "abort");
     assert_int_equal(
         model_parse_key(PFX, PFX "default/shop/frozen", ns, name, &leaf, err, sizeof err), -1);
-    assert_string_equal(err,
-                        "unknown leaf (expected route, weights, headers, status, freeze or abort)");
+    assert_string_equal(
+        err,
+        "unknown leaf (expected route, weights, headers, status, freeze, abort, plan or pause)");
 }
 
 /* ---- the mark of a deliberate step --------------------------------------- */

@@ -355,12 +355,53 @@ static void test_pause(void **state) {
     plan_free(&p);
 }
 
+/* ---- the document's options: pause, force, start ------------------------ */
+
+static void test_document_options(void **state) {
+    (void)state;
+    struct plan p;
+    parse_ok("pause: true\nforce: true\nstart: 2026-12-06T10:00:00Z\n"
+             "steps: [{weights: {shop-v1: 1, shop-v2: 1}}]",
+             SVC, 2, &p);
+    assert_true(p.pause);
+    assert_true(p.force);
+    assert_true(p.has_start);
+    assert_true(p.start_ms == 1796551200000ULL);
+    plan_free(&p);
+    parse_ok("{\"start\": \"2026-12-06T11:30:00.250+01:30\", \"steps\": [{\"weights\": "
+             "{\"shop-v1\": 1, \"shop-v2\": 1}}]}",
+             SVC, 2, &p);
+    assert_false(p.pause);
+    assert_false(p.force);
+    assert_true(p.start_ms == 1796551200250ULL);
+    plan_free(&p);
+    parse_ok("shop-v2: 5% 10m, 100%", SVC, 2, &p); /* the compact forms have none */
+    assert_false(p.pause || p.force || p.has_start);
+    plan_free(&p);
+    parse_bad("pause: yes please\nsteps: [{weights: {shop-v1: 1, shop-v2: 1}}]", SVC, 2,
+              "pause: must be true or false");
+    parse_bad("force: maybe\nsteps: [{weights: {shop-v1: 1, shop-v2: 1}}]", SVC, 2,
+              "force: must be true or false");
+    parse_bad("start: tomorrow\nsteps: [{weights: {shop-v1: 1, shop-v2: 1}}]", SVC, 2,
+              "start: 'tomorrow' is not an RFC 3339 time");
+    parse_bad("start: 2026-13-01T00:00:00Z\nsteps: [{weights: {shop-v1: 1, shop-v2: 1}}]", SVC, 2,
+              "start: '2026-13-01T00:00:00Z' is not an RFC 3339 time");
+    uint64_t ms;
+    assert_int_equal(plan_parse_time("1970-01-01T00:00:00Z", &ms), 0);
+    assert_true(ms == 0);
+    assert_int_equal(plan_parse_time("2024-02-29T12:00:00Z", &ms), 0);
+    assert_true(ms == 1709208000000ULL);
+    assert_int_equal(plan_parse_time("2024-02-29 12:00:00Z", &ms), -1);
+    assert_int_equal(plan_parse_time("2024-02-29T12:00:00", &ms), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_forms_agree),  cmocka_unit_test(test_route_order),
-        cmocka_unit_test(test_patched_mode), cmocka_unit_test(test_step_limit),
-        cmocka_unit_test(test_errors),       cmocka_unit_test(test_step_boundaries),
-        cmocka_unit_test(test_huge_holds),   cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_forms_agree),      cmocka_unit_test(test_route_order),
+        cmocka_unit_test(test_patched_mode),     cmocka_unit_test(test_step_limit),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_step_boundaries),
+        cmocka_unit_test(test_huge_holds),       cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_document_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
