@@ -80,6 +80,7 @@ static cJSON *status_doc(struct generation *g, const char *id) {
               (!st || (cJSON_AddNumberToObject(doc, "revision", (double)st->revision) &&
                        cJSON_AddStringToObject(doc, "resourceVersion",
                                                st->resource_version ? st->resource_version : "")));
+    ok = ok && (!st || app_live_status_doc(g, id, doc) == 0);
     if (ok && weights) {
         cJSON_AddItemToObject(doc, "weights", weights);
         weights = NULL;
