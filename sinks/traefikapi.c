@@ -306,6 +306,10 @@ struct traefikapi_call *traefikapi_list_pods(struct traefikapi_client *c, traefi
     return call;
 }
 
+static bool is(const char *s, const char *want) {
+    return s && strcmp(s, want) == 0;
+}
+
 size_t traefikapi_serving_pods(const cJSON *list, const char **names, size_t max) {
     size_t n = 0;
     const cJSON *pod;
@@ -314,13 +318,13 @@ size_t traefikapi_serving_pods(const cJSON *list, const char **names, size_t max
         const cJSON *status = cJSON_GetObjectItemCaseSensitive(pod, "status");
         const char *name = kobj_str(meta, "name", NULL);
         if (!name || kobj_str(meta, "deletionTimestamp", NULL) ||
-            strcmp(kobj_str(status, "phase", ""), "Running") != 0)
+            !is(kobj_str(status, "phase", NULL), "Running"))
             continue;
         bool unready = false;
         const cJSON *cond;
         cJSON_ArrayForEach(cond, cJSON_GetObjectItemCaseSensitive(status, "conditions")) {
-            if (strcmp(kobj_str(cond, "type", ""), "Ready") == 0 &&
-                strcmp(kobj_str(cond, "status", ""), "False") == 0)
+            if (is(kobj_str(cond, "type", NULL), "Ready") &&
+                is(kobj_str(cond, "status", NULL), "False"))
                 unready = true;
         }
         if (!unready && n < max)
