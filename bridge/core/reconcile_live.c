@@ -177,7 +177,8 @@ static void end_route(struct live_checker *lc, const char *id, struct live_route
     uint64_t now = uv_now(lc->loop);
     lr->in_round = false;
     if (instances == 0)
-        lag(lr, 0, "traefik.api.pods:", "%s", "no running Traefik pod matches the selector");
+        lag(lr, 0, "traefik.api.pods:", "%s",
+            *lc->pods_problem ? lc->pods_problem : "no running Traefik pod matches the selector");
     if (lr->all_live) {
         lr->served = LIVE_LIVE;
         lr->live_at = unix_now();
@@ -289,12 +290,17 @@ static void ask_all(struct live_checker *lc, const char *const *instances, size_
             continue;
         }
         for (size_t i = 0; i < n; i++) {
+            /* A pod is shown as "<namespace>/<pod>", a URL as it is. */
+            char shown[512];
+            snprintf(shown, sizeof shown, "%s%s%s",
+                     lc->cfg->pods.namespace ? lc->cfg->pods.namespace : "",
+                     lc->cfg->pods.namespace ? "/" : "", instances[i]);
             struct probe *p = calloc(1, sizeof *p + strlen(e->key) + 1);
             if (p)
-                p->instance = strdup(instances[i]);
+                p->instance = strdup(shown);
             if (!p || !p->instance) {
                 free(p);
-                lag(lr, i, instances[i], "%s", "cannot be asked: out of memory");
+                lag(lr, i, shown, "%s", "cannot be asked: out of memory");
                 continue;
             }
             strcpy(p->id, e->key);
@@ -305,7 +311,7 @@ static void ask_all(struct live_checker *lc, const char *const *instances, size_
             p->call = traefikapi_get(&lc->client, instances[i], path, on_answer, p);
             if (!p->call) {
                 probe_free(p);
-                lag(lr, i, instances[i], "%s", "cannot be asked: the request did not start");
+                lag(lr, i, shown, "%s", "cannot be asked: the request did not start");
                 continue;
             }
             lc->waiting++;
@@ -321,9 +327,12 @@ static void on_pods(void *user, long status, const cJSON *json, const char *erro
     lc->pods_call = NULL;
     const char *names[MAX_PODS];
     size_t n = 0;
+    lc->pods_problem[0] = '\0';
     if (status == 200) {
         n = traefikapi_serving_pods(json, names, MAX_PODS);
     } else {
+        snprintf(lc->pods_problem, sizeof lc->pods_problem, "cannot list the pods: %s",
+                 *error ? error : "no answer");
         log_warn(lc->log, "traefik.api.pods: cannot list the Traefik pods in %s: %s",
                  lc->cfg->pods.namespace, *error ? error : "no answer");
     }

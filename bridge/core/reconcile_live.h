@@ -64,6 +64,7 @@ struct live_checker {
     struct traefikapi_call *pods_call; /* pods mode: the list in flight */
     size_t waiting;                    /* answers the round still waits for */
     size_t instances;                  /* instances the round asks */
+    char pods_problem[300];            /* why the last pods list failed, or "" */
     bool in_round, stopped, closing;
 };
 
