@@ -167,6 +167,16 @@ class PodsMode(LiveCase):
         self.assertIn("/api/v1/namespaces/traefik/pods/traefik-a:%d/proxy/api/http/services"
                       % self.port, proxied)
         self.assertFalse([p for p in proxied if "traefik-starting" in p or "other" in p])
+        # `status` shows it, from the status key.
+        cli = Bridge(self.tmp.name, bridge_config(etcd=self.etcd, kube=self.kube),
+                     start=False, name="cli")
+        code, out, err = cli.run_once(["status"])
+        self.assertEqual(code, 0, out + err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split()[4:6], ["APPLIED", "SERVED"])
+        self.assertRegex(lines[1], r"Z  live  ")   # after APPLIED's time
+        code, out, err = cli.run_once(["status", "-o", "json"])
+        self.assertEqual(json.loads(out)["routes"][0]["served"], "live")
 
         # Pod a loads the change, pod b never does: b is named, with what it reports.
         self.a.weights = {"shop-v1": 50, "shop-v2": 50}
