@@ -13,7 +13,9 @@
 #include "bridge/app_internal.h"
 
 static void on_changed(void *user, const char *route_id) {
-    app_status_request(user, route_id);
+    struct generation *g = user;
+    if (g->leader && !g->stopping) /* a standby writes no status */
+        app_status_request(g, route_id);
 }
 
 static void on_live(void *user, const char *route_id, double seconds) {

@@ -48,7 +48,7 @@ int traefikapi_expect_build(const struct model_route *m, struct traefikapi_expec
     memset(e, 0, sizeof *e);
     size_t n = m->owned ? m->n_services : m->n_weights;
     e->owned = m->owned;
-    e->single = n < 2 && m->owned;
+    e->single = (n < 2 && m->owned) || n == 0;
     e->search = dup_printf("%s-%s%s", m->ns, m->name, "");
     e->wants = calloc(n ? n : 1, sizeof *e->wants);
     int rc = e->search && e->wants ? 0 : -1;
