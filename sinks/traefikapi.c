@@ -247,7 +247,7 @@ static struct traefikapi_call *kube_get(struct traefikapi_client *c, const char 
         return NULL;
     call->cb = cb;
     call->user = user;
-    call->kube = kube_request(c->kube, "GET", path, NULL, NULL, 0, kube_done, call);
+    call->kube = kube_get_aside(c->kube, path, kube_done, call);
     if (!call->kube) {
         free(call);
         return NULL;

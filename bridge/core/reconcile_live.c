@@ -327,15 +327,18 @@ static void on_pods(void *user, long status, const cJSON *json, const char *erro
     lc->pods_call = NULL;
     const char *names[MAX_PODS];
     size_t n = 0;
-    lc->pods_problem[0] = '\0';
-    if (status == 200) {
+    char problem[sizeof lc->pods_problem] = "";
+    if (status == 200)
         n = traefikapi_serving_pods(json, names, MAX_PODS);
-    } else {
-        snprintf(lc->pods_problem, sizeof lc->pods_problem, "cannot list the pods: %s",
-                 *error ? error : "no answer");
-        log_warn(lc->log, "traefik.api.pods: cannot list the Traefik pods in %s: %s",
-                 lc->cfg->pods.namespace, *error ? error : "no answer");
-    }
+    else
+        snprintf(problem, sizeof problem, "cannot list the pods: %s", *error ? error : "no answer");
+    if (*problem && strcmp(problem, lc->pods_problem) != 0) /* once per streak */
+        log_warn(lc->log, "traefik.api.pods: in namespace %s: %s", lc->cfg->pods.namespace,
+                 problem);
+    else if (!*problem && *lc->pods_problem)
+        log_info(lc->log, "traefik.api.pods: the pods of namespace %s are listed again",
+                 lc->cfg->pods.namespace);
+    snprintf(lc->pods_problem, sizeof lc->pods_problem, "%s", problem);
     ask_all(lc, names, n);
 }
 

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import unittest
 import urllib.parse
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
@@ -204,6 +205,14 @@ class PodsMode(LiveCase):
         self.wait_status(lambda s: s.get("served", "").startswith("stale"), "stale")
         self.assertRegex(self.status()["served"],
                          r"^stale: traefik.api.pods: cannot list the pods: HTTP 403")
+        # An optional right that is missing is this feature's problem, not the bridge's:
+        # still ready, and no word of the API server refusing the bridge.
+        with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.metrics_port,
+                                    timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        self.assertNotIn("refuses the bridge", self.bridge.log_text())
+        # Said once, not at every round.
+        self.assertEqual(self.bridge.log_text().count("cannot list the pods"), 2)  # + not served
 
 
 class Off(LiveCase):
