@@ -268,6 +268,24 @@ static void on_answer(void *user, long status, const cJSON *json, const char *er
         end_round(lc, lc->instances);
 }
 
+/* How an instance is named in the status, the log, an Event and the
+ * metric: a pod as "<namespace>/<pod>", a URL without its user and
+ * password (http://user:secret@host:8080 -> http://host:8080). */
+static void shown_name(const struct live_checker *lc, const char *instance, char *out,
+                       size_t outlen) {
+    if (lc->cfg->pods.namespace) {
+        snprintf(out, outlen, "%s/%s", lc->cfg->pods.namespace, instance);
+        return;
+    }
+    const char *host = strstr(instance, "://");
+    host = host ? host + 3 : instance;
+    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+    if (at && (!slash || at < slash))
+        snprintf(out, outlen, "%.*s%s", (int)(host - instance), instance, at + 1);
+    else
+        snprintf(out, outlen, "%s", instance);
+}
+
 /* Ask every instance about every route due; instances[] are base URLs or
  * pod names. */
 static void ask_all(struct live_checker *lc, const char *const *instances, size_t n) {
@@ -290,11 +308,8 @@ static void ask_all(struct live_checker *lc, const char *const *instances, size_
             continue;
         }
         for (size_t i = 0; i < n; i++) {
-            /* A pod is shown as "<namespace>/<pod>", a URL as it is. */
             char shown[512];
-            snprintf(shown, sizeof shown, "%s%s%s",
-                     lc->cfg->pods.namespace ? lc->cfg->pods.namespace : "",
-                     lc->cfg->pods.namespace ? "/" : "", instances[i]);
+            shown_name(lc, instances[i], shown, sizeof shown);
             struct probe *p = calloc(1, sizeof *p + strlen(e->key) + 1);
             if (p)
                 p->instance = strdup(shown);

@@ -85,8 +85,9 @@ static void on_not_live(void *user, const char *id, const char *instance, const 
     snprintf(r->not_live_why, sizeof r->not_live_why, "%s", why);
 }
 
-/* Two instances; the second's port is closed when !second_up. */
-static struct rig *rig_new(bool second_up) {
+/* Two instances; the second's port is closed when !second_up, and its URL
+ * carries a user and password with userinfo. */
+static struct rig *rig_new(bool second_up, bool userinfo) {
     struct rig *r = calloc(1, sizeof *r);
     assert_non_null(r);
     assert_int_equal(uv_loop_init(&r->loop), 0);
@@ -96,7 +97,8 @@ static struct rig *rig_new(bool second_up) {
     for (int i = 0; i < 2; i++) {
         fakehttp_start(&r->t[i].srv, &r->loop, dispatch, &r->t[i]);
         r->t[i].v2 = 10;
-        snprintf(r->urls_text[i], sizeof r->urls_text[i], "http://127.0.0.1:%d/", r->t[i].srv.port);
+        snprintf(r->urls_text[i], sizeof r->urls_text[i], "http://%s127.0.0.1:%d/",
+                 i == 1 && userinfo ? "bridge:s3cret@" : "", r->t[i].srv.port);
         r->urls[i] = r->urls_text[i];
     }
     if (!second_up)
@@ -151,7 +153,7 @@ static bool is_stale(void *arg) {
 
 static void test_live_then_same_weights_ask_nothing(void **state) {
     (void)state;
-    struct rig *r = rig_new(true);
+    struct rig *r = rig_new(true, false);
     uint64_t origin = uv_hrtime();
     expect(r, "shop-v1=90, shop-v2=10", origin);
     assert_int_equal(served(r), LIVE_PENDING);
@@ -174,7 +176,7 @@ static void test_live_then_same_weights_ask_nothing(void **state) {
 
 static void test_stale_names_the_lagging_instance_then_live(void **state) {
     (void)state;
-    struct rig *r = rig_new(true);
+    struct rig *r = rig_new(true, false);
     r->t[0].v2 = 50; /* the first loads the change, the second does not */
     expect(r, "shop-v1=50, shop-v2=50", 0);
     assert_true(support_run_until(&r->loop, is_stale, r, 5000));
@@ -198,14 +200,19 @@ static void test_stale_names_the_lagging_instance_then_live(void **state) {
 
 static void test_an_instance_that_does_not_answer_is_named(void **state) {
     (void)state;
-    struct rig *r = rig_new(false);
+    struct rig *r = rig_new(false, true);
     expect(r, "shop-v1=90, shop-v2=10", 0);
     assert_true(support_run_until(&r->loop, is_stale, r, 5000));
     struct live_view v;
     assert_true(live_view(&r->lc, ID, &v));
+    /* Named without the password its URL carries. */
     char want[128];
-    snprintf(want, sizeof want, "%s does not answer: ", r->urls[1]);
+    snprintf(want, sizeof want, "http://127.0.0.1:%d/ does not answer: ", r->t[1].srv.port);
     assert_memory_equal(v.reason, want, strlen(want));
+    assert_null(strstr(v.reason, "s3cret"));
+    snprintf(want, sizeof want, "http://127.0.0.1:%d/", r->t[1].srv.port);
+    assert_string_equal(r->not_live_instance, want);
+    assert_null(strstr(r->not_live_instance, "s3cret"));
     rig_free(r);
 }
 
@@ -216,7 +223,7 @@ static bool asked_both(void *arg) {
 
 static void test_forget_and_stop_with_requests_in_flight(void **state) {
     (void)state;
-    struct rig *r = rig_new(true);
+    struct rig *r = rig_new(true, false);
     r->t[0].silent = r->t[1].silent = true;
     expect(r, "shop-v1=90, shop-v2=10", 0);
     assert_true(support_run_until(&r->loop, asked_both, r, 5000));
