@@ -183,8 +183,13 @@ static void end_route(struct live_checker *lc, const char *id, struct live_route
         lr->served = LIVE_LIVE;
         lr->live_at = unix_now();
         double secs = lr->origin_ns ? (double)(uv_hrtime() - lr->origin_ns) / 1e9 : -1;
-        log_info(lc->log, "route %s: served by all %zu Traefik instances%s", id, instances,
-                 lr->origin_ns ? "" : " (no source change timed)");
+        if (secs >= 0)
+            log_info(lc->log,
+                     "route %s: served by all %zu Traefik instances, %.3f s after the "
+                     "source change",
+                     id, instances, secs);
+        else
+            log_info(lc->log, "route %s: served by all %zu Traefik instances", id, instances);
         free(lr->reason);
         lr->reason = NULL;
         if (lc->hooks.live)
