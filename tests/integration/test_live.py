@@ -3,8 +3,8 @@ listed and each one's API is read through the API server's pod proxy
 (/api/v1/namespaces/NS/pods/NAME:PORT/proxy/api/http/services), which the test server
 forwards to status.podIP and the port, as a real one does. The "pods" are small Traefik API
 stand-ins on 127.0.0.1 and 127.0.0.2 whose answers the tests set (the answers a real
-Traefik v3.6 gives; tests/real/test_live_real.py runs the real one over traefik.api.urls).
-A real kube-apiserver without a kubelet cannot proxy to a pod, hence this server.
+Traefik v3.6 gives; tests/real/test_live_real.py runs the real one, over traefik.api.urls
+and through a real kube-apiserver's pod proxy, which refuses loopback pod addresses).
 
 Also: without traefik.api nothing is asked and the status has no served field; `check`
 asks for the pods rights only in pods mode."""

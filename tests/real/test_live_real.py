@@ -3,19 +3,32 @@ the route's status says served=live once Traefik's own API shows the new weights
 propagation histogram has a stage="live" observation; an instance that never shows them
 (a second real Traefik whose kubernetesCRD provider watches another namespace), or one
 that is stopped, is named in the status, counted in canary_bridge_not_live_total and
-told in a NotLive Event, and nothing is rolled back."""
+told in a NotLive Event, and nothing is rolled back.
+
+Pods mode through the real API server's pod proxy: a real kube-apiserver proxies
+/api/v1/namespaces/NS/pods/NAME:PORT/proxy/... to status.podIP:PORT itself (no kubelet
+involved), but refuses loopback addresses. So the Pod object (created and given a status
+by the test, as a kubelet would) names the host end of a veth pair (NetnsBackends, root
+needed), where a small TCP relay forwards to the real Traefik's API on 127.0.0.1. The
+bridge runs as the canary-bridge ServiceAccount of deploy/rbac.yaml: first without the
+optional pods Role (the status says the list is forbidden), then with that Role as
+deploy/rbac.yaml has it, commented out (the route becomes live)."""
 import json
 import os
+import threading
 import re
+import socket
 import sys
 import tempfile
 import unittest
 import urllib.request
 
+import yaml
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from cbtest import Bridge, Etcd, bridge_config, free_port, wait_until  # noqa: E402
-from real import RealKubeAPI, RealTraefik, require_real  # noqa: E402
+from real import RBAC, NetnsBackends, RealKubeAPI, RealTraefik, require_real  # noqa: E402
 
 KEY = "canary/default/shop/"
 ROUTE = """match: Host(`shop.example.com`)
@@ -37,7 +50,7 @@ def metric(text, name, labels):
     return None
 
 
-class LiveInRealTraefik(unittest.TestCase):
+class RealLiveCase(unittest.TestCase):
     def setUp(self):
         require_real("kube-apiserver", "traefik")
         self.tmp = tempfile.TemporaryDirectory(prefix="cb-real-live-")
@@ -84,6 +97,7 @@ class LiveInRealTraefik(unittest.TestCase):
         return [e for e in self.kube.list("", "default", "events")["items"]
                 if e.get("reason") == reason]
 
+class LiveInRealTraefik(RealLiveCase):
     def test_an_etcd_edit_ends_live(self):
         self.etcd.put(KEY + "route", ROUTE)
         self.etcd.put(KEY + "weights", "shop-v1=90, shop-v2=10")
@@ -132,6 +146,121 @@ class LiveInRealTraefik(unittest.TestCase):
                          s.get("served", "").startswith("stale: %s does not answer"
                                                         % self.traefik.api_url),
                          "the stopped instance named")
+
+
+class Relay:
+    """TCP relay from (host, any free port) to 127.0.0.1:target, one thread per direction."""
+
+    def __init__(self, host, target):
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.done = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.done:
+            try:
+                a, _ = self.sock.accept()
+                b = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                continue
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (src, dst):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.done = True
+        self.sock.close()
+
+
+def optional_pods_role(namespace):
+    """The commented-out Role and RoleBinding of deploy/rbac.yaml, uncommented."""
+    with open(RBAC) as f:
+        text = f.read()
+    block = text[text.index("# traefik.api.pods"):text.index("# A long-lived token")]
+    # The YAML lines: "#apiVersion: ...", "#  name: ..."; the prose: "# The ...".
+    lines = [ln[1:] for ln in block.splitlines() if ln.startswith("#") and
+             (not ln.startswith("# ") or ln.startswith("#  "))]
+    docs = [d for d in yaml.safe_load_all("\n".join(lines)) if d]
+    for d in docs:
+        d["metadata"]["namespace"] = namespace
+    return docs
+
+
+class PodsThroughTheRealPodProxy(RealLiveCase):
+    def test_pods_mode(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root for the veth (NetnsBackends)")
+        net = NetnsBackends(self.tmp.name, {"unused": 8081})
+        self.addCleanup(net.stop)
+        relay = Relay(net.host_address, self.traefik.api_port)
+        self.addCleanup(relay.stop)
+        admin = self.kube
+        admin.apply_object({"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": "traefik"}})
+        # The ServiceAccount admission wants the namespace's default account (no
+        # controller manager here makes it).
+        admin.apply_object({"apiVersion": "v1", "kind": "ServiceAccount",
+                            "metadata": {"name": "default", "namespace": "traefik"}})
+        pods = "/api/v1/namespaces/traefik/pods"
+        st, _, body = admin.request("POST", pods, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "traefik-0", "labels": {"app.kubernetes.io/name": "traefik"}},
+            "spec": {"automountServiceAccountToken": False,
+                     "containers": [{"name": "traefik", "image": "traefik:v3.6"}]}})
+        self.assertEqual(st, 201, body)
+        body["status"] = {"phase": "Running", "podIP": net.host_address,
+                          "podIPs": [{"ip": net.host_address}],
+                          "conditions": [{"type": "Ready", "status": "True"}]}
+        st, _, body = admin.request("PUT", pods + "/traefik-0/status", body)
+        self.assertEqual(st, 200, body)
+        # The real pod proxy reaches the real Traefik's API.
+        st, _, body = admin.request(
+            "GET", pods + "/traefik-0:%d/proxy/api/version" % relay.port)
+        self.assertEqual((st, body.get("Codename") if isinstance(body, dict) else body),
+                         (200, "canary-bridge-test"))
+
+        self.etcd.put(KEY + "route", ROUTE)
+        self.etcd.put(KEY + "weights", "shop-v1=70, shop-v2=30")
+        self.bridge = Bridge(self.tmp.name, bridge_config(
+            etcd=self.etcd, kube=self.kube, metrics_port=self.metrics_port,
+            reconcile={"require_ready_endpoints": False, "status": True},
+            traefik={"api": {"pods": {"namespace": "traefik", "port": relay.port},
+                             "interval": "100ms", "timeout": "2s"}}))
+        self.addCleanup(self.bridge.stop)
+        self.bridge.wait_log(r"ready: ", timeout=30)
+        # deploy/rbac.yaml alone does not allow it:
+        self.wait_status(lambda s: s.get("served", "").startswith(
+            "stale: traefik.api.pods: cannot list the pods: HTTP 403"), "pods forbidden")
+        for obj in optional_pods_role("traefik"):
+            admin.apply_object(obj)
+        self.wait_status(lambda s: s.get("served") == "live" and
+                         s.get("weights") == {"shop-v1": 70, "shop-v2": 30},
+                         "live through the pod proxy")
+        self.etcd.put(KEY + "weights", "shop-v1=20, shop-v2=80")
+        self.wait_status(lambda s: s.get("served") == "live" and
+                         s.get("weights") == {"shop-v1": 20, "shop-v2": 80}, "the edit live")
+        self.assertGreaterEqual(metric(self.metrics(), "canary_bridge_propagation_seconds_count",
+                                       {"stage": "live"}), 1)
 
 
 if __name__ == "__main__":
