@@ -93,6 +93,10 @@ enum traefikapi_verdict {
 enum traefikapi_verdict traefikapi_judge(const cJSON *services, const struct traefikapi_expect *e,
                                          const char *ns, const char *ir, char *why, size_t whylen);
 
+/* Every service an instance has, in one answer (judge it as a search's:
+ * traefikapi_judge picks the route's own). */
+#define TRAEFIKAPI_ALL_SERVICES "/api/http/services?per_page=1000000"
+
 /* The path (and query) to ask an instance for e's services. */
 int traefikapi_services_path(const struct traefikapi_expect *e, char *out, size_t outlen);
 

@@ -17,6 +17,9 @@
 
 #define LAG_MAX 600
 #define MAX_PODS 256
+/* More routes than this due in one round: one list per instance, not one
+ * search per route and instance. */
+#define LIVE_BATCH_ROUTES 8
 
 struct live_route {
     struct traefikapi_expect want;
@@ -45,6 +48,7 @@ struct probe {
 };
 
 static void start_round(struct live_checker *lc);
+static void on_answer(void *user, long status, const cJSON *json, const char *error);
 
 const char *live_served_name(enum live_served s) {
     return s == LIVE_LIVE ? "live" : s == LIVE_STALE ? "stale" : "pending";
@@ -248,25 +252,36 @@ static void probe_free(struct probe *p) {
     free(p);
 }
 
+/* What instance p answered about route lr. */
+static void judge_answer(struct live_route *lr, const struct probe *p, long status,
+                         const cJSON *json, const char *error) {
+    char why[LAG_MAX], code[32];
+    if (status == 200) {
+        if (traefikapi_judge(json, &lr->want, lr->ns, lr->name, why, sizeof why) != TRAEFIKAPI_LIVE)
+            lag(lr, p->order, p->instance, "%s", why);
+    } else if (status == 0) {
+        lag(lr, p->order, p->instance, "does not answer: %s", error);
+    } else {
+        snprintf(code, sizeof code, "%ld", status);
+        lag(lr, p->order, p->instance, "answers HTTP %s", code);
+        if (*error && lr->lag_order == p->order)
+            snprintf(lr->lag + strlen(lr->lag), sizeof lr->lag - strlen(lr->lag), ": %s", error);
+    }
+}
+
 static void on_answer(void *user, long status, const cJSON *json, const char *error) {
     struct probe *p = user;
     struct live_checker *lc = p->lc;
-    struct live_route *lr = map_get(&lc->routes, p->id);
-    if (lr && lr->epoch == p->epoch && lr->in_round) {
-        char why[LAG_MAX], code[32];
-        if (status == 200) {
-            if (traefikapi_judge(json, &lr->want, lr->ns, lr->name, why, sizeof why) !=
-                TRAEFIKAPI_LIVE)
-                lag(lr, p->order, p->instance, "%s", why);
-        } else if (status == 0) {
-            lag(lr, p->order, p->instance, "does not answer: %s", error);
-        } else {
-            snprintf(code, sizeof code, "%ld", status);
-            lag(lr, p->order, p->instance, "answers HTTP %s", code);
-            if (*error)
-                snprintf(lr->lag + strlen(lr->lag), sizeof lr->lag - strlen(lr->lag), ": %s",
-                         error);
-        }
+    if (p->id[0]) {
+        struct live_route *lr = map_get(&lc->routes, p->id);
+        if (lr && lr->epoch == p->epoch && lr->in_round)
+            judge_answer(lr, p, status, json, error);
+    } else { /* every route of the round (a route changed since is out of it) */
+        struct map_iter it;
+        map_iter_init(&it, &lc->routes);
+        for (struct map_entry *e; (e = map_iter_next(&it));)
+            if (((struct live_route *)e->value)->in_round)
+                judge_answer(e->value, p, status, json, error);
     }
     probe_free(p);
     if (--lc->waiting == 0)
@@ -291,11 +306,39 @@ static void shown_name(const struct live_checker *lc, const char *instance, char
         snprintf(out, outlen, "%s", instance);
 }
 
+/* One request to instance i: about route id (epoch), or (id "") about
+ * every route of the round. false when it did not start. */
+static bool probe_start(struct live_checker *lc, const char *id, unsigned epoch, size_t i,
+                        const char *instance, const char *shown, const char *path) {
+    struct probe *p = calloc(1, sizeof *p + strlen(id) + 1);
+    if (p)
+        p->instance = strdup(shown);
+    if (!p || !p->instance) {
+        free(p);
+        return false;
+    }
+    strcpy(p->id, id);
+    p->lc = lc;
+    p->epoch = epoch;
+    p->order = i;
+    list_push_back(&lc->probes, &p->link);
+    p->call = traefikapi_get(&lc->client, instance, path, on_answer, p);
+    if (!p->call) {
+        probe_free(p);
+        return false;
+    }
+    lc->waiting++;
+    lc->requests++;
+    return true;
+}
+
 /* Ask every instance about every route due; instances[] are base URLs or
- * pod names. */
+ * pod names. Up to LIVE_BATCH_ROUTES routes, one search per route and
+ * instance; more (a burst), one list of all services per instance. */
 static void ask_all(struct live_checker *lc, const char *const *instances, size_t n) {
     uint64_t now = uv_now(lc->loop);
     lc->instances = n;
+    size_t due = 0;
     struct map_iter it;
     map_iter_init(&it, &lc->routes);
     for (struct map_entry *e; (e = map_iter_next(&it));) {
@@ -307,7 +350,30 @@ static void ask_all(struct live_checker *lc, const char *const *instances, size_
         lr->lag_order = SIZE_MAX;
         lr->lagging = 0;
         lr->lag[0] = '\0';
+        due++;
+    }
+    bool batch = due > LIVE_BATCH_ROUTES;
+    if (batch)
+        log_debug(lc->log,
+                  "traefik.api: %zu routes to confirm: one list of all services from "
+                  "each of %zu instances",
+                  due, n);
+    for (size_t i = 0; batch && i < n; i++) {
+        char shown[512];
+        shown_name(lc, instances[i], shown, sizeof shown);
+        if (probe_start(lc, "", 0, i, instances[i], shown, TRAEFIKAPI_ALL_SERVICES))
+            continue;
+        map_iter_init(&it, &lc->routes);
+        for (struct map_entry *e; (e = map_iter_next(&it));)
+            if (((struct live_route *)e->value)->in_round)
+                lag(e->value, i, shown, "%s", "cannot be asked: the request did not start");
+    }
+    map_iter_init(&it, &lc->routes);
+    for (struct map_entry *e; !batch && (e = map_iter_next(&it));) {
+        struct live_route *lr = e->value;
         char path[600];
+        if (!lr->in_round)
+            continue;
         if (traefikapi_services_path(&lr->want, path, sizeof path) < 0) {
             lag(lr, 0, "traefik.api:", "%s", "route name too long to ask about");
             continue;
@@ -315,27 +381,8 @@ static void ask_all(struct live_checker *lc, const char *const *instances, size_
         for (size_t i = 0; i < n; i++) {
             char shown[512];
             shown_name(lc, instances[i], shown, sizeof shown);
-            struct probe *p = calloc(1, sizeof *p + strlen(e->key) + 1);
-            if (p)
-                p->instance = strdup(shown);
-            if (!p || !p->instance) {
-                free(p);
-                lag(lr, i, shown, "%s", "cannot be asked: out of memory");
-                continue;
-            }
-            strcpy(p->id, e->key);
-            p->lc = lc;
-            p->epoch = lr->epoch;
-            p->order = i;
-            list_push_back(&lc->probes, &p->link);
-            p->call = traefikapi_get(&lc->client, instances[i], path, on_answer, p);
-            if (!p->call) {
-                probe_free(p);
+            if (!probe_start(lc, e->key, lr->epoch, i, instances[i], shown, path))
                 lag(lr, i, shown, "%s", "cannot be asked: the request did not start");
-                continue;
-            }
-            lc->waiting++;
-            lc->requests++;
         }
     }
     if (lc->waiting == 0)

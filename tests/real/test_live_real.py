@@ -148,6 +148,29 @@ class LiveInRealTraefik(RealLiveCase):
                          "the stopped instance named")
 
 
+class BurstInRealTraefik(RealLiveCase):
+    def test_a_burst_of_routes_is_confirmed(self):
+        # More routes than a round asks about one by one: one list of every service per
+        # Traefik instance (/api/http/services?per_page=...), as real Traefik answers it.
+        names = ["burst%d" % k for k in range(12)]
+        for n in names:
+            self.etcd.put("canary/default/%s/route" % n, ROUTE.replace("shop.example.com",
+                                                                       n + ".example.com"))
+            self.etcd.put("canary/default/%s/weights" % n, "shop-v1=60, shop-v2=40")
+        self.start_bridge([self.traefik.api_url])
+
+        def served():
+            out = {}
+            for n in names:
+                text = self.etcd.get("canary/default/%s/status" % n)
+                out[n] = json.loads(text).get("served") if text else None
+            return out
+        wait_until(lambda: set(served().values()) == {"live"}, 60,
+                   what="every route live (have %r)" % served())
+        self.assertIn("routes to confirm: one list of all services from each of 1 instances",
+                      self.bridge.log_text())
+
+
 class Relay:
     """TCP relay from (host, any free port) to 127.0.0.1:target, one thread per direction."""
 
