@@ -21,14 +21,19 @@ started (from send: includes starting etcdctl).  Two ways of pacing:
   throttle window Traefik opened when it applied that one: what an edit sees when anything
   else (another route, a Middleware the bridge wrote first, Endpoints churning as pods
   come and go) changed Traefik's configuration just before.
+The bridge runs with traefik.api pointing at that Traefik (interval 10ms): for each change
+the section also records how long the bridge took to see Traefik's API serve it
+(canary_bridge_propagation_seconds{stage="live"}, from the etcd event), beside the time
+to the API server's answer (stage="applied").
 No assertions: figures only."""
 import http.client
 import json
 import os
 import threading
 import time
+import urllib.request
 
-from cbtest import Bridge, bridge_config
+from cbtest import Bridge, bridge_config, free_port
 
 BACKENDS = {"v1": 8081, "v2": 8082}
 ROUTE = """match: Host(`shift.bench.example`)
@@ -99,6 +104,30 @@ class Client(threading.Thread):
         return None
 
 
+def propagation(port, stage):
+    """(count, sum) of canary_bridge_propagation_seconds{stage=...} on the bridge."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        text = r.read().decode()
+    got = {}
+    for line in text.splitlines():
+        for part in ("count", "sum"):
+            head = 'canary_bridge_propagation_seconds_%s{stage="%s"} ' % (part, stage)
+            if line.startswith(head):
+                got[part] = float(line[len(head):])
+    return got.get("count", 0), got.get("sum", 0.0)
+
+
+def wait_observed(port, stage, count0, timeout=30):
+    """The seconds of the next observation after count0, or None."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        c, s = propagation(port, stage)
+        if c > count0:
+            return s
+        time.sleep(0.005)
+    return None
+
+
 def one_throttle(env, args, throttle, log, stats):
     from real import NetnsBackends, RealKubeAPI, RealTraefik
     d = os.path.join(env.dir, "traefik-" + throttle)
@@ -118,7 +147,10 @@ def one_throttle(env, args, throttle, log, stats):
         key = prefix + "default/shift/"
         env.etcd.put(key + "route", ROUTE)
         env.etcd.put(key + "weights", "v1=100, v2=0")
-        cfg = bridge_config(etcd=env.etcd, kube=kube, prefix=prefix, log={"level": "info"})
+        mport = free_port()
+        cfg = bridge_config(etcd=env.etcd, kube=kube, prefix=prefix, log={"level": "info"},
+                            metrics_port=mport,
+                            traefik={"api": {"urls": [traefik.api_url], "interval": "10ms"}})
         bridge = Bridge(d, cfg, binary=env.binary, name="bridge")
         procs.append(bridge)
         bridge.wait_log(r"ready: ", timeout=120)
@@ -130,8 +162,10 @@ def one_throttle(env, args, throttle, log, stats):
             current = "v1"
             pause = float(throttle.rstrip("ms")) / (1000 if throttle.endswith("ms") else 1)
             for mode in ("quiet", "back-to-back"):
-                from_ack, from_send = [], []
+                from_ack, from_send, live, applied = [], [], [], []
                 for _ in range(args.traefik_changes):
+                    live0, live_sum0 = propagation(mport, "live")
+                    app0, app_sum0 = propagation(mport, "applied")
                     if mode == "quiet":
                         time.sleep(pause + 0.5)     # pacing: let the throttle window end
                     new = "v2" if current == "v1" else "v1"
@@ -147,7 +181,14 @@ def one_throttle(env, args, throttle, log, stats):
                     from_ack.append(t - t_ack)
                     from_send.append(t - t_send)
                     current = new
-                out[mode] = {"from_ack": stats(from_ack), "from_send": stats(from_send)}
+                    s = wait_observed(mport, "live", live0)
+                    if s is not None:
+                        live.append(s - live_sum0)
+                    s = wait_observed(mport, "applied", app0)
+                    if s is not None:
+                        applied.append(s - app_sum0)
+                out[mode] = {"from_ack": stats(from_ack), "from_send": stats(from_send),
+                             "bridge_live": stats(live), "bridge_applied": stats(applied)}
         finally:
             client.done = True
             client.join(15)
@@ -189,10 +230,17 @@ def print_traefik(res, table, ms):
             if not a:
                 rows.append([r["throttle"], mode, "-", "-", "-", "-", "-"])
                 continue
+            lv, ap = d.get("bridge_live") or {}, d.get("bridge_applied") or {}
             rows.append([r["throttle"], mode, a["n"], ms(a["p50"]), ms(a["p90"]),
-                         ms(a["max"]), ms(s["p50"])])
+                         ms(a["max"]), ms(s["p50"]),
+                         ms(ap["p50"]) if ap.get("n") else "-",
+                         ms(lv["p50"]) if lv.get("n") else "-",
+                         ms(lv["p90"]) if lv.get("n") else "-"])
     print(table(["providersThrottleDuration", "pacing", "n", "p50 ms", "p90 ms", "max ms",
-                 "p50 from send"], rows))
+                 "p50 from send", "applied p50", "live p50", "live p90"], rows))
     print("  quiet: put %s after the previous change was served; back-to-back: put as soon "
           "as it was served" % "throttle + 0.5 s")
+    print("  applied/live: the bridge's canary_bridge_propagation_seconds, from the etcd event "
+          "to the API server's answer (applied) and to Traefik's API showing the weights "
+          "(live; traefik.api, interval 10ms)")
     print()

@@ -230,6 +230,7 @@ static void on_resync(uv_timer_t *t) {
 static void on_route_applied(void *user, const char *route_id, const struct model_route *m) {
     app_http_export_weights(user, route_id, m);
     app_status_remember_weights(user, route_id, m);
+    app_live_on_applied(user, route_id, m);
 }
 
 static void on_route_status(void *user, const char *route_id, const struct route_status *st) {
@@ -241,6 +242,7 @@ static void on_route_status(void *user, const char *route_id, const struct route
     if (!st) { /* the route is gone: so are its weight series */
         app_http_export_weights(g, route_id, NULL);
         app_status_remember_weights(g, route_id, NULL);
+        app_live_on_gone(g, route_id);
     }
 }
 
@@ -332,6 +334,7 @@ static void generation_close(struct generation *g) {
             informer_close(&g->inf[k], NULL);
     if (g->have_backends)
         backends_close(&g->backends, NULL);
+    app_live_close(g);
     kube_call_cancel(g->discovery);
     g->discovery = NULL;
     if (g->have_lease)
@@ -405,6 +408,7 @@ void app_stop(struct generation *g, int code) {
             informer_stop(&g->inf[k]);
     if (g->have_backends)
         backends_stop(&g->backends);
+    app_live_stop(g);
     if (g->have_rec)
         reconciler_pause(&g->rec);
     if (!g->have_timers) {
@@ -522,7 +526,7 @@ static int start_reconciler(struct generation *g) {
     g->rec.on_drained = on_drained;
     g->rec.user = g;
     g->rec.hooks = (struct reconcile_hooks){.status = on_route_status,
-                                            .propagated = app_http_on_propagated,
+                                            .propagated = app_live_on_propagated,
                                             .applied = on_route_applied,
                                             .pass = app_http_on_pass,
                                             .event = on_route_event,
@@ -537,7 +541,7 @@ static int start_reconciler(struct generation *g) {
     g->have_backends = true;
     backends_set_traefikservices(&g->backends, &g->inf[OBJ_TRAEFIKSERVICE]);
     g->rec.backends = &g->backends;
-    return 0;
+    return app_live_start(g);
 }
 
 int app_start_objects(struct generation *g) {
@@ -669,6 +673,7 @@ static void generation_free(struct generation *g) {
     app_status_free(g);
     app_http_free(g);
     app_access_free(g);
+    app_live_free(g);
 }
 
 static void warn_open_handle(uv_handle_t *h, void *arg) {

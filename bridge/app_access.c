@@ -19,7 +19,10 @@
  *     same namespaces: the backend checks keep them in list+watch caches of
  *     the namespaces routes use (sinks/backends.c) and never GET one;
  *   - with leader_election.enabled, get, create and update of Leases
- *     (coordination.k8s.io) in leader_election.namespace.
+ *     (coordination.k8s.io) in leader_election.namespace;
+ *   - with traefik.api.pods, list of pods and get of pods/proxy in
+ *     traefik.api.pods.namespace (the Traefik pods' API, through the API
+ *     server's pod proxy).
  * At most ACCESS_IN_FLIGHT reviews are in flight at once. When every review
  * is answered, the lines print in that order and `check` goes on
  * (app_oneshot_check_api_done). */
@@ -35,6 +38,7 @@
 struct access_review {
     struct generation *g;
     const char *verb, *group, *resource; /* static strings, or the generation's */
+    const char *subresource;             /* "proxy", or NULL */
     const char *ns;                      /* "" all namespaces; the config's string */
     bool answered, allowed;
     char why[512]; /* a denial's reason, or why the review failed */
@@ -94,14 +98,21 @@ static int plan_reviews(struct generation *g) {
     for (size_t v = 0; le->enabled && v < 3; v++)
         if (review_add(g, &cap, ns_verbs[v], "coordination.k8s.io", "leases", le->namespace) < 0)
             return -1;
+    const char *pods_ns = cfg->traefik.api.pods.namespace;
+    if (pods_ns && (review_add(g, &cap, "list", "", "pods", pods_ns) < 0 ||
+                    review_add(g, &cap, "get", "", "pods", pods_ns) < 0))
+        return -1;
+    if (pods_ns)
+        g->check.reviews[g->check.n_reviews - 1].subresource = "proxy";
     return 0;
 }
 
 /* "update ingressroutes.traefik.io in ns shop" */
 static void review_print(const struct access_review *r) {
-    printf("%s %s %s%s%s in %s%s%s%s\n", r->allowed ? "ok  " : "FAIL", r->verb, r->resource,
-           r->group[0] ? "." : "", r->group, r->ns[0] ? "ns " : "all namespaces", r->ns,
-           r->allowed ? "" : ": ", r->allowed ? "" : r->why);
+    printf("%s %s %s%s%s%s%s in %s%s%s%s\n", r->allowed ? "ok  " : "FAIL", r->verb, r->resource,
+           r->subresource ? "/" : "", r->subresource ? r->subresource : "", r->group[0] ? "." : "",
+           r->group, r->ns[0] ? "ns " : "all namespaces", r->ns, r->allowed ? "" : ": ",
+           r->allowed ? "" : r->why);
 }
 
 static void send_next(struct generation *g);
@@ -152,7 +163,8 @@ static void send_next(struct generation *g) {
               cJSON_AddStringToObject(attrs, "namespace", r->ns) &&
               cJSON_AddStringToObject(attrs, "verb", r->verb) &&
               cJSON_AddStringToObject(attrs, "group", r->group) &&
-              cJSON_AddStringToObject(attrs, "resource", r->resource);
+              cJSON_AddStringToObject(attrs, "resource", r->resource) &&
+              (!r->subresource || cJSON_AddStringToObject(attrs, "subresource", r->subresource));
     struct kube_call *call =
         ok ? kube_request_json(g->kube, "POST", ACCESS_PATH, body, on_review, r) : NULL;
     cJSON_Delete(body);

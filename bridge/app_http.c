@@ -37,7 +37,7 @@ void app_http_on_burst(void *user, bool holding, size_t changes, uint64_t held_m
 void app_http_on_propagated(void *user, const char *route_id, double seconds) {
     struct generation *g = user;
     (void)route_id;
-    metric_observe(g->app->bm.propagation_seconds, NULL, seconds);
+    metric_observe(g->app->bm.propagation_seconds, METRIC_LABELS("applied"), seconds);
 }
 
 void app_http_on_kube_answer(void *user, const char *verb, long status) {

@@ -21,7 +21,8 @@
  *   app_access.c    check: may the bridge do what it will do (access reviews);
  *   app_status_cmd.c status: each route's desired and live state;
  *   app_diff.c      diff: the live objects against what a pass would write;
- *   app_discovery.c traefik.api_group: auto, asked of the API server.
+ *   app_discovery.c traefik.api_group: auto, asked of the API server;
+ *   app_live.c      traefik.api: is what was written served by Traefik?
  * Not for use outside bridge/app*.c. */
 #ifndef CB_APP_INTERNAL_H
 #define CB_APP_INTERNAL_H
@@ -34,6 +35,7 @@
 #include "bridge/app.h"
 #include "bridge/core/keycache.h"
 #include "bridge/core/reconcile.h"
+#include "bridge/core/reconcile_live.h"
 #include "bridge/lib/http.h"
 #include "bridge/lib/httpd.h"
 #include "bridge/lib/map.h"
@@ -67,6 +69,10 @@ struct generation {
     bool have_rec;
     struct backends backends; /* Services and EndpointSlices: with the reconciler */
     bool have_backends;
+    struct live_checker live; /* traefik.api, run only */
+    bool have_live;
+    char live_origin_id[MODEL_NS_MAX + MODEL_NAME_MAX + 2]; /* see app_live_on_propagated */
+    uint64_t live_origin_ns;
     struct lease_elector lease; /* leader_election.enabled */
     bool have_lease;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -261,6 +267,20 @@ int app_diff_print(struct generation *g, const char *const *ids, size_t n);
  * (resourceVersion, uid, creationTimestamp, generation, status). NULL out
  * of memory. */
 cJSON *app_object_shown(const cJSON *obj, bool for_apply);
+
+/* app_live.c */
+
+/* traefik.api set, `run`: the confirmation in Traefik. 0, or -1 (memory). */
+int app_live_start(struct generation *g);
+/* Reconciler hooks: propagated (also feeds the metrics), applied, gone. */
+void app_live_on_propagated(void *user, const char *route_id, double seconds);
+void app_live_on_applied(struct generation *g, const char *route_id, const struct model_route *m);
+void app_live_on_gone(struct generation *g, const char *route_id);
+/* The route's served, live and live_at into its status document. 0 or -1. */
+int app_live_status_doc(struct generation *g, const char *route_id, cJSON *doc);
+void app_live_stop(struct generation *g);
+void app_live_close(struct generation *g);
+void app_live_free(struct generation *g);
 
 /* app_discovery.c */
 

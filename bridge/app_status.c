@@ -125,6 +125,7 @@ static cJSON *status_doc(struct generation *g, const char *id) {
             ok = cJSON_ReplaceItemInObjectCaseSensitive(doc, "message", cJSON_CreateString(msg));
         }
     }
+    ok = ok && (!st || app_live_status_doc(g, id, doc) == 0);
     if (ok && weights) {
         cJSON_AddItemToObject(doc, "weights", weights);
         weights = NULL;

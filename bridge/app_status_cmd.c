@@ -16,6 +16,9 @@
  *             freeze holds it; an abort shows in ERROR);
  *   APPLIED   when the bridge last applied the route: the time of its
  *             status key (reconcile.status) when that says "applied";
+ *   SERVED    with traefik.api, whether Traefik serves the applied weights:
+ *             live, pending, or stale and who lags (the status key's
+ *             `served`); the column shows only when a route has it;
  *   REVISION  the source revision the live objects were written from (their
  *             canary-bridge.io/source-revision annotation), else the status
  *             key's;
@@ -34,9 +37,19 @@
 
 #include "bridge/app_internal.h"
 
-enum { COL_ROUTE, COL_STATE, COL_DESIRED, COL_LIVE, COL_APPLIED, COL_REVISION, COL_ERROR, NCOLS };
-static const char *const COL_TITLE[NCOLS] = {"ROUTE",   "STATE",    "DESIRED", "LIVE",
-                                             "APPLIED", "REVISION", "ERROR"};
+enum {
+    COL_ROUTE,
+    COL_STATE,
+    COL_DESIRED,
+    COL_LIVE,
+    COL_APPLIED,
+    COL_SERVED,
+    COL_REVISION,
+    COL_ERROR,
+    NCOLS
+};
+static const char *const COL_TITLE[NCOLS] = {"ROUTE",   "STATE",  "DESIRED",  "LIVE",
+                                             "APPLIED", "SERVED", "REVISION", "ERROR"};
 
 /* ---- weights ---- */
 
@@ -200,7 +213,8 @@ static cJSON *route_row(struct generation *g, const char *id, const struct route
           : cJSON_IsNumber(skey_rev)
               ? cJSON_AddNumberToObject(row, "revision", skey_rev->valuedouble) != NULL
               : cJSON_AddNullToObject(row, "revision") != NULL) &&
-         add_string_or_null(row, "error", error);
+         add_string_or_null(row, "error", error) &&
+         add_string_or_null(row, "served", kobj_str(skey, "served", NULL));
     if (ok && skey && cJSON_AddItemToObject(row, "status_key", skey))
         skey = NULL;
     else if (ok)
@@ -230,7 +244,8 @@ static int weights_text(const cJSON *w, buf_t *out) {
 
 /* The row's cells as text (cells[i] heap strings). 0, or -1 out of memory. */
 static int row_cells(const cJSON *row, char *cells[NCOLS]) {
-    buf_t b[NCOLS] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
+    buf_t b[NCOLS] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT,
+                      BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
     const char *applied = kobj_str(row, "applied", NULL), *error = kobj_str(row, "error", NULL);
     const cJSON *rev = cJSON_GetObjectItemCaseSensitive(row, "revision");
     int rc = buf_puts(&b[COL_ROUTE], kobj_str(row, "route", NULL));
@@ -238,6 +253,8 @@ static int row_cells(const cJSON *row, char *cells[NCOLS]) {
     rc = rc ? rc : weights_text(cJSON_GetObjectItemCaseSensitive(row, "desired"), &b[COL_DESIRED]);
     rc = rc ? rc : weights_text(cJSON_GetObjectItemCaseSensitive(row, "live"), &b[COL_LIVE]);
     rc = rc ? rc : buf_puts(&b[COL_APPLIED], applied ? applied : "-");
+    const char *served = kobj_str(row, "served", NULL);
+    rc = rc ? rc : buf_puts(&b[COL_SERVED], served ? served : "-");
     rc = rc                    ? rc
          : cJSON_IsNumber(rev) ? buf_printf(&b[COL_REVISION], "%.0f", rev->valuedouble)
                                : buf_puts(&b[COL_REVISION], "-");
@@ -260,8 +277,11 @@ static int print_table(const cJSON *rows) {
         cells[0][c] = strdup(COL_TITLE[c]);
         rc = cells[0][c] ? rc : -1;
     }
-    for (int i = 0; i < n && rc == 0; i++)
+    bool served = false; /* the SERVED column shows when a route has it */
+    for (int i = 0; i < n && rc == 0; i++) {
         rc = row_cells(cJSON_GetArrayItem(rows, i), cells[i + 1]);
+        served = served || kobj_str(cJSON_GetArrayItem(rows, i), "served", NULL);
+    }
     for (int c = 0; c < NCOLS && rc == 0; c++) {
         width[c] = 0;
         for (int i = 0; i <= n; i++)
@@ -270,7 +290,8 @@ static int print_table(const cJSON *rows) {
     }
     for (int i = 0; i <= n && rc == 0; i++) {
         for (int c = 0; c < NCOLS - 1; c++)
-            printf("%-*s  ", (int)width[c], cells[i][c]);
+            if (c != COL_SERVED || served)
+                printf("%-*s  ", (int)width[c], cells[i][c]);
         printf("%s\n", cells[i][NCOLS - 1]);
     }
     for (int i = 0; i <= n; i++)

@@ -164,6 +164,10 @@ int config_defaults(struct config *cfg) {
     cfg->source.wait_ms = 5 * 60 * 1000;
     cfg->source.liveness_ms = 5000;
     cfg->traefik.rule_syntax = RULE_SYNTAX_V3;
+    cfg->traefik.api.pods.port = 8080;
+    cfg->traefik.api.interval_ms = 200;
+    cfg->traefik.api.timeout_ms = 30 * 1000;
+    cfg->traefik.api.request_timeout_ms = 5000;
     cfg->reconcile.policy = POLICY_UPSERT_ONLY;
     cfg->reconcile.resync_ms = 5 * 60 * 1000;
     cfg->reconcile.max_in_flight = 16;
@@ -184,6 +188,7 @@ int config_defaults(struct config *cfg) {
         set_default(&cfg->source.prefix, "canary/") < 0 ||
         set_default(&cfg->source.consistency, "default") < 0 ||
         set_default(&cfg->traefik.api_group, "auto") < 0 ||
+        set_default(&cfg->traefik.api.pods.selector, "app.kubernetes.io/name=traefik") < 0 ||
         set_default(&cfg->server.listen, "127.0.0.1:9464") < 0 ||
         set_default(&cfg->leader_election.namespace, "default") < 0 ||
         set_default(&cfg->leader_election.name, "canary-bridge") < 0) {
@@ -251,6 +256,9 @@ void config_free(struct config *cfg) {
     free(cfg->kubernetes.ca_file);
     free(cfg->kubernetes.field_manager);
     free(cfg->traefik.api_group);
+    config_free_list(cfg->traefik.api.urls, cfg->traefik.api.n_urls);
+    free(cfg->traefik.api.pods.namespace);
+    free(cfg->traefik.api.pods.selector);
     config_free_list(cfg->reconcile.namespaces, cfg->reconcile.n_namespaces);
     free(cfg->server.listen);
     free(cfg->leader_election.namespace);

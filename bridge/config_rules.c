@@ -356,9 +356,39 @@ static int expand_all_credentials(struct config_parse *p) {
     return 0;
 }
 
+/* traefik.api: where to ask Traefik whether it serves what was written. */
+static int check_traefik_api(struct config_parse *p) {
+    const struct traefikapi_settings *a = &p->cfg->traefik.api;
+    bool pods = key_set(p, "traefik.api.pods.namespace") ||
+                key_set(p, "traefik.api.pods.selector") || key_set(p, "traefik.api.pods.port");
+    if (a->n_urls && pods)
+        return invalid(p, "traefik.api.pods",
+                       "give traefik.api.urls or traefik.api.pods, not both");
+    for (size_t i = 0; i < a->n_urls; i++)
+        if (!url_is_http(a->urls[i]))
+            return invalid(p, "traefik.api.urls",
+                           "entry %zu is not an http:// or https:// URL with a host", i);
+    if (pods && (!a->pods.namespace || !is_dns_label(a->pods.namespace, strlen(a->pods.namespace))))
+        return invalid(p, "traefik.api.pods.namespace",
+                       "must name the Traefik pods' namespace (lowercase letters, digits and '-')");
+    if (pods && !*a->pods.selector)
+        return invalid(p, "traefik.api.pods.selector",
+                       "must not be empty (e.g. app.kubernetes.io/name=traefik)");
+    if (a->pods.port < 1 || a->pods.port > 65535)
+        return invalid(p, "traefik.api.pods.port", "must be between 1 and 65535");
+    if (a->interval_ms < 10 || a->interval_ms > 60 * 1000)
+        return invalid(p, "traefik.api.interval", "must be between 10ms and 1m");
+    if (a->request_timeout_ms < 10 || a->request_timeout_ms > 5 * 60 * 1000)
+        return invalid(p, "traefik.api.request_timeout", "must be between 10ms and 5m");
+    if (a->timeout_ms < a->interval_ms || a->timeout_ms > 60 * 60 * 1000)
+        return invalid(p, "traefik.api.timeout",
+                       "must be at least traefik.api.interval and at most 1h");
+    return 0;
+}
+
 int config_rules_check(struct config_parse *p) {
     if (check_source(p) < 0 || check_kubernetes(p) < 0 || check_reconcile(p) < 0 ||
-        check_leader_election(p) < 0 || expand_all_credentials(p) < 0)
+        check_traefik_api(p) < 0 || check_leader_election(p) < 0 || expand_all_credentials(p) < 0)
         return -1;
     return 0;
 }

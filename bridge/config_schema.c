@@ -145,9 +145,26 @@ static const struct field kubernetes_fields[] = {
     END,
 };
 
+static const struct field traefik_api_pods_fields[] = {
+    OPTIONAL("namespace", traefik.api.pods.namespace),
+    STRING("selector", traefik.api.pods.selector),
+    UNSIGNED("port", traefik.api.pods.port),
+    END,
+};
+
+static const struct field traefik_api_fields[] = {
+    LIST("urls", traefik.api.urls, traefik.api.n_urls, F_SCALAR_LIST),
+    SECTION("pods", traefik_api_pods_fields),
+    DURATION("interval", traefik.api.interval_ms),
+    DURATION("timeout", traefik.api.timeout_ms),
+    DURATION("request_timeout", traefik.api.request_timeout_ms),
+    END,
+};
+
 static const struct field traefik_fields[] = {
     ENUM_STRING("api_group", traefik.api_group, api_groups),
     ENUM("rule_syntax", rule_syntaxes, set_rule_syntax),
+    SECTION("api", traefik_api_fields),
     END,
 };
 

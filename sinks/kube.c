@@ -64,6 +64,7 @@ struct kube_call {
     void *user;
     buf_t line; /* partial watch line */
     bool is_write;
+    bool aside;         /* kube_get_aside: a 403 is the caller's, not the client's */
     const char *verb;   /* static string, for the observer */
     char what[96];      /* the resource path, shortened, for messages */
     uint64_t seq;       /* start order: only a call newer than a problem clears it */
@@ -338,7 +339,7 @@ static void track_problem(struct kube_call *c, const struct kube_response *r) {
         kc->problem_auth = false;
         return;
     }
-    bool auth = r->status == 401 || (r->status == 403 && !c->is_write);
+    bool auth = r->status == 401 || (r->status == 403 && !c->is_write && !c->aside);
     if (r->status && !auth)
         return;
     char why[400];
@@ -741,6 +742,13 @@ struct kube_call *kube_request_json_nodry(struct kube_client *kc, const char *me
                                           const char *path, const cJSON *obj, kube_cb cb,
                                           void *user) {
     return request_json(kc, method, path, obj, cb, user, true);
+}
+
+struct kube_call *kube_get_aside(struct kube_client *kc, const char *path, kube_cb cb, void *user) {
+    struct kube_call *c = call_start(kc, "GET", path, NULL, NULL, 0, cb, NULL, user, false);
+    if (c)
+        c->aside = true;
+    return c;
 }
 
 struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,

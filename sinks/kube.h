@@ -88,6 +88,10 @@ struct kube_call *kube_request_nodry(struct kube_client *kc, const char *method,
 struct kube_call *kube_request_json_nodry(struct kube_client *kc, const char *method,
                                           const char *path, const cJSON *obj, kube_cb cb,
                                           void *user);
+/* A GET for an optional feature (traefik.api.pods): a 403 is the caller's
+ * to report; it does not make kube_client_problem say the API server
+ * refuses the bridge. */
+struct kube_call *kube_get_aside(struct kube_client *kc, const char *path, kube_cb cb, void *user);
 /* A streaming watch: on_event per line, then done once when it ends. */
 struct kube_call *kube_watch(struct kube_client *kc, const char *path, kube_event_cb on_event,
                              kube_cb done, void *user);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "bridge/model/model.h"
+#include "sinks/traefikapi.h"
 
 #define TRAEFIK_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
 #define TRAEFIK_MANAGER "canary-bridge"
@@ -30,6 +31,8 @@ enum rule_syntax { RULE_SYNTAX_V3, RULE_SYNTAX_V2 };
 struct traefik_settings {
     char *api_group;              /* "traefik.io" (default) | "traefik.containo.us" | "auto" */
     enum rule_syntax rule_syntax; /* default v3 */
+    /* traefik.api: confirm the weights in Traefik; off by default */
+    struct traefikapi_settings api;
 };
 
 struct render_opts {

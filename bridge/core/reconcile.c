@@ -1,7 +1,7 @@
 /* reconcile.c - the reconciler's public API and lifecycle, route status
  * records, and the ownership index; see reconcile.h.
  *
- * The reconciler is one module in nine files, split by job (the list is in
+ * The reconciler is one module in ten files, split by job (the list is in
  * reconcile_internal.h): a pass for one route in reconcile_pass.c, one
  * object's write in reconcile_write.c, two writers in reconcile_fight.c,
  * the deletion guard in reconcile_guard.c, the brakes in

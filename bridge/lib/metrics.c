@@ -538,10 +538,18 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
     out->source_events_total =
         metrics_counter(m, "canary_bridge_source_events_total",
                         "Key events received from the source (etcd or Consul).", 0, NULL);
+    static const char *const stage[] = {"stage"};
     out->propagation_seconds = metrics_histogram(
         m, "canary_bridge_propagation_seconds",
-        "Seconds from a source event to the Kubernetes write carrying it being acknowledged.", 0,
-        NULL, sizeof prop_bounds / sizeof prop_bounds[0], prop_bounds);
+        "Seconds from a source event to the Kubernetes write carrying it being acknowledged "
+        "(stage applied), and to every Traefik instance of traefik.api serving it (stage live).",
+        1, stage, sizeof prop_bounds / sizeof prop_bounds[0], prop_bounds);
+    static const char *const instance[] = {"instance"};
+    out->not_live_total = metrics_counter(
+        m, "canary_bridge_not_live_total",
+        "Changes a Traefik instance (traefik.api) did not serve within traefik.api.timeout, by "
+        "the first instance that lagged; nothing is rolled back.",
+        1, instance);
     out->routes =
         metrics_gauge(m, "canary_bridge_routes", "Routes known to the bridge, by state.", 1, state);
     out->route_weight = metrics_gauge(m, "canary_bridge_route_weight",
@@ -633,10 +641,10 @@ int bridge_metrics_register(struct metrics *m, const char *version, struct bridg
         !out->route_frozen || !out->route_aborted || !out->refusals_total ||
         !out->writes_delayed_total || !out->undone_writes_total || !out->reconcile_total ||
         !out->conflicts_total || !out->kube_requests_total || !out->source_events_total ||
-        !out->propagation_seconds || !out->routes || !out->route_weight || !out->source_connected ||
-        !out->source_acl_denied || !out->last_sync_timestamp_seconds || !out->leader ||
-        !out->build_info || !out->burst_holds_total || !out->burst_holding || !out->deletion_held ||
-        !out->deletion_held_routes)
+        !out->propagation_seconds || !out->not_live_total || !out->routes || !out->route_weight ||
+        !out->source_connected || !out->source_acl_denied || !out->last_sync_timestamp_seconds ||
+        !out->leader || !out->build_info || !out->burst_holds_total || !out->burst_holding ||
+        !out->deletion_held || !out->deletion_held_routes)
         return -1;
     if (metric_add(out->refusals_total, METRIC_LABELS("max_step"), 0) < 0)
         return -1;

@@ -98,7 +98,7 @@ struct bridge_metrics {
     struct metric_family *conflicts_total;             /* counter: 409s retried */
     struct metric_family *kube_requests_total;         /* counter {verb,code} */
     struct metric_family *source_events_total;         /* counter: watch events applied */
-    struct metric_family *propagation_seconds;         /* histogram: source event to write acked */
+    struct metric_family *propagation_seconds;         /* histogram {stage}: applied, live */
     struct metric_family *routes;                      /* gauge {state} */
     struct metric_family *route_weight;                /* gauge {namespace,route,service} */
     struct metric_family *source_connected;            /* gauge 0/1 */
@@ -122,6 +122,8 @@ struct bridge_metrics {
 
     struct metric_family *plan_step;        /* gauge {namespace,route}: 1-based step of its plan */
     struct metric_family *plan_steps_total; /* counter: plan steps applied */
+    /* counter {instance}: changes a Traefik instance did not serve in time */
+    struct metric_family *not_live_total;
 };
 
 /* Register the standard families in m and set build_info{version}=1. 0, or -1

@@ -11,7 +11,9 @@ ca.crt, server.crt, server.key, token, kubeconfig (context "test") and, LAST and
 
 It serves the Traefik CRDs from tests/kubeapi/crds/ (traefik.io from the v3 file,
 traefik.containo.us from the v2 file), plus namespaces, core and events.k8s.io events,
-core services, discovery.k8s.io endpointslices, coordination.k8s.io leases, read-only
+core services, discovery.k8s.io endpointslices, coordination.k8s.io leases, core pods with
+their proxy subresource (forwarded over plain HTTP to status.podIP and the port the path
+names, as the real one does; a test runs the pod's server on loopback), read-only
 apiextensions.k8s.io CRDs and SelfSubjectAccessReview, and answers like a real kube-apiserver
 (see /work/shared/reference/kube-apiserver-behaviour.md): Status bodies, optimistic
 concurrency, patches, server-side apply, schema validation and pruning, label/field
@@ -41,7 +43,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 
 import yaml
@@ -251,6 +255,7 @@ BUILTINS = [
              verbs=["create", "delete", "get", "list", "patch", "update", "watch"]),
     Resource("", "v1", "events", "Event", short_names=["ev"]),
     Resource("", "v1", "services", "Service", short_names=["svc"], categories=["all"]),
+    Resource("", "v1", "pods", "Pod", short_names=["po"], categories=["all"]),
     Resource("coordination.k8s.io", "v1", "leases", "Lease"),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     Resource("events.k8s.io", "v1", "events", "Event", short_names=["ev"]),
@@ -896,6 +901,9 @@ class Api:
                       "the server does not allow this method on the requested resource")
         rs = self.resources.get((info.group, info.version))
         res = rs and rs.get(info.resource)
+        if res and res.plural == "pods" and info.ns and info.name and \
+                info.sub.split("/")[0] == "proxy":
+            return self.pod_proxy(req, info, path, user)
         if not res or info.sub or (info.ns and not res.namespaced and
                                    info.resource != "namespaces"):
             raise page_not_found()
@@ -916,6 +924,31 @@ class Api:
                 raise bad_request("Invalid dryRun value: %s" % dry)
         handler = getattr(self, "do_" + info.verb)
         return handler(req, res, info.ns, info.name, user)
+
+    def pod_proxy(self, req, info, path, user):
+        """GET /api/v1/namespaces/NS/pods/NAME[:PORT]/proxy/REST: REST (and the query) from
+        http://<status.podIP>:PORT, answered as the pod answered (502 when it does not)."""
+        if not self.authorized(req, "get", "", "pods/proxy", info.ns):
+            raise self.forbidden(info, path, user)
+        name, _, port = info.name.partition(":")
+        pod = self.store.objs[self.res("", "pods").id].get((info.ns, name))
+        if pod is None:
+            raise err(404, "NotFound", 'pods "%s" not found' % name,
+                      dets(name, "", "pods"))
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            raise err(400, "BadRequest", "address not allowed")
+        rest = path.split("/proxy", 1)[1] or "/"
+        query = urllib.parse.urlencode([(k, v) for k, vs in req.query.items() for v in vs])
+        url = "http://%s:%s%s%s" % (ip, port or "80", rest, "?" + query if query else "")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                code, body, ctype = r.status, r.read(), r.headers.get("Content-Type")
+        except urllib.error.HTTPError as e:
+            code, body, ctype = e.code, e.read(), e.headers.get("Content-Type")
+        except OSError as e:
+            raise err(502, "ServiceUnavailable", "error trying to reach service: %s" % e)
+        return Response(code, body, {"Content-Type": ctype or "text/plain"})
 
     def authenticate(self, req):
         auth = req.headers.get("Authorization")
@@ -961,8 +994,11 @@ class Api:
         """SelfSubjectAccessReview: the rules' answer for spec.resourceAttributes."""
         body = body if isinstance(body, dict) else {}
         attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
+        resource = attrs.get("resource", "")
+        if attrs.get("subresource"):
+            resource += "/" + attrs["subresource"]    # as RBAC names it: pods/proxy
         allowed = self.authorized(req, attrs.get("verb", ""), attrs.get("group", ""),
-                                  attrs.get("resource", ""), attrs.get("namespace", ""))
+                                  resource, attrs.get("namespace", ""))
         body["status"] = {"allowed": allowed}
         if allowed:
             body["status"]["reason"] = (

@@ -64,6 +64,14 @@ static void assert_defaults(const struct config *c) {
     assert_int_equal(c->reconcile.object_writes_per_second, 10);
     assert_int_equal(c->reconcile.retry_min_ms, 50);
     assert_int_equal(c->reconcile.retry_max_ms, 30000);
+    assert_int_equal(c->traefik.api.n_urls, 0);
+    assert_null(c->traefik.api.pods.namespace);
+    assert_string_equal(c->traefik.api.pods.selector, "app.kubernetes.io/name=traefik");
+    assert_int_equal(c->traefik.api.pods.port, 8080);
+    assert_int_equal(c->traefik.api.interval_ms, 200);
+    assert_int_equal(c->traefik.api.timeout_ms, 30000);
+    assert_int_equal(c->traefik.api.request_timeout_ms, 5000);
+    assert_false(traefikapi_enabled(&c->traefik.api));
     assert_string_equal(c->server.listen, "127.0.0.1:9464");
     assert_false(c->leader_election.enabled);
     assert_string_equal(c->leader_election.namespace, "default");

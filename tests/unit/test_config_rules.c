@@ -262,8 +262,56 @@ static void test_credentials_directory(void **state) {
     assert_non_null(strstr(err, "t.yaml:3: source.token_file: names $CREDENTIALS_DIRECTORY"));
 }
 
+/* traefik.api: urls or pods, each checked, and the timings' bounds. */
+static void test_traefik_api(void **state) {
+    (void)state;
+    struct config cfg;
+    cfgtest_ok("traefik:\n  api:\n    urls: http://127.0.0.1:8080\n    interval: 50ms\n"
+               "    timeout: 2s\n",
+               &cfg);
+    assert_int_equal(cfg.traefik.api.n_urls, 1);
+    assert_string_equal(cfg.traefik.api.urls[0], "http://127.0.0.1:8080");
+    assert_int_equal(cfg.traefik.api.interval_ms, 50);
+    assert_int_equal(cfg.traefik.api.timeout_ms, 2000);
+    assert_true(traefikapi_enabled(&cfg.traefik.api));
+    config_free(&cfg);
+    cfgtest_ok("traefik:\n  api:\n    pods: {namespace: traefik, port: 9000}\n", &cfg);
+    assert_string_equal(cfg.traefik.api.pods.namespace, "traefik");
+    assert_string_equal(cfg.traefik.api.pods.selector, "app.kubernetes.io/name=traefik");
+    assert_int_equal(cfg.traefik.api.pods.port, 9000);
+    assert_true(traefikapi_enabled(&cfg.traefik.api));
+    config_free(&cfg);
+    cfgtest_error("traefik:\n  api:\n    urls: [http://a:8080]\n    pods:\n      namespace: t\n",
+                  "t.yaml:4: traefik.api.pods: give traefik.api.urls or traefik.api.pods, not "
+                  "both");
+    cfgtest_error("traefik:\n  api:\n    urls: [http://a:8080, 'a:8080']\n",
+                  "t.yaml:3: traefik.api.urls: entry 1 is not an http:// or https:// URL with a "
+                  "host");
+    cfgtest_error("traefik:\n  api:\n    pods:\n      port: 8080\n",
+                  "t.yaml: traefik.api.pods.namespace: must name the Traefik pods' namespace "
+                  "(lowercase letters, digits and '-')");
+    cfgtest_error("traefik:\n  api:\n    pods:\n      namespace: Traefik\n",
+                  "t.yaml:4: traefik.api.pods.namespace: must name the Traefik pods' namespace "
+                  "(lowercase letters, digits and '-')");
+    cfgtest_error("traefik:\n  api:\n    pods:\n      namespace: t\n      selector: ''\n",
+                  "t.yaml:5: traefik.api.pods.selector: must not be empty (e.g. "
+                  "app.kubernetes.io/name=traefik)");
+    cfgtest_error("traefik:\n  api:\n    pods:\n      namespace: t\n      port: 70000\n",
+                  "t.yaml:5: traefik.api.pods.port: must be between 1 and 65535");
+    cfgtest_error("traefik:\n  api:\n    interval: 0s\n",
+                  "t.yaml:3: traefik.api.interval: must be between 10ms and 1m");
+    cfgtest_error("traefik:\n  api:\n    interval: 1s\n    timeout: 500ms\n",
+                  "t.yaml:4: traefik.api.timeout: must be at least traefik.api.interval and at "
+                  "most 1h");
+    cfgtest_error("traefik:\n  api:\n    request_timeout: 1ms\n",
+                  "t.yaml:3: traefik.api.request_timeout: must be between 10ms and 5m");
+    cfgtest_error("traefik:\n  api:\n    url: [http://a:8080]\n",
+                  "t.yaml:3: unknown key 'traefik.api.url' (did you mean 'urls'?)");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_traefik_api),
         cmocka_unit_test(test_credentials_directory),
         cmocka_unit_test(test_field_manager),
         cmocka_unit_test(test_error_exclusive_keys),

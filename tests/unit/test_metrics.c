@@ -257,7 +257,8 @@ static void test_standard_set(void **state) {
     assert_int_equal(metric_add(bm.conflicts_total, NULL, 1), 0);
     assert_int_equal(metric_add(bm.kube_requests_total, METRIC_LABELS("PUT", "200"), 1), 0);
     assert_int_equal(metric_add(bm.source_events_total, NULL, 3), 0);
-    assert_int_equal(metric_observe(bm.propagation_seconds, NULL, 0.004), 0);
+    assert_int_equal(metric_observe(bm.propagation_seconds, METRIC_LABELS("applied"), 0.004), 0);
+    assert_int_equal(metric_add(bm.not_live_total, METRIC_LABELS("http://t1:8080"), 1), 0);
     assert_int_equal(metric_set(bm.routes, METRIC_LABELS("ok"), 2), 0);
     assert_int_equal(metric_set(bm.route_weight, METRIC_LABELS("shop", "web", "shop-v1"), 90), 0);
     assert_int_equal(metric_set(bm.source_connected, NULL, 1), 0);
@@ -271,12 +272,13 @@ static void test_standard_set(void **state) {
         "canary_bridge_kube_requests_total{verb=\"PUT\",code=\"200\"} 1\n",
         "canary_bridge_source_events_total 3\n",
         "# TYPE canary_bridge_propagation_seconds histogram\n",
-        "canary_bridge_propagation_seconds_bucket{le=\"0.0005\"} 0\n",
-        "canary_bridge_propagation_seconds_bucket{le=\"0.0025\"} 0\n",
-        "canary_bridge_propagation_seconds_bucket{le=\"0.005\"} 1\n",
-        "canary_bridge_propagation_seconds_bucket{le=\"10\"} 1\n",
-        "canary_bridge_propagation_seconds_bucket{le=\"+Inf\"} 1\n",
-        "canary_bridge_propagation_seconds_count 1\n",
+        "canary_bridge_propagation_seconds_bucket{stage=\"applied\",le=\"0.0005\"} 0\n",
+        "canary_bridge_propagation_seconds_bucket{stage=\"applied\",le=\"0.0025\"} 0\n",
+        "canary_bridge_propagation_seconds_bucket{stage=\"applied\",le=\"0.005\"} 1\n",
+        "canary_bridge_propagation_seconds_bucket{stage=\"applied\",le=\"10\"} 1\n",
+        "canary_bridge_propagation_seconds_bucket{stage=\"applied\",le=\"+Inf\"} 1\n",
+        "canary_bridge_propagation_seconds_count{stage=\"applied\"} 1\n",
+        "canary_bridge_not_live_total{instance=\"http://t1:8080\"} 1\n",
         "# TYPE canary_bridge_routes gauge\ncanary_bridge_routes{state=\"ok\"} 2\n",
         "canary_bridge_route_weight{namespace=\"shop\",route=\"web\",service=\"shop-v1\"} 90\n",
         "canary_bridge_source_connected 1\n",
