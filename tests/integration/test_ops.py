@@ -461,8 +461,9 @@ class CommandLine(OpsCase):
         self.assertNotIn(self.kube.token, out + err)
         # Results only on stdout, one line per check; the log lines go to stderr: config,
         # connection, source, CRDs, then one per right the bridge will use (list, watch,
-        # get, create and update of three Traefik kinds, create and patch of Events).
-        self.assertEqual(len(out.splitlines()), 4 + 3 * 5 + 2, out)
+        # get, create and update of three Traefik kinds, create and patch of Events, list
+        # and watch of Services and EndpointSlices).
+        self.assertEqual(len(out.splitlines()), 4 + 3 * 5 + 2 + 4, out)
         for line in out.splitlines():
             self.assertRegex(line, r"^(ok  |FAIL) \w+", line)
         self.assertTrue(err)
