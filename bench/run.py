@@ -36,11 +36,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
-from cbtest import Bridge, Etcd, KubeAPI, bridge_config, wait_until  # noqa: E402
+from cbtest import Bridge, Etcd, KubeAPI, bridge_config, free_port, wait_until  # noqa: E402
 from consul import Consul  # noqa: E402
 sys.path.insert(0, HERE)
 import traefik_real  # noqa: E402
@@ -468,14 +469,58 @@ def first_writes(entries, ok_only=True):
 # --------------------------------------------------------------------------------------------
 # 1. propagation
 
-def measure_changes(kv, prefix, name, weights, watcher, gap=0.0, timeout=30):
-    """Put each weight in turn, waiting until it is live before the next.
+# Write pacing (reconcile.object_writes_per_second, 10 by default): a route written less
+# than 1/10 s ago waits for its next write slot.  That is a key rewritten in a loop, not a
+# person's edit, so the back-to-back rows take their routes in turn (Rotation) and never edit
+# a route again within PACE_SLOT_S + PACE_MARGIN_S (bench/README.md, section 1).
+PACE_SLOT_S = 0.1       # 1 / the bridge's default object_writes_per_second
+PACE_MARGIN_S = 0.05
+
+
+class Rotation:
+    """The routes a propagation row edits, one change each in turn.  A route whose turn
+    comes round less than `min_gap` s after its last edit waits for the rest (counted in
+    held / held_s); route_of maps each weight put to the route it went to, revisit lists the
+    time since the route's previous edit."""
+
+    def __init__(self, names, min_gap):
+        self.names, self.min_gap = list(names), min_gap
+        self.i, self.last = 0, {}
+        self.route_of = {}
+        self.reset()
+
+    def reset(self):
+        self.held, self.held_s, self.revisit = 0, 0.0, []
+
+    def next(self, w):
+        name = self.names[self.i % len(self.names)]
+        self.i += 1
+        last = self.last.get(name)
+        if last is not None:
+            wait = last + self.min_gap - time.monotonic()
+            if wait > 0:
+                self.held += 1
+                self.held_s += wait
+                time.sleep(wait)
+            self.revisit.append(time.monotonic() - last)
+        self.route_of[w] = name
+        return name
+
+    def edited(self, name):
+        self.last[name] = time.monotonic()
+
+
+def measure_changes(kv, prefix, route, weights, watcher, gap=0.0, timeout=30):
+    """Put each weight in turn, waiting until it is live before the next.  `route`: the
+    route every change edits, or a Rotation that picks each change's route.
     -> [(weight, t_send, t_ack)]"""
-    key = "%s%s/%s/weights" % (prefix, NS, name)
     out = []
     for w in weights:
+        name = route.next(w) if isinstance(route, Rotation) else route
         watcher.expect({name: w})
-        t_send, t_ack, _ = kv.put(key, weights_value(w))
+        t_send, t_ack, _ = kv.put("%s%s/%s/weights" % (prefix, NS, name), weights_value(w))
+        if isinstance(route, Rotation):
+            route.edited(name)
         watcher.wait(timeout, "%s weight %d" % (name, w))
         out.append((w, t_send, t_ack))
         if gap:
@@ -484,11 +529,14 @@ def measure_changes(kv, prefix, name, weights, watcher, gap=0.0, timeout=30):
 
 
 def latencies(changes, entries, name, ok_only=False):
-    """Match each change with the write that carried it -> (from_ack, from_send, entries)."""
-    writes = first_writes([e for e in entries if entry_name(e) == name], ok_only=ok_only)
+    """Match each change with the write that carried it -> (from_ack, from_send, entries).
+    `name`: the route of every change, or {weight: route}."""
+    route_of = name if isinstance(name, dict) else None
+    names = set(route_of.values()) if route_of else {name}
+    writes = first_writes([e for e in entries if entry_name(e) in names], ok_only=ok_only)
     from_ack, from_send, matched, unmatched = [], [], [], 0
     for w, t_send, t_ack in changes:
-        e = writes.get((name, w))
+        e = writes.get((route_of[w] if route_of else name, w))
         if e is None:
             unmatched += 1
             continue
@@ -515,62 +563,86 @@ def request_mix(entries, t0, t1):
 
 
 def bench_propagation(env, args, res):
-    """Rows: etcd; Consul with changes spaced by --consul-gap; Consul back-to-back."""
-    warm = args.warmup
+    """Rows: etcd and Consul back-to-back, each change on the next of --prop-routes routes;
+    Consul with changes spaced by --consul-gap, on one route.  A bridge per row."""
     out = res.setdefault("propagation", {})
-    plan = {"etcd": [("etcd", args.changes, 0.0)],
-            "consul": [("consul_b2b", args.consul_b2b_changes, 0.0),
-                       ("consul", args.consul_changes, args.consul_gap)]}
+    plan = (("etcd", "etcd", args.changes, 0.0, args.prop_routes),
+            ("consul_b2b", "consul", args.consul_b2b_changes, 0.0, args.prop_routes),
+            ("consul", "consul", args.consul_changes, args.consul_gap, 1))
     with env.kube("prop") as kube:
         k = Kube(kube)
         watcher = Watcher(kube)
         try:
-            for source in ("etcd", "consul"):
-                kv = EtcdKV(env.etcd) if source == "etcd" else ConsulKV(env.consul)
-                prefix, name = "prop-%s/" % source, "prop-%s" % source
-                kv.put_many(route_keys(prefix, name, 1))
-                watcher.expect({name: 1})
-                with env.bridge("prop-" + source, kube, source, prefix) as b:
-                    wait_ready(b)
-                    watcher.wait(30, "first write of " + name)
-                    time.sleep(0.5)
-                    log("propagation %s: %d warm-up changes" % (source, warm))
-                    measure_changes(kv, prefix, name, range(2, 2 + warm), watcher,
-                                    args.consul_gap if source == "consul" else 0.0)
-                    base = 1000
-                    for row, count, gap in plan[source]:
-                        if count <= 0:
-                            continue
-                        if gap == 0.0 and source == "consul":
-                            # The back-to-back row starts with the bridge's Consul rate limit
-                            # full again (a burst of 20; refills take 5 ms to 1 s each).
-                            time.sleep(1.0)
-                        log("propagation %s: %d changes%s" % (
-                            source, count, ", %.2f s apart" % gap if gap else ", back-to-back"))
-                        seq0 = k.last_seq()
-                        if source == "consul":
-                            cl = env.consul.requests()
-                            cseq0 = cl[-1]["seq"] if cl else 0
-                        cpu0 = proc_cpu_ticks(b.proc.pid)
-                        changes = measure_changes(kv, prefix, name, range(base, base + count),
-                                                  watcher, gap)
-                        cpu1 = proc_cpu_ticks(b.proc.pid)
-                        base += count
-                        time.sleep(0.2)     # the last write's answer completes its log entry
-                        entries = k.requests(since=seq0)
-                        out[row] = summarize_changes(changes, entries, name, gap)
-                        if source == "consul":
-                            out[row]["consul_delivery"] = consul_delivery(
-                                env.consul, cseq0, changes)
-                        out[row]["bridge_cpu_ms_per_change"] = \
-                            (cpu1 - cpu0) * 1000.0 / CLK_TCK / count
-                    if args.anatomy and source == "etcd":
-                        out["anatomy"] = anatomy(b, kv, k, prefix, name, watcher, args.anatomy,
-                                                 base)
-                kv.close()
+            for row, source, count, gap, n in plan:
+                if count > 0 or (row == "etcd" and args.anatomy):
+                    propagation_row(env, args, k, kube, watcher, out, row, source, count, gap,
+                                    max(1, n))
         finally:
             watcher.stop()
             k.close()
+
+
+def propagation_row(env, args, k, kube, watcher, out, row, source, count, gap, n):
+    kv = EtcdKV(env.etcd) if source == "etcd" else ConsulKV(env.consul)
+    tag = "prop-" + row.replace("_", "-")
+    prefix, names = tag + "/", [tag] if n == 1 else ["%s-%d" % (tag, i) for i in range(n)]
+    routes = Rotation(names, PACE_SLOT_S + PACE_MARGIN_S)
+    # Back-to-back, the warm-up edits every route once: the burst detector counts a route
+    # only when it has not changed for a second, so the measured changes are not a burst of
+    # new routes (see bench/README.md, section 1).
+    warm = max(args.warmup, n) if not gap else args.warmup
+    base = 1000 + warm
+    try:
+        kv.put_many([kvp for nm in names for kvp in route_keys(prefix, nm, 1)])
+        watcher.expect({nm: 1 for nm in names})
+        port = free_port()
+        with env.bridge(tag, kube, source, prefix, metrics_port=port) as b:
+            wait_ready(b)
+            watcher.wait(60, "first write of %d route(s) of %s" % (n, tag))
+            time.sleep(0.5)
+            log("propagation %s: %d warm-up changes" % (row, warm))
+            measure_changes(kv, prefix, routes, range(2, 2 + warm), watcher, gap)
+            if count > 0:
+                log("propagation %s: %d changes over %d route(s)%s" % (
+                    row, count, n, ", %.2f s apart" % gap if gap else ", back-to-back"))
+                routes.reset()
+                seq0, log0, delayed0 = k.last_seq(), b.log_size(), writes_delayed(port)
+                if source == "consul":
+                    cl = env.consul.requests()
+                    cseq0 = cl[-1]["seq"] if cl else 0
+                cpu0 = proc_cpu_ticks(b.proc.pid)
+                changes = measure_changes(kv, prefix, routes, range(base, base + count),
+                                          watcher, gap)
+                cpu1 = proc_cpu_ticks(b.proc.pid)
+                time.sleep(0.2)     # the last write's answer completes its log entry
+                entries = k.requests(since=seq0)
+                delayed1 = writes_delayed(port)
+                d = out[row] = summarize_changes(changes, entries, routes.route_of, gap)
+                if source == "consul":
+                    d["consul_delivery"] = consul_delivery(env.consul, cseq0, changes)
+                d["bridge_cpu_ms_per_change"] = (cpu1 - cpu0) * 1000.0 / CLK_TCK / count
+                d.update({"routes": n, "held": routes.held, "held_s": routes.held_s,
+                          "revisit": stats(routes.revisit),
+                          "paced": None if delayed0 is None or delayed1 is None
+                          else delayed1 - delayed0,
+                          "burst_holds": b.log_text()[log0:].count("burst: more than")})
+            if args.anatomy and source == "etcd":
+                out["anatomy"] = anatomy(b, kv, k, prefix, routes, watcher, args.anatomy,
+                                         base + count)
+    finally:
+        kv.close()
+
+
+def writes_delayed(port):
+    """The bridge's canary_bridge_writes_delayed_total: passes whose writes waited for
+    write pacing; None if it cannot be read."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r"(?m)^canary_bridge_writes_delayed_total (\d+)", text)
+    return int(m.group(1)) if m else None
 
 
 def consul_delivery(consul, seq0, changes):
@@ -624,10 +696,10 @@ def summarize_changes(changes, entries, name, gap=0.0):
 NR_SENDTO, NR_RECVFROM, NR_WRITE, NR_READ = 44, 45, 1, 0
 
 
-def anatomy(bridge, kv, k, prefix, name, watcher, count, base):
+def anatomy(bridge, kv, k, prefix, routes, watcher, count, base):
     """Where one change's time goes: the bridge's system calls, recorded with perf on
     CLOCK_MONOTONIC and put on the wall clock, between the client's put and the API
-    server's arrival time."""
+    server's arrival time.  The changes take `routes` (a Rotation) in turn."""
     perf = shutil.which("perf")
     if not perf:
         return {"error": "perf not installed"}
@@ -648,7 +720,7 @@ def anatomy(bridge, kv, k, prefix, name, watcher, count, base):
     offset = sorted(offs)[2]
     log("propagation etcd: %d changes under perf (anatomy)" % count)
     seq0 = k.last_seq()
-    changes = measure_changes(kv, prefix, name, range(base, base + count), watcher, gap=0.02)
+    changes = measure_changes(kv, prefix, routes, range(base, base + count), watcher, gap=0.02)
     time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     try:
@@ -679,7 +751,7 @@ def anatomy(bridge, kv, k, prefix, name, watcher, count, base):
             t0, _, fd, length = pending.pop(tid)
             ev.append((t0, t, nr, fd, length, int(m.group(7))))
     ev.sort()
-    _, _, matched, _ = latencies(changes, entries, name)
+    _, _, matched, _ = latencies(changes, entries, routes.route_of)
     by_w = {body_weight(e["body"]): e for e in matched}
     # The source's watch socket: the one most often read first after a put was sent.
     firsts = {}
@@ -882,11 +954,13 @@ def burst_one(env, args, method):
         try:
             kv.put_many([kvp for n in names for kvp in route_keys(prefix, n, 1)])
             watcher.expect({n: 1 for n in names})
-            with env.bridge("burst-" + method, kube, "etcd", prefix, **sections) as b:
+            port = free_port()
+            with env.bridge("burst-" + method, kube, "etcd", prefix, metrics_port=port,
+                            **sections) as b:
                 wait_ready(b)
                 watcher.wait(300, "initial sync of %d routes" % n_routes)
                 quiet(b, 1.0)
-                seq0 = k.last_seq()
+                seq0, delayed0 = k.last_seq(), writes_delayed(port)
                 log("burst: %d puts over %d routes, %s" % (
                     n_puts, n_routes, "%d gateway connections" % clients if gateway
                     else "txns of %d puts from %d connections" % (batch, clients)))
@@ -908,6 +982,7 @@ def burst_one(env, args, method):
                 t_seen = time.time()
                 quiet(b, 2.0)
                 holds = b.log_text()[log0:].count("burst: more than")
+                delayed1 = writes_delayed(port)
                 cpu1 = proc_cpu_ticks(b.proc.pid)
                 srv1, etcd1 = proc_cpu_ticks(kube.proc.pid), proc_cpu_ticks(env.etcd.proc.pid)
                 t_end = time.time()
@@ -925,6 +1000,7 @@ def burst_one(env, args, method):
     return {
         "method": method, "routes": n_routes, "puts": n_puts, "clients": clients,
         "holds": holds,
+        "paced": None if delayed0 is None or delayed1 is None else delayed1 - delayed0,
         "batch": batch if method == "txn" else 1,
         "revisions": len({p[2] for p in puts}),
         "put_seconds": t_last - t_first, "puts_per_s": n_puts / max(1e-9, t_last - t_first),
@@ -1453,6 +1529,16 @@ def print_propagation(res):
                  ms(d["server_time"]["p50"]) if d["server_time"] else "-",
                  d["bridge_cpu_ms_per_change"], d["negative_from_ack"], d["changes"],
                  ms(d["source_ack"]["p50"])))
+        if "routes" in d:
+            rv = d["revisit"]
+            print("  %s: %s: a route was edited again after %s ms at least (p50 %s; write "
+                  "pacing's slot: %.0f ms), %d changes held back for that (%.0f ms in all); "
+                  "passes delayed by write pacing: %s; burst holds: %d"
+                  % (key, "%d routes in turn" % d["routes"] if d["routes"] > 1 else "one route",
+                     ms(rv["min"], 0) if rv else "-",
+                     ms(rv["p50"], 0) if rv else "-", PACE_SLOT_S * 1000, d["held"],
+                     d["held_s"] * 1000, "?" if d["paced"] is None else d["paced"],
+                     d["burst_holds"]))
     for key, _ in PROP_ROWS:
         cd = (p.get(key) or {}).get("consul_delivery")
         if cd and cd.get("delivery"):
@@ -1522,6 +1608,8 @@ def print_burst(res):
             lambda d: "%d / %d" % (d["api_writes"], d["routes"])),
         row("  of which sent while the puts went on", lambda d: "%d" % d["writes_during_puts"]),
         row("burst holds (bridge log)", lambda d: "%d" % d.get("holds", 0)),
+        row("passes delayed by write pacing (0.1 s per object)",
+            lambda d: "-" if d.get("paced") is None else "%d" % d["paced"]),
         row("409 conflicts / bridge GETs", lambda d: "%d / %d" % (d["conflicts"],
                                                                 d["bridge_gets"])),
         row("coalescing: puts per API write", lambda d: "%.1f" % (d["puts"] /
@@ -1722,7 +1810,11 @@ def main(argv=None):
     ap.add_argument("--anatomy", type=int,
                     help="propagation: extra etcd changes with the bridge's system calls "
                     "recorded by perf, to split the latency (100 if perf is installed; 0 = off)")
-    ap.add_argument("--warmup", type=int, default=5, help="unmeasured first changes (5)")
+    ap.add_argument("--prop-routes", type=int, default=40,
+                    help="propagation: routes the back-to-back changes take in turn, so that "
+                    "no route is edited again within write pacing's 0.1 s (40)")
+    ap.add_argument("--warmup", type=int, default=5,
+                    help="unmeasured first changes (5; back-to-back at least one per route)")
     ap.add_argument("--baseline-changes", type=int, help="kubectl loop changes (100)")
     ap.add_argument("--burst-puts", type=int, help="burst: puts (10000)")
     ap.add_argument("--burst-routes", type=int, help="burst: routes (1000)")
