@@ -121,6 +121,8 @@ struct generation {
         bool api_ok;
         struct access_review *reviews; /* app_access.c */
         size_t n_reviews, sent, answered;
+        bool traefik_done, traefik_ok; /* traefik.api's instances (app_live.c) */
+        struct check_traefik *traefik; /* app_live.c */
     } check;
 };
 
@@ -230,8 +232,10 @@ void app_oneshot_check_conn(const struct kube_conn *conn);
 /* check: ask the API server whether it serves the Traefik CRDs. 0 or -1. */
 int app_oneshot_check_api(struct generation *g);
 /* check: the Kubernetes side is done (ok: CRDs served, every access
- * allowed); stop when the source is done too. */
+ * allowed); stop when the source and traefik.api's instances are done too. */
 void app_oneshot_check_api_done(struct generation *g, bool ok);
+/* check: every traefik.api instance answered (ok) or not. */
+void app_oneshot_check_traefik_done(struct generation *g, bool ok);
 /* render, status, diff: the source was read and the informers have listed:
  * print, then stop. */
 void app_oneshot_inspect(struct generation *g);
@@ -278,6 +282,12 @@ void app_live_on_applied(struct generation *g, const char *route_id, const struc
 void app_live_on_gone(struct generation *g, const char *route_id);
 /* The route's served, live and live_at into its status document. 0 or -1. */
 int app_live_status_doc(struct generation *g, const char *route_id, cJSON *doc);
+/* check: ask every traefik.api instance for its version (done at once
+ * without traefik.api); app_oneshot_check_traefik_done when all answered.
+ * 0, or -1 (memory). */
+int app_live_check_start(struct generation *g);
+/* check, at the deadline: the instances' lines, those not answered FAIL. */
+void app_live_check_report_timeout(struct generation *g);
 void app_live_stop(struct generation *g);
 void app_live_close(struct generation *g);
 void app_live_free(struct generation *g);

@@ -5,8 +5,13 @@
  *
  * Only `run` confirms (not --dry-run: nothing it writes would ever be
  * served). Without traefik.api nothing here runs and no status field is
- * added. */
+ * added.
+ *
+ * `check` asks each instance once for /api/version (pods mode: lists the
+ * pods first) with the same clients, and prints one "ok"/"FAIL" line per
+ * instance, a URL never with its password. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -104,7 +109,11 @@ int app_live_status_doc(struct generation *g, const char *route_id, cJSON *doc) 
     return 0;
 }
 
+static void check_stop(struct generation *g);
+static void check_free(struct generation *g);
+
 void app_live_stop(struct generation *g) {
+    check_stop(g);
     if (g->have_live)
         live_stop(&g->live);
 }
@@ -115,6 +124,222 @@ void app_live_close(struct generation *g) {
 }
 
 void app_live_free(struct generation *g) {
+    check_free(g);
     if (g->have_live)
         live_free(&g->live);
+}
+
+/* ---- check: does every instance answer? ---- */
+
+#define CHECK_MAX_PODS 256
+
+struct check_probe {
+    struct check_traefik *ct;
+    struct traefikapi_call *call; /* in flight, or NULL */
+    char *instance;               /* a URL (as configured) or a pod name */
+    char shown[300];              /* "http://host:8080", "pod traefik/traefik-a" */
+    char line[700];               /* the verdict, once answered */
+    bool answered, ok;
+};
+
+struct check_traefik {
+    struct generation *g;
+    struct traefikapi_settings cfg; /* the config's, request timeout within --timeout */
+    struct traefikapi_client client;
+    struct traefikapi_call *pods_call; /* pods mode: the list in flight */
+    char pods_shown[300];              /* "pods traefik/app.kubernetes.io/name=traefik" */
+    char pods_line[700];               /* why the pods could not be asked, or "" */
+    struct check_probe *probes;
+    size_t n_probes, answered;
+    bool done, ok;
+};
+
+/* Every line, in order: the pods' problem, or one per instance. */
+static void check_print(struct check_traefik *ct) {
+    ct->ok = !ct->pods_line[0];
+    if (ct->pods_line[0])
+        printf("FAIL traefik api %s: %s\n", ct->pods_shown, ct->pods_line);
+    for (size_t i = 0; !ct->pods_line[0] && i < ct->n_probes; i++) {
+        printf("%s traefik api %s: %s\n", ct->probes[i].ok ? "ok  " : "FAIL", ct->probes[i].shown,
+               ct->probes[i].line);
+        ct->ok &= ct->probes[i].ok;
+    }
+    fflush(stdout);
+    ct->done = true;
+}
+
+static void check_finish(struct check_traefik *ct) {
+    check_print(ct);
+    app_oneshot_check_traefik_done(ct->g, ct->ok);
+}
+
+/* What an error answer means for someone setting traefik.api up. */
+static const char *check_hint(long status, const char *error) {
+    if (status == 404)
+        return " (Traefik's API is not served there: enable api.insecure for the traefik "
+               "entrypoint, or route api@internal to the entrypoint of that port)";
+    if (status == 401 || status == 403)
+        return " (the API wants credentials: user:password in the URL?)";
+    if (error && strcasestr(error, "connection refused"))
+        return " (is Traefik's API enabled on that entrypoint?)";
+    return "";
+}
+
+static void on_check_version(void *user, long status, const cJSON *json, const char *error) {
+    struct check_probe *p = user;
+    struct check_traefik *ct = p->ct;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, "Version");
+    p->call = NULL;
+    p->answered = true;
+    if (status == 200 && cJSON_IsString(v)) {
+        p->ok = true;
+        snprintf(p->line, sizeof p->line, "Traefik %s", v->valuestring);
+    } else if (status == 200) {
+        snprintf(p->line, sizeof p->line,
+                 "GET /api/version answered without a Traefik version (is this Traefik's API?)");
+    } else if (status == 0 || (error && *error)) {
+        snprintf(p->line, sizeof p->line, "%s%s", error && *error ? error : "no answer",
+                 check_hint(status, error));
+    } else {
+        snprintf(p->line, sizeof p->line, "GET /api/version: HTTP %ld%s", status,
+                 check_hint(status, error));
+    }
+    if (++ct->answered == ct->n_probes)
+        check_finish(ct);
+}
+
+/* Ask every probe's instance for /api/version; finish when none could start. */
+static void check_ask_all(struct check_traefik *ct) {
+    size_t started = 0;
+    for (size_t i = 0; i < ct->n_probes; i++) {
+        struct check_probe *p = &ct->probes[i];
+        p->call = traefikapi_get(&ct->client, p->instance, "/api/version", on_check_version, p);
+        if (p->call) {
+            started++;
+            continue;
+        }
+        p->answered = true;
+        snprintf(p->line, sizeof p->line, "could not start the request");
+        ct->answered++;
+    }
+    if (!started)
+        check_finish(ct);
+}
+
+static int check_add_probe(struct check_traefik *ct, const char *instance) {
+    struct check_probe *p = &ct->probes[ct->n_probes];
+    p->ct = ct;
+    if (!(p->instance = strdup(instance)))
+        return -1;
+    ct->n_probes++;
+    char name[280];
+    traefikapi_instance_name(&ct->cfg, instance, name, sizeof name);
+    snprintf(p->shown, sizeof p->shown, "%s%s", ct->cfg.pods.namespace ? "pod " : "", name);
+    return 0;
+}
+
+static void on_check_pods(void *user, long status, const cJSON *json, const char *error) {
+    struct check_traefik *ct = user;
+    ct->pods_call = NULL;
+    if (status != 200 || !json) {
+        snprintf(ct->pods_line, sizeof ct->pods_line, "cannot list the pods: %s",
+                 error && *error ? error : "not a PodList");
+        check_finish(ct);
+        return;
+    }
+    const char *names[CHECK_MAX_PODS];
+    size_t n = traefikapi_serving_pods(json, names, CHECK_MAX_PODS);
+    int listed = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(json, "items"));
+    if (n == 0) {
+        if (listed == 0)
+            snprintf(ct->pods_line, sizeof ct->pods_line, "no pod matches");
+        else
+            snprintf(ct->pods_line, sizeof ct->pods_line,
+                     "none of the %d pods that match is running and ready", listed);
+        check_finish(ct);
+        return;
+    }
+    if (!(ct->probes = calloc(n, sizeof *ct->probes))) {
+        snprintf(ct->pods_line, sizeof ct->pods_line, "out of memory");
+        check_finish(ct);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (check_add_probe(ct, names[i]) < 0) {
+            snprintf(ct->pods_line, sizeof ct->pods_line, "out of memory");
+            check_finish(ct);
+            return;
+        }
+    check_ask_all(ct);
+}
+
+int app_live_check_start(struct generation *g) {
+    struct app *a = g->app;
+    if (!traefikapi_enabled(&a->cfg.traefik.api)) {
+        app_oneshot_check_traefik_done(g, true);
+        return 0;
+    }
+    struct check_traefik *ct = calloc(1, sizeof *ct);
+    if (!ct)
+        return -1;
+    g->check.traefik = ct;
+    ct->g = g;
+    ct->cfg = a->cfg.traefik.api;
+    uint64_t limit = app_oneshot_timeout_ms(g);
+    if (ct->cfg.request_timeout_ms == 0 || ct->cfg.request_timeout_ms > limit)
+        ct->cfg.request_timeout_ms = limit;
+    ct->client = (struct traefikapi_client){&ct->cfg, g->http, g->kube};
+    if (ct->cfg.pods.namespace) {
+        snprintf(ct->pods_shown, sizeof ct->pods_shown, "pods %s/%s", ct->cfg.pods.namespace,
+                 ct->cfg.pods.selector ? ct->cfg.pods.selector : "");
+        ct->pods_call = traefikapi_list_pods(&ct->client, on_check_pods, ct);
+        if (!ct->pods_call) {
+            snprintf(ct->pods_line, sizeof ct->pods_line, "could not start the request");
+            check_finish(ct);
+        }
+        return 0;
+    }
+    if (!(ct->probes = calloc(ct->cfg.n_urls, sizeof *ct->probes)))
+        return -1;
+    for (size_t i = 0; i < ct->cfg.n_urls; i++)
+        if (check_add_probe(ct, ct->cfg.urls[i]) < 0)
+            return -1;
+    check_ask_all(ct);
+    return 0;
+}
+
+void app_live_check_report_timeout(struct generation *g) {
+    struct check_traefik *ct = g->check.traefik;
+    if (!ct || ct->done)
+        return;
+    double secs = (double)app_oneshot_timeout_ms(g) / 1000;
+    if (ct->pods_call)
+        snprintf(ct->pods_line, sizeof ct->pods_line, "the pods were not listed within %g s", secs);
+    for (size_t i = 0; i < ct->n_probes; i++)
+        if (!ct->probes[i].answered)
+            snprintf(ct->probes[i].line, sizeof ct->probes[i].line, "no answer within %g s", secs);
+    check_print(ct);
+}
+
+static void check_stop(struct generation *g) {
+    struct check_traefik *ct = g->check.traefik;
+    if (!ct)
+        return;
+    traefikapi_cancel(ct->pods_call);
+    ct->pods_call = NULL;
+    for (size_t i = 0; i < ct->n_probes; i++) {
+        traefikapi_cancel(ct->probes[i].call);
+        ct->probes[i].call = NULL;
+    }
+}
+
+static void check_free(struct generation *g) {
+    struct check_traefik *ct = g->check.traefik;
+    if (!ct)
+        return;
+    for (size_t i = 0; i < ct->n_probes; i++)
+        free(ct->probes[i].instance);
+    free(ct->probes);
+    free(ct);
+    g->check.traefik = NULL;
 }

@@ -3,9 +3,10 @@
  * stopped early:
  *
  *   check   prints one "ok" or "FAIL" line per part (config, source,
- *           Kubernetes connection, Traefik CRDs, and every right the bridge
- *           will use: app_access.c) and stops when both the source and the
- *           API server have answered;
+ *           Kubernetes connection, Traefik CRDs, every right the bridge
+ *           will use: app_access.c, and each traefik.api instance:
+ *           app_live.c) and stops when the source, the API server and
+ *           those instances have answered;
  *   render, status, diff
  *           read the source once and list the Traefik objects, then preview
  *           each route's pass (reconciler_preview) and print: render the
@@ -132,12 +133,21 @@ void app_oneshot_inspect(struct generation *g) {
 
 /* ---- check ---- */
 
+/* Stop once every part is done (at once when the API server failed:
+ * nothing after it can be asked); exit 1 on any FAIL. */
+static void check_maybe_stop(struct generation *g) {
+    bool source_done = g->check.source_ok || g->check.source_refused;
+    if (g->check.api_done && !g->check.api_ok)
+        app_stop(g, EXIT_RUNTIME);
+    else if (g->check.api_done && source_done && g->check.traefik_done)
+        app_stop(g, g->check.source_ok && g->check.traefik_ok ? EXIT_OK : EXIT_RUNTIME);
+}
+
 void app_oneshot_check_snapshot(struct generation *g, size_t n, uint64_t revision) {
     printf("ok   source %s: %zu keys under %s at revision %llu\n", g->source->ops->name, n,
            g->app->cfg.source.prefix, (unsigned long long)revision);
     g->check.source_ok = true;
-    if (g->check.api_done)
-        app_stop(g, g->check.api_ok ? EXIT_OK : EXIT_RUNTIME);
+    check_maybe_stop(g);
 }
 
 bool app_oneshot_check_refused(struct generation *g, const char *reason) {
@@ -147,8 +157,7 @@ bool app_oneshot_check_refused(struct generation *g, const char *reason) {
     /* Retrying cannot fix refused credentials: say what the server said. */
     printf("FAIL source %s: %s\n", g->source->ops->name, reason ? reason : "refused");
     g->check.source_refused = true;
-    if (g->check.api_done)
-        app_stop(g, EXIT_RUNTIME);
+    check_maybe_stop(g);
     return true;
 }
 
@@ -166,8 +175,13 @@ void app_oneshot_check_conn(const struct kube_conn *conn) {
 void app_oneshot_check_api_done(struct generation *g, bool ok) {
     g->check.api_done = true;
     g->check.api_ok = ok;
-    if (!ok || g->check.source_ok || g->check.source_refused)
-        app_stop(g, ok && !g->check.source_refused ? EXIT_OK : EXIT_RUNTIME);
+    check_maybe_stop(g);
+}
+
+void app_oneshot_check_traefik_done(struct generation *g, bool ok) {
+    g->check.traefik_done = true;
+    g->check.traefik_ok = ok;
+    check_maybe_stop(g);
 }
 
 static void on_check_api(void *user, const struct kube_response *res) {
@@ -197,7 +211,9 @@ static void on_check_api(void *user, const struct kube_response *res) {
 int app_oneshot_check_api(struct generation *g) {
     char path[256];
     snprintf(path, sizeof path, "/apis/%s/v1alpha1", g->api_group);
-    return kube_request(g->kube, "GET", path, NULL, NULL, 0, on_check_api, g) ? 0 : -1;
+    if (!kube_request(g->kube, "GET", path, NULL, NULL, 0, on_check_api, g))
+        return -1;
+    return app_live_check_start(g); /* traefik.api's instances, meanwhile */
 }
 
 /* ---- sync, and the deadline of all three ---- */
@@ -221,6 +237,7 @@ void app_oneshot_report_timeout(struct generation *g) {
             app_access_report_timeout(g);
         else if (!g->check.api_done)
             printf("FAIL kubernetes: no answer within %g s\n", secs);
+        app_live_check_report_timeout(g);
         break;
     default:
         log_error(&g->app->log, "%s: not finished within %g s (source %s, informers %s)",

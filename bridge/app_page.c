@@ -1,6 +1,7 @@
 /* app_page.c - the status page at / on server.listen: one table row per
- * route with its state, the weights in force as a bar, when it last changed
- * and its error, problems first. Plain HTML with inline CSS, no script, no
+ * route with its state, the weights in force as a bar, whether Traefik
+ * serves them (with traefik.api), when it last changed and its error,
+ * problems first. Plain HTML with inline CSS, no script, no
  * external assets; a meta refresh reloads it every few seconds.
  *
  * Everything that comes from outside (route names, service names, error
@@ -51,6 +52,9 @@ static const char page_head[] =
     ".st-held{color:#fff;background:#6b46c1}\n"
     ".err{color:#9b2c2c;white-space:pre-wrap;overflow-wrap:anywhere;max-width:40em}\n"
     ".note{color:#4a5568}\n"
+    ".sv-live{color:#22543d}\n"
+    ".sv-pending{color:#744210}\n"
+    ".sv-stale{color:#9b2c2c;overflow-wrap:anywhere}\n"
     "</style>\n";
 
 /* Escape s for HTML text and attribute values; control bytes become '?'. */
@@ -199,6 +203,22 @@ static int row_cmp(const void *a, const void *b) {
     return x->rank != y->rank ? x->rank - y->rank : strcmp(x->id, y->id);
 }
 
+/* traefik.api: whether every Traefik instance serves the route's weights:
+ * live, pending, or "stale: <who lags and what it reports>"; a dash for a
+ * route not applied since the start. */
+static int put_served(buf_t *b, struct generation *g, const char *id) {
+    struct live_view v;
+    if (!live_view(&g->live, id, &v))
+        return buf_puts(b, "<td class=\"served\"><span class=\"none\">&mdash;</span></td>");
+    const char *name = live_served_name(v.served);
+    int rc = buf_printf(b, "<td class=\"served sv-%s\" data-served=\"%s\">%s", name, name, name);
+    if (v.served == LIVE_STALE && v.reason) {
+        rc = rc ? rc : buf_puts(b, ": ");
+        rc = rc ? rc : put_html(b, v.reason);
+    }
+    return rc ? rc : buf_puts(b, "</td>");
+}
+
 static int put_row(buf_t *b, struct generation *g, const struct row *r, double now) {
     const struct route_status *st;
     (void)app_route_state(g, r->id, &st);
@@ -211,7 +231,10 @@ static int put_row(buf_t *b, struct generation *g, const struct row *r, double n
             : buf_printf(b, "</td><td><span class=\"state st-%s\">%s</span></td><td>", r->state,
                          r->state);
     rc = rc ? rc : put_weights(b, map_get(&g->weights_in_force, r->id));
-    rc = rc ? rc : buf_puts(b, "</td><td class=\"when\">");
+    rc = rc ? rc : buf_puts(b, "</td>");
+    if (g->have_live)
+        rc = rc ? rc : put_served(b, g, r->id);
+    rc = rc ? rc : buf_puts(b, "<td class=\"when\">");
     rc = rc ? rc : put_time(b, seen ? seen->changed : 0, now);
     rc = rc ? rc : buf_puts(b, "</td><td class=\"err\">");
     char leaves[1024];
@@ -272,8 +295,10 @@ static int put_page(buf_t *b, struct generation *g, struct rows *rs) {
         rc = rc ? rc : buf_puts(b, "</p>\n");
     }
     rc = rc ? rc
-            : buf_puts(b, "<table><thead><tr><th>Route</th><th>State</th><th>Weights in "
-                          "force</th><th>Last change</th><th>Error</th></tr></thead>\n<tbody>\n");
+            : buf_printf(b,
+                         "<table><thead><tr><th>Route</th><th>State</th><th>Weights in "
+                         "force</th>%s<th>Last change</th><th>Error</th></tr></thead>\n<tbody>\n",
+                         g->have_live ? "<th>Served</th>" : "");
     size_t shown = rs->n < PAGE_MAX_ROUTES ? rs->n : PAGE_MAX_ROUTES;
     for (size_t i = 0; i < shown && rc == 0; i++)
         rc = put_row(b, g, &rs->v[i], now);

@@ -2,6 +2,7 @@
  * one answer, and the GETs that fetch answers; see traefikapi.h. */
 #include "sinks/traefikapi.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,7 +225,9 @@ static void http_done(struct http_req *req, const struct http_result *res) {
     struct traefikapi_call *call = http_req_user(req);
     cJSON *json = res->status ? cJSON_ParseWithLength(res->body, res->body_len) : NULL;
     char err[256] = "";
-    if (!res->status)
+    if (!res->status && res->os_errno == ECONNREFUSED)
+        snprintf(err, sizeof err, "connection refused"); /* curl says "Couldn't connect" */
+    else if (!res->status)
         snprintf(err, sizeof err, "%s", res->error && *res->error ? res->error : "no answer");
     call->cb(call->user, res->status, json, err);
     cJSON_Delete(json);
@@ -331,6 +334,21 @@ size_t traefikapi_serving_pods(const cJSON *list, const char **names, size_t max
             names[n++] = name;
     }
     return n;
+}
+
+void traefikapi_instance_name(const struct traefikapi_settings *cfg, const char *instance,
+                              char *out, size_t outlen) {
+    if (cfg->pods.namespace) {
+        snprintf(out, outlen, "%s/%s", cfg->pods.namespace, instance);
+        return;
+    }
+    const char *host = strstr(instance, "://");
+    host = host ? host + 3 : instance;
+    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+    if (at && (!slash || at < slash))
+        snprintf(out, outlen, "%.*s%s", (int)(host - instance), instance, at + 1);
+    else
+        snprintf(out, outlen, "%s", instance);
 }
 
 void traefikapi_cancel(struct traefikapi_call *call) {

@@ -102,8 +102,9 @@ int traefikapi_services_path(const struct traefikapi_expect *e, char *out, size_
 
 /* ---- the client ---- */
 
-/* An answer: status 0 means no answer (error says why); json NULL when the
- * body is not JSON. Owned by the call. */
+/* An answer: status 0 means no answer (error says why: "connection refused"
+ * when nothing listens there); json NULL when the body is not JSON. Owned by
+ * the call. */
 typedef void (*traefikapi_cb)(void *user, long status, const cJSON *json, const char *error);
 
 struct traefikapi_call;
@@ -127,6 +128,11 @@ struct traefikapi_call *traefikapi_list_pods(struct traefikapi_client *c, traefi
 /* The pods of a PodList that serve: Running, not being deleted, not
  * unready. names[] point into list; at most max. */
 size_t traefikapi_serving_pods(const cJSON *list, const char **names, size_t max);
+/* How an instance is named to a person (status, log, Event, metric, check):
+ * a pod as "<namespace>/<pod>", a URL without its user and password
+ * (http://user:secret@host:8080 -> http://host:8080). */
+void traefikapi_instance_name(const struct traefikapi_settings *cfg, const char *instance,
+                              char *out, size_t outlen);
 /* No callback afterwards. */
 void traefikapi_cancel(struct traefikapi_call *call);
 

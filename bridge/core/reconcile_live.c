@@ -289,21 +289,10 @@ static void on_answer(void *user, long status, const cJSON *json, const char *er
 }
 
 /* How an instance is named in the status, the log, an Event and the
- * metric: a pod as "<namespace>/<pod>", a URL without its user and
- * password (http://user:secret@host:8080 -> http://host:8080). */
+ * metric (traefikapi_instance_name: never a URL's password). */
 static void shown_name(const struct live_checker *lc, const char *instance, char *out,
                        size_t outlen) {
-    if (lc->cfg->pods.namespace) {
-        snprintf(out, outlen, "%s/%s", lc->cfg->pods.namespace, instance);
-        return;
-    }
-    const char *host = strstr(instance, "://");
-    host = host ? host + 3 : instance;
-    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
-    if (at && (!slash || at < slash))
-        snprintf(out, outlen, "%.*s%s", (int)(host - instance), instance, at + 1);
-    else
-        snprintf(out, outlen, "%s", instance);
+    traefikapi_instance_name(lc->cfg, instance, out, outlen);
 }
 
 /* One request to instance i: about route id (epoch), or (id "") about

@@ -171,8 +171,12 @@ static void req_finish(struct http_req *r, CURLcode code, const char *why) {
     if (r->too_large && code == CURLE_WRITE_ERROR)
         why = "response too large";
     const char *error = "";
-    if (code != CURLE_OK)
+    long os_errno = 0;
+    if (code != CURLE_OK) {
         error = why ? why : (r->errbuf[0] ? r->errbuf : curl_easy_strerror(code));
+        if (curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK)
+            os_errno = 0;
+    }
 
     struct http_result res = {
         .curl = code,
@@ -181,6 +185,7 @@ static void req_finish(struct http_req *r, CURLcode code, const char *why) {
         .body = r->resp_body.data ? r->resp_body.data : "",
         .body_len = r->resp_body.len,
         .headers = r->resp_headers.data ? r->resp_headers.data : "",
+        .os_errno = os_errno,
     };
     if (r->done)
         r->done(r, &res);

@@ -44,6 +44,7 @@ struct http_result {
     const char *body;  /* buffered body (NUL-terminated; "" for streams) */
     size_t body_len;
     const char *headers; /* raw response header block, NUL-terminated */
+    long os_errno;       /* the socket's errno on a transport error (ECONNREFUSED), or 0 */
 };
 
 /* Done: called exactly once per started request unless it was cancelled. */

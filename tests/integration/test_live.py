@@ -7,7 +7,8 @@ Traefik v3.6 gives; tests/real/test_live_real.py runs the real one, over traefik
 and through a real kube-apiserver's pod proxy, which refuses loopback pod addresses).
 
 Also: without traefik.api nothing is asked and the status has no served field; `check`
-asks for the pods rights only in pods mode."""
+asks for the pods rights only in pods mode, and asks every instance (URLs, or the pods
+through the proxy) for /api/version, one ok/FAIL line each."""
 import http.server
 import json
 import os
@@ -34,10 +35,11 @@ services:
 
 class FakeTraefik:
     """/api/http/services?search=... answering the weighted service of IngressRoute
-    default/shop with self.weights (None: not loaded)."""
+    default/shop with self.weights (None: not loaded); /api/version with self.version
+    (None: 404, as when the port is not the API's entrypoint)."""
 
-    def __init__(self, host, port):
-        self.weights, self.asked = None, 0
+    def __init__(self, host, port, version="3.6.12"):
+        self.weights, self.asked, self.version = None, 0, version
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -45,6 +47,15 @@ class FakeTraefik:
                 url = urllib.parse.urlsplit(self.path)
                 q = urllib.parse.parse_qs(url.query)
                 fake.asked += 1
+                if url.path == "/api/version" and fake.version:
+                    body = json.dumps({"Version": fake.version, "Codename": "ramequin",
+                                       "startDate": "2026-01-01T00:00:00Z"}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if url.path != "/api/http/services":
                     self.send_error(404)
                     return
@@ -227,25 +238,93 @@ class Off(LiveCase):
 
 
 class Check(LiveCase):
-    def test_check_asks_for_the_pods_rights_in_pods_mode_only(self):
-        api = {"api": {"pods": {"namespace": "traefik"}}}
-        b = Bridge(self.tmp.name, bridge_config(etcd=self.etcd, kube=self.kube, traefik=api),
+    def check(self, traefik=None, args=()):
+        b = Bridge(self.tmp.name, bridge_config(etcd=self.etcd, kube=self.kube,
+                                                traefik=traefik or {}),
                    start=False, name="check")
-        code, out, err = b.run_once(["check"])
+        return b.run_once(["check"] + list(args))
+
+    def test_check_asks_for_the_pods_rights_in_pods_mode_only(self):
+        port = free_port()
+        fake = FakeTraefik("127.0.0.1", port)
+        self.addCleanup(fake.stop)
+        self.add_pod("traefik-a", "127.0.0.1")
+        api = {"api": {"pods": {"namespace": "traefik", "port": port}}}
+        code, out, err = self.check(api)
         self.assertEqual(code, 0, out + err)
         self.assertIn("ok   list pods in ns traefik\n", out)
         self.assertIn("ok   get pods/proxy in ns traefik\n", out)
         # Everything but the pod proxy.
         self.kube.control("POST", "rbac", {"token": self.kube.token,
                                            "rules": rules_without("pods/proxy")})
-        code, out, err = b.run_once(["check"])
+        code, out, err = self.check(api)
         self.assertEqual(code, 1, out + err)
         self.assertIn("FAIL get pods/proxy in ns traefik: denied", out)
         self.assertIn("ok   list pods in ns traefik\n", out)
-        b = Bridge(self.tmp.name, bridge_config(etcd=self.etcd, kube=self.kube),
-                   start=False, name="check-off")
-        code, out, err = b.run_once(["check"])
+        code, out, err = self.check()
         self.assertNotIn("pods", out)
+        self.assertNotIn("traefik api", out)
+
+    def test_check_asks_each_url_for_its_version(self):
+        ok_port, api_less_port, closed_port = free_port(), free_port(), free_port()
+        good = FakeTraefik("127.0.0.1", ok_port)
+        self.addCleanup(good.stop)
+        api_less = FakeTraefik("127.0.0.1", api_less_port, version=None)
+        self.addCleanup(api_less.stop)
+        urls = ["http://cb:s3cret@127.0.0.1:%d" % ok_port,
+                "http://127.0.0.1:%d/" % api_less_port,
+                "http://127.0.0.1:%d" % closed_port]
+        code, out, err = self.check({"api": {"urls": urls}})
+        self.assertEqual(code, 1, out + err)
+        lines = [l for l in out.splitlines() if "traefik api" in l]
+        self.assertEqual(lines[0], "ok   traefik api http://127.0.0.1:%d: Traefik 3.6.12" % ok_port)
+        self.assertRegex(lines[1], r"^FAIL traefik api http://127.0.0.1:%d/: GET /api/version: "
+                                   r"HTTP 404 \(.*api\.insecure.*entrypoint" % api_less_port)
+        self.assertEqual(lines[2], "FAIL traefik api http://127.0.0.1:%d: connection refused "
+                                   "(is Traefik's API enabled on that entrypoint?)" % closed_port)
+        self.assertEqual(len(lines), 3, out)
+        self.assertNotIn("s3cret", out + err)
+        # The other checks still print and pass.
+        self.assertIn("ok   source etcd", out)
+        # All instances fine: check passes.
+        code, out, err = self.check({"api": {"urls": urls[:1]}})
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("ok   traefik api http://127.0.0.1:%d: Traefik 3.6.12\n" % ok_port, out)
+
+    def test_check_gives_up_on_a_silent_instance_at_the_timeout(self):
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)   # connections complete in the kernel; nothing ever answers
+        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        code, out, err = self.check({"api": {"urls": [url], "request_timeout": "60s"}},
+                                    ["--timeout", "2s"])
+        self.assertEqual(code, 1, out + err)
+        self.assertRegex(out, r"\nFAIL traefik api %s: [^\n]*(no answer within 2 s|[Tt]imed? ?out)"
+                         % url)
+
+    def test_check_asks_each_traefik_pod(self):
+        port = port_free_on_both()
+        a = FakeTraefik("127.0.0.1", port)
+        self.addCleanup(a.stop)
+        api = {"api": {"pods": {"namespace": "traefik", "port": port}}}
+        code, out, err = self.check(api)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("FAIL traefik api pods traefik/app.kubernetes.io/name=traefik: "
+                      "no pod matches\n", out)
+        self.add_pod("traefik-a", "127.0.0.1")
+        self.add_pod("traefik-b", "127.0.0.2")   # nothing listens there
+        self.add_pod("traefik-starting", "127.0.0.3", phase="Pending")   # not asked
+        code, out, err = self.check(api)
+        self.assertEqual(code, 1, out + err)
+        lines = [l for l in out.splitlines() if "traefik api" in l]
+        self.assertEqual(lines[0], "ok   traefik api pod traefik/traefik-a: Traefik 3.6.12")
+        self.assertRegex(lines[1], r"^FAIL traefik api pod traefik/traefik-b: .*refused.*"
+                                   r"\(is Traefik's API enabled on that entrypoint\?\)$")
+        self.assertEqual(len(lines), 2, out)
+        proxied = [r["path"] for r in self.kube.requests() if "/proxy/" in r["path"]]
+        self.assertIn("/api/v1/namespaces/traefik/pods/traefik-a:%d/proxy/api/version" % port,
+                      proxied)
 
 
 if __name__ == "__main__":

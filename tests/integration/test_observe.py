@@ -1,7 +1,9 @@
 """Watching it run: log.format json, the process_* metrics and the per-route state
 series on /metrics, and the status page at / loaded in a real headless browser
-(Debian's chromium), its DOM and its screenshot inspected."""
+(Debian's chromium), its DOM and its screenshot inspected; with traefik.api, the page's
+Served column."""
 import html.parser
+import http.server
 import json
 import os
 import re
@@ -11,9 +13,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 
@@ -287,44 +291,59 @@ def png_pixels(path):
 
 
 class Dom(html.parser.HTMLParser):
-    """The page's rows: {route: {"state", "services": {name: weight}, "error", "tags"}} plus
-    every start tag seen (to find injected elements) and the title."""
+    """The page's rows: {route: {"state", "services": {name: weight}, "error", "tags",
+    "served", "served_tags"}} plus every start tag seen (to find injected elements), the
+    title and the column headers."""
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.rows, self.tags, self.title = {}, [], ""
+        self.rows, self.tags, self.title, self.headers = {}, [], "", []
         self.row = None
-        self.cell = 0
-        self.in_title = False
+        self.cell = ""  # the class of the row's cell we are in
+        self.in_title = self.in_th = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         self.tags.append((tag, a))
         if tag == "title":
             self.in_title = True
+        if tag == "th":
+            self.in_th = True
+            self.headers.append("")
         if tag == "tr" and "data-route" in a:
-            self.row = {"state": a["data-state"], "services": {}, "error": "", "tags": []}
+            self.row = {"state": a["data-state"], "services": {}, "error": "", "tags": [],
+                        "served": None, "served_tags": []}
             self.rows[a["data-route"]] = self.row
-            self.cell = 0
+            self.cell = ""
         elif self.row is not None:
             if tag == "td":
-                self.cell += 1
-            elif self.cell == 5:
+                self.cell = (a.get("class") or "").split(" ")[0]
+                if self.cell == "served":
+                    self.row["served"] = ""
+            elif self.cell == "err":
                 self.row["tags"].append(tag)  # anything inside the error cell
+            elif self.cell == "served":
+                self.row["served_tags"].append(tag)
             if "data-service" in a:
                 self.row["services"][a["data-service"]] = float(a["data-weight"])
 
     def handle_endtag(self, tag):
         if tag == "title":
             self.in_title = False
+        if tag == "th":
+            self.in_th = False
         if tag == "tr":
             self.row = None
 
     def handle_data(self, data):
         if self.in_title:
             self.title += data
-        if self.row is not None and self.cell == 5:
+        if self.in_th:
+            self.headers[-1] += data
+        if self.row is not None and self.cell == "err":
             self.row["error"] += data
+        if self.row is not None and self.cell == "served":
+            self.row["served"] += data
 
 
 @unittest.skipUnless(CHROMIUM, "chromium is not installed (apt-get install chromium; "
@@ -381,6 +400,8 @@ class StatusPage(ObserveCase):
         order = [rid for rid in dom.rows]
         self.assertEqual(order, ["default/bad", "default/evil", "default/cart", "default/shop"])
         self.assertRegex(dom.title, r"^4 routes, 2 with problems")
+        self.assertEqual(dom.headers, ["Route", "State", "Weights in force", "Last change",
+                                       "Error"])  # no Served column without traefik.api
 
         png = os.path.join(self.tmp.name, "page.png")
         self.chromium("--screenshot=" + png, "--window-size=1100,560", url)
@@ -409,6 +430,71 @@ class StatusPage(ObserveCase):
         badge_rows = [y for y, row in enumerate(rows) if row.count(ERROR_BADGE) > 20]
         self.assertTrue(badge_rows)
         self.assertLess(max(badge_rows), cart["start"])
+
+    def test_served_column_with_traefik_api(self):
+        """shop is served by the (fake) Traefik instance with its weights: live; cart's
+        weighted service also has a child the route does not name, whose name is markup:
+        stale once traefik.api.timeout passes, the reason shown as text."""
+        fake = FakeTraefikServices({
+            "shop": [("default-shop-v1-80", 75), ("default-shop-v2-80", 25)],
+            "cart": [("default-cart-v1-80", 40), ("default-cart-v2-80", 60),
+                     (self.HOSTILE, 1)]})
+        self.addCleanup(fake.stop)
+        self.put_route("shop", "shop-v1=75, shop-v2=25")
+        self.put_route("cart", "cart-v1=40, cart-v2=60")
+        self.bridge(traefik={"api": {"urls": [fake.url], "interval": "50ms", "timeout": "1s"}})
+        url = "http://127.0.0.1:%d/" % self.port
+
+        def served():
+            body = http_get(self.port, "/")[2]
+            return re.findall(r'data-served="(\w+)"', body)
+        wait_until(lambda: sorted(served()) == ["live", "stale"], what="shop live, cart stale")
+        body = http_get(self.port, "/")[2]
+        self.assertNotIn(self.HOSTILE, body)  # only ever escaped
+
+        dom = Dom()
+        dom.feed(self.chromium("--dump-dom", url))
+        self.assertEqual(dom.headers, ["Route", "State", "Weights in force", "Served",
+                                       "Last change", "Error"])
+        self.assertEqual(dom.rows["default/shop"]["served"], "live")
+        self.assertEqual(dom.rows["default/cart"]["served"],
+                         "stale: %s still serves %s" % (fake.url, self.HOSTILE))
+        self.assertEqual(dom.rows["default/cart"]["served_tags"], [])
+        self.assertNotIn("i", [t for t, _ in dom.tags])
+
+
+class FakeTraefikServices:
+    """A Traefik API stand-in: /api/http/services?search=default-<route> answers route's
+    weighted service with the given (child, weight) pairs, as Traefik v3.6 names them."""
+
+    def __init__(self, routes):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                search = (q.get("search") or [""])[0]
+                items = [{"name": "default-%s-0123456789abcdef0123@kubernetescrd" % name,
+                          "provider": "kubernetescrd", "type": "weighted",
+                          "status": "enabled",
+                          "weighted": {"services": [{"name": c, "weight": w}
+                                                    for c, w in children]}}
+                         for name, children in routes.items()]
+                body = json.dumps([i for i in items if search in i["name"]]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 if __name__ == "__main__":

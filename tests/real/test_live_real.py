@@ -12,7 +12,9 @@ by the test, as a kubelet would) names the host end of a veth pair (NetnsBackend
 needed), where a small TCP relay forwards to the real Traefik's API on 127.0.0.1. The
 bridge runs as the canary-bridge ServiceAccount of deploy/rbac.yaml: first without the
 optional pods Role (the status says the list is forbidden), then with that Role as
-deploy/rbac.yaml has it, commented out (the route becomes live)."""
+deploy/rbac.yaml has it, commented out (the route becomes live).
+
+`check` asks the real Traefik's API for its version (ok), and a closed port FAILs."""
 import json
 import os
 import threading
@@ -146,6 +148,30 @@ class LiveInRealTraefik(RealLiveCase):
                          s.get("served", "").startswith("stale: %s does not answer"
                                                         % self.traefik.api_url),
                          "the stopped instance named")
+
+
+class CheckRealTraefik(RealLiveCase):
+    def test_check_asks_each_instance(self):
+        with urllib.request.urlopen(self.traefik.api_url + "/api/version", timeout=5) as r:
+            version = json.loads(r.read())["Version"]
+        closed = "http://127.0.0.1:%d" % free_port()
+        cfg = bridge_config(etcd=self.etcd, kube=self.kube,
+                            traefik={"api": {"urls": [self.traefik.api_url, closed]}})
+        b = Bridge(self.tmp.name, cfg, start=False, name="check")
+        code, out, err = b.run_once(["check", "--timeout", "20s"])
+        self.assertEqual(code, 1, out + err)
+        lines = [ln for ln in out.splitlines() if "traefik api" in ln]
+        self.assertEqual(lines, [
+            "ok   traefik api %s: Traefik %s" % (self.traefik.api_url, version),
+            "FAIL traefik api %s: connection refused (is Traefik's API enabled on that "
+            "entrypoint?)" % closed], out)
+        # Every other part passes: the closed port alone fails check.
+        self.assertEqual([ln for ln in out.splitlines() if ln.startswith("FAIL")],
+                         lines[1:], out)
+        cfg["traefik"]["api"]["urls"] = [self.traefik.api_url]
+        b = Bridge(self.tmp.name, cfg, start=False, name="check-ok")
+        code, out, err = b.run_once(["check", "--timeout", "20s"])
+        self.assertEqual(code, 0, out + err)
 
 
 class BurstInRealTraefik(RealLiveCase):
