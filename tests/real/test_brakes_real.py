@@ -56,6 +56,8 @@ class RealBrakes(unittest.TestCase):
         self.ns = "brake%d" % next(_ns)
         self.kube.apply_object({"apiVersion": "v1", "kind": "Namespace",
                                 "metadata": {"name": self.ns}})
+        # The bridge gives weight only to Services that can serve (backend checks).
+        self.kube.add_services(self.ns, "shop-v1", "shop-v2", ports=[("http", 80)])
         self.dir = tempfile.mkdtemp(prefix="t-", dir=self.tmp.name)
         self.etcd = Etcd(self.dir)
         self.addCleanup(self.etcd.stop)
