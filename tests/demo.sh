@@ -60,6 +60,20 @@ log:
   level: info
 YAML
 
+  # The Services the route names, each with a ready endpoint, as a Deployment's controllers
+  # would leave them: the bridge gives weight only to a Service that can serve.
+  kapi_post() { # kapi_post PATH JSON: create an object in the API test server
+    curl -sf --cacert "$work/kube/ca.crt" -H "Authorization: Bearer $(cat "$work/kube/token")" \
+      -H "Content-Type: application/json" -X POST -d "$2" \
+      "https://127.0.0.1:$(cat "$work/kube/port")$1" >/dev/null
+  }
+  for svc in shop-v1 shop-v2; do
+    kapi_post /api/v1/namespaces/default/services \
+      '{"apiVersion":"v1","kind":"Service","metadata":{"name":"'$svc'"},"spec":{"ports":[{"name":"http","port":80,"targetPort":8080}]}}'
+    kapi_post /apis/discovery.k8s.io/v1/namespaces/default/endpointslices \
+      '{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"'$svc'-demo","labels":{"kubernetes.io/service-name":"'$svc'"}},"addressType":"IPv4","ports":[{"name":"http","port":8080,"protocol":"TCP"}],"endpoints":[{"addresses":["10.0.0.1"],"conditions":{"ready":true}}]}'
+  done
+
   echo "== the route, owned by the bridge: etcdctl put canary/default/shop/route"
   etcdctl put canary/default/shop/route "$(cat <<'ROUTE'
 match: Host(`shop.example.com`) && PathPrefix(`/`)
